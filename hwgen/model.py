@@ -1,0 +1,580 @@
+"""Model files, format version 1 (``docs/model-format.md``): typed objects, load, validate, save.
+
+A :class:`Model` is an :class:`InputSpec`, a list of layers (:class:`Dense`, :class:`Conv2d`,
+:class:`MaxPool2d`), the class names and a free-form provenance dict. Every number in it is
+an exact integer. :func:`load` reads and validates a file; it never unpickles anything and
+raises :class:`~hwgen.errors.ModelFormatError` with a one-line message naming the key or
+layer at fault. :func:`save` validates and writes atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelFormatError
+
+FORMAT_NAME = "sbn-model"
+FORMAT_VERSION = 1
+MAX_INPUT_BITS = 24
+MAX_ARCHIVE_BYTES = 2 << 30  # refuse archives that would unpack to more than 2 GiB
+
+Shape = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The network input: ``shape`` is ``(C, H, W)``; values are unsigned ``bits``-bit integers.
+
+    When ``binarize_at`` is an integer ``b``, a value ``x`` becomes +1 if ``x >= b`` else -1
+    before the first layer; when it is None, the first layer sees the raw integers.
+    """
+
+    shape: Shape
+    bits: int
+    binarize_at: int | None = None
+
+    @property
+    def binary(self) -> bool:
+        return self.binarize_at is not None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def max_value(self) -> int:
+        return (1 << self.bits) - 1
+
+
+@dataclass(eq=False)
+class Dense:
+    """``acc[j] = sum_i weight[j, i] * x[i]`` over the flattened (C, H, W) input.
+
+    ``weight`` int8 ``[M, N]`` in {-1, +1}. A hidden layer has ``threshold`` (int64 ``[M]``)
+    and ``sign`` (int8 ``[M]``): ``y[j] = +1 if sign[j] * acc[j] >= threshold[j] else -1``.
+    The output layer has neither and gives ``score[j] = acc[j] + bias[j]`` (bias int32 or None).
+    """
+
+    weight: np.ndarray
+    threshold: np.ndarray | None = None
+    sign: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    op = "dense"
+
+    @property
+    def is_output(self) -> bool:
+        return self.threshold is None and self.sign is None
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def fan_in(self) -> int:
+        return self.weight.shape[1]
+
+
+@dataclass(eq=False)
+class Conv2d:
+    """Binary convolution, thresholded per output channel like a hidden :class:`Dense`.
+
+    ``weight`` int8 ``[Cout, Cin, KH, KW]``; the input is padded by ``padding`` with
+    ``pad_value`` and sampled every ``stride`` positions.
+    """
+
+    weight: np.ndarray
+    threshold: np.ndarray
+    sign: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    pad_value: int = -1
+    op = "conv2d"
+    is_output = False
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return tuple(self.weight.shape[2:])
+
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.weight.shape[1:])
+
+
+@dataclass(eq=False)
+class MaxPool2d:
+    """Max-pool on binary values: +1 if any value in the window is +1 (OR of the bits)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    op = "maxpool2d"
+    is_output = False
+
+
+Layer = Dense | Conv2d | MaxPool2d
+
+
+@dataclass(eq=False)
+class Model:
+    input: InputSpec
+    layers: list[Layer]
+    classes: list[str]
+    provenance: dict = field(default_factory=dict)
+
+    def shapes(self) -> list[Shape]:
+        """Activation shapes ``[input, after layer 0, ..., after last layer]`` as (C, H, W)."""
+        shapes = [self.input.shape]
+        for layer in self.layers:
+            shapes.append(output_shape(layer, shapes[-1]))
+        return shapes
+
+    def binary_inputs(self) -> list[bool]:
+        """For each layer, whether its input is +-1 (True) or raw unsigned integers (False)."""
+        return [self.input.binary or i > 0 for i in range(len(self.layers))]
+
+    def validate(self) -> "Model":
+        validate(self)
+        return self
+
+
+def output_shape(layer: Layer, shape: Shape) -> Shape:
+    """The (C, H, W) output shape of ``layer`` for an input of ``shape`` (no validation)."""
+    c, h, w = shape
+    if isinstance(layer, Dense):
+        return (layer.out_channels, 1, 1)
+    if isinstance(layer, Conv2d):
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+        return (layer.out_channels, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+
+
+def accumulator_range(layer: Dense | Conv2d, binary_input: bool, input_max: int) -> tuple[int, int]:
+    """The closed range ``[lo, hi]`` that ``acc`` of ``layer`` can reach over all inputs.
+
+    Binary inputs: each product is +-1, so the range is ``[-N, N]``. Raw inputs in
+    ``[0, input_max]``: ``hi`` is the sum of positive weights times ``input_max`` and
+    ``lo`` the sum of negative ones (per channel; this returns the widest over channels).
+    """
+    w = layer.weight.reshape(layer.out_channels, -1).astype(np.int64)
+    if binary_input:
+        n = w.shape[1]
+        return -n, n
+    pos = (w > 0).sum(axis=1) * input_max
+    neg = (w < 0).sum(axis=1) * input_max
+    return -int(neg.max()), int(pos.max())
+
+
+def signed_width(lo: int, hi: int) -> int:
+    """Bits of a two's-complement number that holds every integer in ``[lo, hi]``."""
+    width = 1
+    while not (-(1 << (width - 1)) <= lo and hi <= (1 << (width - 1)) - 1):
+        width += 1
+    return width
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _fail(where: str, message: str):
+    raise ModelFormatError(f"{where}: {message}" if where else message)
+
+
+def _check_array(where: str, name: str, array, kinds: tuple[str, ...], shape: tuple[int, ...]):
+    if not isinstance(array, np.ndarray):
+        _fail(where, f"{name} must be a NumPy array, got {type(array).__name__}")
+    if array.dtype.kind not in "iu" or array.dtype.name not in kinds:
+        _fail(where, f"{name} has dtype {array.dtype.name}, expected {' or '.join(kinds)}")
+    if array.shape != shape:
+        _fail(where, f"{name} has shape {list(array.shape)}, expected {list(shape)}")
+
+
+def _check_pm1(where: str, name: str, array: np.ndarray):
+    bad = (array != 1) & (array != -1)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        _fail(where, f"{name} holds {int(array[index])} at index {list(index)}; "
+                     f"every entry must be -1 or +1")
+
+
+def _check_pair(where: str, name: str, value, minimum: int):
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(_is_int(v) for v in value)):
+        _fail(where, f"{name} must be a pair of integers, got {value!r}")
+    if min(value) < minimum:
+        _fail(where, f"{name} must be at least {minimum}, got {list(value)}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def validate(model: Model) -> None:
+    """Check every rule of format version 1; raise :class:`ModelFormatError` on the first break."""
+    spec = model.input
+    if (not isinstance(spec.shape, tuple) or len(spec.shape) != 3
+            or not all(_is_int(d) for d in spec.shape)):
+        _fail("input", f"shape must be [C, H, W] of integers, got {spec.shape!r}")
+    if min(spec.shape) < 1:
+        _fail("input", f"shape {list(spec.shape)} has a dimension below 1")
+    if not _is_int(spec.bits) or not 1 <= spec.bits <= MAX_INPUT_BITS:
+        _fail("input", f"bits must be an integer in [1, {MAX_INPUT_BITS}], got {spec.bits!r}")
+    if spec.binarize_at is not None and (not _is_int(spec.binarize_at)
+                                         or not 0 <= spec.binarize_at <= spec.max_value + 1):
+        _fail("input", f"binarize_at must be null or an integer in [0, {spec.max_value + 1}], "
+                       f"got {spec.binarize_at!r}")
+    if not model.layers:
+        _fail("graph", "layers is empty; the last layer must be a dense output layer")
+
+    shape = spec.shape
+    binary = spec.binary
+    for index, layer in enumerate(model.layers):
+        where = f"layer {index} ({getattr(layer, 'op', type(layer).__name__)})"
+        last = index == len(model.layers) - 1
+        if isinstance(layer, Dense):
+            n = math.prod(shape)
+            if not isinstance(layer.weight, np.ndarray) or layer.weight.ndim != 2:
+                _fail(where, "weight must be a 2-D array [M, N]")
+            m = layer.weight.shape[0]
+            _check_array(where, "weight", layer.weight, ("int8",), (m, n))
+            if m < 1:
+                _fail(where, "weight has no output channels")
+            _check_pm1(where, "weight", layer.weight)
+            if layer.is_output:
+                if not last:
+                    _fail(where, "an output layer (no threshold/sign) must be the last layer")
+                if layer.bias is not None:
+                    _check_array(where, "bias", layer.bias, ("int32",), (m,))
+            else:
+                if last:
+                    _fail(where, "the last layer must be an output layer "
+                                 "(threshold and sign null)")
+                _check_threshold_sign(where, layer, m)
+                if layer.bias is not None:
+                    _fail(where, "a hidden layer (with threshold and sign) must have bias null")
+        elif isinstance(layer, Conv2d):
+            if last:
+                _fail(where, "the last layer must be a dense output layer")
+            if not isinstance(layer.weight, np.ndarray) or layer.weight.ndim != 4:
+                _fail(where, "weight must be a 4-D array [Cout, Cin, KH, KW]")
+            cout, _, kh, kw = layer.weight.shape
+            _check_array(where, "weight", layer.weight, ("int8",), (cout, shape[0], kh, kw))
+            if min(cout, kh, kw) < 1:
+                _fail(where, f"weight shape {list(layer.weight.shape)} has a zero dimension")
+            _check_pm1(where, "weight", layer.weight)
+            _check_threshold_sign(where, layer, cout)
+            _check_pair(where, "stride", layer.stride, 1)
+            _check_pair(where, "padding", layer.padding, 0)
+            if not _is_int(layer.pad_value):
+                _fail(where, f"pad_value must be an integer, got {layer.pad_value!r}")
+            if binary and layer.pad_value not in (-1, 1):
+                _fail(where, f"pad_value {layer.pad_value} on binary input must be -1 or +1")
+            if not binary and not 0 <= layer.pad_value <= spec.max_value:
+                _fail(where, f"pad_value {layer.pad_value} on raw input must lie in "
+                             f"[0, {spec.max_value}]")
+            for axis, size, k, p in (("height", shape[1], kh, layer.padding[0]),
+                                     ("width", shape[2], kw, layer.padding[1])):
+                if size + 2 * p < k:
+                    _fail(where, f"kernel {axis} {k} exceeds the padded input {axis} "
+                                 f"{size + 2 * p}")
+        elif isinstance(layer, MaxPool2d):
+            if last:
+                _fail(where, "the last layer must be a dense output layer")
+            _check_pair(where, "kernel", layer.kernel, 1)
+            _check_pair(where, "stride", layer.stride, 1)
+            if not binary:
+                _fail(where, "maxpool2d needs binary input; set input.binarize_at or put a "
+                             "conv2d/dense layer first")
+            if layer.kernel[0] > shape[1] or layer.kernel[1] > shape[2]:
+                _fail(where, f"kernel {list(layer.kernel)} exceeds the input "
+                             f"{shape[1]}x{shape[2]}")
+        else:
+            _fail(where, f"unknown layer type {type(layer).__name__}")
+        shape = output_shape(layer, shape)
+        binary = True
+
+    if (not isinstance(model.classes, list)
+            or not all(isinstance(c, str) for c in model.classes)):
+        _fail("graph", "classes must be a list of strings")
+    if len(model.classes) != shape[0]:
+        _fail("graph", f"classes has {len(model.classes)} names but the output layer has "
+                       f"{shape[0]} outputs")
+    if not isinstance(model.provenance, dict):
+        _fail("graph", "provenance must be a JSON object")
+
+
+def _check_threshold_sign(where: str, layer, m: int):
+    if layer.threshold is None or layer.sign is None:
+        _fail(where, "threshold and sign must both be given (hidden layer) or both be null "
+                     "(output layer)")
+    _check_array(where, "threshold", layer.threshold, ("int32", "int64"), (m,))
+    _check_array(where, "sign", layer.sign, ("int8",), (m,))
+    _check_pm1(where, "sign", layer.sign)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load(path: str | os.PathLike) -> Model:
+    """Read and validate a model file. Raises :class:`ModelFormatError` naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: no such model file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            arrays = _read_archive(archive)
+    except ModelFormatError as err:
+        raise ModelFormatError(f"{path}: {err}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
+        raise ModelFormatError(f"{path}: not a readable .npz archive ({err})") from None
+    try:
+        return from_arrays(arrays)
+    except ModelFormatError as err:
+        raise ModelFormatError(f"{path}: {err}") from None
+
+
+def _read_archive(archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """Every member of an .npz as an array; refuses object arrays without unpickling them."""
+    infos = archive.infolist()
+    if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
+        raise ModelFormatError(f"archive unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB")
+    arrays = {}
+    for info in infos:
+        if not info.filename.endswith(".npy"):
+            raise ModelFormatError(f"member {info.filename!r} is not a .npy array")
+        key = info.filename[:-4]
+        with archive.open(info) as member:
+            data = member.read()
+        stream = io.BytesIO(data)
+        try:
+            version = np.lib.format.read_magic(stream)
+            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            _, _, dtype = header(stream)
+        except ValueError as err:
+            raise ModelFormatError(f"array {key!r} is not a valid .npy ({err})") from None
+        if dtype.hasobject:
+            raise ModelFormatError(f"array {key!r} holds Python objects (needs pickle); "
+                                   f"refusing to load it")
+        stream.seek(0)
+        try:
+            arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)
+        except ValueError as err:
+            raise ModelFormatError(f"array {key!r} is truncated or corrupt ({err})") from None
+    return arrays
+
+
+def _scalar_str(arrays: dict, key: str) -> str:
+    if key not in arrays:
+        raise ModelFormatError(f"missing key {key!r}")
+    value = arrays[key]
+    if value.ndim != 0 or value.dtype.kind not in "US":
+        raise ModelFormatError(f"key {key!r} must be a 0-d string, got {value.dtype.name} "
+                               f"shape {list(value.shape)}")
+    value = value.item()
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelFormatError(f"key {key!r} is not UTF-8") from None
+    return value
+
+
+def from_arrays(arrays: dict[str, np.ndarray]) -> Model:
+    """Build and validate a :class:`Model` from the arrays of an .npz archive."""
+    fmt = _scalar_str(arrays, "format")
+    if fmt != FORMAT_NAME:
+        raise ModelFormatError(f"format is {fmt!r}, expected {FORMAT_NAME!r}")
+    if "version" not in arrays:
+        raise ModelFormatError("missing key 'version'")
+    version = arrays["version"]
+    if version.ndim != 0 or version.dtype.kind not in "iu":
+        raise ModelFormatError("key 'version' must be a 0-d integer")
+    version = int(version)
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(f"version {version} is newer than this reader supports "
+                               f"({FORMAT_VERSION}); upgrade hwgen")
+    if version != FORMAT_VERSION:
+        raise ModelFormatError(f"version {version} is not a valid format version")
+    text = _scalar_str(arrays, "graph")
+    try:
+        graph = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as err:
+        raise ModelFormatError(f"graph is not valid JSON ({err})") from None
+    return _from_graph(graph, arrays).validate()
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _get(where: str, obj: dict, key: str, default=KeyError):
+    if key not in obj:
+        if default is KeyError:
+            _fail(where, f"missing {key!r}")
+        return default
+    return obj[key]
+
+
+def _expect_keys(where: str, obj, allowed: set[str]):
+    if not isinstance(obj, dict):
+        _fail(where, f"must be a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        _fail(where, f"unknown key {unknown[0]!r}")
+
+
+def _array(where: str, arrays: dict, obj: dict, role: str, optional: bool = False):
+    key = _get(where, obj, role, None if optional else KeyError)
+    if key is None:
+        if optional:
+            return None
+        _fail(where, f"{role} must name an array")
+    if not isinstance(key, str):
+        _fail(where, f"{role} must be an array name (string), got {key!r}")
+    if key not in arrays:
+        _fail(where, f"{role} names array {key!r}, which is missing from the file")
+    return arrays[key]
+
+
+def _pair(where: str, obj: dict, key: str):
+    value = _get(where, obj, key)
+    if not isinstance(value, list) or len(value) != 2 or not all(_is_int(v) for v in value):
+        _fail(where, f"{key} must be a pair of integers, got {value!r}")
+    return tuple(value)
+
+
+_LAYER_KEYS = {
+    "dense": {"op", "name", "weight", "threshold", "sign", "bias"},
+    "conv2d": {"op", "name", "weight", "threshold", "sign", "stride", "padding", "pad_value"},
+    "maxpool2d": {"op", "name", "kernel", "stride"},
+}
+
+
+def _from_graph(graph, arrays: dict) -> Model:
+    _expect_keys("graph", graph, {"input", "layers", "classes", "provenance"})
+    spec = _get("graph", graph, "input")
+    _expect_keys("input", spec, {"shape", "bits", "binarize_at"})
+    shape = _get("input", spec, "shape")
+    if not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(d) for d in shape):
+        _fail("input", f"shape must be [C, H, W] of integers, got {shape!r}")
+    model_input = InputSpec(tuple(shape), _get("input", spec, "bits"),
+                            _get("input", spec, "binarize_at", None))
+    layers_json = _get("graph", graph, "layers")
+    if not isinstance(layers_json, list):
+        _fail("graph", "layers must be a list")
+    layers = []
+    for index, obj in enumerate(layers_json):
+        if not isinstance(obj, dict):
+            _fail(f"layer {index}", "must be a JSON object")
+        op = obj.get("op")
+        where = f"layer {index} ({op})"
+        if op not in _LAYER_KEYS:
+            _fail(f"layer {index}", f"unknown op {op!r} (known: {', '.join(_LAYER_KEYS)})")
+        _expect_keys(where, obj, _LAYER_KEYS[op])
+        if op == "dense":
+            layers.append(Dense(
+                weight=_array(where, arrays, obj, "weight"),
+                threshold=_array(where, arrays, obj, "threshold", optional=True),
+                sign=_array(where, arrays, obj, "sign", optional=True),
+                bias=_array(where, arrays, obj, "bias", optional=True)))
+        elif op == "conv2d":
+            layers.append(Conv2d(
+                weight=_array(where, arrays, obj, "weight"),
+                threshold=_array(where, arrays, obj, "threshold"),
+                sign=_array(where, arrays, obj, "sign"),
+                stride=_pair(where, obj, "stride"),
+                padding=_pair(where, obj, "padding"),
+                pad_value=_get(where, obj, "pad_value")))
+        else:
+            layers.append(MaxPool2d(kernel=_pair(where, obj, "kernel"),
+                                    stride=_pair(where, obj, "stride")))
+    # Thresholds are computed in int64 whichever of int32/int64 the file used.
+    model = Model(model_input, layers, _get("graph", graph, "classes"),
+                  _get("graph", graph, "provenance", {}))
+    validate(model)
+    for layer in layers:
+        if getattr(layer, "threshold", None) is not None:
+            layer.threshold = layer.threshold.astype(np.int64)
+    return model
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def to_arrays(model: Model) -> dict[str, np.ndarray]:
+    """The arrays of an .npz for ``model`` (validated first), with keys ``l<i>.weight`` etc."""
+    validate(model)
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(FORMAT_NAME),
+        "version": np.array(FORMAT_VERSION, dtype=np.int64),
+    }
+    layers_json = []
+    for index, layer in enumerate(model.layers):
+        obj: dict = {"op": layer.op}
+
+        def put(role: str, array, dtype):
+            if array is None:
+                obj[role] = None
+                return
+            key = f"l{index}.{role}"
+            arrays[key] = np.ascontiguousarray(array, dtype=dtype)
+            obj[role] = key
+
+        if isinstance(layer, MaxPool2d):
+            obj.update(kernel=list(map(int, layer.kernel)), stride=list(map(int, layer.stride)))
+        else:
+            put("weight", layer.weight, np.int8)
+            threshold = None if layer.threshold is None else np.asarray(layer.threshold)
+            if threshold is not None:
+                fits32 = threshold.min() >= np.iinfo(np.int32).min and \
+                    threshold.max() <= np.iinfo(np.int32).max
+                put("threshold", threshold, np.int32 if fits32 else np.int64)
+            else:
+                put("threshold", None, None)
+            put("sign", layer.sign, np.int8)
+            if isinstance(layer, Dense):
+                put("bias", layer.bias, np.int32)
+            else:
+                obj.update(stride=list(map(int, layer.stride)),
+                           padding=list(map(int, layer.padding)), pad_value=int(layer.pad_value))
+        layers_json.append(obj)
+    graph = {
+        "input": {"shape": list(map(int, model.input.shape)), "bits": int(model.input.bits),
+                  "binarize_at": (None if model.input.binarize_at is None
+                                  else int(model.input.binarize_at))},
+        "layers": layers_json,
+        "classes": list(model.classes),
+        "provenance": model.provenance,
+    }
+    arrays["graph"] = np.array(json.dumps(graph))
+    return arrays
+
+
+def save(model: Model, path: str | os.PathLike) -> Path:
+    """Validate ``model`` and write it to ``path`` atomically (no partial file on failure)."""
+    path = Path(path)
+    arrays = to_arrays(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
