@@ -1,0 +1,123 @@
+"""Architecture spec strings: a compact, documented grammar parsed into a list of layers.
+
+Grammar (whitespace is not allowed)::
+
+    spec  := kind ":" items
+    kind  := "mlp" | "cnn"
+    items := item ("-" item)*
+    item  := "c" INT     conv 3x3, stride 1, padding 1, then BN + binary activation
+           | "p"         max-pool 2x2, stride 2 (placed after a binary activation: exact OR)
+           | "d" INT     dense (fully connected), then BN + binary activation
+           | INT         same as "d" INT (only in an ``mlp`` spec)
+
+``mlp`` specs hold only dense items; ``cnn`` specs start with one or more conv items and
+may end with dense items (no conv after a dense). The output layer (a dense layer with one
+output per class and an integer bias) is always appended; it is not part of the spec.
+Examples: ``mlp:256-256``, ``mlp:96-96``, ``cnn:c32-p-c64-p-d256``.
+
+Whether the first layer sees raw 8-bit pixels or pixels binarized at a threshold is not
+part of the spec; it is the ``--binarize-at`` option.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from hwgen.errors import UserError
+
+
+class ArchError(UserError):
+    """An architecture spec string that does not follow the grammar."""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One hidden layer: ``op`` is ``"conv"``, ``"pool"`` or ``"dense"``; ``width`` the
+    number of output channels/units (0 for pool)."""
+
+    op: str
+    width: int = 0
+
+
+@dataclass(frozen=True)
+class Arch:
+    kind: str
+    hidden: tuple[LayerSpec, ...]
+    spec: str
+
+    def shapes(self, input_shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+        """Activation shapes (C, H, W) after each hidden layer, starting with the input."""
+        shapes = [tuple(input_shape)]
+        for layer in self.hidden:
+            c, h, w = shapes[-1]
+            if layer.op == "conv":
+                shapes.append((layer.width, h, w))
+            elif layer.op == "pool":
+                shapes.append((c, h // 2, w // 2))
+            else:
+                shapes.append((layer.width, 1, 1))
+        return shapes
+
+
+MAX_WIDTH = 1 << 16
+_ITEM = re.compile(r"^(?:(c|d)?([0-9]+)|(p))$")
+
+
+def parse_arch(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28)) -> Arch:
+    """Parse ``spec`` (see the module docstring); raise :class:`ArchError` naming the fault."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ArchError(f"architecture {spec!r} must look like 'mlp:256-256' or "
+                        f"'cnn:c32-p-c64-p-d256'")
+    kind, _, body = spec.partition(":")
+    if kind not in ("mlp", "cnn"):
+        raise ArchError(f"architecture {spec!r}: kind must be 'mlp' or 'cnn', got {kind!r}")
+    if not body:
+        raise ArchError(f"architecture {spec!r}: no layers after '{kind}:'")
+    hidden: list[LayerSpec] = []
+    for item in body.split("-"):
+        m = _ITEM.match(item)
+        if not m:
+            raise ArchError(f"architecture {spec!r}: cannot parse item {item!r} "
+                            f"(expected cN, p, dN or N)")
+        prefix, number, pool = m.groups()
+        if pool:
+            hidden.append(LayerSpec("pool"))
+            continue
+        width = int(number)
+        if not 1 <= width <= MAX_WIDTH:
+            raise ArchError(f"architecture {spec!r}: width {width} in {item!r} must be in "
+                            f"[1, {MAX_WIDTH}]")
+        if prefix == "c":
+            hidden.append(LayerSpec("conv", width))
+        elif prefix == "d" or (prefix is None and kind == "mlp"):
+            hidden.append(LayerSpec("dense", width))
+        else:
+            raise ArchError(f"architecture {spec!r}: bare width {item!r} is only allowed in an "
+                            f"mlp spec; write d{width} for a dense layer")
+    _check(spec, kind, hidden, input_shape)
+    return Arch(kind, tuple(hidden), spec)
+
+
+def _check(spec: str, kind: str, hidden: list[LayerSpec], input_shape) -> None:
+    if kind == "mlp" and any(layer.op != "dense" for layer in hidden):
+        raise ArchError(f"architecture {spec!r}: an mlp holds only dense layers; use 'cnn:' "
+                        f"for conv and pool")
+    if kind == "cnn" and hidden[0].op != "conv":
+        raise ArchError(f"architecture {spec!r}: a cnn must start with a conv item (cN)")
+    seen_dense = False
+    _, h, w = input_shape
+    for index, layer in enumerate(hidden):
+        if layer.op == "dense":
+            seen_dense = True
+        elif seen_dense:
+            raise ArchError(f"architecture {spec!r}: item {index + 1} ({layer.op}) follows a "
+                            f"dense layer; conv and pool must come before dense")
+        if layer.op == "pool":
+            if index == 0 or hidden[index - 1].op not in ("conv", "pool"):
+                raise ArchError(f"architecture {spec!r}: pool at item {index + 1} must follow "
+                                f"a conv or pool")
+            if h < 2 or w < 2:
+                raise ArchError(f"architecture {spec!r}: pool at item {index + 1} gets a "
+                                f"{h}x{w} input, too small for 2x2")
+            h, w = h // 2, w // 2

@@ -1,0 +1,121 @@
+"""Binarizing building blocks for the three training methods.
+
+- ``sbn`` (self-binarizing, Lahoud et al. 2019): weights are ``tanh(nu * w)``, hidden
+  activations ``tanh(nu * BN(x))``; ``nu`` grows during training until tanh is sign.
+- ``ste`` (BinaryNet): ``sign`` in the forward pass, clipped straight-through gradient
+  (gradient passes where ``|x| <= 1``); latent weights are clipped to [-1, 1] after each
+  optimizer step (:func:`clip_latent_weights`).
+- ``float``: real weights, ReLU activations (the upper bound; not exportable).
+
+``sign(x)`` is +1 for ``x >= 0`` and -1 otherwise everywhere (weights and activations), the
+same convention as the model format's ``sign * acc >= threshold``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+METHODS = ("sbn", "ste", "float")
+
+
+def hard_sign(x: torch.Tensor) -> torch.Tensor:
+    """+1 where ``x >= 0`` else -1, same dtype as ``x``."""
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return hard_sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    """sign forward; clipped straight-through (hardtanh) gradient backward."""
+    return _SignSTE.apply(x)
+
+
+def binarize_weight(w: torch.Tensor, method: str, nu: float) -> torch.Tensor:
+    """The weight the forward pass uses: ``tanh(nu*w)`` (sbn), ``sign`` (ste) or ``w`` (float)."""
+    if method == "sbn":
+        return torch.tanh(nu * w)
+    if method == "ste":
+        return sign_ste(w)
+    return w
+
+
+def activate(y: torch.Tensor, method: str, nu: float) -> torch.Tensor:
+    """Hidden activation after batch norm: ``tanh(nu*y)`` / ``sign`` (STE) / ReLU (float)."""
+    if method == "sbn":
+        return torch.tanh(nu * y)
+    if method == "ste":
+        return sign_ste(y)
+    return F.relu(y)
+
+
+class BinaryBlock(nn.Module):
+    """Dense or 3x3 conv (no bias) -> BatchNorm -> binarizing activation.
+
+    Input: ``[B, N]`` (dense) or ``[B, Cin, H, W]`` (conv, already padded: the block itself
+    uses padding 0, the network pads with the value the exported model uses). Output has
+    values in [-1, 1] (sbn), {-1, +1} (ste) or [0, inf) (float).
+    """
+
+    def __init__(self, kind: str, fan_in_channels: int, out: int, method: str):
+        super().__init__()
+        self.kind, self.method = kind, method
+        if kind == "dense":
+            self.weight = nn.Parameter(torch.empty(out, fan_in_channels))
+            self.bn = nn.BatchNorm1d(out)
+        else:
+            self.weight = nn.Parameter(torch.empty(out, fan_in_channels, 3, 3))
+            self.bn = nn.BatchNorm2d(out)
+        fan_in = self.weight[0].numel()
+        nn.init.uniform_(self.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+
+    def pre_activation(self, x: torch.Tensor, nu: float) -> torch.Tensor:
+        """``BN(x * W)``: the value whose sign the exported threshold decides."""
+        w = binarize_weight(self.weight, self.method, nu)
+        acc = F.linear(x, w) if self.kind == "dense" else F.conv2d(x, w)
+        return self.bn(acc)
+
+    def forward(self, x: torch.Tensor, nu: float) -> torch.Tensor:
+        return activate(self.pre_activation(x, nu), self.method, nu)
+
+
+class OutputLayer(nn.Module):
+    """Binary dense output: ``logits = scale * (x @ Wb^T + bias)``.
+
+    ``scale`` is one learnable positive scalar shared by all classes (so it never changes
+    the argmax) and ``bias`` is in accumulator units; the exported scores are
+    ``acc + round(bias)`` (an int32 bias, exactly what the format allows).
+    """
+
+    def __init__(self, fan_in: int, classes: int, method: str):
+        super().__init__()
+        self.method = method
+        self.weight = nn.Parameter(torch.empty(classes, fan_in))
+        nn.init.uniform_(self.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        self.bias = nn.Parameter(torch.zeros(classes))
+        self.log_scale = nn.Parameter(torch.tensor(-0.5 * math.log(fan_in)))
+
+    def forward(self, x: torch.Tensor, nu: float) -> torch.Tensor:
+        w = binarize_weight(self.weight, self.method, nu)
+        return self.log_scale.exp() * (F.linear(x, w) + self.bias)
+
+
+@torch.no_grad()
+def clip_latent_weights(model: nn.Module) -> None:
+    """BinaryNet's clip of latent weights to [-1, 1] (STE only; called after each step)."""
+    for module in model.modules():
+        if isinstance(module, (BinaryBlock, OutputLayer)):
+            module.weight.clamp_(-1.0, 1.0)
