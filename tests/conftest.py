@@ -26,3 +26,12 @@ def conformance_dir() -> Path:
 @pytest.fixture
 def fashion_mnist_dir() -> Path:
     return require(FASHION_MNIST, "Debian's dataset-fashion-mnist")
+
+
+@pytest.fixture
+def iverilog() -> str:
+    """Icarus Verilog (Debian's iverilog): skipped where absent, required in CI."""
+    import shutil
+
+    path = shutil.which("iverilog")
+    return str(require(Path(path) if path else Path("/usr/bin/iverilog"), "Debian's iverilog"))

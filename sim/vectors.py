@@ -1,0 +1,40 @@
+"""Input beats of the core's stream interface (``interface.json``), as NumPy arrays.
+
+An image's values go in C, H, W row-major order, ``lanes`` values per beat; value ``k`` of a
+beat sits in bits ``[k*bits, (k+1)*bits)``; the last beat of an image is zero-padded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def beats_per_image(values: int, lanes: int) -> int:
+    return math.ceil(values / lanes)
+
+
+def pack_beats(images: np.ndarray, lanes: int, bits: int) -> np.ndarray:
+    """``images [K, ...]`` -> uint32 words ``[K, beats, ceil(lanes*bits/32)]``, little-endian
+    (bit ``i`` of a beat is bit ``i % 32`` of word ``i // 32``)."""
+    images = np.asarray(images)
+    k = images.shape[0]
+    flat = images.reshape(k, -1).astype(np.uint64)
+    beats = beats_per_image(flat.shape[1], lanes)
+    padded = np.zeros((k, beats * lanes), dtype=np.uint64)
+    padded[:, :flat.shape[1]] = flat
+    values = padded.reshape(k, beats, lanes)
+    bit_planes = ((values[..., None] >> np.arange(bits, dtype=np.uint64)) & 1).astype(np.uint8)
+    words = math.ceil(lanes * bits / 32)
+    flat_bits = np.zeros((k, beats, words * 32), dtype=np.uint8)
+    flat_bits[..., :lanes * bits] = bit_planes.reshape(k, beats, lanes * bits)
+    packed = np.packbits(flat_bits, axis=-1, bitorder="little")
+    return packed.view("<u4").astype(np.uint32).reshape(k, beats, words)
+
+
+def beats_as_ints(beats: np.ndarray) -> list[list[int]]:
+    """Words ``[K, beats, words]`` -> Python ints per beat (for simulator testbenches)."""
+    shifts = [32 * i for i in range(beats.shape[-1])]
+    return [[sum(int(w) << s for w, s in zip(beat, shifts)) for beat in image]
+            for image in beats]
