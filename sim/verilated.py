@@ -216,7 +216,7 @@ class VerilatedCore:
                    "-Wno-style", "-CFLAGS", "-O2", "-Mdir", "obj", "-o", "sim",
                    "core.v", "harness.cpp"]
             if self.trace:
-                cmd[4:4] = ["--trace-fst", "-CFLAGS", "-DSBN_TRACE"]
+                cmd += ["--trace-fst", "-CFLAGS", "-DSBN_TRACE"]
             proc = subprocess.run(cmd, cwd=work, env=verilator.env, capture_output=True,
                                   text=True)
             if proc.returncode != 0:
