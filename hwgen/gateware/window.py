@@ -1,0 +1,428 @@
+"""Sliding windows over a streamed feature map: the front end of a conv2d layer.
+
+A feature map ``[C, H, W]`` arrives as a stream of positions in row-major (H, W) order, one
+position per beat, channel ``c`` of a position in element field ``c`` (a field is one bit,
+1 for +1 and 0 for -1, for binary activations; or ``element_bits`` bits for raw unsigned
+first-layer input). Images follow each other without any separator.
+
+:class:`WindowTaps` keeps the last rows of the map in a line buffer (one
+:class:`~amaranth.lib.memory.Memory`, block-RAM friendly: one synchronous write port, one
+synchronous read port) and, for every output position ``(oy, ox)`` in row-major order,
+reads the ``KH * KW`` positions ("taps") of its window one per cycle in (KH, KW) order,
+substituting the padding word for taps outside the map. :class:`SlidingWindow` regroups the
+taps into window vectors for the matrix-vector-threshold unit
+(:class:`~hwgen.gateware.mvtu.MVTU`), whole or in ``SIMD``-element chunks.
+
+Window element order is (KH, KW, C): element ``(ky*KW + kx)*C + c``. The model stores
+weights ``[Cout, Cin, KH, KW]`` and the reference flattens windows in (C, KH, KW) order, so
+the generator folds the MVTU over :func:`conv_weight_matrix` of the weight (the same
+``acc``, only the order of the terms of each dot product differs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ._checks import check_int, checked_init
+
+from ..fold import bram_blocks, ceil_div
+from ..model import Conv2d, Dense
+from .repack import Repack
+from .rom import ram_style
+
+__all__ = ["WindowTaps", "SlidingWindow", "conv_weight_matrix", "conv_dense_view",
+           "hwc_dense_matrix", "window_vectors",
+           "line_buffer_rows", "line_buffer_in_logic", "line_buffer_brams",
+           "LINE_BUFFER_LOGIC_BITS"]
+
+#: Line buffers of at most this many bits are kept in flip-flops (``ram_style "logic"``);
+#: larger ones go to block RAM. A writable buffer in logic costs a flip-flop per bit plus
+#: its read multiplexer, unlike a ROM, hence a much lower bound than the ROMs' rule.
+LINE_BUFFER_LOGIC_BITS = 64
+
+
+def _pair(name: str, value, minimum: int) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be an integer or a pair of integers, not {value!r}")
+    for v in value:
+        check_int(name, v, minimum)
+    return int(value[0]), int(value[1])
+
+
+def conv_weight_matrix(weight) -> np.ndarray:
+    """The ``[Cout, KH*KW*Cin]`` matrix of a conv weight ``[Cout, Cin, KH, KW]`` whose
+    columns follow the window order of :class:`SlidingWindow` (KH, KW, C): column
+    ``(ky*KW + kx)*Cin + c`` is ``weight[:, c, ky, kx]``."""
+    weight = np.asarray(weight)
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be 4-D [Cout, Cin, KH, KW], not shape {weight.shape}")
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1))
+
+
+def conv_dense_view(layer: Conv2d) -> Dense:
+    """The dense layer an :class:`~hwgen.gateware.mvtu.MVTU` computes for each window of
+    ``layer``: weight :func:`conv_weight_matrix`, the same thresholds and signs. Its fan-in
+    ``N = Cin*KH*KW`` and accumulator range equal the convolution's (padded taps count,
+    as in the reference), so :func:`~hwgen.fold.dense_plan` and the comparators apply as is."""
+    if not isinstance(layer, Conv2d):
+        raise TypeError(f"layer must be a Conv2d layer, not {type(layer).__name__}")
+    return Dense(conv_weight_matrix(layer.weight), layer.threshold, layer.sign)
+
+
+def hwc_dense_matrix(weight, shape) -> np.ndarray:
+    """A dense weight ``[M, C*H*W]`` over a (C, H, W)-flattened input (the model's order)
+    permuted to the order the stream delivers a ``[C, H, W]`` map in: positions row-major,
+    channels within a position, i.e. column ``(y*W + x)*C + c`` is ``weight[:, (c*H + y)*W
+    + x]``. The identity for a ``[N, 1, 1]`` (dense) input."""
+    weight = np.asarray(weight)
+    c, h, w = (int(v) for v in shape)
+    if weight.ndim != 2 or weight.shape[1] != c * h * w:
+        raise ValueError(f"weight of shape {weight.shape} does not flatten a {c}x{h}x{w} map")
+    m = weight.shape[0]
+    return np.ascontiguousarray(weight.reshape(m, c, h, w).transpose(0, 2, 3, 1).reshape(m, -1))
+
+
+def window_vectors(x, kernel, stride=1, padding=0, pad_value=-1) -> np.ndarray:
+    """Software model of :class:`SlidingWindow`: ``x [K, C, H, W]`` (any integers) to the
+    window vectors ``[K*Ho*Wo, KH*KW*C]`` in (KH, KW, C) order, output positions row-major."""
+    x = np.asarray(x)
+    (kh, kw), (sh, sw), (ph, pw) = (_pair("kernel", kernel, 1), _pair("stride", stride, 1),
+                                    _pair("padding", padding, 0))
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    k, c, ho, wo = win.shape[:4]
+    # [K, C, Ho, Wo, KH, KW] -> [K, Ho, Wo, KH, KW, C]
+    return win.transpose(0, 2, 3, 4, 5, 1).reshape(k * ho * wo, kh * kw * c)
+
+
+def line_buffer_rows(height: int, kernel_h: int, stride_h: int) -> int:
+    """Row slots of the line buffer: the rows one window row spans plus ``stride_h`` rows
+    the writer may fill ahead (so the next output row is ready when this one ends)."""
+    return min(kernel_h, height) + stride_h
+
+
+def line_buffer_in_logic(channels: int, height: int, width: int, kernel_h: int,
+                         stride_h: int, element_bits: int = 1) -> bool:
+    """Whether the line buffer stays in flip-flops (at most :data:`LINE_BUFFER_LOGIC_BITS`)."""
+    depth = line_buffer_rows(height, kernel_h, stride_h) * width
+    return channels * element_bits * depth <= LINE_BUFFER_LOGIC_BITS
+
+
+def line_buffer_brams(channels: int, height: int, width: int, kernel_h: int, stride_h: int,
+                      element_bits: int = 1) -> int:
+    """iCE40 SB_RAM40_4K blocks of the line buffer (``R * W`` words of ``C * element_bits``
+    bits, one write and one read port), 0 when it stays in logic."""
+    if line_buffer_in_logic(channels, height, width, kernel_h, stride_h, element_bits):
+        return 0
+    depth = line_buffer_rows(height, kernel_h, stride_h) * width
+    return bram_blocks(channels * element_bits, depth)
+
+
+class WindowTaps(wiring.Component):
+    """Line buffer and window reader: every window's ``KH * KW`` taps, one per beat.
+
+    Parameters: ``channels`` C, ``height`` H, ``width`` W of the input map; ``kernel``,
+    ``stride`` (ints or ``(h, w)`` pairs, at least 1); ``padding`` (at least 0);
+    ``pad_word``: the ``C * element_bits``-bit word substituted for taps in the padding.
+
+    ``i``: ``H * W`` beats per image of ``C * element_bits`` bits, positions in row-major
+    order. ``o``: payload ``{data, first, last}``: for each output position ``(oy, ox)``
+    (``Ho = (H + 2ph - KH) // sh + 1`` rows of ``Wo`` in row-major order) its taps
+    ``(ky, kx)`` in row-major order, ``data`` the input position ``(oy*sh + ky - ph,
+    ox*sw + kx - pw)`` or ``pad_word`` outside the map, ``first``/``last`` marking a window's
+    first and last tap. ``Ho * Wo * KH * KW`` beats per image.
+
+    Storage: ``R = min(KH, H) + sh`` rows of ``W`` words (:func:`line_buffer_rows`), rows of
+    consecutive images stored circularly. An input beat is accepted (``i.ready``, a function
+    of registers only) while fewer than ``R`` complete rows are held; a window row's taps are
+    read once all the input rows it covers are complete.
+
+    Timing: one tap per cycle while the rows are there and ``o`` is not stalled. ``o.valid``
+    and ``o.payload`` come from registers and the read port (the cycle after the read);
+    while ``o.valid`` is high and ``o.ready`` low the reader holds. The first tap of an
+    image is valid 2 cycles after the last beat of row ``min(KH - ph, H) - 1`` was accepted
+    (1 cycle for the row counter, 1 for the read), or 1 cycle after the reader becomes free
+    if those rows were already there.
+    """
+
+    @checked_init
+    def __init__(self, channels: int, height: int, width: int, kernel, stride=1, padding=0,
+                 pad_word: int = 0, element_bits: int = 1):
+        for name, value in (("channels", channels), ("height", height), ("width", width),
+                            ("element_bits", element_bits)):
+            check_int(name, value, 1)
+        self.kernel = _pair("kernel", kernel, 1)
+        self.stride = _pair("stride", stride, 1)
+        self.padding = _pair("padding", padding, 0)
+        check_int("pad_word", pad_word, 0)
+        bits = channels * element_bits
+        if pad_word >> bits:
+            raise ValueError(f"pad_word {pad_word:#x} does not fit in {bits} bits")
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        ho = (height + 2 * ph - kh) // sh + 1
+        wo = (width + 2 * pw - kw) // sw + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(f"kernel {kh}x{kw} is larger than the padded {height}x{width} "
+                             f"input (padding {ph}x{pw})")
+        self.channels, self.height, self.width = channels, height, width
+        self.element_bits, self.pad_word = element_bits, pad_word
+        self.out_shape = (ho, wo)
+        self.rows = line_buffer_rows(height, kh, sh)
+        super().__init__({
+            "i": In(stream.Signature(bits)),
+            "o": Out(stream.Signature(data.StructLayout({
+                "data": unsigned(bits), "first": 1, "last": 1}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c, h, w, e = self.channels, self.height, self.width, self.element_bits
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        ho, wo = self.out_shape
+        r = self.rows
+        bits = c * e
+
+        m.submodules.lines = mem = Memory(shape=unsigned(bits), depth=r * w, init=[],
+                                          attrs=ram_style(line_buffer_in_logic(
+                                              c, h, w, kh, sh, e)))
+        wport = mem.write_port()
+        rport = mem.read_port()
+
+        # Complete rows held minus rows released by the reader. Negative after the reader
+        # has released rows of an image that the writer has not delivered yet (rows below
+        # the last window, which no window uses): the writer then skips over them.
+        avail = Signal(range(-r, r + 1))
+        row_done = Signal()
+        release = Signal(range(h + 1))
+
+        # ---- writer
+        wcol = Signal(range(w))
+        wslot = Signal(range(r))
+        take = Signal()
+        m.d.comb += [
+            self.i.ready.eq(avail < r),
+            take.eq(self.i.valid & self.i.ready),
+            wport.addr.eq(wslot * w + wcol),
+            wport.data.eq(self.i.payload),
+            wport.en.eq(take),
+        ]
+        with m.If(take):
+            with m.If(wcol == w - 1):
+                m.d.comb += row_done.eq(1)
+                m.d.sync += [wcol.eq(0), wslot.eq(Mux(wslot == r - 1, 0, wslot + 1))]
+            with m.Else():
+                m.d.sync += wcol.eq(wcol + 1)
+        m.d.sync += avail.eq(avail + row_done - release)
+
+        # ---- reader
+        oy = Signal(range(ho))
+        ox = Signal(range(wo))
+        ky = Signal(range(kh))
+        kx = Signal(range(kw))
+        ybase = Signal(range(-ph, (ho - 1) * sh - ph + 1), init=-ph)  # oy*sh - ph
+        xbase = Signal(range(-pw, (wo - 1) * sw - pw + 1), init=-pw)  # ox*sw - pw
+        bslot = Signal(range(r))  # slot of row `lo`
+
+        def clamp(value):
+            return Mux(value < 0, 0, Mux(value > h, h, value))
+
+        lo, hi, lo_next = (Signal(range(h + 1), name=n) for n in ("lo", "hi", "lo_next"))
+        need = Signal(range(h + 1))
+        iy = Signal(range(-ph, (ho - 1) * sh - ph + kh))
+        ix = Signal(range(-pw, (wo - 1) * sw - pw + kw))
+        inside = Signal()
+        slot_raw = Signal(range(2 * r))
+        slot = Signal(range(r))
+        m.d.comb += [
+            lo.eq(clamp(ybase)),
+            hi.eq(clamp(ybase + kh)),
+            lo_next.eq(clamp(ybase + sh)),
+            need.eq(hi - lo),
+            iy.eq(ybase + ky),
+            ix.eq(xbase + kx),
+            inside.eq((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)),
+            slot_raw.eq(bslot + (iy - lo)),
+            slot.eq(Mux(slot_raw >= r, slot_raw - r, slot_raw)),
+        ]
+
+        advance = Signal()
+        issue = Signal()
+        tap_first = Signal()
+        tap_last = Signal()
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            issue.eq(advance & (avail >= need)),
+            rport.addr.eq(slot * w + ix[:max(1, (w - 1).bit_length())]),
+            rport.en.eq(advance),
+            tap_first.eq((ky == 0) & (kx == 0)),
+            tap_last.eq((ky == kh - 1) & (kx == kw - 1)),
+        ]
+        with m.If(issue):
+            with m.If(kx == kw - 1):
+                m.d.sync += kx.eq(0)
+                with m.If(ky == kh - 1):
+                    m.d.sync += ky.eq(0)
+                    with m.If(ox == wo - 1):
+                        m.d.sync += [ox.eq(0), xbase.eq(-pw)]
+                        # The output row is finished: release the rows the next one no
+                        # longer needs (after an image's last row, all the rest of the image).
+                        rel = Mux(oy == ho - 1, h - lo, lo_next - lo)
+                        m.d.comb += release.eq(rel)
+                        step = Signal(range(2 * r), name="slot_step")
+                        m.d.comb += step.eq(bslot + rel)
+                        m.d.sync += bslot.eq(Mux(step >= r, step - r, step))
+                        with m.If(oy == ho - 1):
+                            m.d.sync += [oy.eq(0), ybase.eq(-ph)]
+                        with m.Else():
+                            m.d.sync += [oy.eq(oy + 1), ybase.eq(ybase + sh)]
+                    with m.Else():
+                        m.d.sync += [ox.eq(ox + 1), xbase.eq(xbase + sw)]
+                with m.Else():
+                    m.d.sync += ky.eq(ky + 1)
+            with m.Else():
+                m.d.sync += kx.eq(kx + 1)
+
+        # ---- output stage: the read port's word, or the padding word
+        pad = Signal()
+        first = Signal()
+        last = Signal()
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(issue), pad.eq(~inside), first.eq(tap_first),
+                         last.eq(tap_last)]
+        m.d.comb += [
+            self.o.payload.data.eq(Mux(pad, self.pad_word, rport.data)),
+            self.o.payload.first.eq(first),
+            self.o.payload.last.eq(last),
+        ]
+        return m
+
+
+class SlidingWindow(wiring.Component):
+    """The window vectors of a conv2d layer, for the MVTU.
+
+    Parameters: ``channels`` C, ``height`` H, ``width`` W of the input map; ``kernel``,
+    ``stride``, ``padding`` (ints or ``(h, w)`` pairs); ``pad_value``; ``element_bits``:
+    None for binary activations (``pad_value`` -1 or +1, stored as bit 0 or 1), or the width
+    of raw unsigned input values (``pad_value`` in ``[0, 2**element_bits - 1]``); ``simd``:
+    elements per output beat, None for the whole window (``N = KH*KW*C`` elements).
+
+    ``i``: ``H * W`` beats per image of ``C`` elements (bit field ``c`` is channel ``c``),
+    positions in row-major order. ``o``: for each of the ``Ho * Wo`` output positions in
+    row-major order, its window vector of ``N`` elements in (KH, KW, C) order (element
+    ``(ky*KW + kx)*C + c``, see :func:`window_vectors`) as ``ceil(N / SIMD)`` beats of
+    ``SIMD`` elements, the elements past ``N`` in the last beat zero: exactly the input an
+    :class:`~hwgen.gateware.mvtu.MVTU` with that SIMD expects, one window per MVTU "image",
+    for the weight matrix :func:`conv_weight_matrix`.
+
+    Throughput: one tap (one input position of the window, ``C`` elements) per cycle and one
+    output beat per cycle, so a window takes ``T = max(KH*KW, ceil(N / SIMD))`` cycles
+    (:attr:`cycles_per_window`) and an image ``Ho * Wo * T`` cycles plus the waits for input
+    rows (:attr:`cycles_per_image` bounds the steady-state interval between images arriving
+    without gaps). Latency: a window's first beat leaves 2 cycles after its tap is read
+    (``C == SIMD``: 1), see :class:`WindowTaps` for when that is.
+    """
+
+    @checked_init
+    def __init__(self, channels: int, height: int, width: int, kernel, stride=1, padding=0,
+                 pad_value: int = -1, element_bits: int | None = None,
+                 simd: int | None = None):
+        check_int("channels", channels, 1)
+        if element_bits is None:
+            if pad_value not in (-1, 1) or isinstance(pad_value, bool):
+                raise ValueError(f"pad_value of binary activations must be -1 or +1, "
+                                 f"not {pad_value!r}")
+            ebits, field = 1, 1 if pad_value == 1 else 0
+        else:
+            check_int("element_bits", element_bits, 1)
+            check_int("pad_value", pad_value, 0)
+            if pad_value >> element_bits:
+                raise ValueError(f"pad_value {pad_value} does not fit in {element_bits} bits")
+            ebits, field = element_bits, pad_value
+        pad_word = sum(field << (k * ebits) for k in range(channels))
+        kh, kw = _pair("kernel", kernel, 1)
+        self.n = kh * kw * channels
+        if simd is None:
+            simd = self.n
+        check_int("simd", simd, 1)
+        if simd > self.n:
+            raise ValueError(f"simd {simd} is wider than the {self.n}-element window")
+        self.taps = WindowTaps(channels, height, width, kernel, stride, padding, pad_word, ebits)
+        self.channels, self.height, self.width = channels, height, width
+        self.kernel, self.stride = self.taps.kernel, self.taps.stride
+        self.padding = self.taps.padding
+        self.pad_value, self.element_bits, self.simd = pad_value, element_bits, simd
+        self.out_shape = self.taps.out_shape
+        super().__init__({
+            "i": In(stream.Signature(channels * ebits)),
+            "o": Out(stream.Signature(simd * ebits)),
+        })
+
+    @property
+    def beats_per_window(self) -> int:
+        return ceil_div(self.n, self.simd)
+
+    @property
+    def cycles_per_window(self) -> int:
+        return max(self.kernel[0] * self.kernel[1], self.beats_per_window)
+
+    @property
+    def cycles_per_image(self) -> int:
+        """Upper bound of the steady-state interval between images (no gaps, no stalls): the
+        window reads, plus at each image start at most the rows of the first window that the
+        writer could not store ahead (``KH * W`` cycles); never less than the ``H * W``
+        input beats."""
+        ho, wo = self.out_shape
+        return max(self.height * self.width,
+                   ho * wo * self.cycles_per_window + self.kernel[0] * self.width)
+
+    def elaborate(self, platform):
+        m = Module()
+        c, ebits, simd = self.channels, self.taps.element_bits, self.simd
+        m.submodules.taps = taps = self.taps
+        wiring.connect(m, wiring.flipped(self.i), taps.i)
+        tap = taps.o.payload
+        if simd == c:
+            # One tap per beat: the taps are the chunks.
+            m.d.comb += [
+                self.o.payload.eq(tap.data),
+                self.o.valid.eq(taps.o.valid),
+                taps.o.ready.eq(self.o.ready),
+            ]
+        elif simd % c == 0:
+            # A chunk is g whole taps: tap j of a chunk is written into slot j of the output
+            # register (the other slots cleared by the chunk's first tap), and the register
+            # is offered after its g-th tap or the window's last tap. The next chunk's first
+            # tap is taken in the cycle the finished chunk leaves.
+            g, tbits = simd // c, c * ebits
+            count = Signal(range(g), name="slot")
+            m.d.comb += taps.o.ready.eq(~self.o.valid | self.o.ready)
+            with m.If(self.o.valid & self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            with m.If(taps.o.valid & taps.o.ready):
+                for j in range(g):
+                    slot = self.o.payload[j * tbits:(j + 1) * tbits]
+                    if j == 0:
+                        with m.If(count == 0):
+                            m.d.sync += slot.eq(tap.data)
+                    else:
+                        m.d.sync += slot.eq(Mux(count == j, tap.data,
+                                                Mux(count == 0, 0, slot)))
+                with m.If(tap.last | (count == g - 1)):
+                    m.d.sync += [self.o.valid.eq(1), count.eq(0)]
+                with m.Else():
+                    m.d.sync += count.eq(count + 1)
+        else:
+            m.submodules.repack = repack = Repack(self.n, c, simd, ebits)
+            m.d.comb += [
+                repack.i.payload.eq(tap.data),
+                repack.i.valid.eq(taps.o.valid),
+                taps.o.ready.eq(repack.i.ready),
+            ]
+            wiring.connect(m, repack.o, wiring.flipped(self.o))
+        return m
