@@ -1,0 +1,347 @@
+"""Gateware side of the UART protocol (``docs/uart-protocol.md``): frame parser and reply
+generator.
+
+:class:`FrameParser` takes received bytes and
+  * hunts for the sync bytes ``A5 5A`` (anything else is skipped),
+  * reads CMD, SEQ, LEN and checks them (unknown command: ``BAD_COMMAND``; LEN other than the
+    model's value count for CLASSIFY, or other than 0 for PING: ``BAD_LENGTH``), then
+  * packs payload bytes into core input beats (``lanes`` values of ``bits`` bits, value k in
+    bits ``[k*bits, (k+1)*bits)``, last beat zero-padded) while they arrive,
+  * checks the CRC-16/CCITT-FALSE, and
+  * emits one *tag* per frame that got past its sync: ``status``, ``seq`` and ``image`` (1 when
+    an image went to the core, whose result must then be paired with this tag).
+A gap of ``timeout`` cycles without a byte inside a frame aborts it (``TIMEOUT``); a receiver
+overrun inside a frame marks it ``OVERRUN``. Whenever a frame is abandoned after its payload
+started, the image is completed with zero values, so the core always sees whole images and
+the next frame starts on an image boundary; the tag carries the error and the class is ignored.
+Error tags of frames without an image are dropped when the tag stream is not ready (the reply
+queue is full); image tags wait for it.
+
+:class:`ReplyGenerator` pairs each tag with the core result (when ``image`` is 1) in order and
+sends ``A5 5A STATUS SEQ CLASS CRC_HI CRC_LO`` (CLASS is 0 unless STATUS is OK; a PING reply
+carries the protocol version).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, Cat, Const
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.crc import catalog
+from amaranth.lib.wiring import In, Out
+
+from . import protocol as P
+from ._checks import checking, integer
+from .core import CoreShape
+
+CRC = catalog.CRC16_CCITT_FALSE(data_width=8)
+
+
+#: One per frame that got past its sync: the reply's status and sequence number, and whether an
+#: image went to the core for it.
+Tag = data.StructLayout({"status": 8, "seq": 8, "image": 1})
+
+
+class FrameParser(wiring.Component):
+    """Bytes in (``i``), core beats out (``beats``, ``lanes*bits`` wide), tags out (``tags``,
+    :data:`Tag`). ``overrun``: pulse from the UART receiver. ``in_frame``: a frame is being
+    received. ``frame_error``: one-cycle pulse (registered) when a frame ends with an error.
+
+    Throughput: one byte every two cycles while the beat path is free (a full beat waiting for
+    the core stalls the byte input); a beat leaves one cycle after its last value arrives, or
+    one cycle after the core took the previous one. ``beats.ready`` drives only the
+    ``beats.valid`` register, and ``i.ready`` is a register, so the core's and the byte
+    source's handshakes never form long combinational paths through the parser.
+    """
+
+    def __init__(self, shape: CoreShape, timeout: int):
+        with checking(self):
+            if not isinstance(shape, CoreShape):
+                raise TypeError(f"shape must be a CoreShape, not {shape!r}")
+            self.shape = shape
+            self.timeout = integer("timeout (cycles)", timeout, 1)
+        super().__init__({
+            "i": In(stream.Signature(8)),
+            "overrun": In(1),
+            "beats": Out(stream.Signature(shape.beat_bits)),
+            "tags": Out(stream.Signature(Tag)),
+            "in_frame": Out(1),
+            "frame_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self.shape
+        total = s.lanes * s.beats_per_image
+
+        m.submodules.crc = crc = CRC.create()
+        seq = Signal(8)
+        status = Signal(8)
+        crc_hi_ok = Signal()
+        image_done = Signal()     # this frame's image went to the core, whole
+        frame_error = Signal()
+        m.d.sync += self.frame_error.eq(frame_error)  # registered pulse
+        timer = Signal(range(self.timeout + 1))
+        expired = Signal()   # timer reached timeout (registered: no wide compare on paths)
+
+        # input register: a byte is taken when none is pending (ready is a register, so no
+        # combinational path crosses the byte input), with its comparisons precomputed
+        byte = Signal(8)
+        have = Signal()          # a byte is pending
+        consume = Signal()       # the FSM uses the pending byte this cycle
+        flags = ("is_sync0", "is_sync1", "is_len_hi", "is_len_lo", "is_zero", "is_classify",
+                 "is_ping", "crc_hi_match", "crc_lo_match")
+        (is_sync0, is_sync1, is_len_hi, is_len_lo, is_zero, is_classify, is_ping, crc_hi_match,
+         crc_lo_match) = (Signal(name=n) for n in flags)
+        m.d.comb += self.i.ready.eq(~have)
+        with m.If(consume):
+            m.d.sync += have.eq(0)
+        with m.If(self.i.valid & ~have):
+            d = self.i.payload
+            m.d.sync += [byte.eq(d), have.eq(1),
+                         is_sync0.eq(d == P.SYNC[0]), is_sync1.eq(d == P.SYNC[1]),
+                         is_len_hi.eq(d == s.n_values >> 8),
+                         is_len_lo.eq(d == (s.n_values & 0xFF)), is_zero.eq(d == 0),
+                         is_classify.eq(d == P.CMD_CLASSIFY), is_ping.eq(d == P.CMD_PING),
+                         # the CRC register is settled when a byte is taken: the previous
+                         # byte was consumed at least one cycle earlier
+                         crc_hi_match.eq(d == crc.crc[8:]), crc_lo_match.eq(d == crc.crc[:8])]
+        cmd_classify = Signal()
+        cmd_ping = Signal()
+        len_hi_ok = Signal()
+        len_hi_zero = Signal()
+
+        # beat assembly: values shift in from the top, so value 0 ends in bits [0, bits)
+        acc = Signal(s.beat_bits)
+        filled = Signal(range(s.lanes + 1))
+        values = Signal(range(total + 1))     # values of the current image shifted in so far
+        push = Signal()                       # shift one value into acc this cycle
+        push_value = Signal(s.bits)
+        acc_full = Signal()                   # filled == lanes (registered)
+        # registered comparisons of `values`, updated with it (keeps long compares off paths)
+        values_zero = Signal()                # values == 0
+        values_last = Signal()                # values == n_values - 1 (the last payload value)
+        values_full = Signal()                # values == total (the image is complete)
+        transfer = Signal()
+        # a beat moves to the output register only when that is empty: beats.ready reaches
+        # nothing but beats.valid (half rate at most: irrelevant at UART speed)
+        m.d.comb += transfer.eq(acc_full & ~self.beats.valid)
+        with m.If(self.beats.ready):
+            m.d.sync += self.beats.valid.eq(0)
+        with m.If(transfer):
+            m.d.sync += [self.beats.payload.eq(acc), self.beats.valid.eq(1),
+                         filled.eq(0), acc_full.eq(0)]
+        with m.If(push):
+            m.d.sync += [acc.eq(Cat(acc[s.bits:], push_value)), values.eq(values + 1),
+                         values_zero.eq(0), values_full.eq(values == total - 1)]
+            if s.n_values >= 2:
+                m.d.sync += values_last.eq(values == s.n_values - 2)
+            else:
+                m.d.sync += values_last.eq(0)
+            with m.If(transfer):
+                m.d.sync += [filled.eq(1), acc_full.eq(s.lanes == 1)]
+            with m.Else():
+                m.d.sync += [filled.eq(filled + 1), acc_full.eq(filled == s.lanes - 1)]
+        can_push = Signal()  # acc has room, or its beat moves out this cycle; deliberately not
+        # a function of beats.ready, so that the core's ready does not reach the byte input
+        m.d.comb += can_push.eq(~acc_full | ~self.beats.valid)
+
+        # tag output register
+        with m.If(self.tags.ready):
+            m.d.sync += self.tags.valid.eq(0)
+
+        failed = Signal()   # status != OK (registered)
+
+        def error_if_ok(code):  # the first error of a frame is the one reported
+            with m.If(~failed):
+                m.d.sync += [status.eq(code), failed.eq(1)]
+
+        # idle timer: runs inside a frame (from CMD to TAG) while no byte is pending; kept out
+        # of the state machine so that only `expired` (a register) reaches it
+        framing = Signal()
+        m.d.comb += self.in_frame.eq(framing)
+        with m.If(~framing | have):
+            m.d.sync += [timer.eq(0), expired.eq(0)]
+        with m.Elif(~expired):
+            m.d.sync += [timer.eq(timer + 1), expired.eq(timer == self.timeout - 1)]
+
+        def receive(next_state):
+            """Common part of every byte-receiving state: timeout and overrun."""
+            with m.If(self.overrun):
+                error_if_ok(P.STATUS_OVERRUN)
+            with m.If(expired & ~have):
+                error_if_ok(P.STATUS_TIMEOUT)
+                m.next = next_state
+
+        with m.FSM(name="frame"):
+            with m.State("HUNT"):
+                m.d.comb += consume.eq(have)
+                with m.If(have & is_sync0):
+                    m.next = "SYNC1"
+            with m.State("SYNC1"):
+                m.d.comb += consume.eq(have)
+                with m.If(have):
+                    with m.If(is_sync1):
+                        m.d.sync += [status.eq(P.STATUS_OK), failed.eq(0), framing.eq(1),
+                                     seq.eq(0), image_done.eq(0),
+                                     values.eq(0), values_zero.eq(1), values_full.eq(0),
+                                     values_last.eq(s.n_values == 1)]
+                        m.next = "CMD"
+                    with m.Elif(~is_sync0):
+                        m.next = "HUNT"
+            with m.State("CMD"):
+                m.d.comb += consume.eq(have)
+                receive("TAG")
+                with m.If(have):
+                    m.d.comb += [crc.start.eq(1), crc.valid.eq(1), crc.data.eq(byte)]
+                    m.d.sync += [cmd_classify.eq(is_classify), cmd_ping.eq(is_ping)]
+                    m.next = "SEQ"
+            with m.State("SEQ"):
+                m.d.comb += consume.eq(have)
+                receive("TAG")
+                with m.If(have):
+                    m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
+                    m.d.sync += seq.eq(byte)
+                    m.next = "LEN_HI"
+            with m.State("LEN_HI"):
+                m.d.comb += consume.eq(have)
+                receive("TAG")
+                with m.If(have):
+                    m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
+                    m.d.sync += [len_hi_ok.eq(is_len_hi), len_hi_zero.eq(is_zero)]
+                    m.next = "LEN_LO"
+            with m.State("LEN_LO"):
+                m.d.comb += consume.eq(have)
+                receive("TAG")
+                with m.If(have):
+                    m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
+                    with m.If(cmd_classify):
+                        with m.If(len_hi_ok & is_len_lo):
+                            m.next = "PAYLOAD"
+                        with m.Else():
+                            error_if_ok(P.STATUS_BAD_LENGTH)
+                            m.next = "TAG"
+                    with m.Elif(cmd_ping):
+                        with m.If(len_hi_zero & is_zero):
+                            m.next = "CRC_HI"
+                        with m.Else():
+                            error_if_ok(P.STATUS_BAD_LENGTH)
+                            m.next = "TAG"
+                    with m.Else():
+                        error_if_ok(P.STATUS_BAD_COMMAND)
+                        m.next = "TAG"
+            with m.State("PAYLOAD"):
+                m.d.comb += consume.eq(have & can_push)
+                receive("PAD")
+                with m.If(have & can_push):
+                    m.d.comb += [crc.valid.eq(1), crc.data.eq(byte),
+                                 push.eq(1), push_value.eq(byte[:s.bits])]
+                    with m.If(values_last):
+                        m.next = "PAD"
+            with m.State("PAD"):
+                with m.If(self.overrun):
+                    error_if_ok(P.STATUS_OVERRUN)
+                # complete the image with zero values (the last beat's padding, or the rest of
+                # an abandoned image), then wait for the last beat to leave
+                with m.If(values_zero & failed):
+                    m.next = "TAG"  # abandoned before any value: no image
+                with m.Elif(~values_full):
+                    m.d.comb += [push.eq(can_push), push_value.eq(0)]
+                with m.Elif(~acc_full):
+                    m.d.sync += image_done.eq(1)
+                    with m.If(~failed):
+                        m.next = "CRC_HI"
+                    with m.Else():
+                        m.next = "TAG"
+            with m.State("CRC_HI"):
+                m.d.comb += consume.eq(have)
+                receive("TAG")
+                with m.If(have):
+                    m.d.sync += crc_hi_ok.eq(crc_hi_match)
+                    m.next = "CRC_LO"
+            with m.State("CRC_LO"):
+                m.d.comb += consume.eq(have)
+                receive("TAG")
+                with m.If(have):
+                    with m.If(~crc_hi_ok | ~crc_lo_match):
+                        error_if_ok(P.STATUS_BAD_CHECKSUM)
+                    m.next = "TAG"
+            with m.State("TAG"):
+                with m.If(~self.tags.valid | self.tags.ready):
+                    m.d.sync += [self.tags.valid.eq(1), self.tags.payload.status.eq(status),
+                                 self.tags.payload.seq.eq(seq),
+                                 self.tags.payload.image.eq(image_done)]
+                    m.d.comb += frame_error.eq(failed)
+                    m.d.sync += framing.eq(0)
+                    m.next = "HUNT"
+                with m.Elif(~image_done):
+                    m.d.comb += frame_error.eq(1)  # reply queue full: drop the error reply
+                    m.d.sync += framing.eq(0)
+                    m.next = "HUNT"
+        return m
+
+
+class ReplyGenerator(wiring.Component):
+    """Tags in (``tags``), classes in (``classes``, ``class_bits`` wide), reply bytes out
+    (``o``). ``last_class`` / ``last_valid``: class of the most recent OK reply; ``reply``:
+    one-cycle pulse when a reply starts."""
+
+    def __init__(self, class_bits: int):
+        with checking(self):
+            self.class_bits = integer("class_bits", class_bits, 1, 8)
+        super().__init__({
+            "tags": In(stream.Signature(Tag)),
+            "classes": In(stream.Signature(class_bits)),
+            "o": Out(stream.Signature(8)),
+            "last_class": Out(8),
+            "reply": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = crc = CRC.create()
+        status = Signal(8)
+        seq = Signal(8)
+        klass = Signal(8)
+        index = Signal(range(P.REPLY_LENGTH))
+        tag = self.tags.payload
+
+        frame = [Const(P.SYNC[0], 8), Const(P.SYNC[1], 8), status, seq, klass,
+                 crc.crc[8:], crc.crc[:8]]
+        byte = Signal(8)
+        with m.Switch(index):
+            for k, value in enumerate(frame):
+                with m.Case(k):
+                    m.d.comb += byte.eq(value)
+
+        with m.FSM(name="reply"):
+            with m.State("IDLE"):
+                m.d.comb += self.tags.ready.eq(1)
+                with m.If(self.tags.valid):
+                    m.d.sync += [status.eq(tag.status), seq.eq(tag.seq), index.eq(0)]
+                    with m.If(tag.image):
+                        m.next = "RESULT"
+                    with m.Else():
+                        with m.If(tag.status == P.STATUS_OK):  # PING
+                            m.d.sync += klass.eq(P.PROTOCOL_VERSION)
+                        with m.Else():
+                            m.d.sync += klass.eq(0)
+                        m.next = "SEND"
+            with m.State("RESULT"):
+                m.d.comb += self.classes.ready.eq(1)
+                with m.If(self.classes.valid):
+                    with m.If(status == P.STATUS_OK):
+                        m.d.sync += [klass.eq(self.classes.payload),
+                                     self.last_class.eq(self.classes.payload)]
+                    with m.Else():
+                        m.d.sync += klass.eq(0)
+                    m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(byte),
+                             self.reply.eq(index == 0)]
+                with m.If(self.o.ready):
+                    m.d.comb += [crc.start.eq(index == 2), crc.data.eq(byte),
+                                 crc.valid.eq((index >= 2) & (index <= 4))]
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == P.REPLY_LENGTH - 1):
+                        m.next = "IDLE"
+        return m

@@ -1,0 +1,271 @@
+"""Host client for the UART inference board: send images, get classes.
+
+The client talks to a *transport*: anything with ``write(bytes)``, ``read(n, timeout) -> bytes``
+(up to ``n`` bytes, fewer on timeout), ``idle(seconds)``, ``close()`` and the attributes ``baud``
+(bits per second on the wire), ``board_timeout`` (seconds of silence after which the board
+abandons a frame) and ``latency`` (extra seconds a reply may take, e.g. USB). Two exist:
+
+* :class:`SerialTransport`: a real board through pyserial (imported only when used);
+* :class:`SimTransport`: the board top simulated in the Amaranth simulator, bit-level UART
+  included (:class:`boards.simulation.SimBoard`), so the very same client code is tested
+  without hardware.
+
+:func:`classify` is the entry point::
+
+    with SerialTransport("/dev/ttyUSB1", baud=1_000_000) as link:
+        classes = classify(link, images, bits=8)
+
+It keeps up to ``window`` frames in flight (the board handles back-to-back frames), matches
+replies by sequence number, resends a frame whose reply reports a checksum error, timeout or
+overrun, and after silence waits out the board's frame timeout before resending, so a
+corrupted or truncated frame never leaves the two ends out of step. A BAD_LENGTH or
+BAD_COMMAND reply means host and board disagree about the model; it raises
+:class:`BoardError` at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import protocol as P
+
+
+class BoardError(RuntimeError):
+    """The board could not classify an image (after retries), or rejects the frames."""
+
+
+class SerialTransport:
+    """A board on a serial port (pyserial). ``board_timeout``: the frame timeout the board was
+    built with (default 10 ms)."""
+
+    latency = 0.05  # USB-serial adapters buffer replies for up to a few ms; be generous
+
+    def __init__(self, port: str, baud: int = 1_000_000, board_timeout: float = 0.01):
+        try:
+            import serial
+        except ImportError:
+            raise BoardError("pyserial is needed to talk to a board: pip install pyserial") \
+                from None
+        self.baud = baud
+        self.board_timeout = board_timeout
+        try:
+            # serial_for_url: a device path, or a pyserial URL (loop://, socket://host:port)
+            self._serial = serial.serial_for_url(port, baudrate=baud, bytesize=8, parity="N",
+                                                 stopbits=1, timeout=0.1)
+        except (serial.SerialException, ValueError) as e:
+            raise BoardError(f"cannot open {port}: {e}") from None
+        try:  # Linux FTDI driver: do not hold short replies for the 16 ms latency timer
+            self._serial.set_low_latency_mode(True)
+        except (AttributeError, NotImplementedError, OSError, ValueError):
+            pass
+        self._serial.reset_input_buffer()
+
+    def write(self, data: bytes):
+        self._serial.write(data)
+        self._serial.flush()
+
+    def read(self, n: int, timeout: float) -> bytes:
+        self._serial.timeout = timeout
+        return self._serial.read(n)
+
+    def idle(self, seconds: float):
+        time.sleep(seconds)
+
+    def close(self):
+        self._serial.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SimTransport:
+    """The board top in the Amaranth simulator. Times (timeouts, ``idle``) are simulated."""
+
+    latency = 0.0   # extra seconds (simulated) a reply may take; see for_core
+
+    def __init__(self, board):
+        from .simulation import SimBoard
+        if not isinstance(board, SimBoard):
+            raise TypeError(f"board must be a SimBoard, not {board!r}")
+        self.board = board
+        self.baud = board.baud
+        self.board_timeout = board.top.timeout / board.clock_hz
+
+    @classmethod
+    def for_core(cls, core, *, divisor: int = 8, timeout_bytes: int = 4,
+                 clock_hz: float = 1e6, rx_fifo_depth: int = 0,
+                 compute_cycles: int = 0) -> "SimTransport":
+        """A simulated board around ``core`` (a :class:`boards.core.StreamCore`): UART at
+        ``divisor`` cycles per bit, frame timeout of ``timeout_bytes`` character times.
+        ``compute_cycles`` (e.g. the core's latency plus cycles per image) is added to the
+        time the client waits for a reply."""
+        from .simulation import SimBoard
+        from .top import UARTInferenceTop
+        top = UARTInferenceTop(core, divisor=divisor, timeout=timeout_bytes * 10 * divisor,
+                               rx_fifo_depth=rx_fifo_depth)
+        link = cls(SimBoard(top, clock_hz=clock_hz))
+        link.latency = compute_cycles / clock_hz
+        return link
+
+    def write(self, data: bytes):
+        self.board.write(data)
+
+    def read(self, n: int, timeout: float) -> bytes:
+        return self.board.read(n, timeout)
+
+    def idle(self, seconds: float):
+        self.board.idle(seconds)
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class Stats:
+    frames_sent: int = 0
+    retries: int = 0
+    error_replies: dict = field(default_factory=dict)   # status name -> count
+    bytes_skipped: int = 0
+
+
+def _flatten(image) -> list[int]:
+    try:
+        import numpy as np
+        return [int(v) for v in np.asarray(image).reshape(-1)]
+    except ImportError:  # pragma: no cover - numpy is a project dependency
+        return [int(v) for v in image]
+
+
+class Client:
+    """Frames images for one board. ``bits``: bits per input value (1..8)."""
+
+    def __init__(self, transport, *, bits: int = 8, window: int = 2, retries: int = 3):
+        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 128:
+            raise ValueError(f"window must be 1..128 frames, not {window!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative integer, not {retries!r}")
+        self.transport = transport
+        self.bits = bits
+        self.window = window
+        self.retries = retries
+        self.stats = Stats()
+        self._decoder = P.ReplyDecoder()
+        self._seq = 0
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
+    def _wait_time(self, nbytes: int) -> float:
+        t = self.transport
+        return nbytes * 10 / t.baud * 1.5 + t.board_timeout + t.latency
+
+    def ping(self) -> int:
+        """The board's protocol version (raises :class:`BoardError` if it does not answer)."""
+        for _ in range(self.retries + 1):
+            seq = self._next_seq()
+            self.transport.write(P.encode_request(P.CMD_PING, seq))
+            for reply in self._read_replies(self._wait_time(P.REQUEST_OVERHEAD + 7)):
+                if reply.seq == seq and reply.ok:
+                    return reply.klass
+            self._resync()
+        raise BoardError("the board does not answer PING")
+
+    def _read_replies(self, timeout: float) -> list[P.Reply]:
+        replies = self._decoder.feed(self.transport.read(P.REPLY_LENGTH, timeout))
+        self.stats.bytes_skipped = self._decoder.skipped
+        return replies
+
+    def _resync(self):
+        """Stay silent longer than the board's frame timeout, then drop whatever came back."""
+        self.transport.idle(2 * self.transport.board_timeout + self.transport.latency)
+        self._decoder = P.ReplyDecoder()
+
+    def classify(self, images) -> list[int]:
+        """The class of each image (values in C, H, W order, each ``0..2**bits - 1``)."""
+        frames_values = [_flatten(img) for img in images]
+        n = len(frames_values)
+        results: list[int | None] = [None] * n
+        attempts = [0] * n
+        pending: deque = deque()          # (k, seq, frame bytes), in send order
+        next_k = 0
+
+        def send(k):
+            seq = self._next_seq()
+            frame = P.encode_image(seq, frames_values[k], self.bits)
+            self.transport.write(frame)
+            self.stats.frames_sent += 1
+            pending.append((k, seq, frame))
+
+        def retry(k):
+            attempts[k] += 1
+            self.stats.retries += 1
+            if attempts[k] > self.retries:
+                raise BoardError(f"image {k}: no valid answer after {self.retries} retries")
+
+        while next_k < n or pending:
+            while len(pending) < self.window and next_k < n:
+                send(next_k)
+                next_k += 1
+            in_flight = sum(len(f) for _, _, f in pending) + P.REPLY_LENGTH * len(pending)
+            replies = self._read_replies(self._wait_time(in_flight))
+            if not replies:
+                # silence: frames (or replies) were lost; let the board time out, resend all
+                lost = [k for k, _, _ in pending]
+                pending.clear()
+                self._resync()
+                for k in lost:
+                    retry(k)
+                    send(k)
+                continue
+            for reply in replies:
+                match = next((p for p in pending if p[1] == reply.seq), None)
+                if match is None:
+                    continue  # stale or duplicate reply
+                k = match[0]
+                pending.remove(match)
+                if reply.ok:
+                    results[k] = reply.klass
+                    continue
+                name = reply.status_name
+                self.stats.error_replies[name] = self.stats.error_replies.get(name, 0) + 1
+                if reply.status in (P.STATUS_BAD_LENGTH, P.STATUS_BAD_COMMAND):
+                    raise BoardError(f"image {k}: board replied '{name}': does the board's "
+                                     f"model take {len(frames_values[k])} values per image?")
+                retry(k)
+                send(k)
+        return results
+
+
+def classify(transport, images, *, bits: int = 8, window: int = 2, retries: int = 3) -> list[int]:
+    """Classes of ``images`` from the board behind ``transport`` (see :class:`Client`)."""
+    return Client(transport, bits=bits, window=window, retries=retries).classify(images)
+
+
+def network_sim_transport(net, *, backend: str = "verilator", divisor: int = 4, **options):
+    """A simulated board (``--sim``) around the generated network for ``net`` (a
+    :class:`hwgen.fold.NetworkPlan`): ``backend`` ``"verilator"`` (compiled, fast; the default)
+    or ``"amaranth"`` (the Amaranth simulator: no compiler needed, seconds per image)."""
+    from hwgen.gateware.network import Network
+
+    from .core import CoreShape, StreamCore
+    shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size)
+    core = StreamCore.wrap(Network(net), shape)
+    options.setdefault("compute_cycles", net.latency_cycles + net.cycles_per_image)
+    if backend == "verilator":
+        from .verilator_board import VerilatorTransport
+        return VerilatorTransport.for_core(core, divisor=divisor, **options)
+    if backend == "amaranth":
+        return SimTransport.for_core(core, divisor=divisor, **options)
+    raise ValueError(f"unknown simulation backend {backend!r} (verilator, amaranth)")

@@ -1,0 +1,124 @@
+"""iCEBreaker (iCE40UP5K) board top and build: PLL clock, safe reset, UART, LEDs.
+
+* Clock: the 12 MHz oscillator (pin 35) feeds ``SB_PLL40_PAD``; its dividers come from
+  :func:`boards.pll_ice40.solve` for the requested frequency (closest achievable, within
+  ``max_clock_error_mhz``). The achieved frequency is what timing is constrained to and what
+  the UART divisor is computed from.
+* Reset: ``sync`` is held in reset until the PLL reports lock (through a 2-flip-flop
+  synchronizer) and then for ``reset_delay_us`` more (default 20 us, counted on the PLL clock;
+  iCE40 block RAMs read as zero for about 3 us after configuration, and lock itself comes
+  later than that). A loss of lock asserts reset again. The counter relies on iCE40
+  flip-flops powering up as 0, as Amaranth's own iCE40 power-on reset does.
+* UART on the FTDI's second channel (``uart`` resource: rx pin 6, tx pin 9), 8N1 at ``baud``.
+  No receive FIFO by default (``rx_fifo_depth=0``): the UP5K's 30 block RAMs are the core's.
+* LEDs: green = UART activity, red = a frame ended with an error (each held ~50 ms); with
+  ``pmod_leds`` the break-off PMOD's five LEDs show the last class in binary (LED2 = bit 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
+
+from ._checks import checking
+from .clocking import hold_reset_until_lock
+from .build import TimingError, build_and_report
+from .core import StreamCore
+from .pll_ice40 import ICEBREAKER_CLOCK_MHZ, solve
+from .top import UARTInferenceTop
+from .uart import baud_divisor
+
+DEFAULT_CLOCK_MHZ = 48
+DEFAULT_BAUD = 1_000_000
+DEFAULT_TIMEOUT_US = 10_000
+LED_HOLD_S = 0.05
+
+
+class ICEBreakerTop(Elaboratable):
+    """The whole iCEBreaker design around a :class:`~boards.core.StreamCore`."""
+
+    def __init__(self, core: StreamCore, *, clock_mhz=DEFAULT_CLOCK_MHZ, baud=DEFAULT_BAUD,
+                 timeout_us=DEFAULT_TIMEOUT_US, reset_delay_us=20, max_clock_error_mhz=1.0,
+                 pmod_leds=True, rx_fifo_depth=0):
+        with checking(self):
+            if not isinstance(core, StreamCore):
+                raise TypeError(f"core must be a StreamCore, not {core!r}")
+            for name, value in (("timeout_us", timeout_us), ("reset_delay_us", reset_delay_us)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ValueError(f"{name} must be a positive number, not {value!r}")
+            self.pll = solve(clock_mhz, ICEBREAKER_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
+            self.clock_hz = self.pll.f_out_hz
+            self.divisor = baud_divisor(self.clock_hz, baud)
+            self.baud = self.clock_hz / self.divisor
+            self.timeout_cycles = max(1, round(timeout_us * 1e-6 * self.clock_hz))
+            self.reset_cycles = max(1, math.ceil(reset_delay_us * 1e-6 * self.clock_hz))
+            self.pmod_leds = bool(pmod_leds)
+            self.inner = UARTInferenceTop(core, divisor=self.divisor, timeout=self.timeout_cycles,
+                                          led_hold=max(1, round(LED_HOLD_S * self.clock_hz)),
+                                          rx_fifo_depth=rx_fifo_depth)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # clock: 12 MHz pad -> PLL -> global network
+        clk12 = platform.request("clk12", dir="-")
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        lock = Signal()
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD", **self.pll.instance_params(), p_PLLOUT_SELECT="GENCLK",
+            i_PACKAGEPIN=clk12.io, i_RESETB=1, i_BYPASS=0,
+            o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=lock)
+        # no explicit constraint: nextpnr derives the PLL output's from the 12 MHz pin's (the
+        # report shows it), and a named one would not survive synthesis
+
+        # reset: until lock, then reset_cycles more
+        hold_reset_until_lock(m, cd_sync, lock, self.reset_cycles)
+
+        # UART and LEDs
+        m.submodules.top = top = self.inner
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
+        leds = [("led_g", 0, top.activity), ("led_r", 0, top.error)]
+        if self.pmod_leds:
+            if ("led", 2) not in platform.resources:
+                platform.add_resources(platform.break_off_pmod)
+            leds += [("led", 2 + bit, top.last_class[bit]) for bit in range(5)]
+        for name, number, value in leds:
+            buf = io.Buffer("o", platform.request(name, number, dir="-"))
+            m.submodules[f"{name}_{number}"] = buf
+            m.d.comb += buf.o.eq(value)
+        return m
+
+
+def build_icebreaker(top: ICEBreakerTop, build_dir, *, name: str = "top",
+                     allow_timing_fail: bool = False, seed: int = 1) -> dict:
+    """Synthesize, place and route ``top`` for the iCEBreaker with the YoWASP tools.
+
+    Returns a report dict: ``bitstream`` (path of the ``.bin``), ``utilization`` ({cell:
+    {used, available}}, e.g. ``ICESTORM_LC``, ``ICESTORM_RAM``, ``ICESTORM_SPRAM``),
+    ``fmax_mhz`` ({clock: MHz}), ``achieved_mhz`` (slowest clock), ``requested_mhz``,
+    ``timing_met``, ``pll`` (dividers), ``baud`` (achieved), ``divisor``. Raises
+    :class:`~boards.build.TimingError` when timing is not met, unless ``allow_timing_fail``.
+    """
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    if not isinstance(top, ICEBreakerTop):
+        raise TypeError(f"top must be an ICEBreakerTop, not {top!r}")
+    report = build_and_report(ICEBreakerPlatform(), top, build_dir, name=name,
+                              requested_hz=top.clock_hz, seed=seed, bitstream_ext="bin",
+                              tools=("YOSYS", "NEXTPNR_ICE40", "ICEPACK"),
+                              allow_timing_fail=True)
+    report.update({
+        "pll": {"divr": top.pll.divr, "divf": top.pll.divf, "divq": top.pll.divq,
+                "filter_range": top.pll.filter_range, "f_out_mhz": float(top.pll.f_out)},
+        "baud": top.baud,
+        "divisor": top.divisor,
+    })
+    if not report["timing_met"] and not allow_timing_fail:
+        raise TimingError(f"timing not met: achieved Fmax {report['achieved_mhz']:.1f} MHz, "
+                          f"requested {report['requested_mhz']:.1f} MHz; try a lower --clock")
+    return report

@@ -1,0 +1,137 @@
+"""The UART framing protocol, host side (pure Python): constants, frame encoder, reply decoder.
+
+The gateware in :mod:`boards.framer` implements the same protocol; ``docs/uart-protocol.md``
+is the specification. Summary (multi-byte fields big-endian)::
+
+    request: A5 5A | CMD | SEQ | LEN_HI LEN_LO | LEN payload bytes | CRC_HI CRC_LO
+    reply:   A5 5A | STATUS | SEQ | CLASS | CRC_HI CRC_LO
+
+CRC is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor) over every
+byte between the sync bytes and the CRC (request: CMD..payload; reply: STATUS, SEQ, CLASS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SYNC = b"\xa5\x5a"
+PROTOCOL_VERSION = 1
+
+CMD_PING = 0x00       # LEN must be 0; reply STATUS_OK with CLASS = PROTOCOL_VERSION
+CMD_CLASSIFY = 0x01   # LEN = the model's input value count; one byte per value
+
+STATUS_OK = 0x00
+STATUS_BAD_CHECKSUM = 0x01
+STATUS_BAD_LENGTH = 0x02
+STATUS_BAD_COMMAND = 0x03
+STATUS_TIMEOUT = 0x04
+STATUS_OVERRUN = 0x05
+
+STATUS_NAMES = {
+    STATUS_OK: "ok",
+    STATUS_BAD_CHECKSUM: "bad checksum",
+    STATUS_BAD_LENGTH: "bad length",
+    STATUS_BAD_COMMAND: "bad command",
+    STATUS_TIMEOUT: "timeout (truncated frame)",
+    STATUS_OVERRUN: "receiver overrun",
+}
+
+REQUEST_OVERHEAD = 8   # sync 2 + cmd + seq + len 2 + crc 2
+REPLY_LENGTH = 7
+MAX_PAYLOAD = 0xFFFF
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE of ``data`` (check value of b"123456789" is 0x29B1)."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+def _u8(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not 0 <= value <= 0xFF:
+        raise ValueError(f"{name} must be in 0..255, not {value}")
+    return value
+
+
+def encode_request(cmd: int, seq: int, payload: bytes = b"") -> bytes:
+    """One request frame."""
+    cmd, seq = _u8("command", cmd), _u8("sequence number", seq)
+    payload = bytes(payload)
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes is longer than {MAX_PAYLOAD}")
+    body = bytes([cmd, seq, len(payload) >> 8, len(payload) & 0xFF]) + payload
+    crc = crc16(body)
+    return SYNC + body + bytes([crc >> 8, crc & 0xFF])
+
+
+def encode_image(seq: int, values, bits: int = 8) -> bytes:
+    """A CLASSIFY frame for one image: ``values`` in C, H, W row-major order, each in
+    ``0..2**bits - 1`` (one byte each)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise ValueError(f"bits per value must be 1..8, not {bits!r}")
+    data = bytearray()
+    for i, value in enumerate(values):
+        v = int(value)
+        if v != value or not 0 <= v < (1 << bits):
+            raise ValueError(f"value {i} is {value!r}, outside 0..{(1 << bits) - 1}")
+        data.append(v)
+    return encode_request(CMD_CLASSIFY, seq, bytes(data))
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    seq: int
+    klass: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    @property
+    def status_name(self) -> str:
+        return STATUS_NAMES.get(self.status, f"unknown status 0x{self.status:02x}")
+
+
+def encode_reply(status: int, seq: int, klass: int) -> bytes:
+    """One reply frame (what the board sends)."""
+    body = bytes([_u8("status", status), _u8("sequence number", seq), _u8("class", klass)])
+    crc = crc16(body)
+    return SYNC + body + bytes([crc >> 8, crc & 0xFF])
+
+
+class ReplyDecoder:
+    """Incremental reply parser: feed it any bytes, get back the complete, CRC-valid replies.
+    Bytes that are not part of a valid reply are skipped (counted in ``skipped``)."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+        self.skipped = 0
+
+    def feed(self, data: bytes) -> list[Reply]:
+        self.buffer += data
+        replies = []
+        while True:
+            start = self.buffer.find(SYNC)
+            if start < 0:
+                keep = 1 if self.buffer[-1:] == SYNC[:1] else 0
+                self.skipped += len(self.buffer) - keep
+                del self.buffer[:len(self.buffer) - keep]
+                return replies
+            self.skipped += start
+            del self.buffer[:start]
+            if len(self.buffer) < REPLY_LENGTH:
+                return replies
+            frame = bytes(self.buffer[:REPLY_LENGTH])
+            if crc16(frame[2:5]) == (frame[5] << 8 | frame[6]):
+                replies.append(Reply(frame[2], frame[3], frame[4]))
+                del self.buffer[:REPLY_LENGTH]
+            else:  # not a reply after all: skip this sync byte and hunt again
+                self.skipped += 1
+                del self.buffer[:1]

@@ -1,0 +1,64 @@
+"""The boards ``hwgen build --board`` supports: one registry, so the CLI lists and resolves
+them without knowing each board's module.
+
+Each :class:`Board` gives its FPGA's resources and what the board logic itself uses
+(``board_luts``, ``board_brams``, measured with a stand-in core; add them to the core's
+estimate to refuse a model that cannot fit before synthesis), its default clock, and two callables: ``make_top(core, **options)`` (the board
+top around a :class:`~boards.core.StreamCore`; options: ``clock_mhz``, ``baud``,
+``timeout_us``, ...) and ``build(top, build_dir, **options)`` (bitstream and report dict).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    family: str              # "ice40" or "ecp5"
+    device: str
+    luts: int                # logic cells (LUT4s)
+    bram_blocks: int         # block RAMs
+    bram_block_bits: int     # bits per block RAM
+    default_clock_mhz: float
+    bitstream_ext: str
+    board_luts: int          # what the board logic (UART, framer, reset, LEDs) adds to a core
+    board_brams: int
+    _top: str                # "module:callable"
+    _build: str
+    _build_kwargs: tuple = ()
+
+    def _load(self, ref: str):
+        module, attr = ref.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def make_top(self, core, **options):
+        options.setdefault("clock_mhz", self.default_clock_mhz)
+        return self._load(self._top)(core, **options)
+
+    def build(self, top, build_dir, **options):
+        return self._load(self._build)(top, build_dir, **dict(self._build_kwargs), **options)
+
+
+BOARDS = {
+    "icebreaker": Board(
+        "icebreaker", "1BitSquared iCEBreaker (Lattice iCE40UP5K-SG48)", "ice40", "iCE40UP5K",
+        luts=5280, bram_blocks=30, bram_block_bits=4096, default_clock_mhz=48,
+        bitstream_ext="bin", board_luts=750, board_brams=0, _top="boards.icebreaker:ICEBreakerTop",
+        _build="boards.icebreaker:build_icebreaker"),
+    "ulx3s-85f": Board(
+        "ulx3s-85f", "Radiona ULX3S with ECP5 LFE5U-85F", "ecp5", "LFE5U-85F",
+        luts=83640, bram_blocks=208, bram_block_bits=18432, default_clock_mhz=50,
+        bitstream_ext="bit", board_luts=800, board_brams=1, _top="boards.ulx3s:ULX3STop", _build="boards.ulx3s:build_ulx3s",
+        _build_kwargs=(("device", "85F"),)),
+}
+
+
+def get_board(name: str) -> Board:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ValueError(f"unknown board {name!r}; supported: {', '.join(BOARDS)}") from None

