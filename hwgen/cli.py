@@ -24,9 +24,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def add_image_source(parser: argparse.ArgumentParser) -> None:
+def add_image_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``--dataset NAME [--split] [--data-dir]`` or ``--images IDX [--labels IDX]``, ``--limit``."""
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--dataset", choices=sorted(DATASETS), help="a named dataset")
     source.add_argument("--images", type=Path, help="an IDX file of images (gzip or raw)")
     parser.add_argument("--labels", type=Path, help="an IDX file of labels for --images")
@@ -79,7 +79,31 @@ def cmd_info(args) -> int:
     from .summary import format_table
 
     model = model_io.load(args.model)
+    folded = None
+    if args.fold is not None:
+        from .fold import format_fold_table, parse_fold, plan
+
+        folds = None if args.fold == "auto" else parse_fold(args.fold, model)
+        folded = format_fold_table(plan(model, folds))
     print(format_table(model))
+    if folded is not None:
+        print(folded)
+    return 0
+
+
+def cmd_verilog(args) -> int:
+    from .fold import parse_fold, plan
+    from .gateware.network import module_name, write_verilog
+
+    model = model_io.load(args.model)
+    folds = None if args.fold in (None, "auto") else parse_fold(args.fold, model)
+    net = plan(model, folds, lanes=args.lanes)
+    module = args.module or module_name(Path(args.model).stem)
+    if not module.isidentifier() or not module.isascii():
+        raise UserError(f"--module {module!r} is not a Verilog identifier")
+    v_path, json_path = write_verilog(net, args.output, module)
+    print(f"wrote {v_path} and {json_path}: II {net.cycles_per_image} cycles per image, "
+          f"latency {net.latency_cycles} cycles")
     return 0
 
 
@@ -104,7 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the model's layers, shapes, parameter bits and "
                                    "accumulator ranges/widths.")
     p.add_argument("model", type=Path, metavar="MODEL.npz")
+    p.add_argument("--fold", nargs="?", const="auto", metavar="FOLD",
+                   help="also print per-layer PE, SIMD, cycles, block RAMs, LUTs, and the "
+                        "network's initiation interval and latency, for FOLD (PExSIMD per "
+                        "layer, e.g. 64x32,32x16,10x8, or JSON) or the default fold when "
+                        "FOLD is omitted or 'auto'")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("verilog", help="generate the streaming accelerator as Verilog",
+                       description="Write OUTDIR/<module>.v and OUTDIR/interface.json for "
+                                   "the model's folded dataflow accelerator.")
+    p.add_argument("model", type=Path, metavar="MODEL.npz")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
+                   help="output folder (created if missing)")
+    p.add_argument("--fold", metavar="FOLD",
+                   help="PExSIMD per layer (e.g. 64x32,32x16,10x8), or JSON; default: "
+                        "balanced within an iCE40 UP5K-sized budget")
+    p.add_argument("--lanes", type=int, metavar="P",
+                   help="input values per beat (default: the fewest that keep up)")
+    p.add_argument("--module", metavar="NAME", help="Verilog module name (default: sbn_<stem>)")
+    p.set_defaults(func=cmd_verilog)
+
+    from boards.commands import register as register_board_commands
+    from sim.commands import register as register_sim_commands
+
+    register_sim_commands(sub, add_image_source)
+    register_board_commands(sub, add_image_source)
     return parser
 
 

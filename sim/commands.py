@@ -34,29 +34,36 @@ def add_fold_options(parser: argparse.ArgumentParser) -> None:
                         help="input values per beat (default: the fewest that keep up)")
 
 
-def generate(model_path: Path, fold: str | None, lanes: int | None, outdir: Path):
-    """Write the core for ``model_path`` into ``outdir``; return (model, net, verilog, iface)."""
+def plan_model(model_path: Path, fold: str | None, lanes: int | None):
+    """Load ``model_path`` and fold it; returns ``(model, net, module name)``."""
     from hwgen.fold import parse_fold, plan
-    from hwgen.gateware.network import interface, module_name, write_verilog
+    from hwgen.gateware.network import module_name
 
     model = model_io.load(model_path)
     folds = None if fold in (None, "auto") else parse_fold(fold, model)
-    net = plan(model, folds, lanes=lanes)
-    module = module_name(Path(model_path).stem)
-    verilog, _ = write_verilog(net, outdir, module)
-    return model, net, verilog, interface(net, module)
+    return model, plan(model, folds, lanes=lanes), module_name(Path(model_path).stem)
+
+
+def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,
+                 valid_percent: int = 100, ready_percent: int = 100,
+                 waves: Path | None = None) -> SimResult:
+    """Generate the core for ``net``, compile it (cached) and stream ``images`` through it."""
+    from hwgen.gateware.network import interface, write_verilog
+
+    with tempfile.TemporaryDirectory(prefix="sbn-core-") as tmp:
+        verilog, _ = write_verilog(net, Path(tmp), module)
+        core = VerilatedCore(verilog, interface(net, module), trace=waves is not None)
+        core.build()
+        return core.run(images, seed=seed, valid_percent=valid_percent,
+                        ready_percent=ready_percent, waves=waves)
 
 
 def simulate(model_path: Path, images: np.ndarray, fold: str | None = None,
              lanes: int | None = None, seed: int = 0, valid_percent: int = 100,
              ready_percent: int = 100, waves: Path | None = None):
     """Generate, compile (cached) and run the core on ``images``; returns (model, net, result)."""
-    with tempfile.TemporaryDirectory(prefix="sbn-core-") as tmp:
-        model, net, verilog, iface = generate(model_path, fold, lanes, Path(tmp))
-        core = VerilatedCore(verilog, iface, trace=waves is not None)
-        core.build()
-        result = core.run(images, seed=seed, valid_percent=valid_percent,
-                          ready_percent=ready_percent, waves=waves)
+    model, net, module = plan_model(model_path, fold, lanes)
+    result = simulate_net(net, module, images, seed, valid_percent, ready_percent, waves)
     return model, net, result
 
 
@@ -109,7 +116,11 @@ def cmd_vectors(args) -> int:
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent
                                     if outdir.parent.exists() else None))
     try:
-        model, _, verilog, iface = generate(args.model, args.fold, args.lanes, staging)
+        from hwgen.gateware.network import interface, write_verilog
+
+        model, net, module = plan_model(args.model, args.fold, args.lanes)
+        verilog, _ = write_verilog(net, staging, module)
+        iface = interface(net, module)
         expected = Reference(model).predict(images)
         write_golden_vectors(staging, iface, images, expected)
         if outdir.exists():

@@ -1,0 +1,367 @@
+"""``python -m hwgen build`` and ``python -m hwgen run``: a bitstream, and talking to it.
+
+``build`` folds the model for the board, refuses it before synthesis when the resource
+estimate does not fit, proves the core bit-exact in Verilator (the gate; ``--skip-verify``
+overrides it with a warning), synthesizes and places/routes with the YoWASP tools, and
+writes ``OUTDIR/`` (bitstream, ``report.json``, ``summary.txt``) only when everything
+succeeded: the build runs in a staging folder that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hwgen import model as model_io
+from hwgen.errors import UserError
+from hwgen.reference import Reference
+
+from . import protocol
+from .targets import BOARDS, get_board
+
+VERIFY_DEFAULT_IMAGES = 300
+FIT_LUT_FRACTION = 0.9  # refuse designs whose estimate exceeds 90% of the board's LUTs
+
+
+def _board(name: str):
+    try:
+        return get_board(name)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def _budget(board):
+    from hwgen.fold import Budget
+
+    luts = int(board.luts * FIT_LUT_FRACTION) - board.board_luts
+    return Budget(luts=luts, brams=_bram_budget(board))
+
+
+def _bram_budget(board) -> int:
+    """The board's block RAMs in iCE40 4-Kbit units (what the fold planner counts)."""
+    return (board.bram_blocks - board.board_brams) * board.bram_block_bits // 4096
+
+
+def plan_for_board(model_path: Path, board, fold: str | None, lanes: int | None):
+    """Load and fold the model within the board's budget; returns (model, net, module)."""
+    from hwgen.fold import parse_fold, plan
+    from hwgen.gateware.network import module_name
+
+    model = model_io.load(model_path)
+    folds = None if fold in (None, "auto") else parse_fold(fold, model)
+    net = plan(model, folds, lanes=lanes, budget=_budget(board))
+    return model, net, module_name(Path(model_path).stem)
+
+
+def check_fit(net, board) -> tuple[int, int]:
+    """Estimated (LUTs, 4-Kbit block RAMs) of core + board logic; UserError if over budget."""
+    luts = net.luts + board.board_luts
+    brams = net.brams + board.board_brams * board.bram_block_bits // 4096
+    lut_limit = int(board.luts * FIT_LUT_FRACTION)
+    bram_limit = board.bram_blocks * board.bram_block_bits // 4096
+    if luts > lut_limit or brams > bram_limit:
+        raise UserError(
+            f"model too large for {board.name} ({board.device}): estimated {luts} LUTs "
+            f"(limit {lut_limit}, 90% of {board.luts}) and {brams} 4-Kbit block RAMs "
+            f"(limit {bram_limit}); try a narrower --fold or a larger board")
+    return luts, brams
+
+
+def verification_images(model, count: int, rng_seed: int = 0) -> tuple[np.ndarray, str]:
+    """Real test images when the model's input is a 28x28 dataset image, else random ones."""
+    from hwgen.datasets import load_dataset
+    from hwgen.errors import DatasetError
+
+    if model.input.shape == (1, 28, 28) and model.input.bits == 8:
+        dataset = (model.provenance or {}).get("dataset", "fashion-mnist")
+        dataset = dataset if dataset in ("fashion-mnist", "mnist") else "fashion-mnist"
+        try:
+            images, _ = load_dataset(dataset, "test", limit=count)
+            return images, f"{dataset} test images"
+        except DatasetError:
+            pass
+    from hwgen.random_models import random_images
+
+    return random_images(np.random.default_rng(rng_seed), model.input, count), "random images"
+
+
+def verify(model, net, module: str, count: int) -> str:
+    """The gate: ``count`` images through the Verilated core; UserError on any mismatch."""
+    from sim.commands import simulate_net
+
+    images, what = verification_images(model, count)
+    expected = Reference(model).predict(images)
+    result = simulate_net(net, module, images, seed=1, valid_percent=80, ready_percent=80)
+    bad = np.flatnonzero(result.classes != expected)
+    if len(bad):
+        raise UserError(f"verification failed: {len(bad)} of {len(images)} {what} differ from "
+                        f"the reference (first: image {bad[0]}, hardware class "
+                        f"{result.classes[bad[0]]}, reference {expected[bad[0]]}); refusing "
+                        f"to synthesize (--skip-verify overrides)")
+    return f"{len(images)}/{len(images)} {what} agree with the reference (Verilator)"
+
+
+def build_report(model, net, board, raw: dict, luts_estimate: int, brams_estimate: int,
+                 fold_text: str) -> dict:
+    """The ``report.json`` contents from the board build's raw report."""
+    util = raw["utilization"]
+    lut_cell = "ICESTORM_LC" if board.family == "ice40" else "TRELLIS_COMB"
+    ram_cell = "ICESTORM_RAM" if board.family == "ice40" else "DP16KD"
+    luts = util.get(lut_cell, {}).get("used")
+    clock_hz = raw["requested_mhz"] * 1e6
+    achieved_hz = (raw["achieved_mhz"] or 0) * 1e6
+    macs = sum(layer.weight.size for layer in model.layers if hasattr(layer, "weight"))
+    frame = protocol.REQUEST_OVERHEAD + model.input.size
+    baud = raw.get("baud")
+    return {
+        "model": model.provenance,
+        "board": board.name, "device": board.device, "fold": fold_text,
+        "utilization": util,
+        "luts_used": luts, "luts_available": util.get(lut_cell, {}).get("available"),
+        "brams_used": util.get(ram_cell, {}).get("used"),
+        "brams_available": util.get(ram_cell, {}).get("available"),
+        "spram_used": util.get("ICESTORM_SPRAM", {}).get("used"),
+        "estimate": {"luts": luts_estimate, "brams_4k": brams_estimate},
+        "clock_mhz": raw["requested_mhz"], "fmax_mhz": raw["achieved_mhz"],
+        "timing_met": raw["timing_met"],
+        "cycles_per_image": net.cycles_per_image, "latency_cycles": net.latency_cycles,
+        "inferences_per_s_compute": clock_hz / net.cycles_per_image,
+        "inferences_per_s_at_fmax": achieved_hz / net.cycles_per_image,
+        "baud": baud,
+        "inferences_per_s_uart": (baud / 10 / frame) if baud else None,
+        "synapse_ops_per_cycle_per_lut": (macs / net.cycles_per_image / luts) if luts else None,
+        "bitstream": Path(raw["bitstream"]).name,
+        "pll": raw.get("pll"),
+    }
+
+
+def format_summary(report: dict) -> str:
+    def pct(used, avail):
+        return f"{used}/{avail} ({100 * used / avail:.0f}%)" if used is not None and avail \
+            else f"{used}"
+
+    lines = [
+        f"board        {report['board']} ({report['device']}), fold {report['fold']}",
+        f"LUTs         {pct(report['luts_used'], report['luts_available'])}  "
+        f"(estimate {report['estimate']['luts']})",
+        f"block RAMs   {pct(report['brams_used'], report['brams_available'])}",
+    ]
+    if report.get("spram_used") is not None:
+        lines.append(f"SPRAMs       {report['spram_used']}")
+    lines += [
+        f"clock        {report['clock_mhz']:.2f} MHz requested, Fmax {report['fmax_mhz']:.2f} MHz "
+        f"({'met' if report['timing_met'] else 'NOT met'})",
+        f"throughput   {report['cycles_per_image']} cycles/image, latency "
+        f"{report['latency_cycles']} cycles; {report['inferences_per_s_compute']:.0f} "
+        f"inferences/s compute-bound at the clock "
+        f"({report['inferences_per_s_at_fmax']:.0f} at Fmax)",
+    ]
+    if report["inferences_per_s_uart"]:
+        lines.append(f"UART         {report['baud']:.0f} baud: "
+                     f"{report['inferences_per_s_uart']:.0f} inferences/s UART-bound")
+    if report["synapse_ops_per_cycle_per_lut"]:
+        lines.append(f"efficiency   {report['synapse_ops_per_cycle_per_lut']:.3f} binary "
+                     f"synapse-ops per cycle per LUT")
+    lines.append(f"bitstream    {report['bitstream']}")
+    return "\n".join(lines)
+
+
+def cmd_build(args) -> int:
+    board = _board(args.board)
+    model, net, module = plan_for_board(args.model, board, args.fold, args.lanes)
+    fold_text = ",".join(f"{lp.pe}x{lp.simd}" for lp in net.layers)
+    luts_est, brams_est = check_fit(net, board)
+    print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "
+          f"{brams_est} 4-Kbit block RAMs")
+    if args.skip_verify:
+        print("warning: --skip-verify: synthesizing a core that was not checked against the "
+              "reference", file=sys.stderr)
+    else:
+        print("verify: " + verify(model, net, module, args.verify_images))
+    outdir = Path(args.output or Path("build") / f"{Path(args.model).stem}-{board.name}")
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.building-", dir=outdir.parent))
+    try:
+        report, summary = _build_into(staging, model, net, module, board, args,
+                                      luts_est, brams_est, fold_text)
+    except subprocess.CalledProcessError as err:
+        failed = outdir.with_name(outdir.name + ".failed")
+        shutil.rmtree(failed, ignore_errors=True)
+        staging.rename(failed)
+        raise UserError(f"synthesis or place-and-route failed ({err.cmd[0] if err.cmd else err}"
+                        f" exited {err.returncode}); logs in {failed}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    staging.rename(outdir)
+    print(summary.replace(report["bitstream"], str(outdir / report["bitstream"])))
+    print(f"report       {outdir / 'report.json'}")
+    if args.program:
+        program(board, outdir / report["bitstream"])
+    return 0
+
+
+def _build_into(staging: Path, model, net, module: str, board, args, luts_est: int,
+                brams_est: int, fold_text: str) -> tuple[dict, str]:
+    """Board top + synthesis + report files in ``staging``; returns (report, summary)."""
+    from hwgen.gateware.network import Network
+
+    from .build import TimingError
+    from .core import CoreShape, StreamCore
+
+    shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size)
+    core = StreamCore.wrap(Network(net), shape)
+    try:
+        top = board.make_top(core, clock_mhz=args.clock or board.default_clock_mhz,
+                             baud=args.baud)
+    except ValueError as err:
+        raise UserError(f"board top: {err}") from None
+    start = time.perf_counter()
+    try:
+        raw = board.build(top, staging, name=module)
+    except TimingError as err:
+        raise UserError(str(err)) from None
+    report = build_report(model, net, board, raw, luts_est, brams_est, fold_text)
+    report["build_seconds"] = round(time.perf_counter() - start, 1)
+    (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    summary = format_summary(report)
+    (staging / "summary.txt").write_text(summary + "\n")
+    return report, summary
+
+
+def program(board, bitstream: Path) -> None:
+    """Flash with openFPGALoader or (iCE40) iceprog, whichever is installed."""
+    if shutil.which("openFPGALoader"):
+        cmd = ["openFPGALoader", "--board", board.name.split("-")[0], str(bitstream)]
+    elif board.family == "ice40" and shutil.which("iceprog"):
+        cmd = ["iceprog", str(bitstream)]
+    else:
+        raise UserError("--program needs openFPGALoader (or iceprog for iCE40) on PATH")
+    if subprocess.run(cmd).returncode != 0:
+        raise UserError(f"programming failed: {' '.join(cmd)}")
+
+
+def load_png(path: Path, model) -> np.ndarray:
+    """A PNG as ``bits``-bit grey values shaped like the model input (needs matplotlib)."""
+    try:
+        from matplotlib.image import imread
+    except ImportError:
+        raise UserError("reading PNG files needs matplotlib (pip install matplotlib)") from None
+    try:
+        pixels = imread(path)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise UserError(f"{path}: not a readable PNG ({err})") from None
+    if pixels.ndim == 3:
+        pixels = pixels[..., :3].mean(axis=2)
+    if pixels.dtype.kind == "f":
+        pixels = np.rint(pixels * model.input.max_value)
+    if pixels.size != model.input.size:
+        raise UserError(f"{path}: {pixels.shape[1]}x{pixels.shape[0]} pixels, but the model "
+                        f"takes {list(model.input.shape)}")
+    return pixels.astype(np.int64).reshape(model.input.shape)
+
+
+def cmd_run(args) -> int:
+    from hwgen.cli import load_images
+
+    from .host import BoardError, Client, SerialTransport, network_sim_transport
+
+    if args.sim == bool(args.port):
+        raise UserError("give exactly one of --port DEVICE (a board) or --sim (simulated)")
+    model = model_io.load(args.model)
+    labels = None
+    if args.pngs:
+        if args.dataset or args.images:
+            raise UserError("give PNG files or --dataset/--images, not both")
+        images = np.stack([load_png(p, model) for p in args.pngs])
+    elif args.dataset or args.images:
+        images, labels = load_images(args)
+    else:
+        raise UserError("no images: give --dataset NAME, --images IDX or PNG files")
+    if model.input.bits > 8:
+        raise UserError("the UART protocol carries one byte per value; this model takes "
+                        f"{model.input.bits}-bit values")
+    if args.sim:
+        board = _board(args.board)
+        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes)
+        transport = network_sim_transport(net)
+    else:
+        try:
+            transport = SerialTransport(str(args.port), baud=args.baud)
+        except Exception as err:  # pyserial's SerialException, ImportError, OSError
+            raise UserError(f"{args.port}: cannot open ({err})") from None
+    client = Client(transport, bits=model.input.bits)
+    start = time.perf_counter()
+    try:
+        got = np.array(client.classify(images), dtype=np.int64)
+    except BoardError as err:
+        raise UserError(f"board: {err}") from None
+    finally:
+        transport.close()
+    elapsed = time.perf_counter() - start
+    reference = Reference(model).predict(images)
+    if len(images) <= 20:
+        for k, c in enumerate(got):
+            print(f"image {k}: class {c} ({model.classes[c]})")
+    n = len(images)
+    agree = int((got == reference).sum())
+    print(f"agreement {agree}/{n} with reference")
+    if labels is not None:
+        correct = int((got == labels).sum())
+        print(f"accuracy {correct / n:.4f} ({correct}/{n})")
+    stats = client.stats
+    print(f"{n / elapsed:.1f} inferences/s over the {'simulated ' if args.sim else ''}link "
+          f"({stats.frames_sent} frames sent, {stats.retries} retries)")
+    return 0 if agree == n else 1
+
+
+def register(sub, add_image_source) -> None:
+    """Add ``build`` and ``run`` to the ``python -m hwgen`` parser."""
+    names = ", ".join(f"{b.name} ({b.description})" for b in BOARDS.values())
+    p = sub.add_parser("build", help="a bitstream for a board (verify, synthesize, report)",
+                       description="Fold the model for the board, check it in Verilator, "
+                                   "synthesize and place/route it with the YoWASP tools, and "
+                                   f"write the bitstream and report.json. Boards: {names}.")
+    p.add_argument("model", type=Path, metavar="MODEL.npz")
+    p.add_argument("--board", required=True, choices=sorted(BOARDS), help=f"one of: {names}")
+    p.add_argument("-o", "--output", type=Path, metavar="DIR",
+                   help="output folder (default build/<model>-<board>)")
+    p.add_argument("--clock", type=float, metavar="MHZ", help="requested clock (default: the "
+                   "board's, 48 MHz on the iCEBreaker)")
+    p.add_argument("--baud", type=int, default=1_000_000, help="UART baud (default 1000000)")
+    p.add_argument("--fold", metavar="FOLD", help="PExSIMD per layer, or JSON (default: "
+                   "balanced within the board's budget)")
+    p.add_argument("--lanes", type=int, metavar="P", help="input values per beat")
+    p.add_argument("--skip-verify", action="store_true",
+                   help="synthesize without the Verilator check (prints a warning)")
+    p.add_argument("--verify-images", type=int, default=VERIFY_DEFAULT_IMAGES, metavar="N",
+                   help=f"images for the Verilator check (default {VERIFY_DEFAULT_IMAGES})")
+    p.add_argument("--program", action="store_true",
+                   help="flash the bitstream afterwards (openFPGALoader or iceprog)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("run", help="classify images on a board over UART (or --sim)",
+                       description="Send images to a board running a `hwgen build` bitstream "
+                                   "(or to the simulated board top with --sim) and compare "
+                                   "its classes with the reference.")
+    p.add_argument("model", type=Path, metavar="MODEL.npz")
+    p.add_argument("pngs", type=Path, nargs="*", metavar="IMAGE.png")
+    p.add_argument("--port", metavar="DEVICE", help="serial port, e.g. /dev/ttyUSB1")
+    p.add_argument("--sim", action="store_true", help="use the simulated board (Verilator)")
+    p.add_argument("--board", default="icebreaker", choices=sorted(BOARDS),
+                   help="board whose fold --sim reproduces (default icebreaker)")
+    p.add_argument("--baud", type=int, default=1_000_000)
+    p.add_argument("--fold", metavar="FOLD")
+    p.add_argument("--lanes", type=int, metavar="P")
+    add_image_source(p, required=False)
+    p.set_defaults(func=cmd_run)
+
