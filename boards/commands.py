@@ -195,8 +195,9 @@ def cmd_build(args) -> int:
         failed = outdir.with_name(outdir.name + ".failed")
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
-        raise UserError(f"synthesis or place-and-route failed ({err.cmd[0] if err.cmd else err}"
-                        f" exited {err.returncode}); logs in {failed}") from None
+        raise UserError(f"synthesis or place-and-route failed (exit {err.returncode}; the "
+                        f"tool's ERROR line is above: a design that does not fit fails here, "
+                        f"try a narrower --fold); files in {failed}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

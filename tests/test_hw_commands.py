@@ -1,0 +1,129 @@
+"""``hwgen sim``, ``vectors``, ``build`` and ``run --sim`` as a user runs them."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from hwgen import model as model_io
+from hwgen.cli import main
+from hwgen.datasets import write_idx
+from hwgen.random_models import dense, lfc_model, random_images, random_model
+from hwgen.reference import Reference
+
+from .test_model_format import cli_error
+
+
+@pytest.fixture
+def small(tmp_path):
+    """A small raw-input model with 60 images and labels as IDX files."""
+    rng = np.random.default_rng(21)
+    model = random_model(rng, (1, 6, 7), [dense(12), dense(9)], classes=4, binarize_at=None)
+    path = model_io.save(model, tmp_path / "small.npz")
+    images = random_images(rng, model.input, 60)
+    write_idx(tmp_path / "images", images[:, 0])
+    write_idx(tmp_path / "labels", rng.integers(0, 4, 60).astype(np.uint8))
+    return model, path, images
+
+
+@pytest.mark.sim
+def test_sim_agrees_with_reference_and_saves_predictions(tmp_path, capsys, small):
+    model, path, images = small
+    out = tmp_path / "hw.npy"
+    code = main(["sim", str(path), "--images", str(tmp_path / "images"), "--labels",
+                 str(tmp_path / "labels"), "--valid-percent", "70", "--ready-percent", "80",
+                 "--save-predictions", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "agreement 60/60 with reference" in text and "accuracy " in text
+    np.testing.assert_array_equal(np.load(out), Reference(model).predict(images))
+
+
+@pytest.mark.sim
+def test_sim_exits_1_and_names_the_first_mismatch(tmp_path, capsys, small, monkeypatch):
+    _, path, _ = small
+    import sim.commands
+
+    real = sim.commands.Reference
+
+    class OffByOne(real):
+        def predict(self, images, progress=False):
+            classes = super().predict(images)
+            classes[5] = (classes[5] + 1) % 4
+            return classes
+
+    monkeypatch.setattr(sim.commands, "Reference", OffByOne)
+    assert main(["sim", str(path), "--images", str(tmp_path / "images")]) == 1
+    captured = capsys.readouterr()
+    assert "agreement 59/60 with reference" in captured.out
+    assert "first mismatch at image 5" in captured.err
+
+
+@pytest.mark.sim
+def test_golden_vectors_run_in_icarus(tmp_path, capsys, small, iverilog):
+    _, path, _ = small
+    out = tmp_path / "vec"
+    assert main(["vectors", str(path), "--images", str(tmp_path / "images"), "-n", "25",
+                 "-o", str(out)]) == 0
+    capsys.readouterr()
+    info = json.loads((out / "vectors.json").read_text())
+    verilog = f"{info['interface']['module']}.v"
+    subprocess.run([iverilog, "-g2012", "-o", "tb.vvp", "tb.v", verilog], cwd=out, check=True)
+    proc = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=out, capture_output=True, text=True)
+    assert proc.returncode == 0 and "PASS 25/25" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_build_refuses_a_model_too_large_for_the_board(tmp_path, capsys):
+    path = model_io.save(lfc_model(np.random.default_rng(0)), tmp_path / "lfc.npz")
+    msg = cli_error(capsys, "build", path, "--board", "icebreaker", "-o", tmp_path / "out")
+    assert "model too large for icebreaker" in msg and "block RAMs" in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_gate_refuses_a_core_that_disagrees(tmp_path, capsys, small, monkeypatch):
+    _, path, _ = small
+    import boards.commands
+
+    real = boards.commands.Reference
+
+    class Wrong(real):
+        def predict(self, images, progress=False):
+            return (super().predict(images) + 1) % 4
+
+    monkeypatch.setattr(boards.commands, "Reference", Wrong)
+    msg = cli_error(capsys, "build", path, "--board", "icebreaker", "-o", tmp_path / "out",
+                    "--verify-images", "20")
+    assert "verification failed" in msg and "--skip-verify" in msg
+    assert list(tmp_path.glob("out*")) == [] and list(tmp_path.glob(".out*")) == []
+
+
+@pytest.mark.slow
+def test_build_small_model_for_icebreaker(tmp_path, capsys, small):
+    _, path, _ = small
+    out = tmp_path / "out"
+    assert main(["build", str(path), "--board", "icebreaker", "-o", str(out),
+                 "--verify-images", "50", "--fold", "2x7,3x4,2x3", "--clock", "24"]) == 0
+    text = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert (out / report["bitstream"]).stat().st_size > 0
+    assert report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"]
+    assert 0 < report["luts_used"] <= report["luts_available"]
+    assert "verify: 50/50 random images agree" in text and "LUTs" in text
+
+
+@pytest.mark.sim
+def test_run_sim_classifies_through_the_simulated_uart(tmp_path, capsys, small):
+    model, path, images = small
+    assert main(["run", str(path), "--sim", "--images", str(tmp_path / "images"),
+                 "--limit", "6"]) == 0
+    text = capsys.readouterr().out
+    assert "agreement 6/6 with reference" in text
+    expected = Reference(model).predict(images[:6])
+    assert [f"image {k}: class {c} " in text for k, c in enumerate(expected)] == [True] * 6
+
+
+def test_run_needs_port_or_sim(capsys, small, tmp_path):
+    _, path, _ = small
+    assert "exactly one of --port" in cli_error(capsys, "run", str(path), "--images",
+                                                tmp_path / "images")
