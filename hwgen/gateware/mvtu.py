@@ -1,0 +1,212 @@
+"""The folded matrix-vector-threshold unit (MVTU) of a dense layer."""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ._checks import check_int, checked_init
+
+from ..fold import Fold, FoldError, LayerPlan, check_fold, dense_plan, output_offsets
+from ..model import Dense
+from .popcount import adder_tree
+from .rom import pack_lanes, pack_weights, ram_style, rom
+
+__all__ = ["MVTU", "comparator_params"]
+
+
+def comparator_params(layer: Dense, plan: LayerPlan) -> tuple[list[int], list[int]]:
+    """Per-channel ``(t, invert)`` with ``y = (acc >= t) XOR invert`` equal to the model's
+    ``sign * acc_model >= threshold``, where ``acc`` is what the unit accumulates.
+
+    Binary input: the unit counts XNOR ones ``p`` and ``acc_model = 2p - N``; so for
+    sign +1, ``t = ceil((T + N) / 2)``, and for sign -1, ``p <= floor((N - T) / 2)``, i.e.
+    ``t = floor((N - T) / 2) + 1`` inverted. Raw input: ``acc = acc_model``; ``t = T``, or
+    ``t = 1 - T`` inverted. Every ``t`` is clamped to ``[lo, hi + 1]`` of the accumulator
+    (always true / never true beyond), which is what sizes the threshold ROM.
+    """
+    n = plan.n
+    lo, hi = plan.acc_range
+    ts, invs = [], []
+    for threshold, sign in zip(layer.threshold.astype(np.int64), layer.sign):
+        threshold = int(threshold)
+        if plan.binary_input:
+            t = -((-(threshold + n)) // 2) if sign > 0 else (n - threshold) // 2 + 1
+        else:
+            t = threshold if sign > 0 else 1 - threshold
+        ts.append(min(max(t, lo), hi + 1))
+        invs.append(0 if sign > 0 else 1)
+    return ts, invs
+
+
+class MVTU(wiring.Component):
+    """A dense layer ``acc[j] = sum_i weight[j, i] * x[i]`` folded ``PE x SIMD``, thresholded
+    (hidden layer) or turned into scores (output layer), bit-exact with the model.
+
+    Parameters: ``layer`` (a validated :class:`~hwgen.model.Dense`), ``pe``, ``simd``, and
+    ``input_bits``: None for +-1 inputs (bit 1 = +1), or the width of raw unsigned inputs.
+
+    ``i``: ``SF = ceil(N / SIMD)`` beats per image of ``SIMD`` elements (``SIMD`` bits, or
+    ``SIMD * input_bits`` for raw input; element ``k`` in the ``k``-th field); elements past
+    ``N`` in the last beat must be zero (:class:`~.repack.Repack` guarantees it).
+    ``o``: ``NF = ceil(M / PE)`` beats per image of ``PE`` lanes, lane ``p`` of beat ``k``
+    being channel ``k*PE + p``: one bit (hidden; padded lanes 0) or a signed score of
+    ``plan.score_width`` bits (output layer; padded lanes undefined).
+
+    Timing: the input is stored in a double buffer, so one image is received while the
+    previous one is computed. Computation starts the cycle after an image's last input beat
+    was written and issues one (neuron fold, synapse fold) pair per cycle, ``NF * SF``
+    cycles per image; output beat ``k`` is valid ``plan.pipeline_latency`` cycles after its
+    last pair was issued. ``i.ready`` is a register (a free buffer); the pipeline stalls as
+    a whole while ``o.valid`` is high and ``o.ready`` low.
+    """
+
+    @checked_init
+    def __init__(self, layer: Dense, pe: int, simd: int, input_bits: int | None = None):
+        if not isinstance(layer, Dense):
+            raise TypeError(f"layer must be a Dense layer, not {type(layer).__name__}")
+        check_int("pe", pe)
+        check_int("simd", simd)
+        if input_bits is not None:
+            check_int("input_bits", input_bits, 1)
+        try:
+            check_fold(0, layer, pe, simd)
+        except FoldError as err:  # the message without its "layer 0 (dense): " prefix
+            raise ValueError(str(err).split(": ", 1)[-1]) from None
+        self.layer = layer
+        self.plan = dense_plan(layer, Fold(pe, simd), input_bits)
+        p = self.plan
+        super().__init__({
+            "i": In(stream.Signature(p.simd * p.element_bits)),
+            "o": Out(stream.Signature(p.pe * p.out_element_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, layer = self.plan, self.layer
+        pe, simd, nf_count, sf_count, ebits = p.pe, p.simd, p.nf, p.sf, p.element_bits
+
+        # ---- parameters
+        m.submodules.weights = wrom = rom(pack_weights(layer.weight, pe, simd), pe * simd,
+                                          p.weight_logic)
+        if p.is_output:
+            offsets = [int(v) for v in output_offsets(layer, p.binary_input)]
+            params = pack_lanes(offsets, p.param_width, pe)
+        else:
+            ts, invs = comparator_params(layer, p)
+            tw = p.param_width - 1
+            fields = [(t & ((1 << tw) - 1)) | (inv << tw) for t, inv in zip(ts, invs)]
+            never = (p.acc_range[1] + 1) & ((1 << tw) - 1)  # padded channels output 0
+            params = pack_lanes(fields, p.param_width, pe, pad=never)
+        m.submodules.params = prom = rom(params, pe * p.param_width, p.param_logic)
+        m.submodules.buffer = ibuf = Memory(shape=simd * ebits, depth=2 * sf_count, init=[],
+                                            attrs=ram_style(p.buffer_brams == 0))
+        wport = ibuf.write_port()
+        xport = ibuf.read_port()
+        wread = wrom.read_port()
+        pread = prom.read_port()
+
+        # ---- writer: fills the free half of the double buffer
+        full = Signal(2)
+        wr_buf = Signal()
+        wr_addr = Signal(range(sf_count))
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        take = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~Mux(wr_buf, full[1], full[0])),
+            take.eq(self.i.valid & self.i.ready),
+            wport.addr.eq(wr_buf * sf_count + wr_addr),
+            wport.data.eq(self.i.payload),
+            wport.en.eq(take),
+        ]
+        with m.If(take):
+            with m.If(wr_addr == sf_count - 1):
+                m.d.sync += [wr_addr.eq(0), wr_buf.eq(~wr_buf)]
+                m.d.comb += set_full.eq(Mux(wr_buf, 0b10, 0b01))
+            with m.Else():
+                m.d.sync += wr_addr.eq(wr_addr + 1)
+
+        # ---- reader: issues (neuron fold, synapse fold) pairs from the full half
+        advance = Signal()
+        rd_buf = Signal()
+        nf = Signal(range(nf_count))
+        sf = Signal(range(sf_count))
+        issue = Signal()
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            issue.eq(Mux(rd_buf, full[1], full[0]) & advance),
+            xport.addr.eq(rd_buf * sf_count + sf),
+            xport.en.eq(advance),
+            wread.addr.eq(nf * sf_count + sf),
+            wread.en.eq(advance),
+        ]
+        with m.If(issue):
+            with m.If(sf == sf_count - 1):
+                m.d.sync += sf.eq(0)
+                with m.If(nf == nf_count - 1):
+                    m.d.sync += [nf.eq(0), rd_buf.eq(~rd_buf)]
+                    m.d.comb += clr_full.eq(Mux(rd_buf, 0b10, 0b01))
+                with m.Else():
+                    m.d.sync += nf.eq(nf + 1)
+            with m.Else():
+                m.d.sync += sf.eq(sf + 1)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+
+        # ---- stage 1: buffer word and weight word arrive (flags follow the data)
+        def stage(valid, first, last, index, name):
+            regs = (Signal(name=f"{name}_valid"), Signal(name=f"{name}_first"),
+                    Signal(name=f"{name}_last"), Signal(range(nf_count), name=f"{name}_nf"))
+            with m.If(advance):
+                m.d.sync += [r.eq(v) for r, v in zip(regs, (valid, first, last, index))]
+            return regs
+
+        flags = stage(issue, sf == 0, sf == sf_count - 1, nf, "s1")
+        x, w = xport.data, wread.data
+        sums = []
+        for lane in range(pe):
+            wl = w[lane * simd:(lane + 1) * simd]
+            if p.binary_input:
+                terms = list(~(x ^ wl))
+            else:
+                terms = []
+                for k in range(simd):
+                    xk = x[k * ebits:(k + 1) * ebits]
+                    terms.append(Mux(wl[k], xk, -xk))
+            sums.append(adder_tree(m, terms, advance, name=f"pe{lane}"))
+        for level in range(p.tree_stages):
+            flags = stage(*flags, f"t{level}")
+
+        # ---- accumulate; the parameter word is read alongside
+        valid, first, last, index = flags
+        m.d.comb += [pread.addr.eq(index), pread.en.eq(advance)]
+        accs = [Signal(p.acc_width, name=f"acc{lane}") if not p.acc_signed else
+                Signal(signed(p.acc_width), name=f"acc{lane}") for lane in range(pe)]
+        done = Signal()
+        with m.If(advance):
+            m.d.sync += done.eq(valid & last)
+            with m.If(valid):
+                for acc, s in zip(accs, sums):
+                    m.d.sync += acc.eq(Mux(first, s, acc + s))
+
+        # ---- output register: threshold comparators or scores
+        lanes = []
+        pw = p.param_width
+        for lane, acc in enumerate(accs):
+            field = pread.data[lane * pw:(lane + 1) * pw]
+            if p.is_output:
+                score = Signal(signed(p.score_width), name=f"score{lane}")
+                value = (acc << 1) if p.binary_input else acc
+                m.d.comb += score.eq(value + field.as_signed())
+                lanes.append(score)
+            else:
+                t = field[:pw - 1].as_signed() if p.acc_signed else field[:pw - 1]
+                lanes.append((acc >= t) ^ field[pw - 1])
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(done), self.o.payload.eq(Cat(*lanes))]
+        return m
+
+

@@ -1,0 +1,144 @@
+"""The network top: input, layers and argmax chained by streams; Verilog and its interface."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ._checks import checked_init
+
+from ..errors import UserError
+from ..fold import NetworkPlan
+from .argmax import Argmax
+from .input import Binarize
+from .mvtu import MVTU
+from .repack import Repack
+
+__all__ = ["Network", "interface", "write_verilog"]
+
+
+class Network(wiring.Component):
+    """A whole dense network, folded as ``net`` (a :class:`~hwgen.fold.NetworkPlan`) says.
+
+    ``i``: ``net.lanes`` unsigned ``net.bits``-bit input values per beat, value ``k`` in bits
+    ``[k*bits, (k+1)*bits)``, in C, H, W row-major order, ``net.beats_per_image`` beats per
+    image (the last zero-padded; its padding is ignored). ``o``: one beat per image, the
+    predicted class in ``net.class_bits`` bits (argmax of the scores, ties to the lowest
+    index). Images may follow each other back to back; the network accepts one every
+    ``net.cycles_per_image`` cycles in steady state and answers ``net.latency_cycles``
+    cycles after an idle network accepted an image's first beat. Clock domain ``sync``.
+
+    Between units every stream is a sequence of positions, each beat carrying a chunk of
+    the channels of one position (a dense activation is a single 1x1 position): the input
+    repack regroups ``lanes`` values into the first layer's ``SIMD``, and a repack after each
+    hidden layer regroups its ``PE`` output channels into the next layer's ``SIMD``.
+    """
+
+    @checked_init
+    def __init__(self, net: NetworkPlan):
+        if not isinstance(net, NetworkPlan):
+            raise TypeError(f"net must be a NetworkPlan, not {type(net).__name__}")
+        self.net = net
+        super().__init__({
+            "i": In(stream.Signature(net.lanes * net.bits)),
+            "o": Out(stream.Signature(net.class_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        net = self.net
+        model = net.model
+        spec = model.input
+        src = wiring.flipped(self.i)
+        if spec.binary:
+            m.submodules.binarize = binarize = Binarize(net.lanes, net.bits, spec.binarize_at)
+            wiring.connect(m, src, binarize.i)
+            src, ebits = binarize.o, 1
+        else:
+            ebits = net.bits
+        first = net.layers[0]
+        m.submodules.repack_in = repack = Repack(first.n, net.lanes, first.simd, ebits)
+        wiring.connect(m, src, repack.i)
+        src = repack.o
+        for lp in net.layers:
+            layer = model.layers[lp.index]
+            unit = MVTU(layer, lp.pe, lp.simd, None if lp.binary_input else net.bits)
+            m.submodules[f"layer{lp.index}"] = unit
+            wiring.connect(m, src, unit.i)
+            src = unit.o
+            if not lp.is_output:
+                nxt = net.layers[lp.index + 1]
+                repack = Repack(lp.m, lp.pe, nxt.simd, 1)
+                m.submodules[f"repack{lp.index}"] = repack
+                wiring.connect(m, src, repack.i)
+                src = repack.o
+        last = net.layers[-1]
+        m.submodules.argmax = argmax = Argmax(last.m, last.pe, last.score_width)
+        wiring.connect(m, src, argmax.i)
+        wiring.connect(m, argmax.o, wiring.flipped(self.o))
+        return m
+
+
+def module_name(stem: str) -> str:
+    """A Verilog identifier for a model file stem."""
+    name = re.sub(r"[^0-9A-Za-z_]", "_", stem)
+    return f"sbn_{name}"
+
+
+def interface(net: NetworkPlan, module: str) -> dict:
+    """The contents of ``interface.json`` for ``net`` converted as ``module``."""
+    return {
+        "module": module,
+        "clock": "clk",
+        "reset": "rst",
+        "input": {"data": "i__payload", "valid": "i__valid", "ready": "i__ready",
+                  "lanes": net.lanes, "bits": net.bits,
+                  "beats_per_image": net.beats_per_image},
+        "output": {"data": "o__payload", "valid": "o__valid", "ready": "o__ready",
+                   "class_bits": net.class_bits},
+        "cycles_per_image": net.cycles_per_image,
+        "latency_cycles": net.latency_cycles,
+    }
+
+
+def to_verilog(net: NetworkPlan, module: str) -> str:
+    return verilog.convert(Network(net), name=module, emit_src=False)
+
+
+def write_verilog(net: NetworkPlan, outdir: str | os.PathLike, module: str) -> tuple[Path, Path]:
+    """Write ``outdir/<module>.v`` and ``outdir/interface.json``.
+
+    Both files are written to temporary names and renamed into place, ``interface.json``
+    last; an ``interface.json`` already there is removed first, so a failed run never
+    leaves an interface beside a Verilog file it does not describe.
+    """
+    outdir = Path(outdir)
+    umask = os.umask(0)
+    os.umask(umask)
+    text = to_verilog(net, module)
+    iface = json.dumps(interface(net, module), indent=2) + "\n"
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        json_path, v_path = outdir / "interface.json", outdir / f"{module}.v"
+        json_path.unlink(missing_ok=True)
+        for path, content in ((v_path, text), (json_path, iface)):
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=outdir)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(content)
+                os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; use the usual mode
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    except OSError as err:
+        raise UserError(f"{outdir}: cannot write ({err.strerror})") from None
+    return v_path, json_path

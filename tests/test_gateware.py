@@ -1,0 +1,247 @@
+"""Gateware components against the integer reference, in the Amaranth simulator.
+
+Random weights, thresholds and signs; widths that are not powers of two; SIMD not dividing
+N and PE not dividing M; one-output layers; random valid gaps and ready backpressure.
+"""
+
+import numpy as np
+import pytest
+
+from hwgen.fold import ceil_div, tree_register_stages
+from hwgen.gateware.argmax import Argmax
+from hwgen.gateware.input import Binarize
+from hwgen.gateware.mvtu import MVTU
+from hwgen.gateware.repack import Repack
+from hwgen.gateware.testing import StreamDriver, StreamMonitor, pack, simulate, unpack
+from hwgen.model import Dense
+from hwgen.random_models import dense, random_model
+
+# ----------------------------------------------------------------------------- repack
+
+
+@pytest.mark.parametrize("n, c, s, e", [
+    (7, 3, 2, 1), (7, 2, 3, 1), (10, 4, 4, 5), (9, 9, 4, 1), (9, 2, 9, 3), (13, 5, 3, 2),
+    (1, 1, 1, 1), (6, 3, 6, 1),
+])
+def test_repack_regroups_vectors(n, c, s, e):
+    rng = np.random.default_rng(n * 100 + c * 10 + s)
+    vectors = rng.integers(0, 1 << e, size=(5, n))
+    beats = []
+    for vec in vectors:
+        padded = list(vec) + list(rng.integers(0, 1 << e, ceil_div(n, c) * c - n))  # junk
+        beats += [pack(padded[k * c:(k + 1) * c], e) for k in range(ceil_div(n, c))]
+    expected = []
+    for vec in vectors:
+        padded = list(vec) + [0] * (ceil_div(n, s) * s - n)
+        expected += [pack(padded[k * s:(k + 1) * s], e) for k in range(ceil_div(n, s))]
+    dut = Repack(n, c, s, e)
+    drv = StreamDriver(dut.i, beats, rng, valid_prob=0.7)
+    mon = StreamMonitor(dut.o, len(expected), rng, ready_prob=0.6)
+    simulate(dut, drv, mon)
+    assert mon.payloads == expected
+
+
+@pytest.mark.parametrize("n, c, s", [(7, 3, 2), (7, 2, 3), (12, 5, 4), (4, 4, 1), (8, 1, 3)])
+def test_repack_has_no_bubbles(n, c, s):
+    """Back to back, the slower side moves every cycle: V vectors take V * max(beats, words)
+    cycles plus a constant start-up."""
+    vectors = 12
+    beats, words = ceil_div(n, c), ceil_div(n, s)
+    dut = Repack(n, c, s)
+    drv = StreamDriver(dut.i, [0] * beats * vectors)
+    mon = StreamMonitor(dut.o, words * vectors)
+    simulate(dut, drv, mon)
+    span = mon.cycles[-1] - mon.cycles[words * 2 - 1]
+    assert span == (vectors - 2) * max(beats, words)
+
+
+def test_repack_rejects_bad_arguments():
+    with pytest.raises(TypeError):
+        Repack(4.0, 1, 1)
+    with pytest.raises(ValueError):
+        Repack(4, 0, 1)
+    with pytest.raises(ValueError):
+        Repack(4, 5, 1)
+
+
+# ----------------------------------------------------------------------------- binarize
+
+
+def test_binarize():
+    rng = np.random.default_rng(3)
+    lanes, bits, threshold = 3, 5, 17
+    values = rng.integers(0, 32, size=(20, lanes))
+    dut = Binarize(lanes, bits, threshold)
+    drv = StreamDriver(dut.i, [pack(v, bits) for v in values], rng, 0.5)
+    mon = StreamMonitor(dut.o, len(values), rng, 0.5)
+    simulate(dut, drv, mon)
+    assert mon.payloads == [pack(v >= threshold, 1) for v in values]
+    with pytest.raises(ValueError):
+        Binarize(2, 4, 17)
+
+
+# ----------------------------------------------------------------------------- MVTU
+
+
+def _layer(rng, n, m, raw_bits=None, output=False, extreme=False):
+    """A random dense layer with ``n`` inputs and ``m`` outputs (hidden or output, binary
+    or raw input), as random_models makes them (including clamped thresholds)."""
+    binarize_at = None if raw_bits else 1
+    bits = raw_bits or 8
+    if output:
+        if raw_bits:
+            model = random_model(rng, (n, 1, 1), [], classes=m, bits=bits, binarize_at=None)
+            return model.layers[0]
+        model = random_model(rng, (3, 1, 1), [dense(n)], classes=m, binarize_at=1)
+        return model.layers[1]
+    model = random_model(rng, (n, 1, 1), [dense(m)], classes=2, bits=bits,
+                         binarize_at=binarize_at)
+    layer = model.layers[0]
+    if extreme:  # thresholds far outside the accumulator range, as int64 allows
+        big = np.where(rng.random(m) < 0.5, -(1 << 40), 1 << 40)
+        pick = rng.random(m) < 0.3
+        layer.threshold = np.where(pick, big, layer.threshold).astype(np.int64)
+    return layer
+
+
+def _expected(layer: Dense, xs: np.ndarray) -> np.ndarray:
+    acc = xs.astype(np.int64) @ layer.weight.astype(np.int64).T
+    if layer.is_output:
+        bias = 0 if layer.bias is None else layer.bias.astype(np.int64)
+        return acc + bias
+    return (acc * layer.sign.astype(np.int64) >= layer.threshold.astype(np.int64)).astype(int)
+
+
+def run_mvtu(layer, pe, simd, raw_bits, xs, rng, valid_prob=1.0, ready_prob=1.0):
+    """Simulate an MVTU on input vectors ``xs [K, N]`` (+-1, or raw integers); returns the
+    outputs ``[K, M]`` (0/1 bits or signed scores), the monitor and the unit's plan."""
+    dut = MVTU(layer, pe, simd, raw_bits)
+    p = dut.plan
+    e = p.element_bits
+    words = []
+    for x in xs:
+        elems = [int(v) for v in (x > 0 if raw_bits is None else x)]
+        elems += [0] * (p.sf * simd - len(elems))
+        words += [pack(elems[k * simd:(k + 1) * simd], e) for k in range(p.sf)]
+    drv = StreamDriver(dut.i, words, rng, valid_prob)
+    mon = StreamMonitor(dut.o, len(xs) * p.nf, rng, ready_prob)
+    simulate(dut, drv, mon)
+    width = p.out_element_bits
+    out = []
+    for k in range(len(xs)):
+        lanes = []
+        for beat in mon.payloads[k * p.nf:(k + 1) * p.nf]:
+            lanes += unpack(beat, width, pe, signed=layer.is_output)
+        if not layer.is_output:
+            assert lanes[p.m:] == [0] * (len(lanes) - p.m), "padded lanes must be 0"
+        out.append(lanes[:p.m])
+    return np.array(out), mon, p
+
+
+MVTU_CASES = [
+    # n, m, pe, simd, raw bits (None: binary input), output layer
+    (13, 7, 3, 5, None, False),
+    (16, 8, 4, 4, None, False),
+    (11, 1, 1, 4, None, False),  # one output
+    (9, 10, 10, 9, None, False),  # fully parallel
+    (7, 5, 1, 1, None, False),  # fully folded
+    (12, 6, 4, 5, 5, False),  # raw 5-bit
+    (10, 3, 2, 3, 8, False),
+    (6, 4, 3, 4, 3, False),
+    (13, 7, 3, 5, None, True),
+    (11, 1, 1, 3, None, True),
+    (10, 5, 2, 4, 7, True),
+    (9, 6, 4, 9, 6, True),
+]
+
+
+@pytest.mark.parametrize("n, m, pe, simd, raw_bits, output", MVTU_CASES)
+def test_mvtu_matches_reference(n, m, pe, simd, raw_bits, output):
+    rng = np.random.default_rng(n * 1000 + m * 10 + pe + simd)
+    layer = _layer(rng, n, m, raw_bits, output)
+    count = 6
+    if raw_bits is None:
+        xs = (rng.integers(0, 2, size=(count, n)) * 2 - 1)
+    else:
+        xs = rng.integers(0, 1 << raw_bits, size=(count, n))
+        xs[0] = (1 << raw_bits) - 1  # extremes of the accumulator range
+        xs[1] = np.where(layer.weight[0] > 0, 0, (1 << raw_bits) - 1)
+    out, _, _ = run_mvtu(layer, pe, simd, raw_bits, xs, rng, valid_prob=0.6, ready_prob=0.5)
+    np.testing.assert_array_equal(out, _expected(layer, xs))
+
+
+@pytest.mark.parametrize("raw_bits", [None, 4])
+def test_mvtu_thresholds_far_out_of_range(raw_bits):
+    rng = np.random.default_rng(7)
+    layer = _layer(rng, 9, 8, raw_bits, extreme=True)
+    xs = (rng.integers(0, 2, size=(8, 9)) * 2 - 1) if raw_bits is None else \
+        rng.integers(0, 16, size=(8, 9))
+    out, _, _ = run_mvtu(layer, 3, 4, raw_bits, xs, rng)
+    np.testing.assert_array_equal(out, _expected(layer, xs))
+
+
+def test_mvtu_initiation_interval_and_latency():
+    """Back to back, one image per NF*SF cycles; the first output beat arrives
+    pipeline_latency cycles after its last synapse fold was issued."""
+    rng = np.random.default_rng(11)
+    layer = _layer(rng, 14, 9, None)
+    pe, simd = 4, 5
+    xs = rng.integers(0, 2, size=(8, 14)) * 2 - 1
+    out, mon, p = run_mvtu(layer, pe, simd, None, xs, rng)
+    np.testing.assert_array_equal(out, _expected(layer, xs))
+    firsts = mon.cycles[::p.nf]
+    assert all(b - a == p.cycles for a, b in zip(firsts[1:], firsts[2:]))
+    # Input words at cycles 0..SF-1; issue from SF; beat 0 done at SF + SF - 1.
+    assert mon.valid_cycles[0] == p.sf + p.sf - 1 + p.pipeline_latency
+
+
+def test_mvtu_rejects_bad_arguments():
+    rng = np.random.default_rng(0)
+    layer = _layer(rng, 5, 3)
+    with pytest.raises(ValueError, match="PE 4 is wider"):
+        MVTU(layer, 4, 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        MVTU(layer, 1, 0)
+    with pytest.raises(TypeError):
+        MVTU("dense", 1, 1)
+    with pytest.raises(TypeError):
+        MVTU(layer, 1.5, 1)
+
+
+@pytest.mark.parametrize("terms, stages", [(1, 0), (2, 0), (3, 0), (4, 0), (5, 1), (16, 1),
+                                           (17, 2), (64, 2), (65, 3)])
+def test_tree_register_stages(terms, stages):
+    assert tree_register_stages(terms) == stages
+
+
+# ----------------------------------------------------------------------------- argmax
+
+
+@pytest.mark.parametrize("classes, lanes, width", [(10, 3, 5), (1, 1, 3), (7, 7, 4),
+                                                   (5, 1, 6), (9, 4, 2)])
+def test_argmax_ties_to_lowest(classes, lanes, width):
+    rng = np.random.default_rng(classes * 10 + lanes)
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    count = 30
+    scores = rng.integers(lo, hi + 1, size=(count, classes))
+    scores[::3] = rng.integers(hi - 1, hi + 1, size=(len(scores[::3]), classes))  # ties
+    scores[1] = lo
+    scores[2] = hi
+    beats = []
+    for row in scores:
+        padded = list(row) + list(rng.integers(lo, hi + 1, ceil_div(classes, lanes) * lanes -
+                                               classes))  # junk in padding lanes
+        beats += [pack(padded[k * lanes:(k + 1) * lanes], width)
+                  for k in range(ceil_div(classes, lanes))]
+    dut = Argmax(classes, lanes, width)
+    drv = StreamDriver(dut.i, beats, rng, 0.6)
+    mon = StreamMonitor(dut.o, count, rng, 0.4)
+    simulate(dut, drv, mon)
+    assert mon.payloads == [int(np.argmax(row)) for row in scores]
+
+
+def test_argmax_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        Argmax(3, 4, 5)
+    with pytest.raises(ValueError):
+        Argmax(0, 1, 5)
