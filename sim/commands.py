@@ -97,10 +97,12 @@ def cmd_sim(args) -> int:
     if args.waves:
         print(f"waveforms: {args.waves}")
     if agree != n:
+        from .diagnose import first_differing_layer
+
         first = int(np.flatnonzero(result.classes != reference)[0])
         print(f"error: first mismatch at image {first}: hardware class "
-              f"{int(result.classes[first])}, reference class {int(reference[first])}",
-              file=sys.stderr)
+              f"{int(result.classes[first])}, reference class {int(reference[first])}; "
+              f"{first_differing_layer(model, net, images[first])}", file=sys.stderr)
         return 1
     return 0
 

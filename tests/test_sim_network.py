@@ -42,5 +42,28 @@ def test_network_matches_reference_under_gaps_and_backpressure(tmp_path, name):
     got = run_cocotb(verilog, interface(net, "dut"), images, expected, tmp_path / "cocotb",
                      seed=sorted(CASES).index(name), valid_percent=70, ready_percent=60)
     mismatches = np.flatnonzero(got[:len(expected)] != expected[:len(got)])
-    assert len(got) == len(expected) and not len(mismatches), (
-        f"first mismatch at image {mismatches[0] if len(mismatches) else len(got)}")
+    if len(mismatches):
+        from sim.diagnose import first_differing_layer
+
+        first = int(mismatches[0])
+        pytest.fail(f"first mismatch at image {first}: hardware {got[first]}, reference "
+                    f"{expected[first]}; {first_differing_layer(model, net, images[first])}")
+    assert len(got) == len(expected), f"only {len(got)} of {len(expected)} images came out"
+
+
+def test_diagnosis_names_the_first_differing_layer():
+    from sim.diagnose import first_differing_layer
+
+    rng = np.random.default_rng(9)
+    model = random_model(rng, (1, 4, 5), [dense(6), dense(5)], classes=3, binarize_at=90)
+    image = random_images(rng, model.input, 1)[0]
+    assert first_differing_layer(model, plan(model, None), image).startswith("every layer")
+    broken = random_model(np.random.default_rng(9), (1, 4, 5), [dense(6), dense(5)],
+                          classes=3, binarize_at=90)
+    trace = Reference(model).trace(image)
+    # flip channel 2 of layer 1 for this image by moving its threshold past its accumulator
+    acc = int(trace[1].acc.reshape(-1)[2]) * int(model.layers[1].sign[2])
+    passed = acc >= model.layers[1].threshold[2]
+    broken.layers[1].threshold[2] = acc + 1 if passed else acc
+    verdict = first_differing_layer(model, plan(broken, None), image)
+    assert verdict.startswith("layer 1 (dense) differs alone: output bit of channel 2")
