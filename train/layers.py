@@ -65,12 +65,16 @@ def activate(y: torch.Tensor, method: str, nu: float) -> torch.Tensor:
 class BinaryBlock(nn.Module):
     """Dense or 3x3 conv (no bias) -> BatchNorm -> binarizing activation.
 
+    Latent weights start uniform in ``[-init_bound, init_bound]`` (default
+    ``1/sqrt(fan_in)``, PyTorch's usual scale).
+
     Input: ``[B, N]`` (dense) or ``[B, Cin, H, W]`` (conv, already padded: the block itself
     uses padding 0, the network pads with the value the exported model uses). Output has
     values in [-1, 1] (sbn), {-1, +1} (ste) or [0, inf) (float).
     """
 
-    def __init__(self, kind: str, fan_in_channels: int, out: int, method: str):
+    def __init__(self, kind: str, fan_in_channels: int, out: int, method: str,
+                 init_bound: float | None = None):
         super().__init__()
         self.kind, self.method = kind, method
         if kind == "dense":
@@ -79,8 +83,8 @@ class BinaryBlock(nn.Module):
         else:
             self.weight = nn.Parameter(torch.empty(out, fan_in_channels, 3, 3))
             self.bn = nn.BatchNorm2d(out)
-        fan_in = self.weight[0].numel()
-        nn.init.uniform_(self.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        bound = init_bound or 1 / math.sqrt(self.weight[0].numel())
+        nn.init.uniform_(self.weight, -bound, bound)
 
     def pre_activation(self, x: torch.Tensor, nu: float) -> torch.Tensor:
         """``BN(x * W)``: the value whose sign the exported threshold decides."""
@@ -100,11 +104,12 @@ class OutputLayer(nn.Module):
     ``acc + round(bias)`` (an int32 bias, exactly what the format allows).
     """
 
-    def __init__(self, fan_in: int, classes: int, method: str):
+    def __init__(self, fan_in: int, classes: int, method: str, init_bound: float | None = None):
         super().__init__()
         self.method = method
         self.weight = nn.Parameter(torch.empty(classes, fan_in))
-        nn.init.uniform_(self.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        bound = init_bound or 1 / math.sqrt(fan_in)
+        nn.init.uniform_(self.weight, -bound, bound)
         self.bias = nn.Parameter(torch.zeros(classes))
         self.log_scale = nn.Parameter(torch.tensor(-0.5 * math.log(fan_in)))
 

@@ -25,7 +25,8 @@ DEFAULT_INPUT_STD = 0.3530
 class Net(nn.Module):
     def __init__(self, arch: Arch, input_shape=(1, 28, 28), classes: int = 10,
                  method: str = "sbn", binarize_at: int | None = None,
-                 input_mean: float = DEFAULT_INPUT_MEAN, input_std: float = DEFAULT_INPUT_STD):
+                 input_mean: float = DEFAULT_INPUT_MEAN, input_std: float = DEFAULT_INPUT_STD,
+                 init_bound: float | None = None):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -40,12 +41,13 @@ class Net(nn.Module):
             if layer.op == "pool":
                 self.blocks.append(nn.Identity())
             elif layer.op == "conv":
-                self.blocks.append(BinaryBlock("conv", shape_in[0], layer.width, method))
+                self.blocks.append(BinaryBlock("conv", shape_in[0], layer.width, method,
+                                               init_bound))
             else:
                 n = shape_in[0] * shape_in[1] * shape_in[2]
-                self.blocks.append(BinaryBlock("dense", n, layer.width, method))
+                self.blocks.append(BinaryBlock("dense", n, layer.width, method, init_bound))
         c, h, w = shapes[-1]
-        self.output = OutputLayer(c * h * w, classes, method)
+        self.output = OutputLayer(c * h * w, classes, method, init_bound)
 
     @property
     def hidden_pad_value(self) -> float:

@@ -1,0 +1,367 @@
+"""train/: arch grammar, exact BN folding, training steps of each method, exact export,
+resume, DDP (two CPU processes) and the CLI's error handling. Tiny synthetic data only."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hwgen import model as model_io  # noqa: E402
+from hwgen.datasets import write_idx  # noqa: E402
+from hwgen.reference import Reference, predict  # noqa: E402
+from train.arch import ArchError, parse_arch  # noqa: E402
+from train.cli import main as train_main  # noqa: E402
+from train.export import check_against_reference, hard_predict, hard_scores, to_model  # noqa: E402
+from train.fold import bn_sign_exact, fold_bn, fold_channel  # noqa: E402
+from train.loop import TrainConfig, load_checkpoint, train  # noqa: E402
+from train.net import Net  # noqa: E402
+from train.schedule import nu_at  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = [str(i) for i in range(10)]
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _synthetic(rng, n):
+    """Images whose class is the brightest of 10 horizontal bands (learnable, 28x28)."""
+    labels = rng.integers(0, 10, size=n)
+    images = rng.integers(0, 90, size=(n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        top = int(c) * 28 // 10
+        images[i, top:top + 3, 4:24] = rng.integers(150, 256, size=(3, 20))
+    return images, labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic-fmnist")
+    rng = np.random.default_rng(0)
+    for split, n, stem in (("train", 512, "train"), ("test", 200, "t10k")):
+        images, labels = _synthetic(rng, n)
+        write_idx(folder / f"{stem}-images-idx3-ubyte", images)
+        write_idx(folder / f"{stem}-labels-idx1-ubyte", labels)
+    return folder
+
+
+def _cfg(data_dir, tmp_path, **kw):
+    base = dict(dataset="fashion-mnist", arch="mlp:24", method="sbn", epochs=2,
+                out=str(tmp_path / "m.npz"), data_dir=str(data_dir), batch_size=64,
+                threads=1, progress=False, nu_end=100.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ----------------------------------------------------------------------------- arch
+
+
+@pytest.mark.parametrize("spec, ops", [
+    ("mlp:256-256", ["dense", "dense"]),
+    ("mlp:d8", ["dense"]),
+    ("cnn:c32-p-c64-p-d256", ["conv", "pool", "conv", "pool", "dense"]),
+    ("cnn:c8-p-p", ["conv", "pool", "pool"]),
+])
+def test_arch_parses(spec, ops):
+    assert [layer.op for layer in parse_arch(spec).hidden] == ops
+
+
+@pytest.mark.parametrize("spec", ["mlp", "mlp:", "rnn:3", "mlp:c8", "mlp:0", "cnn:8",
+                                  "cnn:p-c8", "cnn:c8-d8-c8", "mlp:8--8", "cnn:c4-p-p-p-p-p"])
+def test_arch_rejects(spec):
+    with pytest.raises(ArchError):
+        parse_arch(spec)
+
+
+def test_nu_schedule():
+    assert nu_at(0.0) == pytest.approx(1.0)
+    assert nu_at(0.4, nu_end=100, ramp=0.8) == pytest.approx(10.0)
+    assert nu_at(0.9, nu_end=100, ramp=0.8) == pytest.approx(100.0)
+    assert nu_at(0.5, "linear", 1, 11, 1.0) == pytest.approx(6.0)
+    assert nu_at(0.1, "const", nu_end=7) == 7.0
+
+
+# ----------------------------------------------------------------------------- folding
+
+
+def _float_bn_sign(acc, g, b, m, v, eps, offset=0.0, scale=1.0):
+    a = (np.asarray(acc, dtype=np.float64) - offset) / scale
+    y = g * (a - m) / math.sqrt(v + eps) + b
+    return y
+
+
+def test_fold_exact_on_random_bn():
+    """Every integer accumulator in range: folded comparison == exact BN sign, and == float64
+    BN sign wherever float64 is not within rounding of the tie. Negative, zero, tiny gamma."""
+    rng = np.random.default_rng(1)
+    m = 120
+    gamma = rng.normal(size=m) * rng.choice([1.0, 1e-3, 0.0], size=m, p=[0.7, 0.1, 0.2])
+    gamma = gamma.astype(np.float32)
+    beta = (rng.normal(size=m) * rng.choice([1.0, 0.0], size=m, p=[0.8, 0.2])).astype(np.float32)
+    mean = (rng.normal(size=m) * 10).astype(np.float32)
+    mean[::7] = np.round(mean[::7])  # exact ties at integer accumulators when beta == 0
+    var = (rng.random(size=m) * 30).astype(np.float32)
+    var[::11] = 0.0
+    lo, hi = -40, 40
+    for eps in (1e-5, 0.25):
+        sign, thr = fold_bn(gamma, beta, mean, var, eps, lo, hi)
+        assert sign.dtype == np.int8 and thr.dtype == np.int64
+        for j in range(m):
+            accs = np.arange(lo, hi + 1)
+            folded = sign[j] * accs >= thr[j]
+            exact = np.array([bn_sign_exact(a, gamma[j], beta[j], mean[j], var[j], eps)
+                              for a in accs])
+            np.testing.assert_array_equal(folded, exact, err_msg=f"channel {j}")
+            y = _float_bn_sign(accs, float(gamma[j]), float(beta[j]), float(mean[j]),
+                               float(var[j]), eps)
+            clear = np.abs(y) > 1e-9
+            np.testing.assert_array_equal(folded[clear], (y >= 0)[clear])
+            # clamped into the reachable range
+            if sign[j] == 1:
+                assert lo <= thr[j] <= hi + 1
+            else:
+                assert -hi <= thr[j] <= -lo + 1
+            if gamma[j] < 0:
+                assert sign[j] == -1
+
+
+def test_fold_ties_and_constant_channels():
+    # y == 0 exactly at acc == 5 passes (sign(0) = +1) for either sign of gamma
+    assert fold_channel(1.0, 0.0, 5.0, 1.0, 0.0 + 1e-5, -10, 10) == (1, 5)
+    assert fold_channel(-1.0, 0.0, 5.0, 1.0, 1e-5, -10, 10) == (-1, -5)
+    # gamma == 0: constant channel, clamped to always / never
+    assert fold_channel(0.0, 0.5, 3.0, 1.0, 1e-5, -10, 10) == (1, -10)
+    assert fold_channel(0.0, 0.0, 3.0, 1.0, 1e-5, -10, 10) == (1, -10)
+    assert fold_channel(0.0, -0.5, 3.0, 1.0, 1e-5, -10, 10) == (1, 11)
+    # crossing far outside the range clamps
+    assert fold_channel(1.0, 100.0, 0.0, 1.0, 1e-5, -10, 10) == (1, -10)
+    assert fold_channel(1.0, -100.0, 0.0, 1.0, 1e-5, -10, 10) == (1, 11)
+    assert fold_channel(-1.0, 100.0, 0.0, 1.0, 1e-5, -10, 10) == (-1, -10)
+    assert fold_channel(-1.0, -100.0, 0.0, 1.0, 1e-5, -10, 10) == (-1, 11)
+
+
+def test_fold_input_normalization_on_raw_pixels():
+    """First layer on raw pixels: a = (acc - offset) / scale is folded exactly too."""
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        g, b, mu = rng.normal(), rng.normal(), rng.normal()
+        v, offset, scale = rng.random() * 4, rng.normal() * 3000, 255 * 0.353
+        lo, hi = -3000, 3000
+        s, t = fold_channel(g, b, mu, v, 1e-5, lo, hi, offset, scale)
+        accs = np.arange(lo, hi + 1)
+        y = _float_bn_sign(accs, g, b, mu, v, 1e-5, offset, scale)
+        clear = np.abs(y) > 1e-9
+        np.testing.assert_array_equal((s * accs >= t)[clear], (y >= 0)[clear])
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _trained_net(arch, method, binarize_at=None, steps=5, seed=0):
+    rng = np.random.default_rng(seed)
+    images, labels = _synthetic(rng, 64)
+    torch.manual_seed(seed)
+    net = Net(parse_arch(arch), (1, 28, 28), 10, method, binarize_at)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x = torch.from_numpy(images[:, None])
+    y = torch.from_numpy(labels.astype(np.int64))
+    for step in range(steps):
+        loss = torch.nn.functional.cross_entropy(net(x, 1.0 + step), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # perturb BN so that negative / zero gamma and odd statistics are exported too
+    with torch.no_grad():
+        for block in net.blocks:
+            if hasattr(block, "bn"):
+                g = block.bn.weight
+                g[::3] = -g[::3].abs()
+                g[1::5] = 0.0
+    return net, images[:, None]
+
+
+@pytest.mark.parametrize("arch, method, binarize_at", [
+    ("mlp:32-16", "sbn", None), ("mlp:32", "ste", 128),
+    ("cnn:c4-p-c6-p-d10", "sbn", None), ("cnn:c4-p-d8", "ste", 100),
+])
+def test_export_load_reference_equals_torch_hard_eval(tmp_path, arch, method, binarize_at):
+    net, images = _trained_net(arch, method, binarize_at)
+    model = to_model(net, CLASSES, {"method": method})
+    path = model_io.save(model, tmp_path / "x.npz")
+    loaded = model_io.load(path)
+    rng = np.random.default_rng(3)
+    probe = np.concatenate([images, rng.integers(0, 256, size=(32, 1, 28, 28))]).astype(np.uint8)
+    torch_scores = hard_scores(loaded, probe).numpy()
+    np.testing.assert_array_equal(torch_scores, Reference(loaded).run(probe))
+    np.testing.assert_array_equal(hard_predict(model, probe), predict(torch_scores))
+    check_against_reference(loaded, probe)
+    # the folded network equals a direct float64 evaluation of sign weights + BN + sign,
+    # except where a BN output is within float rounding of 0
+    np.testing.assert_array_equal(_direct_float64_hidden(net, probe, model), True)
+
+
+def _direct_float64_hidden(net, images, model):
+    """Per image: True when the folded model's first hidden layer equals float64 BN-sign
+    (or the float64 value is within 1e-9 of the tie)."""
+    block = net.blocks[0]
+    w = torch.where(block.weight >= 0, 1.0, -1.0).double()
+    x = torch.from_numpy(images).double()
+    if net.binarize_at is not None:
+        x = torch.where(x >= net.binarize_at, 1.0, -1.0).double()
+        pad = -1.0
+    else:
+        pad = 0.0
+    if net.ops[0] == "conv":
+        x = torch.nn.functional.pad(x, (1, 1, 1, 1), value=pad)
+    if net.binarize_at is None:
+        x = (x / 255.0 - net.input_mean) / net.input_std
+    acc = (torch.nn.functional.conv2d(x, w) if net.ops[0] == "conv"
+           else x.flatten(1) @ w.T)
+    bn = block.bn
+    shape = (1, -1, 1, 1) if net.ops[0] == "conv" else (1, -1)
+    y = (bn.weight.double().reshape(shape) * (acc - bn.running_mean.double().reshape(shape))
+         / torch.sqrt(bn.running_var.double().reshape(shape) + bn.eps)
+         + bn.bias.double().reshape(shape)).detach()
+    layer = model.layers[0]
+    xin = torch.from_numpy(images).double()
+    if model.input.binary:
+        xin = torch.where(xin >= model.input.binarize_at, 1.0, -1.0).double()
+    if net.ops[0] == "conv":
+        xin = torch.nn.functional.pad(xin, (1, 1, 1, 1), value=float(layer.pad_value))
+        iacc = torch.nn.functional.conv2d(xin, torch.from_numpy(layer.weight).double())
+    else:
+        iacc = xin.flatten(1) @ torch.from_numpy(layer.weight).double().T
+    folded = (iacc * torch.from_numpy(layer.sign).double().reshape(shape)
+              >= torch.from_numpy(layer.threshold).double().reshape(shape))
+    agree = (folded == (y >= 0)) | (y.abs() < 1e-9)
+    return agree.flatten(1).all(dim=1).numpy()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("method", ["sbn", "ste", "float"])
+def test_training_steps_each_method(data_dir, tmp_path, method):
+    out = None if method == "float" else str(tmp_path / "m.npz")
+    cfg = _cfg(data_dir, tmp_path, method=method, out=out,
+               checkpoint=str(tmp_path / "c.pt"), epochs=3, lr=3e-3)
+    result = train(cfg)
+    assert len(result["history"]) == 3
+    assert result["history"][-1]["loss"] < result["history"][0]["loss"] + 0.5
+    assert result["soft_test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    if method != "float":
+        model = model_io.load(out)
+        assert model.provenance["test_accuracy"] == result["test_accuracy"]
+        assert model.provenance["method"] == method
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    assert ckpt["epoch"] == 3
+
+
+def test_cnn_training_exports(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, arch="cnn:c4-p-d16", epochs=1, train_limit=256,
+               plots=str(tmp_path / "plots"), flip=True, shift=1)
+    result = train(cfg)
+    model = model_io.load(cfg.out)
+    assert [layer.op for layer in model.layers] == ["conv2d", "maxpool2d", "dense", "dense"]
+    assert model.layers[0].pad_value == 0
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["curves.png",
+                                                                      "histograms.png"]
+    assert "binarization_gap_points" in result
+
+
+def test_resume_after_interruption_is_identical(data_dir, tmp_path):
+    full = _cfg(data_dir, tmp_path / "full", epochs=3)
+    train(full)
+    part = _cfg(data_dir, tmp_path / "part", epochs=3, stop_after=1)
+    assert train(part) == {"stopped_after": 1}
+    assert not Path(part.out).exists()
+    assert load_checkpoint(Path(part.out).with_suffix(".ckpt.pt"))["epoch"] == 1
+    part.stop_after, part.resume = None, True
+    train(part)
+    a, b = model_io.load(full.out), model_io.load(part.out)
+    for la, lb in zip(a.layers, b.layers):
+        for key in ("weight", "threshold", "sign", "bias"):
+            va, vb = getattr(la, key, None), getattr(lb, key, None)
+            assert (va is None) == (vb is None)
+            if va is not None:
+                np.testing.assert_array_equal(va, vb)
+    assert a.provenance["test_accuracy"] == b.provenance["test_accuracy"]
+
+
+def test_resume_refuses_other_settings(data_dir, tmp_path, capsys):
+    cfg = _cfg(data_dir, tmp_path, epochs=2, stop_after=1)
+    train(cfg)
+    capsys.readouterr()
+    code = train_main(["--arch", "mlp:24", "--epochs", "2", "--out", cfg.out, "--data-dir",
+                       str(data_dir), "--batch-size", "64", "--seed", "5", "--resume",
+                       "--no-progress", "--threads", "1", "--nu-end", "100"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "seed" in err[0]
+
+
+def test_ddp_two_cpu_processes(data_dir, tmp_path):
+    out = tmp_path / "ddp.npz"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "train", "--arch", "mlp:16", "--epochs", "1", "--out", str(out),
+         "--data-dir", str(data_dir), "--batch-size", "64", "--no-progress",
+         "--threads", "1", "--nu-end", "100", "--device", "cpu"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = model_io.load(out)
+    assert model.provenance["test_accuracy"] > 0.1
+    assert "epoch 1/1" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- CLI errors
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--arch", "mlp:q", "--out", "x.npz"], "cannot parse item"),
+    (["--arch", "mlp:8"], "needs --out"),
+    (["--arch", "mlp:8", "--method", "float", "--out", "x.npz"], "no binary model file"),
+    (["--arch", "mlp:8", "--out", "x.npz", "--epochs", "0"], "--epochs"),
+    (["--arch", "mlp:8", "--out", "x.txt"], ".npz"),
+    (["--arch", "mlp:8", "--out", "x.npz", "--method", "magic"], "invalid choice"),
+    (["--arch", "mlp:8", "--out", "x.npz", "--bogus"], "unrecognized"),
+    (["--arch", "mlp:8", "--out", "x.npz", "--nu-ramp", "0"], "--nu-ramp"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, fragment):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) if "--method" in args and "magic" in args or \
+            "--bogus" in args else _nullcontext():
+        code = train_main(args)
+        assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_cli_missing_dataset_subprocess(tmp_path):
+    """Through the real entry point: exit 2, one line, no traceback, no output file."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = dict(os.environ, SBN_DATA_DIR="")
+    proc = subprocess.run([sys.executable, "-m", "train", "--dataset", "mnist", "--arch",
+                           "mlp:8", "--out", str(tmp_path / "m.npz"), "--data-dir", str(empty)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "not found" in lines[0]
+    assert not (tmp_path / "m.npz").exists()

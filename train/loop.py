@@ -1,0 +1,402 @@
+"""The training loop: epochs, nu schedule, evaluation, checkpoints, resume, DDP, export.
+
+:func:`train` runs a :class:`TrainConfig` and returns a summary dict. Under ``torchrun``
+(``WORLD_SIZE > 1``) it joins a process group (gloo on CPU, nccl on CUDA), wraps the
+network in DistributedDataParallel, splits each batch across ranks, and rank 0 alone
+evaluates, logs, checkpoints and exports.
+
+Checkpoints (``TrainConfig.checkpoint``) are written atomically at the end of every epoch
+with ``torch.save`` of plain data (state dicts, numbers, lists, strings) and read back
+with ``torch.load(weights_only=True)``. ``resume=True`` continues after the last completed
+epoch; since each epoch's shuffling and augmentation depend only on ``(seed, epoch)``, a
+resumed run on CPU gives the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from hwgen.errors import UserError
+from hwgen.model import save as save_model
+
+from .arch import parse_arch
+from .data import augment, epoch_batches, epoch_generator, load_split
+from .layers import BinaryBlock, OutputLayer, clip_latent_weights
+from .net import Net
+from .schedule import nu_at
+
+# Settings that must match for --resume to continue a checkpoint.
+_RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr",
+                "weight_decay", "binarize_at", "nu_schedule", "nu_start", "nu_end", "nu_ramp",
+                "flip", "shift", "train_limit", "init_bound")
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "fashion-mnist"
+    arch: str = "mlp:96-96"
+    method: str = "sbn"
+    epochs: int = 10
+    out: str | None = None
+    checkpoint: str | None = None
+    resume: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    binarize_at: int | None = None
+    nu_schedule: str = "exp"
+    nu_start: float = 1.0
+    nu_end: float = 1000.0
+    nu_ramp: float = 0.8
+    init_bound: float | None = None
+    flip: bool = False
+    shift: int = 0
+    data_dir: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    plots: str | None = None
+    threads: int | None = None
+    progress: bool = True
+    stop_after: int | None = None  # stop (as if killed) after this many epochs; for tests
+    command: str = ""
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+    backend = "nccl" if device == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _log(message: str, dist: _Dist) -> None:
+    if dist.main:
+        from tqdm import tqdm
+        tqdm.write(message, file=sys.stderr)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by :func:`train` (plain data only; never unpickles objects)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") \
+            from None
+
+
+@torch.no_grad()
+def evaluate_soft(net: Net, images: torch.Tensor, labels: torch.Tensor, nu: float,
+                  device: str, batch_size: int = 1000) -> float:
+    """Accuracy of the (soft, for sbn) network in eval mode at sharpness ``nu``."""
+    net.eval()
+    correct = 0
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start:start + batch_size].to(device)
+        logits = net(x, nu)
+        correct += int((logits.argmax(1).cpu() == labels[start:start + batch_size]).sum())
+    return correct / max(1, images.shape[0])
+
+
+@torch.no_grad()
+def saturation(net: Net, images: torch.Tensor, nu: float, device: str) -> dict:
+    """Fractions of weights and of hidden activations (on ``images``) where float32
+    ``tanh(nu*x)`` already equals ``sign(x)`` exactly (sbn's "tanh == sign")."""
+    net.eval()
+    w_total = w_sat = 0
+    for module in net.modules():
+        if isinstance(module, (BinaryBlock, OutputLayer)):
+            t = torch.tanh(nu * module.weight.float())
+            w_sat += int((t.abs() == 1).sum())
+            w_total += t.numel()
+    collect: list = []
+    for start in range(0, images.shape[0], 1000):
+        net(images[start:start + 1000].to(device), nu, collect=collect)
+    a_total = sum(y.numel() for y in collect)
+    a_sat = sum(int((torch.tanh(nu * y.float()).abs() == 1).sum()) for y in collect)
+    return {"weights": w_sat / max(1, w_total), "activations": a_sat / max(1, a_total)}
+
+
+@torch.no_grad()
+def histograms(net: Net, images: torch.Tensor, nu: float, device: str, bins: int = 41) -> dict:
+    """Histograms over [-1, 1] of the forward weights and the hidden activations."""
+    from .layers import activate, binarize_weight
+    net.eval()
+    ws = [binarize_weight(m.weight, net.method, nu).flatten().float().cpu()
+          for m in net.modules() if isinstance(m, (BinaryBlock, OutputLayer))]
+    collect: list = []
+    net(images[:500].to(device), nu, collect=collect)
+    acts = [activate(y, net.method, nu).flatten().float().cpu() for y in collect]
+    lo, hi = (-1.0, 1.0) if net.method != "float" else (None, None)
+
+    def hist(values):
+        v = torch.cat(values) if values else torch.zeros(1)
+        a, b = (float(v.min()), float(v.max()) + 1e-9) if lo is None else (lo, hi)
+        return {"counts": torch.histc(v, bins, a, b).tolist(), "range": [a, b]}
+
+    return {"nu": nu, "weights": hist(ws), "activations": hist(acts)}
+
+
+def _snapshot_epochs(epochs: int) -> set[int]:
+    return {1, max(1, epochs // 4), max(1, epochs // 2), max(1, 3 * epochs // 4), epochs}
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    if cfg.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.batch_size < 2:
+        raise UserError(f"--batch-size must be at least 2, got {cfg.batch_size}")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr must be positive, got {cfg.lr}")
+    if not (cfg.nu_start > 0 and cfg.nu_end > 0):
+        raise UserError("--nu-start and --nu-end must be positive")
+    if not 0 < cfg.nu_ramp <= 1:
+        raise UserError(f"--nu-ramp must be in (0, 1], got {cfg.nu_ramp}")
+    if cfg.binarize_at is not None and not 0 <= cfg.binarize_at <= 256:
+        raise UserError(f"--binarize-at must be in [0, 256], got {cfg.binarize_at}")
+    if cfg.shift < 0:
+        raise UserError(f"--shift must be >= 0, got {cfg.shift}")
+    if cfg.device == "auto":
+        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device not in ("cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    if cfg.method == "float" and cfg.out:
+        raise UserError("--method float trains the float upper bound, which has no binary "
+                        "model file; omit --out (use --checkpoint to keep its weights)")
+    if cfg.method != "float" and not cfg.out:
+        raise UserError(f"--method {cfg.method} needs --out MODEL.npz")
+    if cfg.out and not str(cfg.out).endswith(".npz"):
+        raise UserError(f"--out {cfg.out}: model files end in .npz")
+    for name in ("train_limit", "test_limit"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def checkpoint_path(cfg: TrainConfig) -> Path | None:
+    if cfg.checkpoint:
+        return Path(cfg.checkpoint)
+    if cfg.out:
+        return Path(cfg.out).with_suffix(".ckpt.pt")
+    return None
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run training per ``cfg``; returns a summary (accuracies, gap, saturation, paths)."""
+    _check_config(cfg)
+    dist = _init_distributed(cfg.device)
+    device = cfg.device
+    if device == "cuda":
+        torch.cuda.set_device(dist.local_rank)
+        device = f"cuda:{dist.local_rank}"
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // dist.world)
+    torch.set_num_threads(threads)
+    if cfg.batch_size % dist.world:
+        raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the number of "
+                        f"processes ({dist.world})")
+
+    parse_arch(cfg.arch)  # a bad spec fails before the dataset is loaded
+    train_x, train_y, classes = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_limit)
+    test_x, test_y, _ = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_limit)
+    if train_x.shape[0] < cfg.batch_size:
+        raise UserError(f"--batch-size {cfg.batch_size} exceeds the {train_x.shape[0]} "
+                        f"training images")
+    input_shape = tuple(train_x.shape[1:])
+    arch = parse_arch(cfg.arch, input_shape)
+
+    torch.manual_seed(cfg.seed)
+    net = Net(arch, input_shape, len(classes), cfg.method, cfg.binarize_at,
+              init_bound=cfg.init_bound).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(epoch_batches(train_x.shape[0], cfg.batch_size,
+                                        torch.Generator().manual_seed(0), 0, dist.world))
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps)
+                                                    / total_steps)))
+    history: list[dict] = []
+    snapshots: list[dict] = []
+    start_epoch = 0
+    ckpt = checkpoint_path(cfg)
+    settings = {k: getattr(cfg, k) for k in _RESUME_KEYS}
+    if cfg.resume and ckpt is not None and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        old = state.get("settings", {})
+        diff = [k for k in _RESUME_KEYS if old.get(k) != settings[k]]
+        if diff:
+            raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
+                            f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, snapshots = state["history"], state["snapshots"]
+        start_epoch = int(state["epoch"])
+        _log(f"resumed from {ckpt} after epoch {start_epoch}", dist)
+    elif cfg.resume:
+        _log(f"--resume: no checkpoint at {ckpt}; starting from scratch", dist)
+
+    model = net
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        model = DistributedDataParallel(net, device_ids=[dist.local_rank]
+                                        if device.startswith("cuda") else None)
+    if start_epoch == 0 and dist.main and cfg.plots:
+        snapshots.append({"epoch": 0, **histograms(net, test_x, cfg.nu_start
+                                                   if cfg.nu_schedule != "const"
+                                                   else cfg.nu_end, device)})
+
+    def nu_for(step):
+        return nu_at(step / total_steps, cfg.nu_schedule, cfg.nu_start, cfg.nu_end, cfg.nu_ramp)
+
+    from tqdm import tqdm
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        t0 = time.time()
+        model.train()
+        gen = epoch_generator(cfg.seed, epoch)
+        batches = epoch_batches(train_x.shape[0], cfg.batch_size, gen, dist.rank, dist.world)
+        loss_sum = correct = seen = 0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not (cfg.progress and dist.main), file=sys.stderr)
+        for index in bar:
+            x = train_x[index]
+            if cfg.flip or cfg.shift:
+                x = augment(x, gen, cfg.flip, cfg.shift)
+            x, y = x.to(device), train_y[index].to(device)
+            nu = nu_for(step)
+            logits = model(x, nu)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if cfg.method == "ste":
+                clip_latent_weights(net)
+            step += 1
+            loss_sum += loss.item() * len(index)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(index)
+        nu = nu_for(step)
+        record = {"epoch": epoch, "loss": loss_sum / max(1, seen),
+                  "train_acc": correct / max(1, seen), "nu": nu,
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": 0.0}
+        if dist.main:
+            record["test_acc"] = evaluate_soft(net, test_x, test_y, nu, device)
+            if cfg.method != "float":
+                from .export import hard_predict, to_model
+                folded = to_model(net, classes)
+                record["hard_test_acc"] = float((hard_predict(folded, test_x.numpy())
+                                                 == test_y.numpy()).mean())
+            record["seconds"] = time.time() - t0
+            history.append(record)
+            if cfg.plots and epoch in _snapshot_epochs(cfg.epochs):
+                snapshots.append({"epoch": epoch, **histograms(net, test_x, nu, device)})
+            hard = (f" hard {100 * record['hard_test_acc']:.2f}%"
+                    if "hard_test_acc" in record else "")
+            _log(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} train "
+                 f"{100 * record['train_acc']:.2f}% test {100 * record['test_acc']:.2f}%"
+                 f"{hard} nu {nu:.4g} lr {record['lr']:.3g} ({record['seconds']:.1f}s)", dist)
+            if ckpt is not None:
+                _atomic_torch_save({"model": net.state_dict(),
+                                    "optimizer": optimizer.state_dict(),
+                                    "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                    "history": history, "snapshots": snapshots,
+                                    "settings": settings}, ckpt)
+        if dist.world > 1:
+            torch.distributed.barrier()
+        if cfg.stop_after is not None and epoch >= cfg.stop_after and epoch < cfg.epochs:
+            return {"stopped_after": epoch}
+
+    summary = {"history": history}
+    if dist.main:
+        summary.update(_finish(cfg, net, classes, test_x, test_y, history, snapshots, device))
+    if dist.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device) -> dict:
+    """Final evaluation, export with the exactness assertion, plots."""
+    final_nu = history[-1]["nu"] if history else cfg.nu_end
+    result = {"soft_test_accuracy": evaluate_soft(net, test_x, test_y, final_nu, device)}
+    if cfg.method == "sbn":
+        result["saturation"] = saturation(net, test_x, final_nu, device)
+    if cfg.method != "float":
+        from .export import check_against_reference, hard_predict, to_model
+        folded = to_model(net, classes)
+        torch_pred = hard_predict(folded, test_x.numpy())
+        ref_pred = check_against_reference(folded, test_x.numpy(), torch_pred)
+        acc = float((ref_pred == test_y.numpy()).mean())
+        result["test_accuracy"] = acc
+        result["binarization_gap_points"] = 100 * (result["soft_test_accuracy"] - acc)
+        folded.provenance = {
+            "dataset": cfg.dataset, "method": cfg.method, "arch": cfg.arch,
+            "epochs": cfg.epochs, "seed": cfg.seed, "binarize_at": cfg.binarize_at,
+            "test_accuracy": acc, "test_images": int(test_x.shape[0]),
+            "soft_test_accuracy": result["soft_test_accuracy"],
+            "command": cfg.command, "torch": torch.__version__,
+        }
+        if cfg.method == "sbn":
+            folded.provenance.update(nu_schedule=cfg.nu_schedule, nu_start=cfg.nu_start,
+                                     nu_end=cfg.nu_end, nu_ramp=cfg.nu_ramp,
+                                     binarization_gap_points=result["binarization_gap_points"])
+        save_model(folded, cfg.out)
+        result["out"] = str(cfg.out)
+    if cfg.plots:
+        from .plots import write_plots
+        result["plots"] = write_plots(cfg.plots, history, snapshots, cfg.method)
+    msg = f"final: soft test {100 * result['soft_test_accuracy']:.2f}%"
+    if "test_accuracy" in result:
+        msg += (f", exported (hwgen reference == torch hard eval on all {test_x.shape[0]} "
+                f"test images) {100 * result['test_accuracy']:.2f}%, binarization gap "
+                f"{result['binarization_gap_points']:+.2f} points")
+    if "saturation" in result:
+        s = result["saturation"]
+        msg += (f", tanh==sign for {100 * s['weights']:.3f}% of weights and "
+                f"{100 * s['activations']:.3f}% of test activations")
+    if "out" in result:
+        msg += f" -> {result['out']}"
+    from tqdm import tqdm
+    tqdm.write(msg, file=sys.stderr)
+    return result
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,74 @@
+"""PNG plots of a training run (matplotlib, Agg backend; imported only with ``--plots``).
+
+- ``curves.png``: loss, train/test accuracy (soft and hard) and nu per epoch.
+- ``histograms.png``: forward weights and hidden activations at several epochs of the
+  sharpening (the paper's figure): they move from a bell shape to the two spikes at +-1.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _save(fig, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_plots(folder, history: list[dict], snapshots: list[dict], method: str) -> list[str]:
+    """Write the PNGs into ``folder`` (created); returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    axes[0].plot(epochs, [h["loss"] for h in history])
+    axes[0].set_title("training loss")
+    axes[1].plot(epochs, [100 * h["train_acc"] for h in history], label="train (soft)")
+    axes[1].plot(epochs, [100 * h["test_acc"] for h in history], label="test (soft)")
+    if any("hard_test_acc" in h for h in history):
+        axes[1].plot(epochs, [100 * h.get("hard_test_acc", float("nan")) for h in history],
+                     label="test (hard, exported)")
+    axes[1].set_title("accuracy (%)")
+    axes[1].legend()
+    axes[2].semilogy(epochs, [h["nu"] for h in history])
+    axes[2].set_title("nu (end of epoch)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.suptitle(f"method {method}")
+    fig.tight_layout()
+    _save(fig, folder / "curves.png")
+    plt.close(fig)
+    written.append(str(folder / "curves.png"))
+
+    if snapshots:
+        fig, axes = plt.subplots(2, len(snapshots), figsize=(3 * len(snapshots), 5),
+                                 squeeze=False)
+        for col, snap in enumerate(snapshots):
+            for row, key in enumerate(("weights", "activations")):
+                h = snap[key]
+                counts = h["counts"]
+                a, b = h["range"]
+                width = (b - a) / len(counts)
+                centers = [a + (i + 0.5) * width for i in range(len(counts))]
+                ax = axes[row][col]
+                ax.bar(centers, counts, width=width)
+                ax.set_yscale("log")
+                ax.set_title(f"{key}, epoch {snap['epoch']}\nnu {snap['nu']:.3g}", fontsize=8)
+        fig.tight_layout()
+        _save(fig, folder / "histograms.png")
+        plt.close(fig)
+        written.append(str(folder / "histograms.png"))
+    return written

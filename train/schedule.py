@@ -1,0 +1,31 @@
+"""The sharpness schedule ``nu(t)`` of self-binarizing training.
+
+``t`` is the training progress in [0, 1] (optimizer steps done / total steps). The ramp
+runs from ``nu_start`` at ``t = 0`` to ``nu_end`` at ``t = ramp`` and stays at ``nu_end``
+after it, so the last ``1 - ramp`` of training fine-tunes the (practically) hard network.
+
+- ``exp`` (default): ``nu = nu_start * (nu_end / nu_start) ** (t / ramp)``: a constant
+  *relative* sharpening per step. tanh(nu*x) changes shape on a log scale of nu (it is
+  linear-ish while ``nu*|x| < 1`` and saturated once ``nu*|x| > 9``), so equal ratios give
+  every decade of nu equal training time; a linear ramp would spend almost all its steps
+  at large nu where gradients have already vanished.
+- ``linear``: ``nu_start + (nu_end - nu_start) * t / ramp``.
+- ``const``: ``nu_end`` throughout.
+"""
+
+from __future__ import annotations
+
+SCHEDULES = ("exp", "linear", "const")
+
+
+def nu_at(progress: float, schedule: str = "exp", nu_start: float = 1.0,
+          nu_end: float = 1000.0, ramp: float = 0.8) -> float:
+    """``nu`` at training progress ``progress`` in [0, 1] (values outside are clamped)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "const":
+        return float(nu_end)
+    t = min(1.0, max(0.0, progress / ramp if ramp > 0 else 1.0))
+    if schedule == "exp":
+        return float(nu_start * (nu_end / nu_start) ** t)
+    return float(nu_start + (nu_end - nu_start) * t)
