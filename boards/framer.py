@@ -24,7 +24,7 @@ carries the protocol version).
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, Cat, Const
+from amaranth import Module, Mux, Signal, Cat, Const
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
@@ -109,6 +109,13 @@ class FrameParser(wiring.Component):
         cmd_ping = Signal()
         len_hi_ok = Signal()
         len_hi_zero = Signal()
+        # the LEN_LO verdict, precomputed when a byte is taken (the command and LEN_HI flags
+        # are settled by then: the previous byte was consumed at least one cycle earlier)
+        len_ok = Signal()
+        with m.If(self.i.valid & ~have):
+            d = self.i.payload
+            m.d.sync += len_ok.eq(Mux(cmd_classify, len_hi_ok & (d == (s.n_values & 0xFF)),
+                                      cmd_ping & len_hi_zero & (d == 0)))
 
         # beat assembly: values shift in from the top, so value 0 ends in bits [0, bits)
         acc = Signal(s.beat_bits)
@@ -150,10 +157,23 @@ class FrameParser(wiring.Component):
             m.d.sync += self.tags.valid.eq(0)
 
         failed = Signal()   # status != OK (registered)
+        # The first error of a frame is the one reported. Each kind sets its own flag, and
+        # the status code is encoded from the flags (when several fire in the same cycle,
+        # the later check in the state below wins: checksum or length, then timeout, then
+        # overrun), so no priority logic sits in front of an 8-bit status register.
+        err_overrun, err_timeout, err_length, err_checksum = (
+            Signal(name=n) for n in ("err_overrun", "err_timeout", "err_length",
+                                     "err_checksum"))
+        m.d.comb += status.eq(
+            Mux(err_checksum, P.STATUS_BAD_CHECKSUM,
+                Mux(err_length, Mux(cmd_classify | cmd_ping, P.STATUS_BAD_LENGTH,
+                                    P.STATUS_BAD_COMMAND),
+                    Mux(err_timeout, P.STATUS_TIMEOUT,
+                        Mux(err_overrun, P.STATUS_OVERRUN, P.STATUS_OK)))))
 
-        def error_if_ok(code):  # the first error of a frame is the one reported
+        def error_if_ok(flag):
             with m.If(~failed):
-                m.d.sync += [status.eq(code), failed.eq(1)]
+                m.d.sync += [flag.eq(1), failed.eq(1)]
 
         # idle timer: runs inside a frame (from CMD to TAG) while no byte is pending; kept out
         # of the state machine so that only `expired` (a register) reaches it
@@ -167,12 +187,12 @@ class FrameParser(wiring.Component):
         def receive(next_state):
             """Common part of every byte-receiving state: timeout and overrun."""
             with m.If(self.overrun):
-                error_if_ok(P.STATUS_OVERRUN)
+                error_if_ok(err_overrun)
             with m.If(expired & ~have):
-                error_if_ok(P.STATUS_TIMEOUT)
+                error_if_ok(err_timeout)
                 m.next = next_state
 
-        with m.FSM(name="frame"):
+        with m.FSM(name="frame") as fsm:
             with m.State("HUNT"):
                 m.d.comb += consume.eq(have)
                 with m.If(have & is_sync0):
@@ -181,7 +201,8 @@ class FrameParser(wiring.Component):
                 m.d.comb += consume.eq(have)
                 with m.If(have):
                     with m.If(is_sync1):
-                        m.d.sync += [status.eq(P.STATUS_OK), failed.eq(0), framing.eq(1),
+                        m.d.sync += [err_overrun.eq(0), err_timeout.eq(0), err_length.eq(0),
+                                     err_checksum.eq(0), failed.eq(0), framing.eq(1),
                                      seq.eq(0), image_done.eq(0),
                                      values.eq(0), values_zero.eq(1), values_full.eq(0),
                                      values_last.eq(s.n_values == 1)]
@@ -214,20 +235,13 @@ class FrameParser(wiring.Component):
                 receive("TAG")
                 with m.If(have):
                     m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
-                    with m.If(cmd_classify):
-                        with m.If(len_hi_ok & is_len_lo):
+                    with m.If(len_ok):
+                        with m.If(cmd_classify):
                             m.next = "PAYLOAD"
                         with m.Else():
-                            error_if_ok(P.STATUS_BAD_LENGTH)
-                            m.next = "TAG"
-                    with m.Elif(cmd_ping):
-                        with m.If(len_hi_zero & is_zero):
                             m.next = "CRC_HI"
-                        with m.Else():
-                            error_if_ok(P.STATUS_BAD_LENGTH)
-                            m.next = "TAG"
                     with m.Else():
-                        error_if_ok(P.STATUS_BAD_COMMAND)
+                        error_if_ok(err_length)
                         m.next = "TAG"
             with m.State("PAYLOAD"):
                 m.d.comb += consume.eq(have & can_push)
@@ -239,7 +253,7 @@ class FrameParser(wiring.Component):
                         m.next = "PAD"
             with m.State("PAD"):
                 with m.If(self.overrun):
-                    error_if_ok(P.STATUS_OVERRUN)
+                    error_if_ok(err_overrun)
                 # complete the image with zero values (the last beat's padding, or the rest of
                 # an abandoned image), then wait for the last beat to leave
                 with m.If(values_zero & failed):
@@ -263,7 +277,7 @@ class FrameParser(wiring.Component):
                 receive("TAG")
                 with m.If(have):
                     with m.If(~crc_hi_ok | ~crc_lo_match):
-                        error_if_ok(P.STATUS_BAD_CHECKSUM)
+                        error_if_ok(err_checksum)
                     m.next = "TAG"
             with m.State("TAG"):
                 with m.If(~self.tags.valid | self.tags.ready):
@@ -277,6 +291,9 @@ class FrameParser(wiring.Component):
                     m.d.comb += frame_error.eq(1)  # reply queue full: drop the error reply
                     m.d.sync += framing.eq(0)
                     m.next = "HUNT"
+        # One-hot state: its decode and next-state logic are the board's longest paths with
+        # a binary state (Yosys does not re-encode a register with an initial value itself).
+        fsm.state.attrs["fsm_encoding"] = "one-hot"
         return m
 
 
@@ -312,6 +329,12 @@ class ReplyGenerator(wiring.Component):
             for k, value in enumerate(frame):
                 with m.Case(k):
                     m.d.comb += byte.eq(value)
+        # The byte is sent from a register (the index decode stays off the transmitter's
+        # paths); `fresh` says it was loaded for the current index and state: it drops for a
+        # cycle after every change, which costs one clock per byte (nothing at UART rates).
+        byte_r = Signal(8)
+        fresh = Signal()
+        m.d.sync += [byte_r.eq(byte), fresh.eq(0)]
 
         with m.FSM(name="reply"):
             with m.State("IDLE"):
@@ -336,10 +359,12 @@ class ReplyGenerator(wiring.Component):
                         m.d.sync += klass.eq(0)
                     m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(byte),
+                m.d.comb += [self.o.valid.eq(fresh), self.o.payload.eq(byte_r),
                              self.reply.eq(index == 0)]
-                with m.If(self.o.ready):
-                    m.d.comb += [crc.start.eq(index == 2), crc.data.eq(byte),
+                with m.If(~fresh | ~self.o.ready):
+                    m.d.sync += fresh.eq(1)
+                with m.If(fresh & self.o.ready):
+                    m.d.comb += [crc.start.eq(index == 2), crc.data.eq(byte_r),
                                  crc.valid.eq((index >= 2) & (index <= 4))]
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == P.REPLY_LENGTH - 1):

@@ -31,11 +31,19 @@ from .model import Dense, Model, accumulator_range, signed_width
 #: iCE40 SB_RAM40_4K read configurations (depth, width).
 ICE40_BRAM_CONFIGS = ((256, 16), (512, 8), (1024, 4), (2048, 2))
 BRAM_BITS = 4096
-#: Adder/popcount trees get a pipeline register after every this many levels.
+#: Popcount trees (binary input) get a pipeline register after every this many levels.
 TREE_LEVELS_PER_STAGE = 2
+#: Signed sums of raw (multi-bit) terms are wider, so they get one after every level.
+RAW_TREE_LEVELS_PER_STAGE = 1
 #: Weight ROMs smaller than this many bits, or filling block RAM this poorly, stay in logic.
 LOGIC_ROM_MAX_BITS = 2048
 MIN_BRAM_EFFICIENCY = 0.25
+#: ... and only up to this many words: a deeper ROM in logic is a slow tree of LUTs.
+LOGIC_ROM_MAX_DEPTH = 64
+#: Input double buffers stay in flip-flops only up to this many bits and this depth (a deeper
+#: one is a slow multiplexer in logic).
+LOGIC_BUFFER_MAX_BITS = 2048
+LOGIC_BUFFER_MAX_DEPTH = 8
 
 
 class FoldError(UserError):
@@ -162,8 +170,15 @@ def bram_blocks(width: int, depth: int) -> int:
 def rom_in_logic(width: int, depth: int) -> bool:
     """Whether a ``depth x width`` ROM is cheaper in logic than in block RAM (our rule)."""
     bits = width * depth
+    if depth > LOGIC_ROM_MAX_DEPTH:
+        return False
     return bits < LOGIC_ROM_MAX_BITS or bits < MIN_BRAM_EFFICIENCY * bram_blocks(
         width, depth) * BRAM_BITS
+
+
+def buffer_in_logic(width: int, depth: int) -> bool:
+    """Whether an input double buffer of ``depth x width`` stays in flip-flops."""
+    return width * depth <= LOGIC_BUFFER_MAX_BITS and depth <= LOGIC_BUFFER_MAX_DEPTH
 
 
 def logic_rom_luts(width: int, depth: int) -> int:
@@ -216,14 +231,24 @@ class LayerPlan:
         return self.weight_brams + self.param_brams + self.buffer_brams
 
     @property
+    def tree_levels_per_stage(self) -> int:
+        return TREE_LEVELS_PER_STAGE if self.binary_input else RAW_TREE_LEVELS_PER_STAGE
+
+    @property
     def tree_stages(self) -> int:
-        return tree_register_stages(self.simd)
+        return tree_register_stages(self.simd, self.tree_levels_per_stage)
+
+    @property
+    def extra_stages(self) -> int:
+        """Raw input: the registered terms and the registered tree root."""
+        return 0 if self.binary_input else 2
 
     @property
     def pipeline_latency(self) -> int:
         """Cycles from issuing a neuron fold's last synapse fold to its output beat being valid:
-        one for the ROM/buffer read, the tree's registers, the accumulator, the output register."""
-        return 3 + self.tree_stages
+        one for the ROM/buffer read, the tree's registers (raw input: also the terms and the
+        root), the accumulator, the output register."""
+        return 3 + self.tree_stages + self.extra_stages
 
     @property
     def out_element_bits(self) -> int:
@@ -295,15 +320,18 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
         acc_width, acc_signed = max(1, n.bit_length()), False
     else:
         lo, hi = accumulator_range(layer, False, (1 << input_bits) - 1)
-        acc_width, acc_signed = signed_width(lo, hi), True
+        # The unit adds ``x`` or ``~x = -x - 1`` (no negation), i.e. the sum less the
+        # channel's count of -1 weights (at most n), which the parameters compensate.
+        acc_width, acc_signed = signed_width(lo - n, hi), True
     if layer.is_output:
         offsets = output_offsets(layer, binary)
         param_width = signed_width(min(0, int(offsets.min())), max(0, int(offsets.max())))
         scale = 2 if binary else 1
-        score_width = signed_width(scale * lo + int(offsets.min()),
-                                   scale * hi + int(offsets.max()))
+        true_offsets = offsets if binary else offsets - raw_negatives(layer)
+        score_width = signed_width(scale * lo + int(true_offsets.min()),
+                                   scale * hi + int(true_offsets.max()))
     else:
-        t_lo, t_hi = lo, hi + 1
+        t_lo, t_hi = (lo, hi + 1) if binary else (lo - n, hi + 1)
         param_width = (signed_width(t_lo, t_hi) if acc_signed
                        else max(1, t_hi.bit_length())) + 1
         score_width = 0
@@ -313,19 +341,24 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
     weight_brams = 0 if logic else bram_blocks(w_width, w_depth)
     buf_width, buf_depth = simd * ebits, 2 * sf
     buf_bits = buf_width * buf_depth
-    buffer_brams = 0 if buf_bits <= LOGIC_ROM_MAX_BITS else bram_blocks(buf_width, buf_depth)
-    # LUT estimate, calibrated on Yosys synth_ice40 of single units (docs/hardware.md):
-    # about 3 LUTs per XNOR+popcount input bit, 3*bits+6 per raw add/subtract term,
-    # 3 per accumulator/comparator bit; ROMs in logic; input buffers in flip-flops.
+    buffer_brams = 0 if buffer_in_logic(buf_width, buf_depth) else bram_blocks(buf_width,
+                                                                               buf_depth)
+    # Logic-cell estimate (iCE40 LCs: a LUT4, its carry and a flip-flop), calibrated on
+    # nextpnr's ICESTORM_LC counts of whole builds (docs/hardware.md): about 3 per XNOR and
+    # popcount input bit (2.5 when the weights are constants, a one-word ROM), 2*bits+6 per
+    # raw term (XOR, its register and the adder tree), 3 per accumulator/comparator bit;
+    # ROMs in logic; input buffers in flip-flops cost a cell per bit (nothing to pack them
+    # with) plus their read multiplexer.
     if binary:
-        datapath = pe * simd * 3 + pe * 3 * acc_width
+        per_bit = 3 if w_depth > 1 else 2.5
+        datapath = math.ceil(pe * simd * per_bit) + pe * 3 * acc_width
     else:
-        datapath = pe * simd * (3 * ebits + 6) + pe * 3 * acc_width
+        datapath = pe * simd * (2 * ebits + 6) + pe * 3 * acc_width
     luts = datapath + pe * param_width + 40
     if logic:
         luts += logic_rom_luts(w_width, w_depth)
     if not buffer_brams:
-        luts += buf_bits // 2
+        luts += buf_bits + buf_width * max(1, buf_depth // 2)
     param_logic = rom_in_logic(pe * param_width, nf)
     param_brams = 0 if param_logic else bram_blocks(pe * param_width, nf)
     if param_logic:
@@ -335,15 +368,22 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
                      weight_brams, param_logic, param_brams, buffer_brams, luts)
 
 
+def raw_negatives(layer: Dense) -> np.ndarray:
+    """Per channel, the count of -1 weights: what a raw-input unit's sum falls short by
+    (it adds ``~x = -x - 1`` for a -1 weight; padding inputs are 0 with weight +1)."""
+    return (np.asarray(layer.weight) <= 0).sum(axis=1).astype(np.int64)
+
+
 def output_offsets(layer: Dense, binary: bool) -> np.ndarray:
     """Per-channel constant added to the accumulated value of an output layer.
 
     Binary input: ``score = 2 * popcount - N + bias``, so the offset is ``bias - N``.
-    Raw input: ``score = acc + bias``.
+    Raw input: ``score = acc + negatives + bias`` (``acc`` falls short by the count of -1
+    weights, :func:`raw_negatives`).
     """
     m, n = layer.weight.shape
     bias = np.zeros(m, np.int64) if layer.bias is None else layer.bias.astype(np.int64)
-    return bias - n if binary else bias
+    return bias - n if binary else bias + raw_negatives(layer)
 
 
 def repack_luts(c: int, s: int, element_bits: int) -> int:
@@ -353,7 +393,13 @@ def repack_luts(c: int, s: int, element_bits: int) -> int:
     size = ceil_div(2 * s + 2 * c, s) * s
     g = math.gcd(c, s)
     sources = min(ceil_div(size - c + 1, g), ceil_div(c, g))  # inputs landing on one element
-    return size * element_bits * (1 + sources // 2) + (size - c) // g + 20
+    return size * element_bits * (1 + sources) + 2 * ((size - c) // g) + 20
+
+
+def argmax_stages(lanes: int) -> int:
+    """Pipeline registers of :class:`~hwgen.gateware.argmax.Argmax`'s compare tree over
+    ``lanes`` scores per beat (one per level)."""
+    return (lanes - 1).bit_length()
 
 
 def argmax_luts(last: LayerPlan) -> int:
@@ -502,8 +548,9 @@ def latency(net: NetworkPlan) -> int:
             nxt = net.layers[i + 1]
             _, word_times = repack_schedule(lp.m, lp.pe, nxt.simd, base[0], gaps)
         else:
-            # Argmax takes a beat every cycle and shows the class the cycle after the last.
-            return base[-1] + 1
+            # Argmax takes a beat every cycle and shows the class after its compare tree's
+            # registers and the running compare.
+            return base[-1] + 1 + argmax_stages(lp.pe)
     raise AssertionError("unreachable")
 
 

@@ -103,7 +103,7 @@ def test_build_small_model_for_icebreaker(tmp_path, capsys, small):
     _, path, _ = small
     out = tmp_path / "out"
     assert main(["build", str(path), "--board", "icebreaker", "-o", str(out),
-                 "--verify-images", "50", "--fold", "2x7,3x4,2x3", "--clock", "24"]) == 0
+                 "--verify-images", "50", "--fold", "2x7,3x4,2x3", "--clock", "48"]) == 0
     text = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert (out / report["bitstream"]).stat().st_size > 0

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, checked_init
 
-from ..fold import ceil_div
+from ..fold import argmax_stages, ceil_div
 
 __all__ = ["Argmax"]
 
@@ -20,8 +20,11 @@ class Argmax(wiring.Component):
     ``i``: ``ceil(classes / lanes)`` beats per image of ``lanes`` scores (score ``k*lanes +
     p`` in field ``p`` of beat ``k``; fields past ``classes`` in the last beat are ignored).
     ``o``: one beat per image, the index in ``class_bits = max(1, ceil(log2(classes)))``
-    bits, valid the cycle after the image's last beat was accepted. ``i.ready`` is
-    ``~o.valid | o.ready``.
+    bits, valid ``1 + argmax_stages(lanes)`` cycles after the image's last beat was
+    accepted (:func:`hwgen.fold.argmax_stages`: one register per level of the compare tree
+    inside a beat, then the running compare with the best so far). The pipeline stalls as a
+    whole while ``o.valid`` is high and ``o.ready`` low; ``i.ready`` is ``~o.valid |
+    o.ready``.
     """
 
     @checked_init
@@ -42,43 +45,91 @@ class Argmax(wiring.Component):
         lanes, sw, cb = self.lanes, self.score_width, self.class_bits
         beats = ceil_div(self.classes, lanes)
         rem = self.classes - (beats - 1) * lanes
-        beat = Signal(range(beats))
-        last = Signal()
-        m.d.comb += last.eq(beat == beats - 1)
+        advance = Signal()
         take = Signal()
         m.d.comb += [
-            self.i.ready.eq(~self.o.valid | self.o.ready),
-            take.eq(self.i.valid & self.i.ready),
+            advance.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
+            take.eq(self.i.valid & advance),
         ]
+        # Beat counter and the index of the beat's first score (a register, so the leaves'
+        # indices are small constant additions).
+        beat = Signal(range(beats))
+        base = Signal(cb)
+        # beat == 0 and beat == beats - 1, kept in registers
+        first, last = Signal(init=1), Signal(init=int(beats == 1))
+        with m.If(take):
+            m.d.sync += [beat.eq(Mux(last, 0, beat + 1)),
+                         base.eq(Mux(last, 0, base + lanes)),
+                         first.eq(last),
+                         last.eq(Mux(last, int(beats == 1), beat == beats - 2))]
         # Within a beat: a tree of comparators, each keeping its left (lower) candidate
-        # unless the right one is strictly larger or the left one is padding.
+        # unless the right one is strictly larger or the left one is padding; a register
+        # after every level (all stages advance together).
         cands = []
         for p in range(lanes):
             score = self.i.payload[p * sw:(p + 1) * sw].as_signed()
             live = Const(1) if p < rem else ~last
-            cands.append((score, Const(p, range(lanes)), live))
+            index = base if p == 0 else (base + p)[:cb]
+            cands.append((score, index, live))
+        flags = (take, first, last)
+        level = 0
         while len(cands) > 1:
             nxt = []
-            for a, b in zip(cands[0::2], cands[1::2]):
+            for j, (a, b) in enumerate(zip(cands[0::2], cands[1::2])):
                 pick_b = b[2] & (~a[2] | (b[0] > a[0]))
-                nxt.append((Mux(pick_b, b[0], a[0]), Mux(pick_b, b[1], a[1]), a[2] | b[2]))
+                regs = (Signal(signed(sw), name=f"l{level}_score{j}"),
+                        Signal(cb, name=f"l{level}_index{j}"),
+                        Signal(name=f"l{level}_live{j}"))
+                with m.If(advance):
+                    m.d.sync += [regs[0].eq(Mux(pick_b, b[0], a[0])),
+                                 regs[1].eq(Mux(pick_b, b[1], a[1])),
+                                 regs[2].eq(a[2] | b[2])]
+                nxt.append(regs)
             if len(cands) % 2:
-                nxt.append(cands[-1])
+                a = cands[-1]
+                regs = (Signal(signed(sw), name=f"l{level}_score{len(nxt)}"),
+                        Signal(cb, name=f"l{level}_index{len(nxt)}"),
+                        Signal(name=f"l{level}_live{len(nxt)}"))
+                with m.If(advance):
+                    m.d.sync += [r.eq(v) for r, v in zip(regs, a)]
+                nxt.append(regs)
+            fregs = tuple(Signal(name=f"l{level}_{n}") for n in ("valid", "first", "last"))
+            with m.If(advance):
+                m.d.sync += [r.eq(v) for r, v in zip(fregs, flags)]
+            flags = fregs
             cands = nxt
-        beat_score, beat_lane, _ = cands[0]
-        best = Signal(signed(sw))
+            level += 1
+        assert level == argmax_stages(lanes)
+        beat_score, beat_index, _ = cands[0]  # lane 0 is always live, so the winner is
+        valid, is_first, is_last = flags
+        if beats == 1:  # one beat per image: its winner is the class
+            with m.If(advance):
+                m.d.sync += self.o.valid.eq(valid)
+                with m.If(valid):
+                    m.d.sync += self.o.payload.eq(beat_index)
+            return m
+        # The running compare with the best of the earlier beats. ``best`` follows the beat
+        # in the last stage even while the pipeline stalls (updating it again with the same
+        # beat changes nothing), so the compare reaches only its own enable and the output
+        # register's data, not the stall logic.
+        # Scores are compared as unsigned numbers with the sign bit flipped (offset binary:
+        # the same order, and no signed-overflow logic after the carry chain).
+        flip = 1 << (sw - 1)
+        score_u = Signal(sw)
+        m.d.comb += score_u.eq(beat_score.as_unsigned() ^ flip)
+        best = Signal(sw)  # offset binary
         best_index = Signal(cb)
-        index = Signal(cb)
-        m.d.comb += index.eq(beat * lanes + beat_lane)
         replace = Signal()
-        m.d.comb += replace.eq((beat == 0) | (beat_score > best))
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(take):
-            m.d.sync += beat.eq(Mux(last, 0, beat + 1))
-            with m.If(replace):
-                m.d.sync += [best.eq(beat_score), best_index.eq(index)]
-            with m.If(last):
-                m.d.sync += [self.o.valid.eq(1),
-                             self.o.payload.eq(Mux(replace, index, best_index))]
+        update = Signal()
+        m.d.comb += replace.eq(is_first | (score_u > best))
+        # Without a tree the beat is the input's: offered (and held) while i.valid.
+        offered = self.i.valid if level == 0 else valid
+        m.d.comb += update.eq(offered & replace)
+        with m.If(update):
+            m.d.sync += [best.eq(score_u), best_index.eq(beat_index)]
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(valid & is_last)
+            with m.If(valid & is_last):
+                m.d.sync += self.o.payload.eq(Mux(replace, beat_index, best_index))
         return m

@@ -10,7 +10,8 @@ from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, checked_init
 
-from ..fold import Fold, FoldError, LayerPlan, check_fold, dense_plan, output_offsets
+from ..fold import (Fold, FoldError, LayerPlan, check_fold, dense_plan, output_offsets,
+                    raw_negatives)
 from ..model import Dense
 from .popcount import adder_tree
 from .rom import pack_lanes, pack_weights, ram_style, rom
@@ -24,20 +25,22 @@ def comparator_params(layer: Dense, plan: LayerPlan) -> tuple[list[int], list[in
 
     Binary input: the unit counts XNOR ones ``p`` and ``acc_model = 2p - N``; so for
     sign +1, ``t = ceil((T + N) / 2)``, and for sign -1, ``p <= floor((N - T) / 2)``, i.e.
-    ``t = floor((N - T) / 2) + 1`` inverted. Raw input: ``acc = acc_model``; ``t = T``, or
-    ``t = 1 - T`` inverted. Every ``t`` is clamped to ``[lo, hi + 1]`` of the accumulator
-    (always true / never true beyond), which is what sizes the threshold ROM.
+    ``t = floor((N - T) / 2) + 1`` inverted. Raw input: ``acc_model = acc + neg`` (the unit
+    adds ``~x = -x - 1`` for each of the channel's ``neg`` -1 weights); ``t = T``, or ``t =
+    1 - T`` inverted, clamped, then less ``neg``. Every ``t`` is clamped to ``[lo, hi + 1]``
+    of ``acc_model`` (always true / never true beyond), which is what sizes the threshold ROM.
     """
     n = plan.n
     lo, hi = plan.acc_range
+    negs = [0] * len(layer.sign) if plan.binary_input else raw_negatives(layer)
     ts, invs = [], []
-    for threshold, sign in zip(layer.threshold.astype(np.int64), layer.sign):
+    for threshold, sign, neg in zip(layer.threshold.astype(np.int64), layer.sign, negs):
         threshold = int(threshold)
         if plan.binary_input:
             t = -((-(threshold + n)) // 2) if sign > 0 else (n - threshold) // 2 + 1
         else:
             t = threshold if sign > 0 else 1 - threshold
-        ts.append(min(max(t, lo), hi + 1))
+        ts.append(min(max(t, lo), hi + 1) - int(neg))
         invs.append(0 if sign > 0 else 1)
     return ts, invs
 
@@ -109,51 +112,64 @@ class MVTU(wiring.Component):
         wread = wrom.read_port()
         pread = prom.read_port()
 
-        # ---- writer: fills the free half of the double buffer
+        # ---- writer: fills the free half of the double buffer. Addresses and "last" flags
+        # are kept in registers beside the counters (no multiply-add or compare on the paths).
         full = Signal(2)
         wr_buf = Signal()
         wr_addr = Signal(range(sf_count))
+        wr_last = Signal(init=int(sf_count == 1))  # wr_addr == sf_count - 1
+        wr_ptr = Signal(range(2 * sf_count))  # wr_buf * sf_count + wr_addr
         set_full = Signal(2)
         clr_full = Signal(2)
         take = Signal()
         m.d.comb += [
             self.i.ready.eq(~Mux(wr_buf, full[1], full[0])),
             take.eq(self.i.valid & self.i.ready),
-            wport.addr.eq(wr_buf * sf_count + wr_addr),
+            wport.addr.eq(wr_ptr),
             wport.data.eq(self.i.payload),
             wport.en.eq(take),
         ]
         with m.If(take):
-            with m.If(wr_addr == sf_count - 1):
-                m.d.sync += [wr_addr.eq(0), wr_buf.eq(~wr_buf)]
+            with m.If(wr_last):
+                m.d.sync += [wr_addr.eq(0), wr_buf.eq(~wr_buf), wr_last.eq(int(sf_count == 1)),
+                             wr_ptr.eq(Mux(wr_buf, 0, sf_count))]
                 m.d.comb += set_full.eq(Mux(wr_buf, 0b10, 0b01))
             with m.Else():
-                m.d.sync += wr_addr.eq(wr_addr + 1)
+                m.d.sync += [wr_addr.eq(wr_addr + 1), wr_last.eq(wr_addr == sf_count - 2),
+                             wr_ptr.eq(wr_ptr + 1)]
 
         # ---- reader: issues (neuron fold, synapse fold) pairs from the full half
         advance = Signal()
         rd_buf = Signal()
         nf = Signal(range(nf_count))
         sf = Signal(range(sf_count))
+        sf_first = Signal(init=1)                       # sf == 0
+        sf_last = Signal(init=int(sf_count == 1))       # sf == sf_count - 1
+        nf_last = Signal(init=int(nf_count == 1))       # nf == nf_count - 1
+        x_addr = Signal(range(2 * sf_count))            # rd_buf * sf_count + sf
+        w_addr = Signal(range(nf_count * sf_count))     # nf * sf_count + sf
         issue = Signal()
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
             issue.eq(Mux(rd_buf, full[1], full[0]) & advance),
-            xport.addr.eq(rd_buf * sf_count + sf),
+            xport.addr.eq(x_addr),
             xport.en.eq(advance),
-            wread.addr.eq(nf * sf_count + sf),
+            wread.addr.eq(w_addr),
             wread.en.eq(advance),
         ]
         with m.If(issue):
-            with m.If(sf == sf_count - 1):
-                m.d.sync += sf.eq(0)
-                with m.If(nf == nf_count - 1):
-                    m.d.sync += [nf.eq(0), rd_buf.eq(~rd_buf)]
+            with m.If(sf_last):
+                m.d.sync += [sf.eq(0), sf_first.eq(1), sf_last.eq(int(sf_count == 1))]
+                with m.If(nf_last):
+                    m.d.sync += [nf.eq(0), nf_last.eq(int(nf_count == 1)), rd_buf.eq(~rd_buf),
+                                 x_addr.eq(Mux(rd_buf, 0, sf_count)), w_addr.eq(0)]
                     m.d.comb += clr_full.eq(Mux(rd_buf, 0b10, 0b01))
                 with m.Else():
-                    m.d.sync += nf.eq(nf + 1)
+                    m.d.sync += [nf.eq(nf + 1), nf_last.eq(nf == nf_count - 2),
+                                 x_addr.eq(Mux(rd_buf, sf_count, 0)), w_addr.eq(w_addr + 1)]
             with m.Else():
-                m.d.sync += sf.eq(sf + 1)
+                m.d.sync += [sf.eq(sf + 1), sf_first.eq(0), sf_last.eq(sf == sf_count - 2),
+                             x_addr.eq(x_addr + 1), w_addr.eq(w_addr + 1)]
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
         # ---- stage 1: buffer word and weight word arrive (flags follow the data)
@@ -164,7 +180,7 @@ class MVTU(wiring.Component):
                 m.d.sync += [r.eq(v) for r, v in zip(regs, (valid, first, last, index))]
             return regs
 
-        flags = stage(issue, sf == 0, sf == sf_count - 1, nf, "s1")
+        flags = stage(issue, sf_first, sf_last, nf, "s1")
         x, w = xport.data, wread.data
         sums = []
         for lane in range(pe):
@@ -172,13 +188,31 @@ class MVTU(wiring.Component):
             if p.binary_input:
                 terms = list(~(x ^ wl))
             else:
+                # x for a +1 weight, ~x = -x - 1 for a -1 weight: an XOR, no negation
+                # (the parameters add back the channel's count of -1 weights). Raw terms are
+                # registered (the XOR and its flip-flop share a logic cell), so that the
+                # block RAM outputs reach no adder in the same cycle.
                 terms = []
                 for k in range(simd):
-                    xk = x[k * ebits:(k + 1) * ebits]
-                    terms.append(Mux(wl[k], xk, -xk))
-            sums.append(adder_tree(m, terms, advance, name=f"pe{lane}"))
+                    xk = Cat(x[k * ebits:(k + 1) * ebits], 0)
+                    term = Signal(signed(ebits + 1), name=f"pe{lane}_x{k}")
+                    with m.If(advance):
+                        m.d.sync += term.eq((xk ^ (~wl[k]).replicate(ebits + 1)).as_signed())
+                    terms.append(term)
+            total = adder_tree(m, terms, advance, p.tree_levels_per_stage, name=f"pe{lane}")
+            if not p.binary_input:
+                # The root is registered too: the accumulator adds a registered sum.
+                root = Signal(total.shape(), name=f"pe{lane}_sum")
+                with m.If(advance):
+                    m.d.sync += root.eq(total)
+                total = root
+            sums.append(total)
+        if not p.binary_input:
+            flags = stage(*flags, "terms")
         for level in range(p.tree_stages):
             flags = stage(*flags, f"t{level}")
+        if not p.binary_input:
+            flags = stage(*flags, "root")
 
         # ---- accumulate; the parameter word is read alongside
         valid, first, last, index = flags

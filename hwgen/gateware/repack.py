@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,7 +26,8 @@ class Repack(wiring.Component):
 
     When ``c == s`` the unit is combinational (it only masks the last beat). Otherwise it is a
     shift buffer of ``roundup(2s + 2c, s)`` elements: a word is valid the cycle after the
-    beat completing it was accepted, ``i.ready`` and ``o.valid`` depend on registers only,
+    beat completing it was accepted, ``i.ready`` and ``o.valid`` are register bits (the fill
+    level is a thermometer code),
     and neither side stalls the other while the other keeps up (no bubbles between vectors).
     """
 
@@ -48,18 +49,23 @@ class Repack(wiring.Component):
         beats = ceil_div(n, c)
         rem = n - (beats - 1) * c  # elements in the last beat
         beat = Signal(range(beats), name="beat")
-        last = Signal()
-        m.d.comb += last.eq(beat == beats - 1)
+        last = Signal()  # beat == beats - 1, kept in a register (no compare on the paths)
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        if beats == 1:
+            m.d.comb += last.eq(1)
+        else:
+            last_r = Signal(name="last")
+            m.d.comb += last.eq(last_r)
+            with m.If(take):
+                m.d.sync += [beat.eq(Mux(last, 0, beat + 1)),
+                             last_r.eq(~last & (beat == beats - 2))]
         data = Signal(c * e)
         if rem == c:
             m.d.comb += data.eq(self.i.payload)
         else:
             m.d.comb += data.eq(Mux(last, self.i.payload & ((1 << (rem * e)) - 1),
                                     self.i.payload))
-        take = Signal()
-        m.d.comb += take.eq(self.i.valid & self.i.ready)
-        with m.If(take):
-            m.d.sync += beat.eq(Mux(last, 0, beat + 1))
 
         if c == s:
             m.d.comb += [
@@ -71,27 +77,40 @@ class Repack(wiring.Component):
 
         size = ceil_div(2 * s + 2 * c, s) * s  # buffer capacity in elements
         buf = Signal(size * e, name="buf")
-        fill = Signal(range(size + 1), name="fill")
+        # The fill level (elements held) is always a multiple of g = gcd(c, s): it moves by c
+        # and -s, and rounds up to a multiple of s. It is kept as a thermometer code in units
+        # of g, ``therm[k - 1] = fill >= k*g`` for k in 1..size/g, so that every compare and
+        # update is a few LUTs of wiring-like logic instead of a carry chain.
+        g = math.gcd(c, s)
+        units, cu, su = size // g, c // g, s // g
+        therm = Signal(units, name="fill")
         emit = Signal()
+
+        def at_least(code, k):  # fill >= k*g from a thermometer code
+            return Const(1) if k <= 0 else (code[k - 1] if k <= units else Const(0))
+
         m.d.comb += [
-            self.o.valid.eq(fill >= s),
+            self.o.valid.eq(therm[su - 1]),             # fill >= s
             self.o.payload.eq(buf[:s * e]),
-            self.i.ready.eq(fill <= size - c),
+            self.i.ready.eq(~therm[units - cu]),        # fill <= size - c
             emit.eq(self.o.valid & self.o.ready),
         ]
-        fill_after = Signal(range(size + 1))
+        after = Signal(units)  # the fill once this cycle's word (if any) left
         buf_after = Signal(size * e)
         m.d.comb += [
-            fill_after.eq(Mux(emit, fill - s, fill)),
+            after.eq(Mux(emit, therm >> su, therm)),
             buf_after.eq(Mux(emit, buf >> (s * e), buf)),
         ]
-        # Insertion offsets are multiples of g (fill moves by c and -s, and rounds up to
-        # multiples of s) and at most size - c (i.ready): decode them one-hot, then each
-        # buffer element ORs in the (few) input elements that can land on it.
-        g = math.gcd(c, s)
+        # Insertion offsets are multiples of g and at most size - c (i.ready): decode them
+        # one-hot from the thermometer, then each buffer element ORs in the (few) input
+        # elements that can land on it.
         offsets = range(0, size - c + 1, g)
-        select = {fa: Signal(name=f"at{fa}") for fa in offsets}
-        m.d.comb += [sel.eq(take & (fill_after == fa)) for fa, sel in select.items()]
+        select = {}
+        for fa in offsets:
+            j = fa // g
+            sel = Signal(name=f"at{fa}")
+            m.d.comb += sel.eq(take & at_least(after, j) & ~at_least(after, j + 1))
+            select[fa] = sel
         elements = []
         for b in range(size):
             value = buf_after[b * e:(b + 1) * e]
@@ -100,11 +119,13 @@ class Repack(wiring.Component):
                     value = value | Mux(select[fa], data[(b - fa) * e:(b - fa + 1) * e], 0)
             elements.append(value)
         m.d.sync += buf.eq(Cat(*elements))
+        # The next fill: fill_after + c, or for the last beat roundup(fill_after + rem, s);
+        # roundup(F, s) >= K exactly when F >= roundup(K, s) - s + 1.
+        added = Cat(at_least(after, k - cu) for k in range(1, units + 1))
+        rounded = Cat(at_least(after, ceil_div(ceil_div(k * g, s) * s - s + 1 - rem, g))
+                      for k in range(1, units + 1))
         with m.If(take):
-            with m.Switch(fill_after):
-                for fa in offsets:
-                    with m.Case(fa):
-                        m.d.sync += fill.eq(Mux(last, ceil_div(fa + rem, s) * s, fa + c))
+            m.d.sync += therm.eq(Mux(last, rounded, added))
         with m.Else():
-            m.d.sync += fill.eq(fill_after)
+            m.d.sync += therm.eq(after)
         return m
