@@ -12,39 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwgen.gateware.testing import run_mvtu
 from hwgen.reference import Reference, binarize
-
-
-def run_layer(layer, pe: int, simd: int, input_bits: int | None, xs: np.ndarray,
-              rng: np.random.Generator | None = None, valid_prob: float = 1.0,
-              ready_prob: float = 1.0):
-    """Simulate one MVTU on input vectors ``xs [K, N]`` (+-1, or raw unsigned integers).
-
-    Returns ``(outputs [K, M], monitor, plan)``: outputs are 0/1 bits for a hidden layer
-    (padded lanes checked to be 0) or signed scores for the output layer.
-    """
-    from hwgen.gateware.mvtu import MVTU
-    from hwgen.gateware.testing import StreamDriver, StreamMonitor, pack, simulate, unpack
-
-    dut = MVTU(layer, pe, simd, input_bits)
-    p = dut.plan
-    words = []
-    for x in xs:
-        elems = [int(v) for v in (x > 0 if input_bits is None else x)]
-        elems += [0] * (p.sf * simd - len(elems))
-        words += [pack(elems[k * simd:(k + 1) * simd], p.element_bits) for k in range(p.sf)]
-    driver = StreamDriver(dut.i, words, rng, valid_prob)
-    monitor = StreamMonitor(dut.o, len(xs) * p.nf, rng, ready_prob)
-    simulate(dut, driver, monitor)
-    out = []
-    for k in range(len(xs)):
-        lanes = []
-        for beat in monitor.payloads[k * p.nf:(k + 1) * p.nf]:
-            lanes += unpack(beat, p.out_element_bits, pe, signed=layer.is_output)
-        if not layer.is_output and lanes[p.m:] != [0] * (len(lanes) - p.m):
-            raise AssertionError("padded output lanes of a hidden layer must be 0")
-        out.append(lanes[:p.m])
-    return np.array(out), monitor, p
 
 
 def first_differing_layer(model, net, image) -> str:
@@ -55,7 +24,7 @@ def first_differing_layer(model, net, image) -> str:
     x = binarize(model.input, np.asarray(image).reshape((1,) + model.input.shape))
     for lp, step in zip(net.layers, trace):
         layer = net.model.layers[lp.index]
-        got, _, _ = run_layer(layer, lp.pe, lp.simd, None if lp.binary_input else net.bits,
+        got, _, _ = run_mvtu(layer, lp.pe, lp.simd, None if lp.binary_input else net.bits,
                               x.reshape(1, -1))
         if layer.is_output:
             want = step.output.reshape(-1)

@@ -12,7 +12,7 @@ from hwgen.gateware.argmax import Argmax
 from hwgen.gateware.input import Binarize
 from hwgen.gateware.mvtu import MVTU
 from hwgen.gateware.repack import Repack
-from hwgen.gateware.testing import StreamDriver, StreamMonitor, pack, simulate, unpack
+from hwgen.gateware.testing import StreamDriver, StreamMonitor, pack, run_mvtu, simulate
 from hwgen.model import Dense
 from hwgen.random_models import dense, random_model
 
@@ -110,32 +110,6 @@ def _expected(layer: Dense, xs: np.ndarray) -> np.ndarray:
         bias = 0 if layer.bias is None else layer.bias.astype(np.int64)
         return acc + bias
     return (acc * layer.sign.astype(np.int64) >= layer.threshold.astype(np.int64)).astype(int)
-
-
-def run_mvtu(layer, pe, simd, raw_bits, xs, rng, valid_prob=1.0, ready_prob=1.0):
-    """Simulate an MVTU on input vectors ``xs [K, N]`` (+-1, or raw integers); returns the
-    outputs ``[K, M]`` (0/1 bits or signed scores), the monitor and the unit's plan."""
-    dut = MVTU(layer, pe, simd, raw_bits)
-    p = dut.plan
-    e = p.element_bits
-    words = []
-    for x in xs:
-        elems = [int(v) for v in (x > 0 if raw_bits is None else x)]
-        elems += [0] * (p.sf * simd - len(elems))
-        words += [pack(elems[k * simd:(k + 1) * simd], e) for k in range(p.sf)]
-    drv = StreamDriver(dut.i, words, rng, valid_prob)
-    mon = StreamMonitor(dut.o, len(xs) * p.nf, rng, ready_prob)
-    simulate(dut, drv, mon)
-    width = p.out_element_bits
-    out = []
-    for k in range(len(xs)):
-        lanes = []
-        for beat in mon.payloads[k * p.nf:(k + 1) * p.nf]:
-            lanes += unpack(beat, width, pe, signed=layer.is_output)
-        if not layer.is_output:
-            assert lanes[p.m:] == [0] * (len(lanes) - p.m), "padded lanes must be 0"
-        out.append(lanes[:p.m])
-    return np.array(out), mon, p
 
 
 MVTU_CASES = [

@@ -11,7 +11,7 @@ import numpy as np
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
-__all__ = ["StreamDriver", "StreamMonitor", "simulate", "pack", "unpack"]
+__all__ = ["StreamDriver", "StreamMonitor", "simulate", "pack", "unpack", "run_mvtu"]
 
 
 def pack(values, width: int) -> int:
@@ -140,3 +140,34 @@ def simulate_network(net, images, rng: np.random.Generator | None = None,
     monitor = StreamMonitor(dut.o, len(images), rng, ready_prob)
     simulate(dut, driver, monitor)
     return np.array(monitor.payloads, dtype=np.int64), driver, monitor
+
+
+def run_mvtu(layer, pe: int, simd: int, input_bits: int | None, xs: np.ndarray,
+              rng: np.random.Generator | None = None, valid_prob: float = 1.0,
+              ready_prob: float = 1.0):
+    """Simulate one MVTU on input vectors ``xs [K, N]`` (+-1, or raw unsigned integers).
+
+    Returns ``(outputs [K, M], monitor, plan)``: outputs are 0/1 bits for a hidden layer
+    (padded lanes checked to be 0) or signed scores for the output layer.
+    """
+    from .mvtu import MVTU
+
+    dut = MVTU(layer, pe, simd, input_bits)
+    p = dut.plan
+    words = []
+    for x in xs:
+        elems = [int(v) for v in (x > 0 if input_bits is None else x)]
+        elems += [0] * (p.sf * simd - len(elems))
+        words += [pack(elems[k * simd:(k + 1) * simd], p.element_bits) for k in range(p.sf)]
+    driver = StreamDriver(dut.i, words, rng, valid_prob)
+    monitor = StreamMonitor(dut.o, len(xs) * p.nf, rng, ready_prob)
+    simulate(dut, driver, monitor)
+    out = []
+    for k in range(len(xs)):
+        lanes = []
+        for beat in monitor.payloads[k * p.nf:(k + 1) * p.nf]:
+            lanes += unpack(beat, p.out_element_bits, pe, signed=layer.is_output)
+        if not layer.is_output and lanes[p.m:] != [0] * (len(lanes) - p.m):
+            raise AssertionError("padded output lanes of a hidden layer must be 0")
+        out.append(lanes[:p.m])
+    return np.array(out), monitor, p
