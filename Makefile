@@ -38,9 +38,11 @@ test-all: $(STAMP)
 sim: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m sim
 
+# The main job on the shipped model: what it is, how accurate, and its iCEBreaker bitstream.
 demo: $(STAMP)
 	$(PY) -m hwgen info $(DEMO_MODEL)
 	$(PY) -m hwgen eval $(DEMO_MODEL) --dataset fashion-mnist
+	$(PY) -m hwgen build --board icebreaker $(DEMO_MODEL) -o build/demo-icebreaker
 
 bench: $(STAMP)
 	$(PY) benchmarks/reference_speed.py
