@@ -52,7 +52,7 @@ def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,
 
     with tempfile.TemporaryDirectory(prefix="sbn-core-") as tmp:
         verilog, _ = write_verilog(net, Path(tmp), module)
-        core = VerilatedCore(verilog, interface(net, module), trace=waves is not None)
+        core = VerilatedCore(verilog, interface(net, module), trace=waves_kind(waves))
         core.build()
         return core.run(images, seed=seed, valid_percent=valid_percent,
                         ready_percent=ready_percent, waves=waves)
@@ -65,6 +65,16 @@ def simulate(model_path: Path, images: np.ndarray, fold: str | None = None,
     model, net, module = plan_model(model_path, fold, lanes)
     result = simulate_net(net, module, images, seed, valid_percent, ready_percent, waves)
     return model, net, result
+
+
+def waves_kind(path: Path | None) -> str | None:
+    """``"vcd"`` or ``"fst"`` from a waveform file name (None for no waveforms)."""
+    if path is None:
+        return None
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".vcd", ".fst"):
+        raise UserError(f"{path}: waveforms are written as .vcd or .fst; name the file so")
+    return suffix[1:]
 
 
 def _percent(text: str) -> int:
@@ -93,7 +103,7 @@ def cmd_sim(args) -> int:
         print(f"accuracy {correct / n:.4f} ({correct}/{n})")
     steady = result.steady_cycles_per_image()
     print(f"cycles per image {steady:.1f} in simulation (predicted II {net.cycles_per_image}), "
-          f"{n / elapsed:.0f} images/s simulated including build")
+          f"{n / elapsed:.1f} images/s simulated including build")
     if args.waves:
         print(f"waveforms: {args.waves}")
     if agree != n:
@@ -147,7 +157,8 @@ def register(sub, add_image_source) -> None:
     add_fold_options(p)
     p.add_argument("--save-predictions", type=Path, metavar="P.npy",
                    help="write the hardware's classes (int64 [K]) to this .npy file")
-    p.add_argument("--waves", type=Path, metavar="WAVES.fst", help="write an FST waveform")
+    p.add_argument("--waves", type=Path, metavar="WAVES.vcd",
+                   help="write a waveform: .vcd, or .fst (needs Debian's liblz4-dev)")
     p.add_argument("--seed", type=int, default=0, help="seed of the gap/backpressure pattern")
     p.add_argument("--valid-percent", type=_percent, default=100,
                    help="chance that the input offers a beat in a cycle (default 100)")

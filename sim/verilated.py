@@ -31,7 +31,7 @@ _HARNESS = r"""
 #include "V{top}.h"
 #include "verilated.h"
 #ifdef SBN_TRACE
-#include "verilated_fst_c.h"
+#include SBN_TRACE_HEADER
 #endif
 #include <cstdint>
 #include <cstdio>
@@ -61,9 +61,9 @@ int main(int argc, char **argv) {{
     VerilatedContext *context = new VerilatedContext;
     V{top} *top = new V{top}{{context}};
 #ifdef SBN_TRACE
-    VerilatedFstC *trace = nullptr;
+    SBN_TRACE *trace = nullptr;
     if (argc > 8) {{
-        context->traceEverOn(true); trace = new VerilatedFstC; top->trace(trace, 99);
+        context->traceEverOn(true); trace = new SBN_TRACE; top->trace(trace, 99);
         trace->open(argv[8]);
     }}
 #endif
@@ -165,11 +165,14 @@ class VerilatedCore:
     """A generated core (Verilog file + its ``interface.json`` dict), compiled with Verilator.
 
     ``output_width`` is the width of the output data port (the class is in its low
-    ``class_bits`` bits). ``trace=True`` builds with FST waveform support.
+    ``class_bits`` bits). ``trace`` ``"vcd"`` or ``"fst"`` builds with waveform support
+    (FST needs the lz4 headers: Debian's liblz4-dev).
     """
 
     def __init__(self, verilog: Path, interface: dict, output_width: int | None = None,
-                 trace: bool = False, cache_dir: Path | None = None):
+                 trace: str | None = None, cache_dir: Path | None = None):
+        if trace not in (None, "vcd", "fst"):
+            raise ValueError(f"trace must be None, 'vcd' or 'fst', not {trace!r}")
         self.verilog = Path(verilog)
         self.interface = interface
         self.trace = trace
@@ -216,7 +219,10 @@ class VerilatedCore:
                    "-Wno-style", "-CFLAGS", "-O2", "-Mdir", "obj", "-o", "sim",
                    "core.v", "harness.cpp"]
             if self.trace:
-                cmd += ["--trace-fst", "-CFLAGS", "-DSBN_TRACE"]
+                kind = "Fst" if self.trace == "fst" else "Vcd"
+                cmd += ["--trace-fst" if self.trace == "fst" else "--trace",
+                        "-CFLAGS", f"-DSBN_TRACE=Verilated{kind}C",
+                        "-CFLAGS", f"'-DSBN_TRACE_HEADER=\"verilated_{kind.lower()}_c.h\"'"]
             proc = subprocess.run(cmd, cwd=work, env=verilator.env, capture_output=True,
                                   text=True)
             if proc.returncode != 0:
@@ -253,7 +259,7 @@ class VerilatedCore:
                    str(seed), str(valid_percent), str(ready_percent), str(max_cycles)]
             if waves is not None:
                 if not self.trace:
-                    raise UserError("waveforms need a core built with trace=True")
+                    raise UserError("waveforms need a core built with trace='vcd' or 'fst'")
                 cmd.append(str(waves))
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:

@@ -61,6 +61,24 @@ def test_sim_exits_1_and_names_the_first_mismatch(tmp_path, capsys, small, monke
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("suffix", [".vcd", ".fst"])
+def test_sim_writes_waveforms(tmp_path, capsys, small, suffix):
+    _, path, _ = small
+    waves = tmp_path / f"waves{suffix}"
+    assert main(["sim", str(path), "--images", str(tmp_path / "images"), "--limit", "3",
+                 "--waves", str(waves)]) == 0
+    assert "agreement 3/3" in capsys.readouterr().out
+    header = waves.read_bytes()[:64]
+    assert header.startswith(b"$") if suffix == ".vcd" else len(header) == 64
+
+
+def test_sim_refuses_an_unknown_waveform_format(tmp_path, capsys, small):
+    _, path, _ = small
+    assert "waveforms are written as .vcd or .fst" in cli_error(
+        capsys, "sim", path, "--images", tmp_path / "images", "--waves", tmp_path / "w.txt")
+
+
+@pytest.mark.sim
 def test_golden_vectors_run_in_icarus(tmp_path, capsys, small, iverilog):
     _, path, _ = small
     out = tmp_path / "vec"
