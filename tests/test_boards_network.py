@@ -8,6 +8,8 @@ import pytest
 
 from boards.host import Client
 
+pytestmark = pytest.mark.sim  # simulator regressions: all run in make sim
+
 
 def _network_transport(model, lanes, backend="verilator"):
     try:

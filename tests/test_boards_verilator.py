@@ -13,6 +13,8 @@ from boards.host import Client
 from boards.standin import SumCore, predict
 from boards.top import UARTInferenceTop
 
+pytestmark = pytest.mark.sim  # simulator regressions: all run in make sim
+
 SHAPE = CoreShape(lanes=4, bits=8, beats_per_image=196, class_bits=4, n_values=784)
 DIVISOR = 8
 TIMEOUT = 40 * DIVISOR

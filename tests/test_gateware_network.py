@@ -285,3 +285,16 @@ def test_yosys_synth_ice40(tmp_path):
         [str(yosys), "-q", "-p", "read_verilog top.v; synth_ice40 -top top; stat"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_shipped_model_on_real_images_in_the_amaranth_simulator(fashion_mnist_dir):
+    from hwgen.datasets import load_dataset
+
+    model = model_io.load(ROOT / "models" / "fmnist-mlp-up5k.npz")
+    images, _ = load_dataset("fashion-mnist", "test", limit=200)
+    net = plan(model, None)
+    got, _, monitor = simulate_network(net, images)
+    np.testing.assert_array_equal(got, Reference(model).predict(images))
+    spacing = np.diff(monitor.cycles)
+    assert abs(spacing.mean() - net.cycles_per_image) <= 0.02 * net.cycles_per_image

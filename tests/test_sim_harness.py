@@ -12,6 +12,8 @@ from sim.verilated import VerilatedCore, verilator_name
 
 from .standin import standin_classes, write_standin
 
+pytestmark = pytest.mark.sim  # simulator regressions: all run in make sim
+
 
 def test_pack_beats_layout():
     images = np.array([[1, 2, 3, 4, 5]], dtype=np.uint8)
