@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import math
 
 from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
@@ -27,8 +26,7 @@ from .clocking import hold_reset_until_lock
 from .build import TimingError, build_and_report
 from .core import StreamCore
 from .pll_ice40 import ICEBREAKER_CLOCK_MHZ, solve
-from .top import UARTInferenceTop
-from .uart import baud_divisor
+from .top import configure_board_top
 
 DEFAULT_CLOCK_MHZ = 48
 DEFAULT_BAUD = 1_000_000
@@ -43,21 +41,11 @@ class ICEBreakerTop(Elaboratable):
                  timeout_us=DEFAULT_TIMEOUT_US, reset_delay_us=20, max_clock_error_mhz=1.0,
                  pmod_leds=True, rx_fifo_depth=0):
         with checking(self):
-            if not isinstance(core, StreamCore):
-                raise TypeError(f"core must be a StreamCore, not {core!r}")
-            for name, value in (("timeout_us", timeout_us), ("reset_delay_us", reset_delay_us)):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                    raise ValueError(f"{name} must be a positive number, not {value!r}")
-            self.pll = solve(clock_mhz, ICEBREAKER_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
-            self.clock_hz = self.pll.f_out_hz
-            self.divisor = baud_divisor(self.clock_hz, baud)
-            self.baud = self.clock_hz / self.divisor
-            self.timeout_cycles = max(1, round(timeout_us * 1e-6 * self.clock_hz))
-            self.reset_cycles = max(1, math.ceil(reset_delay_us * 1e-6 * self.clock_hz))
+            pll = solve(clock_mhz, ICEBREAKER_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
+            configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,
+                                reset_delay_us=reset_delay_us, led_hold_s=LED_HOLD_S,
+                                rx_fifo_depth=rx_fifo_depth)
             self.pmod_leds = bool(pmod_leds)
-            self.inner = UARTInferenceTop(core, divisor=self.divisor, timeout=self.timeout_cycles,
-                                          led_hold=max(1, round(LED_HOLD_S * self.clock_hz)),
-                                          rx_fifo_depth=rx_fifo_depth)
 
     def elaborate(self, platform):
         m = Module()

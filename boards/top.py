@@ -111,3 +111,30 @@ class UARTInferenceTop(wiring.Component):
                 m.d.sync += hold.eq(hold - 1)
             m.d.comb += led.eq(hold != 0)
         return m
+
+
+def configure_board_top(top, core, pll, *, baud, timeout_us, reset_delay_us, led_hold_s,
+                        rx_fifo_depth) -> None:
+    """What every board top derives from its PLL: sets ``top.pll``, ``clock_hz``,
+    ``divisor``/``baud`` (the achieved UART rate), ``timeout_cycles`` (frame timeout),
+    ``reset_cycles`` (reset held after lock) and ``inner`` (the :class:`UARTInferenceTop`
+    around ``core``). Raises TypeError/ValueError on a bad core or timing."""
+    import math
+
+    from .core import StreamCore
+    from .uart import baud_divisor
+
+    if not isinstance(core, StreamCore):
+        raise TypeError(f"core must be a StreamCore, not {core!r}")
+    for name, value in (("timeout_us", timeout_us), ("reset_delay_us", reset_delay_us)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, not {value!r}")
+    top.pll = pll
+    top.clock_hz = pll.f_out_hz
+    top.divisor = baud_divisor(top.clock_hz, baud)
+    top.baud = top.clock_hz / top.divisor
+    top.timeout_cycles = max(1, round(timeout_us * 1e-6 * top.clock_hz))
+    top.reset_cycles = max(1, math.ceil(reset_delay_us * 1e-6 * top.clock_hz))
+    top.inner = UARTInferenceTop(core, divisor=top.divisor, timeout=top.timeout_cycles,
+                                 led_hold=max(1, round(led_hold_s * top.clock_hz)),
+                                 rx_fifo_depth=rx_fifo_depth)

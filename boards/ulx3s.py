@@ -11,7 +11,6 @@ weights.
 
 from __future__ import annotations
 
-import math
 
 from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
@@ -21,8 +20,7 @@ from .build import TimingError, build_and_report
 from .clocking import hold_reset_until_lock
 from .core import StreamCore
 from .pll_ecp5 import solve
-from .top import UARTInferenceTop
-from .uart import baud_divisor
+from .top import configure_board_top
 
 ULX3S_CLOCK_MHZ = 25
 DEVICES = ("12F", "25F", "45F", "85F")
@@ -34,20 +32,10 @@ class ULX3STop(Elaboratable):
     def __init__(self, core: StreamCore, *, clock_mhz=50, baud=1_000_000, timeout_us=10_000,
                  reset_delay_us=20, max_clock_error_mhz=1.0, rx_fifo_depth=512):
         with checking(self):
-            if not isinstance(core, StreamCore):
-                raise TypeError(f"core must be a StreamCore, not {core!r}")
-            for name, value in (("timeout_us", timeout_us), ("reset_delay_us", reset_delay_us)):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                    raise ValueError(f"{name} must be a positive number, not {value!r}")
-            self.pll = solve(clock_mhz, ULX3S_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
-            self.clock_hz = self.pll.f_out_hz
-            self.divisor = baud_divisor(self.clock_hz, baud)
-            self.baud = self.clock_hz / self.divisor
-            self.timeout_cycles = max(1, round(timeout_us * 1e-6 * self.clock_hz))
-            self.reset_cycles = max(1, math.ceil(reset_delay_us * 1e-6 * self.clock_hz))
-            self.inner = UARTInferenceTop(core, divisor=self.divisor, timeout=self.timeout_cycles,
-                                          led_hold=max(1, round(0.05 * self.clock_hz)),
-                                          rx_fifo_depth=rx_fifo_depth)
+            pll = solve(clock_mhz, ULX3S_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
+            configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,
+                                reset_delay_us=reset_delay_us, led_hold_s=0.05,
+                                rx_fifo_depth=rx_fifo_depth)
 
     def elaborate(self, platform):
         m = Module()

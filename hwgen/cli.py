@@ -36,6 +36,15 @@ def add_image_source(parser: argparse.ArgumentParser, required: bool = True) -> 
     parser.add_argument("--limit", type=int, help="use only the first N images")
 
 
+def add_fold_options(parser: argparse.ArgumentParser) -> None:
+    """``--fold FOLD`` and ``--lanes P`` of the commands that generate the core."""
+    parser.add_argument("--fold", metavar="FOLD",
+                        help="PExSIMD per layer (e.g. 64x32,32x16,10x8), or JSON; default: "
+                             "balanced within an iCE40 UP5K-sized budget")
+    parser.add_argument("--lanes", type=int, metavar="P",
+                        help="input values per beat (default: the fewest that keep up)")
+
+
 def load_images(args) -> tuple[np.ndarray, np.ndarray | None]:
     """The images and labels that :func:`add_image_source` options name."""
     if args.limit is not None and args.limit < 1:
@@ -52,7 +61,7 @@ def cmd_eval(args) -> int:
     images, labels = load_images(args)
     predictions = Reference(model, args.engine).predict(images, progress=sys.stderr.isatty())
     if args.save_predictions:
-        _save_npy(args.save_predictions, predictions)
+        save_npy(args.save_predictions, predictions)
     if labels is None:
         print(f"predicted {len(predictions)} images (no labels given)")
     else:
@@ -61,7 +70,7 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray) -> None:
     path = Path(path)
     if path.suffix != ".npy":
         raise UserError(f"{path}: predictions are saved as .npy; give a name ending in .npy")
@@ -141,18 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, metavar="MODEL.npz")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
                    help="output folder (created if missing)")
-    p.add_argument("--fold", metavar="FOLD",
-                   help="PExSIMD per layer (e.g. 64x32,32x16,10x8), or JSON; default: "
-                        "balanced within an iCE40 UP5K-sized budget")
-    p.add_argument("--lanes", type=int, metavar="P",
-                   help="input values per beat (default: the fewest that keep up)")
+    add_fold_options(p)
     p.add_argument("--module", metavar="NAME", help="Verilog module name (default: sbn_<stem>)")
     p.set_defaults(func=cmd_verilog)
 
     from boards.commands import register as register_board_commands
     from sim.commands import register as register_sim_commands
 
-    register_sim_commands(sub, add_image_source)
+    register_sim_commands(sub, add_image_source, add_fold_options)
     register_board_commands(sub, add_image_source)
     return parser
 

@@ -26,14 +26,6 @@ from .golden import write_golden_vectors
 from .verilated import SimResult, VerilatedCore
 
 
-def add_fold_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fold", metavar="FOLD",
-                        help="PExSIMD per layer (e.g. 64x32,32x16,10x8), or JSON; default: "
-                             "balanced within an iCE40 UP5K-sized budget")
-    parser.add_argument("--lanes", type=int, metavar="P",
-                        help="input values per beat (default: the fewest that keep up)")
-
-
 def plan_model(model_path: Path, fold: str | None, lanes: int | None):
     """Load ``model_path`` and fold it; returns ``(model, net, module name)``."""
     from hwgen.fold import parse_fold, plan
@@ -85,7 +77,7 @@ def _percent(text: str) -> int:
 
 
 def cmd_sim(args) -> int:
-    from hwgen.cli import _save_npy, load_images
+    from hwgen.cli import save_npy, load_images
 
     images, labels = load_images(args)
     start = time.perf_counter()
@@ -96,7 +88,7 @@ def cmd_sim(args) -> int:
     agree = int((result.classes == reference).sum())
     n = len(reference)
     if args.save_predictions:
-        _save_npy(args.save_predictions, result.classes)
+        save_npy(args.save_predictions, result.classes)
     print(f"agreement {agree}/{n} with reference")
     if labels is not None:
         correct = int((result.classes == labels).sum())
@@ -146,7 +138,7 @@ def cmd_vectors(args) -> int:
     return 0
 
 
-def register(sub, add_image_source) -> None:
+def register(sub, add_image_source, add_fold_options) -> None:
     """Add the ``sim`` and ``vectors`` subcommands to the ``python -m hwgen`` parser."""
     p = sub.add_parser("sim", help="run images through the Verilated core, check vs reference",
                        description="Generate the core, compile it with Verilator (cached), "
