@@ -26,7 +26,7 @@ from .clocking import hold_reset_until_lock
 from .build import TimingError, build_and_report
 from .core import StreamCore
 from .pll_ice40 import ICEBREAKER_CLOCK_MHZ, solve
-from .top import configure_board_top
+from .top import configure_board_top, connect_uart_pins
 
 DEFAULT_CLOCK_MHZ = 48
 DEFAULT_BAUD = 1_000_000
@@ -66,10 +66,7 @@ class ICEBreakerTop(Elaboratable):
 
         # UART and LEDs
         m.submodules.top = top = self.inner
-        uart = platform.request("uart", 0, dir="-")
-        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
-        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
-        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
+        connect_uart_pins(m, platform, top)
         leds = [("led_g", 0, top.activity), ("led_r", 0, top.error)]
         if self.pmod_leds:
             if ("led", 2) not in platform.resources:

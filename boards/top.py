@@ -138,3 +138,13 @@ def configure_board_top(top, core, pll, *, baud, timeout_us, reset_delay_us, led
     top.inner = UARTInferenceTop(core, divisor=top.divisor, timeout=top.timeout_cycles,
                                  led_hold=max(1, round(led_hold_s * top.clock_hz)),
                                  rx_fifo_depth=rx_fifo_depth)
+
+
+def connect_uart_pins(m, platform, top) -> None:
+    """Wire ``top.rx``/``top.tx`` to the platform's ``uart`` resource 0 through I/O buffers."""
+    from amaranth.lib import io
+
+    uart = platform.request("uart", 0, dir="-")
+    m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+    m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+    m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]

@@ -20,7 +20,7 @@ from .build import TimingError, build_and_report
 from .clocking import hold_reset_until_lock
 from .core import StreamCore
 from .pll_ecp5 import solve
-from .top import configure_board_top
+from .top import configure_board_top, connect_uart_pins
 
 ULX3S_CLOCK_MHZ = 25
 DEVICES = ("12F", "25F", "45F", "85F")
@@ -53,10 +53,7 @@ class ULX3STop(Elaboratable):
         hold_reset_until_lock(m, cd_sync, lock, self.reset_cycles)
 
         m.submodules.top = top = self.inner
-        uart = platform.request("uart", 0, dir="-")
-        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
-        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
-        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
+        connect_uart_pins(m, platform, top)
         values = [top.activity, top.error] + [top.last_class[b] for b in range(6)]
         for k, value in enumerate(values):
             m.submodules[f"led_{k}"] = buf = io.Buffer("o", platform.request("led", k, dir="-"))

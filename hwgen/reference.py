@@ -173,8 +173,8 @@ class Reference:
 
     def _per_image_elements(self) -> int:
         largest = 0
-        for layer, shape_in, shape_out in zip(self.model.layers, self.model.shapes(),
-                                              self.model.shapes()[1:]):
+        shapes = self.model.shapes()
+        for layer, shape_in, shape_out in zip(self.model.layers, shapes, shapes[1:]):
             size = math.prod(shape_in)
             if isinstance(layer, Conv2d):
                 size = shape_out[1] * shape_out[2] * layer.fan_in
