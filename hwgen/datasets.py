@@ -1,19 +1,27 @@
 """Image datasets, NumPy only (shared by ``hwgen`` and ``train``).
 
 - :func:`read_idx` reads an IDX file (the MNIST family's format), gzip-compressed or raw.
-- :func:`load_dataset` finds a named dataset (``fashion-mnist``, ``mnist``) and returns
-  ``(images uint8 [K, 1, 28, 28], labels int64 [K])`` for a split (``train``/``test``).
+- :func:`read_cifar_batch` reads one CIFAR-10 "python version" batch file (a pickle) with a
+  restricted unpickler that can build nothing but dicts, lists, strings, numbers and uint8
+  NumPy arrays (see :class:`_CifarUnpickler`); no user file is ever unpickled freely.
+- :func:`load_dataset` finds a named dataset (``fashion-mnist``, ``mnist``, ``cifar10``)
+  and returns ``(images uint8 [K, C, H, W], labels int64 [K])`` for a split
+  (``train``/``test``): ``[K, 1, 28, 28]`` for the MNIST family, ``[K, 3, 32, 32]`` for
+  CIFAR-10.
 
 Where a dataset is looked for, first match wins: the ``data_dir`` argument (``--data-dir``),
 then ``$SBN_DATA_DIR``, then the dataset's system folder (Debian's ``dataset-fashion-mnist``
-installs ``/usr/share/datasets/fashion-mnist``). In each folder both ``<dir>/`` and
-``<dir>/<name>/`` are tried.
+installs ``/usr/share/datasets/fashion-mnist``). In each folder ``<dir>/`` and
+``<dir>/<name>/`` are tried, and for CIFAR-10 also ``<dir>/cifar-10-batches-py/`` and
+``<dir>/cifar10/cifar-10-batches-py/`` (the folder the official archive unpacks to).
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +70,9 @@ class DatasetInfo:
     files: dict  # split -> (images file stem, labels file stem)
     system_dir: str | None
     how_to_get: str
+    format: str = "idx"  # "idx" (files: split -> (images, labels)) or "cifar" (batch files)
+    subdirs: tuple[str, ...] = ()  # more folder names tried under each root
+    shape: tuple[int, int, int] = (1, 28, 28)  # image shape [C, H, W]
 
 
 _MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -79,6 +90,16 @@ DATASETS = {
         "mnist", tuple(str(d) for d in range(10)), _MNIST_FILES, None,
         "pass --data-dir or set SBN_DATA_DIR to a folder with the MNIST IDX files "
         "(t10k-images-idx3-ubyte[.gz], ...)"),
+    "cifar10": DatasetInfo(
+        "cifar10",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+         "truck"),
+        {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+        None,
+        "download and unpack the CIFAR-10 python version (cifar-10-python.tar.gz from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html) and pass --data-dir / set SBN_DATA_DIR "
+        "to the cifar-10-batches-py folder or its parent",
+        format="cifar", subdirs=("cifar-10-batches-py",), shape=(3, 32, 32)),
 }
 
 
@@ -98,7 +119,8 @@ def dataset_folders(name: str, data_dir: str | os.PathLike | None = None) -> lis
         roots.append(Path(info.system_dir))
     folders = []
     for root in roots:
-        folders += [root, root / name]
+        for base in (root, root / name):
+            folders += [base] + [base / sub for sub in info.subdirs]
     return folders
 
 
@@ -112,6 +134,15 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
         raise DatasetError(f"dataset {name} has no split {split!r} "
                            f"(known: {', '.join(info.files)})")
     folders = dataset_folders(name, data_dir)
+    if info.format == "cifar":
+        stems = info.files[split]
+        folder = next((f for f in folders if all((f / s).is_file() for s in stems)), None)
+        if folder is None:
+            where = ("looked in " + ", ".join(str(f) for f in folders) if folders
+                     else "no --data-dir or SBN_DATA_DIR given")
+            raise DatasetError(f"dataset {name} ({split}: {', '.join(stems)}) not found "
+                               f"({where}); {info.how_to_get}")
+        return load_cifar_batches([folder / s for s in stems], limit)
     image_stem, label_stem = info.files[split]
     images_path, labels_path = _find(image_stem, folders), _find(label_stem, folders)
     if images_path is None or labels_path is None:
@@ -160,3 +191,156 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(header + array.tobytes())
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+_CIFAR_CLASSES = 10
+_CIFAR_SHAPE = (3, 32, 32)
+_CIFAR_ROW = 3 * 32 * 32
+_MAX_CIFAR_BATCH_BYTES = 1 << 28  # an official batch is 31 MB
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """What a protocol-2 pickle written by Python 3 uses to make ``bytes``
+    (``_codecs.encode(str, "latin1")``); any other codec is refused."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) "
+                                     f"is not allowed (only str -> latin1 bytes)")
+    return text.encode("latin1")
+
+
+def _allowed_globals() -> dict:
+    try:  # NumPy >= 2
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+    allowed = {("_codecs", "encode"): _latin1_encode,
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for module in ("numpy.core", "numpy._core"):
+        allowed[(module + ".multiarray", "_reconstruct")] = _reconstruct
+        allowed[(module + ".numeric", "_frombuffer")] = _frombuffer
+    return allowed
+
+
+def _frombuffer(buffer, dtype, shape, order):
+    """How NumPy pickles arrays at protocol 5: an array over a bytes-like buffer."""
+    if not isinstance(buffer, (bytes, bytearray, pickle.PickleBuffer)) or \
+            not isinstance(dtype, np.dtype) or order not in ("C", "F"):
+        raise pickle.UnpicklingError("numpy _frombuffer with unexpected arguments")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """The "restricted unpickler" of the Python ``pickle`` documentation, for CIFAR batches.
+
+    Why it is safe: a pickle can only run code by calling a callable, and the only way a
+    pickle stream obtains a callable is :meth:`find_class` (opcodes GLOBAL, STACK_GLOBAL,
+    INST/OBJ and the EXT* extension-registry codes all go through it; persistent ids are
+    refused because no ``persistent_load`` is defined). Here :meth:`find_class` returns
+    exactly these objects and raises for everything else (``os.system``, ``builtins.eval``,
+    ``subprocess.Popen``, ...):
+
+    - ``numpy.ndarray`` and ``numpy.dtype`` (classes; NEWOBJ/REDUCE on them only build an
+      array or a dtype, BUILD calls their ``__setstate__``, which only copies data),
+    - ``numpy(._)core.multiarray._reconstruct`` (makes an empty array of a given class,
+      which must be an ndarray subclass, i.e. ``numpy.ndarray`` itself),
+    - ``numpy(._)core.numeric._frombuffer`` replaced by :func:`_frombuffer` (protocol 5's
+      form of an array: a bytes buffer viewed with a dtype and shape),
+    - ``_codecs.encode`` replaced by :func:`_latin1_encode`, which only turns a ``str`` into
+      ``bytes`` with latin1 (how Python 3 writes ``bytes`` at protocol 2).
+
+    So the result is built from dicts, lists, tuples, strings, bytes, numbers, ``None``,
+    booleans, dtypes and arrays, and nothing else is ever called. The caller then checks the
+    structure (a dict with ``data`` uint8 ``[N, 3072]`` and ``labels`` N ints in 0..9), and
+    refuses object arrays. The file is read into memory first (at most 256 MiB).
+    ``encoding="latin1"`` is NumPy's documented setting for Python 2 pickles of arrays
+    (the official batches were written by Python 2's cPickle).
+    """
+
+    _ALLOWED = None
+
+    def find_class(self, module, name):
+        if _CifarUnpickler._ALLOWED is None:
+            _CifarUnpickler._ALLOWED = _allowed_globals()
+        obj = _CifarUnpickler._ALLOWED.get((module, name))
+        if obj is None:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (a CIFAR "
+                                         f"batch holds only NumPy arrays, lists and strings)")
+        return obj
+
+
+def _key(d: dict, name: str):
+    for key in (name, name.encode("ascii")):
+        if key in d:
+            return d[key]
+    return None
+
+
+def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch file -> ``(images uint8 [N, 3, 32, 32], labels int64 [N])``.
+
+    The file is a pickle (protocol 2) of a dict with ``data`` (uint8 ``[N, 3072]``: per image
+    1024 red, then 1024 green, then 1024 blue values, each plane row-major 32x32) and
+    ``labels`` (N ints in 0..9); ``batch_label`` and ``filenames`` are ignored. Keys may be
+    ``str`` or ``bytes``. It is read with :class:`_CifarUnpickler`, never with
+    ``pickle.load``; anything else raises :class:`DatasetError` with one line.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_CIFAR_BATCH_BYTES + 1)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read ({err})") from None
+    if len(raw) > _MAX_CIFAR_BATCH_BYTES:
+        raise DatasetError(f"{path}: larger than {_MAX_CIFAR_BATCH_BYTES >> 20} MiB, not a "
+                           f"CIFAR-10 batch")
+    if raw[:1] != b"\x80":
+        raise DatasetError(f"{path}: not a CIFAR-10 python batch (not a binary pickle)")
+    try:
+        batch = _CifarUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as err:  # noqa: BLE001 - any malformed stream is the user's to fix
+        first = (str(err).splitlines() or [""])[0]
+        raise DatasetError(f"{path}: not a valid CIFAR-10 python batch "
+                           f"({type(err).__name__}: {first})") from None
+    if not isinstance(batch, dict):
+        raise DatasetError(f"{path}: a CIFAR-10 batch is a dict, got {type(batch).__name__}")
+    data, labels = _key(batch, "data"), _key(batch, "labels")
+    if data is None or labels is None:
+        raise DatasetError(f"{path}: CIFAR-10 batch lacks 'data' or 'labels'")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != _CIFAR_ROW:
+        what = (f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray)
+                else type(data).__name__)
+        raise DatasetError(f"{path}: CIFAR-10 'data' must be uint8 [N, {_CIFAR_ROW}], got "
+                           f"{what}")
+    if not isinstance(labels, list) or not all(type(v) is int for v in labels):
+        raise DatasetError(f"{path}: CIFAR-10 'labels' must be a list of ints")
+    if len(labels) != data.shape[0]:
+        raise DatasetError(f"{path}: {len(labels)} labels for {data.shape[0]} images")
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= _CIFAR_CLASSES):
+        raise DatasetError(f"{path}: CIFAR-10 labels must be in 0..{_CIFAR_CLASSES - 1}, got "
+                           f"{int(labels.min())}..{int(labels.max())}")
+    images = np.ascontiguousarray(data).reshape((data.shape[0],) + _CIFAR_SHAPE)
+    return images, labels
+
+
+def load_cifar_batches(paths, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated batches (in the given order); with ``limit`` only the first ``limit``
+    images, reading no more files than needed."""
+    if limit is not None and limit < 1:
+        raise DatasetError(f"--limit must be at least 1, got {limit}")
+    images, labels, count = [], [], 0
+    for path in paths:
+        x, y = read_cifar_batch(path)
+        images.append(x)
+        labels.append(y)
+        count += x.shape[0]
+        if limit is not None and count >= limit:
+            break
+    images = np.concatenate(images)[:limit]
+    labels = np.concatenate(labels)[:limit]
+    return images, labels

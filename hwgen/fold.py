@@ -14,19 +14,26 @@ Fold semantics for a dense layer with ``N`` inputs and ``M`` outputs: each cycle
 matrix-vector-threshold unit multiplies ``SIMD`` inputs with ``PE`` rows, so one image takes
 ``NF * SF`` cycles with ``NF = ceil(M / PE)`` neuron folds and ``SF = ceil(N / SIMD)``
 synapse folds. ``PE`` need not divide ``M`` nor ``SIMD`` divide ``N``: the unit pads.
+
+A conv2d layer is a sliding-window unit feeding the same unit over each window (``N =
+Cin*KH*KW``, ``M = Cout``), so it takes ``NF * SF`` cycles per output position (at least the
+window's ``KH*KW`` taps); a maxpool2d layer has no fold (one output per ``KH*KW`` cycles).
+``docs/conv-hardware.md`` describes the units and the stream order between them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
-from .model import Dense, Model, accumulator_range, signed_width
+from .layout import conv_dense_view, hwc_dense_matrix
+from .model import Conv2d, Dense, MaxPool2d, Model, accumulator_range, signed_width
 
 #: iCE40 SB_RAM40_4K read configurations (depth, width).
 ICE40_BRAM_CONFIGS = ((256, 16), (512, 8), (1024, 4), (2048, 2))
@@ -44,6 +51,10 @@ LOGIC_ROM_MAX_DEPTH = 64
 #: one is a slow multiplexer in logic).
 LOGIC_BUFFER_MAX_BITS = 2048
 LOGIC_BUFFER_MAX_DEPTH = 8
+#: Line buffers of at most this many bits are kept in flip-flops (``ram_style "logic"``);
+#: larger ones go to block RAM. A writable buffer in logic costs a flip-flop per bit plus
+#: its read multiplexer, unlike a ROM, hence a much lower bound than the ROMs' rule.
+LINE_BUFFER_LOGIC_BITS = 64
 
 
 class FoldError(UserError):
@@ -56,10 +67,17 @@ def where(index: int, layer) -> str:
 
 def check_supported(model: Model) -> None:
     """Raise a one-line :class:`~hwgen.errors.UserError` for layers the generator cannot build."""
-    for index, layer in enumerate(model.layers):
-        if not isinstance(layer, Dense):
-            raise UserError(f"{where(index, layer)}: not supported by the generator yet "
-                            f"(only dense layers are)")
+    for index, (layer, binary) in enumerate(zip(model.layers, model.binary_inputs())):
+        if isinstance(layer, MaxPool2d) and not binary:
+            raise UserError(f"{where(index, layer)}: max-pool on raw (non-binary) input is not "
+                            f"supported by the generator (it pools binary activations)")
+        if not isinstance(layer, (Dense, Conv2d, MaxPool2d)):
+            raise UserError(f"{where(index, layer)}: not supported by the generator")
+
+
+def has_fold(layer) -> bool:
+    """Whether ``layer`` is computed by a folded matrix-vector-threshold unit (dense, conv)."""
+    return isinstance(layer, (Dense, Conv2d))
 
 
 @dataclass(frozen=True)
@@ -87,7 +105,10 @@ def parse_fold(text: str, model: Model) -> list[Fold]:
 
     ``text`` is ``PExSIMD`` per layer separated by commas (``"64x32,32x16,10x8"``), or JSON:
     a list with ``[PE, SIMD]`` or ``{"pe": PE, "simd": SIMD}`` per layer, or a path to a
-    ``.json`` file holding such a list. Raises :class:`FoldError` naming the layer at fault.
+    ``.json`` file holding such a list. Max-pool layers have no fold: either leave them out
+    (one entry per dense/conv layer) or give ``-`` (JSON ``null``) in their place. Returns
+    one entry per model layer, ``None`` for a pool. Raises :class:`FoldError` naming the
+    layer at fault.
     """
     check_supported(model)
     text = text.strip()
@@ -107,23 +128,40 @@ def parse_fold(text: str, model: Model) -> list[Fold]:
         entries = [_json_entry(i, item) for i, item in enumerate(items)]
     else:
         entries = [_text_entry(i, part) for i, part in enumerate(text.split(","))]
-    if len(entries) != len(model.layers):
+    folded = [i for i, layer in enumerate(model.layers) if has_fold(layer)]
+    if len(entries) == len(folded) and len(folded) != len(model.layers):
+        full = [None] * len(model.layers)
+        for index, entry in zip(folded, entries):
+            full[index] = entry
+        entries = full
+    elif len(entries) != len(model.layers):
+        pools = len(model.layers) - len(folded)
+        extra = f" ({len(folded)} without its {pools} max-pool layers)" if pools else ""
         raise FoldError(f"--fold gives {len(entries)} layer folds but the model has "
-                        f"{len(model.layers)} layers")
+                        f"{len(model.layers)} layers{extra}")
     folds = []
-    for index, ((pe, simd), layer) in enumerate(zip(entries, model.layers)):
-        folds.append(check_fold(index, layer, pe, simd))
+    for index, (entry, layer) in enumerate(zip(entries, model.layers)):
+        if entry is None:
+            if has_fold(layer):
+                raise FoldError(f"{where(index, layer)}: needs a fold PExSIMD, got '-'")
+            folds.append(None)
+        else:
+            folds.append(check_fold(index, layer, *entry))
     return folds
 
 
-def _text_entry(index: int, part: str) -> tuple[int, int]:
+def _text_entry(index: int, part: str) -> tuple[int, int] | None:
+    if part.strip() == "-":
+        return None
     pieces = part.strip().lower().split("x")
     if len(pieces) != 2 or not all(p.strip().lstrip("-").isdigit() for p in pieces):
         raise FoldError(f"layer {index}: fold {part.strip()!r} is not PExSIMD (e.g. 16x32)")
     return int(pieces[0]), int(pieces[1])
 
 
-def _json_entry(index: int, item) -> tuple[int, int]:
+def _json_entry(index: int, item) -> tuple[int, int] | None:
+    if item is None:
+        return None
     if isinstance(item, dict) and set(item) == {"pe", "simd"}:
         item = [item["pe"], item["simd"]]
     if (not isinstance(item, list) or len(item) != 2
@@ -134,11 +172,11 @@ def _json_entry(index: int, item) -> tuple[int, int]:
 
 
 def check_fold(index: int, layer, pe: int, simd: int) -> Fold:
-    """Check one layer's fold: PE in ``[1, M]``, SIMD in ``[1, N]``."""
-    if not isinstance(layer, Dense):
-        raise FoldError(f"{where(index, layer)}: a fold is not applicable "
-                        f"(not supported by the generator yet)")
-    m, n = layer.weight.shape
+    """Check one layer's fold: PE in ``[1, M]``, SIMD in ``[1, N]`` (a conv's ``N`` is
+    ``Cin*KH*KW``)."""
+    if not has_fold(layer):
+        raise FoldError(f"{where(index, layer)}: has no fold (give '-' or leave it out)")
+    m, n = layer.out_channels, layer.fan_in
     if pe < 1 or simd < 1:
         raise FoldError(f"{where(index, layer)}: PE and SIMD must be at least 1, "
                         f"got {pe}x{simd}")
@@ -186,6 +224,147 @@ def logic_rom_luts(width: int, depth: int) -> int:
     return 0 if depth <= 1 else 2 * width * ceil_div(depth, 16)
 
 
+def line_buffer_rows(height: int, kernel_h: int, stride_h: int) -> int:
+    """Row slots of the line buffer: the rows one window row spans plus ``stride_h`` rows
+    the writer may fill ahead (so the next output row is ready when this one ends)."""
+    return min(kernel_h, height) + stride_h
+
+
+def line_buffer_in_logic(channels: int, height: int, width: int, kernel_h: int,
+                         stride_h: int, element_bits: int = 1) -> bool:
+    """Whether the line buffer stays in flip-flops (at most :data:`LINE_BUFFER_LOGIC_BITS`)."""
+    depth = line_buffer_rows(height, kernel_h, stride_h) * width
+    return channels * element_bits * depth <= LINE_BUFFER_LOGIC_BITS
+
+
+def line_buffer_brams(channels: int, height: int, width: int, kernel_h: int, stride_h: int,
+                      element_bits: int = 1) -> int:
+    """iCE40 SB_RAM40_4K blocks of the line buffer (``R * W`` words of ``C * element_bits``
+    bits, one write and one read port), 0 when it stays in logic."""
+    if line_buffer_in_logic(channels, height, width, kernel_h, stride_h, element_bits):
+        return 0
+    depth = line_buffer_rows(height, kernel_h, stride_h) * width
+    return bram_blocks(channels * element_bits, depth)
+
+
+def window_luts(channels: int, simd: int, element_bits: int, buffer_logic_bits: int) -> int:
+    """LUT estimate of a :class:`~hwgen.gateware.window.SlidingWindow` (docs/conv-hardware.md,
+    measured with Yosys ``synth_ice40``): about 150; a chunk register of ``SIMD`` elements
+    when ``SIMD`` is a larger multiple of ``C``; an internal repack for any other ``SIMD``; a
+    line buffer in logic costs about 2 per bit."""
+    luts = 150 + 2 * buffer_logic_bits
+    if simd == channels:
+        return luts
+    if simd % channels == 0:
+        return luts + simd * element_bits
+    return luts + 3 * (simd + 2 * channels) * element_bits
+
+
+def pool_luts(channels: int, buffer_logic_bits: int) -> int:
+    """LUT estimate of a :class:`~hwgen.gateware.maxpool.MaxPool` (measured: 120 + C)."""
+    return 120 + channels + 2 * buffer_logic_bits
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """The sliding-window front end of a conv2d layer: input map ``[C, H, W]``, kernel,
+    stride, padding, and the ``SIMD`` it chunks windows into (``element_bits`` 1 for +-1
+    activations, else the raw input width)."""
+
+    channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    pad_value: int
+    element_bits: int
+    binary: bool
+    simd: int
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        return ((self.height + 2 * ph - kh) // sh + 1, (self.width + 2 * pw - kw) // sw + 1)
+
+    @property
+    def n(self) -> int:
+        return self.kernel[0] * self.kernel[1] * self.channels
+
+    @property
+    def cycles_per_window(self) -> int:
+        """One tap (input position) per cycle, one beat per cycle: ``max(KH*KW, ceil(N/SIMD))``."""
+        return max(self.kernel[0] * self.kernel[1], ceil_div(self.n, self.simd))
+
+    @property
+    def buffer_logic_bits(self) -> int:
+        c, e = self.channels, self.element_bits
+        if not line_buffer_in_logic(c, self.height, self.width, self.kernel[0], self.stride[0], e):
+            return 0
+        return c * e * line_buffer_rows(self.height, self.kernel[0], self.stride[0]) * self.width
+
+    @property
+    def brams(self) -> int:
+        return line_buffer_brams(self.channels, self.height, self.width, self.kernel[0],
+                                 self.stride[0], self.element_bits)
+
+    @property
+    def luts(self) -> int:
+        return window_luts(self.channels, self.simd, self.element_bits, self.buffer_logic_bits)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """A maxpool2d layer: a line buffer and an OR over each ``KH x KW`` window, one output
+    position every ``KH*KW`` cycles. It has no fold."""
+
+    index: int
+    channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    op: str = "maxpool2d"
+    is_output: bool = False
+    fold: None = None
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        return ((self.height - kh) // sh + 1, (self.width - kw) // sw + 1)
+
+    @property
+    def positions(self) -> int:
+        return self.out_shape[0] * self.out_shape[1]
+
+    @property
+    def cycles(self) -> int:
+        """Cycles per image: every window's taps, or the input beats if those take longer."""
+        return max(self.height * self.width, self.positions * self.kernel[0] * self.kernel[1])
+
+    @property
+    def buffer_logic_bits(self) -> int:
+        c, h, w, kh, sh = self.channels, self.height, self.width, self.kernel[0], self.stride[0]
+        if not line_buffer_in_logic(c, h, w, kh, sh):
+            return 0
+        return c * line_buffer_rows(h, kh, sh) * w
+
+    @property
+    def brams(self) -> int:
+        return line_buffer_brams(self.channels, self.height, self.width, self.kernel[0],
+                                 self.stride[0])
+
+    @property
+    def luts(self) -> int:
+        return pool_luts(self.channels, self.buffer_logic_bits)
+
+    @property
+    def pipeline_latency(self) -> int:
+        """Cycles from a window's rows being complete to its output: the row counter, the
+        read, the taps and the output register."""
+        return 3 + self.kernel[0] * self.kernel[1]
+
+
 # ----------------------------------------------------------------------------- planning
 
 
@@ -212,7 +391,10 @@ class LayerPlan:
     param_logic: bool
     param_brams: int
     buffer_brams: int
-    luts: int
+    luts: int  # including the sliding window's of a conv layer
+    in_shape: tuple[int, int, int] | None = None  # the layer's input map [C, H, W]
+    positions: int = 1  # output positions per image (conv: Ho*Wo)
+    window: WindowPlan | None = None  # conv layers: the sliding-window front end
 
     @property
     def nf(self) -> int:
@@ -224,11 +406,18 @@ class LayerPlan:
 
     @property
     def cycles(self) -> int:
-        return self.nf * self.sf
+        """Cycles per image: ``NF * SF`` for a dense layer; for a conv layer every output
+        position's ``max(NF * SF, KH*KW)`` (the MVTU or the window's taps), or the input's
+        ``H * W`` beats if those take longer."""
+        if self.window is None:
+            return self.nf * self.sf
+        _, h, w = self.in_shape
+        return max(h * w, self.positions * max(self.nf * self.sf, self.window.cycles_per_window))
 
     @property
     def brams(self) -> int:
-        return self.weight_brams + self.param_brams + self.buffer_brams
+        return (self.weight_brams + self.param_brams + self.buffer_brams
+                + (self.window.brams if self.window else 0))
 
     @property
     def tree_levels_per_stage(self) -> int:
@@ -260,9 +449,25 @@ class LayerPlan:
 
 
 @dataclass(frozen=True)
+class RepackPlan:
+    """A :class:`~hwgen.gateware.repack.Repack` in the stream before a layer: a vector of
+    ``n`` elements of ``element_bits`` from beats of ``c`` into words of ``s``."""
+
+    name: str
+    n: int
+    c: int
+    s: int
+    element_bits: int
+
+    @property
+    def luts(self) -> int:
+        return repack_luts(self.c, self.s, self.element_bits, self.n)
+
+
+@dataclass(frozen=True)
 class NetworkPlan:
     model: Model
-    layers: list[LayerPlan]
+    layers: list  # LayerPlan (dense, conv) or PoolPlan (maxpool2d), one per model layer
     lanes: int  # input values per beat
     bits: int  # bits per input value
 
@@ -271,8 +476,32 @@ class NetworkPlan:
         return self.model.input.size
 
     @property
+    def input_order(self) -> str:
+        """The order of an image's values on the input stream: ``"CHW"`` (the model's
+        flattening) or ``"HWC"`` (positions row-major, all channels of a position together)
+        when a conv or pool layer reads a multi-channel input directly."""
+        first = self.model.layers[0]
+        return "HWC" if not isinstance(first, Dense) and self.model.input.shape[0] > 1 \
+            else "CHW"
+
+    @property
     def beats_per_image(self) -> int:
         return ceil_div(self.input_size, self.lanes)
+
+    @property
+    def mvtu_layers(self) -> list[LayerPlan]:
+        """The dense and conv layers' plans (those with a fold)."""
+        return [lp for lp in self.layers if isinstance(lp, LayerPlan)]
+
+    @property
+    def folds(self) -> list:
+        """One :class:`Fold` per model layer, None for a max-pool."""
+        return [lp.fold for lp in self.layers]
+
+    @property
+    def has_windows(self) -> bool:
+        """Whether any conv or pool layer (a line-buffer unit) is in the chain."""
+        return any(lp.window is not None or isinstance(lp, PoolPlan) for lp in self.layers)
 
     @property
     def classes(self) -> int:
@@ -289,7 +518,9 @@ class NetworkPlan:
 
     @property
     def latency_cycles(self) -> int:
-        return latency(self)
+        """Cycles from an idle network's first input beat to the class: exact for dense
+        networks; with conv/pool layers an upper bound (see :func:`latency_bound`)."""
+        return latency_bound(self) if self.has_windows else latency(self)
 
     @property
     def brams(self) -> int:
@@ -297,14 +528,94 @@ class NetworkPlan:
 
     @property
     def luts(self) -> int:
-        glue = repack_luts(self.lanes, self.layers[0].simd, self.layers[0].element_bits)
-        glue += sum(repack_luts(a.pe, b.simd, 1) for a, b in zip(self.layers, self.layers[1:]))
+        glue = sum(r.luts for before in self.repacks() for r in before)
         return sum(lp.luts for lp in self.layers) + glue + argmax_luts(self.layers[-1])
 
+    def repacks(self) -> list[list[RepackPlan]]:
+        """For each layer, the repacks that turn the stream before it into its input.
 
-def layer_plan(model: Model, index: int, fold: Fold) -> LayerPlan:
+        Streams: the input (``lanes`` values per beat, in :attr:`input_order`); an MVTU's
+        output (``NF`` beats of ``PE`` channels per position, lanes past ``M`` zero); a
+        pool's output (one position of ``C`` bits per beat). A dense layer takes its whole
+        input as ``SIMD``-element words; a conv or pool layer one position (``C``
+        elements) per beat. After an MVTU whose ``PE`` does not divide ``C``, a map with
+        several positions is first unpadded to one ``C``-element beat per position.
+        """
+        shapes = self.model.shapes()
+        binary = self.model.binary_inputs()
+        kind, width = "input", self.lanes
+        out = []
+        for i, lp in enumerate(self.layers):
+            ebits = 1 if binary[i] else self.bits
+            out.append(repacks_before(i, lp, shapes[i], ebits, kind, width))
+            kind, width = stream_after(lp, shapes[i])
+        return out
+
+
+def repacks_before(index: int, lp, shape, element_bits: int, kind: str,
+                   width: int) -> list[RepackPlan]:
+    """The repacks that feed layer ``index`` (plan ``lp``, input map ``shape``) from a stream
+    of ``kind`` ("input", "mvtu" or "positions") with ``width`` elements per beat."""
+    c, h, w = shape
+    name = "repack_in" if index == 0 else f"repack{index}"
+    before = []
+    if isinstance(lp, LayerPlan) and lp.window is None:
+        if kind == "mvtu" and h * w > 1 and c % width:
+            before.append(RepackPlan(f"unpad{index}", c, width, c, 1))
+            width = c
+        before.append(RepackPlan(name, c * h * w, width, lp.simd, element_bits))
+    elif kind == "input":
+        before.append(RepackPlan(name, c * h * w, width, c, element_bits))
+    elif kind == "mvtu":
+        before.append(RepackPlan(f"unpad{index}", c, width, c, 1))
+    return before
+
+
+def stream_after(lp, shape) -> tuple[str, int]:
+    """The stream a layer emits: an MVTU's ``PE`` channels per beat, a pool's positions."""
+    if isinstance(lp, LayerPlan):
+        return "mvtu", lp.pe
+    return "positions", shape[0]
+
+
+@functools.lru_cache(maxsize=32)
+def _conv_view(layer: Conv2d) -> Dense:
+    return conv_dense_view(layer)
+
+
+def unit_layer(model: Model, index: int) -> Dense:
+    """The dense layer the MVTU of layer ``index`` computes: a conv layer's weights in window
+    order (:func:`~hwgen.layout.conv_dense_view`), a dense layer after a feature map in the
+    stream's (H, W, C) order (:func:`~hwgen.layout.hwc_dense_matrix`), else the layer."""
+    layer = model.layers[index]
+    if isinstance(layer, Conv2d):
+        return _conv_view(layer)
+    c, h, w = model.shapes()[index]
+    if index == 0 or h * w == 1:
+        return layer
+    return Dense(hwc_dense_matrix(layer.weight, (c, h, w)), layer.threshold, layer.sign,
+                 layer.bias)
+
+
+def layer_plan(model: Model, index: int, fold: Fold | None):
+    """The plan of layer ``index``: a :class:`LayerPlan` (dense, conv with its window) or a
+    :class:`PoolPlan` (``fold`` None)."""
+    layer = model.layers[index]
     binary = model.binary_inputs()[index]
-    return dense_plan(model.layers[index], fold, None if binary else model.input.bits, index)
+    bits = None if binary else model.input.bits
+    shape = model.shapes()[index]
+    c, h, w = shape
+    if isinstance(layer, MaxPool2d):
+        return PoolPlan(index, c, h, w, tuple(layer.kernel), tuple(layer.stride))
+    if isinstance(layer, Conv2d):
+        dense = dense_plan(_conv_view(layer), fold, bits, index)
+        win = WindowPlan(c, h, w, tuple(layer.kernel), tuple(layer.stride),
+                         tuple(layer.padding), int(layer.pad_value), 1 if binary else bits,
+                         binary, fold.simd)
+        ho, wo = win.out_shape
+        return replace(dense, op=layer.op, luts=dense.luts + win.luts, in_shape=shape,
+                       positions=ho * wo, window=win)
+    return replace(dense_plan(layer, fold, bits, index), in_shape=shape)
 
 
 def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
@@ -386,10 +697,15 @@ def output_offsets(layer: Dense, binary: bool) -> np.ndarray:
     return bias - n if binary else bias + raw_negatives(layer)
 
 
-def repack_luts(c: int, s: int, element_bits: int) -> int:
-    """LUT estimate of a :class:`~hwgen.gateware.repack.Repack` from ``c`` to ``s`` elements."""
+def repack_luts(c: int, s: int, element_bits: int, n: int | None = None) -> int:
+    """LUT estimate of a :class:`~hwgen.gateware.repack.Repack` of ``n`` elements from ``c`` to
+    ``s`` elements per beat (``n`` None: a vector of several words)."""
     if c == s:
         return 0
+    if n == s and c < s:  # gathered into the output register
+        return s * element_bits + ceil_div(n, c) + 10
+    if c > s and c % s == 0:  # each beat split into words by a shift register
+        return c * element_bits + 2 * (c // s).bit_length() + 10
     size = ceil_div(2 * s + 2 * c, s) * s
     g = math.gcd(c, s)
     sources = min(ceil_div(size - c + 1, g), ceil_div(c, g))  # inputs landing on one element
@@ -406,75 +722,134 @@ def argmax_luts(last: LayerPlan) -> int:
     return last.pe * (2 * last.score_width + 4) + 2 * last.score_width
 
 
-def plan(model: Model, folds: list[Fold] | None = None, lanes: int | None = None,
+def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None = None,
          budget: Budget | None = None) -> NetworkPlan:
-    """The folded network; ``folds`` None picks :func:`default_fold`, ``lanes`` None picks
-    the fewest input lanes that keep the input from being the bottleneck."""
+    """The folded network; ``folds`` (one per layer, None for a max-pool) None picks
+    :func:`default_fold`, ``lanes`` None picks the fewest input lanes that keep the input
+    from being the bottleneck."""
     check_supported(model)
     if folds is None:
         folds = default_fold(model, budget)
     if len(folds) != len(model.layers):
         raise FoldError(f"the fold has {len(folds)} entries but the model has "
                         f"{len(model.layers)} layers")
-    layers = [layer_plan(model, i, check_fold(i, model.layers[i], f.pe, f.simd))
-              for i, f in enumerate(folds)]
+    layers = []
+    for i, (f, layer) in enumerate(zip(folds, model.layers)):
+        if has_fold(layer):
+            if f is None:
+                raise FoldError(f"{where(i, layer)}: needs a fold PExSIMD")
+            f = check_fold(i, layer, f.pe, f.simd)
+        elif f is not None:
+            check_fold(i, layer, f.pe, f.simd)  # raises: a pool has no fold
+        layers.append(layer_plan(model, i, f))
     size = model.input.size
     if lanes is None:
-        # The fewest lanes that keep up, rounded up to a divisor of the first SIMD so that
-        # the input repack only ever inserts at a few offsets (it is cheapest then).
+        # The fewest lanes that keep up, rounded up to a divisor of the first layer's input
+        # word (a dense layer's SIMD, a conv/pool's channels) so that the input repack only
+        # ever inserts at a few offsets (it is cheapest then).
         need = ceil_div(size, max(lp.cycles for lp in layers))
-        simd = layers[0].simd
-        lanes = min(d for d in range(need, simd + 1) if simd % d == 0)
+        first = layers[0]
+        word = first.simd if isinstance(first, LayerPlan) and first.window is None \
+            else model.input.shape[0]
+        lanes = min((d for d in range(need, word + 1) if word % d == 0), default=need)
     if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= size:
         raise UserError(f"--lanes must be an integer in [1, {size}] (the input size), "
                         f"got {lanes}")
     return NetworkPlan(model, layers, lanes, model.input.bits)
 
 
-def default_fold(model: Model, budget: Budget | None = None) -> list[Fold]:
+def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None]:
     """The smallest initiation interval whose cheapest per-layer folds fit ``budget``.
 
-    For a target interval ``T`` every layer takes the fold with the fewest estimated LUTs
-    among those with ``NF * SF <= T`` (so cycle counts are balanced near ``T``); ``T`` is
-    found by bisection, since the cost only falls as ``T`` grows. When even the cheapest
-    design exceeds the budget, the budget is raised to what that design needs.
+    For a target interval ``T`` every dense or conv layer takes the fold with the fewest
+    estimated LUTs (a block RAM counted as 400) among those whose layer takes at most ``T``
+    cycles per image (so cycle counts are balanced near ``T``); ``T`` is found by bisection,
+    since the cost only falls as ``T`` grows. A conv layer prefers ``SIMD`` a multiple or a
+    divisor of its input channels (no repack inside its window unit). When even the
+    cheapest design exceeds the budget, the budget is raised to what that design needs.
+    Max-pool layers get None.
     """
     check_supported(model)
     budget = budget or Budget()
-    sizes = [layer.weight.shape for layer in model.layers]
+    shapes = model.shapes()
+    candidates_cache: dict = {}
 
-    def cheapest(target: int) -> list[LayerPlan] | None:
+    binary = model.binary_inputs()
+    bits = model.input.bits
+
+    def candidates(index: int, target: int) -> list[Fold]:
+        layer = model.layers[index]
+        m, n = layer.out_channels, layer.fan_in
+        c, h, w = shapes[index]
+        positions = 1
+        if isinstance(layer, Conv2d):
+            ho, wo = shapes[index + 1][1:]
+            positions = ho * wo
+        # Words that are whole positions, or divide one, keep the repack before the layer
+        # (or inside its window unit) cheap.
+        channels = c if (isinstance(layer, Conv2d) or h * w > 1) else None
+        folds = []
+        for nf in _fold_counts(m):
+            sf_max = target // (nf * positions)
+            if sf_max < 1:
+                continue
+            pe = ceil_div(m, nf)
+            simd_min = ceil_div(n, min(sf_max, n))
+            # Wider words can fill block RAM better, so try a few.
+            simds = {min(n, simd_min * k) for k in (1, 2, 4, 8, 16)}
+            if channels is not None:
+                simds |= {min(n, ceil_div(simd_min, channels) * channels * k) for k in (1, 2)}
+                simds |= {d for d in range(simd_min, channels + 1) if channels % d == 0}
+            folds += [Fold(pe, simd) for simd in sorted(simds)]
+        return folds
+
+    def layer_cost(index: int, fold: Fold):
+        key = (index, fold)
+        if key not in candidates_cache:
+            lp = layer_plan(model, index, fold)
+            candidates_cache[key] = (lp.luts + 400 * lp.brams, lp)
+        return candidates_cache[key]
+
+    def cheapest(target: int) -> list[Fold | None] | None:
+        """Layer by layer in stream order, the cheapest fold (its repacks included) within
+        ``target`` cycles per image, given the folds chosen before it."""
         chosen = []
-        for index, (m, n) in enumerate(sizes):
+        kind, width = "input", 1
+        for index, layer in enumerate(model.layers):
+            ebits = 1 if binary[index] else bits
+            if not has_fold(layer):
+                lp = layer_plan(model, index, None)
+                chosen.append(None)
+                kind, width = stream_after(lp, shapes[index])
+                continue
             best = None
-            for nf in _fold_counts(m):
-                sf_max = target // nf
-                if sf_max < 1:
+            for fold in candidates(index, target):
+                cost, lp = layer_cost(index, fold)
+                if lp.cycles > target:
                     continue
-                pe = ceil_div(m, nf)
-                simd_min = ceil_div(n, min(sf_max, n))
-                # Wider words can fill block RAM better, so try a few.
-                for simd in sorted({min(n, simd_min * k) for k in (1, 2, 4, 8, 16)}):
-                    lp = layer_plan(model, index, Fold(pe, simd))
-                    key = (lp.luts + 400 * lp.brams, lp.cycles)
-                    if best is None or key < best[0]:
-                        best = (key, lp)
+                cost += sum(r.luts for r in repacks_before(index, lp, shapes[index], ebits,
+                                                           kind, width))
+                key = (cost, lp.cycles)
+                if best is None or key < best[0]:
+                    best = (key, fold, lp)
             if best is None:
                 return None
             chosen.append(best[1])
+            kind, width = stream_after(best[2], shapes[index])
         return chosen
 
-    hi = max(m * n for m, n in sizes)
+    # The slowest design (every layer at 1x1) bounds the search.
+    hi = max(layer_plan(model, i, Fold(1, 1) if has_fold(layer) else None).cycles
+             for i, layer in enumerate(model.layers))
     lo = 1
     # A model too big for the budget relaxes it to what its cheapest design needs.
-    least = plan(model, [lp.fold for lp in cheapest(hi)])
-    least_luts, least_brams = least.luts, least.brams
-    max_luts, max_brams = max(budget.luts, least_luts), max(budget.brams, least_brams)
+    least = plan(model, cheapest(hi), lanes=None)
+    max_luts, max_brams = max(budget.luts, least.luts), max(budget.brams, least.brams)
 
     def fits(chosen) -> bool:
         if chosen is None:
             return False
-        net = plan(model, [lp.fold for lp in chosen])  # adds repacks and argmax
+        net = plan(model, chosen)  # adds repacks and argmax
         return net.luts <= max_luts and net.brams <= max_brams
 
     while lo < hi:
@@ -483,7 +858,7 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold]:
             hi = mid
         else:
             lo = mid + 1
-    return [lp.fold for lp in cheapest(hi)]
+    return cheapest(hi)
 
 
 def _fold_counts(m: int) -> list[int]:
@@ -554,21 +929,49 @@ def latency(net: NetworkPlan) -> int:
     raise AssertionError("unreachable")
 
 
+def latency_bound(net: NetworkPlan) -> int:
+    """An upper bound of :func:`latency` for networks with conv or pool layers: the input's
+    beats, then every unit's whole per-image cycles plus its pipeline delays as if each
+    started only when the previous one had finished the image (in the hardware they
+    overlap, so the real latency is lower; ``hwgen sim`` measures it), two cycles per
+    repack, and the argmax."""
+    t = net.beats_per_image
+    for lp, before in zip(net.layers, net.repacks()):
+        t += 2 * len(before) + lp.cycles + lp.pipeline_latency
+        if isinstance(lp, LayerPlan):
+            t += lp.sf + (3 + lp.window.cycles_per_window if lp.window else 0)
+    last = net.layers[-1]
+    return t + last.nf + 1 + argmax_stages(last.pe)
+
+
 # ----------------------------------------------------------------------------- report
 
 
 def format_fold_table(net: NetworkPlan) -> str:
     """The per-layer folding/performance table that ``info --fold`` appends."""
     lines = [f"{'#':>2}  {'op':<9} {'PE':>5} {'SIMD':>5} {'NF':>5} {'SF':>5} {'cycles':>8} "
-             f"{'BRAMs':>6} {'~LUTs':>7}  weight ROM"]
+             f"{'BRAMs':>6} {'~LUTs':>7}  weight ROM / window"]
     for lp in net.layers:
-        rom = (f"{lp.pe * lp.simd}x{lp.cycles} " + ("logic" if lp.weight_logic else "bram"))
+        if isinstance(lp, PoolPlan):
+            (kh, kw), (ho, wo) = lp.kernel, lp.out_shape
+            note = f"{ho}x{wo} positions, {kh * kw} taps each"
+            lines.append(f"{lp.index:>2}  {lp.op:<9} {'-':>5} {'-':>5} {'-':>5} {'-':>5} "
+                         f"{lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {note}")
+            continue
+        depth = lp.nf * lp.sf
+        note = f"{lp.pe * lp.simd}x{depth} " + ("logic" if lp.weight_logic else "bram")
+        if lp.window is not None:
+            ho, wo = lp.window.out_shape
+            note += (f"; {ho}x{wo} positions, {lp.window.cycles_per_window} cycles/window "
+                     f"min, line buffer {lp.window.brams} BRAM")
         lines.append(f"{lp.index:>2}  {lp.op:<9} {lp.pe:>5} {lp.simd:>5} {lp.nf:>5} "
-                     f"{lp.sf:>5} {lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {rom}")
-    fold = ",".join(str(lp.fold) for lp in net.layers)
-    lines.append(f"fold   {fold}; input {net.lanes} x {net.bits}-bit values per beat, "
+                     f"{lp.sf:>5} {lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {note}")
+    fold = ",".join("-" if lp.fold is None else str(lp.fold) for lp in net.layers)
+    order = "" if net.input_order == "CHW" else f" in {net.input_order} order"
+    lines.append(f"fold   {fold}; input {net.lanes} x {net.bits}-bit values per beat{order}, "
                  f"{net.beats_per_image} beats per image")
-    lines.append(f"II     {net.cycles_per_image} cycles per image; latency "
+    bound = "at most " if net.has_windows else ""
+    lines.append(f"II     {net.cycles_per_image} cycles per image; latency {bound}"
                  f"{net.latency_cycles} cycles; {net.brams} block RAMs; ~{net.luts} LUTs "
                  f"(estimate)")
     return "\n".join(lines)

@@ -93,3 +93,40 @@ def lfc_model(rng: np.random.Generator) -> Model:
     """An LFC-sized network (784-1024-1024-1024-10, binarized input) with random parameters."""
     return random_model(rng, (1, 28, 28), [dense(1024), dense(1024), dense(1024)], classes=10,
                         binarize_at=128)
+
+
+def calibrate_thresholds(model: Model, images: np.ndarray) -> Model:
+    """``model`` with every hidden threshold moved to a quantile of its channel's
+    ``sign * acc`` over ``images`` (layer by layer, each on the calibrated layers before it),
+    so that about half of the activations are +1 on these images: the median, or before a
+    ``KH x KW`` max-pool the quantile that leaves half of the pooled values +1. Random
+    thresholds on random images often saturate a deep stack (after an OR pool most values
+    are +1), and a network whose activations are constant cannot tell a wrong unit from a
+    right one. An output layer's bias becomes minus the median of each class's ``acc``, so
+    that no class wins on its bias alone."""
+    from dataclasses import replace
+
+    from .reference import Reference, check_images
+
+    images = check_images(model.input, images)
+    layers = list(model.layers)
+    for index, layer in enumerate(layers):
+        if isinstance(layer, MaxPool2d):
+            continue
+        probe = Model(model.input, layers, model.classes, model.provenance)
+        acc = Reference(probe).forward(images, trace=True)[1][index].acc
+        if layer.is_output:
+            if layer.bias is not None:
+                bias = -np.floor(np.median(acc, axis=0)).astype(np.int32)
+                layers[index] = replace(layer, bias=bias)
+            continue
+        m = layer.out_channels
+        signed = acc.reshape(acc.shape[0], m, -1).transpose(1, 0, 2).reshape(m, -1)
+        signed = signed * layer.sign.astype(np.int64)[:, None]
+        after = layers[index + 1] if index + 1 < len(layers) else None
+        taps = math.prod(after.kernel) if isinstance(after, MaxPool2d) else 1
+        passing = 1 - 0.5 ** (1 / taps)  # P(+1) before the pool's OR over `taps` values
+        threshold = np.ceil(np.quantile(signed, 1 - passing, axis=1)).astype(
+            layer.threshold.dtype)
+        layers[index] = replace(layer, threshold=threshold)
+    return Model(model.input, layers, model.classes, model.provenance).validate()

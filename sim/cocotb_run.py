@@ -30,7 +30,8 @@ def run_cocotb(verilog: Path, interface: dict, images: np.ndarray, expected: np.
     workdir.mkdir(parents=True, exist_ok=True)
     i = interface["input"]
     vectors = workdir / "vectors.npz"
-    np.savez(vectors, beats=pack_beats(images, i["lanes"], i["bits"]),
+    np.savez(vectors, beats=pack_beats(images, i["lanes"], i["bits"],
+                                       i.get("order", "CHW")),
              expected=np.asarray(expected, dtype=np.int64), interface=json.dumps(interface),
              seed=seed, valid_percent=valid_percent, ready_percent=ready_percent)
     got = workdir / "got.npy"

@@ -101,7 +101,7 @@ def write_golden_vectors(folder: Path, interface: dict, images: np.ndarray,
     folder.mkdir(parents=True, exist_ok=True)
     i, o = interface["input"], interface["output"]
     width = i["lanes"] * i["bits"]
-    beats = pack_beats(images, i["lanes"], i["bits"])
+    beats = pack_beats(images, i["lanes"], i["bits"], i.get("order", "CHW"))
     digits = math.ceil(width / 4)
     lines = []
     for image in beats:

@@ -1,6 +1,7 @@
 """Input beats of the core's stream interface (``interface.json``), as NumPy arrays.
 
-An image's values go in C, H, W row-major order, ``lanes`` values per beat; value ``k`` of a
+An image's values go in C, H, W row-major order (or H, W, C where ``interface.json`` says
+``"order": "HWC"``), ``lanes`` values per beat; value ``k`` of a
 beat sits in bits ``[k*bits, (k+1)*bits)``; the last beat of an image is zero-padded.
 """
 
@@ -15,10 +16,15 @@ def beats_per_image(values: int, lanes: int) -> int:
     return math.ceil(values / lanes)
 
 
-def pack_beats(images: np.ndarray, lanes: int, bits: int) -> np.ndarray:
-    """``images [K, ...]`` -> uint32 words ``[K, beats, ceil(lanes*bits/32)]``, little-endian
-    (bit ``i`` of a beat is bit ``i % 32`` of word ``i // 32``)."""
+def pack_beats(images: np.ndarray, lanes: int, bits: int, order: str = "CHW") -> np.ndarray:
+    """``images [K, C, H, W]`` -> uint32 words ``[K, beats, ceil(lanes*bits/32)]``,
+    little-endian (bit ``i`` of a beat is bit ``i % 32`` of word ``i // 32``); values in
+    ``order`` (``"CHW"`` or ``"HWC"``)."""
     images = np.asarray(images)
+    if order == "HWC":
+        images = images.transpose(0, 2, 3, 1)
+    elif order != "CHW":
+        raise ValueError(f"order must be 'CHW' or 'HWC', not {order!r}")
     k = images.shape[0]
     flat = images.reshape(k, -1).astype(np.uint64)
     beats = beats_per_image(flat.shape[1], lanes)

@@ -245,7 +245,7 @@ class VerilatedCore:
         """Stream ``images`` ``[K, ...]`` through the core; returns classes and output cycles."""
         i = self.interface["input"]
         exe = self.build()
-        beats = pack_beats(images, i["lanes"], i["bits"])
+        beats = pack_beats(images, i["lanes"], i["bits"], i.get("order", "CHW"))
         count = beats.shape[0]
         if max_cycles is None:
             per_image = max(self.interface.get("cycles_per_image", 0), i["beats_per_image"])

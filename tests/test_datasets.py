@@ -85,3 +85,191 @@ def test_fashion_mnist_from_debian(fashion_mnist_dir):
     assert sorted(np.unique(labels)) == list(range(10))
     train_images, _ = load_dataset("fashion-mnist", "train", limit=100)
     assert train_images.shape == (100, 1, 28, 28)
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+import os  # noqa: E402
+import pickle  # noqa: E402
+import struct  # noqa: E402
+
+from hwgen.datasets import read_cifar_batch  # noqa: E402
+
+
+def _cifar_arrays(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            [int(v) for v in rng.integers(0, 10, n)])
+
+
+def write_cifar_batch(path, data, labels, protocol=2, str_keys=False):
+    """A batch file like the official ones: a pickled dict (we made it, so dumping is fine)."""
+    key = (lambda k: k) if str_keys else (lambda k: k.encode())
+    batch = {key("batch_label"): b"synthetic batch", key("labels"): labels,
+             key("data"): data, key("filenames"): [b"img_%d.png" % i for i in range(len(labels))]}
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
+
+
+def py2_cifar_pickle(data, labels) -> bytes:
+    """The byte stream Python 2's cPickle (protocol 2) writes for an official batch:
+    ``numpy.core.multiarray._reconstruct``, str (BINSTRING) keys and array bytes."""
+    def s(b):
+        return (b"U" + bytes([len(b)]) + b if len(b) < 256
+                else b"T" + struct.pack("<I", len(b)) + b)
+
+    def i(v):
+        return b"J" + struct.pack("<i", v)
+
+    n = data.shape[0]
+    out = b"\x80\x02}q\x01(" + s(b"batch_label") + s(b"training batch 1 of 5")
+    out += s(b"labels") + b"](" + b"".join(i(v) for v in labels) + b"e"
+    out += s(b"data") + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+    out += i(0) + b"\x85" + s(b"b") + b"\x87R("
+    out += i(1) + i(n) + i(3072) + b"\x86" + b"cnumpy\ndtype\n" + s(b"u1") + i(0) + i(1)
+    out += b"\x87R(" + i(3) + s(b"|") + b"NNN" + i(-1) + i(-1) + i(0) + b"tb"
+    out += b"\x89" + s(data.tobytes()) + b"tb"
+    out += s(b"filenames") + b"](" + b"".join(s(b"x%d.png" % k) for k in range(n)) + b"eu."
+    return out
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    """``tmp_path/cifar-10-batches-py`` with 5 training batches of 6 images and a test batch
+    of 5; returns (folder, train data, train labels)."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    datas, labels = [], []
+    for b in range(1, 6):
+        d, y = _cifar_arrays(6, seed=b)
+        write_cifar_batch(folder / f"data_batch_{b}", d, y)
+        datas.append(d)
+        labels += y
+    d, y = _cifar_arrays(5, seed=9)
+    write_cifar_batch(folder / "test_batch", d, y)
+    return folder, np.concatenate(datas), labels
+
+
+@pytest.mark.parametrize("where", ["folder", "parent", "env"])
+def test_cifar10_loads_from_folder_or_parent(cifar_dir, monkeypatch, where):
+    folder, data, labels = cifar_dir
+    monkeypatch.delenv("SBN_DATA_DIR", raising=False)
+    data_dir = {"folder": folder, "parent": folder.parent, "env": None}[where]
+    if where == "env":
+        monkeypatch.setenv("SBN_DATA_DIR", str(folder.parent))
+    images, got = load_dataset("cifar10", "train", data_dir)
+    assert images.shape == (30, 3, 32, 32) and images.dtype == np.uint8
+    assert got.dtype == np.int64 and got.tolist() == labels
+    # CHW: the first 1024 values of a row are the red plane, row-major
+    np.testing.assert_array_equal(images[7, 0].reshape(-1), data[7, :1024])
+    np.testing.assert_array_equal(images[7, 2, 31], data[7, 2048 + 31 * 32:])
+    test_images, test_labels = load_dataset("cifar10", "test", data_dir)
+    assert test_images.shape == (5, 3, 32, 32) and len(test_labels) == 5
+
+
+@pytest.mark.parametrize("protocol, str_keys", [(2, False), (2, True), (4, False),
+                                                (pickle.HIGHEST_PROTOCOL, True)])
+def test_cifar_batch_pickle_protocols(tmp_path, protocol, str_keys):
+    data, labels = _cifar_arrays(4)
+    write_cifar_batch(tmp_path / "b", data, labels, protocol, str_keys)
+    images, got = read_cifar_batch(tmp_path / "b")
+    np.testing.assert_array_equal(images.reshape(4, -1), data)
+    assert got.tolist() == labels
+
+
+def test_cifar_batch_python2_stream(tmp_path):
+    data, labels = _cifar_arrays(3)
+    (tmp_path / "b").write_bytes(py2_cifar_pickle(data, labels))
+    images, got = read_cifar_batch(tmp_path / "b")
+    np.testing.assert_array_equal(images.reshape(3, -1), data)
+    assert got.tolist() == labels
+
+
+def test_cifar_limit_reads_only_needed_batches(cifar_dir):
+    folder, data, labels = cifar_dir
+    (folder / "data_batch_2").write_bytes(b"corrupt")
+    images, got = load_dataset("cifar10", "train", folder, limit=4)
+    assert images.shape == (4, 3, 32, 32) and got.tolist() == labels[:4]
+    with pytest.raises(DatasetError, match="data_batch_2: not a CIFAR-10 python batch"):
+        load_dataset("cifar10", "train", folder, limit=8)
+
+
+class _Evil:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+class _EvilEval:
+    def __reduce__(self):
+        return (eval, ("__import__('os').system('touch pwned')",))
+
+
+@pytest.mark.parametrize("make", ["os.system", "eval", "codec", "nested"])
+def test_hostile_cifar_pickle_is_rejected_without_running(tmp_path, monkeypatch, make):
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "pwned"
+    data, labels = _cifar_arrays(2)
+    payload = {"os.system": _Evil(f"touch {marker}"), "eval": _EvilEval()}.get(make)
+    if make == "codec":  # an allowed global called with a codec other than latin1
+        blob = pickle.dumps({b"data": data, b"labels": labels}, protocol=2)
+        blob = blob.replace(b"X\x06\x00\x00\x00latin1", b"X\x06\x00\x00\x00rot_13", 1)
+    else:
+        obj = payload if make != "nested" else {b"data": data, b"labels": [_Evil(
+            f"touch {marker}")]}
+        blob = pickle.dumps(obj, protocol=2)
+    (tmp_path / "test_batch").write_bytes(blob)
+    with pytest.raises(DatasetError) as err:
+        read_cifar_batch(tmp_path / "test_batch")
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and "not a valid CIFAR-10 python batch" in message
+    assert ("refusing to load global" in message) or ("not allowed" in message)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("data, labels, message", [
+    (np.zeros((3, 3000), np.uint8), [0, 1, 2], "must be uint8 [N, 3072], got uint8 [3, 3000]"),
+    (np.zeros((3, 3072), np.float32), [0, 1, 2], "got float32 [3, 3072]"),
+    (np.zeros((3, 3072), np.uint8), [0, 1], "2 labels for 3 images"),
+    (np.zeros((2, 3072), np.uint8), [0, 10], "labels must be in 0..9"),
+    (np.zeros((2, 3072), np.uint8), [0, "1"], "list of ints"),
+    ([[0] * 3072], [0], "got list"),
+])
+def test_cifar_batch_wrong_contents(tmp_path, data, labels, message):
+    write_cifar_batch(tmp_path / "b", data, labels)
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_cifar_batch(tmp_path / "b")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a binary pickle"),
+    (b"data_batch", "not a binary pickle"),
+    (pickle.dumps([1, 2], protocol=2), "a CIFAR-10 batch is a dict, got list"),
+    (pickle.dumps({b"data": 1}, protocol=2), "lacks 'data' or 'labels'"),
+])
+def test_cifar_batch_not_a_batch(tmp_path, content, message):
+    (tmp_path / "b").write_bytes(content)
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_cifar_batch(tmp_path / "b")
+
+
+def test_cifar_batch_truncated(tmp_path):
+    data, labels = _cifar_arrays(2)
+    write_cifar_batch(tmp_path / "b", data, labels)
+    (tmp_path / "b").write_bytes((tmp_path / "b").read_bytes()[:-4000])
+    with pytest.raises(DatasetError, match="not a valid CIFAR-10 python batch"):
+        read_cifar_batch(tmp_path / "b")
+
+
+def test_cifar10_missing_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("SBN_DATA_DIR", raising=False)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"")
+    with pytest.raises(DatasetError) as err:
+        load_dataset("cifar10", "train", tmp_path)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert "data_batch_1" in message and "cifar-10-batches-py" in message
+    assert "cifar-10-python.tar.gz" in message

@@ -13,6 +13,9 @@ from hwgen.random_models import dense, random_images, random_model
 from hwgen.reference import Reference
 from sim.cocotb_run import run_cocotb
 
+from .conftest import CONFORMANCE, require
+from .test_gateware_network import VALID_CONFORMANCE
+
 # name: (input shape, hidden layers, binarize_at, bits, folds or None, lanes or None, slow)
 CASES = {
     "binarized-odd-folds": ((1, 5, 7), [dense(13), dense(6)], 100, 8,
@@ -67,3 +70,84 @@ def test_diagnosis_names_the_first_differing_layer():
     broken.layers[1].threshold[2] = acc + 1 if passed else acc
     verdict = first_differing_layer(model, plan(broken, None), image)
     assert verdict.startswith("layer 1 (dense) differs alone: output bit of channel 2")
+
+
+# ----------------------------------------------------------------------------- CNNs
+
+from .test_gateware_cnn import CNNS, _case  # noqa: E402
+
+CNN_FAST = ["binarized-two-stacks", "raw-3ch-stride2"]
+
+
+def _diagnosed_mismatch(model, net, images, got, expected) -> str | None:
+    mismatches = np.flatnonzero(got[:len(expected)] != expected[:len(got)])
+    if len(mismatches):
+        from sim.diagnose import first_differing_layer
+
+        first = int(mismatches[0])
+        return (f"first mismatch at image {first}: hardware {got[first]}, reference "
+                f"{expected[first]}; {first_differing_layer(model, net, images[first])}")
+    if len(got) != len(expected):
+        return f"only {len(got)} of {len(expected)} images came out"
+    return None
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("name", [n if n in CNN_FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(CNNS)])
+def test_cnn_in_verilator_and_cocotb(tmp_path, name):
+    """Conv/pool networks: Verilator (the compiled harness, with random gaps and
+    backpressure) and cocotb classify 150 images exactly as the reference does."""
+    from sim.verilated import VerilatedCore
+
+    rng, model, net, _ = _case(name, images=40)
+    images = random_images(rng, model.input, 150)
+    expected = Reference(model).predict(images)
+    assert len(set(expected)) > 1, "degenerate case: one class for every image"
+    verilog, _ = write_verilog(net, tmp_path, "dut")
+    iface = interface(net, "dut")
+    core = VerilatedCore(verilog, iface, cache_dir=tmp_path / "cache")
+    result = core.run(images, seed=5, valid_percent=70, ready_percent=60)
+    problem = _diagnosed_mismatch(model, net, images, result.classes, expected)
+    assert problem is None, problem
+    got = run_cocotb(verilog, iface, images[:60], expected[:60], tmp_path / "cocotb", seed=2,
+                     valid_percent=80, ready_percent=70)
+    problem = _diagnosed_mismatch(model, net, images[:60], got, expected[:60])
+    assert problem is None, problem
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("case", VALID_CONFORMANCE)
+def test_conformance_cases_in_verilator(tmp_path, case):
+    """Every valid model of the shared conformance suite, default fold, in Verilator: the
+    expected predictions for its images."""
+    from hwgen import model as model_io
+    from sim.verilated import VerilatedCore
+
+    path = require(CONFORMANCE / f"{case}.npz", "the shared conformance suite")
+    model = model_io.load(path)
+    expected = np.load(CONFORMANCE / f"{case}.expected.npz")
+    net = plan(model)
+    verilog, _ = write_verilog(net, tmp_path, "dut")
+    core = VerilatedCore(verilog, interface(net, "dut"), cache_dir=tmp_path / "cache")
+    result = core.run(expected["images"], seed=1, valid_percent=75, ready_percent=75)
+    np.testing.assert_array_equal(result.classes, expected["predictions"])
+
+
+def test_diagnosis_names_a_conv_layer_and_position():
+    from sim.diagnose import first_differing_layer
+
+    _, model, net, images = _case("binarized-two-stacks")
+    image = images[0]
+    assert first_differing_layer(model, net, image).startswith("every layer")
+    _, broken, _, _ = _case("binarized-two-stacks")
+    trace = Reference(model).trace(image)
+    # flip channel 3 of conv layer 2 at position (1, 2) by moving its threshold past it
+    layer = model.layers[2]
+    acc = int(trace[2].acc[0, 3, 1, 2]) * int(layer.sign[3])
+    passed = acc >= layer.threshold[3]
+    broken.layers[2].threshold[3] = acc + 1 if passed else acc
+    verdict = first_differing_layer(model, plan(broken, net.folds, net.lanes), image)
+    assert verdict.startswith("layer 2 (conv2d) differs alone: output bit of channel 3 at "
+                              "position "), verdict

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 from hwgen import model as model_io  # noqa: E402
 from hwgen.datasets import write_idx  # noqa: E402
 from hwgen.reference import Reference, predict  # noqa: E402
+from hwgen.errors import UserError  # noqa: E402
 from train.arch import ArchError, parse_arch  # noqa: E402
 from train.cli import main as train_main  # noqa: E402
 from train.export import check_against_reference, hard_predict, hard_scores, to_model  # noqa: E402
@@ -220,7 +221,8 @@ def _direct_float64_hidden(net, images, model):
     if net.ops[0] == "conv":
         x = torch.nn.functional.pad(x, (1, 1, 1, 1), value=pad)
     if net.binarize_at is None:
-        x = (x / 255.0 - net.input_mean) / net.input_std
+        mean = torch.tensor(net.input_mean, dtype=torch.float64).reshape(1, -1, 1, 1)
+        x = (x / 255.0 - mean) / net.input_std
     acc = (torch.nn.functional.conv2d(x, w) if net.ops[0] == "conv"
            else x.flatten(1) @ w.T)
     bn = block.bn
@@ -333,6 +335,9 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     (["--arch", "mlp:8", "--out", "x.npz", "--method", "magic"], "invalid choice"),
     (["--arch", "mlp:8", "--out", "x.npz", "--bogus"], "unrecognized"),
     (["--arch", "mlp:8", "--out", "x.npz", "--nu-ramp", "0"], "--nu-ramp"),
+    (["--arch", "mlp:8", "--out", "x.npz", "--method", "ste", "--nu-learnable"],
+     "--nu-learnable needs --method sbn"),
+    (["--arch", "vgg-huge", "--out", "x.npz"], "preset"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, fragment):
     monkeypatch.chdir(tmp_path)
@@ -351,6 +356,78 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+# ----------------------------------------------------------------------------- learnable nu
+
+
+def test_effective_nu_never_below_floor():
+    from train.layers import NU_LOG_EXCESS_MAX, effective_nu
+
+    for floor in (1.0, 1.0000001, 3.7, 999.9999, 1000.0, 1e4):
+        for q in (-1e4, -800.0, -40.0, -2.3, 0.0, 5.0, NU_LOG_EXCESS_MAX, 1e3):
+            nu = effective_nu(floor, torch.tensor(q, requires_grad=True))
+            nu = nu.detach()
+            assert nu.dtype == torch.float64 and float(nu) >= floor, (floor, q)
+            assert float(nu) <= floor * (1 + math.exp(NU_LOG_EXCESS_MAX)) * (1 + 1e-12)
+    assert effective_nu(2.5, None) == 2.5
+
+
+def test_learnable_nu_only_registered_when_asked():
+    plain = Net(parse_arch("cnn:c4-p-d8"), (1, 28, 28), 10, "sbn")
+    assert not any("nu_log_excess" in k for k in plain.state_dict())
+    learned = Net(parse_arch("cnn:c4-p-d8"), (1, 28, 28), 10, "sbn", learn_nu=True)
+    keys = [k for k in learned.state_dict() if "nu_log_excess" in k]
+    assert keys == ["blocks.0.nu_log_excess", "blocks.2.nu_log_excess", "output.nu_log_excess"]
+    nus = learned.effective_nus(10.0)
+    assert len(nus) == 3 and all(n == pytest.approx(11.0) for n in nus)
+    # the learned nu gets a gradient
+    x = torch.from_numpy(_synthetic(np.random.default_rng(0), 8)[0][:, None])
+    learned(x, 2.0).sum().backward()
+    assert all(p.grad is not None for n, p in learned.named_parameters()
+               if n.endswith("nu_log_excess"))
+
+
+def test_learnable_nu_trains_exports_and_resumes(data_dir, tmp_path):
+    full = _cfg(data_dir, tmp_path / "full", epochs=3, nu_learnable=True, lr=3e-3)
+    result = train(full)
+    for record in result["history"]:
+        assert len(record["nu_eff"]) == 2 and min(record["nu_eff"]) >= record["nu"]
+        assert record["nu_eff_mean"] == pytest.approx(sum(record["nu_eff"]) / 2)
+    assert result["history"][-1]["nu"] == 100.0  # the floor reaches nu_end
+    model = model_io.load(full.out)
+    assert model.provenance["nu_learnable"] is True
+    assert min(model.provenance["final_nu_eff"]) >= 100.0
+    state = load_checkpoint(Path(full.out).with_suffix(".ckpt.pt"))
+    assert "output.nu_log_excess" in state["model"]
+    assert state["model"]["output.nu_log_excess"].item() != pytest.approx(math.log(0.1))
+    part = _cfg(data_dir, tmp_path / "part", epochs=3, nu_learnable=True, lr=3e-3,
+                stop_after=1)
+    assert train(part) == {"stopped_after": 1}
+    part.stop_after, part.resume = None, True
+    resumed = train(part)
+    assert resumed["history"][-1]["nu_eff"] == result["history"][-1]["nu_eff"]
+    a, b = model_io.load(full.out), model_io.load(part.out)
+    for la, lb in zip(a.layers, b.layers):
+        np.testing.assert_array_equal(la.weight, lb.weight)
+    # a checkpoint without learnable nu refuses to resume with it, and vice versa
+    plain = _cfg(data_dir, tmp_path / "plain", epochs=2, stop_after=1)
+    train(plain)
+    plain.resume, plain.stop_after, plain.nu_learnable = True, None, True
+    with pytest.raises(UserError, match="nu_learnable"):
+        train(plain)
+
+
+def test_resume_checkpoint_from_before_nu_learnable(data_dir, tmp_path):
+    """Checkpoints written before --nu-learnable existed (no such setting) still resume."""
+    cfg = _cfg(data_dir, tmp_path, epochs=2, stop_after=1)
+    train(cfg)
+    path = Path(cfg.out).with_suffix(".ckpt.pt")
+    state = load_checkpoint(path)
+    del state["settings"]["nu_learnable"]
+    torch.save(state, path)
+    cfg.stop_after, cfg.resume = None, True
+    assert len(train(cfg)["history"]) == 2
 
 
 def test_cli_missing_dataset_subprocess(tmp_path):

@@ -15,6 +15,9 @@ may end with dense items (no conv after a dense). The output layer (a dense laye
 output per class and an integer bias) is always appended; it is not part of the spec.
 Examples: ``mlp:256-256``, ``mlp:96-96``, ``cnn:c32-p-c64-p-d256``.
 
+Presets: a name from :data:`PRESETS` may be given instead of a spec (``--arch vgg-small``);
+it stands for its spec string.
+
 Whether the first layer sees raw 8-bit pixels or pixels binarized at a threshold is not
 part of the spec; it is the ``--binarize-at`` option.
 """
@@ -60,15 +63,28 @@ class Arch:
         return shapes
 
 
+# Named architectures (``--arch NAME``). The VGG-style CIFAR-10 networks of BinaryNet
+# (Courbariaux et al. 2016; also the VGG-like nets of the Self-Binarizing Networks paper):
+# pairs of 3x3 convs, each pair followed by a 2x2 max-pool, then dense layers.
+PRESETS = {
+    # BinaryNet's CIFAR-10 VGG: 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-10.
+    "vgg-small": "cnn:c128-c128-p-c256-c256-p-c512-c512-p-d1024-d1024",
+    # Half the channels and one dense layer of 512: about 1/4 of vgg-small's work.
+    "vgg-tiny": "cnn:c64-c64-p-c128-c128-p-c256-c256-p-d512",
+}
+
 MAX_WIDTH = 1 << 16
 _ITEM = re.compile(r"^(?:(c|d)?([0-9]+)|(p))$")
 
 
 def parse_arch(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28)) -> Arch:
-    """Parse ``spec`` (see the module docstring); raise :class:`ArchError` naming the fault."""
+    """Parse ``spec`` (see the module docstring; a :data:`PRESETS` name stands for its spec);
+    raise :class:`ArchError` naming the fault. ``Arch.spec`` is the expanded spec string."""
+    if isinstance(spec, str) and spec in PRESETS:
+        spec = PRESETS[spec]
     if not isinstance(spec, str) or ":" not in spec:
         raise ArchError(f"architecture {spec!r} must look like 'mlp:256-256' or "
-                        f"'cnn:c32-p-c64-p-d256'")
+                        f"'cnn:c32-p-c64-p-d256', or be a preset ({', '.join(PRESETS)})")
     kind, _, body = spec.partition(":")
     if kind not in ("mlp", "cnn"):
         raise ArchError(f"architecture {spec!r}: kind must be 'mlp' or 'cnn', got {kind!r}")

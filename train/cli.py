@@ -14,6 +14,7 @@ import sys
 from hwgen.datasets import DATASETS
 from hwgen.errors import UserError
 
+from .arch import PRESETS
 from .layers import METHODS
 from .schedule import SCHEDULES
 
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="fashion-mnist", choices=sorted(DATASETS))
     p.add_argument("--arch", required=True,
                    help="architecture, e.g. mlp:256-256 or cnn:c32-p-c64-p-d256 "
-                        "(grammar in docs/training.md)")
+                        "(grammar in docs/training.md), or a preset: "
+                        + ", ".join(PRESETS))
     p.add_argument("--method", default="sbn", choices=METHODS)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--out", help="model file to write (.npz); sbn and ste only")
@@ -51,12 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nu-end", type=float, default=1000.0)
     p.add_argument("--nu-ramp", type=float, default=0.8,
                    help="fraction of training over which nu ramps to --nu-end (default 0.8)")
+    p.add_argument("--nu-learnable", action="store_true",
+                   help="sbn: each layer learns its own nu >= the schedule's nu "
+                        "(nu_eff = nu * (1 + exp(q)), q learned)")
     p.add_argument("--init-bound", type=float, default=None, metavar="A",
                    help="latent weights start uniform in [-A, A] (default 1/sqrt(fan-in))")
     p.add_argument("--flip", action="store_true", help="augment: random horizontal flips")
     p.add_argument("--shift", type=int, default=0, metavar="PX",
                    help="augment: random translations up to PX pixels")
-    p.add_argument("--data-dir", help="folder with the dataset's IDX files")
+    p.add_argument("--data-dir", help="folder with the dataset's files (IDX files; for "
+                                      "cifar10 the cifar-10-batches-py folder or its parent)")
     p.add_argument("--train-limit", type=int, help="use only the first N training images")
     p.add_argument("--test-limit", type=int, help="use only the first N test images")
     p.add_argument("--plots", metavar="DIR", help="write training curves and histograms here")
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, batch_size=args.batch_size, lr=args.lr,
             weight_decay=args.weight_decay, binarize_at=args.binarize_at,
             nu_schedule=args.nu_schedule, nu_start=args.nu_start, nu_end=args.nu_end,
-            nu_ramp=args.nu_ramp, init_bound=args.init_bound, flip=args.flip,
+            nu_ramp=args.nu_ramp, nu_learnable=args.nu_learnable, init_bound=args.init_bound, flip=args.flip,
             shift=args.shift, data_dir=args.data_dir,
             train_limit=args.train_limit, test_limit=args.test_limit, plots=args.plots,
             threads=args.threads, progress=not args.no_progress, stop_after=args.stop_after,

@@ -14,6 +14,8 @@ torch *hard evaluation*, which is defined as the exported integer semantics.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -42,6 +44,19 @@ def _channel_range(weight: np.ndarray, binary: bool, input_max: int):
     return -(w < 0).sum(axis=1) * input_max, (w > 0).sum(axis=1) * input_max
 
 
+def input_fold(weight: np.ndarray, means, std) -> tuple[list[Fraction], Fraction]:
+    """Exact ``(offset per output channel, scale)`` that fold ``(pixel/255 - means[c])/std``
+    into a first layer on raw pixels: ``a = (acc - offset) / scale`` with
+    ``offset = 255 * sum_c means[c] * W_c`` (``W_c``: the sum of the +-1 weights that see
+    input channel ``c``) and ``scale = 255 * std``, as exact rationals of the given floats.
+    ``weight`` is ``[M, C, kh, kw]`` or ``[M, C*H*W]`` (C, H, W order)."""
+    means = [Fraction(float(m)) for m in means]
+    per_channel = weight.reshape(weight.shape[0], len(means), -1).astype(np.int64).sum(axis=2)
+    offset = [255 * sum((Fraction(int(w)) * m for w, m in zip(row, means)), Fraction(0))
+              for row in per_channel]
+    return offset, 255 * Fraction(float(std))
+
+
 def to_model(net: Net, classes: list[str], provenance: dict | None = None,
              bits: int = 8) -> Model:
     """Fold ``net`` (an sbn or ste :class:`Net`, any device) into a validated hwgen Model."""
@@ -59,10 +74,8 @@ def to_model(net: Net, classes: list[str], provenance: dict | None = None,
         lo, hi = _channel_range(weight, binary, input_max)
         bn = block.bn
         offset, scale = None, 1.0
-        if not binary:  # fold (pixel/255 - mean)/std: a = (acc - 255*mean*sum(w)) / (255*std)
-            sums = weight.reshape(weight.shape[0], -1).astype(np.float64).sum(axis=1)
-            offset = 255.0 * net.input_mean * sums
-            scale = 255.0 * net.input_std
+        if not binary:
+            offset, scale = input_fold(weight, net.input_mean, net.input_std)
         sign, threshold = fold_bn(bn.weight.detach().cpu().double().numpy(),
                                   bn.bias.detach().cpu().double().numpy(),
                                   bn.running_mean.detach().cpu().double().numpy(),

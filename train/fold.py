@@ -9,7 +9,8 @@ A hidden channel computes, on its integer accumulator ``acc``::
 and the model format wants ``out = +1 if sign * acc >= threshold else -1``. :func:`fold_bn`
 finds ``(sign, threshold)`` such that the two agree for *every* integer ``acc`` in the
 channel's reachable range ``[lo, hi]``, with ``y`` evaluated in exact real arithmetic on the
-given float parameters (each float is taken as the exact rational it represents; the one
+given float parameters (each float is taken as the exact rational it represents, and
+``offset``/``scale`` may also be given as exact :class:`~fractions.Fraction` values; the one
 square root is handled by squaring with case analysis, :func:`bn_sign_exact`). A float
 estimate of the crossing point is refined by exact tests, so float rounding never decides.
 
@@ -29,6 +30,13 @@ from fractions import Fraction
 import numpy as np
 
 
+def _exact(x) -> Fraction:
+    """``x`` as an exact rational: a Fraction or int as it is, anything else as the float."""
+    if isinstance(x, (Fraction, int)) and not isinstance(x, bool):
+        return Fraction(x)
+    return Fraction(float(x))
+
+
 def bn_sign_exact(acc: int, gamma, beta, mean, var, eps, offset=0.0, scale=1.0) -> bool:
     """True when ``y >= 0`` (see the module docstring), decided in exact arithmetic.
 
@@ -36,7 +44,7 @@ def bn_sign_exact(acc: int, gamma, beta, mean, var, eps, offset=0.0, scale=1.0) 
     """
     g, b = Fraction(float(gamma)), Fraction(float(beta))
     v = Fraction(float(var)) + Fraction(float(eps))
-    a = (Fraction(int(acc)) - Fraction(float(offset))) / Fraction(float(scale))
+    a = (Fraction(int(acc)) - _exact(offset)) / _exact(scale)
     p = g * (a - Fraction(float(mean)))  # y * sqrt(v) = p + b * sqrt(v), sqrt(v) > 0
     if p >= 0 and b >= 0:
         return True
@@ -58,7 +66,7 @@ def _crossing_estimate(gamma, beta, mean, var, eps, offset, scale) -> float:
 def fold_channel(gamma, beta, mean, var, eps, lo: int, hi: int, offset=0.0,
                  scale=1.0) -> tuple[int, int]:
     """``(sign, threshold)`` of one channel for integer accumulators in ``[lo, hi]``."""
-    if not (float(var) + float(eps) > 0 and float(scale) > 0):
+    if not (float(var) + float(eps) > 0 and _exact(scale) > 0):
         raise ValueError(f"need var + eps > 0 and scale > 0, got var={var}, eps={eps}, "
                          f"scale={scale}")
     if not all(math.isfinite(float(x)) for x in (gamma, beta, mean, var, eps, offset, scale)):
@@ -92,7 +100,8 @@ def fold_bn(gamma, beta, mean, var, eps: float, lo, hi, offset=None,
     """Fold per-channel batch norm parameters (1-D float arrays of length M).
 
     ``lo``/``hi``: per-channel (or scalar) integer accumulator range; ``offset``: per-channel
-    (or scalar, default 0) input-normalization offset; ``scale``: scalar > 0.
+    (or scalar, default 0) input-normalization offset; ``scale``: scalar > 0. ``offset``
+    and ``scale`` may be floats or exact Fractions (a sequence of Fractions stays exact).
     Returns ``(sign int8 [M] in {-1, +1}, threshold int64 [M])``.
     """
     gamma, beta, mean, var = (np.asarray(x, dtype=np.float64).reshape(-1)
@@ -100,8 +109,13 @@ def fold_bn(gamma, beta, mean, var, eps: float, lo, hi, offset=None,
     m = gamma.shape[0]
     lo = np.broadcast_to(np.asarray(lo, dtype=np.int64), (m,))
     hi = np.broadcast_to(np.asarray(hi, dtype=np.int64), (m,))
-    offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, dtype=np.float64),
-                             (m,))
+    if offset is None:
+        offset = [0.0] * m
+    elif np.ndim(offset) == 0:
+        offset = [offset] * m
+    else:
+        offset = list(offset) if len(offset) == m else list(np.broadcast_to(
+            np.asarray(offset, dtype=object), (m,)))
     sign = np.empty(m, dtype=np.int8)
     threshold = np.empty(m, dtype=np.int64)
     for j in range(m):

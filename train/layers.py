@@ -7,6 +7,15 @@
   optimizer step (:func:`clip_latent_weights`).
 - ``float``: real weights, ReLU activations (the upper bound; not exportable).
 
+Learnable ``nu`` (``--nu-learnable``, sbn only): each layer with binarizing weights gets one
+parameter ``q`` (``nu_log_excess``) and uses ``nu_eff = floor * (1 + exp(q))``, i.e.
+``log nu_eff = log floor + softplus(q)``, where ``floor`` is the schedule's ``nu(t)``. So
+``nu_eff >= floor`` always (computed in float64, where ``floor + floor*exp(q) >= floor``
+holds exactly), the schedule still forces every layer to at least ``nu_end`` at the end
+(tanh == sign as without it), and ``q`` acts on a log scale of ``nu``, the scale on which
+tanh's shape changes (see ``train/schedule.py``). ``q`` starts at ``log(0.1)`` (``nu_eff``
+1.1x the floor) and is clamped at ``NU_LOG_EXCESS_MAX`` (at most ~22000x the floor).
+
 ``sign(x)`` is +1 for ``x >= 0`` and -1 otherwise everywhere (weights and activations), the
 same convention as the model format's ``sign * acc >= threshold``.
 """
@@ -20,6 +29,21 @@ from torch import nn
 from torch.nn import functional as F
 
 METHODS = ("sbn", "ste", "float")
+
+
+NU_LOG_EXCESS_INIT = math.log(0.1)
+NU_LOG_EXCESS_MAX = 10.0
+
+
+def effective_nu(floor: float, log_excess: torch.Tensor | None):
+    """``floor`` (no learnable nu) or the float64 0-d tensor ``floor * (1 + exp(q))``."""
+    if log_excess is None:
+        return floor
+    return floor + floor * torch.exp(log_excess.double().clamp(max=NU_LOG_EXCESS_MAX))
+
+
+def _nu_parameter(learn_nu: bool):
+    return nn.Parameter(torch.tensor(NU_LOG_EXCESS_INIT)) if learn_nu else None
 
 
 def hard_sign(x: torch.Tensor) -> torch.Tensor:
@@ -74,9 +98,11 @@ class BinaryBlock(nn.Module):
     """
 
     def __init__(self, kind: str, fan_in_channels: int, out: int, method: str,
-                 init_bound: float | None = None):
+                 init_bound: float | None = None, learn_nu: bool = False):
         super().__init__()
         self.kind, self.method = kind, method
+        # registered only when learnable, so other state dicts (and checkpoints) are unchanged
+        self.nu_log_excess = _nu_parameter(learn_nu and method == "sbn")
         if kind == "dense":
             self.weight = nn.Parameter(torch.empty(out, fan_in_channels))
             self.bn = nn.BatchNorm1d(out)
@@ -86,14 +112,18 @@ class BinaryBlock(nn.Module):
         bound = init_bound or 1 / math.sqrt(self.weight[0].numel())
         nn.init.uniform_(self.weight, -bound, bound)
 
+    def nu_eff(self, nu: float):
+        """The sharpness this layer uses when the schedule says ``nu`` (its floor)."""
+        return effective_nu(nu, self.nu_log_excess)
+
     def pre_activation(self, x: torch.Tensor, nu: float) -> torch.Tensor:
         """``BN(x * W)``: the value whose sign the exported threshold decides."""
-        w = binarize_weight(self.weight, self.method, nu)
+        w = binarize_weight(self.weight, self.method, self.nu_eff(nu))
         acc = F.linear(x, w) if self.kind == "dense" else F.conv2d(x, w)
         return self.bn(acc)
 
     def forward(self, x: torch.Tensor, nu: float) -> torch.Tensor:
-        return activate(self.pre_activation(x, nu), self.method, nu)
+        return activate(self.pre_activation(x, nu), self.method, self.nu_eff(nu))
 
 
 class OutputLayer(nn.Module):
@@ -104,7 +134,8 @@ class OutputLayer(nn.Module):
     ``acc + round(bias)`` (an int32 bias, exactly what the format allows).
     """
 
-    def __init__(self, fan_in: int, classes: int, method: str, init_bound: float | None = None):
+    def __init__(self, fan_in: int, classes: int, method: str, init_bound: float | None = None,
+                 learn_nu: bool = False):
         super().__init__()
         self.method = method
         self.weight = nn.Parameter(torch.empty(classes, fan_in))
@@ -112,9 +143,13 @@ class OutputLayer(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         self.bias = nn.Parameter(torch.zeros(classes))
         self.log_scale = nn.Parameter(torch.tensor(-0.5 * math.log(fan_in)))
+        self.nu_log_excess = _nu_parameter(learn_nu and method == "sbn")
+
+    def nu_eff(self, nu: float):
+        return effective_nu(nu, self.nu_log_excess)
 
     def forward(self, x: torch.Tensor, nu: float) -> torch.Tensor:
-        w = binarize_weight(self.weight, self.method, nu)
+        w = binarize_weight(self.weight, self.method, self.nu_eff(nu))
         return self.log_scale.exp() * (F.linear(x, w) + self.bias)
 
 

@@ -29,14 +29,16 @@ from hwgen.model import save as save_model
 
 from .arch import parse_arch
 from .data import augment, epoch_batches, epoch_generator, load_split
-from .layers import BinaryBlock, OutputLayer, clip_latent_weights
-from .net import Net
+from .layers import clip_latent_weights
+from .net import Net, input_stats
 from .schedule import nu_at
 
 # Settings that must match for --resume to continue a checkpoint.
 _RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr",
                 "weight_decay", "binarize_at", "nu_schedule", "nu_start", "nu_end", "nu_ramp",
-                "flip", "shift", "train_limit", "init_bound")
+                "flip", "shift", "train_limit", "init_bound", "nu_learnable")
+# The value a setting had before it existed (checkpoints written by older versions lack it).
+_RESUME_DEFAULTS = {"nu_learnable": False}
 
 
 @dataclass
@@ -58,6 +60,7 @@ class TrainConfig:
     nu_start: float = 1.0
     nu_end: float = 1000.0
     nu_ramp: float = 0.8
+    nu_learnable: bool = False  # sbn: per-layer learnable nu above the schedule's floor
     init_bound: float | None = None
     flip: bool = False
     shift: int = 0
@@ -138,16 +141,19 @@ def saturation(net: Net, images: torch.Tensor, nu: float, device: str) -> dict:
     ``tanh(nu*x)`` already equals ``sign(x)`` exactly (sbn's "tanh == sign")."""
     net.eval()
     w_total = w_sat = 0
-    for module in net.modules():
-        if isinstance(module, (BinaryBlock, OutputLayer)):
-            t = torch.tanh(nu * module.weight.float())
-            w_sat += int((t.abs() == 1).sum())
-            w_total += t.numel()
-    collect: list = []
+    layers = net.binarizing_layers()
+    for module in layers:
+        t = torch.tanh(module.nu_eff(nu) * module.weight.float())
+        w_sat += int((t.abs() == 1).sum())
+        w_total += t.numel()
+    hidden_nus = [module.nu_eff(nu) for module in layers[:-1]]
+    a_total = a_sat = 0
     for start in range(0, images.shape[0], 1000):
+        collect: list = []
         net(images[start:start + 1000].to(device), nu, collect=collect)
-    a_total = sum(y.numel() for y in collect)
-    a_sat = sum(int((torch.tanh(nu * y.float()).abs() == 1).sum()) for y in collect)
+        a_total += sum(y.numel() for y in collect)
+        a_sat += sum(int((torch.tanh(n * y.float()).abs() == 1).sum())
+                     for n, y in zip(hidden_nus, collect))
     return {"weights": w_sat / max(1, w_total), "activations": a_sat / max(1, a_total)}
 
 
@@ -156,11 +162,13 @@ def histograms(net: Net, images: torch.Tensor, nu: float, device: str, bins: int
     """Histograms over [-1, 1] of the forward weights and the hidden activations."""
     from .layers import activate, binarize_weight
     net.eval()
-    ws = [binarize_weight(m.weight, net.method, nu).flatten().float().cpu()
-          for m in net.modules() if isinstance(m, (BinaryBlock, OutputLayer))]
+    layers = net.binarizing_layers()
+    ws = [binarize_weight(m.weight, net.method, m.nu_eff(nu)).flatten().float().cpu()
+          for m in layers]
     collect: list = []
     net(images[:500].to(device), nu, collect=collect)
-    acts = [activate(y, net.method, nu).flatten().float().cpu() for y in collect]
+    acts = [activate(y, net.method, m.nu_eff(nu)).flatten().float().cpu()
+            for m, y in zip(layers, collect)]
     lo, hi = (-1.0, 1.0) if net.method != "float" else (None, None)
 
     def hist(values):
@@ -190,6 +198,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--binarize-at must be in [0, 256], got {cfg.binarize_at}")
     if cfg.shift < 0:
         raise UserError(f"--shift must be >= 0, got {cfg.shift}")
+    if cfg.nu_learnable and cfg.method != "sbn":
+        raise UserError(f"--nu-learnable needs --method sbn (got --method {cfg.method})")
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.device not in ("cpu", "cuda"):
@@ -231,7 +241,9 @@ def train(cfg: TrainConfig) -> dict:
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the number of "
                         f"processes ({dist.world})")
 
-    parse_arch(cfg.arch)  # a bad spec fails before the dataset is loaded
+    from hwgen.datasets import DATASETS
+    info = DATASETS.get(cfg.dataset)
+    parse_arch(cfg.arch, info.shape if info else (1, 28, 28))  # fails before loading data
     train_x, train_y, classes = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_limit)
     test_x, test_y, _ = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_limit)
     if train_x.shape[0] < cfg.batch_size:
@@ -241,9 +253,24 @@ def train(cfg: TrainConfig) -> dict:
     arch = parse_arch(cfg.arch, input_shape)
 
     torch.manual_seed(cfg.seed)
+    means, std = input_stats(cfg.dataset)
+    if len(means) == 1:
+        means = means * input_shape[0]
+    if len(means) != input_shape[0]:
+        raise UserError(f"dataset {cfg.dataset}: {input_shape[0]} channels but "
+                        f"{len(means)} normalization means")
     net = Net(arch, input_shape, len(classes), cfg.method, cfg.binarize_at,
-              init_bound=cfg.init_bound).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+              input_mean=means, input_std=std, init_bound=cfg.init_bound,
+              learn_nu=cfg.nu_learnable).to(device)
+    nu_params = [p for name, p in net.named_parameters() if name.endswith("nu_log_excess")]
+    if nu_params:  # no weight decay on the learnable nu (it would pull nu towards 2x floor)
+        others = [p for name, p in net.named_parameters() if not name.endswith("nu_log_excess")]
+        optimizer = torch.optim.Adam([{"params": others},
+                                      {"params": nu_params, "weight_decay": 0.0}],
+                                     lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay)
     steps_per_epoch = len(epoch_batches(train_x.shape[0], cfg.batch_size,
                                         torch.Generator().manual_seed(0), 0, dist.world))
     total_steps = steps_per_epoch * cfg.epochs
@@ -258,7 +285,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
         old = state.get("settings", {})
-        diff = [k for k in _RESUME_KEYS if old.get(k) != settings[k]]
+        diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
                             f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
@@ -316,6 +343,10 @@ def train(cfg: TrainConfig) -> dict:
         record = {"epoch": epoch, "loss": loss_sum / max(1, seen),
                   "train_acc": correct / max(1, seen), "nu": nu,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": 0.0}
+        if cfg.nu_learnable:
+            nus = net.effective_nus(nu)
+            record["nu_eff"] = nus
+            record["nu_eff_mean"] = sum(nus) / len(nus)
         if dist.main:
             record["test_acc"] = evaluate_soft(net, test_x, test_y, nu, device)
             if cfg.method != "float":
@@ -331,7 +362,11 @@ def train(cfg: TrainConfig) -> dict:
                     if "hard_test_acc" in record else "")
             _log(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} train "
                  f"{100 * record['train_acc']:.2f}% test {100 * record['test_acc']:.2f}%"
-                 f"{hard} nu {nu:.4g} lr {record['lr']:.3g} ({record['seconds']:.1f}s)", dist)
+                 f"{hard} nu {nu:.4g}"
+                 + (f" (learned: mean {record['nu_eff_mean']:.4g}, min "
+                    f"{min(record['nu_eff']):.4g}, max {max(record['nu_eff']):.4g})"
+                    if cfg.nu_learnable else "")
+                 + f" lr {record['lr']:.3g} ({record['seconds']:.1f}s)", dist)
             if ckpt is not None:
                 _atomic_torch_save({"model": net.state_dict(),
                                     "optimizer": optimizer.state_dict(),
@@ -373,10 +408,16 @@ def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device) -> di
             "soft_test_accuracy": result["soft_test_accuracy"],
             "command": cfg.command, "torch": torch.__version__,
         }
+        arch_spec = parse_arch(cfg.arch, tuple(net.input_shape)).spec
+        if arch_spec != cfg.arch:
+            folded.provenance["arch_spec"] = arch_spec
         if cfg.method == "sbn":
             folded.provenance.update(nu_schedule=cfg.nu_schedule, nu_start=cfg.nu_start,
                                      nu_end=cfg.nu_end, nu_ramp=cfg.nu_ramp,
                                      binarization_gap_points=result["binarization_gap_points"])
+            if cfg.nu_learnable:
+                folded.provenance.update(nu_learnable=True,
+                                         final_nu_eff=net.effective_nus(final_nu))
         save_model(folded, cfg.out)
         result["out"] = str(cfg.out)
     if cfg.plots:

@@ -16,40 +16,54 @@ from amaranth.lib.wiring import In, Out
 from ._checks import checked_init
 
 from ..errors import UserError
-from ..fold import NetworkPlan
+from ..fold import NetworkPlan, PoolPlan, unit_layer
 from .argmax import Argmax
 from .input import Binarize
+from .maxpool import MaxPool
 from .mvtu import MVTU
 from .repack import Repack
+from .window import SlidingWindow
 
 __all__ = ["Network", "interface", "write_verilog"]
 
 
 class Network(wiring.Component):
-    """A whole dense network, folded as ``net`` (a :class:`~hwgen.fold.NetworkPlan`) says.
+    """A whole network (dense, conv2d and maxpool2d layers), folded as ``net`` (a
+    :class:`~hwgen.fold.NetworkPlan`) says.
 
     ``i``: ``net.lanes`` unsigned ``net.bits``-bit input values per beat, value ``k`` in bits
-    ``[k*bits, (k+1)*bits)``, in C, H, W row-major order, ``net.beats_per_image`` beats per
-    image (the last zero-padded; its padding is ignored). ``o``: one beat per image, the
+    ``[k*bits, (k+1)*bits)``, in ``net.input_order`` (C, H, W row-major; or H, W, C when a
+    conv/pool layer reads a multi-channel input), ``net.beats_per_image`` beats per image
+    (the last zero-padded; its padding is ignored). ``o``: one beat per image, the
     predicted class in ``net.class_bits`` bits (argmax of the scores, ties to the lowest
     index). Images may follow each other back to back; the network accepts one every
-    ``net.cycles_per_image`` cycles in steady state and answers ``net.latency_cycles``
-    cycles after an idle network accepted an image's first beat. Clock domain ``sync``.
+    ``net.cycles_per_image`` cycles in steady state and answers within
+    ``net.latency_cycles`` cycles after an idle network accepted an image's first beat
+    (exactly then for a dense network). Clock domain ``sync``.
 
-    Between units every stream is a sequence of positions, each beat carrying a chunk of
-    the channels of one position (a dense activation is a single 1x1 position): the input
-    repack regroups ``lanes`` values into the first layer's ``SIMD``, and a repack after each
-    hidden layer regroups its ``PE`` output channels into the next layer's ``SIMD``.
+    Between units every stream is a sequence of positions in row-major order (a dense
+    activation is a single 1x1 position): repacks (``net.repacks()``) regroup the input
+    lanes and each MVTU's ``PE`` output channels into what the next unit reads, the
+    ``SIMD``-element words of a dense layer or one whole position per beat for a conv
+    layer's :class:`~.window.SlidingWindow` or a :class:`~.maxpool.MaxPool`.
+
+    ``output="scores"`` (for verification) leaves out the argmax: ``o`` then carries the
+    output layer's ``NF`` beats per image of ``PE`` signed ``score_width``-bit scores (lanes
+    past the class count undefined).
     """
 
     @checked_init
-    def __init__(self, net: NetworkPlan):
+    def __init__(self, net: NetworkPlan, output: str = "class"):
         if not isinstance(net, NetworkPlan):
             raise TypeError(f"net must be a NetworkPlan, not {type(net).__name__}")
-        self.net = net
+        if output not in ("class", "scores"):
+            raise ValueError(f"output must be 'class' or 'scores', not {output!r}")
+        self.net, self.output = net, output
+        last = net.layers[-1]
+        width = net.class_bits if output == "class" else last.pe * last.score_width
         super().__init__({
             "i": In(stream.Signature(net.lanes * net.bits)),
-            "o": Out(stream.Signature(net.class_bits)),
+            "o": Out(stream.Signature(width)),
         })
 
     def elaborate(self, platform):
@@ -61,25 +75,30 @@ class Network(wiring.Component):
         if spec.binary:
             m.submodules.binarize = binarize = Binarize(net.lanes, net.bits, spec.binarize_at)
             wiring.connect(m, src, binarize.i)
-            src, ebits = binarize.o, 1
-        else:
-            ebits = net.bits
-        first = net.layers[0]
-        m.submodules.repack_in = repack = Repack(first.n, net.lanes, first.simd, ebits)
-        wiring.connect(m, src, repack.i)
-        src = repack.o
-        for lp in net.layers:
-            layer = model.layers[lp.index]
-            unit = MVTU(layer, lp.pe, lp.simd, None if lp.binary_input else net.bits)
+            src = binarize.o
+        for lp, before in zip(net.layers, net.repacks()):
+            for r in before:
+                m.submodules[r.name] = repack = Repack(r.n, r.c, r.s, r.element_bits)
+                wiring.connect(m, src, repack.i)
+                src = repack.o
+            if isinstance(lp, PoolPlan):
+                unit = MaxPool(lp.channels, lp.height, lp.width, lp.kernel, lp.stride)
+            else:
+                bits = None if lp.binary_input else net.bits
+                if lp.window is not None:
+                    w = lp.window
+                    window = SlidingWindow(w.channels, w.height, w.width, w.kernel, w.stride,
+                                           w.padding, w.pad_value, bits, lp.simd)
+                    m.submodules[f"window{lp.index}"] = window
+                    wiring.connect(m, src, window.i)
+                    src = window.o
+                unit = MVTU(unit_layer(model, lp.index), lp.pe, lp.simd, bits)
             m.submodules[f"layer{lp.index}"] = unit
             wiring.connect(m, src, unit.i)
             src = unit.o
-            if not lp.is_output:
-                nxt = net.layers[lp.index + 1]
-                repack = Repack(lp.m, lp.pe, nxt.simd, 1)
-                m.submodules[f"repack{lp.index}"] = repack
-                wiring.connect(m, src, repack.i)
-                src = repack.o
+        if self.output == "scores":
+            wiring.connect(m, src, wiring.flipped(self.o))
+            return m
         last = net.layers[-1]
         m.submodules.argmax = argmax = Argmax(last.m, last.pe, last.score_width)
         wiring.connect(m, src, argmax.i)
@@ -100,7 +119,8 @@ def interface(net: NetworkPlan, module: str) -> dict:
         "clock": "clk",
         "reset": "rst",
         "input": {"data": "i__payload", "valid": "i__valid", "ready": "i__ready",
-                  "lanes": net.lanes, "bits": net.bits,
+                  "lanes": net.lanes, "bits": net.bits, "order": net.input_order,
+                  "shape": list(net.model.input.shape),
                   "beats_per_image": net.beats_per_image},
         "output": {"data": "o__payload", "valid": "o__valid", "ready": "o__ready",
                    "class_bits": net.class_bits},

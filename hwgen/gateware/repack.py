@@ -24,8 +24,13 @@ class Repack(wiring.Component):
     ``ceil(n / s)`` words on ``o``, the first word starting with the vector's first element
     and the elements past ``n`` in the last word zero. Vectors follow each other without gaps.
 
-    When ``c == s`` the unit is combinational (it only masks the last beat). Otherwise it is a
-    shift buffer of ``roundup(2s + 2c, s)`` elements: a word is valid the cycle after the
+    When ``c == s`` the unit is combinational (it only masks the last beat). When the vector
+    is one output word (``s == n``, e.g. regrouping an MVTU's ``PE``-channel beats into one
+    whole position) it gathers the beats into the output register: ``i.ready`` while the
+    register is free or leaving, the word valid the cycle after its last beat. When a beat
+    splits into whole words (``c`` a multiple of ``s``) it holds one beat and shifts a word
+    out per cycle: the first word valid the cycle after the beat was accepted, the next beat
+    accepted in the cycle its last word leaves. Otherwise it is a shift buffer of ``roundup(2s + 2c, s)`` elements: a word is valid the cycle after the
     beat completing it was accepted, ``i.ready`` and ``o.valid`` are register bits (the fill
     level is a thermometer code),
     and neither side stalls the other while the other keeps up (no bubbles between vectors).
@@ -73,6 +78,43 @@ class Repack(wiring.Component):
                 self.o.valid.eq(self.i.valid),
                 self.i.ready.eq(self.o.ready),
             ]
+            return m
+
+        if s == n:
+            # Gather: beat k fills elements [k*c, min((k+1)*c, n)) of the output register,
+            # selected by a one-hot beat register.
+            slot = Signal(beats, init=1, name="slot")
+            m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+            with m.If(self.o.valid & self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            with m.If(take):
+                m.d.sync += slot.eq(slot.rotate_left(1))
+                for k in range(beats):
+                    lo, hi = k * c, min(n, (k + 1) * c)
+                    with m.If(slot[k]):
+                        m.d.sync += self.o.payload[lo * e:hi * e].eq(data[:(hi - lo) * e])
+                with m.If(last):
+                    m.d.sync += self.o.valid.eq(1)
+            return m
+
+        if c % s == 0:
+            # Split: the beat sits in a register and leaves s elements per cycle; `left`
+            # counts the words still to send (ceil(rem / s) for the vector's last beat).
+            per_beat, last_words = c // s, ceil_div(rem, s)
+            held = Signal(c * e, name="held")
+            left = Signal(range(per_beat + 1), name="left")
+            emit = Signal()
+            m.d.comb += [
+                self.o.valid.eq(left != 0),
+                self.o.payload.eq(held[:s * e]),
+                emit.eq(self.o.valid & self.o.ready),
+                self.i.ready.eq((left == 0) | ((left == 1) & self.o.ready)),
+            ]
+            with m.If(take):
+                m.d.sync += [held.eq(data),
+                             left.eq(Mux(last, last_words, per_beat))]
+            with m.Elif(emit):
+                m.d.sync += [held.eq(held >> (s * e)), left.eq(left - 1)]
             return m
 
         size = ceil_div(2 * s + 2 * c, s) * s  # buffer capacity in elements

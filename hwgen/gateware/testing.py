@@ -11,6 +11,8 @@ import numpy as np
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
+from ..layout import hwc_images
+
 __all__ = ["StreamDriver", "StreamMonitor", "simulate", "pack", "unpack", "run_mvtu"]
 
 
@@ -114,11 +116,17 @@ def simulate(dut, *processes, vcd: str | None = None) -> None:
         sim.run()
 
 
-def image_beats(images, lanes: int, bits: int) -> list[int]:
-    """The input beats of ``images [K, C, H, W]``: ``lanes`` values per beat in C, H, W
-    order, the last beat of each image zero-padded."""
+def image_beats(images, lanes: int, bits: int, order: str = "CHW") -> list[int]:
+    """The input beats of ``images [K, C, H, W]``: ``lanes`` values per beat in ``order``
+    (``"CHW"`` or ``"HWC"``, see ``NetworkPlan.input_order``), the last beat of each image
+    zero-padded."""
+    images = np.asarray(images)
+    if order == "HWC":
+        images = hwc_images(images)
+    elif order != "CHW":
+        raise ValueError(f"order must be 'CHW' or 'HWC', not {order!r}")
     beats = []
-    for image in np.asarray(images):
+    for image in images:
         flat = [int(v) for v in image.reshape(-1)]
         count = -(-len(flat) // lanes)
         flat += [0] * (count * lanes - len(flat))
@@ -127,19 +135,32 @@ def image_beats(images, lanes: int, bits: int) -> list[int]:
 
 
 def simulate_network(net, images, rng: np.random.Generator | None = None,
-                     valid_prob: float = 1.0, ready_prob: float = 1.0):
+                     valid_prob: float = 1.0, ready_prob: float = 1.0, scores: bool = False):
     """Run :class:`~hwgen.gateware.network.Network` for ``net`` over ``images``.
 
     Returns ``(predictions, driver, monitor)``; the driver's ``cycles`` hold each input
-    beat's transfer cycle and the monitor's ``cycles``/``valid_cycles`` each class's.
+    beat's transfer cycle and the monitor's ``cycles``/``valid_cycles`` each output beat's.
+    ``scores=True`` simulates the network without its argmax and returns every image's
+    scores ``[K, classes]`` instead of the predictions.
     """
     from .network import Network
 
-    dut = Network(net)
-    driver = StreamDriver(dut.i, image_beats(images, net.lanes, net.bits), rng, valid_prob)
-    monitor = StreamMonitor(dut.o, len(images), rng, ready_prob)
+    dut = Network(net, output="scores" if scores else "class")
+    driver = StreamDriver(dut.i, image_beats(images, net.lanes, net.bits, net.input_order),
+                          rng, valid_prob)
+    last = net.layers[-1]
+    beats = last.nf if scores else 1
+    monitor = StreamMonitor(dut.o, len(images) * beats, rng, ready_prob)
     simulate(dut, driver, monitor)
-    return np.array(monitor.payloads, dtype=np.int64), driver, monitor
+    if not scores:
+        return np.array(monitor.payloads, dtype=np.int64), driver, monitor
+    out = []
+    for k in range(len(images)):
+        lanes = []
+        for beat in monitor.payloads[k * beats:(k + 1) * beats]:
+            lanes += unpack(beat, last.score_width, last.pe, signed=True)
+        out.append(lanes[:last.m])
+    return np.array(out, dtype=np.int64), driver, monitor
 
 
 def run_mvtu(layer, pe: int, simd: int, input_bits: int | None, xs: np.ndarray,

@@ -21,7 +21,6 @@ the generator folds the MVTU over :func:`conv_weight_matrix` of the weight (the 
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -29,8 +28,10 @@ from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, checked_init
 
-from ..fold import bram_blocks, ceil_div
-from ..model import Conv2d, Dense
+from ..fold import (LINE_BUFFER_LOGIC_BITS, ceil_div, line_buffer_brams, line_buffer_in_logic,
+                    line_buffer_rows)
+from ..layout import (conv_dense_view, conv_weight_matrix, hwc_dense_matrix, pair,
+                      window_vectors)
 from .repack import Repack
 from .rom import ram_style
 
@@ -39,89 +40,6 @@ __all__ = ["WindowTaps", "SlidingWindow", "conv_weight_matrix", "conv_dense_view
            "line_buffer_rows", "line_buffer_in_logic", "line_buffer_brams",
            "LINE_BUFFER_LOGIC_BITS"]
 
-#: Line buffers of at most this many bits are kept in flip-flops (``ram_style "logic"``);
-#: larger ones go to block RAM. A writable buffer in logic costs a flip-flop per bit plus
-#: its read multiplexer, unlike a ROM, hence a much lower bound than the ROMs' rule.
-LINE_BUFFER_LOGIC_BITS = 64
-
-
-def _pair(name: str, value, minimum: int) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be an integer or a pair of integers, not {value!r}")
-    for v in value:
-        check_int(name, v, minimum)
-    return int(value[0]), int(value[1])
-
-
-def conv_weight_matrix(weight) -> np.ndarray:
-    """The ``[Cout, KH*KW*Cin]`` matrix of a conv weight ``[Cout, Cin, KH, KW]`` whose
-    columns follow the window order of :class:`SlidingWindow` (KH, KW, C): column
-    ``(ky*KW + kx)*Cin + c`` is ``weight[:, c, ky, kx]``."""
-    weight = np.asarray(weight)
-    if weight.ndim != 4:
-        raise ValueError(f"weight must be 4-D [Cout, Cin, KH, KW], not shape {weight.shape}")
-    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1))
-
-
-def conv_dense_view(layer: Conv2d) -> Dense:
-    """The dense layer an :class:`~hwgen.gateware.mvtu.MVTU` computes for each window of
-    ``layer``: weight :func:`conv_weight_matrix`, the same thresholds and signs. Its fan-in
-    ``N = Cin*KH*KW`` and accumulator range equal the convolution's (padded taps count,
-    as in the reference), so :func:`~hwgen.fold.dense_plan` and the comparators apply as is."""
-    if not isinstance(layer, Conv2d):
-        raise TypeError(f"layer must be a Conv2d layer, not {type(layer).__name__}")
-    return Dense(conv_weight_matrix(layer.weight), layer.threshold, layer.sign)
-
-
-def hwc_dense_matrix(weight, shape) -> np.ndarray:
-    """A dense weight ``[M, C*H*W]`` over a (C, H, W)-flattened input (the model's order)
-    permuted to the order the stream delivers a ``[C, H, W]`` map in: positions row-major,
-    channels within a position, i.e. column ``(y*W + x)*C + c`` is ``weight[:, (c*H + y)*W
-    + x]``. The identity for a ``[N, 1, 1]`` (dense) input."""
-    weight = np.asarray(weight)
-    c, h, w = (int(v) for v in shape)
-    if weight.ndim != 2 or weight.shape[1] != c * h * w:
-        raise ValueError(f"weight of shape {weight.shape} does not flatten a {c}x{h}x{w} map")
-    m = weight.shape[0]
-    return np.ascontiguousarray(weight.reshape(m, c, h, w).transpose(0, 2, 3, 1).reshape(m, -1))
-
-
-def window_vectors(x, kernel, stride=1, padding=0, pad_value=-1) -> np.ndarray:
-    """Software model of :class:`SlidingWindow`: ``x [K, C, H, W]`` (any integers) to the
-    window vectors ``[K*Ho*Wo, KH*KW*C]`` in (KH, KW, C) order, output positions row-major."""
-    x = np.asarray(x)
-    (kh, kw), (sh, sw), (ph, pw) = (_pair("kernel", kernel, 1), _pair("stride", stride, 1),
-                                    _pair("padding", padding, 0))
-    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
-    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    k, c, ho, wo = win.shape[:4]
-    # [K, C, Ho, Wo, KH, KW] -> [K, Ho, Wo, KH, KW, C]
-    return win.transpose(0, 2, 3, 4, 5, 1).reshape(k * ho * wo, kh * kw * c)
-
-
-def line_buffer_rows(height: int, kernel_h: int, stride_h: int) -> int:
-    """Row slots of the line buffer: the rows one window row spans plus ``stride_h`` rows
-    the writer may fill ahead (so the next output row is ready when this one ends)."""
-    return min(kernel_h, height) + stride_h
-
-
-def line_buffer_in_logic(channels: int, height: int, width: int, kernel_h: int,
-                         stride_h: int, element_bits: int = 1) -> bool:
-    """Whether the line buffer stays in flip-flops (at most :data:`LINE_BUFFER_LOGIC_BITS`)."""
-    depth = line_buffer_rows(height, kernel_h, stride_h) * width
-    return channels * element_bits * depth <= LINE_BUFFER_LOGIC_BITS
-
-
-def line_buffer_brams(channels: int, height: int, width: int, kernel_h: int, stride_h: int,
-                      element_bits: int = 1) -> int:
-    """iCE40 SB_RAM40_4K blocks of the line buffer (``R * W`` words of ``C * element_bits``
-    bits, one write and one read port), 0 when it stays in logic."""
-    if line_buffer_in_logic(channels, height, width, kernel_h, stride_h, element_bits):
-        return 0
-    depth = line_buffer_rows(height, kernel_h, stride_h) * width
-    return bram_blocks(channels * element_bits, depth)
 
 
 class WindowTaps(wiring.Component):
@@ -157,9 +75,9 @@ class WindowTaps(wiring.Component):
         for name, value in (("channels", channels), ("height", height), ("width", width),
                             ("element_bits", element_bits)):
             check_int(name, value, 1)
-        self.kernel = _pair("kernel", kernel, 1)
-        self.stride = _pair("stride", stride, 1)
-        self.padding = _pair("padding", padding, 0)
+        self.kernel = pair("kernel", kernel, 1)
+        self.stride = pair("stride", stride, 1)
+        self.padding = pair("padding", padding, 0)
         check_int("pad_word", pad_word, 0)
         bits = channels * element_bits
         if pad_word >> bits:
@@ -345,7 +263,7 @@ class SlidingWindow(wiring.Component):
                 raise ValueError(f"pad_value {pad_value} does not fit in {element_bits} bits")
             ebits, field = element_bits, pad_value
         pad_word = sum(field << (k * ebits) for k in range(channels))
-        kh, kw = _pair("kernel", kernel, 1)
+        kh, kw = pair("kernel", kernel, 1)
         self.n = kh * kw * channels
         if simd is None:
             simd = self.n
