@@ -21,6 +21,8 @@ import numpy as np
 
 from hwgen import model as model_io
 from hwgen.errors import UserError
+from hwgen.fold import input_order
+from hwgen.layout import hwc_images
 from hwgen.reference import Reference
 
 from . import protocol
@@ -117,7 +119,9 @@ def build_report(model, net, board, raw: dict, luts_estimate: int, brams_estimat
     luts = util.get(lut_cell, {}).get("used")
     clock_hz = raw["requested_mhz"] * 1e6
     achieved_hz = (raw["achieved_mhz"] or 0) * 1e6
-    macs = sum(layer.weight.size for layer in model.layers if hasattr(layer, "weight"))
+    shapes = model.shapes()
+    macs = sum(layer.weight.size * shapes[i + 1][1] * shapes[i + 1][2]
+               for i, layer in enumerate(model.layers) if hasattr(layer, "weight"))
     frame = protocol.REQUEST_OVERHEAD + model.input.size
     baud = raw.get("baud")
     return {
@@ -176,7 +180,7 @@ def format_summary(report: dict) -> str:
 def cmd_build(args) -> int:
     board = _board(args.board)
     model, net, module = plan_for_board(args.model, board, args.fold, args.lanes)
-    fold_text = ",".join(f"{lp.pe}x{lp.simd}" for lp in net.layers)
+    fold_text = ",".join("-" if f is None else str(f) for f in net.folds)
     luts_est, brams_est = check_fit(net, board)
     print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "
           f"{brams_est} 4-Kbit block RAMs")
@@ -301,9 +305,11 @@ def cmd_run(args) -> int:
         except Exception as err:  # pyserial's SerialException, ImportError, OSError
             raise UserError(f"{args.port}: cannot open ({err})") from None
     client = Client(transport, bits=model.input.bits)
+    # The core reads each image's values in its input order (interface.json "order").
+    sent = hwc_images(images) if input_order(model) == "HWC" else images
     start = time.perf_counter()
     try:
-        got = np.array(client.classify(images), dtype=np.int64)
+        got = np.array(client.classify(sent), dtype=np.int64)
     except BoardError as err:
         raise UserError(f"board: {err}") from None
     finally:

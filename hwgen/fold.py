@@ -250,14 +250,15 @@ def line_buffer_brams(channels: int, height: int, width: int, kernel_h: int, str
 def window_luts(channels: int, simd: int, element_bits: int, buffer_logic_bits: int) -> int:
     """LUT estimate of a :class:`~hwgen.gateware.window.SlidingWindow` (docs/conv-hardware.md,
     measured with Yosys ``synth_ice40``): about 150; a chunk register of ``SIMD`` elements
-    when ``SIMD`` is a larger multiple of ``C``; an internal repack for any other ``SIMD``; a
-    line buffer in logic costs about 2 per bit."""
+    when ``SIMD`` is a larger multiple of ``C``; an internal repack of each tap's ``C``
+    elements into ``SIMD``-element words for any other ``SIMD`` (a cheap split when ``SIMD``
+    divides ``C``); a line buffer in logic costs about 2 per bit."""
     luts = 150 + 2 * buffer_logic_bits
     if simd == channels:
         return luts
     if simd % channels == 0:
         return luts + simd * element_bits
-    return luts + 3 * (simd + 2 * channels) * element_bits
+    return luts + repack_luts(channels, simd, element_bits)
 
 
 def pool_luts(channels: int, buffer_logic_bits: int) -> int:
@@ -448,6 +449,14 @@ class LayerPlan:
         return Fold(self.pe, self.simd)
 
 
+def input_order(model: Model) -> str:
+    """The order of an image's values on the generated core's input stream: ``"CHW"`` (the
+    model's flattening) or ``"HWC"`` (positions row-major, all channels of a position
+    together) when a conv or pool layer reads a multi-channel input directly."""
+    first = model.layers[0]
+    return "HWC" if not isinstance(first, Dense) and model.input.shape[0] > 1 else "CHW"
+
+
 @dataclass(frozen=True)
 class RepackPlan:
     """A :class:`~hwgen.gateware.repack.Repack` in the stream before a layer: a vector of
@@ -477,12 +486,8 @@ class NetworkPlan:
 
     @property
     def input_order(self) -> str:
-        """The order of an image's values on the input stream: ``"CHW"`` (the model's
-        flattening) or ``"HWC"`` (positions row-major, all channels of a position together)
-        when a conv or pool layer reads a multi-channel input directly."""
-        first = self.model.layers[0]
-        return "HWC" if not isinstance(first, Dense) and self.model.input.shape[0] > 1 \
-            else "CHW"
+        """The order of an image's values on the input stream (:func:`input_order`)."""
+        return input_order(self.model)
 
     @property
     def beats_per_image(self) -> int:

@@ -145,3 +145,34 @@ def test_run_needs_port_or_sim(capsys, small, tmp_path):
     _, path, _ = small
     assert "exactly one of --port" in cli_error(capsys, "run", str(path), "--images",
                                                 tmp_path / "images")
+
+
+@pytest.fixture
+def small_cnn(tmp_path):
+    """A 3-channel conv/pool model (its core reads images in H, W, C order) with 40 images."""
+    from hwgen.random_models import calibrate_thresholds, conv, pool
+
+    rng = np.random.default_rng(22)
+    model = random_model(rng, (3, 6, 5), [conv(4, 3, 1, 1, pad_value=2), pool(2), dense(6)],
+                         classes=4, bits=4, binarize_at=None)
+    images = random_images(rng, model.input, 40)
+    model = calibrate_thresholds(model, images)
+    path = model_io.save(model, tmp_path / "cnn.npz")
+    write_idx(tmp_path / "cnn-images", images)
+    return model, path, images
+
+
+@pytest.mark.sim
+def test_sim_and_run_sim_of_a_multichannel_cnn(tmp_path, capsys, small_cnn):
+    """``hwgen sim`` (Verilator) and ``hwgen run --sim`` (the UART board top) send each image
+    in the core's H, W, C order and agree with the reference."""
+    model, path, images = small_cnn
+    expected = Reference(model).predict(images)
+    assert len(set(expected)) > 1
+    assert main(["sim", str(path), "--images", str(tmp_path / "cnn-images"),
+                 "--save-predictions", str(tmp_path / "p.npy")]) == 0
+    assert "agreement 40/40" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), expected)
+    assert main(["run", str(path), "--sim", "--images", str(tmp_path / "cnn-images"),
+                 "--limit", "8"]) == 0
+    assert "agreement 8/8 with reference" in capsys.readouterr().out
