@@ -39,11 +39,19 @@ def _board(name: str):
         raise UserError(str(err)) from None
 
 
-def _budget(board):
+def _budget(board, input_size: int, clock_mhz: float, baud: int):
+    """The board's resources for the core; no faster than the UART delivers images."""
     from hwgen.fold import Budget
 
     luts = int(board.luts * FIT_LUT_FRACTION) - board.board_luts
-    return Budget(luts=luts, brams=_bram_budget(board))
+    return Budget(luts=luts, brams=_bram_budget(board),
+                  min_interval=uart_cycles_per_image(input_size, clock_mhz, baud))
+
+
+def uart_cycles_per_image(input_size: int, clock_mhz: float, baud: int) -> int:
+    """Clock cycles one image's request frame takes on the UART (10 bits per byte)."""
+    frame = protocol.REQUEST_OVERHEAD + input_size
+    return int(frame * 10 / baud * clock_mhz * 1e6)
 
 
 def _bram_budget(board) -> int:
@@ -51,14 +59,19 @@ def _bram_budget(board) -> int:
     return (board.bram_blocks - board.board_brams) * board.bram_block_bits // 4096
 
 
-def plan_for_board(model_path: Path, board, fold: str | None, lanes: int | None):
-    """Load and fold the model within the board's budget; returns (model, net, module)."""
+def plan_for_board(model_path: Path, board, fold: str | None, lanes: int | None,
+                   clock_mhz: float | None = None, baud: int | None = None):
+    """Load and fold the model; returns (model, net, module). Without ``fold``: the
+    cheapest design that keeps up with the UART at ``clock_mhz``/``baud``, or the fastest
+    within the board's budget if even that is slower."""
     from hwgen.fold import parse_fold, plan
     from hwgen.gateware.network import module_name
 
     model = model_io.load(model_path)
     folds = None if fold in (None, "auto") else parse_fold(fold, model)
-    net = plan(model, folds, lanes=lanes, budget=_budget(board))
+    budget = _budget(board, model.input.size, clock_mhz or board.default_clock_mhz,
+                     baud or 1_000_000)
+    net = plan(model, folds, lanes=lanes, budget=budget)
     return model, net, module_name(Path(model_path).stem)
 
 
@@ -179,7 +192,8 @@ def format_summary(report: dict) -> str:
 
 def cmd_build(args) -> int:
     board = _board(args.board)
-    model, net, module = plan_for_board(args.model, board, args.fold, args.lanes)
+    model, net, module = plan_for_board(args.model, board, args.fold, args.lanes, args.clock,
+                                        args.baud)
     fold_text = ",".join("-" if f is None else str(f) for f in net.folds)
     luts_est, brams_est = check_fit(net, board)
     print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "
@@ -192,16 +206,20 @@ def cmd_build(args) -> int:
     outdir = Path(args.output or Path("build") / f"{Path(args.model).stem}-{board.name}")
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.building-", dir=outdir.parent))
+    failed = outdir.with_name(outdir.name + ".failed")
     try:
         report, summary = _build_into(staging, model, net, module, board, args,
                                       luts_est, brams_est, fold_text)
     except subprocess.CalledProcessError as err:
-        failed = outdir.with_name(outdir.name + ".failed")
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
         raise UserError(f"synthesis or place-and-route failed (exit {err.returncode}; the "
                         f"tool's ERROR line is above: a design that does not fit fails here, "
                         f"try a narrower --fold); files in {failed}") from None
+    except _TimingMissed as err:
+        shutil.rmtree(failed, ignore_errors=True)
+        staging.rename(failed)
+        raise UserError(f"{err}; critical paths in {failed / (module + '.tim')}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -213,6 +231,10 @@ def cmd_build(args) -> int:
     if args.program:
         program(board, outdir / report["bitstream"])
     return 0
+
+
+class _TimingMissed(Exception):
+    """The build placed and routed but missed the clock (its files are kept)."""
 
 
 def _build_into(staging: Path, model, net, module: str, board, args, luts_est: int,
@@ -234,7 +256,7 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
     try:
         raw = board.build(top, staging, name=module)
     except TimingError as err:
-        raise UserError(str(err)) from None
+        raise _TimingMissed(str(err)) from None
     report = build_report(model, net, board, raw, luts_est, brams_est, fold_text)
     report["build_seconds"] = round(time.perf_counter() - start, 1)
     (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -297,7 +319,7 @@ def cmd_run(args) -> int:
                         f"{model.input.bits}-bit values")
     if args.sim:
         board = _board(args.board)
-        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes)
+        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes, None, args.baud)
         transport = network_sim_transport(net)
     else:
         try:

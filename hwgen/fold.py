@@ -95,6 +95,9 @@ class Budget:
 
     luts: int = 4000
     brams: int = 30
+    #: No need to be faster than this many cycles per image (e.g. the rate at which a board's
+    #: UART delivers images): the default fold then takes the cheapest design that keeps up.
+    min_interval: int = 1
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -363,7 +366,7 @@ class PoolPlan:
     def pipeline_latency(self) -> int:
         """Cycles from a window's rows being complete to its output: the row counter, the
         read, the taps and the output register."""
-        return 3 + self.kernel[0] * self.kernel[1]
+        return 4 + self.kernel[0] * self.kernel[1]
 
 
 # ----------------------------------------------------------------------------- planning
@@ -772,7 +775,8 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
     since the cost only falls as ``T`` grows. A conv layer prefers ``SIMD`` a multiple or a
     divisor of its input channels (no repack inside its window unit). When even the
     cheapest design exceeds the budget, the budget is raised to what that design needs.
-    Max-pool layers get None.
+    When the fastest design that fits is faster than ``budget.min_interval``, the cheapest
+    design within ``min_interval`` is taken instead. Max-pool layers get None.
     """
     check_supported(model)
     budget = budget or Budget()
@@ -857,13 +861,14 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
         net = plan(model, chosen)  # adds repacks and argmax
         return net.luts <= max_luts and net.brams <= max_brams
 
+    slowest = hi
     while lo < hi:
         mid = (lo + hi) // 2
         if fits(cheapest(mid)):
             hi = mid
         else:
             lo = mid + 1
-    return cheapest(hi)
+    return cheapest(max(hi, min(budget.min_interval, slowest)))
 
 
 def _fold_counts(m: int) -> list[int]:
@@ -944,7 +949,7 @@ def latency_bound(net: NetworkPlan) -> int:
     for lp, before in zip(net.layers, net.repacks()):
         t += 2 * len(before) + lp.cycles + lp.pipeline_latency
         if isinstance(lp, LayerPlan):
-            t += lp.sf + (3 + lp.window.cycles_per_window if lp.window else 0)
+            t += lp.sf + (4 + lp.window.cycles_per_window if lp.window else 0)
     last = net.layers[-1]
     return t + last.nf + 1 + argmax_stages(last.pe)
 

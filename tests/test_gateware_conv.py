@@ -252,6 +252,7 @@ def test_conv_pool_dense_chain_matches_reference(shape, layers, binarize_at, fol
     (5, 6, 7, (2, 2), (2, 2)),   # non-overlapping, odd width leaves a column
     (2, 5, 6, (2, 3), (1, 2)),
     (6, 4, 4, (1, 1), (3, 2)),   # positions skipped
+    (4, 6, 1, (1, 1), (1, 1)),   # one-wide rows: a row released at every tap (stalls)
 ])
 def test_maxpool(c, h, w, kernel, stride):
     rng = np.random.default_rng(c * 100 + h * 10 + w)

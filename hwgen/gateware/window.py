@@ -21,7 +21,7 @@ the generator folds the MVTU over :func:`conv_weight_matrix` of the weight (the 
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -61,12 +61,14 @@ class WindowTaps(wiring.Component):
     of registers only) while fewer than ``R`` complete rows are held; a window row's taps are
     read once all the input rows it covers are complete.
 
-    Timing: one tap per cycle while the rows are there and ``o`` is not stalled. ``o.valid``
-    and ``o.payload`` come from registers and the read port (the cycle after the read);
-    while ``o.valid`` is high and ``o.ready`` low the reader holds. The first tap of an
-    image is valid 2 cycles after the last beat of row ``min(KH - ph, H) - 1`` was accepted
-    (1 cycle for the row counter, 1 for the read), or 1 cycle after the reader becomes free
-    if those rows were already there.
+    Timing: one tap per cycle while the rows are there and ``o`` is not stalled. A tap's
+    address is computed and registered, then read (a two-stage pipeline, so that address
+    arithmetic and the block RAM read are separate paths); ``o.valid`` and ``o.payload``
+    come from registers and the read port; while ``o.valid`` is high and ``o.ready`` low the
+    whole reader holds. The first tap of an image is valid 3 cycles after the last beat of
+    row ``min(KH - ph, H) - 1`` was accepted (1 cycle for the row counter, 1 for the
+    address, 1 for the read), or 2 cycles after the reader becomes free if those rows were
+    already there.
     """
 
     @checked_init
@@ -118,13 +120,18 @@ class WindowTaps(wiring.Component):
         avail = Signal(range(-r, r + 1))
         row_done = Signal()
         release = Signal(range(h + 1))
+        # The writer's view: the same count, but a release only counts once the tap that
+        # triggered it has been read (it waits in the address stage, maybe stalled), so a
+        # released row is never overwritten before its last tap was read.
+        avail_w = Signal(range(-r, r + 1))
+        read_release = Signal(range(h + 1))
 
         # ---- writer
         wcol = Signal(range(w))
         wslot = Signal(range(r))
         take = Signal()
         m.d.comb += [
-            self.i.ready.eq(avail < r),
+            self.i.ready.eq(avail_w < r),
             take.eq(self.i.valid & self.i.ready),
             wport.addr.eq(wslot * w + wcol),
             wport.data.eq(self.i.payload),
@@ -136,36 +143,52 @@ class WindowTaps(wiring.Component):
                 m.d.sync += [wcol.eq(0), wslot.eq(Mux(wslot == r - 1, 0, wslot + 1))]
             with m.Else():
                 m.d.sync += wcol.eq(wcol + 1)
-        m.d.sync += avail.eq(avail + row_done - release)
+        m.d.sync += [avail.eq(avail + row_done - release),
+                     avail_w.eq(avail_w + row_done - read_release)]
 
         # ---- reader
         oy = Signal(range(ho))
         ox = Signal(range(wo))
         ky = Signal(range(kh))
         kx = Signal(range(kw))
-        ybase = Signal(range(-ph, (ho - 1) * sh - ph + 1), init=-ph)  # oy*sh - ph
         xbase = Signal(range(-pw, (wo - 1) * sw - pw + 1), init=-pw)  # ox*sw - pw
-        bslot = Signal(range(r))  # slot of row `lo`
+        bslot = Signal(range(r))  # slot of row `lo`, the first stored row output row oy reads
 
-        def clamp(value):
-            return Mux(value < 0, 0, Mux(value > h, h, value))
+        # Everything that depends on the output row alone is a constant per row, looked up
+        # by `oy` (a few LUTs) instead of computed from it (carry chains on the paths into
+        # `issue` and `bslot`, which limited a 28-wide map to 27 MHz on the iCE40):
+        # lo/hi: the stored rows the window row covers; need = hi - lo; release: the rows
+        # the next output row no longer needs (after the last row, all the rest); off: the
+        # map row of tap ky is lo + ky + off; row_ok/col_ok: which taps are inside the map.
+        def lo_of(y):
+            return min(max(y * sh - ph, 0), h)
 
-        lo, hi, lo_next = (Signal(range(h + 1), name=n) for n in ("lo", "hi", "lo_next"))
+        need_t = [min(max(y * sh - ph + kh, 0), h) - lo_of(y) for y in range(ho)]
+        rel_t = [(h if y == ho - 1 else lo_of(y + 1)) - lo_of(y) for y in range(ho)]
+        off_t = [y * sh - ph - lo_of(y) for y in range(ho)]
+        row_ok_t = [sum(1 << k for k in range(kh) if 0 <= y * sh - ph + k < h) for y in range(ho)]
+        col_ok_t = [sum(1 << k for k in range(kw) if 0 <= x * sw - pw + k < w) for x in range(wo)]
         need = Signal(range(h + 1))
-        iy = Signal(range(-ph, (ho - 1) * sh - ph + kh))
+        release_row = Signal(range(h + 1))
+        off = Signal(range(min(off_t), 1))
+        row_ok = Signal(kh)
+        col_ok = Signal(kw)
+        m.d.comb += [
+            need.eq(Array(Const(v, range(h + 1)) for v in need_t)[oy]),
+            release_row.eq(Array(Const(v, range(h + 1)) for v in rel_t)[oy]),
+            off.eq(Array(Const(v, off.shape()) for v in off_t)[oy]),
+            row_ok.eq(Array(Const(v, kh) for v in row_ok_t)[oy]),
+            col_ok.eq(Array(Const(v, kw) for v in col_ok_t)[ox]),
+        ]
         ix = Signal(range(-pw, (wo - 1) * sw - pw + kw))
         inside = Signal()
-        slot_raw = Signal(range(2 * r))
+        slot_raw = Signal(range(min(off_t), 2 * r))
         slot = Signal(range(r))
         m.d.comb += [
-            lo.eq(clamp(ybase)),
-            hi.eq(clamp(ybase + kh)),
-            lo_next.eq(clamp(ybase + sh)),
-            need.eq(hi - lo),
-            iy.eq(ybase + ky),
             ix.eq(xbase + kx),
-            inside.eq((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)),
-            slot_raw.eq(bslot + (iy - lo)),
+            inside.eq(row_ok.bit_select(ky, 1) & col_ok.bit_select(kx, 1)),
+            # Taps outside the map read an arbitrary slot (their word is replaced by padding).
+            slot_raw.eq(bslot + ky + off),
             slot.eq(Mux(slot_raw >= r, slot_raw - r, slot_raw)),
         ]
 
@@ -173,14 +196,26 @@ class WindowTaps(wiring.Component):
         issue = Signal()
         tap_first = Signal()
         tap_last = Signal()
+        # Two-stage read pipeline: the tap's address is computed and registered (stage A),
+        # then read (stage B: the read port's register), so the address arithmetic and the
+        # block RAM read are not one path. Both stages hold while the output is stalled.
+        a_valid, a_inside, a_first, a_last = (Signal(name=f"a_{n}")
+                                              for n in ("valid", "inside", "first", "last"))
+        a_addr = Signal(range(r * w), name="a_addr")
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
             issue.eq(advance & (avail >= need)),
-            rport.addr.eq(slot * w + ix[:max(1, (w - 1).bit_length())]),
+            rport.addr.eq(a_addr),
             rport.en.eq(advance),
             tap_first.eq((ky == 0) & (kx == 0)),
             tap_last.eq((ky == kh - 1) & (kx == kw - 1)),
         ]
+        a_release = Signal(range(h + 1), name="a_release")
+        m.d.comb += read_release.eq(Mux(advance, a_release, 0))
+        with m.If(advance):
+            m.d.sync += [a_valid.eq(issue), a_addr.eq(slot * w + ix[:max(1, (w - 1).bit_length())]),
+                         a_inside.eq(inside), a_first.eq(tap_first), a_last.eq(tap_last),
+                         a_release.eq(release)]
         with m.If(issue):
             with m.If(kx == kw - 1):
                 m.d.sync += kx.eq(0)
@@ -190,15 +225,14 @@ class WindowTaps(wiring.Component):
                         m.d.sync += [ox.eq(0), xbase.eq(-pw)]
                         # The output row is finished: release the rows the next one no
                         # longer needs (after an image's last row, all the rest of the image).
-                        rel = Mux(oy == ho - 1, h - lo, lo_next - lo)
-                        m.d.comb += release.eq(rel)
-                        step = Signal(range(2 * r), name="slot_step")
-                        m.d.comb += step.eq(bslot + rel)
+                        m.d.comb += release.eq(release_row)
+                        step = Signal(range(2 * r), name="slot_step")  # release < r
+                        m.d.comb += step.eq(bslot + release_row)
                         m.d.sync += bslot.eq(Mux(step >= r, step - r, step))
                         with m.If(oy == ho - 1):
-                            m.d.sync += [oy.eq(0), ybase.eq(-ph)]
+                            m.d.sync += oy.eq(0)
                         with m.Else():
-                            m.d.sync += [oy.eq(oy + 1), ybase.eq(ybase + sh)]
+                            m.d.sync += oy.eq(oy + 1)
                     with m.Else():
                         m.d.sync += [ox.eq(ox + 1), xbase.eq(xbase + sw)]
                 with m.Else():
@@ -211,8 +245,8 @@ class WindowTaps(wiring.Component):
         first = Signal()
         last = Signal()
         with m.If(advance):
-            m.d.sync += [self.o.valid.eq(issue), pad.eq(~inside), first.eq(tap_first),
-                         last.eq(tap_last)]
+            m.d.sync += [self.o.valid.eq(a_valid), pad.eq(~a_inside), first.eq(a_first),
+                         last.eq(a_last)]
         m.d.comb += [
             self.o.payload.data.eq(Mux(pad, self.pad_word, rport.data)),
             self.o.payload.first.eq(first),
@@ -242,8 +276,8 @@ class SlidingWindow(wiring.Component):
     output beat per cycle, so a window takes ``T = max(KH*KW, ceil(N / SIMD))`` cycles
     (:attr:`cycles_per_window`) and an image ``Ho * Wo * T`` cycles plus the waits for input
     rows (:attr:`cycles_per_image` bounds the steady-state interval between images arriving
-    without gaps). Latency: a window's first beat leaves 2 cycles after its tap is read
-    (``C == SIMD``: 1), see :class:`WindowTaps` for when that is.
+    without gaps). Latency: a window's first beat leaves with its first tap (``C == SIMD``)
+    or 1 cycle after its last tap, see :class:`WindowTaps` for when that is.
     """
 
     @checked_init
