@@ -770,7 +770,7 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
     """The smallest initiation interval whose cheapest per-layer folds fit ``budget``.
 
     For a target interval ``T`` every dense or conv layer takes the fold with the fewest
-    estimated LUTs (a block RAM counted as 400) among those whose layer takes at most ``T``
+    estimated LUTs (a block RAM counted as 200) among those whose layer takes at most ``T``
     cycles per image (so cycle counts are balanced near ``T``); ``T`` is found by bisection,
     since the cost only falls as ``T`` grows. A conv layer prefers ``SIMD`` a multiple or a
     divisor of its input channels (no repack inside its window unit). When even the
@@ -816,7 +816,7 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
         key = (index, fold)
         if key not in candidates_cache:
             lp = layer_plan(model, index, fold)
-            candidates_cache[key] = (lp.luts + 400 * lp.brams, lp)
+            candidates_cache[key] = (lp.luts + 200 * lp.brams, lp)
         return candidates_cache[key]
 
     def cheapest(target: int) -> list[Fold | None] | None:
@@ -868,7 +868,8 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
             hi = mid
         else:
             lo = mid + 1
-    return cheapest(max(hi, min(budget.min_interval, slowest)))
+    relaxed = cheapest(max(hi, min(budget.min_interval, slowest)))
+    return relaxed if fits(relaxed) else cheapest(hi)
 
 
 def _fold_counts(m: int) -> list[int]:

@@ -154,12 +154,13 @@ class WindowTaps(wiring.Component):
         xbase = Signal(range(-pw, (wo - 1) * sw - pw + 1), init=-pw)  # ox*sw - pw
         bslot = Signal(range(r))  # slot of row `lo`, the first stored row output row oy reads
 
-        # Everything that depends on the output row alone is a constant per row, looked up
-        # by `oy` (a few LUTs) instead of computed from it (carry chains on the paths into
-        # `issue` and `bslot`, which limited a 28-wide map to 27 MHz on the iCE40):
-        # lo/hi: the stored rows the window row covers; need = hi - lo; release: the rows
-        # the next output row no longer needs (after the last row, all the rest); off: the
-        # map row of tap ky is lo + ky + off; row_ok/col_ok: which taps are inside the map.
+        # Everything that depends on the output row alone is a constant per row, held in
+        # registers loaded from tables when a row ends, instead of computed from the row
+        # index (carry chains on the paths into `issue` and `bslot` limited a 28-wide map to
+        # 27 MHz on the iCE40): lo/hi: the stored rows the window row covers; need = hi - lo;
+        # release: the rows the next output row no longer needs (after the last row, all
+        # the rest); off: the map row of tap ky is lo + ky + off; row_ok/col_ok: which taps
+        # are inside the map (col_ok is looked up by ox).
         def lo_of(y):
             return min(max(y * sh - ph, 0), h)
 
@@ -168,18 +169,13 @@ class WindowTaps(wiring.Component):
         off_t = [y * sh - ph - lo_of(y) for y in range(ho)]
         row_ok_t = [sum(1 << k for k in range(kh) if 0 <= y * sh - ph + k < h) for y in range(ho)]
         col_ok_t = [sum(1 << k for k in range(kw) if 0 <= x * sw - pw + k < w) for x in range(wo)]
-        need = Signal(range(h + 1))
-        release_row = Signal(range(h + 1))
-        off = Signal(range(min(off_t), 1))
-        row_ok = Signal(kh)
+        need = Signal(range(h + 1), init=need_t[0])
+        release_row = Signal(range(h + 1), init=rel_t[0])
+        off = Signal(range(min(off_t), 1), init=off_t[0])
+        row_ok = Signal(kh, init=row_ok_t[0])
+        row_regs = ((need, need_t), (release_row, rel_t), (off, off_t), (row_ok, row_ok_t))
         col_ok = Signal(kw)
-        m.d.comb += [
-            need.eq(Array(Const(v, range(h + 1)) for v in need_t)[oy]),
-            release_row.eq(Array(Const(v, range(h + 1)) for v in rel_t)[oy]),
-            off.eq(Array(Const(v, off.shape()) for v in off_t)[oy]),
-            row_ok.eq(Array(Const(v, kh) for v in row_ok_t)[oy]),
-            col_ok.eq(Array(Const(v, kw) for v in col_ok_t)[ox]),
-        ]
+        m.d.comb += col_ok.eq(Array(Const(v, kw) for v in col_ok_t)[ox])
         ix = Signal(range(-pw, (wo - 1) * sw - pw + kw))
         inside = Signal()
         slot_raw = Signal(range(min(off_t), 2 * r))
@@ -229,6 +225,10 @@ class WindowTaps(wiring.Component):
                         step = Signal(range(2 * r), name="slot_step")  # release < r
                         m.d.comb += step.eq(bslot + release_row)
                         m.d.sync += bslot.eq(Mux(step >= r, step - r, step))
+                        for reg, table in row_regs:
+                            following = table[1:] + table[:1]  # the next row's value
+                            m.d.sync += reg.eq(Array(Const(v, reg.shape())
+                                                     for v in following)[oy])
                         with m.If(oy == ho - 1):
                             m.d.sync += oy.eq(0)
                         with m.Else():
