@@ -12,7 +12,7 @@ from ._checks import check_int, checked_init
 
 from ..fold import ceil_div
 
-__all__ = ["Repack"]
+__all__ = ["Repack", "SkidBuffer"]
 
 
 class Repack(wiring.Component):
@@ -170,4 +170,37 @@ class Repack(wiring.Component):
             m.d.sync += therm.eq(Mux(last, rounded, added))
         with m.Else():
             m.d.sync += therm.eq(after)
+        return m
+
+
+class SkidBuffer(wiring.Component):
+    """A stream register slice whose ``i.ready`` is a register (no combinational path from
+    ``o.ready`` to ``i.ready``), at full throughput: ``o`` comes from a register one cycle
+    after ``i``; a beat that arrives while ``o`` is stalled waits in a second register.
+
+    ``width``: payload bits.
+    """
+
+    @checked_init
+    def __init__(self, width: int):
+        check_int("width", width, 1)
+        self.width = width
+        super().__init__({
+            "i": In(stream.Signature(width)),
+            "o": Out(stream.Signature(width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        held = Signal(self.width, name="held")
+        held_valid = Signal(name="held_valid")
+        m.d.comb += self.i.ready.eq(~held_valid)
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(held_valid):
+                m.d.sync += [self.o.payload.eq(held), self.o.valid.eq(1),
+                             held_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~held_valid):
+            m.d.sync += [held.eq(self.i.payload), held_valid.eq(1)]
         return m

@@ -32,7 +32,7 @@ from ..fold import (LINE_BUFFER_LOGIC_BITS, ceil_div, line_buffer_brams, line_bu
                     line_buffer_rows)
 from ..layout import (conv_dense_view, conv_weight_matrix, hwc_dense_matrix, pair,
                       window_vectors)
-from .repack import Repack
+from .repack import Repack, SkidBuffer
 from .rom import ram_style
 
 __all__ = ["WindowTaps", "SlidingWindow", "conv_weight_matrix", "conv_dense_view",
@@ -143,8 +143,6 @@ class WindowTaps(wiring.Component):
                 m.d.sync += [wcol.eq(0), wslot.eq(Mux(wslot == r - 1, 0, wslot + 1))]
             with m.Else():
                 m.d.sync += wcol.eq(wcol + 1)
-        m.d.sync += [avail.eq(avail + row_done - release),
-                     avail_w.eq(avail_w + row_done - read_release)]
 
         # ---- reader
         oy = Signal(range(ho))
@@ -239,6 +237,14 @@ class WindowTaps(wiring.Component):
                     m.d.sync += ky.eq(ky + 1)
             with m.Else():
                 m.d.sync += kx.eq(kx + 1)
+
+        # The reader's release only selects between two sums of registers (no adder behind
+        # the issue decision).
+        releasing = Signal()
+        m.d.comb += releasing.eq(release != 0)
+        m.d.sync += [avail.eq(Mux(releasing, avail + row_done - release_row,
+                                  avail + row_done)),
+                     avail_w.eq(avail_w + row_done - read_release)]
 
         # ---- output stage: the read port's word, or the padding word
         pad = Signal()
@@ -370,11 +376,16 @@ class SlidingWindow(wiring.Component):
                 with m.Else():
                     m.d.sync += count.eq(count + 1)
         else:
+            # A skid buffer between the taps and the repack: the repack's ready follows its
+            # output's, so without it the MVTU's ready would run through the repack into
+            # the reader's issue logic in one cycle (the longest path of a CNN on the iCE40).
+            m.submodules.skid = skid = SkidBuffer(c * ebits)
             m.submodules.repack = repack = Repack(self.n, c, simd, ebits)
             m.d.comb += [
-                repack.i.payload.eq(tap.data),
-                repack.i.valid.eq(taps.o.valid),
-                taps.o.ready.eq(repack.i.ready),
+                skid.i.payload.eq(tap.data),
+                skid.i.valid.eq(taps.o.valid),
+                taps.o.ready.eq(skid.i.ready),
             ]
+            wiring.connect(m, skid.o, repack.i)
             wiring.connect(m, repack.o, wiring.flipped(self.o))
         return m
