@@ -149,6 +149,7 @@ def build_report(model, net, board, raw: dict, luts_estimate: int, brams_estimat
         "clock_mhz": raw["requested_mhz"], "fmax_mhz": raw["achieved_mhz"],
         "timing_met": raw["timing_met"],
         "cycles_per_image": net.cycles_per_image, "latency_cycles": net.latency_cycles,
+        "latency_is_bound": net.has_windows,
         "inferences_per_s_compute": clock_hz / net.cycles_per_image,
         "inferences_per_s_at_fmax": achieved_hz / net.cycles_per_image,
         "baud": baud,
@@ -176,6 +177,7 @@ def format_summary(report: dict) -> str:
         f"clock        {report['clock_mhz']:.2f} MHz requested, Fmax {report['fmax_mhz']:.2f} MHz "
         f"({'met' if report['timing_met'] else 'NOT met'})",
         f"throughput   {report['cycles_per_image']} cycles/image, latency "
+        f"{'at most ' if report.get('latency_is_bound') else ''}"
         f"{report['latency_cycles']} cycles; {report['inferences_per_s_compute']:.0f} "
         f"inferences/s compute-bound at the clock "
         f"({report['inferences_per_s_at_fmax']:.0f} at Fmax)",

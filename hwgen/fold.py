@@ -47,6 +47,10 @@ LOGIC_ROM_MAX_BITS = 2048
 MIN_BRAM_EFFICIENCY = 0.25
 #: ... and only up to this many words: a deeper ROM in logic is a slow tree of LUTs.
 LOGIC_ROM_MAX_DEPTH = 64
+#: The default fold avoids weight ROMs deeper than this many words: a deeper ROM is a cascade
+#: of block RAMs behind an output multiplexer, the slowest path of a design (a 39200-deep
+#: 2-bit ROM in 20 blocks closed timing at 45 MHz on the iCE40UP5K).
+DEFAULT_MAX_ROM_DEPTH = 4096
 #: Input double buffers stay in flip-flops only up to this many bits and this depth (a deeper
 #: one is a slow multiplexer in logic).
 LOGIC_BUFFER_MAX_BITS = 2048
@@ -783,9 +787,6 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
     shapes = model.shapes()
     candidates_cache: dict = {}
 
-    binary = model.binary_inputs()
-    bits = model.input.bits
-
     def candidates(index: int, target: int) -> list[Fold]:
         layer = model.layers[index]
         m, n = layer.out_channels, layer.fan_in
@@ -809,42 +810,35 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
             if channels is not None:
                 simds |= {min(n, ceil_div(simd_min, channels) * channels * k) for k in (1, 2)}
                 simds |= {d for d in range(simd_min, channels + 1) if channels % d == 0}
-            folds += [Fold(pe, simd) for simd in sorted(simds)]
+            folds += [Fold(pe, simd) for simd in sorted(simds)
+                      if nf * ceil_div(n, simd) <= DEFAULT_MAX_ROM_DEPTH]
         return folds
 
     def layer_cost(index: int, fold: Fold):
         key = (index, fold)
         if key not in candidates_cache:
             lp = layer_plan(model, index, fold)
-            candidates_cache[key] = (lp.luts + 200 * lp.brams, lp)
+            candidates_cache[key] = (lp.luts + 400 * lp.brams, lp)
         return candidates_cache[key]
 
     def cheapest(target: int) -> list[Fold | None] | None:
-        """Layer by layer in stream order, the cheapest fold (its repacks included) within
-        ``target`` cycles per image, given the folds chosen before it."""
+        """Per layer, the cheapest fold within ``target`` cycles per image."""
         chosen = []
-        kind, width = "input", 1
         for index, layer in enumerate(model.layers):
-            ebits = 1 if binary[index] else bits
             if not has_fold(layer):
-                lp = layer_plan(model, index, None)
                 chosen.append(None)
-                kind, width = stream_after(lp, shapes[index])
                 continue
             best = None
             for fold in candidates(index, target):
                 cost, lp = layer_cost(index, fold)
                 if lp.cycles > target:
                     continue
-                cost += sum(r.luts for r in repacks_before(index, lp, shapes[index], ebits,
-                                                           kind, width))
                 key = (cost, lp.cycles)
                 if best is None or key < best[0]:
-                    best = (key, fold, lp)
+                    best = (key, fold)
             if best is None:
                 return None
             chosen.append(best[1])
-            kind, width = stream_after(best[2], shapes[index])
         return chosen
 
     # The slowest design (every layer at 1x1) bounds the search.
