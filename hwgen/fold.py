@@ -513,7 +513,7 @@ class NetworkPlan:
     @property
     def has_windows(self) -> bool:
         """Whether any conv or pool layer (a line-buffer unit) is in the chain."""
-        return any(lp.window is not None or isinstance(lp, PoolPlan) for lp in self.layers)
+        return any(isinstance(lp, PoolPlan) or lp.window is not None for lp in self.layers)
 
     @property
     def classes(self) -> int:

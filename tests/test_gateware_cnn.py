@@ -43,6 +43,9 @@ CNNS = {
     "binarized-pad2-wide": ((1, 6, 9), [conv(3, 3, (1, 2), 2, pad_value=1), pool((2, 1)),
                                         dense(5)],
                             8, 100, [Fold(3, 9), None, Fold(5, 18), Fold(1, 5)], 3),
+    # a max-pool straight on the binarized 2-channel input (HWC order), then a conv
+    "binarized-pool-first": ((2, 6, 7), [pool(2), conv(3, 3, 1, 1), dense(4)], 8, 210, None,
+                             None),
     # SIMD smaller than the channels (a divisor and a non-divisor), default fold elsewhere
     "simd-below-channels": ((1, 10, 10), [conv(8, 3, 1, 1), pool(2), conv(6, 3, 1, 0), dense(4)],
                             8, 60, [Fold(4, 9), None, Fold(2, 4), Fold(2, 6), Fold(3, 2)], None),

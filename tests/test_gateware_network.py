@@ -296,3 +296,25 @@ def test_shipped_model_on_real_images_in_the_amaranth_simulator(fashion_mnist_di
     np.testing.assert_array_equal(got, Reference(model).predict(images))
     spacing = np.diff(monitor.cycles)
     assert abs(spacing.mean() - net.cycles_per_image) <= 0.02 * net.cycles_per_image
+
+
+def test_min_interval_takes_the_cheapest_design_that_keeps_up():
+    """A board's UART sets how fast a core needs to be: the default fold then takes the
+    cheapest design within that interval (never one slower, never one over budget)."""
+    rng = np.random.default_rng(6)
+    model = random_model(rng, (1, 12, 12), [dense(64), dense(32)], classes=10,
+                         binarize_at=128)
+    fastest = plan(model, default_fold(model, Budget(luts=3000, brams=20)))
+    interval = 20 * fastest.cycles_per_image
+    relaxed = plan(model, default_fold(model, Budget(luts=3000, brams=20,
+                                                     min_interval=interval)))
+    assert fastest.cycles_per_image < relaxed.cycles_per_image <= interval
+    assert relaxed.luts < fastest.luts and relaxed.brams <= 20
+
+
+def test_uart_cycles_per_image():
+    from boards.commands import uart_cycles_per_image
+    from boards.protocol import REQUEST_OVERHEAD
+
+    # 784 pixels + the frame's overhead, 10 bits a byte, at 1 Mbaud and 48 MHz
+    assert uart_cycles_per_image(784, 48, 1_000_000) == (784 + REQUEST_OVERHEAD) * 10 * 48
