@@ -47,7 +47,8 @@ def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,
         core = VerilatedCore(verilog, interface(net, module), trace=waves_kind(waves))
         core.build()
         return core.run(images, seed=seed, valid_percent=valid_percent,
-                        ready_percent=ready_percent, waves=waves)
+                        ready_percent=ready_percent, waves=waves,
+                        progress=len(images) > 500)  # long runs show a tqdm bar
 
 
 def simulate(model_path: Path, images: np.ndarray, fold: str | None = None,

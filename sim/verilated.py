@@ -241,8 +241,9 @@ class VerilatedCore:
 
     def run(self, images: np.ndarray, seed: int = 0, valid_percent: int = 100,
             ready_percent: int = 100, max_cycles: int | None = None,
-            waves: Path | None = None) -> SimResult:
-        """Stream ``images`` ``[K, ...]`` through the core; returns classes and output cycles."""
+            waves: Path | None = None, progress: bool = False) -> SimResult:
+        """Stream ``images`` ``[K, ...]`` through the core; returns classes and output cycles.
+        ``progress``: a tqdm bar of the images done (the harness writes one line per image)."""
         i = self.interface["input"]
         exe = self.build()
         beats = pack_beats(images, i["lanes"], i["bits"], i.get("order", "CHW"))
@@ -261,11 +262,33 @@ class VerilatedCore:
                 if not self.trace:
                     raise UserError("waveforms need a core built with trace='vcd' or 'fst'")
                 cmd.append(str(waves))
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = _run_with_progress(cmd, tmp / "out.txt", count, progress)
             if proc.returncode != 0:
                 raise UserError(f"simulation failed: {proc.stderr.strip() or proc.returncode}")
             table = np.loadtxt(tmp / "out.txt", dtype=np.int64, ndmin=2)
         return SimResult(table[:, 0], table[:, 1])
+
+
+def _run_with_progress(cmd: list[str], out: Path, count: int, progress: bool):
+    """Run the harness; with ``progress``, poll its output file and show images done."""
+    if not progress:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    import time
+
+    from tqdm import tqdm
+
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc, \
+            tqdm(total=count, desc="verilator", unit="image", leave=False) as bar:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            try:
+                done = out.read_bytes().count(b"\n")
+            except OSError:
+                done = 0
+            bar.update(max(0, min(done, count) - bar.n))
+        stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _last_error(log: str) -> str:
