@@ -30,9 +30,10 @@ class Repack(wiring.Component):
     register is free or leaving, the word valid the cycle after its last beat. When a beat
     splits into whole words (``c`` a multiple of ``s``) it holds one beat and shifts a word
     out per cycle: the first word valid the cycle after the beat was accepted, the next beat
-    accepted in the cycle its last word leaves. Otherwise it is a shift buffer of ``roundup(2s + 2c, s)`` elements: a word is valid the cycle after the
-    beat completing it was accepted, ``i.ready`` and ``o.valid`` are register bits (the fill
-    level is a thermometer code),
+    accepted in the cycle its last word leaves. Otherwise it is a shift buffer of
+    ``roundup(2s + 2c, s)`` elements: a word is valid the cycle after the beat completing it
+    was accepted, ``i.ready`` and ``o.valid`` are register bits (the fill level is a
+    thermometer code),
     and neither side stalls the other while the other keeps up (no bubbles between vectors).
     """
 
