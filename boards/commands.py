@@ -22,10 +22,11 @@ import numpy as np
 from hwgen import model as model_io
 from hwgen.errors import UserError
 from hwgen.fold import input_order
-from hwgen.layout import hwc_images
+from hwgen.layout import in_stream_order
 from hwgen.reference import Reference
 
 from . import protocol
+from .build import TimingError
 from .targets import BOARDS, get_board
 
 VERIFY_DEFAULT_IMAGES = 300
@@ -218,7 +219,7 @@ def cmd_build(args) -> int:
         raise UserError(f"synthesis or place-and-route failed (exit {err.returncode}; the "
                         f"tool's ERROR line is above: a design that does not fit fails here, "
                         f"try a narrower --fold); files in {failed}") from None
-    except _TimingMissed as err:
+    except TimingError as err:
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
         raise UserError(f"{err}; critical paths in {failed / (module + '.tim')}") from None
@@ -235,16 +236,11 @@ def cmd_build(args) -> int:
     return 0
 
 
-class _TimingMissed(Exception):
-    """The build placed and routed but missed the clock (its files are kept)."""
-
-
 def _build_into(staging: Path, model, net, module: str, board, args, luts_est: int,
                 brams_est: int, fold_text: str) -> tuple[dict, str]:
     """Board top + synthesis + report files in ``staging``; returns (report, summary)."""
     from hwgen.gateware.network import Network
 
-    from .build import TimingError
     from .core import CoreShape, StreamCore
 
     shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size)
@@ -255,10 +251,7 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
     except ValueError as err:
         raise UserError(f"board top: {err}") from None
     start = time.perf_counter()
-    try:
-        raw = board.build(top, staging, name=module)
-    except TimingError as err:
-        raise _TimingMissed(str(err)) from None
+    raw = board.build(top, staging, name=module)  # TimingError: cmd_build keeps the files
     report = build_report(model, net, board, raw, luts_est, brams_est, fold_text)
     report["build_seconds"] = round(time.perf_counter() - start, 1)
     (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -330,7 +323,7 @@ def cmd_run(args) -> int:
             raise UserError(f"{args.port}: cannot open ({err})") from None
     client = Client(transport, bits=model.input.bits)
     # The core reads each image's values in its input order (interface.json "order").
-    sent = hwc_images(images) if input_order(model) == "HWC" else images
+    sent = in_stream_order(images, input_order(model))
     start = time.perf_counter()
     try:
         got = np.array(client.classify(sent), dtype=np.int64)
