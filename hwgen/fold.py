@@ -237,11 +237,24 @@ def line_buffer_rows(height: int, kernel_h: int, stride_h: int) -> int:
     return min(kernel_h, height) + stride_h
 
 
+def line_buffer_bits(channels: int, height: int, width: int, kernel_h: int, stride_h: int,
+                     element_bits: int = 1) -> int:
+    """Bits of the line buffer: ``R * W`` words of ``C * element_bits``."""
+    return channels * element_bits * line_buffer_rows(height, kernel_h, stride_h) * width
+
+
 def line_buffer_in_logic(channels: int, height: int, width: int, kernel_h: int,
                          stride_h: int, element_bits: int = 1) -> bool:
     """Whether the line buffer stays in flip-flops (at most :data:`LINE_BUFFER_LOGIC_BITS`)."""
-    depth = line_buffer_rows(height, kernel_h, stride_h) * width
-    return channels * element_bits * depth <= LINE_BUFFER_LOGIC_BITS
+    return line_buffer_bits(channels, height, width, kernel_h, stride_h,
+                            element_bits) <= LINE_BUFFER_LOGIC_BITS
+
+
+def line_buffer_logic_bits(channels: int, height: int, width: int, kernel_h: int,
+                           stride_h: int, element_bits: int = 1) -> int:
+    """Flip-flops of a line buffer kept in logic, 0 when it is in block RAM."""
+    bits = line_buffer_bits(channels, height, width, kernel_h, stride_h, element_bits)
+    return bits if bits <= LINE_BUFFER_LOGIC_BITS else 0
 
 
 def line_buffer_brams(channels: int, height: int, width: int, kernel_h: int, stride_h: int,
@@ -314,10 +327,8 @@ class WindowPlan:
 
     @property
     def buffer_logic_bits(self) -> int:
-        c, e = self.channels, self.element_bits
-        if not line_buffer_in_logic(c, self.height, self.width, self.kernel[0], self.stride[0], e):
-            return 0
-        return c * e * line_buffer_rows(self.height, self.kernel[0], self.stride[0]) * self.width
+        return line_buffer_logic_bits(self.channels, self.height, self.width, self.kernel[0],
+                                      self.stride[0], self.element_bits)
 
     @property
     def brams(self) -> int:
@@ -360,10 +371,8 @@ class PoolPlan:
 
     @property
     def buffer_logic_bits(self) -> int:
-        c, h, w, kh, sh = self.channels, self.height, self.width, self.kernel[0], self.stride[0]
-        if not line_buffer_in_logic(c, h, w, kh, sh):
-            return 0
-        return c * line_buffer_rows(h, kh, sh) * w
+        return line_buffer_logic_bits(self.channels, self.height, self.width, self.kernel[0],
+                                      self.stride[0])
 
     @property
     def brams(self) -> int:

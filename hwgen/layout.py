@@ -18,7 +18,7 @@ import numpy as np
 from .model import Conv2d, Dense
 
 __all__ = ["pair", "conv_weight_matrix", "conv_dense_view", "hwc_dense_matrix",
-           "window_vectors", "hwc_images"]
+           "window_vectors", "hwc_images", "in_stream_order"]
 
 
 def pair(name: str, value, minimum: int) -> tuple[int, int]:
@@ -85,3 +85,14 @@ def window_vectors(x, kernel, stride=1, padding=0, pad_value=-1) -> np.ndarray:
 def hwc_images(images) -> np.ndarray:
     """``images [K, C, H, W]`` in the (H, W, C) stream order: ``[K, H, W, C]``."""
     return np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1))
+
+
+def in_stream_order(images, order: str) -> np.ndarray:
+    """``images`` with each image's values in a core's input ``order``
+    (``NetworkPlan.input_order``): ``"CHW"`` as they are (any ``[K, ...]``), ``"HWC"``
+    :func:`hwc_images` of ``[K, C, H, W]``. ValueError for any other order."""
+    if order == "HWC":
+        return hwc_images(images)
+    if order != "CHW":
+        raise ValueError(f"order must be 'CHW' or 'HWC', not {order!r}")
+    return np.asarray(images)

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from hwgen.layout import in_stream_order
+
 
 def beats_per_image(values: int, lanes: int) -> int:
     return math.ceil(values / lanes)
@@ -20,11 +22,7 @@ def pack_beats(images: np.ndarray, lanes: int, bits: int, order: str = "CHW") ->
     """``images [K, C, H, W]`` -> uint32 words ``[K, beats, ceil(lanes*bits/32)]``,
     little-endian (bit ``i`` of a beat is bit ``i % 32`` of word ``i // 32``); values in
     ``order`` (``"CHW"`` or ``"HWC"``)."""
-    images = np.asarray(images)
-    if order == "HWC":
-        images = images.transpose(0, 2, 3, 1)
-    elif order != "CHW":
-        raise ValueError(f"order must be 'CHW' or 'HWC', not {order!r}")
+    images = in_stream_order(images, order)
     k = images.shape[0]
     flat = images.reshape(k, -1).astype(np.uint64)
     beats = beats_per_image(flat.shape[1], lanes)

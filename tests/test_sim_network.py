@@ -31,6 +31,21 @@ CASES = {
 }
 
 
+def _diagnosed_mismatch(model, net, images, got, expected) -> str | None:
+    """None when the hardware's classes ``got`` equal ``expected``; else the first differing
+    image and the layer that differs when replayed alone (``sim.diagnose``)."""
+    mismatches = np.flatnonzero(got[:len(expected)] != expected[:len(got)])
+    if len(mismatches):
+        from sim.diagnose import first_differing_layer
+
+        first = int(mismatches[0])
+        return (f"first mismatch at image {first}: hardware {got[first]}, reference "
+                f"{expected[first]}; {first_differing_layer(model, net, images[first])}")
+    if len(got) != len(expected):
+        return f"only {len(got)} of {len(expected)} images came out"
+    return None
+
+
 @pytest.mark.sim
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if c[-1] else n
                                   for n, c in CASES.items()])
@@ -44,14 +59,8 @@ def test_network_matches_reference_under_gaps_and_backpressure(tmp_path, name):
     expected = Reference(model).predict(images)
     got = run_cocotb(verilog, interface(net, "dut"), images, expected, tmp_path / "cocotb",
                      seed=sorted(CASES).index(name), valid_percent=70, ready_percent=60)
-    mismatches = np.flatnonzero(got[:len(expected)] != expected[:len(got)])
-    if len(mismatches):
-        from sim.diagnose import first_differing_layer
-
-        first = int(mismatches[0])
-        pytest.fail(f"first mismatch at image {first}: hardware {got[first]}, reference "
-                    f"{expected[first]}; {first_differing_layer(model, net, images[first])}")
-    assert len(got) == len(expected), f"only {len(got)} of {len(expected)} images came out"
+    problem = _diagnosed_mismatch(model, net, images, got, expected)
+    assert problem is None, problem
 
 
 def test_diagnosis_names_the_first_differing_layer():
@@ -77,19 +86,6 @@ def test_diagnosis_names_the_first_differing_layer():
 from .test_gateware_cnn import CNNS, _case  # noqa: E402
 
 CNN_FAST = ["binarized-two-stacks", "raw-3ch-stride2"]
-
-
-def _diagnosed_mismatch(model, net, images, got, expected) -> str | None:
-    mismatches = np.flatnonzero(got[:len(expected)] != expected[:len(got)])
-    if len(mismatches):
-        from sim.diagnose import first_differing_layer
-
-        first = int(mismatches[0])
-        return (f"first mismatch at image {first}: hardware {got[first]}, reference "
-                f"{expected[first]}; {first_differing_layer(model, net, images[first])}")
-    if len(got) != len(expected):
-        return f"only {len(got)} of {len(expected)} images came out"
-    return None
 
 
 @pytest.mark.sim

@@ -11,7 +11,7 @@ import numpy as np
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
-from ..layout import hwc_images
+from ..layout import in_stream_order
 
 __all__ = ["StreamDriver", "StreamMonitor", "simulate", "pack", "unpack", "run_mvtu"]
 
@@ -120,13 +120,8 @@ def image_beats(images, lanes: int, bits: int, order: str = "CHW") -> list[int]:
     """The input beats of ``images [K, C, H, W]``: ``lanes`` values per beat in ``order``
     (``"CHW"`` or ``"HWC"``, see ``NetworkPlan.input_order``), the last beat of each image
     zero-padded."""
-    images = np.asarray(images)
-    if order == "HWC":
-        images = hwc_images(images)
-    elif order != "CHW":
-        raise ValueError(f"order must be 'CHW' or 'HWC', not {order!r}")
     beats = []
-    for image in images:
+    for image in in_stream_order(images, order):
         flat = [int(v) for v in image.reshape(-1)]
         count = -(-len(flat) // lanes)
         flat += [0] * (count * lanes - len(flat))
