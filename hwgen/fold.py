@@ -298,7 +298,14 @@ def pool_luts(channels: int, buffer_logic_bits: int) -> int:
 class WindowPlan:
     """The sliding-window front end of a conv2d layer: input map ``[C, H, W]``, kernel,
     stride, padding, and the ``SIMD`` it chunks windows into (``element_bits`` 1 for +-1
-    activations, else the raw input width)."""
+    activations, else the raw input width).
+
+    ``word`` (a divisor of ``channels``; None: all of them) is how many channels one beat
+    and one line-buffer word carry: a position arrives as ``G = channels // word`` beats.
+    The unit is then a window over the ``[word, H, W*G]`` map with kernel ``(KH, KW*G)``,
+    stride ``(SH, SW*G)`` and padding ``(PH, PW*G)`` (:attr:`unit_geometry`), which reads
+    the same window vectors in the same (KH, KW, C) order from a narrower, deeper line
+    buffer (fewer block RAMs) at ``G`` taps per position."""
 
     channels: int
     height: int
@@ -310,6 +317,25 @@ class WindowPlan:
     element_bits: int
     binary: bool
     simd: int
+    word: int | None = None
+
+    def __post_init__(self):
+        if self.word is None:
+            object.__setattr__(self, "word", self.channels)
+        if self.channels % self.word:
+            raise ValueError(f"word {self.word} does not divide {self.channels} channels")
+
+    @property
+    def groups(self) -> int:
+        return self.channels // self.word
+
+    @property
+    def unit_geometry(self) -> dict:
+        """The :class:`~hwgen.gateware.window.SlidingWindow` arguments (channels, height,
+        width, kernel, stride, padding) of the unit that reads ``word``-channel beats."""
+        g, (kh, kw), (sh, sw), (ph, pw) = self.groups, self.kernel, self.stride, self.padding
+        return {"channels": self.word, "height": self.height, "width": self.width * g,
+                "kernel": (kh, kw * g), "stride": (sh, sw * g), "padding": (ph, pw * g)}
 
     @property
     def out_shape(self) -> tuple[int, int]:
@@ -322,28 +348,31 @@ class WindowPlan:
 
     @property
     def cycles_per_window(self) -> int:
-        """One tap (input position) per cycle, one beat per cycle: ``max(KH*KW, ceil(N/SIMD))``."""
-        return max(self.kernel[0] * self.kernel[1], ceil_div(self.n, self.simd))
+        """One tap (``word`` channels) per cycle, one beat per cycle:
+        ``max(KH*KW*G, ceil(N/SIMD))``."""
+        return max(self.kernel[0] * self.kernel[1] * self.groups, ceil_div(self.n, self.simd))
 
     @property
     def buffer_logic_bits(self) -> int:
-        return line_buffer_logic_bits(self.channels, self.height, self.width, self.kernel[0],
-                                      self.stride[0], self.element_bits)
+        return line_buffer_logic_bits(self.word, self.height, self.width * self.groups,
+                                      self.kernel[0], self.stride[0], self.element_bits)
 
     @property
     def brams(self) -> int:
-        return line_buffer_brams(self.channels, self.height, self.width, self.kernel[0],
-                                 self.stride[0], self.element_bits)
+        return line_buffer_brams(self.word, self.height, self.width * self.groups,
+                                 self.kernel[0], self.stride[0], self.element_bits)
 
     @property
     def luts(self) -> int:
-        return window_luts(self.channels, self.simd, self.element_bits, self.buffer_logic_bits)
+        return window_luts(self.word, self.simd, self.element_bits, self.buffer_logic_bits)
 
 
 @dataclass(frozen=True)
 class PoolPlan:
     """A maxpool2d layer: a line buffer and an OR over each ``KH x KW`` window, one output
-    position every ``KH*KW`` cycles. It has no fold."""
+    position every ``KH*KW*G`` cycles. It has no fold. ``word`` (a divisor of ``channels``;
+    None: all of them) is the channels per beat and per line-buffer word, ``G = channels //
+    word`` beats per position in and out (see :class:`~hwgen.gateware.maxpool.MaxPool`)."""
 
     index: int
     channels: int
@@ -354,6 +383,17 @@ class PoolPlan:
     op: str = "maxpool2d"
     is_output: bool = False
     fold: None = None
+    word: int | None = None
+
+    def __post_init__(self):
+        if self.word is None:
+            object.__setattr__(self, "word", self.channels)
+        if self.channels % self.word:
+            raise ValueError(f"word {self.word} does not divide {self.channels} channels")
+
+    @property
+    def groups(self) -> int:
+        return self.channels // self.word
 
     @property
     def out_shape(self) -> tuple[int, int]:
@@ -367,17 +407,18 @@ class PoolPlan:
     @property
     def cycles(self) -> int:
         """Cycles per image: every window's taps, or the input beats if those take longer."""
-        return max(self.height * self.width, self.positions * self.kernel[0] * self.kernel[1])
+        return self.groups * max(self.height * self.width,
+                                 self.positions * self.kernel[0] * self.kernel[1])
 
     @property
     def buffer_logic_bits(self) -> int:
-        return line_buffer_logic_bits(self.channels, self.height, self.width, self.kernel[0],
-                                      self.stride[0])
+        return line_buffer_logic_bits(self.word, self.height, self.width * self.groups,
+                                      self.kernel[0], self.stride[0])
 
     @property
     def brams(self) -> int:
-        return line_buffer_brams(self.channels, self.height, self.width, self.kernel[0],
-                                 self.stride[0])
+        return line_buffer_brams(self.word, self.height, self.width * self.groups,
+                                 self.kernel[0], self.stride[0])
 
     @property
     def luts(self) -> int:
@@ -437,7 +478,8 @@ class LayerPlan:
         if self.window is None:
             return self.nf * self.sf
         _, h, w = self.in_shape
-        return max(h * w, self.positions * max(self.nf * self.sf, self.window.cycles_per_window))
+        return max(h * w * self.window.groups,
+                   self.positions * max(self.nf * self.sf, self.window.cycles_per_window))
 
     @property
     def brams(self) -> int:
@@ -565,10 +607,10 @@ class NetworkPlan:
 
         Streams: the input (``lanes`` values per beat, in :attr:`input_order`); an MVTU's
         output (``NF`` beats of ``PE`` channels per position, lanes past ``M`` zero); a
-        pool's output (one position of ``C`` bits per beat). A dense layer takes its whole
-        input as ``SIMD``-element words; a conv or pool layer one position (``C``
-        elements) per beat. After an MVTU whose ``PE`` does not divide ``C``, a map with
-        several positions is first unpadded to one ``C``-element beat per position.
+        pool's output (``G`` beats of ``word`` channels per position). A dense layer takes
+        its whole input as ``SIMD``-element words; a conv or pool layer ``word`` channels
+        per beat. After an MVTU whose ``PE`` does not divide ``C``, a map with several
+        positions is first unpadded to one ``C``-element beat per position.
         """
         shapes = self.model.shapes()
         binary = self.model.binary_inputs()
@@ -593,18 +635,23 @@ def repacks_before(index: int, lp, shape, element_bits: int, kind: str,
             before.append(RepackPlan(f"unpad{index}", c, width, c, 1))
             width = c
         before.append(RepackPlan(name, c * h * w, width, lp.simd, element_bits))
-    elif kind == "input":
-        before.append(RepackPlan(name, c * h * w, width, c, element_bits))
-    elif kind == "mvtu":
-        before.append(RepackPlan(f"unpad{index}", c, width, c, 1))
+        return before
+    word = lp.word if isinstance(lp, PoolPlan) else lp.window.word
+    if kind == "input":
+        before.append(RepackPlan(name, c * h * w, width, word, element_bits))
+    elif kind == "mvtu" and (width != word or c % width):
+        before.append(RepackPlan(f"unpad{index}", c, width, word, 1))
+    elif kind == "positions" and width != word:
+        before.append(RepackPlan(name, c, width, word, 1))
     return before
 
 
 def stream_after(lp, shape) -> tuple[str, int]:
-    """The stream a layer emits: an MVTU's ``PE`` channels per beat, a pool's positions."""
+    """The stream a layer emits: an MVTU's ``PE`` channels per beat, a pool's ``word``
+    channels per beat (``G`` beats per position)."""
     if isinstance(lp, LayerPlan):
         return "mvtu", lp.pe
-    return "positions", shape[0]
+    return "positions", lp.word
 
 
 @functools.lru_cache(maxsize=32)
@@ -784,7 +831,43 @@ def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None
     if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= size:
         raise UserError(f"--lanes must be an integer in [1, {size}] (the input size), "
                         f"got {lanes}")
-    return NetworkPlan(model, layers, lanes, model.input.bits)
+    interval = max([ceil_div(size, lanes)] + [lp.cycles for lp in layers])
+    return NetworkPlan(model, [narrowest_buffers(lp, interval) for lp in layers], lanes,
+                       model.input.bits)
+
+
+def narrowest_buffers(lp, interval: int):
+    """``lp`` with the line-buffer ``word`` (of a conv layer's window or a pool) that needs
+    the fewest block RAMs (then the fewest LUTs, then the widest word) without the layer
+    taking more than ``interval`` cycles per image; other layers unchanged.
+
+    A line buffer holds ``R`` rows of ``W`` positions of ``C`` bits. Block RAMs are at least
+    256 words deep, so rows of a small map fill them poorly: ``C`` bits a word need
+    ``C/16`` blocks however short the rows. Words of fewer channels, ``G`` per position,
+    fill them ``G`` times deeper, at ``G`` reads per window tap."""
+    if isinstance(lp, PoolPlan):
+        (kh, kw), (ho, wo) = lp.kernel, lp.out_shape
+        options = [replace(lp, word=d) for d in _divisors(lp.channels)]
+        # Narrower words must keep the pool's bound (its taps plus the rows it waits for at
+        # an image's start, MaxPool.cycles_per_image) within the interval.
+        options = [o for o in options if o.groups == 1 or o.groups * max(
+            lp.height * lp.width, ho * wo * kh * kw + kh * lp.width) <= interval]
+        return min(options, key=lambda o: (o.brams, o.luts, -o.word))
+    if not isinstance(lp, LayerPlan) or lp.window is None:
+        return lp
+    options = []
+    for d in _divisors(lp.window.channels):
+        win = replace(lp.window, word=d)
+        # Likewise the window's bound (SlidingWindow.cycles_per_image) when it reads slower.
+        bound = max(lp.cycles, lp.positions * win.cycles_per_window
+                    + win.kernel[0] * win.width * win.groups)
+        if win.groups == 1 or bound <= interval:
+            options.append(replace(lp, window=win, luts=lp.luts - lp.window.luts + win.luts))
+    return min(options, key=lambda o: (o.brams, o.luts, -o.window.word))
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None]:
@@ -969,6 +1052,12 @@ def latency_bound(net: NetworkPlan) -> int:
 # ----------------------------------------------------------------------------- report
 
 
+def _buffer_note(unit, brams: int) -> str:
+    where = f"{brams} BRAM" if brams else "logic"
+    words = f", {unit.groups} words of {unit.word} per position" if unit.groups > 1 else ""
+    return f", line buffer {where}{words}"
+
+
 def format_fold_table(net: NetworkPlan) -> str:
     """The per-layer folding/performance table that ``info --fold`` appends."""
     lines = [f"{'#':>2}  {'op':<9} {'PE':>5} {'SIMD':>5} {'NF':>5} {'SF':>5} {'cycles':>8} "
@@ -976,7 +1065,7 @@ def format_fold_table(net: NetworkPlan) -> str:
     for lp in net.layers:
         if isinstance(lp, PoolPlan):
             (kh, kw), (ho, wo) = lp.kernel, lp.out_shape
-            note = f"{ho}x{wo} positions, {kh * kw} taps each"
+            note = f"{ho}x{wo} positions, {kh * kw} taps each" + _buffer_note(lp, lp.brams)
             lines.append(f"{lp.index:>2}  {lp.op:<9} {'-':>5} {'-':>5} {'-':>5} {'-':>5} "
                          f"{lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {note}")
             continue
@@ -985,7 +1074,7 @@ def format_fold_table(net: NetworkPlan) -> str:
         if lp.window is not None:
             ho, wo = lp.window.out_shape
             note += (f"; {ho}x{wo} positions, {lp.window.cycles_per_window} cycles/window "
-                     f"min, line buffer {lp.window.brams} BRAM")
+                     f"min" + _buffer_note(lp.window, lp.window.brams))
         lines.append(f"{lp.index:>2}  {lp.op:<9} {lp.pe:>5} {lp.simd:>5} {lp.nf:>5} "
                      f"{lp.sf:>5} {lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {note}")
     fold = ",".join("-" if lp.fold is None else str(lp.fold) for lp in net.layers)

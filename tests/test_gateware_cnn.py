@@ -83,6 +83,61 @@ def test_cnn_steady_state_and_latency(name):
     assert set(steady) == {net.cycles_per_image}
 
 
+def _narrowest_words(net):
+    """``net`` with every window and pool reading one channel per beat (``word`` 1)."""
+    from dataclasses import replace
+
+    from hwgen.fold import PoolPlan
+
+    layers = []
+    for lp in net.layers:
+        if isinstance(lp, PoolPlan):
+            lp = replace(lp, word=1)
+        elif lp.window is not None:
+            lp = replace(lp, window=replace(lp.window, word=1))
+        layers.append(lp)
+    return replace(net, layers=layers)
+
+
+@pytest.mark.parametrize("name", ["binarized-two-stacks", "raw-3ch-stride2",
+                                  "overlapping-pool-conv-after-dense", "binarized-pool-first"])
+def test_cnn_with_one_channel_words(name):
+    """Every line buffer one channel wide (``G = C`` beats per position): the same scores,
+    under gaps and backpressure; the streams between units repacked to match."""
+    rng, model, net, images = _case(name)
+    net = _narrowest_words(net)
+    assert any(r.s == 1 for before in net.repacks()[1:] for r in before) or name.startswith(
+        "raw"), "no unit read single-channel beats"
+    got, _, _ = simulate_network(net, images, rng, valid_prob=0.7, ready_prob=0.5, scores=True)
+    np.testing.assert_array_equal(got, Reference(model).run(images))
+
+
+def test_narrow_line_buffers_save_block_ram():
+    """A 32-channel 14x14 map's 3x3 window needs 2 block RAMs with whole positions per word,
+    1 with words of 8 (as deep as a block), without slowing the layer; the pool likewise."""
+    from hwgen.fold import PoolPlan, narrowest_buffers
+
+    rng = np.random.default_rng(0)
+    model = random_model(rng, (1, 28, 28), [conv(32, 3, 1, 1, pad_value=0), pool(2),
+                                            conv(32, 3, 1, 1), pool(2)],
+                         classes=10, bits=8, binarize_at=None)
+    net = plan(model, [Fold(1, 1), None, Fold(1, 8), None, Fold(1, 2)])
+    conv2, pool1 = net.layers[2], net.layers[1]
+    assert conv2.window.word < 32 and conv2.window.brams == 1
+    whole = replace_word(conv2, 32)
+    assert whole.window.brams == 2 and conv2.cycles == whole.cycles
+    assert isinstance(pool1, PoolPlan) and pool1.word < 32 and pool1.brams == 1
+    assert pool1.cycles <= net.cycles_per_image
+    # nothing narrower is taken when it would slow the network down
+    assert narrowest_buffers(whole, whole.cycles - 1).window.word == 32
+
+
+def replace_word(lp, word):
+    from dataclasses import replace
+    win = replace(lp.window, word=word)
+    return replace(lp, window=win, luts=lp.luts - lp.window.luts + win.luts)
+
+
 def test_dense_after_conv_uses_stream_order():
     """The dense layer after a feature map must see it in the stream's (H, W, C) order: a
     model whose dense weights were not permuted gives other scores (so the test above would

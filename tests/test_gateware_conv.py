@@ -24,11 +24,14 @@ from hwgen.random_models import conv, pool, random_model
 from hwgen.reference import Reference, conv_patches, maxpool
 
 
-def position_beats(images, bits: int) -> list[int]:
-    """``images [K, C, H, W]`` of unsigned fields as one beat per position, row-major."""
+def position_beats(images, bits: int, word: int | None = None) -> list[int]:
+    """``images [K, C, H, W]`` of unsigned fields as beats of ``word`` channels (default
+    all: one beat per position), positions row-major, a position's channels in order."""
     images = np.asarray(images)
     k, c, h, w = images.shape
-    return [pack(images[i, :, y, x], bits) for i in range(k) for y in range(h) for x in range(w)]
+    word = c if word is None else word
+    return [pack(images[i, g:g + word, y, x], bits) for i in range(k) for y in range(h)
+            for x in range(w) for g in range(0, c, word)]
 
 
 def chunk_beats(vectors, simd: int, bits: int) -> list[int]:
@@ -267,6 +270,27 @@ def test_maxpool(c, h, w, kernel, stride):
     assert mon.payloads == position_beats((expected > 0).astype(np.int64), 1)
 
 
+@pytest.mark.parametrize("c, word, h, w, kernel, stride", [
+    (6, 2, 5, 7, (2, 2), (2, 2)),   # 3 words per position, odd width
+    (6, 3, 7, 6, (3, 3), (2, 2)),   # overlapping windows
+    (4, 1, 4, 5, (2, 3), (1, 2)),   # one channel per word
+    (8, 4, 6, 1, (1, 1), (1, 1)),   # one-wide rows
+])
+def test_maxpool_words(c, word, h, w, kernel, stride):
+    """A pool reading ``C / word`` beats per position equals the reference, with gaps and
+    backpressure, and emits the same beats form."""
+    rng = np.random.default_rng(c * 1000 + word * 100 + h * 10 + w)
+    x = (rng.integers(0, 2, size=(3, c, h, w)) * 2 - 1).astype(np.int8)
+    x[rng.random(x.shape) < 0.3] = -1
+    dut = MaxPool(c, h, w, kernel, stride, word=word)
+    expected = maxpool(x, MaxPool2d(kernel, stride))
+    assert expected.shape[2:] == dut.out_shape
+    drv = StreamDriver(dut.i, position_beats((x > 0).astype(np.int64), 1, word), rng, 0.7)
+    mon = StreamMonitor(dut.o, expected.size // word, rng, 0.6)
+    simulate(dut, drv, mon)
+    assert mon.payloads == position_beats((expected > 0).astype(np.int64), 1, word)
+
+
 def test_maxpool_throughput():
     c, h, w, images = 3, 6, 6, 4
     rng = np.random.default_rng(3)
@@ -298,6 +322,8 @@ def test_maxpool_throughput():
     (lambda: SlidingWindow(2, 4, 4, (3, 3, 3)), TypeError),
     (lambda: WindowTaps(2, 4, 4, 3, pad_word=4), ValueError),
     (lambda: MaxPool(2, 4, 4, 5), ValueError),
+    (lambda: MaxPool(6, 4, 4, 2, word=4), ValueError),         # word does not divide C
+    (lambda: MaxPool(6, 4, 4, 2, word=0), ValueError),
     (lambda: MaxPool(2, 4, 4, 2, stride=True), TypeError),
 ])
 def test_bad_arguments(make, error):

@@ -93,23 +93,26 @@ def to_model(net: Net, classes: list[str], provenance: dict | None = None,
     return Model(spec, layers, list(classes), dict(provenance or {})).validate()
 
 
-def hard_scores(model: Model, images, batch_size: int = 1000) -> torch.Tensor:
+def hard_scores(model: Model, images, batch_size: int = 1000,
+                device: str = "cpu") -> torch.Tensor:
     """Integer scores int64 ``[K, classes]`` of ``model`` on uint8/int ``images`` [K, C, H, W],
-    computed in torch float64 (exact: all sums are integers far below 2**53)."""
+    computed in torch float64 (exact: all sums are integers far below 2**53), on ``device``
+    (the returned tensor is on the CPU). The export check uses the CPU; training's per-epoch
+    log may use its GPU."""
     images = torch.as_tensor(np.asarray(images)).reshape((-1,) + tuple(model.input.shape))
     params = []
     for layer in model.layers:
         if isinstance(layer, MaxPool2d):
             params.append(None)
             continue
-        p = {"w": torch.from_numpy(layer.weight.astype(np.float64))}
+        p = {"w": torch.from_numpy(layer.weight.astype(np.float64)).to(device)}
         if not layer.is_output:
-            p["sign"] = torch.from_numpy(layer.sign.astype(np.float64))
-            p["thr"] = torch.from_numpy(layer.threshold.astype(np.float64))
+            p["sign"] = torch.from_numpy(layer.sign.astype(np.float64)).to(device)
+            p["thr"] = torch.from_numpy(layer.threshold.astype(np.float64)).to(device)
         else:
             p["bias"] = torch.from_numpy((np.zeros(layer.out_channels, np.int64)
                                           if layer.bias is None else layer.bias)
-                                         .astype(np.float64))
+                                         .astype(np.float64)).to(device)
         params.append(p)
     # thresholds are integers below 2**53 in magnitude once clamped; check it.
     for layer, binary in zip(model.layers, model.binary_inputs()):
@@ -118,7 +121,7 @@ def hard_scores(model: Model, images, batch_size: int = 1000) -> torch.Tensor:
             assert max(abs(lo), abs(hi)) < 2 ** 52
     out = []
     for start in range(0, images.shape[0], batch_size):
-        x = images[start:start + batch_size].to(torch.float64)
+        x = images[start:start + batch_size].to(device=device, dtype=torch.float64)
         if model.input.binary:
             x = torch.where(x >= model.input.binarize_at, 1.0, -1.0).to(torch.float64)
         for layer, p in zip(model.layers, params):
@@ -138,13 +141,13 @@ def hard_scores(model: Model, images, batch_size: int = 1000) -> torch.Tensor:
             else:
                 passed = acc * p["sign"].reshape(shape) >= p["thr"].reshape(shape)
                 x = torch.where(passed, 1.0, -1.0).to(torch.float64)
-        out.append(x.round().to(torch.int64))
+        out.append(x.round().to(torch.int64).cpu())
     return torch.cat(out) if out else torch.empty((0, len(model.classes)), dtype=torch.int64)
 
 
-def hard_predict(model: Model, images) -> np.ndarray:
+def hard_predict(model: Model, images, device: str = "cpu") -> np.ndarray:
     """Argmax of :func:`hard_scores`, ties to the lowest index (int64 [K])."""
-    return predict(hard_scores(model, images).numpy())
+    return predict(hard_scores(model, images, device=device).numpy())
 
 
 def check_against_reference(model: Model, images, expected_predictions=None) -> np.ndarray:

@@ -352,7 +352,7 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.method != "float":
                 from .export import hard_predict, to_model
                 folded = to_model(net, classes)
-                record["hard_test_acc"] = float((hard_predict(folded, test_x.numpy())
+                record["hard_test_acc"] = float((hard_predict(folded, test_x.numpy(), device)
                                                  == test_y.numpy()).mean())
             record["seconds"] = time.time() - t0
             history.append(record)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, checked_init
 
+from ..layout import pair
 from .window import WindowTaps, line_buffer_brams
 
 __all__ = ["MaxPool", "maxpool_brams"]
@@ -24,55 +25,74 @@ class MaxPool(wiring.Component):
     overlap (stride smaller than the kernel) or skip positions (stride larger); no padding.
 
     Parameters: ``channels`` C, ``height`` H, ``width`` W; ``kernel`` and ``stride``
-    (ints or ``(h, w)`` pairs, at least 1; the kernel must fit in the map).
+    (ints or ``(h, w)`` pairs, at least 1; the kernel must fit in the map); ``word`` (a
+    divisor of C, default C): the channels per beat, so that a position is ``G = C // word``
+    beats.
 
-    ``i``: ``H * W`` beats per image of ``C`` bits (bit ``c`` = channel ``c``), positions in
-    row-major order. ``o``: ``Ho * Wo`` beats per image of ``C`` bits, ``Ho = (H - KH) // sh
-    + 1``, ``Wo = (W - KW) // sw + 1``, positions in row-major order. Images follow each other
-    without gaps.
+    ``i``: ``H * W * G`` beats per image of ``word`` bits (beat ``g`` of a position holds
+    channels ``g*word .. g*word + word - 1``, bit ``j`` = channel ``g*word + j``), positions
+    in row-major order. ``o``: ``Ho * Wo * G`` beats per image in the same form, ``Ho = (H -
+    KH) // sh + 1``, ``Wo = (W - KW) // sw + 1``. Images follow each other without gaps.
 
-    Structure: a :class:`~.window.WindowTaps` line buffer (``min(KH, H) + sh`` rows of ``W``
-    words of ``C`` bits) reads each window's ``KH * KW`` taps one per cycle; an OR
-    accumulator folds them and presents the result in a register. One output position per
-    ``KH * KW`` cycles: ``Ho * Wo * KH * KW`` cycles per image (about ``H * W`` for 2x2 stride
-    2), plus waits for input rows (:attr:`cycles_per_image` bounds the steady-state interval).
-    Latency: a position's output is valid 1 cycle after its last tap left the line buffer.
+    Structure: a :class:`~.window.WindowTaps` line buffer (``min(KH, H) + sh`` rows of
+    ``W * G`` words of ``word`` bits: the map seen as ``[word, H, W*G]`` with kernel ``(KH,
+    KW*G)`` and stride ``(sh, sw*G)``) reads each window's ``KH * KW * G`` taps one per
+    cycle, in (ky, kx, g) order; a shift register of ``G`` partial ORs (``C`` bits in all)
+    folds tap ``(ky, kx, g)`` into partial ``g`` and emits it at ``(KH-1, KW-1, g)``.
+    ``KH * KW * G`` cycles per output position: ``Ho * Wo * KH * KW * G`` cycles per image
+    (about ``H * W * G`` for 2x2 stride 2), plus waits for input rows
+    (:attr:`cycles_per_image` bounds the steady-state interval). Latency: an output beat is
+    valid 1 cycle after its last tap left the line buffer.
     """
 
     @checked_init
-    def __init__(self, channels: int, height: int, width: int, kernel, stride=None):
+    def __init__(self, channels: int, height: int, width: int, kernel, stride=None,
+                 word: int | None = None):
         check_int("channels", channels, 1)
-        self.taps = WindowTaps(channels, height, width, kernel,
-                               kernel if stride is None else stride)
-        self.channels, self.height, self.width = channels, height, width
-        self.kernel, self.stride = self.taps.kernel, self.taps.stride
+        word = channels if word is None else word
+        check_int("word", word, 1)
+        if channels % word:
+            raise ValueError(f"word {word} does not divide {channels} channels")
+        kh, kw = pair("kernel", kernel, 1)
+        sh, sw = pair("stride", kernel if stride is None else stride, 1)
+        if kw > width:
+            raise ValueError(f"kernel {kh}x{kw} is larger than the {height}x{width} input")
+        g = channels // word
+        self.taps = WindowTaps(word, height, width * g, (kh, kw * g), (sh, sw * g))
+        self.channels, self.height, self.width, self.word = channels, height, width, word
+        self.groups = g
+        self.kernel, self.stride = (kh, kw), (sh, sw)
         self.out_shape = self.taps.out_shape
         super().__init__({
-            "i": In(stream.Signature(channels)),
-            "o": Out(stream.Signature(channels)),
+            "i": In(stream.Signature(word)),
+            "o": Out(stream.Signature(word)),
         })
 
     @property
     def cycles_per_image(self) -> int:
         """Upper bound of the steady-state interval between images arriving without gaps."""
-        (kh, kw), (ho, wo) = self.kernel, self.out_shape
-        return max(self.height * self.width, ho * wo * kh * kw + kh * self.width)
+        (kh, kw), (ho, wo), g = self.kernel, self.out_shape, self.groups
+        return g * max(self.height * self.width, ho * wo * kh * kw + kh * self.width)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.taps = taps = self.taps
         wiring.connect(m, wiring.flipped(self.i), taps.i)
-        acc = Signal(self.channels)
+        g, word = self.groups, self.word
+        n = self.kernel[0] * self.kernel[1] * g  # taps per window
+        partial = [Signal(word, name=f"partial{k}") for k in range(g)]
+        count = Signal(range(n), name="tap")
         tap = taps.o.payload
-        value = Signal(self.channels)
+        value = Signal(word)
         m.d.comb += [
-            value.eq(tap.data | (acc & ~tap.first.replicate(self.channels))),
+            value.eq(tap.data | Mux(count < g, 0, partial[0])),
             taps.o.ready.eq(~self.o.valid | self.o.ready),
         ]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(taps.o.valid & taps.o.ready):
-            m.d.sync += acc.eq(value)
-            with m.If(tap.last):
+            m.d.sync += [partial[k].eq(partial[k + 1]) for k in range(g - 1)]
+            m.d.sync += [partial[g - 1].eq(value), count.eq(Mux(tap.last, 0, count + 1))]
+            with m.If(count >= n - g):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(value)]
         return m

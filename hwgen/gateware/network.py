@@ -44,8 +44,9 @@ class Network(wiring.Component):
     Between units every stream is a sequence of positions in row-major order (a dense
     activation is a single 1x1 position): repacks (``net.repacks()``) regroup the input
     lanes and each MVTU's ``PE`` output channels into what the next unit reads, the
-    ``SIMD``-element words of a dense layer or one whole position per beat for a conv
-    layer's :class:`~.window.SlidingWindow` or a :class:`~.maxpool.MaxPool`.
+    ``SIMD``-element words of a dense layer, or the ``word``-channel beats (``G`` per
+    position) that a conv layer's :class:`~.window.SlidingWindow` or a
+    :class:`~.maxpool.MaxPool` reads (:func:`~hwgen.fold.narrowest_buffers`).
 
     ``output="scores"`` (for verification) leaves out the argmax: ``o`` then carries the
     output layer's ``NF`` beats per image of ``PE`` signed ``score_width``-bit scores (lanes
@@ -82,13 +83,13 @@ class Network(wiring.Component):
                 wiring.connect(m, src, repack.i)
                 src = repack.o
             if isinstance(lp, PoolPlan):
-                unit = MaxPool(lp.channels, lp.height, lp.width, lp.kernel, lp.stride)
+                unit = MaxPool(lp.channels, lp.height, lp.width, lp.kernel, lp.stride, lp.word)
             else:
                 bits = None if lp.binary_input else net.bits
                 if lp.window is not None:
                     w = lp.window
-                    window = SlidingWindow(w.channels, w.height, w.width, w.kernel, w.stride,
-                                           w.padding, w.pad_value, bits, lp.simd)
+                    window = SlidingWindow(**w.unit_geometry, pad_value=w.pad_value,
+                                           element_bits=bits, simd=lp.simd)
                     m.submodules[f"window{lp.index}"] = window
                     wiring.connect(m, src, window.i)
                     src = window.o

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Train several configurations side by side on one machine (one GPU) inside a time budget.
+
+Each line of the runs file is ``NAME: ARGS`` where ARGS are ``python -m train`` arguments
+without ``--epochs``/``--out``/``--plots`` (``#`` starts a comment). ``--max-epochs N`` at
+the end of a line caps that run's epochs (default ``--cap``).
+
+1. Calibration: every run trains one epoch, all at once, and the epoch time each one logs
+   under that load is read back.
+2. Each run then gets the most epochs that end inside the budget at that speed (at most its
+   cap) and all runs train together, writing ``OUT/NAME.npz``, ``OUT/NAME.log`` and
+   training curves in ``OUT/NAME-plots/``.
+3. ``OUT/summary.txt`` gets one line per run: epochs, seconds per epoch, the exported
+   (bit-exact) test accuracy, or the error.
+
+Usage: ``python tools/train_sweep.py RUNS.txt --out DIR --budget SECONDS [--data-dir D]``.
+Every child is a plain ``python -m train`` run; a run's command line is in its log and in
+its model file's provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) .*\(([\d.]+)s\)\s*$")
+FINAL_LINE = re.compile(r"exported .*?([\d.]+)%")
+
+
+def parse_runs(path: Path, cap: int) -> list[tuple[str, list[str], int]]:
+    runs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, rest = line.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()):
+            sys.exit(f"error: {path}:{number}: expected 'NAME: ARGS'")
+        args = shlex.split(rest)
+        limit = cap
+        if "--max-epochs" in args:
+            i = args.index("--max-epochs")
+            limit = int(args[i + 1])
+            del args[i:i + 2]
+        runs.append((name.strip(), args, limit))
+    if len({r[0] for r in runs}) != len(runs):
+        sys.exit(f"error: {path}: run names must be unique")
+    return runs
+
+
+def launch(args: list[str], log: Path, threads: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "train", *args, "--threads", str(threads), "--no-progress"]
+    handle = log.open("w")
+    handle.write("$ " + shlex.join(cmd) + "\n")
+    handle.flush()
+    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+
+
+def epoch_seconds(log: Path) -> float | None:
+    times = [float(m.group(3)) for m in map(EPOCH_LINE.match, log.read_text().splitlines())
+             if m]
+    return max(times) if times else None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--budget", type=float, required=True, help="seconds for the whole sweep")
+    p.add_argument("--cap", type=int, default=200, help="most epochs of any run")
+    p.add_argument("--margin", type=float, default=45.0,
+                   help="seconds kept for start-up, export and checks")
+    p.add_argument("--data-dir")
+    a = p.parse_args()
+    start = time.time()
+    runs = parse_runs(a.runs, a.cap)
+    a.out.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // len(runs))
+    extra = ["--data-dir", a.data_dir] if a.data_dir else []
+
+    cal_dir = a.out / "calibration"
+    cal_dir.mkdir(exist_ok=True)
+    procs = {name: launch([*args, *extra, "--epochs", "1", "--out",
+                           str(cal_dir / f"{name}.npz")], cal_dir / f"{name}.log", threads)
+             for name, args, _ in runs}
+    for proc in procs.values():
+        proc.wait()
+    speed = {name: epoch_seconds(cal_dir / f"{name}.log") for name, _, _ in runs}
+    left = a.budget - (time.time() - start) - a.margin
+    print(f"calibration took {time.time() - start:.0f} s; {left:.0f} s left for training",
+          flush=True)
+
+    plan = {}
+    for name, args, cap in runs:
+        if speed[name] is None:
+            print(f"{name}: calibration failed (see {cal_dir / name}.log)", flush=True)
+            continue
+        plan[name] = max(1, min(cap, int(left / (speed[name] * 1.1))))
+        print(f"{name}: {speed[name]:.1f} s/epoch -> {plan[name]} epochs", flush=True)
+    procs = {name: launch([*args, *extra, "--epochs", str(plan[name]),
+                           "--out", str(a.out / f"{name}.npz"),
+                           "--plots", str(a.out / f"{name}-plots")],
+                          a.out / f"{name}.log", threads)
+             for name, args, _ in runs if name in plan}
+    lines = []
+    for name, proc in procs.items():
+        proc.wait()
+        text = (a.out / f"{name}.log").read_text()
+        final = [m.group(1) for m in map(FINAL_LINE.search, text.splitlines()) if m]
+        result = (f"exported {final[-1]}%" if proc.returncode == 0 and final
+                  else f"FAILED (exit {proc.returncode}): {text.strip().splitlines()[-1]}")
+        lines.append(f"{name}: {plan[name]} epochs at {speed[name]:.1f} s/epoch (calibration "
+                     f"load): {result}")
+    for name, _, _ in runs:
+        if name not in plan:
+            lines.append(f"{name}: calibration failed")
+    summary = "\n".join(lines) + f"\nwall {time.time() - start:.0f} s\n"
+    (a.out / "summary.txt").write_text(summary)
+    print(summary, end="", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
