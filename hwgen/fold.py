@@ -427,8 +427,8 @@ class PoolPlan:
     @property
     def pipeline_latency(self) -> int:
         """Cycles from a window's rows being complete to its output: the row counter, the
-        read, the taps and the output register."""
-        return 4 + self.kernel[0] * self.kernel[1]
+        read, the taps, the result register and the skid buffer."""
+        return 5 + self.kernel[0] * self.kernel[1] * self.groups
 
 
 # ----------------------------------------------------------------------------- planning

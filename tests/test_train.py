@@ -442,3 +442,29 @@ def test_cli_missing_dataset_subprocess(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "not found" in lines[0]
     assert not (tmp_path / "m.npz").exists()
+
+
+# ----------------------------------------------------------------------------- sweep tool
+
+
+def test_train_sweep_tool(data_dir, tmp_path):
+    """tools/train_sweep.py: calibrates, gives each run its epochs (at most its cap), trains
+    the runs side by side and reports each exported accuracy, which is the model file's."""
+    runs = tmp_path / "runs.txt"
+    runs.write_text("# two tiny runs\n"
+                    "mlp: --arch mlp:16 --method ste --batch-size 64 --max-epochs 2\n"
+                    "cnn: --arch cnn:c4-p --method ste --batch-size 64 --max-epochs 1\n")
+    out = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), "--out", str(out),
+                           "--budget", "120", "--margin", "5", "--data-dir", str(data_dir)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = (out / "summary.txt").read_text().splitlines()
+    for name, epochs in (("mlp", 2), ("cnn", 1)):
+        line = next(x for x in lines if x.startswith(f"{name}:"))
+        assert f"{epochs} epochs" in line
+        model = model_io.load(out / f"{name}.npz")
+        assert model.provenance["epochs"] == epochs
+        assert f"exported {100 * model.provenance['test_accuracy']:.2f}%" in line
+        assert (out / f"{name}-plots" / "curves.png").is_file()

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ._checks import check_int, checked_init
 
 from ..layout import pair
+from .repack import SkidBuffer
 from .window import WindowTaps, line_buffer_brams
 
 __all__ = ["MaxPool", "maxpool_brams"]
@@ -41,8 +42,10 @@ class MaxPool(wiring.Component):
     folds tap ``(ky, kx, g)`` into partial ``g`` and emits it at ``(KH-1, KW-1, g)``.
     ``KH * KW * G`` cycles per output position: ``Ho * Wo * KH * KW * G`` cycles per image
     (about ``H * W * G`` for 2x2 stride 2), plus waits for input rows
-    (:attr:`cycles_per_image` bounds the steady-state interval). Latency: an output beat is
-    valid 1 cycle after its last tap left the line buffer.
+    (:attr:`cycles_per_image` bounds the steady-state interval). The result register feeds
+    a :class:`~.repack.SkidBuffer` (``i.ready`` of the next unit never reaches the reader
+    combinationally). Latency: an output beat is valid 2 cycles after its last tap left
+    the line buffer.
     """
 
     @checked_init
@@ -84,15 +87,19 @@ class MaxPool(wiring.Component):
         count = Signal(range(n), name="tap")
         tap = taps.o.payload
         value = Signal(word)
+        # The result register feeds a skid buffer, whose registered ready cuts the
+        # combinational ready path from the next unit into the line-buffer reader.
+        m.submodules.skid = skid = SkidBuffer(word)
+        wiring.connect(m, skid.o, wiring.flipped(self.o))
         m.d.comb += [
             value.eq(tap.data | Mux(count < g, 0, partial[0])),
-            taps.o.ready.eq(~self.o.valid | self.o.ready),
+            taps.o.ready.eq(~skid.i.valid | skid.i.ready),
         ]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        with m.If(skid.i.valid & skid.i.ready):
+            m.d.sync += skid.i.valid.eq(0)
         with m.If(taps.o.valid & taps.o.ready):
             m.d.sync += [partial[k].eq(partial[k + 1]) for k in range(g - 1)]
             m.d.sync += [partial[g - 1].eq(value), count.eq(Mux(tap.last, 0, count + 1))]
             with m.If(count >= n - g):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(value)]
+                m.d.sync += [skid.i.valid.eq(1), skid.i.payload.eq(value)]
         return m
