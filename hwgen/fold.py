@@ -496,14 +496,15 @@ class LayerPlan:
 
     @property
     def extra_stages(self) -> int:
-        """Raw input: the registered terms and the registered tree root."""
-        return 0 if self.binary_input else 2
+        """The registered terms (XNORs, or raw XORs), and for raw input the registered tree
+        root."""
+        return 1 if self.binary_input else 2
 
     @property
     def pipeline_latency(self) -> int:
         """Cycles from issuing a neuron fold's last synapse fold to its output beat being valid:
-        one for the ROM/buffer read, the tree's registers (raw input: also the terms and the
-        root), the accumulator, the output register."""
+        one for the ROM/buffer read, the registered terms, the tree's registers (raw input:
+        also the root), the accumulator, the output register."""
         return 3 + self.tree_stages + self.extra_stages
 
     @property

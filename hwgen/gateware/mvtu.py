@@ -185,14 +185,19 @@ class MVTU(wiring.Component):
         sums = []
         for lane in range(pe):
             wl = w[lane * simd:(lane + 1) * simd]
+            # Terms are registered (the XNOR/XOR and its flip-flop share a logic cell), so
+            # that the block RAM outputs (and the multiplexer of a ROM deeper than one block)
+            # reach no adder in the same cycle.
+            terms = []
             if p.binary_input:
-                terms = list(~(x ^ wl))
+                for k in range(simd):
+                    term = Signal(name=f"pe{lane}_x{k}")
+                    with m.If(advance):
+                        m.d.sync += term.eq(~(x[k] ^ wl[k]))
+                    terms.append(term)
             else:
                 # x for a +1 weight, ~x = -x - 1 for a -1 weight: an XOR, no negation
-                # (the parameters add back the channel's count of -1 weights). Raw terms are
-                # registered (the XOR and its flip-flop share a logic cell), so that the
-                # block RAM outputs reach no adder in the same cycle.
-                terms = []
+                # (the parameters add back the channel's count of -1 weights).
                 for k in range(simd):
                     xk = Cat(x[k * ebits:(k + 1) * ebits], 0)
                     term = Signal(signed(ebits + 1), name=f"pe{lane}_x{k}")
@@ -207,8 +212,7 @@ class MVTU(wiring.Component):
                     m.d.sync += root.eq(total)
                 total = root
             sums.append(total)
-        if not p.binary_input:
-            flags = stage(*flags, "terms")
+        flags = stage(*flags, "terms")
         for level in range(p.tree_stages):
             flags = stage(*flags, f"t{level}")
         if not p.binary_input:

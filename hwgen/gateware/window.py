@@ -114,10 +114,12 @@ class WindowTaps(wiring.Component):
         wport = mem.write_port()
         rport = mem.read_port()
 
-        # Complete rows held minus rows released by the reader. Negative after the reader
-        # has released rows of an image that the writer has not delivered yet (rows below
-        # the last window, which no window uses): the writer then skips over them.
-        avail = Signal(range(-r, r + 1))
+        # Complete rows held minus rows released by the reader ("avail"; negative after the
+        # reader has released rows of an image that the writer has not delivered yet, rows
+        # below the last window, which no window uses: the writer then skips over them),
+        # less the rows the current output row needs: a tap may issue when it is >= 0.
+        # Kept as one register ``margin`` (below) so that the issue decision is its sign
+        # bit, not a compare.
         row_done = Signal()
         release = Signal(range(h + 1))
         # The writer's view: the same count, but a release only counts once the tap that
@@ -164,14 +166,19 @@ class WindowTaps(wiring.Component):
 
         need_t = [min(max(y * sh - ph + kh, 0), h) - lo_of(y) for y in range(ho)]
         rel_t = [(h if y == ho - 1 else lo_of(y + 1)) - lo_of(y) for y in range(ho)]
+        # At the end of output row y the margin falls by the rows released and by the
+        # growth of the rows needed: dec = rel[y] + need[y + 1] - need[y] (the next image's
+        # first row after the last).
+        dec_t = [rel_t[y] + need_t[(y + 1) % ho] - need_t[y] for y in range(ho)]
         off_t = [y * sh - ph - lo_of(y) for y in range(ho)]
         row_ok_t = [sum(1 << k for k in range(kh) if 0 <= y * sh - ph + k < h) for y in range(ho)]
         col_ok_t = [sum(1 << k for k in range(kw) if 0 <= x * sw - pw + k < w) for x in range(wo)]
-        need = Signal(range(h + 1), init=need_t[0])
+        margin = Signal(range(-r - h, r + 1), init=-need_t[0])
+        dec = Signal(range(min(0, min(dec_t)), max(dec_t) + 1), init=dec_t[0])
         release_row = Signal(range(h + 1), init=rel_t[0])
         off = Signal(range(min(off_t), 1), init=off_t[0])
         row_ok = Signal(kh, init=row_ok_t[0])
-        row_regs = ((need, need_t), (release_row, rel_t), (off, off_t), (row_ok, row_ok_t))
+        row_regs = ((dec, dec_t), (release_row, rel_t), (off, off_t), (row_ok, row_ok_t))
         col_ok = Signal(kw)
         m.d.comb += col_ok.eq(Array(Const(v, kw) for v in col_ok_t)[ox])
         ix = Signal(range(-pw, (wo - 1) * sw - pw + kw))
@@ -188,6 +195,7 @@ class WindowTaps(wiring.Component):
 
         advance = Signal()
         issue = Signal()
+        row_end = Signal()
         tap_first = Signal()
         tap_last = Signal()
         # Two-stage read pipeline: the tap's address is computed and registered (stage A),
@@ -198,7 +206,7 @@ class WindowTaps(wiring.Component):
         a_addr = Signal(range(r * w), name="a_addr")
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
-            issue.eq(advance & (avail >= need)),
+            issue.eq(advance & ~margin[-1]),
             rport.addr.eq(a_addr),
             rport.en.eq(advance),
             tap_first.eq((ky == 0) & (kx == 0)),
@@ -219,7 +227,7 @@ class WindowTaps(wiring.Component):
                         m.d.sync += [ox.eq(0), xbase.eq(-pw)]
                         # The output row is finished: release the rows the next one no
                         # longer needs (after an image's last row, all the rest of the image).
-                        m.d.comb += release.eq(release_row)
+                        m.d.comb += [release.eq(release_row), row_end.eq(1)]
                         step = Signal(range(2 * r), name="slot_step")  # release < r
                         m.d.comb += step.eq(bslot + release_row)
                         m.d.sync += bslot.eq(Mux(step >= r, step - r, step))
@@ -238,12 +246,9 @@ class WindowTaps(wiring.Component):
             with m.Else():
                 m.d.sync += kx.eq(kx + 1)
 
-        # The reader's release only selects between two sums of registers (no adder behind
-        # the issue decision).
-        releasing = Signal()
-        m.d.comb += releasing.eq(release != 0)
-        m.d.sync += [avail.eq(Mux(releasing, avail + row_done - release_row,
-                                  avail + row_done)),
+        # The row end only selects between two sums of registers (no adder behind the issue
+        # decision).
+        m.d.sync += [margin.eq(Mux(row_end, margin + row_done - dec, margin + row_done)),
                      avail_w.eq(avail_w + row_done - read_release)]
 
         # ---- output stage: the read port's word, or the padding word
@@ -282,8 +287,11 @@ class SlidingWindow(wiring.Component):
     output beat per cycle, so a window takes ``T = max(KH*KW, ceil(N / SIMD))`` cycles
     (:attr:`cycles_per_window`) and an image ``Ho * Wo * T`` cycles plus the waits for input
     rows (:attr:`cycles_per_image` bounds the steady-state interval between images arriving
-    without gaps). Latency: a window's first beat leaves with its first tap (``C == SIMD``)
-    or 1 cycle after its last tap, see :class:`WindowTaps` for when that is.
+    without gaps). The output comes through a :class:`~.repack.SkidBuffer` (or, for a
+    ``SIMD`` that is not a multiple of ``C``, the repack has one in front), so the MVTU's
+    ``ready`` never reaches the reader in the same cycle. Latency: a window's first beat
+    leaves 1 cycle after its first tap (``C == SIMD``) or 2 cycles after its chunk's last
+    tap (``SIMD`` a multiple of ``C``), see :class:`WindowTaps` for when that is.
     """
 
     @checked_init
@@ -345,12 +353,18 @@ class SlidingWindow(wiring.Component):
         m.submodules.taps = taps = self.taps
         wiring.connect(m, wiring.flipped(self.i), taps.i)
         tap = taps.o.payload
+        if simd % c == 0:
+            # A skid buffer before the output: its registered ready keeps the MVTU's ready
+            # out of the reader's issue logic (the longest path of a CNN on the iCE40).
+            m.submodules.skid = skid = SkidBuffer(simd * ebits)
+            wiring.connect(m, skid.o, wiring.flipped(self.o))
+            out = skid.i
         if simd == c:
             # One tap per beat: the taps are the chunks.
             m.d.comb += [
-                self.o.payload.eq(tap.data),
-                self.o.valid.eq(taps.o.valid),
-                taps.o.ready.eq(self.o.ready),
+                out.payload.eq(tap.data),
+                out.valid.eq(taps.o.valid),
+                taps.o.ready.eq(out.ready),
             ]
         elif simd % c == 0:
             # A chunk is g whole taps: tap j of a chunk is written into slot j of the output
@@ -359,12 +373,12 @@ class SlidingWindow(wiring.Component):
             # tap is taken in the cycle the finished chunk leaves.
             g, tbits = simd // c, c * ebits
             count = Signal(range(g), name="slot")
-            m.d.comb += taps.o.ready.eq(~self.o.valid | self.o.ready)
-            with m.If(self.o.valid & self.o.ready):
-                m.d.sync += self.o.valid.eq(0)
+            m.d.comb += taps.o.ready.eq(~out.valid | out.ready)
+            with m.If(out.valid & out.ready):
+                m.d.sync += out.valid.eq(0)
             with m.If(taps.o.valid & taps.o.ready):
                 for j in range(g):
-                    slot = self.o.payload[j * tbits:(j + 1) * tbits]
+                    slot = out.payload[j * tbits:(j + 1) * tbits]
                     if j == 0:
                         with m.If(count == 0):
                             m.d.sync += slot.eq(tap.data)
@@ -372,7 +386,7 @@ class SlidingWindow(wiring.Component):
                         m.d.sync += slot.eq(Mux(count == j, tap.data,
                                                 Mux(count == 0, 0, slot)))
                 with m.If(tap.last | (count == g - 1)):
-                    m.d.sync += [self.o.valid.eq(1), count.eq(0)]
+                    m.d.sync += [out.valid.eq(1), count.eq(0)]
                 with m.Else():
                     m.d.sync += count.eq(count + 1)
         else:
