@@ -899,6 +899,10 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
         # Words that are whole positions, or divide one, keep the repack before the layer
         # (or inside its window unit) cheap.
         channels = c if (isinstance(layer, Conv2d) or h * w > 1) else None
+        # A window on raw multi-bit input chunks whole taps into a register of SIMD values
+        # when SIMD is a larger multiple of C: many flip-flops behind one enable, which kept
+        # the UP5K CNN below 48 MHz (44.6). Offered only when a layer needs that speed.
+        raw_window = isinstance(layer, Conv2d) and not model.binary_inputs()[index]
         folds = []
         for nf in _fold_counts(m):
             sf_max = target // (nf * positions)
@@ -911,6 +915,8 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
             if channels is not None:
                 simds |= {min(n, ceil_div(simd_min, channels) * channels * k) for k in (1, 2)}
                 simds |= {d for d in range(simd_min, channels + 1) if channels % d == 0}
+            if raw_window and simd_min <= c:
+                simds = {simd for simd in simds if simd <= c}
             folds += [Fold(pe, simd) for simd in sorted(simds)
                       if nf * ceil_div(n, simd) <= DEFAULT_MAX_ROM_DEPTH]
         return folds
