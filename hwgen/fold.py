@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .layout import conv_dense_view, hwc_dense_matrix
+from .layout import conv_dense_view, grouped_window, hwc_dense_matrix
 from .model import Conv2d, Dense, MaxPool2d, Model, accumulator_range, signed_width
 
 #: iCE40 SB_RAM40_4K read configurations (depth, width).
@@ -294,8 +294,30 @@ def pool_luts(channels: int, buffer_logic_bits: int) -> int:
     return POOL_BASE_LCS + 2 * channels + 2 * buffer_logic_bits
 
 
+class _LineBufferUnit:
+    """What a window and a pool plan share: a line buffer over the unit's ``[channels,
+    height, width]`` input read ``word`` channels per beat (None: all), ``G = channels //
+    word`` beats per position."""
+
+    def __post_init__(self):
+        if self.word is None:
+            object.__setattr__(self, "word", self.channels)
+        if self.channels % self.word:
+            raise ValueError(f"word {self.word} does not divide {self.channels} channels")
+
+    @property
+    def groups(self) -> int:
+        return self.channels // self.word
+
+    def _line_buffer(self, element_bits: int = 1) -> tuple:
+        """The line buffer's arguments for :func:`line_buffer_brams` and friends: ``R`` rows
+        of ``W * G`` words of ``word`` elements."""
+        return (self.word, self.height, self.width * self.groups, self.kernel[0],
+                self.stride[0], element_bits)
+
+
 @dataclass(frozen=True)
-class WindowPlan:
+class WindowPlan(_LineBufferUnit):
     """The sliding-window front end of a conv2d layer: input map ``[C, H, W]``, kernel,
     stride, padding, and the ``SIMD`` it chunks windows into (``element_bits`` 1 for +-1
     activations, else the raw input width).
@@ -319,23 +341,13 @@ class WindowPlan:
     simd: int
     word: int | None = None
 
-    def __post_init__(self):
-        if self.word is None:
-            object.__setattr__(self, "word", self.channels)
-        if self.channels % self.word:
-            raise ValueError(f"word {self.word} does not divide {self.channels} channels")
-
-    @property
-    def groups(self) -> int:
-        return self.channels // self.word
-
     @property
     def unit_geometry(self) -> dict:
         """The :class:`~hwgen.gateware.window.SlidingWindow` arguments (channels, height,
         width, kernel, stride, padding) of the unit that reads ``word``-channel beats."""
-        g, (kh, kw), (sh, sw), (ph, pw) = self.groups, self.kernel, self.stride, self.padding
-        return {"channels": self.word, "height": self.height, "width": self.width * g,
-                "kernel": (kh, kw * g), "stride": (sh, sw * g), "padding": (ph, pw * g)}
+        return {"channels": self.word, "height": self.height,
+                **grouped_window(self.width, self.kernel, self.stride, self.padding,
+                                 self.groups)}
 
     @property
     def out_shape(self) -> tuple[int, int]:
@@ -354,13 +366,19 @@ class WindowPlan:
 
     @property
     def buffer_logic_bits(self) -> int:
-        return line_buffer_logic_bits(self.word, self.height, self.width * self.groups,
-                                      self.kernel[0], self.stride[0], self.element_bits)
+        return line_buffer_logic_bits(*self._line_buffer(self.element_bits))
 
     @property
     def brams(self) -> int:
-        return line_buffer_brams(self.word, self.height, self.width * self.groups,
-                                 self.kernel[0], self.stride[0], self.element_bits)
+        return line_buffer_brams(*self._line_buffer(self.element_bits))
+
+    @property
+    def cycles_bound(self) -> int:
+        """Upper bound of the unit's steady-state interval (as
+        :attr:`~hwgen.gateware.window.SlidingWindow.cycles_per_image`): every window's taps
+        plus the rows it may wait for at an image's start."""
+        ho, wo = self.out_shape
+        return ho * wo * self.cycles_per_window + self.kernel[0] * self.width * self.groups
 
     @property
     def luts(self) -> int:
@@ -368,7 +386,7 @@ class WindowPlan:
 
 
 @dataclass(frozen=True)
-class PoolPlan:
+class PoolPlan(_LineBufferUnit):
     """A maxpool2d layer: a line buffer and an OR over each ``KH x KW`` window, one output
     position every ``KH*KW*G`` cycles. It has no fold. ``word`` (a divisor of ``channels``;
     None: all of them) is the channels per beat and per line-buffer word, ``G = channels //
@@ -384,16 +402,6 @@ class PoolPlan:
     is_output: bool = False
     fold: None = None
     word: int | None = None
-
-    def __post_init__(self):
-        if self.word is None:
-            object.__setattr__(self, "word", self.channels)
-        if self.channels % self.word:
-            raise ValueError(f"word {self.word} does not divide {self.channels} channels")
-
-    @property
-    def groups(self) -> int:
-        return self.channels // self.word
 
     @property
     def out_shape(self) -> tuple[int, int]:
@@ -412,13 +420,19 @@ class PoolPlan:
 
     @property
     def buffer_logic_bits(self) -> int:
-        return line_buffer_logic_bits(self.word, self.height, self.width * self.groups,
-                                      self.kernel[0], self.stride[0])
+        return line_buffer_logic_bits(*self._line_buffer())
 
     @property
     def brams(self) -> int:
-        return line_buffer_brams(self.word, self.height, self.width * self.groups,
-                                 self.kernel[0], self.stride[0])
+        return line_buffer_brams(*self._line_buffer())
+
+    @property
+    def cycles_bound(self) -> int:
+        """Upper bound of the steady-state interval (as
+        :attr:`~hwgen.gateware.maxpool.MaxPool.cycles_per_image`): every window's taps plus
+        the rows it may wait for at an image's start, or the input beats."""
+        (kh, kw), (ho, wo) = self.kernel, self.out_shape
+        return self.groups * max(self.height * self.width, ho * wo * kh * kw + kh * self.width)
 
     @property
     def luts(self) -> int:
@@ -514,6 +528,11 @@ class LayerPlan:
     @property
     def fold(self) -> Fold:
         return Fold(self.pe, self.simd)
+
+    def with_window_word(self, word: int) -> "LayerPlan":
+        """This conv layer's plan with its window reading ``word`` channels per beat."""
+        window = replace(self.window, word=word)
+        return replace(self, window=window, luts=self.luts - self.window.luts + window.luts)
 
 
 def input_order(model: Model) -> str:
@@ -847,23 +866,15 @@ def narrowest_buffers(lp, interval: int):
     ``C/16`` blocks however short the rows. Words of fewer channels, ``G`` per position,
     fill them ``G`` times deeper, at ``G`` reads per window tap."""
     if isinstance(lp, PoolPlan):
-        (kh, kw), (ho, wo) = lp.kernel, lp.out_shape
-        options = [replace(lp, word=d) for d in _divisors(lp.channels)]
-        # Narrower words must keep the pool's bound (its taps plus the rows it waits for at
-        # an image's start, MaxPool.cycles_per_image) within the interval.
-        options = [o for o in options if o.groups == 1 or o.groups * max(
-            lp.height * lp.width, ho * wo * kh * kw + kh * lp.width) <= interval]
+        # Narrower words must keep the pool's bound within the interval.
+        options = [o for o in (replace(lp, word=d) for d in _divisors(lp.channels))
+                   if o.groups == 1 or o.cycles_bound <= interval]
         return min(options, key=lambda o: (o.brams, o.luts, -o.word))
     if not isinstance(lp, LayerPlan) or lp.window is None:
         return lp
-    options = []
-    for d in _divisors(lp.window.channels):
-        win = replace(lp.window, word=d)
-        # Likewise the window's bound (SlidingWindow.cycles_per_image) when it reads slower.
-        bound = max(lp.cycles, lp.positions * win.cycles_per_window
-                    + win.kernel[0] * win.width * win.groups)
-        if win.groups == 1 or bound <= interval:
-            options.append(replace(lp, window=win, luts=lp.luts - lp.window.luts + win.luts))
+    # Likewise the window's bound, when it reads slower.
+    options = [o for o in (lp.with_window_word(d) for d in _divisors(lp.window.channels))
+               if o.window.groups == 1 or max(lp.cycles, o.window.cycles_bound) <= interval]
     return min(options, key=lambda o: (o.brams, o.luts, -o.window.word))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .model import Conv2d, Dense
 
-__all__ = ["pair", "conv_weight_matrix", "conv_dense_view", "hwc_dense_matrix",
+__all__ = ["pair", "grouped_window", "conv_weight_matrix", "conv_dense_view", "hwc_dense_matrix",
            "window_vectors", "hwc_images", "in_stream_order"]
 
 
@@ -34,6 +34,17 @@ def pair(name: str, value, minimum: int) -> tuple[int, int]:
         if v < minimum:
             raise ValueError(f"{name} must be at least {minimum}, not {v}")
     return int(value[0]), int(value[1])
+
+
+def grouped_window(width: int, kernel, stride, padding, groups: int) -> dict:
+    """A window over a ``[C, H, W]`` map whose positions arrive as ``groups`` beats of ``C /
+    groups`` channels, as a window over the ``[C / groups, H, W * groups]`` map: ``width``,
+    ``kernel``, ``stride`` and ``padding`` with their widths times ``groups``. It has the
+    same output positions and padding, and its taps ``(ky, kx * groups + g)`` list each
+    window in the same (KH, KW, C) order."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return {"width": width * groups, "kernel": (kh, kw * groups),
+            "stride": (sh, sw * groups), "padding": (ph, pw * groups)}
 
 
 def conv_weight_matrix(weight) -> np.ndarray:

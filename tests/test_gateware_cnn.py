@@ -94,7 +94,7 @@ def _narrowest_words(net):
         if isinstance(lp, PoolPlan):
             lp = replace(lp, word=1)
         elif lp.window is not None:
-            lp = replace(lp, window=replace(lp.window, word=1))
+            lp = lp.with_window_word(1)
         layers.append(lp)
     return replace(net, layers=layers)
 
@@ -124,18 +124,12 @@ def test_narrow_line_buffers_save_block_ram():
     net = plan(model, [Fold(1, 1), None, Fold(1, 8), None, Fold(1, 2)])
     conv2, pool1 = net.layers[2], net.layers[1]
     assert conv2.window.word < 32 and conv2.window.brams == 1
-    whole = replace_word(conv2, 32)
+    whole = conv2.with_window_word(32)
     assert whole.window.brams == 2 and conv2.cycles == whole.cycles
     assert isinstance(pool1, PoolPlan) and pool1.word < 32 and pool1.brams == 1
     assert pool1.cycles <= net.cycles_per_image
     # nothing narrower is taken when it would slow the network down
     assert narrowest_buffers(whole, whole.cycles - 1).window.word == 32
-
-
-def replace_word(lp, word):
-    from dataclasses import replace
-    win = replace(lp.window, word=word)
-    return replace(lp, window=win, luts=lp.luts - lp.window.luts + win.luts)
 
 
 def test_dense_after_conv_uses_stream_order():

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, checked_init
 
-from ..layout import pair
+from ..layout import grouped_window, pair
 from .repack import SkidBuffer
 from .window import WindowTaps, line_buffer_brams
 
@@ -61,7 +61,8 @@ class MaxPool(wiring.Component):
         if kw > width:
             raise ValueError(f"kernel {kh}x{kw} is larger than the {height}x{width} input")
         g = channels // word
-        self.taps = WindowTaps(word, height, width * g, (kh, kw * g), (sh, sw * g))
+        self.taps = WindowTaps(word, height,
+                               **grouped_window(width, (kh, kw), (sh, sw), (0, 0), g))
         self.channels, self.height, self.width, self.word = channels, height, width, word
         self.groups = g
         self.kernel, self.stride = (kh, kw), (sh, sw)

@@ -189,21 +189,19 @@ class MVTU(wiring.Component):
             # that the block RAM outputs (and the multiplexer of a ROM deeper than one block)
             # reach no adder in the same cycle.
             terms = []
-            if p.binary_input:
-                for k in range(simd):
-                    term = Signal(name=f"pe{lane}_x{k}")
-                    with m.If(advance):
-                        m.d.sync += term.eq(~(x[k] ^ wl[k]))
-                    terms.append(term)
-            else:
-                # x for a +1 weight, ~x = -x - 1 for a -1 weight: an XOR, no negation
-                # (the parameters add back the channel's count of -1 weights).
-                for k in range(simd):
+            for k in range(simd):
+                if p.binary_input:
+                    shape, value = 1, ~(x[k] ^ wl[k])
+                else:
+                    # x for a +1 weight, ~x = -x - 1 for a -1 weight: an XOR, no negation
+                    # (the parameters add back the channel's count of -1 weights).
                     xk = Cat(x[k * ebits:(k + 1) * ebits], 0)
-                    term = Signal(signed(ebits + 1), name=f"pe{lane}_x{k}")
-                    with m.If(advance):
-                        m.d.sync += term.eq((xk ^ (~wl[k]).replicate(ebits + 1)).as_signed())
-                    terms.append(term)
+                    shape = signed(ebits + 1)
+                    value = (xk ^ (~wl[k]).replicate(ebits + 1)).as_signed()
+                term = Signal(shape, name=f"pe{lane}_x{k}")
+                with m.If(advance):
+                    m.d.sync += term.eq(value)
+                terms.append(term)
             total = adder_tree(m, terms, advance, p.tree_levels_per_stage, name=f"pe{lane}")
             if not p.binary_input:
                 # The root is registered too: the accumulator adds a registered sum.
