@@ -468,3 +468,23 @@ def test_train_sweep_tool(data_dir, tmp_path):
         assert model.provenance["epochs"] == epochs
         assert f"exported {100 * model.provenance['test_accuracy']:.2f}%" in line
         assert (out / f"{name}-plots" / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a b: --arch mlp:8\n", "expected 'NAME: ARGS'"),
+    ("a: --arch mlp:8\na: --arch mlp:16\n", "run names must be unique"),
+    ("a: --arch mlp:8 --max-epochs x\n", "--max-epochs needs a positive integer"),
+    ("a: --arch 'mlp:8\n", "No closing quotation"),
+    ("# nothing\n", "no runs"),
+])
+def test_train_sweep_rejects_bad_run_files(tmp_path, text, message):
+    runs = tmp_path / "runs.txt"
+    runs.write_text(text)
+    done = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), "--out",
+                           str(tmp_path / "out"), "--budget", "10"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -34,19 +34,29 @@ FINAL_LINE = re.compile(r"exported .*?([\d.]+)%")
 
 
 def parse_runs(path: Path, cap: int) -> list[tuple[str, list[str], int]]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        sys.exit(f"error: {path}: cannot read the runs file ({err.__class__.__name__})")
     runs = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         name, sep, rest = line.partition(":")
         if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()):
             sys.exit(f"error: {path}:{number}: expected 'NAME: ARGS'")
-        args = shlex.split(rest)
+        try:
+            args = shlex.split(rest)
+        except ValueError as err:
+            sys.exit(f"error: {path}:{number}: {err}")
         limit = cap
         if "--max-epochs" in args:
             i = args.index("--max-epochs")
-            limit = int(args[i + 1])
+            value = args[i + 1] if i + 1 < len(args) else ""
+            if not value.isdigit() or int(value) < 1:
+                sys.exit(f"error: {path}:{number}: --max-epochs needs a positive integer")
+            limit = int(value)
             del args[i:i + 2]
         runs.append((name.strip(), args, limit))
     if len({r[0] for r in runs}) != len(runs):
@@ -80,8 +90,12 @@ def main() -> int:
                    help="seconds kept for start-up, export and checks")
     p.add_argument("--data-dir")
     a = p.parse_args()
+    if a.budget <= 0 or a.cap < 1 or a.margin < 0:
+        sys.exit("error: --budget must be positive, --cap at least 1, --margin not negative")
     start = time.time()
     runs = parse_runs(a.runs, a.cap)
+    if not runs:
+        sys.exit(f"error: {a.runs}: no runs")
     a.out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // len(runs))
     extra = ["--data-dir", a.data_dir] if a.data_dir else []
