@@ -1,114 +1,221 @@
-"""Benchmark (not a test): float vs STE vs SBN on the same MLP and CNN, equal epochs, seeds.
+"""Benchmark (not a test): float vs STE vs self-binarizing variants, equal epochs and seeds.
 
-Every run uses the same optimizer (Adam, cosine decay), batch size, epochs and augmentation;
-only ``--method`` changes. Test accuracy is the exported model's accuracy under the
-bit-exact integer reference for ``sbn``/``ste`` (the hard network) and the float network's
-accuracy for ``float``. Prints a Markdown table of mean and sample std over the seeds and
-optionally writes every run as JSON.
+Every run uses the same optimizer (Adam, cosine decay), batch size, epochs and
+augmentation; only the method and the variant's flags change. A *variant* is a named set
+of ``python -m train`` settings (:data:`VARIANTS`): ``sbn`` is the trainer's default,
+``sbn-paper`` the paper-faithful method (exact tanh gradient), the other ``sbn-*`` rows
+each change one setting of the default (the ablations that decided it).
 
-Full benchmark (slow on CPU)::
+Each run is a row of ``benchmarks/results/train_compare.json`` (``--json``)::
 
-    .venv/bin/python benchmarks/train_compare.py --epochs 30 --seeds 0 1 2
+    {"arch", "epochs", "method", "variant", "seed", "exported_accuracy", "gap",
+     "soft_accuracy", "float_accuracy" (float rows only), "device", "seconds",
+     "train_images", "settings"}
 
-Reduced version (what docs/training.md reports, if so stated there)::
+``exported_accuracy`` is the exported file's accuracy under the bit-exact integer
+reference on the 10000 Fashion-MNIST test images (a fraction; ``null`` for ``float``,
+which has no binary export), ``gap`` the soft minus the exported accuracy in points. Rows
+already in the file are kept and replaced by a new run of the same (arch, epochs, variant,
+seed), so a benchmark can be built up over several invocations. ``--docs`` rewrites the
+table in ``docs/training.md`` between its markers from the whole file.
 
-    .venv/bin/python benchmarks/train_compare.py --epochs 10 --seeds 0 1 2 \
-        --cnn cnn:c16-p-c32-p-d128 --cnn-train-limit 20000
+    .venv/bin/python benchmarks/train_compare.py --archs mlp:100-100 --epochs 15 \\
+        --seeds 0 1 2 --variants float ste sbn-paper sbn --jobs 2 --docs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from train.loop import TrainConfig, train  # noqa: E402
+from train.loop import PAPER_SBN  # noqa: E402
 
-METHODS = ("float", "ste", "sbn")
+# name -> (method, TrainConfig settings beyond the shared ones)
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "float": ("float", {}),
+    "ste": ("ste", {}),
+    "ste-recal": ("ste", {"bn_recal": 100}),
+    "sbn-paper": ("sbn", dict(PAPER_SBN)),
+    "sbn": ("sbn", {}),
+    # ablations: the default with one setting changed
+    "sbn-exact-grad": ("sbn", {"grad_cap": None}),
+    "sbn-no-norm": ("sbn", {"weight_norm": "none"}),
+    "sbn-layer-norm": ("sbn", {"weight_norm": "layer"}),
+    "sbn-no-hard": ("sbn", {"hard_phase": 0.0}),
+    "sbn-hard-0.25": ("sbn", {"hard_phase": 0.25}),
+    "sbn-cap-2": ("sbn", {"grad_cap": 2.0}),
+    "sbn-cap-0.5": ("sbn", {"grad_cap": 0.5}),
+    "sbn-recal": ("sbn", {"bn_recal": 100}),
+    "sbn-wclip-3": ("sbn", {"weight_clip": 3.0}),
+    "sbn-gclip-1": ("sbn", {"grad_clip": 1.0}),
+    "sbn-nu-100": ("sbn", {"nu_end": 100.0}),
+    "sbn-nu-start-0.3": ("sbn", {"nu_start": 0.3}),
+    "sbn-wclip-2": ("sbn", {"weight_clip": 2.0}),
+    "sbn-wclip-1.5": ("sbn", {"weight_clip": 1.5}),
+    "sbn-lr-3e-3": ("sbn", {"lr": 3e-3}),
+    "ste-lr-3e-3": ("ste", {"lr": 3e-3}),
+    "sbn-wd-1e-2": ("sbn", {"weight_decay": 1e-2}),
+    "sbn-wd-1e-3": ("sbn", {"weight_decay": 1e-3}),
+    "sbn-hard-0.25-wclip-1.5": ("sbn", {"hard_phase": 0.25, "weight_clip": 1.5}),
+}
+
+DOC = ROOT / "docs" / "training.md"
+BEGIN, END = "<!-- train_compare:begin -->", "<!-- train_compare:end -->"
 
 
-def run_one(arch: str, method: str, seed: int, args, workdir: Path,
-            train_limit: int | None) -> dict:
-    out = None if method == "float" else str(workdir / f"{method}-{seed}-{abs(hash(arch))}.npz")
-    cfg = TrainConfig(dataset="fashion-mnist", arch=arch, method=method, epochs=args.epochs,
-                      out=out, checkpoint=str(workdir / "ckpt.pt"), seed=seed,
-                      batch_size=args.batch_size, lr=args.lr, flip=args.flip,
-                      shift=args.shift, threads=args.threads, progress=False,
-                      data_dir=args.data_dir, train_limit=train_limit,
-                      nu_start=args.nu_start, nu_end=args.nu_end, nu_ramp=args.nu_ramp,
-                      device=args.device)
-    t0 = time.time()
-    result = train(cfg)
-    acc = result.get("test_accuracy", result["soft_test_accuracy"])
-    return {"arch": arch, "method": method, "seed": seed, "test_accuracy": acc,
-            "soft_test_accuracy": result["soft_test_accuracy"],
-            "gap_points": result.get("binarization_gap_points"),
-            "seconds": time.time() - t0}
+def run_one(job: dict) -> dict:
+    """Train one (arch, epochs, variant, seed) and return its row."""
+    from train.loop import TrainConfig, train
+
+    method, settings = VARIANTS[job["variant"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = None if method == "float" else str(Path(tmp) / "model.npz")
+        cfg = TrainConfig(dataset="fashion-mnist", arch=job["arch"], method=method,
+                          epochs=job["epochs"], out=out, checkpoint=str(Path(tmp) / "c.pt"),
+                          seed=job["seed"], threads=job["threads"], progress=False,
+                          data_dir=job["data_dir"], train_limit=job["train_limit"],
+                          device=job["device"], **settings)
+        t0 = time.time()
+        result = train(cfg)
+    soft = result["soft_test_accuracy"]
+    exported = result.get("test_accuracy")
+    row = {"arch": job["arch"], "epochs": job["epochs"], "method": method,
+           "variant": job["variant"], "seed": job["seed"], "exported_accuracy": exported,
+           "gap": None if exported is None else round(100 * (soft - exported), 4),
+           "soft_accuracy": soft, "device": cfg.device,
+           "seconds": round(time.time() - t0, 1),
+           "train_images": result["train_images"], "settings": settings}
+    if method == "float":
+        row["float_accuracy"] = soft
+    if "test_accuracy_before_bn_recal" in result:
+        row["exported_accuracy_before_bn_recal"] = result["test_accuracy_before_bn_recal"]
+    return row
+
+
+def _key(row: dict) -> tuple:
+    return (row["arch"], row["epochs"], row["variant"], row["seed"])
+
+
+def load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: {path}: not a results file ({err.__class__.__name__})")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        sys.exit(f"error: {path}: expected a JSON list of rows")
+    return rows
+
+
+def save_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (r["arch"], r["epochs"], list(VARIANTS).index(
+        r["variant"]) if r["variant"] in VARIANTS else 99, r["variant"], r["seed"]))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def accuracy(row: dict) -> float:
+    value = row["exported_accuracy"]
+    return row["float_accuracy"] if value is None else value
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per (arch, epochs, variant): mean ± std over seeds (%), the seeds,
+    mean gap, and the difference to ste on the same (arch, epochs)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["arch"], row["epochs"], row["variant"]), []).append(row)
+    order = list(VARIANTS)
+    lines = ["| arch | epochs | variant | method | exported accuracy (%) | seeds | "
+             "gap (points) | vs ste (points) | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (arch, epochs, variant), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.index(kv[0][2])
+                                            if kv[0][2] in order else 99)):
+        accs = [100 * accuracy(r) for r in group]
+        mean = statistics.mean(accs)
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        ste = groups.get((arch, epochs, "ste"))
+        versus = ""
+        if ste and variant != "ste":
+            versus = f"{mean - statistics.mean(100 * accuracy(r) for r in ste):+.2f}"
+        gaps = [r["gap"] for r in group if r["gap"] is not None]
+        gap = f"{statistics.mean(gaps):+.2f}" if gaps else ""
+        seeds = " ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
+        notes = sorted({f"{r['device']}, {r['train_images']} train images"
+                        for r in group if r["device"] != "cpu" or r["train_images"] != 60000})
+        label = "float (not exported)" if group[0]["method"] == "float" else ""
+        lines.append(f"| `{arch}` | {epochs} | {variant} | {group[0]['method']} | "
+                     f"{mean:.2f} ± {std:.2f} | {seeds} | {gap} | {versus} | "
+                     f"{'; '.join(filter(None, [label, *notes]))} |")
+    return "\n".join(lines)
+
+
+def update_docs(text: str) -> None:
+    doc = DOC.read_text()
+    if BEGIN not in doc or END not in doc:
+        sys.exit(f"error: {DOC}: no {BEGIN} ... {END} markers")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mlp", default="mlp:100-100")
-    p.add_argument("--cnn", default="cnn:c32-p-c64-p-d256")
-    p.add_argument("--skip-mlp", action="store_true")
-    p.add_argument("--skip-cnn", action="store_true")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--archs", nargs="+", default=["mlp:100-100"])
+    p.add_argument("--epochs", type=int, nargs="+", default=[15])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--nu-start", type=float, default=1.0)
-    p.add_argument("--nu-end", type=float, default=1000.0)
-    p.add_argument("--nu-ramp", type=float, default=0.8)
-    p.add_argument("--flip", action="store_true")
-    p.add_argument("--shift", type=int, default=0)
-    p.add_argument("--train-limit", type=int, help="training images for the MLP runs")
-    p.add_argument("--cnn-train-limit", type=int, help="training images for the CNN runs")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--variants", nargs="+", default=["float", "ste", "sbn-paper", "sbn"],
+                   choices=list(VARIANTS))
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--train-limit", type=int, help="first N training images only")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--data-dir")
-    p.add_argument("--json", type=Path, help="write every run here")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results"
+                   / "train_compare.json")
+    p.add_argument("--docs", action="store_true",
+                   help="rewrite the table in docs/training.md from the JSON file")
+    p.add_argument("--table-only", action="store_true", help="train nothing; print the table")
     args = p.parse_args()
+    if args.jobs < 1 or args.threads < 1 or min(args.epochs) < 1:
+        sys.exit("error: --jobs, --threads and --epochs must be at least 1")
 
-    archs = []
-    if not args.skip_mlp:
-        archs.append((args.mlp, args.train_limit))
-    if not args.skip_cnn:
-        archs.append((args.cnn, args.cnn_train_limit))
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for arch, limit in archs:
-            for method in args.methods:
-                for seed in args.seeds:
-                    r = run_one(arch, method, seed, args, Path(tmp), limit)
-                    runs.append(r)
-                    print(f"# {arch} {method} seed {seed}: {100 * r['test_accuracy']:.2f}% "
-                          f"({r['seconds']:.0f}s)", file=sys.stderr, flush=True)
-                    if args.json:
-                        args.json.write_text(json.dumps(runs, indent=1))
-
-    print(f"\nFashion-MNIST test accuracy (%), {args.epochs} epochs, seeds "
-          f"{' '.join(map(str, args.seeds))}, mean ± std over seeds\n")
-    print("| architecture | " + " | ".join(args.methods) + " |")
-    print("| --- |" + " --- |" * len(args.methods))
-    for arch, _ in archs:
-        cells = []
-        for method in args.methods:
-            accs = [100 * r["test_accuracy"] for r in runs
-                    if r["arch"] == arch and r["method"] == method]
-            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cells.append(f"{statistics.mean(accs):.2f} ± {std:.2f}")
-        print(f"| `{arch}` | " + " | ".join(cells) + " |")
-    gaps = [r["gap_points"] for r in runs if r["method"] == "sbn" and r["gap_points"] is not None]
-    if gaps:
-        print(f"\nsbn binarization gap (soft - hard, points): mean {statistics.mean(gaps):+.2f}, "
-              f"max {max(gaps):+.2f}")
+    rows = load_rows(args.json)
+    jobs = [] if args.table_only else [
+        {"arch": a, "epochs": e, "variant": v, "seed": s, "threads": args.threads,
+         "data_dir": args.data_dir, "train_limit": args.train_limit, "device": args.device}
+        for a in args.archs for e in args.epochs for v in args.variants for s in args.seeds]
+    if jobs:
+        from tqdm import tqdm
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, job): job for job in jobs}
+            bar = tqdm(as_completed(futures), total=len(jobs), unit="run", file=sys.stderr)
+            for future in bar:
+                row = future.result()
+                rows = [r for r in rows if _key(r) != _key(row)] + [row]
+                save_rows(args.json, rows)
+                bar.write(f"# {row['arch']} {row['epochs']} ep {row['variant']} seed "
+                          f"{row['seed']}: {100 * accuracy(row):.2f}% ({row['seconds']:.0f}s)",
+                          file=sys.stderr)
+    text = table(rows)
+    print(text)
+    if args.docs:
+        update_docs(text)
     return 0
 
 

@@ -560,7 +560,10 @@ def to_arrays(model: Model) -> dict[str, np.ndarray]:
         "classes": list(model.classes),
         "provenance": model.provenance,
     }
-    arrays["graph"] = np.array(json.dumps(graph))
+    try:  # the reader takes strict JSON only: no NaN or Infinity, also not in provenance
+        arrays["graph"] = np.array(json.dumps(graph, allow_nan=False))
+    except ValueError as err:
+        raise ModelFormatError(f"graph is not valid JSON ({err})") from None
     return arrays
 
 

@@ -389,7 +389,8 @@ def test_learnable_nu_only_registered_when_asked():
 
 
 def test_learnable_nu_trains_exports_and_resumes(data_dir, tmp_path):
-    full = _cfg(data_dir, tmp_path / "full", epochs=3, nu_learnable=True, lr=3e-3)
+    full = _cfg(data_dir, tmp_path / "full", epochs=3, nu_learnable=True, lr=3e-3,
+                hard_phase=0.0)
     result = train(full)
     for record in result["history"]:
         assert len(record["nu_eff"]) == 2 and min(record["nu_eff"]) >= record["nu"]
@@ -402,7 +403,7 @@ def test_learnable_nu_trains_exports_and_resumes(data_dir, tmp_path):
     assert "output.nu_log_excess" in state["model"]
     assert state["model"]["output.nu_log_excess"].item() != pytest.approx(math.log(0.1))
     part = _cfg(data_dir, tmp_path / "part", epochs=3, nu_learnable=True, lr=3e-3,
-                stop_after=1)
+                hard_phase=0.0, stop_after=1)
     assert train(part) == {"stopped_after": 1}
     part.stop_after, part.resume = None, True
     resumed = train(part)

@@ -15,7 +15,7 @@ from hwgen.datasets import DATASETS
 from hwgen.errors import UserError
 
 from .arch import PRESETS
-from .layers import METHODS
+from .layers import METHODS, WEIGHT_NORMS
 from .schedule import SCHEDULES
 
 
@@ -56,6 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nu-learnable", action="store_true",
                    help="sbn: each layer learns its own nu >= the schedule's nu "
                         "(nu_eff = nu * (1 + exp(q)), q learned)")
+    g = p.add_argument_group(
+        "self-binarizing options (--method sbn; defaults: the measured best, "
+        "docs/training.md)")
+    g.add_argument("--sbn-variant", choices=("default", "paper"), default="default",
+                   help="paper: the paper-faithful method (exact tanh gradient, no weight "
+                        "normalization, no hard phase); the flags below override either")
+    g.add_argument("--weight-norm", choices=WEIGHT_NORMS, default=None,
+                   help="weights enter tanh as w/s, s = detached mean |w| of the layer or of "
+                        "each output channel (default channel)")
+    g.add_argument("--grad-cap", type=float, default=None, metavar="C",
+                   help="backward = derivative of tanh(min(nu, C) x); 0: the exact "
+                        "gradient of tanh(nu x) (default 1)")
+    g.add_argument("--hard-phase", type=float, default=None, metavar="F",
+                   help="train the last fraction F of the steps with the forward = sign "
+                        "(default 0.1)")
+    g.add_argument("--weight-clip", type=float, default=None, metavar="K",
+                   help="after each step clip latent weights to |w/s| <= K (default off)")
+    p.add_argument("--grad-clip", type=float, default=None, metavar="G",
+                   help="clip the gradient's global norm at G (any method; default off)")
+    p.add_argument("--bn-recal", type=int, default=0, metavar="N",
+                   help="before export, re-estimate batch-norm statistics of the hard "
+                        "network on N training batches (sbn and ste; default 0: off)")
     p.add_argument("--init-bound", type=float, default=None, metavar="A",
                    help="latent weights start uniform in [-A, A] (default 1/sqrt(fan-in))")
     p.add_argument("--flip", action="store_true", help="augment: random horizontal flips")
@@ -75,7 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    from .loop import TrainConfig, train
+    from .loop import PAPER_SBN, SBN_ONLY, TrainConfig, train
+    sbn = {k: getattr(TrainConfig, k) for k in SBN_ONLY}
+    if args.sbn_variant == "paper":
+        sbn.update(PAPER_SBN)
+    given = {k: getattr(args, k) for k in SBN_ONLY if getattr(args, k) is not None}
+    if args.method != "sbn" and (given or args.sbn_variant != "default"):
+        flag = "--" + (next(iter(given)) if given else "sbn_variant").replace("_", "-")
+        print(f"error: {flag} needs --method sbn (got --method {args.method})",
+              file=sys.stderr)
+        return 2
+    sbn.update(given)
+    if sbn["grad_cap"] == 0:
+        sbn["grad_cap"] = None  # 0 asks for the exact gradient
+    if sbn["weight_clip"] == 0:
+        sbn["weight_clip"] = None
     try:
         cfg = TrainConfig(
             dataset=args.dataset, arch=args.arch, method=args.method, epochs=args.epochs,
@@ -84,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             weight_decay=args.weight_decay, binarize_at=args.binarize_at,
             nu_schedule=args.nu_schedule, nu_start=args.nu_start, nu_end=args.nu_end,
             nu_ramp=args.nu_ramp, nu_learnable=args.nu_learnable, init_bound=args.init_bound,
+            grad_clip=args.grad_clip or None, bn_recal=args.bn_recal, **sbn,
             flip=args.flip,
             shift=args.shift, data_dir=args.data_dir,
             train_limit=args.train_limit, test_limit=args.test_limit, plots=args.plots,

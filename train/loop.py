@@ -29,16 +29,22 @@ from hwgen.model import save as save_model
 
 from .arch import parse_arch
 from .data import augment, epoch_batches, epoch_generator, load_split
-from .layers import clip_latent_weights
+from .diagnostics import histograms, saturation, sharpness_diagnostics
+from .layers import WEIGHT_NORMS, SbnOptions, clip_latent_weights
 from .net import Net, input_stats
 from .schedule import nu_at
 
 # Settings that must match for --resume to continue a checkpoint.
 _RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr",
                 "weight_decay", "binarize_at", "nu_schedule", "nu_start", "nu_end", "nu_ramp",
-                "flip", "shift", "train_limit", "init_bound", "nu_learnable")
-# The value a setting had before it existed (checkpoints written by older versions lack it).
-_RESUME_DEFAULTS = {"nu_learnable": False}
+                "flip", "shift", "train_limit", "init_bound", "nu_learnable", "weight_norm",
+                "grad_cap", "hard_phase", "weight_clip", "grad_clip", "bn_recal")
+# The value a setting had before it existed (checkpoints written by older versions lack it):
+# the paper's self-binarizing training, no clipping, no recalibration.
+_RESUME_DEFAULTS = {"nu_learnable": False, "weight_norm": "none", "grad_cap": None,
+                    "hard_phase": 0.0, "weight_clip": None, "grad_clip": None, "bn_recal": 0}
+# Settings that only mean something for --method sbn (stored as "off" for the others).
+SBN_ONLY = ("weight_norm", "grad_cap", "hard_phase", "weight_clip")
 
 
 @dataclass
@@ -61,6 +67,14 @@ class TrainConfig:
     nu_end: float = 1000.0
     nu_ramp: float = 0.8
     nu_learnable: bool = False  # sbn: per-layer learnable nu above the schedule's floor
+    # sbn's binarization (train/layers.py); the defaults are the measured best (see
+    # docs/training.md), PAPER_SBN the paper-faithful reference
+    weight_norm: str = "channel"
+    grad_cap: float | None = 1.0
+    hard_phase: float = 0.1
+    weight_clip: float | None = None
+    grad_clip: float | None = None  # any method: clip the gradient's global norm
+    bn_recal: int = 0  # sbn and ste: re-estimate batch-norm statistics on N hard batches
     init_bound: float | None = None
     flip: bool = False
     shift: int = 0
@@ -135,48 +149,18 @@ def evaluate_soft(net: Net, images: torch.Tensor, labels: torch.Tensor, nu: floa
     return correct / max(1, images.shape[0])
 
 
-@torch.no_grad()
-def saturation(net: Net, images: torch.Tensor, nu: float, device: str) -> dict:
-    """Fractions of weights and of hidden activations (on ``images``) where float32
-    ``tanh(nu*x)`` already equals ``sign(x)`` exactly (sbn's "tanh == sign")."""
-    net.eval()
-    w_total = w_sat = 0
-    layers = net.binarizing_layers()
-    for module in layers:
-        t = torch.tanh(module.nu_eff(nu) * module.weight.float())
-        w_sat += int((t.abs() == 1).sum())
-        w_total += t.numel()
-    hidden_nus = [module.nu_eff(nu) for module in layers[:-1]]
-    a_total = a_sat = 0
-    for start in range(0, images.shape[0], 1000):
-        collect: list = []
-        net(images[start:start + 1000].to(device), nu, collect=collect)
-        a_total += sum(y.numel() for y in collect)
-        a_sat += sum(int((torch.tanh(n * y.float()).abs() == 1).sum())
-                     for n, y in zip(hidden_nus, collect))
-    return {"weights": w_sat / max(1, w_total), "activations": a_sat / max(1, a_total)}
+# The Self-Binarizing Networks paper's method: exact tanh gradient, no weight normalization,
+# no hard phase (``TrainConfig(**PAPER_SBN)``, ``--sbn-variant paper``).
+PAPER_SBN = {"weight_norm": "none", "grad_cap": None, "hard_phase": 0.0, "weight_clip": None}
 
 
-@torch.no_grad()
-def histograms(net: Net, images: torch.Tensor, nu: float, device: str, bins: int = 41) -> dict:
-    """Histograms over [-1, 1] of the forward weights and the hidden activations."""
-    from .layers import activate, binarize_weight
-    net.eval()
-    layers = net.binarizing_layers()
-    ws = [binarize_weight(m.weight, net.method, m.nu_eff(nu)).flatten().float().cpu()
-          for m in layers]
-    collect: list = []
-    net(images[:500].to(device), nu, collect=collect)
-    acts = [activate(y, net.method, m.nu_eff(nu)).flatten().float().cpu()
-            for m, y in zip(layers, collect)]
-    lo, hi = (-1.0, 1.0) if net.method != "float" else (None, None)
-
-    def hist(values):
-        v = torch.cat(values) if values else torch.zeros(1)
-        a, b = (float(v.min()), float(v.max()) + 1e-9) if lo is None else (lo, hi)
-        return {"counts": torch.histc(v, bins, a, b).tolist(), "range": [a, b]}
-
-    return {"nu": nu, "weights": hist(ws), "activations": hist(acts)}
+def resume_settings(cfg: TrainConfig) -> dict:
+    """The settings a checkpoint records and ``--resume`` compares; sbn-only settings are
+    stored as their "off" values for other methods, where they change nothing."""
+    settings = {key: getattr(cfg, key) for key in _RESUME_KEYS}
+    if cfg.method != "sbn":
+        settings.update({key: _RESUME_DEFAULTS[key] for key in SBN_ONLY})
+    return settings
 
 
 def _snapshot_epochs(epochs: int) -> set[int]:
@@ -200,6 +184,18 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--shift must be >= 0, got {cfg.shift}")
     if cfg.nu_learnable and cfg.method != "sbn":
         raise UserError(f"--nu-learnable needs --method sbn (got --method {cfg.method})")
+    if cfg.weight_norm not in WEIGHT_NORMS:
+        raise UserError(f"--weight-norm must be one of {', '.join(WEIGHT_NORMS)}, "
+                        f"got {cfg.weight_norm!r}")
+    for name in ("grad_cap", "weight_clip", "grad_clip"):
+        value = getattr(cfg, name)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UserError(f"--{name.replace('_', '-')} must be a positive number, "
+                            f"got {value}")
+    if not 0 <= cfg.hard_phase < 1:
+        raise UserError(f"--hard-phase must be in [0, 1), got {cfg.hard_phase}")
+    if cfg.bn_recal < 0:
+        raise UserError(f"--bn-recal must be >= 0, got {cfg.bn_recal}")
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.device not in ("cpu", "cuda"):
@@ -261,7 +257,8 @@ def train(cfg: TrainConfig) -> dict:
                         f"{len(means)} normalization means")
     net = Net(arch, input_shape, len(classes), cfg.method, cfg.binarize_at,
               input_mean=means, input_std=std, init_bound=cfg.init_bound,
-              learn_nu=cfg.nu_learnable).to(device)
+              learn_nu=cfg.nu_learnable,
+              sbn=SbnOptions(cfg.weight_norm, cfg.grad_cap)).to(device)
     nu_params = [p for name, p in net.named_parameters() if name.endswith("nu_log_excess")]
     if nu_params:  # no weight decay on the learnable nu (it would pull nu towards 2x floor)
         others = [p for name, p in net.named_parameters() if not name.endswith("nu_log_excess")]
@@ -281,11 +278,12 @@ def train(cfg: TrainConfig) -> dict:
     snapshots: list[dict] = []
     start_epoch = 0
     ckpt = checkpoint_path(cfg)
-    settings = {k: getattr(cfg, k) for k in _RESUME_KEYS}
+    settings = resume_settings(cfg)
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
         old = state.get("settings", {})
-        diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
+        diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]
+                and not (cfg.method != "sbn" and k in SBN_ONLY)]
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
                             f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
@@ -308,8 +306,11 @@ def train(cfg: TrainConfig) -> dict:
                                                    if cfg.nu_schedule != "const"
                                                    else cfg.nu_end, device)})
 
+    hard_phase = cfg.hard_phase if cfg.method == "sbn" else 0.0
+
     def nu_for(step):
-        return nu_at(step / total_steps, cfg.nu_schedule, cfg.nu_start, cfg.nu_end, cfg.nu_ramp)
+        return nu_at(step / total_steps, cfg.nu_schedule, cfg.nu_start, cfg.nu_end, cfg.nu_ramp,
+                     hard_phase)
 
     from tqdm import tqdm
     step = start_epoch * steps_per_epoch
@@ -331,10 +332,14 @@ def train(cfg: TrainConfig) -> dict:
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             if cfg.method == "ste":
                 clip_latent_weights(net)
+            elif cfg.method == "sbn" and cfg.weight_clip:
+                clip_latent_weights(net, cfg.weight_clip)
             step += 1
             loss_sum += loss.item() * len(index)
             correct += int((logits.argmax(1) == y).sum())
@@ -349,6 +354,8 @@ def train(cfg: TrainConfig) -> dict:
             record["nu_eff_mean"] = sum(nus) / len(nus)
         if dist.main:
             record["test_acc"] = evaluate_soft(net, test_x, test_y, nu, device)
+            if cfg.method == "sbn":
+                record.update(sharpness_diagnostics(net, test_x[:1000], nu, device))
             if cfg.method != "float":
                 from .export import hard_predict, to_model
                 folded = to_model(net, classes)
@@ -360,9 +367,14 @@ def train(cfg: TrainConfig) -> dict:
                 snapshots.append({"epoch": epoch, **histograms(net, test_x, nu, device)})
             hard = (f" hard {100 * record['hard_test_acc']:.2f}%"
                     if "hard_test_acc" in record else "")
+            diag = ""
+            if "frozen" in record:
+                diag = (" frozen w " + "/".join(f"{100 * f:.0f}" for f in record["frozen"])
+                        + "% alive a " + "/".join(f"{100 * a:.0f}" for a in record["alive"])
+                        + "%")
             _log(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} train "
                  f"{100 * record['train_acc']:.2f}% test {100 * record['test_acc']:.2f}%"
-                 f"{hard} nu {nu:.4g}"
+                 f"{hard} nu {nu:.4g}{diag}"
                  + (f" (learned: mean {record['nu_eff_mean']:.4g}, min "
                     f"{min(record['nu_eff']):.4g}, max {max(record['nu_eff']):.4g})"
                     if cfg.nu_learnable else "")
@@ -378,7 +390,9 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.stop_after is not None and epoch >= cfg.stop_after and epoch < cfg.epochs:
             return {"stopped_after": epoch}
 
-    summary = {"history": history}
+    summary = {"history": history, "train_images": int(train_x.shape[0])}
+    if dist.main and cfg.bn_recal and cfg.method != "float":
+        summary.update(_recalibrate(cfg, net, classes, train_x, test_x, test_y, device))
     if dist.main:
         summary.update(_finish(cfg, net, classes, test_x, test_y, history, snapshots, device))
     if dist.world > 1:
@@ -387,9 +401,23 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
+def _recalibrate(cfg, net, classes, train_x, test_x, test_y, device) -> dict:
+    """``--bn-recal``: the hard test accuracy before, then the recalibration."""
+    from .bn_recal import recalibrate_bn
+    from .export import hard_predict, to_model
+    before = float((hard_predict(to_model(net, classes), test_x.numpy(), device)
+                    == test_y.numpy()).mean())
+    used = recalibrate_bn(net, train_x, cfg.bn_recal, cfg.batch_size, cfg.seed, device)
+    _log(f"batch norm recalibrated on {used} training images with hard binarization "
+         f"(hard test accuracy before: {100 * before:.2f}%)", _Dist())
+    return {"test_accuracy_before_bn_recal": before}
+
+
 def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device) -> dict:
     """Final evaluation, export with the exactness assertion, plots."""
     final_nu = history[-1]["nu"] if history else cfg.nu_end
+    if cfg.bn_recal and cfg.method == "sbn":
+        final_nu = math.inf  # the statistics are the hard network's now
     result = {"soft_test_accuracy": evaluate_soft(net, test_x, test_y, final_nu, device)}
     if cfg.method == "sbn":
         result["saturation"] = saturation(net, test_x, final_nu, device)
@@ -408,16 +436,24 @@ def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device) -> di
             "soft_test_accuracy": result["soft_test_accuracy"],
             "command": cfg.command, "torch": torch.__version__,
         }
+        if cfg.bn_recal:
+            folded.provenance["bn_recal"] = cfg.bn_recal
+        if cfg.grad_clip:
+            folded.provenance["grad_clip"] = cfg.grad_clip
         arch_spec = parse_arch(cfg.arch, tuple(net.input_shape)).spec
         if arch_spec != cfg.arch:
             folded.provenance["arch_spec"] = arch_spec
         if cfg.method == "sbn":
             folded.provenance.update(nu_schedule=cfg.nu_schedule, nu_start=cfg.nu_start,
                                      nu_end=cfg.nu_end, nu_ramp=cfg.nu_ramp,
+                                     weight_norm=cfg.weight_norm, grad_cap=cfg.grad_cap,
+                                     hard_phase=cfg.hard_phase, weight_clip=cfg.weight_clip,
                                      binarization_gap_points=result["binarization_gap_points"])
             if cfg.nu_learnable:
+                # in the hard phase every nu is inf: record those it ended the ramp with
+                ended = final_nu if math.isfinite(final_nu) else cfg.nu_end
                 folded.provenance.update(nu_learnable=True,
-                                         final_nu_eff=net.effective_nus(final_nu))
+                                         final_nu_eff=net.effective_nus(ended))
         save_model(folded, cfg.out)
         result["out"] = str(cfg.out)
     if cfg.plots:

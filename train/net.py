@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .arch import Arch
-from .layers import METHODS, BinaryBlock, OutputLayer, activate
+from .layers import METHODS, PAPER, BinaryBlock, OutputLayer, SbnOptions
 
 # Fashion-MNIST training-set pixel statistics (of pixel/255); folded into the first threshold.
 DEFAULT_INPUT_MEAN = 0.2860
@@ -48,11 +48,13 @@ class Net(nn.Module):
     def __init__(self, arch: Arch, input_shape=(1, 28, 28), classes: int = 10,
                  method: str = "sbn", binarize_at: int | None = None,
                  input_mean=DEFAULT_INPUT_MEAN, input_std: float = DEFAULT_INPUT_STD,
-                 init_bound: float | None = None, learn_nu: bool = False):
+                 init_bound: float | None = None, learn_nu: bool = False,
+                 sbn: SbnOptions = PAPER):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.arch, self.method, self.binarize_at = arch, method, binarize_at
+        self.sbn = sbn
         self.input_shape, self.classes = tuple(input_shape), classes
         channels = self.input_shape[0]
         means = tuple(float(m) for m in (input_mean if hasattr(input_mean, "__len__")
@@ -80,13 +82,13 @@ class Net(nn.Module):
                 self.blocks.append(nn.Identity())
             elif layer.op == "conv":
                 self.blocks.append(BinaryBlock("conv", shape_in[0], layer.width, method,
-                                               init_bound, learn_nu))
+                                               init_bound, learn_nu, sbn))
             else:
                 n = shape_in[0] * shape_in[1] * shape_in[2]
                 self.blocks.append(BinaryBlock("dense", n, layer.width, method, init_bound,
-                                               learn_nu))
+                                               learn_nu, sbn))
         c, h, w = shapes[-1]
-        self.output = OutputLayer(c * h * w, classes, method, init_bound, learn_nu)
+        self.output = OutputLayer(c * h * w, classes, method, init_bound, learn_nu, sbn)
 
     def binarizing_layers(self) -> list[nn.Module]:
         """The blocks with weights (in order), then the output layer."""
@@ -135,7 +137,7 @@ class Net(nn.Module):
             y = block.pre_activation(x, nu)
             if collect is not None:
                 collect.append(y.detach())
-            x = activate(y, self.method, block.nu_eff(nu))
+            x = block.activation(y, nu)
         if first:
             x = self.prepare_input(x)
         return self.output(x.flatten(1), nu)

@@ -1,12 +1,15 @@
 """PNG plots of a training run (matplotlib, Agg backend; imported only with ``--plots``).
 
-- ``curves.png``: loss, train/test accuracy (soft and hard) and nu per epoch.
+- ``curves.png``: loss, train/test accuracy (soft and hard) per epoch; for sbn also nu (the
+  hard phase shaded) and the per-layer fractions of frozen weights and alive activations
+  (``train/diagnostics.py``).
 - ``histograms.png``: forward weights and hidden activations at several epochs of the
   sharpening (the paper's figure): they move from a bell shape to the two spikes at +-1.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -33,7 +36,10 @@ def write_plots(folder, history: list[dict], snapshots: list[dict], method: str)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    sbn = method == "sbn"
+    diagnostics = sbn and any("frozen" in h for h in history)
+    panels = 2 + sbn + diagnostics
+    fig, axes = plt.subplots(1, panels, figsize=(4.7 * panels, 4))
     axes[0].plot(epochs, [h["loss"] for h in history])
     axes[0].set_title("training loss")
     axes[1].plot(epochs, [100 * h["train_acc"] for h in history], label="train (soft)")
@@ -43,8 +49,27 @@ def write_plots(folder, history: list[dict], snapshots: list[dict], method: str)
                      label="test (hard, exported)")
     axes[1].set_title("accuracy (%)")
     axes[1].legend()
-    axes[2].semilogy(epochs, [h["nu"] for h in history])
-    axes[2].set_title("nu (end of epoch)")
+    if sbn:  # nu means nothing for ste and float
+        finite = [(e, h["nu"]) for e, h in zip(epochs, history) if math.isfinite(h["nu"])]
+        axes[2].semilogy([e for e, _ in finite], [n for _, n in finite], marker=".")
+        hard = [e for e, h in zip(epochs, history) if not math.isfinite(h["nu"])]
+        if hard:
+            axes[2].axvspan(min(hard) - 0.5, max(hard) + 0.5, color="0.85",
+                            label="hard phase (sign)")
+            axes[2].legend()
+        axes[2].set_title("nu (end of epoch)")
+    if diagnostics:
+        ax = axes[3]
+        rows = [h for h in history if "frozen" in h]
+        for i in range(len(rows[0]["frozen"])):
+            ax.plot([h["epoch"] for h in rows], [100 * h["frozen"][i] for h in rows],
+                    label=f"frozen weights, layer {i + 1}")
+        for i in range(len(rows[0]["alive"])):
+            ax.plot([h["epoch"] for h in rows], [100 * h["alive"][i] for h in rows], "--",
+                    label=f"alive activations, layer {i + 1}")
+        ax.set_title("frozen: nu|w/s| > 9; alive: |nu y| < 2 (%)")
+        ax.set_ylim(-2, 102)
+        ax.legend(fontsize=7)
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.suptitle(f"method {method}")
@@ -66,7 +91,8 @@ def write_plots(folder, history: list[dict], snapshots: list[dict], method: str)
                 ax = axes[row][col]
                 ax.bar(centers, counts, width=width)
                 ax.set_yscale("log")
-                ax.set_title(f"{key}, epoch {snap['epoch']}\nnu {snap['nu']:.3g}", fontsize=8)
+                sharpness = f"\nnu {snap['nu']:.3g}" if sbn else ""
+                ax.set_title(f"{key}, epoch {snap['epoch']}{sharpness}", fontsize=8)
         fig.tight_layout()
         _save(fig, folder / "histograms.png")
         plt.close(fig)

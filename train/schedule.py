@@ -11,18 +11,28 @@ after it, so the last ``1 - ramp`` of training fine-tunes the (practically) hard
   at large nu where gradients have already vanished.
 - ``linear``: ``nu_start + (nu_end - nu_start) * t / ramp``.
 - ``const``: ``nu_end`` throughout.
+
+``hard`` (``--hard-phase``): the last ``hard`` fraction of training, ``progress >= 1 -
+hard``, runs at ``nu = inf``: the forward is exactly ``sign`` (weights and activations),
+the network that is exported, so its batch-norm statistics and the last weight updates are
+those of the hard network. ``hard = 0`` (the paper's schedule) has no hard phase.
 """
 
 from __future__ import annotations
+
+import math
 
 SCHEDULES = ("exp", "linear", "const")
 
 
 def nu_at(progress: float, schedule: str = "exp", nu_start: float = 1.0,
-          nu_end: float = 1000.0, ramp: float = 0.8) -> float:
-    """``nu`` at training progress ``progress`` in [0, 1] (values outside are clamped)."""
+          nu_end: float = 1000.0, ramp: float = 0.8, hard: float = 0.0) -> float:
+    """``nu`` at training progress ``progress`` in [0, 1] (values outside are clamped);
+    ``math.inf`` in the hard phase."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if hard > 0 and progress >= 1 - hard:
+        return math.inf
     if schedule == "const":
         return float(nu_end)
     t = min(1.0, max(0.0, progress / ramp if ramp > 0 else 1.0))

@@ -1,0 +1,278 @@
+"""Self-binarizing options: bounded-gradient backward, weight normalization, hard phase,
+weight and gradient clipping, batch-norm recalibration, diagnostics, their CLI flags,
+resume, and the training benchmark's rows. Tiny synthetic data only."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hwgen import model as model_io  # noqa: E402
+from train.cli import main as train_main  # noqa: E402
+from train.layers import (HARD, SbnOptions, binarize_weight, hard_sign, soft_sign,  # noqa: E402
+                          weight_scale)
+from train.loop import PAPER_SBN, TrainConfig, load_checkpoint, train  # noqa: E402
+from train.schedule import nu_at  # noqa: E402
+
+from .test_train import _cfg, data_dir  # noqa: E402,F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+@pytest.mark.parametrize("nu, cap", [(0.5, 1.0), (1.0, 1.0), (7.0, 1.0), (300.0, 3.0),
+                                     (1000.0, 0.5)])
+def test_bounded_backward_is_autograd_of_tanh_at_min_nu_cap(nu, cap):
+    x = torch.linspace(-4, 4, 801, dtype=torch.float64).requires_grad_()
+    upstream = torch.randn(801, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = soft_sign(x, nu, cap)
+    assert torch.equal(y.detach(), torch.tanh(nu * x.detach()))  # forward: tanh(nu x)
+    (grad,) = torch.autograd.grad(y, x, upstream)
+    ref_x = x.detach().clone().requires_grad_()
+    (ref,) = torch.autograd.grad(torch.tanh(min(nu, cap) * ref_x), ref_x, upstream)
+    torch.testing.assert_close(grad, ref, rtol=1e-12, atol=1e-15)
+    if nu > cap:  # a real bound: where |x| is large the exact gradient vanishes, this not
+        (exact,) = torch.autograd.grad(soft_sign(x, nu), x, upstream)
+        assert float(exact[0].abs()) == 0.0 and float(grad[0].abs()) > 0
+
+
+def test_hard_phase_forward_is_sign_and_backward_is_capped():
+    x = torch.tensor([-2.0, -1e-30, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
+    y = soft_sign(x, HARD, 1.0)
+    assert y.tolist() == hard_sign(x.detach()).tolist() == [-1, -1, 1, 1, 1, 1]
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, 1 - torch.tanh(x.detach()) ** 2)
+    x.grad = None
+    soft_sign(x, HARD).sum().backward()  # exact gradient: the limit, 0
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_weight_norm_never_changes_signs_and_learnable_nu_gets_gradient():
+    w = torch.randn(6, 3, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.01
+    w[0] = 0.0  # an all-zero channel stays finite
+    w[1, 0, 0, 0] = -1e-38
+    for norm in ("none", "layer", "channel"):
+        opts = SbnOptions(norm, 1.0)
+        s = weight_scale(w, norm)
+        if norm == "channel":
+            assert s.shape == (6, 1, 1, 1) and float(s[2]) == pytest.approx(
+                float(w[2].abs().mean()))
+        hard = binarize_weight(w, "sbn", HARD, opts)
+        assert torch.equal(hard, hard_sign(w))  # what the export takes
+        soft = binarize_weight(w, "sbn", 1e4, opts)
+        assert torch.isfinite(soft).all()
+    # normalized weights sharpen with nu like batch-normalized activations
+    soft = binarize_weight(w, "sbn", 3.0, SbnOptions("channel", 1.0))
+    assert float(soft[2:].abs().mean()) > 0.5
+    q = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    nu = 5.0 + 5.0 * torch.exp(q)
+    wl = w.clone().requires_grad_()
+    binarize_weight(wl, "sbn", nu, SbnOptions("channel", 1.0)).sum().backward()
+    assert q.grad is not None and float(q.grad) != 0.0 and wl.grad.abs().sum() > 0
+
+
+def test_schedule_hard_phase():
+    assert nu_at(0.85, nu_end=100, ramp=0.8, hard=0.1) == 100.0
+    assert math.isinf(nu_at(0.9, nu_end=100, ramp=0.8, hard=0.1))
+    assert math.isinf(nu_at(1.0, hard=0.25))
+    assert nu_at(1.0, nu_end=50, hard=0.0) == 50.0
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("settings", [
+    {},                                        # the new default
+    dict(PAPER_SBN),                           # the paper's method
+    {"weight_norm": "layer", "grad_cap": 3.0, "hard_phase": 0.4},
+    {"weight_norm": "none", "weight_clip": 2.0, "grad_clip": 0.5},
+    {"bn_recal": 3, "nu_learnable": True},
+])
+def test_each_sbn_option_trains_and_exports_exactly(data_dir, tmp_path, settings):
+    """The export itself asserts reference == torch hard evaluation on every test image."""
+    cfg = _cfg(data_dir, tmp_path, epochs=3, lr=3e-3, **settings)
+    result = train(cfg)
+    model = model_io.load(cfg.out)
+    prov = model.provenance
+    expected = {**TrainConfig().__dict__, **settings}
+    for key in ("weight_norm", "grad_cap", "hard_phase", "weight_clip"):
+        assert prov[key] == expected[key]
+    assert prov.get("bn_recal", 0) == settings.get("bn_recal", 0)
+    assert result["test_accuracy"] > 0.3
+    last = result["history"][-1]
+    assert len(last["frozen"]) == 2 and len(last["alive"]) == 1
+    assert all(0 <= f <= 1 for f in last["frozen"] + last["alive"])
+    if expected["hard_phase"] > 0:
+        assert math.isinf(last["nu"]) and last["frozen"] == [1.0, 1.0]
+    if settings.get("bn_recal"):
+        assert "test_accuracy_before_bn_recal" in result
+    if settings.get("weight_clip"):
+        state = load_checkpoint(Path(cfg.out).with_suffix(".ckpt.pt"))["model"]
+        for name in ("blocks.0.weight", "output.weight"):
+            # clipped after the last step to |w / s| <= 2 with s the pre-clip scale (here 1)
+            assert float(state[name].abs().max()) <= 2.0
+
+
+def test_bn_recal_reestimates_hard_statistics_for_ste(data_dir, tmp_path):
+    from train.bn_recal import recalibrate_bn
+    from train.arch import parse_arch
+    from train.net import Net
+    from train.data import epoch_batches, epoch_generator, load_split
+
+    train_x, _, _ = load_split("fashion-mnist", "train", data_dir)
+    torch.manual_seed(0)
+    net = Net(parse_arch("mlp:12"), method="ste")
+    before = net.blocks[0].bn.running_mean.clone()
+    used = recalibrate_bn(net, train_x, 2, 64, 0, "cpu")
+    assert used == 128 and not torch.equal(before, net.blocks[0].bn.running_mean)
+    assert net.blocks[0].bn.momentum == 0.1 and not net.training
+    # the plain average of the two batches' means of the hard (sign-weight) accumulator
+    order = epoch_batches(train_x.shape[0], 64, epoch_generator(0, 0))
+    with torch.no_grad():
+        accs = [torch.nn.functional.linear(net.prepare_input(train_x[index]).flatten(1),
+                                           hard_sign(net.blocks[0].weight))
+                for index in order[:2]]
+    means = torch.stack([a.mean(0) for a in accs]).mean(0)
+    torch.testing.assert_close(net.blocks[0].bn.running_mean, means)
+
+
+def test_resume_with_new_flags_equals_uninterrupted(data_dir, tmp_path):
+    settings = dict(weight_norm="layer", grad_cap=2.0, hard_phase=0.34, weight_clip=3.0,
+                    grad_clip=1.0, bn_recal=2)
+    full = _cfg(data_dir, tmp_path / "full", epochs=3, **settings)
+    train(full)
+    part = _cfg(data_dir, tmp_path / "part", epochs=3, stop_after=2, **settings)
+    assert train(part) == {"stopped_after": 2}
+    part.stop_after, part.resume = None, True
+    train(part)
+    a, b = model_io.load(full.out), model_io.load(part.out)
+    for la, lb in zip(a.layers, b.layers):
+        for key in ("weight", "threshold", "sign", "bias"):
+            va, vb = getattr(la, key, None), getattr(lb, key, None)
+            if va is not None:
+                np.testing.assert_array_equal(va, vb)
+    # another cap refuses to resume that checkpoint
+    other = _cfg(data_dir, tmp_path / "part", epochs=3, resume=True,
+                 **{**settings, "grad_cap": 1.0})
+    from hwgen.errors import UserError
+    with pytest.raises(UserError, match="grad_cap"):
+        train(other)
+
+
+def test_old_sbn_checkpoint_resumes_only_as_paper_variant(data_dir, tmp_path):
+    """A checkpoint written before these options existed was trained the paper's way."""
+    cfg = _cfg(data_dir, tmp_path, epochs=2, stop_after=1, **PAPER_SBN)
+    train(cfg)
+    path = Path(cfg.out).with_suffix(".ckpt.pt")
+    state = load_checkpoint(path)
+    for key in ("weight_norm", "grad_cap", "hard_phase", "weight_clip", "grad_clip",
+                "bn_recal"):
+        del state["settings"][key]
+    torch.save(state, path)
+    cfg.stop_after, cfg.resume = None, True
+    assert len(train(cfg)["history"]) == 2
+    from hwgen.errors import UserError
+    with pytest.raises(UserError, match="weight_norm"):
+        train(_cfg(data_dir, tmp_path, epochs=2, resume=True))
+
+
+# ----------------------------------------------------------------------------- CLI, plots
+
+
+def _run_cli(data_dir, tmp_path, capsys, *extra):
+    out = tmp_path / "m.npz"
+    code = train_main(["--arch", "mlp:16", "--epochs", "2", "--out", str(out), "--data-dir",
+                       str(data_dir), "--batch-size", "64", "--no-progress", "--threads", "1",
+                       "--nu-end", "100", *extra])
+    return code, out, capsys.readouterr().err
+
+
+def test_cli_variants_and_flags(data_dir, tmp_path, capsys):
+    code, out, err = _run_cli(data_dir, tmp_path, capsys, "--sbn-variant", "paper",
+                              "--hard-phase", "0.5", "--plots", str(tmp_path / "p"))
+    assert code == 0, err
+    prov = model_io.load(out).provenance
+    assert (prov["weight_norm"], prov["grad_cap"], prov["hard_phase"]) == ("none", None, 0.5)
+    assert "frozen w " in err and "alive a " in err
+    code, out, err = _run_cli(data_dir, tmp_path, capsys, "--grad-cap", "0",
+                              "--weight-norm", "layer")
+    prov = model_io.load(out).provenance
+    assert code == 0 and prov["grad_cap"] is None and prov["weight_norm"] == "layer"
+    assert prov["hard_phase"] == TrainConfig.hard_phase
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--method", "ste", "--grad-cap", "2"], "--grad-cap needs --method sbn"),
+    (["--method", "ste", "--sbn-variant", "paper"], "--sbn-variant needs --method sbn"),
+    (["--hard-phase", "1"], "--hard-phase"),
+    (["--grad-cap", "-1"], "--grad-cap must be a positive number"),
+    (["--grad-clip", "nan"], "--grad-clip must be a positive number"),
+    (["--bn-recal", "-2"], "--bn-recal"),
+])
+def test_cli_rejects_bad_sbn_flags(data_dir, tmp_path, capsys, extra, fragment):
+    code, out, err = _run_cli(data_dir, tmp_path, capsys, *extra)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert fragment in lines[0] and not out.exists()
+
+
+def test_ste_curves_do_not_plot_nu(data_dir, tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from train import plots
+
+    titles = []
+    real = plt.subplots
+
+    def spy(*args, **kw):
+        fig, axes = real(*args, **kw)
+        titles.append(fig)
+        return fig, axes
+
+    monkeypatch.setattr(plt, "subplots", spy)
+    history = [{"epoch": 1, "loss": 1.0, "train_acc": 0.5, "test_acc": 0.5, "nu": 10.0,
+                "hard_test_acc": 0.5}]
+    plots.write_plots(tmp_path / "ste", history, [], "ste")
+    ste_titles = {ax.get_title() for ax in titles[0].axes}
+    assert not any("nu" in t for t in ste_titles)
+    titles.clear()
+    sbn = [dict(history[0], frozen=[0.5, 0.9], alive=[0.1]),
+           dict(history[0], epoch=2, nu=math.inf, frozen=[1.0, 1.0], alive=[0.0])]
+    plots.write_plots(tmp_path / "sbn", sbn, [], "sbn")
+    sbn_titles = {ax.get_title() for ax in titles[0].axes}
+    assert any("nu" in t for t in sbn_titles) and any("frozen" in t for t in sbn_titles)
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_train_compare_rows_and_table(data_dir, tmp_path):
+    results = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:8", "--epochs", "1",
+         "--seeds", "0", "1", "--variants", "float", "ste", "sbn", "--jobs", "2",
+         "--data-dir", str(data_dir), "--json", str(results)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(results.read_text())
+    assert len(rows) == 6
+    keys = {"arch", "epochs", "method", "variant", "seed", "exported_accuracy", "gap"}
+    assert all(keys <= set(r) for r in rows)
+    for r in rows:
+        if r["method"] == "float":
+            assert r["exported_accuracy"] is None and 0 <= r["float_accuracy"] <= 1
+        else:
+            assert 0 <= r["exported_accuracy"] <= 1
+    sbn = [r for r in rows if r["variant"] == "sbn"]
+    mean = 100 * sum(r["exported_accuracy"] for r in sbn) / 2
+    assert f"| `mlp:8` | 1 | sbn | sbn | {mean:.2f} ± " in done.stdout
+    assert "train images" in done.stdout  # the synthetic set is not the full 60000
