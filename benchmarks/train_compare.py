@@ -17,7 +17,9 @@ reference on the 10000 Fashion-MNIST test images (a fraction; ``null`` for ``flo
 which has no binary export), ``gap`` the soft minus the exported accuracy in points. Rows
 already in the file are kept and replaced by a new run of the same (arch, epochs, variant,
 seed), so a benchmark can be built up over several invocations. ``--docs`` rewrites the
-table in ``docs/training.md`` between its markers from the whole file.
+table in ``docs/training.md`` between its markers from the whole file; ``--plot PNG``
+draws float / ste / sbn-paper / sbn as bars per (arch, epochs, training images).
+Rows from a reduced training set (``--train-limit``) are grouped apart and say so.
 
     .venv/bin/python benchmarks/train_compare.py --archs mlp:100-100 --epochs 15 \\
         --seeds 0 1 2 --variants float ste sbn-paper sbn --jobs 2 --docs
@@ -56,6 +58,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "sbn-hard-0.25": ("sbn", {"hard_phase": 0.25}),
     "sbn-cap-2": ("sbn", {"grad_cap": 2.0}),
     "sbn-cap-0.5": ("sbn", {"grad_cap": 0.5}),
+    "sbn-wcap-0.25": ("sbn", {"weight_grad_cap": 0.25}),
+    "sbn-ramp-0.4": ("sbn", {"nu_ramp": 0.4}),
     "sbn-recal": ("sbn", {"bn_recal": 100}),
     "sbn-wclip-3": ("sbn", {"weight_clip": 3.0}),
     "sbn-gclip-1": ("sbn", {"grad_clip": 1.0}),
@@ -104,7 +108,7 @@ def run_one(job: dict) -> dict:
 
 
 def _key(row: dict) -> tuple:
-    return (row["arch"], row["epochs"], row["variant"], row["seed"])
+    return (row["arch"], row["epochs"], row["train_images"], row["variant"], row["seed"])
 
 
 def load_rows(path: Path) -> list[dict]:
@@ -121,7 +125,8 @@ def load_rows(path: Path) -> list[dict]:
 
 def save_rows(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = sorted(rows, key=lambda r: (r["arch"], r["epochs"], list(VARIANTS).index(
+    rows = sorted(rows, key=lambda r: (r["arch"], r["epochs"], -r["train_images"],
+                                       list(VARIANTS).index(
         r["variant"]) if r["variant"] in VARIANTS else 99, r["variant"], r["seed"]))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(rows, indent=1) + "\n")
@@ -134,22 +139,24 @@ def accuracy(row: dict) -> float:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: one line per (arch, epochs, variant): mean ± std over seeds (%), the seeds,
-    mean gap, and the difference to ste on the same (arch, epochs)."""
+    """Markdown: one line per (arch, epochs, training images, variant): mean ± std over
+    seeds (%), the seeds, mean gap, and the difference to ste on the same (arch, epochs,
+    training images)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["arch"], row["epochs"], row["variant"]), []).append(row)
+        groups.setdefault((row["arch"], row["epochs"], row["train_images"], row["variant"]),
+                          []).append(row)
     order = list(VARIANTS)
     lines = ["| arch | epochs | variant | method | exported accuracy (%) | seeds | "
              "gap (points) | vs ste (points) | note |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for (arch, epochs, variant), group in sorted(
-            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.index(kv[0][2])
-                                            if kv[0][2] in order else 99)):
+    for (arch, epochs, images, variant), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], order.index(
+                kv[0][3]) if kv[0][3] in order else 99)):
         accs = [100 * accuracy(r) for r in group]
         mean = statistics.mean(accs)
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        ste = groups.get((arch, epochs, "ste"))
+        ste = groups.get((arch, epochs, images, "ste"))
         versus = ""
         if ste and variant != "ste":
             versus = f"{mean - statistics.mean(100 * accuracy(r) for r in ste):+.2f}"
@@ -163,6 +170,48 @@ def table(rows: list[dict]) -> str:
                      f"{mean:.2f} ± {std:.2f} | {seeds} | {gap} | {versus} | "
                      f"{'; '.join(filter(None, [label, *notes]))} |")
     return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, variants=("float", "ste", "sbn-paper", "sbn")) -> None:
+    """Grouped bars: mean exported accuracy (float: float accuracy) with the seeds' std, one
+    group per (arch, epochs), one bar per variant in ``variants`` that has rows."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["arch"], r["epochs"], r["train_images"]) for r in rows
+                     if r["variant"] in variants}, key=lambda g: (g[0], g[1], -g[2]))
+    shown = [v for v in variants if any(r["variant"] == v for r in rows)]
+    fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(groups), 4))
+    width = 0.8 / max(1, len(shown))
+    for i, variant in enumerate(shown):
+        means, stds, xs = [], [], []
+        for j, group in enumerate(groups):
+            accs = [100 * accuracy(r) for r in rows
+                    if (r["arch"], r["epochs"], r["train_images"], r["variant"])
+                    == (*group, variant)]
+            if accs:
+                xs.append(j + (i - (len(shown) - 1) / 2) * width)
+                means.append(statistics.mean(accs))
+                stds.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=variant)
+        for x, m in zip(xs, means):
+            ax.text(x, m + 0.15, f"{m:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks(range(len(groups)), [f"{a}\n{e} epochs" + ("" if n == 60000 else
+                                                               f", {n} images")
+                                       for a, e, n in groups], fontsize=8)
+    low = min((100 * accuracy(r) for r in rows if r["variant"] in shown), default=80)
+    ax.set_ylim(max(0, low - 2), 100 if low > 95 else min(100, low + 12))
+    ax.set_ylabel("Fashion-MNIST test accuracy (%)")
+    ax.set_title("exported (bit-exact) accuracy, mean ± std over seeds; float: not binary",
+                 fontsize=9)
+    ax.legend(fontsize=8, ncol=len(shown))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
 
 
 def update_docs(text: str) -> None:
@@ -191,6 +240,8 @@ def main() -> int:
     p.add_argument("--docs", action="store_true",
                    help="rewrite the table in docs/training.md from the JSON file")
     p.add_argument("--table-only", action="store_true", help="train nothing; print the table")
+    p.add_argument("--plot", type=Path, metavar="PNG",
+                   help="bar chart of float/ste/sbn-paper/sbn per (arch, epochs)")
     args = p.parse_args()
     if args.jobs < 1 or args.threads < 1 or min(args.epochs) < 1:
         sys.exit("error: --jobs, --threads and --epochs must be at least 1")
@@ -216,6 +267,8 @@ def main() -> int:
     print(text)
     if args.docs:
         update_docs(text)
+    if args.plot:
+        plot(rows, args.plot)
     return 0
 
 

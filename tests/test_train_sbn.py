@@ -44,6 +44,17 @@ def test_bounded_backward_is_autograd_of_tanh_at_min_nu_cap(nu, cap):
         assert float(exact[0].abs()) == 0.0 and float(grad[0].abs()) > 0
 
 
+def test_weight_grad_cap_shapes_only_the_weights_gradient():
+    w = torch.linspace(-0.3, 0.3, 60).reshape(3, 20).requires_grad_()
+    opts = SbnOptions("channel", 1.0, 0.25)
+    assert opts.weight_cap == 0.25 and SbnOptions("channel", 2.0).weight_cap == 2.0
+    binarize_weight(w, "sbn", 50.0, opts).sum().backward()
+    s = weight_scale(w, "channel")
+    arg = (w / s).detach()
+    expected = 0.25 * (1 - torch.tanh(0.25 * arg) ** 2) / s  # chain rule through w / s
+    torch.testing.assert_close(w.grad, expected)
+
+
 def test_hard_phase_forward_is_sign_and_backward_is_capped():
     x = torch.tensor([-2.0, -1e-30, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
     y = soft_sign(x, HARD, 1.0)
@@ -92,7 +103,7 @@ def test_schedule_hard_phase():
 @pytest.mark.parametrize("settings", [
     {},                                        # the new default
     dict(PAPER_SBN),                           # the paper's method
-    {"weight_norm": "layer", "grad_cap": 3.0, "hard_phase": 0.4},
+    {"weight_norm": "layer", "grad_cap": 3.0, "weight_grad_cap": 0.25, "hard_phase": 0.4},
     {"weight_norm": "none", "weight_clip": 2.0, "grad_clip": 0.5},
     {"bn_recal": 3, "nu_learnable": True},
 ])
@@ -103,7 +114,7 @@ def test_each_sbn_option_trains_and_exports_exactly(data_dir, tmp_path, settings
     model = model_io.load(cfg.out)
     prov = model.provenance
     expected = {**TrainConfig().__dict__, **settings}
-    for key in ("weight_norm", "grad_cap", "hard_phase", "weight_clip"):
+    for key in ("weight_norm", "grad_cap", "weight_grad_cap", "hard_phase", "weight_clip"):
         assert prov[key] == expected[key]
     assert prov.get("bn_recal", 0) == settings.get("bn_recal", 0)
     assert result["test_accuracy"] > 0.3
@@ -173,8 +184,8 @@ def test_old_sbn_checkpoint_resumes_only_as_paper_variant(data_dir, tmp_path):
     train(cfg)
     path = Path(cfg.out).with_suffix(".ckpt.pt")
     state = load_checkpoint(path)
-    for key in ("weight_norm", "grad_cap", "hard_phase", "weight_clip", "grad_clip",
-                "bn_recal"):
+    for key in ("weight_norm", "grad_cap", "weight_grad_cap", "hard_phase", "weight_clip",
+                "grad_clip", "bn_recal"):
         del state["settings"][key]
     torch.save(state, path)
     cfg.stop_after, cfg.resume = None, True
@@ -260,7 +271,8 @@ def test_train_compare_rows_and_table(data_dir, tmp_path):
     done = subprocess.run(
         [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:8", "--epochs", "1",
          "--seeds", "0", "1", "--variants", "float", "ste", "sbn", "--jobs", "2",
-         "--data-dir", str(data_dir), "--json", str(results)],
+         "--data-dir", str(data_dir), "--json", str(results), "--plot",
+         str(tmp_path / "bars.png")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(results.read_text())
@@ -276,3 +288,18 @@ def test_train_compare_rows_and_table(data_dir, tmp_path):
     mean = 100 * sum(r["exported_accuracy"] for r in sbn) / 2
     assert f"| `mlp:8` | 1 | sbn | sbn | {mean:.2f} ± " in done.stdout
     assert "train images" in done.stdout  # the synthetic set is not the full 60000
+    assert (tmp_path / "bars.png").stat().st_size > 1000
+    # a later invocation keeps the rows and replaces only the same (arch, epochs, variant,
+    # seed); a damaged results file is one error line
+    again = subprocess.run(
+        [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:8", "--epochs", "1",
+         "--seeds", "1", "--variants", "ste", "--data-dir", str(data_dir), "--json",
+         str(results)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(json.loads(results.read_text())) == 6
+    results.write_text("{not json")
+    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--table-only",
+                          "--json", str(results)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and bad.stderr.startswith("error: ")
+    assert len(bad.stderr.strip().splitlines()) == 1

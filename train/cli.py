@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-cap", type=float, default=None, metavar="C",
                    help="backward = derivative of tanh(min(nu, C) x); 0: the exact "
                         "gradient of tanh(nu x) (default 1)")
+    g.add_argument("--weight-grad-cap", type=float, default=None, metavar="C",
+                   help="the weights' own backward cap (default: --grad-cap)")
     g.add_argument("--hard-phase", type=float, default=None, metavar="F",
                    help="train the last fraction F of the steps with the forward = sign "
                         "(default 0.1)")

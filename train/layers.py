@@ -25,7 +25,7 @@ Self-binarizing options (:class:`SbnOptions`; ``docs/training.md`` measures each
 - ``grad_cap`` ``c``: the forward stays ``tanh(nu * x)``; the backward is the derivative of
   ``tanh(min(nu, c) * x)`` (a bounded-sharpness gradient, as IR-Net's error-decay
   estimator caps its sharpness), so gradients never vanish as ``nu`` grows. ``None`` is
-  the paper's exact gradient.
+  the paper's exact gradient. ``weight_grad_cap`` gives the weights their own cap.
 - ``nu = inf`` (:data:`HARD`) is the hard phase: the forward is exactly ``sign`` (weights
   and activations), the backward that of ``tanh(c * x)`` (or zero with the exact gradient,
   the limit of ``nu * sech^2(nu * x)``).
@@ -54,13 +54,21 @@ class SbnOptions:
 
     weight_norm: str = "none"
     grad_cap: float | None = None
+    weight_grad_cap: float | None = None  # None: the weights use ``grad_cap`` too
+
+    @property
+    def weight_cap(self) -> float | None:
+        """The backward sharpness cap of the weights' tanh."""
+        return self.grad_cap if self.weight_grad_cap is None else self.weight_grad_cap
 
     def __post_init__(self):
         if self.weight_norm not in WEIGHT_NORMS:
             raise ValueError(f"weight_norm must be one of {WEIGHT_NORMS}, "
                              f"got {self.weight_norm!r}")
-        if self.grad_cap is not None and not self.grad_cap > 0:
-            raise ValueError(f"grad_cap must be positive or None, got {self.grad_cap}")
+        for name in ("grad_cap", "weight_grad_cap"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, got {value}")
 
 
 PAPER = SbnOptions()
@@ -167,12 +175,12 @@ def binarize_weight(w: torch.Tensor, method: str, nu, options: SbnOptions = PAPE
     """The weight the forward pass uses: ``tanh(nu*w/s)`` (sbn; ``sign(w)`` in the hard
     phase), ``sign`` (ste) or ``w`` (float)."""
     if method == "sbn":
-        if _is_hard(nu) and options.grad_cap is None:
+        if _is_hard(nu) and options.weight_cap is None:
             return soft_sign(w, nu)
         if _is_hard(nu):  # sign(w) itself: w / s could round a tiny -w to -0.0 (sign +1)
-            shaped = soft_sign(weight_argument(w, options), nu, options.grad_cap)
+            shaped = soft_sign(weight_argument(w, options), nu, options.weight_cap)
             return hard_sign(w) + (shaped - shaped.detach())
-        return soft_sign(weight_argument(w, options), nu, options.grad_cap)
+        return soft_sign(weight_argument(w, options), nu, options.weight_cap)
     if method == "ste":
         return sign_ste(w)
     return w

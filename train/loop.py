@@ -38,13 +38,18 @@ from .schedule import nu_at
 _RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr",
                 "weight_decay", "binarize_at", "nu_schedule", "nu_start", "nu_end", "nu_ramp",
                 "flip", "shift", "train_limit", "init_bound", "nu_learnable", "weight_norm",
-                "grad_cap", "hard_phase", "weight_clip", "grad_clip", "bn_recal")
+                "grad_cap", "weight_grad_cap", "hard_phase", "weight_clip", "grad_clip",
+                "bn_recal")
 # The value a setting had before it existed (checkpoints written by older versions lack it):
 # the paper's self-binarizing training, no clipping, no recalibration.
 _RESUME_DEFAULTS = {"nu_learnable": False, "weight_norm": "none", "grad_cap": None,
-                    "hard_phase": 0.0, "weight_clip": None, "grad_clip": None, "bn_recal": 0}
+                    "weight_grad_cap": None, "hard_phase": 0.0, "weight_clip": None, "grad_clip": None, "bn_recal": 0}
 # Settings that only mean something for --method sbn (stored as "off" for the others).
-SBN_ONLY = ("weight_norm", "grad_cap", "hard_phase", "weight_clip")
+SBN_ONLY = ("weight_norm", "grad_cap", "weight_grad_cap", "hard_phase", "weight_clip")
+# The Self-Binarizing Networks paper's method: exact tanh gradient, no weight normalization,
+# no hard phase (``TrainConfig(**PAPER_SBN)``, ``--sbn-variant paper``).
+PAPER_SBN = {"weight_norm": "none", "grad_cap": None, "weight_grad_cap": None,
+             "hard_phase": 0.0, "weight_clip": None}
 
 
 @dataclass
@@ -71,6 +76,7 @@ class TrainConfig:
     # docs/training.md), PAPER_SBN the paper-faithful reference
     weight_norm: str = "channel"
     grad_cap: float | None = 1.0
+    weight_grad_cap: float | None = None  # None: grad_cap
     hard_phase: float = 0.1
     weight_clip: float | None = None
     grad_clip: float | None = None  # any method: clip the gradient's global norm
@@ -149,11 +155,6 @@ def evaluate_soft(net: Net, images: torch.Tensor, labels: torch.Tensor, nu: floa
     return correct / max(1, images.shape[0])
 
 
-# The Self-Binarizing Networks paper's method: exact tanh gradient, no weight normalization,
-# no hard phase (``TrainConfig(**PAPER_SBN)``, ``--sbn-variant paper``).
-PAPER_SBN = {"weight_norm": "none", "grad_cap": None, "hard_phase": 0.0, "weight_clip": None}
-
-
 def resume_settings(cfg: TrainConfig) -> dict:
     """The settings a checkpoint records and ``--resume`` compares; sbn-only settings are
     stored as their "off" values for other methods, where they change nothing."""
@@ -187,7 +188,7 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.weight_norm not in WEIGHT_NORMS:
         raise UserError(f"--weight-norm must be one of {', '.join(WEIGHT_NORMS)}, "
                         f"got {cfg.weight_norm!r}")
-    for name in ("grad_cap", "weight_clip", "grad_clip"):
+    for name in ("grad_cap", "weight_grad_cap", "weight_clip", "grad_clip"):
         value = getattr(cfg, name)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise UserError(f"--{name.replace('_', '-')} must be a positive number, "
@@ -258,7 +259,7 @@ def train(cfg: TrainConfig) -> dict:
     net = Net(arch, input_shape, len(classes), cfg.method, cfg.binarize_at,
               input_mean=means, input_std=std, init_bound=cfg.init_bound,
               learn_nu=cfg.nu_learnable,
-              sbn=SbnOptions(cfg.weight_norm, cfg.grad_cap)).to(device)
+              sbn=SbnOptions(cfg.weight_norm, cfg.grad_cap, cfg.weight_grad_cap)).to(device)
     nu_params = [p for name, p in net.named_parameters() if name.endswith("nu_log_excess")]
     if nu_params:  # no weight decay on the learnable nu (it would pull nu towards 2x floor)
         others = [p for name, p in net.named_parameters() if not name.endswith("nu_log_excess")]
@@ -447,6 +448,7 @@ def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device) -> di
             folded.provenance.update(nu_schedule=cfg.nu_schedule, nu_start=cfg.nu_start,
                                      nu_end=cfg.nu_end, nu_ramp=cfg.nu_ramp,
                                      weight_norm=cfg.weight_norm, grad_cap=cfg.grad_cap,
+                                     weight_grad_cap=cfg.weight_grad_cap,
                                      hard_phase=cfg.hard_phase, weight_clip=cfg.weight_clip,
                                      binarization_gap_points=result["binarization_gap_points"])
             if cfg.nu_learnable:
