@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backward = derivative of tanh(min(nu, C) x); 0: the exact "
                         "gradient of tanh(nu x) (default 1)")
     g.add_argument("--weight-grad-cap", type=float, default=None, metavar="C",
-                   help="the weights' own backward cap (default: --grad-cap)")
+                   help="the weights' own backward cap (default 0.25; 0: the same as "
+                        "--grad-cap)")
     g.add_argument("--hard-phase", type=float, default=None, metavar="F",
                    help="train the last fraction F of the steps with the forward = sign "
                         "(default 0.1)")
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     sbn.update(given)
     if sbn["grad_cap"] == 0:
         sbn["grad_cap"] = None  # 0 asks for the exact gradient
+    if sbn["weight_grad_cap"] == 0:
+        sbn["weight_grad_cap"] = None  # 0: the weights use --grad-cap
     if sbn["weight_clip"] == 0:
         sbn["weight_clip"] = None
     try:

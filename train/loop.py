@@ -76,7 +76,7 @@ class TrainConfig:
     # docs/training.md), PAPER_SBN the paper-faithful reference
     weight_norm: str = "channel"
     grad_cap: float | None = 1.0
-    weight_grad_cap: float | None = None  # None: grad_cap
+    weight_grad_cap: float | None = 0.25  # None: grad_cap
     hard_phase: float = 0.1
     weight_clip: float | None = None
     grad_clip: float | None = None  # any method: clip the gradient's global norm
