@@ -210,8 +210,9 @@ def plot(rows: list[dict], path: Path, variants=("float", "ste", "sbn-paper", "s
                 means.append(statistics.mean(accs))
                 stds.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
         ax.bar(xs, means, width, yerr=stds, capsize=2, label=variant)
-        for x, m in zip(xs, means):
-            ax.text(x, m + 0.15, f"{m:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
+        for x, m, sd in zip(xs, means, stds):
+            ax.text(x, m + sd + 0.15, f"{m:.2f}", ha="center", va="bottom", fontsize=6,
+                    rotation=90)
     ax.set_xticks(range(len(groups)), [f"{a}\n{e} epochs" + ("" if n == 60000 else
                                                                f", {n} images")
                                        for a, e, n in groups], fontsize=8)

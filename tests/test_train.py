@@ -52,6 +52,18 @@ def data_dir(tmp_path_factory):
     return folder
 
 
+def assert_same_model(path_a, path_b):
+    """The two model files hold identical arrays and the same measured accuracy."""
+    a, b = model_io.load(path_a), model_io.load(path_b)
+    for la, lb in zip(a.layers, b.layers):
+        for key in ("weight", "threshold", "sign", "bias"):
+            va, vb = getattr(la, key, None), getattr(lb, key, None)
+            assert (va is None) == (vb is None)
+            if va is not None:
+                np.testing.assert_array_equal(va, vb)
+    assert a.provenance["test_accuracy"] == b.provenance["test_accuracy"]
+
+
 def _cfg(data_dir, tmp_path, **kw):
     base = dict(dataset="fashion-mnist", arch="mlp:24", method="sbn", epochs=2,
                 out=str(tmp_path / "m.npz"), data_dir=str(data_dir), batch_size=64,
@@ -286,14 +298,7 @@ def test_resume_after_interruption_is_identical(data_dir, tmp_path):
     assert load_checkpoint(Path(part.out).with_suffix(".ckpt.pt"))["epoch"] == 1
     part.stop_after, part.resume = None, True
     train(part)
-    a, b = model_io.load(full.out), model_io.load(part.out)
-    for la, lb in zip(a.layers, b.layers):
-        for key in ("weight", "threshold", "sign", "bias"):
-            va, vb = getattr(la, key, None), getattr(lb, key, None)
-            assert (va is None) == (vb is None)
-            if va is not None:
-                np.testing.assert_array_equal(va, vb)
-    assert a.provenance["test_accuracy"] == b.provenance["test_accuracy"]
+    assert_same_model(full.out, part.out)
 
 
 def test_resume_refuses_other_settings(data_dir, tmp_path, capsys):

@@ -20,7 +20,7 @@ from train.layers import (HARD, SbnOptions, binarize_weight, hard_sign, soft_sig
 from train.loop import PAPER_SBN, TrainConfig, load_checkpoint, train  # noqa: E402
 from train.schedule import nu_at  # noqa: E402
 
-from .test_train import _cfg, data_dir  # noqa: E402,F401  (fixture)
+from .test_train import _cfg, assert_same_model, data_dir  # noqa: E402,F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,12 +164,7 @@ def test_resume_with_new_flags_equals_uninterrupted(data_dir, tmp_path):
     assert train(part) == {"stopped_after": 2}
     part.stop_after, part.resume = None, True
     train(part)
-    a, b = model_io.load(full.out), model_io.load(part.out)
-    for la, lb in zip(a.layers, b.layers):
-        for key in ("weight", "threshold", "sign", "bias"):
-            va, vb = getattr(la, key, None), getattr(lb, key, None)
-            if va is not None:
-                np.testing.assert_array_equal(va, vb)
+    assert_same_model(full.out, part.out)
     # another cap refuses to resume that checkpoint
     other = _cfg(data_dir, tmp_path / "part", epochs=3, resume=True,
                  **{**settings, "grad_cap": 1.0})

@@ -43,7 +43,8 @@ _RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr
 # The value a setting had before it existed (checkpoints written by older versions lack it):
 # the paper's self-binarizing training, no clipping, no recalibration.
 _RESUME_DEFAULTS = {"nu_learnable": False, "weight_norm": "none", "grad_cap": None,
-                    "weight_grad_cap": None, "hard_phase": 0.0, "weight_clip": None, "grad_clip": None, "bn_recal": 0}
+                    "weight_grad_cap": None, "hard_phase": 0.0, "weight_clip": None,
+                    "grad_clip": None, "bn_recal": 0}
 # Settings that only mean something for --method sbn (stored as "off" for the others).
 SBN_ONLY = ("weight_norm", "grad_cap", "weight_grad_cap", "hard_phase", "weight_clip")
 # The Self-Binarizing Networks paper's method: exact tanh gradient, no weight normalization,
