@@ -3,9 +3,9 @@
 Every run uses the same optimizer (Adam, cosine decay), batch size, epochs and
 augmentation; only the method and the variant's flags change. A *variant* is a named set
 of ``python -m train`` settings (:data:`VARIANTS`): ``sbn`` is the trainer's default,
-``sbn-paper`` the paper-faithful method (exact tanh gradient), the other ``sbn-*`` rows
-each change one setting of the default; ``sbn-v1*`` are the first default (one gradient
-cap for weights and activations) and the probes around it that decided it.
+``sbn-paper`` the paper-faithful method (exact tanh gradient); ``sbn-v2`` and ``sbn-v1``
+are the earlier defaults and the ``sbn-v2-*``/``sbn-v1-*`` rows the ablations and probes
+around them that decided the default.
 
 Each run is a row of ``benchmarks/results/train_compare.json`` (``--json``)::
 
@@ -47,7 +47,8 @@ from train.loop import PAPER_SBN  # noqa: E402
 # name -> (method, TrainConfig settings beyond the shared ones). Each row of the results
 # file also stores its settings, relative to the TrainConfig defaults of the trainer that
 # made it.
-_V1 = {"weight_grad_cap": None}  # the first default: one cap for weights and activations
+_V2 = {"hard_phase": 0.1}  # the second default: a shorter hard phase
+_V1 = {**_V2, "weight_grad_cap": None}  # the first: also one cap for weights and activations
 VARIANTS: dict[str, tuple[str, dict]] = {
     "float": ("float", {}),
     "ste": ("ste", {}),
@@ -55,14 +56,17 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ste-lr-3e-3": ("ste", {"lr": 3e-3}),
     "sbn-paper": ("sbn", dict(PAPER_SBN)),
     "sbn": ("sbn", {}),
-    # ablations of the default: one setting changed
-    "sbn-exact-grad": ("sbn", {"grad_cap": None, "weight_grad_cap": None}),
-    "sbn-no-norm": ("sbn", {"weight_norm": "none"}),
-    "sbn-layer-norm": ("sbn", {"weight_norm": "layer"}),
-    "sbn-no-hard": ("sbn", {"hard_phase": 0.0}),
-    "sbn-wcap-0.1": ("sbn", {"weight_grad_cap": 0.1}),
-    "sbn-recal": ("sbn", {"bn_recal": 100}),
-    "sbn-lr-3e-3": ("sbn", {"lr": 3e-3}),
+    # the second default and its ablations (one setting changed), which chose the weight cap
+    # and, against sbn, the longer hard phase
+    "sbn-v2": ("sbn", dict(_V2)),
+    **{f"sbn-v2-{name}": ("sbn", {**_V2, **change}) for name, change in {
+        "exact-grad": {"grad_cap": None, "weight_grad_cap": None},
+        "no-norm": {"weight_norm": "none"},
+        "no-hard": {"hard_phase": 0.0},
+        "wcap-0.1": {"weight_grad_cap": 0.1},
+        "recal": {"bn_recal": 100},
+        "wclip-2": {"weight_clip": 2.0},
+    }.items()},
     # the first default (no separate weight cap) and the single-seed probes around it that
     # chose weight normalization, the cap and the hard phase
     "sbn-v1": ("sbn", dict(_V1)),

@@ -78,7 +78,7 @@ class TrainConfig:
     weight_norm: str = "channel"
     grad_cap: float | None = 1.0
     weight_grad_cap: float | None = 0.25  # None: grad_cap
-    hard_phase: float = 0.1
+    hard_phase: float = 0.25
     weight_clip: float | None = None
     grad_clip: float | None = None  # any method: clip the gradient's global norm
     bn_recal: int = 0  # sbn and ste: re-estimate batch-norm statistics on N hard batches
