@@ -126,6 +126,12 @@ def run_one(job: dict) -> dict:
     return row
 
 
+# What every row must hold (and of which type) for the table and the plot.
+ROW_KEYS = {"arch": str, "epochs": int, "method": str, "variant": str, "seed": int,
+            "train_images": int, "device": str, "exported_accuracy": (float, int, type(None)),
+            "gap": (float, int, type(None))}
+
+
 def _key(row: dict) -> tuple:
     return (row["arch"], row["epochs"], row["train_images"], row["variant"], row["seed"])
 
@@ -139,6 +145,13 @@ def load_rows(path: Path) -> list[dict]:
         sys.exit(f"error: {path}: not a results file ({err.__class__.__name__})")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         sys.exit(f"error: {path}: expected a JSON list of rows")
+    for number, row in enumerate(rows):
+        bad = [key for key, kind in ROW_KEYS.items() if not isinstance(row.get(key), kind)
+               or isinstance(row.get(key), bool)]
+        if bad or (row["exported_accuracy"] is None
+                   and not isinstance(row.get("float_accuracy"), (float, int))):
+            sys.exit(f"error: {path}: row {number} lacks or mistypes "
+                     f"{', '.join(bad) or 'float_accuracy'}")
     return rows
 
 

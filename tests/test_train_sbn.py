@@ -285,16 +285,17 @@ def test_train_compare_rows_and_table(data_dir, tmp_path):
     assert "train images" in done.stdout  # the synthetic set is not the full 60000
     assert (tmp_path / "bars.png").stat().st_size > 1000
     # a later invocation keeps the rows and replaces only the same (arch, epochs, variant,
-    # seed); a damaged results file is one error line
+    # seed); a damaged results file (not JSON, or a row without its keys) is one error line
     again = subprocess.run(
         [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:8", "--epochs", "1",
          "--seeds", "1", "--variants", "ste", "--data-dir", str(data_dir), "--json",
          str(results)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(json.loads(results.read_text())) == 6
-    results.write_text("{not json")
-    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--table-only",
-                          "--json", str(results)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
-    assert bad.returncode != 0 and bad.stderr.startswith("error: ")
-    assert len(bad.stderr.strip().splitlines()) == 1
+    for damaged in ("{not json", '[{"arch": "mlp:8"}]'):
+        results.write_text(damaged)
+        bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--table-only",
+                              "--json", str(results)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert bad.returncode != 0 and bad.stderr.startswith("error: ")
+        assert len(bad.stderr.strip().splitlines()) == 1

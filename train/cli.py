@@ -16,7 +16,7 @@ from hwgen.errors import UserError
 
 from .arch import PRESETS
 from .layers import METHODS, WEIGHT_NORMS
-from .loop import TrainConfig as _Defaults
+from .loop import PAPER_SBN, SBN_ONLY, TrainConfig, train
 from .schedule import SCHEDULES
 
 
@@ -65,16 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "normalization, no hard phase); the flags below override either")
     g.add_argument("--weight-norm", choices=WEIGHT_NORMS, default=None,
                    help="weights enter tanh as w/s, s = detached mean |w| of the layer or of "
-                        f"each output channel (default {_Defaults.weight_norm})")
+                        f"each output channel (default {TrainConfig.weight_norm})")
     g.add_argument("--grad-cap", type=float, default=None, metavar="C",
                    help="backward = derivative of tanh(min(nu, C) x); 0: the exact "
-                        f"gradient of tanh(nu x) (default {_Defaults.grad_cap:g})")
+                        f"gradient of tanh(nu x) (default {TrainConfig.grad_cap:g})")
     g.add_argument("--weight-grad-cap", type=float, default=None, metavar="C",
                    help=f"the weights' own backward cap (default "
-                        f"{_Defaults.weight_grad_cap:g}; 0: the same as --grad-cap)")
+                        f"{TrainConfig.weight_grad_cap:g}; 0: the same as --grad-cap)")
     g.add_argument("--hard-phase", type=float, default=None, metavar="F",
                    help="train the last fraction F of the steps with the forward = sign "
-                        f"(default {_Defaults.hard_phase:g})")
+                        f"(default {TrainConfig.hard_phase:g})")
     g.add_argument("--weight-clip", type=float, default=None, metavar="K",
                    help="after each step clip latent weights to |w/s| <= K (default off)")
     p.add_argument("--grad-clip", type=float, default=None, metavar="G",
@@ -101,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    from .loop import PAPER_SBN, SBN_ONLY, TrainConfig, train
     sbn = {k: getattr(TrainConfig, k) for k in SBN_ONLY}
     if args.sbn_variant == "paper":
         sbn.update(PAPER_SBN)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .layers import activate, binarize_weight, weight_argument
+from .layers import activate, binarize_weight, is_hard, weight_argument
 from .net import Net
 
 FROZEN_AT = 9.0   # nu * |x| above this: float32 tanh(nu*x) == +-1, gradient exactly 0
@@ -42,7 +42,7 @@ def saturation(net: Net, images: torch.Tensor, nu, device: str) -> dict:
 
     def saturated(n, x):
         x = x.float()
-        if torch.isinf(torch.as_tensor(float(n))):
+        if is_hard(n):
             return int((x != 0).sum())
         return int((torch.tanh(n * x).abs() == 1).sum())
 

@@ -111,7 +111,8 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
     return _SignSTE.apply(x)
 
 
-def _is_hard(nu) -> bool:
+def is_hard(nu) -> bool:
+    """``nu`` (a float or a 0-d tensor) is the hard phase's ``inf``."""
     return bool(math.isinf(float(nu.detach() if isinstance(nu, torch.Tensor) else nu)))
 
 
@@ -122,7 +123,7 @@ class _BoundedTanh(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, nu, cap):
-        hard = _is_hard(nu)
+        hard = is_hard(nu)
         y = hard_sign(x) if hard else torch.tanh(nu * x)
         ctx.save_for_backward(x, y)
         ctx.nu, ctx.cap, ctx.hard = nu, cap, hard
@@ -147,7 +148,7 @@ def soft_sign(x: torch.Tensor, nu, grad_cap: float | None = None) -> torch.Tenso
     a float or a 0-d tensor (learnable)."""
     if grad_cap is not None:
         return _BoundedTanh.apply(x, nu, grad_cap)
-    if _is_hard(nu):
+    if is_hard(nu):
         return hard_sign(x) * 1.0 + 0.0 * x  # d/dx of the limit is 0 almost everywhere
     return torch.tanh(nu * x)
 
@@ -175,9 +176,9 @@ def binarize_weight(w: torch.Tensor, method: str, nu, options: SbnOptions = PAPE
     """The weight the forward pass uses: ``tanh(nu*w/s)`` (sbn; ``sign(w)`` in the hard
     phase), ``sign`` (ste) or ``w`` (float)."""
     if method == "sbn":
-        if _is_hard(nu) and options.weight_cap is None:
+        if is_hard(nu) and options.weight_cap is None:
             return soft_sign(w, nu)
-        if _is_hard(nu):  # sign(w) itself: w / s could round a tiny -w to -0.0 (sign +1)
+        if is_hard(nu):  # sign(w) itself: w / s could round a tiny -w to -0.0 (sign +1)
             shaped = soft_sign(weight_argument(w, options), nu, options.weight_cap)
             return hard_sign(w) + (shaped - shaped.detach())
         return soft_sign(weight_argument(w, options), nu, options.weight_cap)
@@ -275,11 +276,6 @@ def clip_latent_weights(model: nn.Module, bound: float = 1.0) -> None:
     the clip (so the normalized argument stays within reach of a sign flip)."""
     for module in model.modules():
         if isinstance(module, (BinaryBlock, OutputLayer)):
-            if module.method == "sbn":
-                s = weight_scale(module.weight, module.options.weight_norm)
-                if isinstance(s, float):
-                    module.weight.clamp_(-bound * s, bound * s)
-                else:
-                    module.weight.copy_(torch.clamp(module.weight, -bound * s, bound * s))
-            else:
-                module.weight.clamp_(-bound, bound)
+            s = (weight_scale(module.weight, module.options.weight_norm)
+                 if module.method == "sbn" else 1.0)
+            module.weight.copy_(torch.clamp(module.weight, -bound * s, bound * s))

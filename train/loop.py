@@ -284,8 +284,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
         old = state.get("settings", {})
-        diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]
-                and not (cfg.method != "sbn" and k in SBN_ONLY)]
+        diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
                             f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
@@ -394,7 +393,7 @@ def train(cfg: TrainConfig) -> dict:
 
     summary = {"history": history, "train_images": int(train_x.shape[0])}
     if dist.main and cfg.bn_recal and cfg.method != "float":
-        summary.update(_recalibrate(cfg, net, classes, train_x, test_x, test_y, device))
+        summary.update(_recalibrate(cfg, net, train_x, history, device))
     if dist.main:
         summary.update(_finish(cfg, net, classes, test_x, test_y, history, snapshots, device))
     if dist.world > 1:
@@ -403,12 +402,11 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
-def _recalibrate(cfg, net, classes, train_x, test_x, test_y, device) -> dict:
-    """``--bn-recal``: the hard test accuracy before, then the recalibration."""
+def _recalibrate(cfg, net, train_x, history, device) -> dict:
+    """``--bn-recal``: the recalibration; reports the last epoch's hard test accuracy (the
+    network before it) beside the one export measures after it."""
     from .bn_recal import recalibrate_bn
-    from .export import hard_predict, to_model
-    before = float((hard_predict(to_model(net, classes), test_x.numpy(), device)
-                    == test_y.numpy()).mean())
+    before = history[-1]["hard_test_acc"]
     used = recalibrate_bn(net, train_x, cfg.bn_recal, cfg.batch_size, cfg.seed, device)
     _log(f"batch norm recalibrated on {used} training images with hard binarization "
          f"(hard test accuracy before: {100 * before:.2f}%)", _Dist())

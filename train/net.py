@@ -54,7 +54,6 @@ class Net(nn.Module):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.arch, self.method, self.binarize_at = arch, method, binarize_at
-        self.sbn = sbn
         self.input_shape, self.classes = tuple(input_shape), classes
         channels = self.input_shape[0]
         means = tuple(float(m) for m in (input_mean if hasattr(input_mean, "__len__")
