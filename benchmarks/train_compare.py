@@ -19,7 +19,8 @@ which has no binary export), ``gap`` the soft minus the exported accuracy in poi
 already in the file are kept and replaced by a new run of the same (arch, epochs, variant,
 seed), so a benchmark can be built up over several invocations. ``--docs`` rewrites the
 table in ``docs/training.md`` between its markers from the whole file; ``--plot PNG``
-draws float / ste / sbn-paper / sbn as bars per (arch, epochs, training images).
+draws the main variants (:data:`PLOTTED`) as bars per (arch, epochs, training
+images).
 Rows from a reduced training set (``--train-limit``) are grouped apart and say so.
 
     .venv/bin/python benchmarks/train_compare.py --archs mlp:100-100 --epochs 15 \\
@@ -42,7 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train.loop import PAPER_SBN  # noqa: E402
+from benchmarks.sweep_rows import rows_from_sweep  # noqa: E402
+from train.loop import PAPER_SBN, SBN_ONLY  # noqa: E402
 
 # name -> (method, TrainConfig settings beyond the shared ones). Each row of the results
 # file also stores its settings, relative to the TrainConfig defaults of the trainer that
@@ -56,6 +58,16 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ste-lr-3e-3": ("ste", {"lr": 3e-3}),
     "sbn-paper": ("sbn", dict(PAPER_SBN)),
     "sbn": ("sbn", {}),
+    # probes around the current default (one or two settings changed), most on the CNN
+    **{f"sbn-{name}": ("sbn", change) for name, change in {
+        "hard-0.5": {"hard_phase": 0.5},
+        "hard-0.75": {"hard_phase": 0.75},
+        "ramp-0.4-hard-0.5": {"nu_ramp": 0.4, "hard_phase": 0.5},
+        "wcap-1": {"weight_grad_cap": None},
+        "wcap-1-hard-0.5": {"weight_grad_cap": None, "hard_phase": 0.5},
+        "lr-3e-3": {"lr": 3e-3},
+        "lr-3e-3-hard-0.5": {"lr": 3e-3, "hard_phase": 0.5},
+    }.items()},
     # the second default and its ablations (one setting changed), which chose the weight cap
     # and, against sbn, the longer hard phase
     "sbn-v2": ("sbn", dict(_V2)),
@@ -170,10 +182,25 @@ def accuracy(row: dict) -> float:
     return row["float_accuracy"] if value is None else value
 
 
+# Settings that mean nothing to STE: an sbn variant's baseline is the STE variant that has its
+# other settings (its learning rate, its batch-norm recalibration), plain ``ste`` otherwise.
+_STE_BLIND = set(SBN_ONLY) | {"nu_schedule", "nu_start", "nu_end", "nu_ramp", "nu_learnable"}
+
+
+def ste_baseline(variant: str) -> str:
+    """The STE variant the table compares ``variant`` with."""
+    method, settings = VARIANTS.get(variant, ("", {}))
+    if method != "sbn":
+        return "ste"
+    shared = {k: v for k, v in settings.items() if k not in _STE_BLIND}
+    return next((name for name, (m, s) in VARIANTS.items() if m == "ste" and s == shared),
+                "ste")
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: one line per (arch, epochs, training images, variant): mean ± std over
-    seeds (%), the seeds, mean gap, and the difference to ste on the same (arch, epochs,
-    training images)."""
+    seeds (%), the seeds, mean gap, and the difference to its STE baseline
+    (:func:`ste_baseline`) on the same (arch, epochs, training images)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["arch"], row["epochs"], row["train_images"], row["variant"]),
@@ -188,10 +215,13 @@ def table(rows: list[dict]) -> str:
         accs = [100 * accuracy(r) for r in group]
         mean = statistics.mean(accs)
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        ste = groups.get((arch, epochs, images, "ste"))
+        baseline = ste_baseline(variant)
+        ste = groups.get((arch, epochs, images, baseline))
         versus = ""
-        if ste and variant != "ste":
+        if ste and variant != baseline:
             versus = f"{mean - statistics.mean(100 * accuracy(r) for r in ste):+.2f}"
+            if baseline != "ste":
+                versus += f" ({baseline})"
         gaps = [r["gap"] for r in group if r["gap"] is not None]
         gap = f"{statistics.mean(gaps):+.2f}" if gaps else ""
         seeds = " ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
@@ -204,7 +234,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path, variants=("float", "ste", "sbn-paper", "sbn")) -> None:
+PLOTTED = ("float", "ste", "sbn-paper", "sbn", "ste-lr-3e-3", "sbn-lr-3e-3-hard-0.5")
+
+
+def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
     """Grouped bars: mean exported accuracy (float: float accuracy) with the seeds' std, one
     group per (arch, epochs), one bar per variant in ``variants`` that has rows."""
     import matplotlib
@@ -273,14 +306,29 @@ def main() -> int:
     p.add_argument("--docs", action="store_true",
                    help="rewrite the table in docs/training.md from the JSON file")
     p.add_argument("--table-only", action="store_true", help="train nothing; print the table")
+    p.add_argument("--from-sweep", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="train nothing; add the runs of tools/train_sweep.py output folders "
+                        "whose settings are a variant's (--device labels runs whose "
+                        "provenance does not record theirs)")
     p.add_argument("--plot", type=Path, metavar="PNG",
-                   help="bar chart of float/ste/sbn-paper/sbn per (arch, epochs)")
+                   help="bar chart of the main variants (PLOTTED) per (arch, epochs)")
     args = p.parse_args()
     if args.jobs < 1 or args.threads < 1 or min(args.epochs) < 1:
         sys.exit("error: --jobs, --threads and --epochs must be at least 1")
 
     rows = load_rows(args.json)
-    jobs = [] if args.table_only else [
+    for folder in args.from_sweep:
+        try:
+            found, notes = rows_from_sweep(folder, VARIANTS, args.device)
+        except ValueError as err:
+            sys.exit(f"error: {err}")
+        for note in notes:
+            print(f"# left out: {note}", file=sys.stderr)
+        keys = {_key(r) for r in found}
+        rows = [r for r in rows if _key(r) not in keys] + found
+        save_rows(args.json, rows)
+        print(f"# {folder}: {len(found)} rows", file=sys.stderr)
+    jobs = [] if args.table_only or args.from_sweep else [
         {"arch": a, "epochs": e, "variant": v, "seed": s, "threads": args.threads,
          "data_dir": args.data_dir, "train_limit": args.train_limit, "device": args.device}
         for a in args.archs for e in args.epochs for v in args.variants for s in args.seeds]

@@ -494,3 +494,24 @@ def test_train_sweep_rejects_bad_run_files(tmp_path, text, message):
     assert done.stderr.startswith("error: ") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_train_sweep_short_calibration_and_equal_epochs(data_dir, tmp_path):
+    """--calibration-images: the calibration epoch trains on that many images and its time
+    is scaled up; runs that share a cap get the same epochs (the fewest any of them fits)."""
+    runs = tmp_path / "runs.txt"
+    runs.write_text("a: --arch mlp:16 --method ste --batch-size 64 --max-epochs 3\n"
+                    "b: --arch cnn:c4-p --method ste --batch-size 64 --max-epochs 3\n")
+    out = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), "--out", str(out),
+                           "--budget", "300", "--margin", "5", "--data-dir", str(data_dir),
+                           "--calibration-images", "128", "--train-images", "512",
+                           "--test-images", "200"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "--train-limit 128 --test-limit 50 " in (out / "calibration" / "a.log").read_text()
+    planned = [line for line in done.stdout.splitlines() if " s/epoch -> " in line]
+    assert len(planned) == 2
+    epochs = {model_io.load(out / f"{n}.npz").provenance["epochs"] for n in "ab"}
+    assert len(epochs) == 1 and 1 <= epochs.pop() <= 3

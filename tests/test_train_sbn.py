@@ -299,3 +299,62 @@ def test_train_compare_rows_and_table(data_dir, tmp_path):
                              text=True, timeout=120)
         assert bad.returncode != 0 and bad.stderr.startswith("error: ")
         assert len(bad.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------ sweep folders as results rows
+
+
+def test_config_from_argv_is_what_the_cli_trains():
+    from train.cli import config_from_argv
+    from hwgen.errors import UserError
+
+    cfg = config_from_argv(["--arch", "mlp:8", "--method", "sbn", "--lr", "3e-3",
+                            "--hard-phase", "0.5", "--weight-grad-cap", "0"])
+    assert (cfg.lr, cfg.hard_phase, cfg.weight_grad_cap) == (3e-3, 0.5, None)
+    assert cfg.command.startswith("python -m train --arch mlp:8")
+    with pytest.raises(UserError, match="--hard-phase needs --method sbn"):
+        config_from_argv(["--arch", "mlp:8", "--method", "ste", "--hard-phase", "0.5"])
+
+
+def test_sweep_folder_rows(data_dir, tmp_path):
+    """benchmarks/sweep_rows.py: a run whose command is a variant's becomes that variant's row
+    (accuracy, gap, device and training images from the model file), any other run is left
+    out with a note; train_compare --from-sweep merges the rows and compares each sbn
+    variant with the STE variant of the same learning rate."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.sweep_rows import rows_from_sweep
+    from benchmarks.train_compare import VARIANTS, ste_baseline
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    common = ["--arch", "mlp:8", "--epochs", "1", "--seed", "0",
+              "--data-dir", str(data_dir), "--threads", "1", "--no-progress"]
+    runs = {"a": ["--method", "ste", "--lr", "3e-3"],
+            "b": ["--method", "sbn", "--lr", "3e-3", "--hard-phase", "0.5"],
+            "c": ["--method", "sbn", "--shift", "1"]}
+    for name, args in runs.items():
+        assert train_main([*args, *common, "--out", str(sweep / f"{name}.npz")]) == 0
+    (sweep / "a.log").write_text("epoch 1/1 loss 1 train 50% test 50% lr 0 (2.5s)\n")
+    rows, notes = rows_from_sweep(sweep, VARIANTS, "cpu")
+    assert [r["variant"] for r in rows] == ["ste-lr-3e-3", "sbn-lr-3e-3-hard-0.5"]
+    assert len(notes) == 1 and notes[0].startswith("c.npz:") and "'shift': 1" in notes[0]
+    for row, name in zip(rows, "ab"):
+        prov = model_io.load(sweep / f"{name}.npz").provenance
+        assert row["exported_accuracy"] == prov["test_accuracy"]
+        assert row["train_images"] == 512 and row["device"] == "cpu" and row["epochs"] == 1
+    assert rows[0]["seconds"] == 2.5 and "seconds" not in rows[1]
+    assert ste_baseline("sbn-lr-3e-3-hard-0.5") == "ste-lr-3e-3"
+    assert ste_baseline("sbn-hard-0.5") == ste_baseline("ste-recal") == "ste"
+
+    results = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
+                           str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(json.loads(results.read_text())) == 2
+    assert "(ste-lr-3e-3) |" in done.stdout and "# left out: c.npz" in done.stderr
+    missing = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
+                              str(tmp_path / "nothing"), "--json", str(results)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and missing.stderr.startswith("error: ")
+    assert len(missing.stderr.strip().splitlines()) == 1

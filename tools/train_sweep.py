@@ -6,10 +6,14 @@ without ``--epochs``/``--out``/``--plots`` (``#`` starts a comment). ``--max-epo
 the end of a line caps that run's epochs (default ``--cap``).
 
 1. Calibration: every run trains one epoch, all at once, and the epoch time each one logs
-   under that load is read back.
+   under that load is read back. With ``--calibration-images N`` the calibration epoch
+   uses only the first N training images (and the same fraction of the test images) and
+   its time is scaled up by ``--train-images / N``: a fraction of the time, the same
+   load.
 2. Each run then gets the most epochs that end inside the budget at that speed (at most its
-   cap) and all runs train together, writing ``OUT/NAME.npz``, ``OUT/NAME.log`` and
-   training curves in ``OUT/NAME-plots/``.
+   cap); runs with the same cap get the same count (the smallest), so that runs meant to
+   be compared train equally long. All runs train together, writing ``OUT/NAME.npz``,
+   ``OUT/NAME.log`` and training curves in ``OUT/NAME-plots/``.
 3. ``OUT/summary.txt`` gets one line per run: epochs, seconds per epoch, the exported
    (bit-exact) test accuracy, or the error.
 
@@ -89,9 +93,19 @@ def main() -> int:
     p.add_argument("--margin", type=float, default=45.0,
                    help="seconds kept for start-up, export and checks")
     p.add_argument("--data-dir")
+    p.add_argument("--calibration-images", type=int, default=0, metavar="N",
+                   help="calibrate on the first N training images (default 0: all)")
+    p.add_argument("--train-images", type=int, default=60000, metavar="N",
+                   help="training images in the dataset, to scale a short calibration "
+                        "(default 60000: MNIST, Fashion-MNIST)")
+    p.add_argument("--test-images", type=int, default=10000, metavar="N",
+                   help="test images in the dataset (default 10000)")
     a = p.parse_args()
     if a.budget <= 0 or a.cap < 1 or a.margin < 0:
         sys.exit("error: --budget must be positive, --cap at least 1, --margin not negative")
+    if a.calibration_images < 0 or a.train_images < 1 or a.test_images < 1:
+        sys.exit("error: --calibration-images must not be negative, --train-images and "
+                 "--test-images positive")
     start = time.time()
     runs = parse_runs(a.runs, a.cap)
     if not runs:
@@ -102,12 +116,18 @@ def main() -> int:
 
     cal_dir = a.out / "calibration"
     cal_dir.mkdir(exist_ok=True)
-    procs = {name: launch([*args, *extra, "--epochs", "1", "--out",
+    scale, cal_extra = 1.0, []
+    if 0 < a.calibration_images < a.train_images:
+        scale = a.train_images / a.calibration_images
+        test = max(1, round(a.test_images / scale))
+        cal_extra = ["--train-limit", str(a.calibration_images), "--test-limit", str(test)]
+    procs = {name: launch([*args, *extra, *cal_extra, "--epochs", "1", "--out",
                            str(cal_dir / f"{name}.npz")], cal_dir / f"{name}.log", threads)
              for name, args, _ in runs}
     for proc in procs.values():
         proc.wait()
     speed = {name: epoch_seconds(cal_dir / f"{name}.log") for name, _, _ in runs}
+    speed = {name: None if t is None else t * scale for name, t in speed.items()}
     left = a.budget - (time.time() - start) - a.margin
     print(f"calibration took {time.time() - start:.0f} s; {left:.0f} s left for training",
           flush=True)
@@ -118,6 +138,9 @@ def main() -> int:
             print(f"{name}: calibration failed (see {cal_dir / name}.log)", flush=True)
             continue
         plan[name] = max(1, min(cap, int(left / (speed[name] * 1.1))))
+    caps = {name: cap for name, _, cap in runs}
+    for name in plan:
+        plan[name] = min(plan[other] for other in plan if caps[other] == caps[name])
         print(f"{name}: {speed[name]:.1f} s/epoch -> {plan[name]} epochs", flush=True)
     procs = {name: launch([*args, *extra, "--epochs", str(plan[name]),
                            "--out", str(a.out / f"{name}.npz"),

@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def config_from_argv(argv: list[str]) -> TrainConfig:
+    """The :class:`TrainConfig` that ``python -m train ARGV`` runs (argparse exits on a
+    malformed command line; :class:`UserError` for an sbn-only flag given to ste/float)."""
     args = build_parser().parse_args(argv)
     sbn = {k: getattr(TrainConfig, k) for k in SBN_ONLY}
     if args.sbn_variant == "paper":
@@ -107,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     given = {k: getattr(args, k) for k in SBN_ONLY if getattr(args, k) is not None}
     if args.method != "sbn" and (given or args.sbn_variant != "default"):
         flag = "--" + (next(iter(given)) if given else "sbn_variant").replace("_", "-")
-        print(f"error: {flag} needs --method sbn (got --method {args.method})",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"{flag} needs --method sbn (got --method {args.method})")
     sbn.update(given)
     if sbn["grad_cap"] == 0:
         sbn["grad_cap"] = None  # 0 asks for the exact gradient
@@ -117,21 +116,25 @@ def main(argv: list[str] | None = None) -> int:
         sbn["weight_grad_cap"] = None  # 0: the weights use --grad-cap
     if sbn["weight_clip"] == 0:
         sbn["weight_clip"] = None
+    return TrainConfig(
+        dataset=args.dataset, arch=args.arch, method=args.method, epochs=args.epochs,
+        out=args.out, checkpoint=args.checkpoint, resume=args.resume, seed=args.seed,
+        device=args.device, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, binarize_at=args.binarize_at,
+        nu_schedule=args.nu_schedule, nu_start=args.nu_start, nu_end=args.nu_end,
+        nu_ramp=args.nu_ramp, nu_learnable=args.nu_learnable, init_bound=args.init_bound,
+        grad_clip=args.grad_clip or None, bn_recal=args.bn_recal, **sbn,
+        flip=args.flip,
+        shift=args.shift, data_dir=args.data_dir,
+        train_limit=args.train_limit, test_limit=args.test_limit, plots=args.plots,
+        threads=args.threads, progress=not args.no_progress, stop_after=args.stop_after,
+        command="python -m train " + shlex.join(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        cfg = TrainConfig(
-            dataset=args.dataset, arch=args.arch, method=args.method, epochs=args.epochs,
-            out=args.out, checkpoint=args.checkpoint, resume=args.resume, seed=args.seed,
-            device=args.device, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, binarize_at=args.binarize_at,
-            nu_schedule=args.nu_schedule, nu_start=args.nu_start, nu_end=args.nu_end,
-            nu_ramp=args.nu_ramp, nu_learnable=args.nu_learnable, init_bound=args.init_bound,
-            grad_clip=args.grad_clip or None, bn_recal=args.bn_recal, **sbn,
-            flip=args.flip,
-            shift=args.shift, data_dir=args.data_dir,
-            train_limit=args.train_limit, test_limit=args.test_limit, plots=args.plots,
-            threads=args.threads, progress=not args.no_progress, stop_after=args.stop_after,
-            command="python -m train " + shlex.join(argv))
-        train(cfg)
+        train(config_from_argv(argv))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -395,7 +395,8 @@ def train(cfg: TrainConfig) -> dict:
     if dist.main and cfg.bn_recal and cfg.method != "float":
         summary.update(_recalibrate(cfg, net, train_x, history, device))
     if dist.main:
-        summary.update(_finish(cfg, net, classes, test_x, test_y, history, snapshots, device))
+        summary.update(_finish(cfg, net, classes, test_x, test_y, history, snapshots, device,
+                               summary["train_images"]))
     if dist.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -413,7 +414,8 @@ def _recalibrate(cfg, net, train_x, history, device) -> dict:
     return {"test_accuracy_before_bn_recal": before}
 
 
-def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device) -> dict:
+def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device,
+            train_images: int) -> dict:
     """Final evaluation, export with the exactness assertion, plots."""
     final_nu = history[-1]["nu"] if history else cfg.nu_end
     if cfg.bn_recal and cfg.method == "sbn":
@@ -435,6 +437,7 @@ def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device) -> di
             "test_accuracy": acc, "test_images": int(test_x.shape[0]),
             "soft_test_accuracy": result["soft_test_accuracy"],
             "command": cfg.command, "torch": torch.__version__,
+            "device": device.split(":")[0], "train_images": train_images,
         }
         if cfg.bn_recal:
             folded.provenance["bn_recal"] = cfg.bn_recal
