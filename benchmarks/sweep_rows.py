@@ -4,8 +4,10 @@ A sweep (several ``python -m train`` runs sharing one GPU) leaves ``NAME.npz`` a
 ``NAME.log`` per run. Each model file's provenance holds the exact command line, so the run's
 full :class:`~train.loop.TrainConfig` is rebuilt from it and matched against the benchmark's
 named variants: a run becomes a row only when its settings (beyond arch, epochs, seed and the
-run's plumbing) are exactly a variant's. Runs that match none (a shipped-model candidate with
-augmentation, say) are reported and left out.
+run's plumbing) are exactly a variant's under today's defaults, the settings its provenance
+records agree with that reconstruction (a file trained under other defaults does not), and
+it was scored on the full Fashion-MNIST test set. Every other run is reported with the
+reason and left out.
 """
 
 from __future__ import annotations
@@ -20,68 +22,92 @@ from pathlib import Path
 PLUMBING = {"dataset", "arch", "method", "epochs", "seed", "out", "checkpoint", "resume",
             "device", "data_dir", "train_limit", "test_limit", "plots", "threads",
             "progress", "stop_after", "command"}
+# Settings the trainer records in an sbn model's provenance.
+RECORDED = ("nu_schedule", "nu_start", "nu_end", "nu_ramp", "weight_norm", "grad_cap",
+            "weight_grad_cap", "hard_phase", "weight_clip", "bn_recal", "grad_clip")
 EPOCH_SECONDS = re.compile(r"^epoch \d+/\d+ .*\(([\d.]+)s\)\s*$")
 PREFIX = "python -m train "
+TEST_IMAGES = 10000
+
+
+def _defaults() -> dict:
+    from train.loop import TrainConfig
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def settings_of(cfg) -> dict:
     """The fields of ``cfg`` (a TrainConfig) that differ from the trainer's defaults."""
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-            if f.name not in PLUMBING and getattr(cfg, f.name) != f.default}
+    defaults = _defaults()
+    return {name: getattr(cfg, name) for name in defaults
+            if name not in PLUMBING and getattr(cfg, name) != defaults[name]}
 
 
 def variant_of(method: str, settings: dict, variants: dict) -> str | None:
-    """The name of the variant ``(method, settings)`` is, or None."""
-    for name, (v_method, v_settings) in variants.items():
-        if v_method == method and v_settings == settings:
-            return name
-    return None
+    """The variant ``(method, settings)`` trains, or None. A variant's settings are compared
+    without the entries that equal today's defaults; where several variants train the same
+    (a setting an older default spelled out), the one with the fewest settings is named."""
+    defaults = _defaults()
+    matches = [name for name, (v_method, v_settings) in variants.items()
+               if v_method == method
+               and {k: v for k, v in v_settings.items() if defaults.get(k) != v} == settings]
+    return min(matches, key=lambda name: len(variants[name][1]), default=None)
 
 
-def rows_from_sweep(folder: Path, variants: dict, device: str) -> tuple[list[dict], list[str]]:
-    """``(rows, notes)``: one row per run of ``folder`` whose settings are a variant's, and one
-    note per run left out (and why). ``device`` labels runs whose provenance does not record
-    one (files from before the trainer recorded it). Raises ``ValueError`` on a folder or
-    model file that cannot be read."""
+def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
+    """One run's row, or why it is left out."""
     from hwgen.errors import UserError
     from hwgen.model import load
     from train.cli import config_from_argv
 
+    try:
+        prov = load(path).provenance
+    except (OSError, UserError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    command = prov.get("command", "")
+    if not isinstance(command, str) or not command.startswith(PREFIX):
+        return "no 'python -m train' command in its provenance"
+    try:
+        cfg = config_from_argv(shlex.split(command[len(PREFIX):]))
+    except (SystemExit, UserError, ValueError):
+        return f"its command does not parse: {command}"
+    settings = settings_of(cfg)
+    variant = variant_of(cfg.method, settings, variants)
+    if cfg.dataset != "fashion-mnist" or variant is None:
+        return f"{cfg.dataset} {cfg.method} {settings} is no variant"
+    differs = [k for k in RECORDED if k in prov and prov[k] != getattr(cfg, k)]
+    if differs:
+        return f"trained under other defaults ({', '.join(differs)} differ from today's)"
+    if prov.get("test_images") != TEST_IMAGES:
+        return f"scored on {prov.get('test_images')} test images, not {TEST_IMAGES}"
+    if not all(isinstance(prov.get(k), float) for k in ("test_accuracy", "soft_test_accuracy")):
+        return "no test accuracies in its provenance"
+    log = path.with_suffix(".log")
+    times = ([float(m.group(1)) for m in map(EPOCH_SECONDS.match, log.read_text().splitlines())
+              if m] if log.exists() else [])
+    exported, soft = prov["test_accuracy"], prov["soft_test_accuracy"]
+    row = {"arch": cfg.arch, "epochs": cfg.epochs, "method": cfg.method, "variant": variant,
+           "seed": cfg.seed, "exported_accuracy": exported,
+           "gap": round(100 * (soft - exported), 4), "soft_accuracy": soft,
+           "device": prov.get("device", device),
+           "train_images": int(prov.get("train_images", cfg.train_limit or 60000)),
+           "settings": settings, "sweep": f"{folder.name}/{path.stem}"}
+    if times:
+        row["seconds"] = round(sum(times), 1)  # under the sweep's shared load
+    return row
+
+
+def rows_from_sweep(folder: Path, variants: dict, device: str) -> tuple[list[dict], list[str]]:
+    """``(rows, notes)``: one row per run of ``folder`` that is a variant's (module
+    docstring), and one note per run left out, saying why. ``device`` labels runs whose
+    provenance does not record one (files from before the trainer recorded it). Raises
+    ``ValueError`` on a folder or model file that cannot be read."""
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder")
     rows, notes = [], []
     for path in sorted(folder.glob("*.npz")):
-        try:
-            prov = load(path).provenance
-        except (OSError, UserError) as err:
-            raise ValueError(f"{path}: {err}") from None
-        command = prov.get("command", "")
-        if not isinstance(command, str) or not command.startswith(PREFIX):
-            notes.append(f"{path.name}: no 'python -m train' command in its provenance")
-            continue
-        try:
-            cfg = config_from_argv(shlex.split(command[len(PREFIX):]))
-        except (SystemExit, UserError, ValueError):
-            notes.append(f"{path.name}: its command does not parse: {command}")
-            continue
-        settings = settings_of(cfg)
-        variant = variant_of(cfg.method, settings, variants)
-        if cfg.dataset != "fashion-mnist" or variant is None:
-            notes.append(f"{path.name}: {cfg.dataset} {cfg.method} {settings} is no variant")
-            continue
-        log = path.with_suffix(".log")
-        times = ([float(m.group(1)) for m in map(EPOCH_SECONDS.match,
-                                                 log.read_text().splitlines()) if m]
-                 if log.exists() else [])
-        exported = float(prov["test_accuracy"])
-        soft = float(prov["soft_test_accuracy"])
-        row = {"arch": cfg.arch, "epochs": cfg.epochs, "method": cfg.method,
-               "variant": variant, "seed": cfg.seed, "exported_accuracy": exported,
-               "gap": round(100 * (soft - exported), 4), "soft_accuracy": soft,
-               "device": prov.get("device", device),
-               "train_images": int(prov.get("train_images", cfg.train_limit or 60000)),
-               "settings": settings, "sweep": f"{folder.name}/{path.stem}"}
-        if times:
-            row["seconds"] = round(sum(times), 1)  # under the sweep's shared load
-        rows.append(row)
+        row = _row(path, folder, variants, device)
+        if isinstance(row, str):
+            notes.append(f"{path.name}: {row}")
+        else:
+            rows.append(row)
     return rows, notes

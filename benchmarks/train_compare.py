@@ -36,6 +36,8 @@ import statistics
 import sys
 import tempfile
 import time
+import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -289,6 +291,13 @@ def update_docs(text: str) -> None:
     DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
+def _terminate(*_) -> None:
+    """SIGTERM: stop the training workers too (they would otherwise train on, orphaned)."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+    sys.exit("error: terminated")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", nargs="+", default=["mlp:100-100"])
@@ -299,7 +308,9 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--train-limit", type=int, help="first N training images only")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="where runs train (default cpu); with --from-sweep, the label of runs "
+                        "whose provenance does not record theirs (default: unknown)")
     p.add_argument("--data-dir")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results"
                    / "train_compare.json")
@@ -308,8 +319,7 @@ def main() -> int:
     p.add_argument("--table-only", action="store_true", help="train nothing; print the table")
     p.add_argument("--from-sweep", type=Path, nargs="+", default=[], metavar="DIR",
                    help="train nothing; add the runs of tools/train_sweep.py output folders "
-                        "whose settings are a variant's (--device labels runs whose "
-                        "provenance does not record theirs)")
+                        "whose settings are a variant's (benchmarks/sweep_rows.py)")
     p.add_argument("--plot", type=Path, metavar="PNG",
                    help="bar chart of the main variants (PLOTTED) per (arch, epochs)")
     args = p.parse_args()
@@ -319,7 +329,7 @@ def main() -> int:
     rows = load_rows(args.json)
     for folder in args.from_sweep:
         try:
-            found, notes = rows_from_sweep(folder, VARIANTS, args.device)
+            found, notes = rows_from_sweep(folder, VARIANTS, args.device or "unknown")
         except ValueError as err:
             sys.exit(f"error: {err}")
         for note in notes:
@@ -330,12 +340,14 @@ def main() -> int:
         print(f"# {folder}: {len(found)} rows", file=sys.stderr)
     jobs = [] if args.table_only or args.from_sweep else [
         {"arch": a, "epochs": e, "variant": v, "seed": s, "threads": args.threads,
-         "data_dir": args.data_dir, "train_limit": args.train_limit, "device": args.device}
+         "data_dir": args.data_dir, "train_limit": args.train_limit,
+         "device": args.device or "cpu"}
         for a in args.archs for e in args.epochs for v in args.variants for s in args.seeds]
     if jobs:
         from tqdm import tqdm
+        signal.signal(signal.SIGTERM, _terminate)
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, job): job for job in jobs}
+            futures = [pool.submit(run_one, job) for job in jobs]
             bar = tqdm(as_completed(futures), total=len(jobs), unit="run", file=sys.stderr)
             for future in bar:
                 row = future.result()

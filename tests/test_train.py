@@ -3,6 +3,7 @@ resume, DDP (two CPU processes) and the CLI's error handling. Tiny synthetic dat
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -496,12 +497,12 @@ def test_train_sweep_rejects_bad_run_files(tmp_path, text, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_train_sweep_short_calibration_and_equal_epochs(data_dir, tmp_path):
-    """--calibration-images: the calibration epoch trains on that many images and its time
-    is scaled up; runs that share a cap get the same epochs (the fewest any of them fits)."""
+def test_train_sweep_short_calibration(data_dir, tmp_path):
+    """--calibration-images: the calibration epoch trains on that many images (and the same
+    fraction of the test images) and its logged time is scaled up by the fraction."""
     runs = tmp_path / "runs.txt"
-    runs.write_text("a: --arch mlp:16 --method ste --batch-size 64 --max-epochs 3\n"
-                    "b: --arch cnn:c4-p --method ste --batch-size 64 --max-epochs 3\n")
+    runs.write_text("a: --arch mlp:16 --method ste --batch-size 64 --max-epochs 2\n"
+                    "b: --arch mlp:16 --method ste --train-limit 256 --max-epochs 1\n")
     out = tmp_path / "sweep"
     done = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), "--out", str(out),
                            "--budget", "300", "--margin", "5", "--data-dir", str(data_dir),
@@ -510,8 +511,20 @@ def test_train_sweep_short_calibration_and_equal_epochs(data_dir, tmp_path):
                           cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr + done.stdout
-    assert "--train-limit 128 --test-limit 50 " in (out / "calibration" / "a.log").read_text()
-    planned = [line for line in done.stdout.splitlines() if " s/epoch -> " in line]
-    assert len(planned) == 2
-    epochs = {model_io.load(out / f"{n}.npz").provenance["epochs"] for n in "ab"}
-    assert len(epochs) == 1 and 1 <= epochs.pop() <= 3
+    for name, scale in (("a", 4), ("b", 1)):
+        log = (out / "calibration" / f"{name}.log").read_text()
+        assert ("--train-limit 128 --test-limit 50 " in log) == (scale == 4)
+        logged = max(0.1, float(re.search(r"\(([\d.]+)s\)", log).group(1)))
+        assert f"{name}: {logged * scale:.1f} s/epoch -> " in done.stdout
+
+
+def test_train_sweep_plan_gives_runs_sharing_a_cap_equal_epochs():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from train_sweep import plan_epochs
+
+    speed = {"fast": 1.0, "slow": 10.0, "other": 10.0, "broken": None}
+    caps = {"fast": 5, "slow": 5, "other": 4, "broken": 5}
+    # 30 s left: fast fits 27 (cap 5), slow and other 2 each; fast shares slow's cap
+    assert plan_epochs(speed, caps, 30.0) == {"fast": 2, "slow": 2, "other": 2}
+    assert plan_epochs(speed, caps, 1000.0) == {"fast": 5, "slow": 5, "other": 4}
+    assert plan_epochs({"a": 100.0}, {"a": 3}, 1.0) == {"a": 1}

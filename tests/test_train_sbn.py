@@ -304,22 +304,28 @@ def test_train_compare_rows_and_table(data_dir, tmp_path):
 # ------------------------------------------------------------ sweep folders as results rows
 
 
-def test_config_from_argv_is_what_the_cli_trains():
-    from train.cli import config_from_argv
+def test_config_from_argv_is_what_the_cli_trains(monkeypatch):
     from hwgen.errors import UserError
+    from train import cli
 
-    cfg = config_from_argv(["--arch", "mlp:8", "--method", "sbn", "--lr", "3e-3",
-                            "--hard-phase", "0.5", "--weight-grad-cap", "0"])
-    assert (cfg.lr, cfg.hard_phase, cfg.weight_grad_cap) == (3e-3, 0.5, None)
-    assert cfg.command.startswith("python -m train --arch mlp:8")
+    argv = ["--arch", "mlp:8", "--method", "sbn", "--lr", "3e-3", "--hard-phase", "0.5",
+            "--weight-grad-cap", "0", "--sbn-variant", "paper", "--grad-clip", "0"]
+    trained = []
+    monkeypatch.setattr(cli, "train", trained.append)
+    assert cli.main(argv) == 0
+    cfg = cli.config_from_argv(argv)
+    assert trained == [cfg]
+    assert (cfg.lr, cfg.hard_phase, cfg.weight_grad_cap, cfg.weight_norm, cfg.grad_cap,
+            cfg.grad_clip) == (3e-3, 0.5, None, "none", None, None)
+    assert cfg.command == "python -m train " + " ".join(argv)
     with pytest.raises(UserError, match="--hard-phase needs --method sbn"):
-        config_from_argv(["--arch", "mlp:8", "--method", "ste", "--hard-phase", "0.5"])
+        cli.config_from_argv(["--arch", "mlp:8", "--method", "ste", "--hard-phase", "0.5"])
 
 
 def test_sweep_folder_rows(data_dir, tmp_path):
     """benchmarks/sweep_rows.py: a run whose command is a variant's becomes that variant's row
     (accuracy, gap, device and training images from the model file), any other run is left
-    out with a note; train_compare --from-sweep merges the rows and compares each sbn
+    out with its reason; train_compare --from-sweep merges the rows and compares each sbn
     variant with the STE variant of the same learning rate."""
     sys.path.insert(0, str(ROOT))
     from benchmarks.sweep_rows import rows_from_sweep
@@ -327,32 +333,51 @@ def test_sweep_folder_rows(data_dir, tmp_path):
 
     sweep = tmp_path / "sweep"
     sweep.mkdir()
-    common = ["--arch", "mlp:8", "--epochs", "1", "--seed", "0",
-              "--data-dir", str(data_dir), "--threads", "1", "--no-progress"]
+    common = ["--arch", "mlp:8", "--epochs", "1", "--seed", "0", "--data-dir", str(data_dir),
+              "--threads", "1", "--no-progress", "--test-limit", "200"]
     runs = {"a": ["--method", "ste", "--lr", "3e-3"],
             "b": ["--method", "sbn", "--lr", "3e-3", "--hard-phase", "0.5"],
-            "c": ["--method", "sbn", "--shift", "1"]}
+            "c": ["--method", "sbn", "--sbn-variant", "paper"],
+            "d": ["--method", "sbn", "--shift", "1"],
+            "e": ["--method", "ste", "--test-limit", "100"]}
     for name, args in runs.items():
-        assert train_main([*args, *common, "--out", str(sweep / f"{name}.npz")]) == 0
+        assert train_main([*common, *args, "--out", str(sweep / f"{name}.npz")]) == 0
+    for name in "abcd":  # as if scored on the full test set; c as a file from before the
+        model = model_io.load(sweep / f"{name}.npz")  # trainer recorded its device
+        model.provenance["test_images"] = 10000
+        if name == "c":
+            del model.provenance["device"]
+        model_io.save(model, sweep / f"{name}.npz")
     (sweep / "a.log").write_text("epoch 1/1 loss 1 train 50% test 50% lr 0 (2.5s)\n")
-    rows, notes = rows_from_sweep(sweep, VARIANTS, "cpu")
-    assert [r["variant"] for r in rows] == ["ste-lr-3e-3", "sbn-lr-3e-3-hard-0.5"]
-    assert len(notes) == 1 and notes[0].startswith("c.npz:") and "'shift': 1" in notes[0]
-    for row, name in zip(rows, "ab"):
+    rows, notes = rows_from_sweep(sweep, VARIANTS, "cuda")
+    assert [r["variant"] for r in rows] == ["ste-lr-3e-3", "sbn-lr-3e-3-hard-0.5", "sbn-paper"]
+    assert [n.split(":")[0] for n in notes] == ["d.npz", "e.npz"]
+    assert "'shift': 1} is no variant" in notes[0] and "on 100 test images" in notes[1]
+    for row, name in zip(rows, "abc"):
         prov = model_io.load(sweep / f"{name}.npz").provenance
         assert row["exported_accuracy"] == prov["test_accuracy"]
-        assert row["train_images"] == 512 and row["device"] == "cpu" and row["epochs"] == 1
+        assert row["train_images"] == 512 and row["epochs"] == 1
+    assert [r["device"] for r in rows] == ["cpu", "cpu", "cuda"]
     assert rows[0]["seconds"] == 2.5 and "seconds" not in rows[1]
     assert ste_baseline("sbn-lr-3e-3-hard-0.5") == "ste-lr-3e-3"
     assert ste_baseline("sbn-hard-0.5") == ste_baseline("ste-recal") == "ste"
+
+    # a file trained under other defaults (its recorded hard phase is not what its command
+    # means today) is left out
+    model = model_io.load(sweep / "b.npz")
+    model.provenance["hard_phase"] = 0.1
+    model_io.save(model, sweep / "b.npz")
+    rows, notes = rows_from_sweep(sweep, VARIANTS, "cuda")
+    assert "b.npz: trained under other defaults (hard_phase" in notes[0]
 
     results = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
                            str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(json.loads(results.read_text())) == 2
-    assert "(ste-lr-3e-3) |" in done.stdout and "# left out: c.npz" in done.stderr
+    saved = json.loads(results.read_text())
+    assert [r["device"] for r in saved if r["variant"] == "sbn-paper"] == ["unknown"]
+    assert "# left out: d.npz" in done.stderr
     missing = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
                               str(tmp_path / "nothing"), "--json", str(results)], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)

@@ -9,7 +9,10 @@ the end of a line caps that run's epochs (default ``--cap``).
    under that load is read back. With ``--calibration-images N`` the calibration epoch
    uses only the first N training images (and the same fraction of the test images) and
    its time is scaled up by ``--train-images / N``: a fraction of the time, the same
-   load.
+   load. Fixed per-epoch costs (warm-up) are scaled too, so the estimate errs long (the
+   H200 sweeps of ``tools/sweeps/fmnist-cnn-sbn*.txt`` planned 11.5 s per epoch for runs
+   that took 6.9). A run with its own ``--train-limit`` calibrates on its own set,
+   unscaled.
 2. Each run then gets the most epochs that end inside the budget at that speed (at most its
    cap); runs with the same cap get the same count (the smallest), so that runs meant to
    be compared train equally long. All runs train together, writing ``OUT/NAME.npz``,
@@ -84,6 +87,18 @@ def epoch_seconds(log: Path) -> float | None:
     return max(0.1, max(times)) if times else None
 
 
+def plan_epochs(speed: dict[str, float | None], caps: dict[str, int],
+                left: float) -> dict[str, int]:
+    """Epochs per run: the most that end within ``left`` seconds at the run's ``speed``
+    (seconds per epoch, with 10% to spare; at least 1, at most its cap); runs that share a
+    cap then all get the fewest of them. Runs without a speed (calibration failed) get
+    none."""
+    plan = {name: max(1, min(caps[name], int(left / (t * 1.1))))
+            for name, t in speed.items() if t is not None}
+    return {name: min(plan[other] for other in plan if caps[other] == caps[name])
+            for name in plan}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", type=Path)
@@ -121,26 +136,25 @@ def main() -> int:
         scale = a.train_images / a.calibration_images
         test = max(1, round(a.test_images / scale))
         cal_extra = ["--train-limit", str(a.calibration_images), "--test-limit", str(test)]
-    procs = {name: launch([*args, *extra, *cal_extra, "--epochs", "1", "--out",
-                           str(cal_dir / f"{name}.npz")], cal_dir / f"{name}.log", threads)
+    # a run that limits its own training set calibrates on it, unscaled
+    scales = {name: 1.0 if "--train-limit" in args else scale for name, args, _ in runs}
+    procs = {name: launch([*args, *extra, *([] if scales[name] == 1.0 else cal_extra),
+                           "--epochs", "1", "--out", str(cal_dir / f"{name}.npz")],
+                          cal_dir / f"{name}.log", threads)
              for name, args, _ in runs}
     for proc in procs.values():
         proc.wait()
     speed = {name: epoch_seconds(cal_dir / f"{name}.log") for name, _, _ in runs}
-    speed = {name: None if t is None else t * scale for name, t in speed.items()}
+    speed = {name: None if t is None else t * scales[name] for name, t in speed.items()}
     left = a.budget - (time.time() - start) - a.margin
     print(f"calibration took {time.time() - start:.0f} s; {left:.0f} s left for training",
           flush=True)
 
-    plan = {}
-    for name, args, cap in runs:
+    for name, _, _ in runs:
         if speed[name] is None:
             print(f"{name}: calibration failed (see {cal_dir / name}.log)", flush=True)
-            continue
-        plan[name] = max(1, min(cap, int(left / (speed[name] * 1.1))))
-    caps = {name: cap for name, _, cap in runs}
+    plan = plan_epochs(speed, {name: cap for name, _, cap in runs}, left)
     for name in plan:
-        plan[name] = min(plan[other] for other in plan if caps[other] == caps[name])
         print(f"{name}: {speed[name]:.1f} s/epoch -> {plan[name]} epochs", flush=True)
     procs = {name: launch([*args, *extra, "--epochs", str(plan[name]),
                            "--out", str(a.out / f"{name}.npz"),
