@@ -19,7 +19,13 @@ YOWASP_TOOLS = {
 
 
 class TimingError(RuntimeError):
-    """The design does not meet the requested clock."""
+    """The design does not meet the requested clock: ``achieved_mhz`` (the slowest clock's
+    Fmax) is below ``requested_mhz``."""
+
+    def __init__(self, message: str, achieved_mhz: float | None = None,
+                 requested_mhz: float | None = None):
+        super().__init__(message)
+        self.achieved_mhz, self.requested_mhz = achieved_mhz, requested_mhz
 
 
 @contextmanager
@@ -74,5 +80,6 @@ def build_and_report(platform, top, build_dir, *, name: str, requested_hz: float
     report["bitstream"] = str(build_dir / f"{name}.{bitstream_ext}")
     if not report["timing_met"] and not allow_timing_fail:
         raise TimingError(f"timing not met: achieved Fmax {report['achieved_mhz']:.1f} MHz, "
-                          f"requested {report['requested_mhz']:.1f} MHz; try a lower --clock")
+                          f"requested {report['requested_mhz']:.1f} MHz; try a lower --clock",
+                          report["achieved_mhz"], report["requested_mhz"])
     return report

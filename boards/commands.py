@@ -10,6 +10,7 @@ succeeded: the build runs in a staging folder that is renamed into place at the 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -222,7 +223,8 @@ def cmd_build(args) -> int:
     except TimingError as err:
         shutil.rmtree(failed, ignore_errors=True)
         staging.rename(failed)
-        raise UserError(f"{err}; critical paths in {failed / (module + '.tim')}") from None
+        raise UserError(f"{timing_advice(err, args, board)}; critical paths in "
+                        f"{failed / (module + '.tim')}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -234,6 +236,50 @@ def cmd_build(args) -> int:
     if args.program:
         program(board, outdir / report["bitstream"])
     return 0
+
+
+# Place-and-route at a lower constraint lands a few percent either side of the Fmax it
+# reached at the higher one: the suggested clock keeps this much below it.
+CLOCK_MARGIN = 0.03
+
+
+def timing_advice(err: TimingError, args, board) -> str:
+    """``err``'s message, with the build command that asks for a clock the design reached
+    (the highest whole MHz whose PLL output is at least :data:`CLOCK_MARGIN` below the
+    achieved Fmax), the user's other options kept; or the advice to narrow the fold when the
+    PLL makes no such clock."""
+    achieved = err.achieved_mhz
+    if achieved is None or err.requested_mhz is None:
+        return str(err)
+    head = (f"timing not met: achieved Fmax {achieved:.1f} MHz, requested "
+            f"{err.requested_mhz:.1f} MHz")
+    target = achieved * (1 - CLOCK_MARGIN)
+    mhz = int(target)
+    try:
+        while pll_output_mhz(board, mhz) > target:  # the PLL makes the request +-1 MHz
+            mhz -= 1
+    except ValueError:
+        return f"{head}; no lower clock the board's PLL makes is left: try a narrower --fold"
+    words = ["python", "-m", "hwgen", "build", "--board", board.name, str(args.model)]
+    for flag, value in (("-o", args.output), ("--fold", args.fold), ("--lanes", args.lanes)):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.baud != 1_000_000:
+        words += ["--baud", str(args.baud)]
+    words += ["--clock", str(mhz)]
+    return (f"{head}; this asks for {mhz} MHz (the PLL makes {pll_output_mhz(board, mhz):.2f}), "
+            f"at least {CLOCK_MARGIN:.0%} under it: {shlex.join(words)}")
+
+
+def pll_output_mhz(board, mhz: float) -> float:
+    """The frequency ``board``'s PLL makes for a request of ``mhz`` (within the 1 MHz its top
+    allows); ``ValueError`` when it cannot."""
+    if board.family == "ice40":
+        from .pll_ice40 import ICEBREAKER_CLOCK_MHZ, solve
+        return float(solve(mhz, ICEBREAKER_CLOCK_MHZ, max_error_mhz=1.0).f_out)
+    from .pll_ecp5 import solve
+    from .ulx3s import ULX3S_CLOCK_MHZ
+    return float(solve(mhz, ULX3S_CLOCK_MHZ, max_error_mhz=1.0).f_out)
 
 
 def _build_into(staging: Path, model, net, module: str, board, args, luts_est: int,

@@ -176,3 +176,37 @@ def test_sim_and_run_sim_of_a_multichannel_cnn(tmp_path, capsys, small_cnn):
     assert main(["run", str(path), "--sim", "--images", str(tmp_path / "cnn-images"),
                  "--limit", "8"]) == 0
     assert "agreement 8/8 with reference" in capsys.readouterr().out
+
+
+def test_build_timing_failure_names_a_command_that_asks_for_a_reached_clock(
+        tmp_path, capsys, small, monkeypatch):
+    """A build whose place-and-route misses the clock ends in one error line that gives the
+    achieved Fmax, the same build at a whole-MHz clock 3% under it (which the board's PLL
+    makes), and where the critical paths are; the files are kept in OUT.failed."""
+    import boards.commands
+    from boards.build import TimingError
+
+    _, path, _ = small
+
+    def missed(staging, *_args, **_kwargs):
+        (staging / "core.tim").write_text("critical path\n")
+        raise TimingError("timing not met", 46.23, 48.0)
+
+    monkeypatch.setattr(boards.commands, "_build_into", missed)
+    msg = cli_error(capsys, "build", path, "--board", "icebreaker", "-o", tmp_path / "out",
+                    "--verify-images", "5", "--fold", "2x7,3x4,2x3")
+    assert msg.startswith("error: timing not met: achieved Fmax 46.2 MHz, requested 48.0 MHz")
+    assert (f"python -m hwgen build --board icebreaker {path} -o {tmp_path / 'out'} --fold "
+            f"2x7,3x4,2x3 --clock 44;") in msg
+    assert (tmp_path / "out.failed" / "core.tim").exists() and not (tmp_path / "out").exists()
+    made = boards.commands.pll_output_mhz(boards.commands._board("icebreaker"), 44)
+    assert made <= 0.97 * 46.23 < boards.commands.pll_output_mhz(
+        boards.commands._board("icebreaker"), 45)
+
+    def hopeless(staging, *_args, **_kwargs):
+        raise TimingError("timing not met", 9.0, 48.0)
+
+    monkeypatch.setattr(boards.commands, "_build_into", hopeless)
+    msg = cli_error(capsys, "build", path, "--board", "ulx3s-85f", "-o", tmp_path / "out2",
+                    "--verify-images", "5")
+    assert "no lower clock the board's PLL makes is left: try a narrower --fold" in msg
