@@ -13,7 +13,6 @@ reason and left out.
 from __future__ import annotations
 
 import dataclasses
-import re
 import shlex
 from pathlib import Path
 
@@ -25,7 +24,6 @@ PLUMBING = {"dataset", "arch", "method", "epochs", "seed", "out", "checkpoint", 
 # Settings the trainer records in an sbn model's provenance.
 RECORDED = ("nu_schedule", "nu_start", "nu_end", "nu_ramp", "weight_norm", "grad_cap",
             "weight_grad_cap", "hard_phase", "weight_clip", "bn_recal", "grad_clip")
-EPOCH_SECONDS = re.compile(r"^epoch \d+/\d+ .*\(([\d.]+)s\)\s*$")
 PREFIX = "python -m train "
 TEST_IMAGES = 10000
 
@@ -58,6 +56,7 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     from hwgen.errors import UserError
     from hwgen.model import load
     from train.cli import config_from_argv
+    from train.epoch_log import epoch_seconds
 
     try:
         prov = load(path).provenance
@@ -82,8 +81,7 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     if not all(isinstance(prov.get(k), float) for k in ("test_accuracy", "soft_test_accuracy")):
         return "no test accuracies in its provenance"
     log = path.with_suffix(".log")
-    times = ([float(m.group(1)) for m in map(EPOCH_SECONDS.match, log.read_text().splitlines())
-              if m] if log.exists() else [])
+    times = epoch_seconds(log.read_text()) if log.exists() else []
     exported, soft = prov["test_accuracy"], prov["soft_test_accuracy"]
     row = {"arch": cfg.arch, "epochs": cfg.epochs, "method": cfg.method, "variant": variant,
            "seed": cfg.seed, "exported_accuracy": exported,

@@ -72,7 +72,7 @@ def plan_for_board(model_path: Path, board, fold: str | None, lanes: int | None,
     model = model_io.load(model_path)
     folds = None if fold in (None, "auto") else parse_fold(fold, model)
     budget = _budget(board, model.input.size, clock_mhz or board.default_clock_mhz,
-                     baud or 1_000_000)
+                     baud or protocol.DEFAULT_BAUD)
     net = plan(model, folds, lanes=lanes, budget=budget)
     return model, net, module_name(Path(model_path).stem)
 
@@ -264,7 +264,7 @@ def timing_advice(err: TimingError, args, board) -> str:
     for flag, value in (("-o", args.output), ("--fold", args.fold), ("--lanes", args.lanes)):
         if value is not None:
             words += [flag, str(value)]
-    if args.baud != 1_000_000:
+    if args.baud != protocol.DEFAULT_BAUD:
         words += ["--baud", str(args.baud)]
     words += ["--clock", str(mhz)]
     return (f"{head}; this asks for {mhz} MHz (the PLL makes {pll_output_mhz(board, mhz):.2f}), "
@@ -407,7 +407,8 @@ def register(sub, add_image_source) -> None:
                    help="output folder (default build/<model>-<board>)")
     p.add_argument("--clock", type=float, metavar="MHZ", help="requested clock (default: the "
                    "board's, 48 MHz on the iCEBreaker)")
-    p.add_argument("--baud", type=int, default=1_000_000, help="UART baud (default 1000000)")
+    p.add_argument("--baud", type=int, default=protocol.DEFAULT_BAUD,
+                   help=f"UART baud (default {protocol.DEFAULT_BAUD})")
     p.add_argument("--fold", metavar="FOLD", help="PExSIMD per layer, or JSON (default: "
                    "balanced within the board's budget)")
     p.add_argument("--lanes", type=int, metavar="P", help="input values per beat")
@@ -429,7 +430,7 @@ def register(sub, add_image_source) -> None:
     p.add_argument("--sim", action="store_true", help="use the simulated board (Verilator)")
     p.add_argument("--board", default="icebreaker", choices=sorted(BOARDS),
                    help="board whose fold --sim reproduces (default icebreaker)")
-    p.add_argument("--baud", type=int, default=1_000_000)
+    p.add_argument("--baud", type=int, default=protocol.DEFAULT_BAUD)
     p.add_argument("--fold", metavar="FOLD")
     p.add_argument("--lanes", type=int, metavar="P")
     add_image_source(p, required=False)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 SYNC = b"\xa5\x5a"
 PROTOCOL_VERSION = 1
+DEFAULT_BAUD = 1_000_000  # the link rate the board commands use unless told otherwise
 
 CMD_PING = 0x00       # LEN must be 0; reply STATUS_OK with CLASS = PROTOCOL_VERSION
 CMD_CLASSIFY = 0x01   # LEN = the model's input value count; one byte per value

@@ -36,7 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) .*\(([\d.]+)s\)\s*$")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from train.epoch_log import epoch_seconds  # noqa: E402  (torch-free)
+
 FINAL_LINE = re.compile(r"exported .*?([\d.]+)%")
 
 
@@ -80,9 +82,9 @@ def launch(args: list[str], log: Path, threads: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
 
 
-def epoch_seconds(log: Path) -> float | None:
-    times = [float(m.group(3)) for m in map(EPOCH_LINE.match, log.read_text().splitlines())
-             if m]
+def slowest_epoch(log: Path) -> float | None:
+    """The longest epoch a run's log reports, or None when it reports none."""
+    times = epoch_seconds(log.read_text())
     # The log rounds to 0.1 s: a tiny run may print 0.0.
     return max(0.1, max(times)) if times else None
 
@@ -144,7 +146,7 @@ def main() -> int:
              for name, args, _ in runs}
     for proc in procs.values():
         proc.wait()
-    speed = {name: epoch_seconds(cal_dir / f"{name}.log") for name, _, _ in runs}
+    speed = {name: slowest_epoch(cal_dir / f"{name}.log") for name, _, _ in runs}
     speed = {name: None if t is None else t * scales[name] for name, t in speed.items()}
     left = a.budget - (time.time() - start) - a.margin
     print(f"calibration took {time.time() - start:.0f} s; {left:.0f} s left for training",

@@ -373,6 +373,7 @@ def train(cfg: TrainConfig) -> dict:
                 diag = (" frozen w " + "/".join(f"{100 * f:.0f}" for f in record["frozen"])
                         + "% alive a " + "/".join(f"{100 * a:.0f}" for a in record["alive"])
                         + "%")
+            # parsed back by train.epoch_log: keep "epoch E/N ... (S.Ss)"
             _log(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} train "
                  f"{100 * record['train_acc']:.2f}% test {100 * record['test_acc']:.2f}%"
                  f"{hard} nu {nu:.4g}{diag}"
