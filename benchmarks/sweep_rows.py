@@ -61,7 +61,7 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     try:
         prov = load(path).provenance
     except (OSError, UserError) as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ValueError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
     command = prov.get("command", "")
     if not isinstance(command, str) or not command.startswith(PREFIX):
         return "no 'python -m train' command in its provenance"
@@ -81,7 +81,11 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     if not all(isinstance(prov.get(k), float) for k in ("test_accuracy", "soft_test_accuracy")):
         return "no test accuracies in its provenance"
     log = path.with_suffix(".log")
-    times = epoch_seconds(log.read_text()) if log.exists() else []
+    try:
+        times = epoch_seconds(log.read_text()) if log.exists() else []
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{log}: not a readable training log ({err.__class__.__name__})") \
+            from None
     exported, soft = prov["test_accuracy"], prov["soft_test_accuracy"]
     row = {"arch": cfg.arch, "epochs": cfg.epochs, "method": cfg.method, "variant": variant,
            "seed": cfg.seed, "exported_accuracy": exported,

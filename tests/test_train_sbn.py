@@ -383,3 +383,21 @@ def test_sweep_folder_rows(data_dir, tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and missing.stderr.startswith("error: ")
     assert len(missing.stderr.strip().splitlines()) == 1
+    # an unreadable log or model file is one error line naming it, and nothing is written
+    (sweep / "a.log").write_bytes(b"\xe0\xff" * 50)
+    results.unlink()
+    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
+                          str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode != 0 and not results.exists()
+    assert bad.stderr.strip().splitlines() == [
+        f"error: {sweep / 'a.log'}: not a readable training log (UnicodeDecodeError)"]
+    (sweep / "a.log").unlink()
+    (sweep / "a.npz").write_bytes(b"not a zip")
+    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
+                          str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode != 0 and not results.exists()
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {sweep / 'a.npz'}: not a readable")
+    assert lines[0].count(str(sweep / "a.npz")) == 1
