@@ -1,6 +1,8 @@
 """Image datasets, NumPy only (shared by ``hwgen`` and ``train``).
 
-- :func:`read_idx` reads an IDX file (the MNIST family's format), gzip-compressed or raw.
+- :func:`~hwgen.idx.read_idx` (re-exported here) reads an IDX file (the MNIST family's
+  format), gzip-compressed or raw, bounded and checked; :func:`load_idx_pair` adds the
+  rules for images and labels (at least one image, integer labels >= 0, one per image).
 - :func:`read_cifar_batch` reads one CIFAR-10 "python version" batch file (a pickle) with a
   restricted unpickler that can build nothing but dicts, lists, strings, numbers and uint8
   NumPy arrays (see :class:`_CifarUnpickler`); no user file is ever unpickled freely.
@@ -18,7 +20,6 @@ installs ``/usr/share/datasets/fashion-mnist``). In each folder ``<dir>/`` and
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import pickle
@@ -28,40 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
+from .files import open_regular
+from .idx import read_idx, write_idx
 
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
-}
-_MAX_IDX_BYTES = 1 << 31
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """An IDX file as a NumPy array (gzip detected by its magic bytes, not by the name)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-        opener = gzip.open if head == b"\x1f\x8b" else open
-        with opener(path, "rb") as f:
-            data = f.read(_MAX_IDX_BYTES + 1)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such file") from None
-    except (OSError, EOFError) as err:
-        raise DatasetError(f"{path}: cannot read ({err})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DatasetError(f"{path}: not an IDX file (bad magic number)")
-    dtype, ndim = _IDX_DTYPES[data[2]], data[3]
-    if ndim < 1 or len(data) < 4 + 4 * ndim:
-        raise DatasetError(f"{path}: IDX header is truncated")
-    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    body = data[4 + 4 * ndim:]
-    if len(body) != expected:
-        raise DatasetError(f"{path}: IDX header says {list(dims)} ({expected} bytes) but the "
-                           f"file holds {len(body)} bytes")
-    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
-
+__all__ = ["DATASETS", "DatasetInfo", "dataset_folders", "load_cifar_batches", "load_dataset",
+           "load_idx_pair", "read_cifar_batch", "read_idx", "write_idx"]
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -154,7 +126,13 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
 
 
 def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
-    """Images ``[K, 1, H, W]`` (a channel axis is added to 3-D IDX images) and labels or None."""
+    """Images ``[K, 1, H, W]`` (a channel axis is added to 3-D IDX images) and labels or None.
+
+    Both files are read with :func:`~hwgen.idx.read_idx`. Raises :class:`DatasetError` when
+    the images are not ``[K, N]``, ``[K, H, W]`` or ``[K, C, H, W]`` with ``K >= 1``, or the
+    labels are not 1-D integers (IDX types 08/09/0B/0C; float labels are refused, NaN or
+    not) in ``[0, 2**31)``, one per image.
+    """
     images = read_idx(images_path)
     if images.ndim == 3:
         images = images[:, None]
@@ -163,34 +141,30 @@ def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
     if images.ndim != 4:
         raise DatasetError(f"{images_path}: expected images [K, H, W] or [K, C, H, W], got "
                            f"{list(images.shape)}")
+    if images.shape[0] == 0:
+        raise DatasetError(f"{images_path}: holds no images (the IDX header says "
+                           f"{list(images.shape)})")
     labels = None
     if labels_path is not None:
         labels = read_idx(labels_path)
         if labels.ndim != 1:
             raise DatasetError(f"{labels_path}: labels must be 1-D, got {list(labels.shape)}")
+        if labels.dtype.kind not in "iu":
+            raise DatasetError(f"{labels_path}: labels must be integers, got "
+                               f"{labels.dtype.name} values")
         if labels.shape[0] != images.shape[0]:
             raise DatasetError(f"{labels_path}: {labels.shape[0]} labels for "
                                f"{images.shape[0]} images in {images_path}")
         labels = labels.astype(np.int64)
+        if labels.min() < 0:
+            raise DatasetError(f"{labels_path}: label {int(labels.min())} is negative; labels "
+                               f"are class indices")
     if limit is not None:
         if limit < 1:
             raise DatasetError(f"--limit must be at least 1, got {limit}")
         images = images[:limit]
         labels = None if labels is None else labels[:limit]
     return images, labels
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` (uint8 or int8, any shape) as an IDX file, gzip if the name ends in .gz."""
-    array = np.ascontiguousarray(array)
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
-    if array.dtype not in codes:
-        raise ValueError(f"write_idx supports uint8 and int8, got {array.dtype}")
-    header = bytes([0, 0, codes[array.dtype], array.ndim])
-    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.tobytes())
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -288,12 +262,10 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, DatasetError) as f:
             raw = f.read(_MAX_CIFAR_BATCH_BYTES + 1)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such file") from None
     except OSError as err:
-        raise DatasetError(f"{path}: cannot read ({err})") from None
+        raise DatasetError(f"{path}: cannot read ({err.strerror or err})") from None
     if len(raw) > _MAX_CIFAR_BATCH_BYTES:
         raise DatasetError(f"{path}: larger than {_MAX_CIFAR_BATCH_BYTES >> 20} MiB, not a "
                            f"CIFAR-10 batch")
@@ -343,4 +315,6 @@ def load_cifar_batches(paths, limit: int | None = None) -> tuple[np.ndarray, np.
             break
     images = np.concatenate(images)[:limit]
     labels = np.concatenate(labels)[:limit]
+    if not len(images):
+        raise DatasetError(f"{', '.join(str(p) for p in paths)}: hold no images")
     return images, labels

@@ -5,28 +5,41 @@ A :class:`Model` is an :class:`InputSpec`, a list of layers (:class:`Dense`, :cl
 an exact integer. :func:`load` reads and validates a file; it never unpickles anything and
 raises :class:`~hwgen.errors.ModelFormatError` with a one-line message naming the key or
 layer at fault. :func:`save` validates and writes atomically.
+
+Files are read by :func:`hwgen.archive.read_npz` (bounded: 256 MiB of arrays by default,
+``load(..., max_bytes=)`` or ``$SBN_MAX_MODEL_BYTES`` to change it) and the graph JSON by
+:func:`hwgen.jsontext.parse_json` (at most :data:`MAX_GRAPH_CHARS` characters, nesting at
+most 64 deep). :func:`validate` also bounds what the tools can build and run: see
+:data:`MAX_SPATIAL` and the limits below it.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import tempfile
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .archive import read_npz
 from .errors import ModelFormatError
+from .jsontext import parse_json
+from .names import class_name_problem
 
 FORMAT_NAME = "sbn-model"
 FORMAT_VERSION = 1
 MAX_INPUT_BITS = 24
-MAX_ARCHIVE_BYTES = 2 << 30  # refuse archives that would unpack to more than 2 GiB
+# What the tools can build and run; validate() refuses models beyond these, naming the key.
+MAX_SPATIAL = 4096  # height and width of every activation, every kernel, stride and padding
+MAX_INPUT_CHANNELS = 1024
+MAX_ACTIVATION = 1 << 24  # values of one image's activation after any layer (or the input)
+MAX_TOTAL_ACTIVATION = 1 << 26  # those summed over the input and every layer's output
+MAX_WEIGHTS = 1 << 26  # weights summed over all layers
+MAX_LAYERS = 1024
+MAX_GRAPH_CHARS = 1 << 22  # the graph JSON, provenance included
 
 Shape = tuple[int, int, int]
 
@@ -189,6 +202,12 @@ def signed_width(lo: int, hi: int) -> int:
 # ----------------------------------------------------------------------------- validation
 
 
+def _short(value) -> str:
+    """``repr(value)`` cut to 60 characters, for messages that quote what a file holds."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _fail(where: str, message: str):
     raise ModelFormatError(f"{where}: {message}" if where else message)
 
@@ -213,31 +232,80 @@ def _check_pm1(where: str, name: str, array: np.ndarray):
 def _check_pair(where: str, name: str, value, minimum: int):
     if (not isinstance(value, (tuple, list)) or len(value) != 2
             or not all(_is_int(v) for v in value)):
-        _fail(where, f"{name} must be a pair of integers, got {value!r}")
+        _fail(where, f"{name} must be a pair of integers, got {_short(value)}")
     if min(value) < minimum:
-        _fail(where, f"{name} must be at least {minimum}, got {list(value)}")
+        _fail(where, f"{name} must be at least {minimum}, got {_short(list(value))}")
 
 
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _check_limit(where: str, name: str, value, limit: int):
+    if max(value) > limit:
+        _fail(where, f"{name} {_short(list(value))} is above the limit of {limit}")
+
+
+class _Budget:
+    """Running totals of activation values and weights against MAX_TOTAL_ACTIVATION and
+    MAX_WEIGHTS (exact Python integers: no overflow, however large the declared shapes)."""
+
+    def __init__(self):
+        self.activations = self.weights = 0
+
+    def activation(self, where: str, name: str, shape: Shape):
+        if shape[1] > MAX_SPATIAL or shape[2] > MAX_SPATIAL:
+            _fail(where, f"{name} {_short(list(shape))} is larger than "
+                         f"{MAX_SPATIAL}x{MAX_SPATIAL}")
+        values = math.prod(shape)
+        if values > MAX_ACTIVATION:
+            _fail(where, f"{name} {_short(list(shape))} has {values} values, more than the "
+                         f"limit of {MAX_ACTIVATION} per image")
+        self.activations += values
+        if self.activations > MAX_TOTAL_ACTIVATION:
+            _fail(where, f"activations up to here hold {self.activations} values per image, "
+                         f"more than the limit of {MAX_TOTAL_ACTIVATION}")
+
+    def weight(self, where: str, weight: np.ndarray):
+        self.weights += weight.size
+        if self.weights > MAX_WEIGHTS:
+            _fail(where, f"weights up to here number {self.weights}, more than the limit of "
+                         f"{MAX_WEIGHTS}")
+
+
 def validate(model: Model) -> None:
-    """Check every rule of format version 1; raise :class:`ModelFormatError` on the first break."""
+    """Check every rule of format version 1; raise :class:`ModelFormatError` on the first break.
+
+    Beyond the format, it refuses what the tools cannot build or run: an input with more
+    than :data:`MAX_INPUT_CHANNELS` channels; any activation (the input included) higher or
+    wider than :data:`MAX_SPATIAL` or holding more than :data:`MAX_ACTIVATION` values, or
+    all of them together more than :data:`MAX_TOTAL_ACTIVATION`; more than
+    :data:`MAX_WEIGHTS` weights or :data:`MAX_LAYERS` layers; a stride or conv kernel above
+    :data:`MAX_SPATIAL`; and a padded conv input above those limits (as high, wide or
+    large).
+    """
     spec = model.input
     if (not isinstance(spec.shape, tuple) or len(spec.shape) != 3
             or not all(_is_int(d) for d in spec.shape)):
-        _fail("input", f"shape must be [C, H, W] of integers, got {spec.shape!r}")
+        _fail("input", f"shape must be [C, H, W] of integers, got {_short(spec.shape)}")
     if min(spec.shape) < 1:
-        _fail("input", f"shape {list(spec.shape)} has a dimension below 1")
+        _fail("input", f"shape {_short(list(spec.shape))} has a dimension below 1")
+    if spec.shape[0] > MAX_INPUT_CHANNELS:
+        _fail("input", f"shape {_short(list(spec.shape))} has more than "
+                       f"{MAX_INPUT_CHANNELS} channels")
+    budget = _Budget()
+    budget.activation("input", "shape", spec.shape)
     if not _is_int(spec.bits) or not 1 <= spec.bits <= MAX_INPUT_BITS:
-        _fail("input", f"bits must be an integer in [1, {MAX_INPUT_BITS}], got {spec.bits!r}")
+        _fail("input", f"bits must be an integer in [1, {MAX_INPUT_BITS}], "
+                       f"got {_short(spec.bits)}")
     if spec.binarize_at is not None and (not _is_int(spec.binarize_at)
                                          or not 0 <= spec.binarize_at <= spec.max_value + 1):
         _fail("input", f"binarize_at must be null or an integer in [0, {spec.max_value + 1}], "
-                       f"got {spec.binarize_at!r}")
+                       f"got {_short(spec.binarize_at)}")
     if not model.layers:
         _fail("graph", "layers is empty; the last layer must be a dense output layer")
+    if len(model.layers) > MAX_LAYERS:
+        _fail("graph", f"{len(model.layers)} layers, more than the limit of {MAX_LAYERS}")
 
     shape = spec.shape
     binary = spec.binary
@@ -252,6 +320,7 @@ def validate(model: Model) -> None:
             _check_array(where, "weight", layer.weight, ("int8",), (m, n))
             if m < 1:
                 _fail(where, "weight has no output channels")
+            budget.weight(where, layer.weight)
             _check_pm1(where, "weight", layer.weight)
             if layer.is_output:
                 if not last:
@@ -274,12 +343,16 @@ def validate(model: Model) -> None:
             _check_array(where, "weight", layer.weight, ("int8",), (cout, shape[0], kh, kw))
             if min(cout, kh, kw) < 1:
                 _fail(where, f"weight shape {list(layer.weight.shape)} has a zero dimension")
+            budget.weight(where, layer.weight)
             _check_pm1(where, "weight", layer.weight)
             _check_threshold_sign(where, layer, cout)
             _check_pair(where, "stride", layer.stride, 1)
             _check_pair(where, "padding", layer.padding, 0)
+            _check_limit(where, "stride", layer.stride, MAX_SPATIAL)
+            _check_limit(where, "kernel", (kh, kw), MAX_SPATIAL)
+            _check_limit(where, "padding", layer.padding, MAX_SPATIAL)
             if not _is_int(layer.pad_value):
-                _fail(where, f"pad_value must be an integer, got {layer.pad_value!r}")
+                _fail(where, f"pad_value must be an integer, got {_short(layer.pad_value)}")
             if binary and layer.pad_value not in (-1, 1):
                 _fail(where, f"pad_value {layer.pad_value} on binary input must be -1 or +1")
             if not binary and not 0 <= layer.pad_value <= spec.max_value:
@@ -290,11 +363,20 @@ def validate(model: Model) -> None:
                 if size + 2 * p < k:
                     _fail(where, f"kernel {axis} {k} exceeds the padded input {axis} "
                                  f"{size + 2 * p}")
+                if size + 2 * p > MAX_SPATIAL:
+                    _fail(where, f"the padded input {axis} {size + 2 * p} is above the limit "
+                                 f"of {MAX_SPATIAL}")
+            padded = shape[0] * (shape[1] + 2 * layer.padding[0]) * (shape[2]
+                                                                     + 2 * layer.padding[1])
+            if padded > MAX_ACTIVATION:
+                _fail(where, f"the padded input holds {padded} values, above the limit of "
+                             f"{MAX_ACTIVATION}")
         elif isinstance(layer, MaxPool2d):
             if last:
                 _fail(where, "the last layer must be a dense output layer")
             _check_pair(where, "kernel", layer.kernel, 1)
             _check_pair(where, "stride", layer.stride, 1)
+            _check_limit(where, "stride", layer.stride, MAX_SPATIAL)
             if not binary:
                 _fail(where, "maxpool2d needs binary input; set input.binarize_at or put a "
                              "conv2d/dense layer first")
@@ -304,11 +386,16 @@ def validate(model: Model) -> None:
         else:
             _fail(where, f"unknown layer type {type(layer).__name__}")
         shape = output_shape(layer, shape)
+        budget.activation(where, "output", shape)
         binary = True
 
     if (not isinstance(model.classes, list)
             or not all(isinstance(c, str) for c in model.classes)):
         _fail("graph", "classes must be a list of strings")
+    for i, name in enumerate(model.classes):
+        problem = class_name_problem(name)
+        if problem:
+            _fail("graph", f"classes[{i}] {problem}")
     if len(model.classes) != shape[0]:
         _fail("graph", f"classes has {len(model.classes)} names but the output layer has "
                        f"{shape[0]} outputs")
@@ -328,53 +415,20 @@ def _check_threshold_sign(where: str, layer, m: int):
 # ----------------------------------------------------------------------------- loading
 
 
-def load(path: str | os.PathLike) -> Model:
-    """Read and validate a model file. Raises :class:`ModelFormatError` naming what is wrong."""
+def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> Model:
+    """Read and validate a model file. Raises :class:`ModelFormatError` naming what is wrong.
+
+    The archive is read by :func:`hwgen.archive.read_npz` with at most ``max_bytes`` of
+    arrays in all (default 256 MiB, or ``$SBN_MAX_MODEL_BYTES``); ``format`` and ``version``
+    may hold at most 4 KiB and ``graph`` at most :data:`MAX_GRAPH_CHARS` characters.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ModelFormatError(f"{path}: no such model file")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            arrays = _read_archive(archive)
-    except ModelFormatError as err:
-        raise ModelFormatError(f"{path}: {err}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
-        raise ModelFormatError(f"{path}: not a readable .npz archive ({err})") from None
+    caps = {"format": 4096, "version": 4096, "graph": 4 * MAX_GRAPH_CHARS + 4096}
+    arrays = read_npz(path, max_bytes=max_bytes, caps=caps)
     try:
         return from_arrays(arrays)
     except ModelFormatError as err:
         raise ModelFormatError(f"{path}: {err}") from None
-
-
-def _read_archive(archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
-    """Every member of an .npz as an array; refuses object arrays without unpickling them."""
-    infos = archive.infolist()
-    if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
-        raise ModelFormatError(f"archive unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB")
-    arrays = {}
-    for info in infos:
-        if not info.filename.endswith(".npy"):
-            raise ModelFormatError(f"member {info.filename!r} is not a .npy array")
-        key = info.filename[:-4]
-        with archive.open(info) as member:
-            data = member.read()
-        stream = io.BytesIO(data)
-        try:
-            version = np.lib.format.read_magic(stream)
-            header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                      else np.lib.format.read_array_header_2_0)
-            _, _, dtype = header(stream)
-        except ValueError as err:
-            raise ModelFormatError(f"array {key!r} is not a valid .npy ({err})") from None
-        if dtype.hasobject:
-            raise ModelFormatError(f"array {key!r} holds Python objects (needs pickle); "
-                                   f"refusing to load it")
-        stream.seek(0)
-        try:
-            arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)
-        except ValueError as err:
-            raise ModelFormatError(f"array {key!r} is truncated or corrupt ({err})") from None
-    return arrays
 
 
 def _scalar_str(arrays: dict, key: str) -> str:
@@ -397,7 +451,7 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Model:
     """Build and validate a :class:`Model` from the arrays of an .npz archive."""
     fmt = _scalar_str(arrays, "format")
     if fmt != FORMAT_NAME:
-        raise ModelFormatError(f"format is {fmt!r}, expected {FORMAT_NAME!r}")
+        raise ModelFormatError(f"format is {_short(fmt)}, expected {FORMAT_NAME!r}")
     if "version" not in arrays:
         raise ModelFormatError("missing key 'version'")
     version = arrays["version"]
@@ -410,15 +464,8 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Model:
     if version != FORMAT_VERSION:
         raise ModelFormatError(f"version {version} is not a valid format version")
     text = _scalar_str(arrays, "graph")
-    try:
-        graph = json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as err:
-        raise ModelFormatError(f"graph is not valid JSON ({err})") from None
+    graph = parse_json(text, "graph", max_chars=MAX_GRAPH_CHARS, error=ModelFormatError)
     return _from_graph(graph, arrays).validate()
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not allowed")
 
 
 def _get(where: str, obj: dict, key: str, default=KeyError):
@@ -434,7 +481,7 @@ def _expect_keys(where: str, obj, allowed: set[str]):
         _fail(where, f"must be a JSON object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        _fail(where, f"unknown key {unknown[0]!r}")
+        _fail(where, f"unknown key {_short(unknown[0])}")
 
 
 def _array(where: str, arrays: dict, obj: dict, role: str, optional: bool = False):
@@ -444,16 +491,16 @@ def _array(where: str, arrays: dict, obj: dict, role: str, optional: bool = Fals
             return None
         _fail(where, f"{role} must name an array")
     if not isinstance(key, str):
-        _fail(where, f"{role} must be an array name (string), got {key!r}")
+        _fail(where, f"{role} must be an array name (string), got {_short(key)}")
     if key not in arrays:
-        _fail(where, f"{role} names array {key!r}, which is missing from the file")
+        _fail(where, f"{role} names array {_short(key)}, which is missing from the file")
     return arrays[key]
 
 
 def _pair(where: str, obj: dict, key: str):
     value = _get(where, obj, key)
     if not isinstance(value, list) or len(value) != 2 or not all(_is_int(v) for v in value):
-        _fail(where, f"{key} must be a pair of integers, got {value!r}")
+        _fail(where, f"{key} must be a pair of integers, got {_short(value)}")
     return tuple(value)
 
 
@@ -470,20 +517,26 @@ def _from_graph(graph, arrays: dict) -> Model:
     _expect_keys("input", spec, {"shape", "bits", "binarize_at"})
     shape = _get("input", spec, "shape")
     if not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(d) for d in shape):
-        _fail("input", f"shape must be [C, H, W] of integers, got {shape!r}")
+        _fail("input", f"shape must be [C, H, W] of integers, got {_short(shape)}")
     model_input = InputSpec(tuple(shape), _get("input", spec, "bits"),
                             _get("input", spec, "binarize_at", None))
     layers_json = _get("graph", graph, "layers")
     if not isinstance(layers_json, list):
         _fail("graph", "layers must be a list")
+    if len(layers_json) > MAX_LAYERS:
+        _fail("graph", f"{len(layers_json)} layers, more than the limit of {MAX_LAYERS}")
     layers = []
     for index, obj in enumerate(layers_json):
         if not isinstance(obj, dict):
             _fail(f"layer {index}", "must be a JSON object")
         op = obj.get("op")
+        if not isinstance(op, str):
+            _fail(f"layer {index}", f"op must be a string naming the layer type "
+                                    f"({', '.join(_LAYER_KEYS)}), got {_short(op)}")
         where = f"layer {index} ({op})"
         if op not in _LAYER_KEYS:
-            _fail(f"layer {index}", f"unknown op {op!r} (known: {', '.join(_LAYER_KEYS)})")
+            _fail(f"layer {index}",
+                  f"unknown op {_short(op)} (known: {', '.join(_LAYER_KEYS)})")
         _expect_keys(where, obj, _LAYER_KEYS[op])
         if op == "dense":
             layers.append(Dense(

@@ -1,0 +1,96 @@
+"""Opening input files the user names, without trusting them: regular files, bounded reads.
+
+- :func:`open_regular` opens a regular file (after symlinks) for binary reading, and refuses
+  directories, FIFOs, sockets and devices (``/dev/zero``) without ever blocking on them.
+- :func:`read_upto` reads at most a given number of bytes, in chunks, into one buffer of
+  that size (so the caller decides, after checking a header, what may be allocated).
+- :func:`size_limit` is a byte limit that an environment variable may override.
+
+Every failure raises the caller's :class:`~hwgen.errors.UserError` subclass with a one-line
+message naming the path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import UserError
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+_CHUNK = 1 << 20  # bytes per read in read_bounded
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: str | os.PathLike, error: type[UserError] = UserError,
+                 what: str = "file") -> BinaryIO:
+    """``path`` opened for binary reading; it must be a regular file (symlinks followed).
+
+    Raises ``error`` (one line naming ``path``) when it is missing (``no such <what>``),
+    unreadable, or a directory, FIFO, socket or device. The file is opened non-blocking and
+    checked again with ``fstat`` on the open descriptor, so a FIFO or device swapped in
+    after the first check is refused too, and nothing ever waits for a FIFO's writer.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
+        raise error(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{path}: is {_kind(mode)}, not a regular {what}")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: is {_kind(mode)}, not a regular {what}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_upto(stream: BinaryIO, size: int) -> bytearray:
+    """The next ``size`` bytes of ``stream``, fewer if it ends first; never reads more.
+
+    Reads (decompresses, for a compressed stream) in chunks of 1 MiB into one buffer, so a
+    stream that lies about its length costs no more than ``size`` bytes of memory; to see
+    whether more follows, read one more byte.
+    """
+    buffer = bytearray(size)
+    got = 0
+    with memoryview(buffer) as view:
+        while got < size:
+            n = stream.readinto(view[got:min(size, got + _CHUNK)])
+            if not n:
+                break
+            got += n
+    del buffer[got:]
+    return buffer
+
+
+def size_limit(variable: str, default: int, error: type[UserError] = UserError) -> int:
+    """``$variable`` as a positive integer number of bytes when set, else ``default``."""
+    text = os.environ.get(variable)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise error(f"${variable} must be a positive whole number of bytes, got {text!r}")
+    return value

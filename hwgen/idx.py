@@ -1,0 +1,102 @@
+"""IDX files (the MNIST family's format), gzip-compressed or raw: one bounded reader, a writer.
+
+An IDX file is ``00 00 TYPE NDIM``, then NDIM big-endian uint32 dimensions, then the values
+in row-major order. :func:`read_idx` reads one under these rules, each failure one line
+(:class:`~hwgen.errors.DatasetError`) naming the file:
+
+- the path is a regular file (a FIFO, device such as ``/dev/zero`` or directory is refused
+  without being opened for reading);
+- gzip is detected by its magic bytes, not by the name;
+- TYPE is one of ``08`` (uint8), ``09`` (int8), ``0B`` (int16), ``0C`` (int32), ``0D``
+  (float32), ``0E`` (float64); NDIM is 1 to 4 (images and labels need no more);
+- the data size the header declares (exact Python integers, so ``[2**31, 2**31, 4]``
+  cannot overflow) is at most ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, 256 MiB,
+  or ``$SBN_MAX_IDX_BYTES``), and only then allocated;
+- the data is exactly that size: a raw file's length is checked before reading, and a gzip
+  stream is never decompressed past the declared size + 1 byte; a corrupt or truncated gzip
+  stream is refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+from .files import open_regular, read_upto, size_limit
+
+IDX_DTYPES = {
+    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+}
+MAX_NDIM = 4
+DEFAULT_MAX_BYTES = 256 << 20
+MAX_BYTES_VARIABLE = "SBN_MAX_IDX_BYTES"
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarray:
+    """An IDX file as a NumPy array in native byte order, under the rules above."""
+    path = Path(path)
+    limit = (size_limit(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, DatasetError)
+             if max_bytes is None else max_bytes)
+    with open_regular(path, DatasetError) as raw:
+        try:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            if gzipped:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                    return _read(path, stream, None, limit)
+            return _read(path, raw, os.fstat(raw.fileno()).st_size, limit)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+            raise DatasetError(f"{path}: cannot read (corrupt or truncated gzip stream: "
+                               f"{err})") from None
+        except OSError as err:
+            raise DatasetError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _read(path: Path, stream, file_size: int | None, limit: int) -> np.ndarray:
+    """Header, then data, from ``stream``; ``file_size`` is known for raw files only."""
+    magic = read_upto(stream, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
+        raise DatasetError(f"{path}: not an IDX file (bad magic number)")
+    dtype, ndim = IDX_DTYPES[magic[2]], magic[3]
+    if not 1 <= ndim <= MAX_NDIM:
+        raise DatasetError(f"{path}: IDX header declares {ndim} dimensions; images and labels "
+                           f"have 1 to {MAX_NDIM}")
+    head = read_upto(stream, 4 * ndim)
+    if len(head) < 4 * ndim:
+        raise DatasetError(f"{path}: IDX header is truncated")
+    dims = [int.from_bytes(head[4 * i:4 * i + 4], "big") for i in range(ndim)]
+    expected = math.prod(dims) * dtype.itemsize
+    if expected > limit:
+        raise DatasetError(f"{path}: IDX header says {dims} ({expected} bytes), more than the "
+                           f"limit of {limit} bytes (${MAX_BYTES_VARIABLE} raises it)")
+    if file_size is not None and file_size - 4 - 4 * ndim != expected:
+        raise DatasetError(f"{path}: IDX header says {dims} ({expected} bytes) but the file "
+                           f"holds {file_size - 4 - 4 * ndim} bytes")
+    data = read_upto(stream, expected)
+    more = len(data) == expected and bool(stream.read(1))  # at most one byte past
+    if len(data) != expected or more:
+        held = f"more than {expected}" if more else str(len(data))
+        raise DatasetError(f"{path}: IDX header says {dims} ({expected} bytes) but the file "
+                           f"holds {held} bytes")
+    array = np.frombuffer(data, dtype=dtype).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` (uint8 or int8, any shape) as an IDX file, gzip if the name ends in .gz."""
+    array = np.ascontiguousarray(array)
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
+    if array.dtype not in codes:
+        raise ValueError(f"write_idx supports uint8 and int8, got {array.dtype}")
+    header = bytes([0, 0, codes[array.dtype], array.ndim])
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())

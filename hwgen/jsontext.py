@@ -1,0 +1,61 @@
+"""Bounded, strict JSON parsing of text that came from a user's file.
+
+:func:`parse_json` refuses, with one line, text longer than ``max_chars``, nesting deeper
+than ``max_depth`` (checked by a scan *before* parsing, so deep nesting can never reach
+Python's recursion limit), and anything that is not strict JSON (``NaN``, ``Infinity``,
+numbers that overflow to infinity such as ``1e999``, integers of more than 4300 digits).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+
+from .errors import UserError
+
+MAX_DEPTH = 64
+# A string runs to its closing quote or, unterminated, to the end of the text: the pattern
+# always matches where it starts, so it never backtracks and the scan stays linear.
+_STRING = re.compile(r'"(?:[^"\\]|\\[\s\S]?)*(?:"|\Z)')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` in ``text``, outside JSON strings.
+
+    Linear in ``len(text)`` (two regular-expression passes and a NumPy running sum)."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode("ascii")
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return max(0, int(np.cumsum(steps).max()))
+
+
+def parse_json(text: str, what: str, *, max_chars: int, max_depth: int = MAX_DEPTH,
+               error: type[UserError] = UserError):
+    """``json.loads(text)`` within the limits above; raises ``error`` naming ``what``."""
+    if len(text) > max_chars:
+        raise error(f"{what} is {len(text)} characters, more than the limit of {max_chars}")
+    depth = nesting_depth(text)
+    if depth > max_depth:
+        raise error(f"{what} nests {depth} levels deep, more than the limit of {max_depth}")
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise error(f"{what} is not valid JSON ({first})") from None
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} does not fit a finite float")
+    return value

@@ -1,0 +1,587 @@
+"""Hostile model archives, graphs, declared shapes and image/label files (issue 16, 1/3/4).
+
+Every case must end in the project's user error (one line), quickly and without allocating
+what the file claims; a few also run ``python -m hwgen`` in a child process capped at 1 GiB
+of address space and a timeout, and check: exit 2, exactly one ``error:`` line, no traceback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import resource
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+
+from hwgen import model as model_io
+from hwgen.archive import read_npz
+from hwgen.datasets import load_idx_pair, read_cifar_batch, read_idx, write_idx
+from hwgen.errors import DatasetError, ModelFormatError
+from hwgen.jsontext import nesting_depth
+from hwgen.random_models import conv, dense, pool, random_model
+
+from .conftest import ROOT
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _cap_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+def cli_rejects(*argv, timeout=60) -> str:
+    """Run ``python -m hwgen ARGV`` capped at 1 GiB; expect one ``error:`` line, exit 2."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "hwgen", *map(str, argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          preexec_fn=_cap_memory)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def npy(array) -> bytes:
+    import io
+
+    stream = io.BytesIO()
+    np.lib.format.write_array(stream, np.asarray(array), allow_pickle=False)
+    return stream.getvalue()
+
+
+def npy_header(header: str) -> bytes:
+    """A version 1.0 .npy header holding ``header`` (a dict literal, padded as numpy does)."""
+    text = header.encode("latin1")
+    text += b" " * ((-(10 + len(text) + 1)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+
+
+def member(name, data=b"", method=0, raw=None, **fields) -> dict:
+    """One zip member: ``data`` stored or deflated (``method`` 8), or given ``raw`` bytes.
+    ``fields`` override what the headers say: flags, cd_method, crc, csize, size, offset."""
+    if raw is None:
+        if method == 8:
+            packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+            raw = packer.compress(data) + packer.flush()
+        else:
+            raw = data
+    return dict(dict(name=name, raw=raw, method=method, flags=0, crc=zlib.crc32(data),
+                     csize=len(raw), size=len(data)), **fields)
+
+
+def zip_bytes(members: list[dict]) -> bytes:
+    """A zip archive written field by field, so that every header can lie."""
+    out, central = bytearray(), bytearray()
+    for m in members:
+        name = m["name"].encode()
+        offset = len(out)
+        out += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, m["flags"], m["method"], 0,
+                           0x21, m["crc"], len(m["raw"]), m["size"], len(name), 0)
+        out += name + m["raw"]
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, m["flags"],
+                               m.get("cd_method", m["method"]), 0, 0x21, m["crc"],
+                               m["csize"], m["size"], len(name), 0, 0, 0, 0, 0,
+                               m.get("offset", offset)) + name
+    n = len(members)
+    return bytes(out + central + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n, n,
+                                             len(central), len(out), 0))
+
+
+def small_model():
+    rng = np.random.default_rng(0)
+    return random_model(rng, (1, 6, 6), [conv(3, 3, padding=1, pad_value=1), pool(2),
+                                         dense(4)], classes=3, binarize_at=100)
+
+
+def model_members(graph_change=None, graph_text=None) -> list[dict]:
+    """The members of a valid small model, its graph optionally changed."""
+    arrays = model_io.to_arrays(small_model())
+    graph = json.loads(str(arrays["graph"]))
+    if graph_change:
+        graph_change(graph)
+    text = graph_text if graph_text is not None else json.dumps(graph)
+    arrays["graph"] = np.array(text)
+    return [member(f"{key}.npy", npy(value), 8) for key, value in arrays.items()]
+
+
+def named(members: list[dict], name: str) -> int:
+    return next(i for i, m in enumerate(members) if m["name"] == name)
+
+
+def write_zip(tmp_path, members, name="m.npz"):
+    path = tmp_path / name
+    path.write_bytes(zip_bytes(members))
+    return path
+
+
+def rejects(path, pattern, **kwargs) -> str:
+    with pytest.raises(ModelFormatError) as err:
+        model_io.load(path, **kwargs)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and str(path) in message
+    assert re.search(pattern, message), message
+    return message
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    return model_io.save(small_model(), tmp_path / "good.npz")
+
+
+def test_handmade_zip_of_a_valid_model_loads(tmp_path):
+    """The hand-written zip format of these tests is one the reader accepts when honest."""
+    model = model_io.load(write_zip(tmp_path, model_members()))
+    assert model.classes == small_model().classes
+    arrays = read_npz(write_zip(tmp_path, [member("a.npy", npy(np.arange(5)))], "s.npz"))
+    assert arrays["a"].tolist() == [0, 1, 2, 3, 4] and arrays["a"].flags.writeable
+
+
+# ----------------------------------------------------------------------------- 1: archives
+
+
+@pytest.mark.parametrize("flags", [0x1, 0x41, 0x2000])
+def test_encrypted_member(tmp_path, flags):
+    members = model_members()
+    members[named(members, "graph.npy")]["flags"] = flags
+    rejects(write_zip(tmp_path, members), r"member 'graph.npy' is encrypted")
+
+
+@pytest.mark.parametrize("method", [9, 12, 14, 99])
+def test_unsupported_compression_method(tmp_path, method):
+    members = model_members()
+    members[3]["method"] = method
+    rejects(write_zip(tmp_path, members), rf"uses compression method {method} \(")
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2])
+def test_real_lzma_and_bzip2_members_are_refused_unread(tmp_path, compression):
+    path = tmp_path / "m.npz"
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("format.npy", npy(np.array("sbn-model")))
+    data = bytearray(path.read_bytes())
+    data[60:70] = b"\xff" * 10  # a corrupt stream: never decompressed, so never noticed
+    path.write_bytes(bytes(data))
+    rejects(path, rf"compression method {compression}")
+
+
+def test_lying_directory_size(tmp_path):
+    members = model_members()
+    members[3]["size"] = 0xFFFFFFF0  # ~4 GiB claimed for a tiny member
+    rejects(write_zip(tmp_path, members), r"unpacks to 4294967280 bytes, more than")
+
+
+def test_lying_directory_compressed_size_and_offset(tmp_path):
+    members = model_members()
+    members[3]["csize"] = 10 ** 8
+    rejects(write_zip(tmp_path, members, "a.npz"), r"extends past the end of the file")
+    members = model_members()
+    members[3]["offset"] = 7
+    rejects(write_zip(tmp_path, members, "b.npz"), r"local header does not match")
+    members = model_members()
+    members[3]["cd_method"] = 0
+    members[3]["csize"] = members[3]["size"]
+    rejects(write_zip(tmp_path, members, "c.npz"), r"local header disagrees with the central "
+                                                   r"directory on compression")
+    members = model_members()
+    members[3]["cd_method"] = 0
+    rejects(write_zip(tmp_path, members, "d.npz"), r"stored but its sizes differ")
+
+
+def test_damaged_central_directory(tmp_path, model_path):
+    data = bytearray(model_path.read_bytes())
+    start = data.rindex(b"PK\x01\x02")
+    data[start:start + 4] = b"XXXX"
+    path = tmp_path / "m.npz"
+    path.write_bytes(bytes(data))
+    rejects(path, r"not a readable \.npz archive")
+
+
+def test_member_names(tmp_path):
+    bad = [member("../x.npy", npy(np.arange(3)))]
+    rejects(write_zip(tmp_path, bad, "a.npz"), r"member '../x.npy': an array name must be")
+    twice = [member("a.npy", npy(np.arange(3)))] * 2
+    rejects(write_zip(tmp_path, twice, "b.npz"), r"member 'a.npy' appears twice")
+
+
+def _deflate_bomb(prefix: bytes, mebibytes: int) -> bytes:
+    """Raw deflate of ``prefix`` + ``mebibytes`` MiB of zeros, built in milliseconds."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = packer.compress(prefix) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(bytes(1 << 20)) + packer.flush(zlib.Z_FULL_FLUSH)
+    return head + block * mebibytes + packer.flush(zlib.Z_FINISH)
+
+
+def _bomb_archive(tmp_path, declared: int) -> tuple:
+    header = npy_header(f"{{'descr': '|u1', 'fortran_order': False, 'shape': ({declared},), }}")
+    raw = _deflate_bomb(header, 1024)  # ~1 MB that inflates to 1 GiB
+    bomb = member("bomb.npy", method=8, raw=raw, size=len(header) + declared, crc=0)
+    return write_zip(tmp_path, [bomb], "bomb.npz"), raw
+
+
+def test_zip_bomb_lying_about_its_size_stops_at_the_declared_size(tmp_path):
+    path, raw = _bomb_archive(tmp_path, 1000)
+    assert 900_000 < len(raw) < 1_200_000
+    start = time.perf_counter()
+    rejects(path, r"member 'bomb.npy' inflates past its declared size")
+    assert time.perf_counter() - start < 2
+    assert "inflates past" in cli_rejects("info", path)  # in 1 GiB of address space
+
+
+def test_zip_bomb_declaring_its_size_is_refused_before_inflating(tmp_path):
+    path, _ = _bomb_archive(tmp_path, 1 << 30)
+    start = time.perf_counter()
+    rejects(path, r"member 'bomb.npy' unpacks to \d+ bytes, more than the \d+-byte limit")
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.parametrize("make,pattern", [
+    (lambda raw: b"\xff" * 32, r"corrupt deflate stream"),
+    (lambda raw: raw[:len(raw) // 2], r"deflate stream ends early"),
+    (lambda raw: raw + b"junk", r"data after the end of its deflate stream"),
+])
+def test_corrupt_truncated_or_padded_deflate(tmp_path, make, pattern):
+    members = model_members()
+    index = named(members, "graph.npy")
+    raw = make(members[index]["raw"])
+    members[index] = dict(members[index], raw=raw, csize=len(raw))
+    rejects(write_zip(tmp_path, members), rf"member 'graph.npy'.*{pattern}")
+
+
+def test_crc_mismatch(tmp_path):
+    bad = [member("a.npy", npy(np.arange(3)), crc=12345)]
+    rejects(write_zip(tmp_path, bad), r"member 'a.npy' fails its CRC-32 check")
+
+
+@pytest.mark.parametrize("header,pattern", [
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (10**12,), }",
+     r"not a valid \.npy header"),  # not even a literal
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000000,), }",
+     r"declares \|u1 \[1000000000000\] \(1000000000000 bytes\) but the member holds 4"),
+    ("{'descr': '|V1000000000', 'fortran_order': False, 'shape': (), }",
+     r"has dtype \|V1000000000; a model file holds only integer and string arrays"),
+    ("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", r"has dtype <f4"),
+    ("{'descr': [('a', '<i4')], 'fortran_order': False, 'shape': (1,), }", r"has dtype"),
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': (-4,), }", r"invalid shape"),
+    ("{'descr': '|u1', 'fortran_order': False, 'shape': " + "(" * 5000 + ")" * 5000 + ", }",
+     r"not a valid \.npy header"),
+])
+def test_hostile_npy_headers(tmp_path, header, pattern):
+    bad = [member("l0.weight.npy", npy_header(header) + b"\x01\x02\x03\x04", 8)]
+    start = time.perf_counter()
+    rejects(write_zip(tmp_path, bad), pattern)
+    assert time.perf_counter() - start < 1
+
+
+def test_size_limit_keyword_and_environment(tmp_path, model_path, monkeypatch):
+    rejects(model_path, r"more than the 0.0009\d* MiB limit|unpacks to", max_bytes=1000)
+    assert model_io.load(model_path, max_bytes=1 << 20).classes
+    monkeypatch.setenv("SBN_MAX_MODEL_BYTES", "1000")
+    rejects(model_path, r"SBN_MAX_MODEL_BYTES")
+    monkeypatch.setenv("SBN_MAX_MODEL_BYTES", "lots")
+    with pytest.raises(ModelFormatError, match=r"\$SBN_MAX_MODEL_BYTES must be a positive "
+                                               r"whole number of bytes, got 'lots'"):
+        model_io.load(model_path)
+
+
+@pytest.mark.parametrize("kind", ["directory", "device"])
+def test_model_path_that_is_not_a_regular_file(tmp_path, kind):
+    path = tmp_path if kind == "directory" else "/dev/zero"
+    with pytest.raises(ModelFormatError, match=f"is a {kind}|is a character device"):
+        model_io.load(path)
+
+
+def test_model_path_naming_a_fifo_does_not_block(tmp_path):
+    fifo = tmp_path / "m.npz"
+    os.mkfifo(fifo)
+    assert "is a FIFO, not a regular model file" in cli_rejects("info", fifo, timeout=30)
+
+
+# ----------------------------------------------------------------------------- 1: graph JSON
+
+
+def test_graph_nested_100000_deep(tmp_path):
+    text = '{"input": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = write_zip(tmp_path, model_members(graph_text=text))
+    rejects(path, r"graph nests 100001 levels deep, more than the limit of 64")
+    assert "levels deep" in cli_rejects("info", path)
+
+
+def test_provenance_nested_deep_and_brackets_inside_strings(tmp_path):
+    def deep(graph):
+        graph["provenance"] = {"note": "[[[[" * 100, "x": json.loads("[" * 70 + "]" * 70)}
+
+    rejects(write_zip(tmp_path, model_members(deep)), r"nests 72 levels deep")
+
+    def strings(graph):
+        graph["provenance"] = {"note": "[[{{" * 1000 + '\\"]'}
+
+    assert model_io.load(write_zip(tmp_path, model_members(strings), "ok.npz")).classes
+
+
+@pytest.mark.parametrize("text,depth", [
+    ('["a\\"]", [{}]]', 3), ('"[" [', 1), ('{"a": "\\\\"} [[]]', 2), ("", 0),
+    ('"' + '\\"' * 400_000, 0), ('"' + '\\"' * 400_000 + "\\", 0),  # quadratic for a
+    ("[" * 400_000 + "]" * 400_000, 400_000),                       # naive string regex
+])
+def test_nesting_depth_scan_is_right_and_linear(text, depth):
+    start = time.perf_counter()
+    assert nesting_depth(text) == depth
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.parametrize("times,pattern", [
+    (1, r"graph is \d+ characters, more than the limit of 4194304"),
+    (4, r"member 'graph.npy' unpacks to \d+ bytes, more than the \d+-byte limit \(the most a "
+        r"'graph' member needs\)"),
+])
+def test_graph_too_long(tmp_path, times, pattern):
+    def huge(graph):
+        graph["provenance"] = {"log": "x" * (times * model_io.MAX_GRAPH_CHARS)}
+
+    rejects(write_zip(tmp_path, model_members(huge)), pattern)
+
+
+@pytest.mark.parametrize("change,pattern", [
+    (lambda g: g["layers"][0].update(op=["conv2d"]),
+     r"layer 0: op must be a string naming the layer type .*got \['conv2d'\]"),
+    (lambda g: g["layers"][0].update(op={"a": 1}), r"layer 0: op must be a string"),
+    (lambda g: g["layers"][1].update(op=None), r"layer 1: op must be a string"),
+    (lambda g: g.update(input=[1, 6, 6]), r"input: must be a JSON object"),
+    (lambda g: g["input"].update(shape="1x6x6"), r"input: shape must be \[C, H, W\]"),
+    (lambda g: g["input"].update(bits=8.5), r"input: bits must be an integer"),
+    (lambda g: g["input"].update(bits=True), r"input: bits must be an integer"),
+    (lambda g: g.update(layers={"0": 1}), r"graph: layers must be a list"),
+    (lambda g: g["layers"].__setitem__(0, "conv2d"), r"layer 0: must be a JSON object"),
+    (lambda g: g["layers"][0].update(weight=5), r"layer 0 \(conv2d\): weight must be an "
+                                                r"array name \(string\), got 5"),
+    (lambda g: g["layers"][0].update(stride={"h": 1}), r"stride must be a pair of integers"),
+    (lambda g: g.update(classes="abc"), r"graph: classes must be a list of strings"),
+    (lambda g: g.update(classes=[1, 2, 3]), r"graph: classes must be a list of strings"),
+    (lambda g: g.update(provenance=[1]), r"graph: provenance must be a JSON object"),
+    (lambda g: g.update(layers=g["layers"] * 400), r"graph: 1600 layers, more than the "
+                                                   r"limit of 1024"),
+])
+def test_graph_with_wrong_types(tmp_path, change, pattern):
+    rejects(write_zip(tmp_path, model_members(change)), pattern)
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ('{"input": 1e999}', r"graph is not valid JSON \(1e999 does not fit"),
+    ('{"input": NaN}', r"graph is not valid JSON \(NaN is not allowed"),
+    ('{"input": ' + "9" * 5000 + "}", r"graph is not valid JSON"),
+    ('[', r"graph is not valid JSON"),
+])
+def test_graph_that_is_not_strict_json(tmp_path, text, pattern):
+    rejects(write_zip(tmp_path, model_members(graph_text=text)), pattern)
+
+
+def test_wrong_json_type_through_the_cli(tmp_path):
+    path = write_zip(tmp_path, model_members(lambda g: g["layers"][0].update(op=["dense"])))
+    assert "layer 0: op must be a string" in cli_rejects("info", path)
+
+
+# ------------------------------------------------------------- 3: valid format, unbuildable
+
+
+def _set(*path_and_value):
+    *keys, last, value = path_and_value
+
+    def change(graph):
+        obj = graph
+        for key in keys:
+            obj = obj[key]
+        obj[last] = value
+    return change
+
+
+@pytest.mark.parametrize("change,pattern", [
+    (_set("input", "shape", [1, 100_000, 100_000]),
+     r"input: shape \[1, 100000, 100000\] is larger than 4096x4096"),
+    (_set("input", "shape", [1, 10 ** 30, 6]), r"input: shape \[1, 10{30}, 6\] is larger"),
+    (_set("input", "shape", [2000, 6, 6]), r"input: shape \[2000, 6, 6\] has more than 1024 "
+                                           r"channels"),
+    (_set("input", "shape", [1024, 128, 256]), r"input: shape \[1024, 128, 256\] has "
+                                               r"33554432 values, more than the limit"),
+    (_set("layers", 0, "padding", [10 ** 9, 1]),
+     r"layer 0 \(conv2d\): padding \[1000000000, 1\] is above the limit of 4096"),
+    (_set("layers", 0, "padding", [1, 2046]),
+     r"layer 0 \(conv2d\): the padded input width 4098 is above the limit of 4096"),
+    (_set("layers", 0, "stride", [1, 10 ** 9]),
+     r"layer 0 \(conv2d\): stride \[1, 1000000000\] is above the limit of 4096"),
+    (_set("layers", 1, "stride", [10 ** 30, 1]), r"layer 1 \(maxpool2d\): stride .* limit"),
+])
+def test_declared_shapes_beyond_what_the_tools_can_do(tmp_path, change, pattern):
+    rejects(write_zip(tmp_path, model_members(change)), pattern)
+
+
+def test_padding_beyond_the_kernel_is_still_allowed(tmp_path):
+    path = write_zip(tmp_path, model_members(_set("layers", 0, "padding", [5, 5])))
+    with pytest.raises(ModelFormatError, match=r"layer 2 \(dense\): weight has shape"):
+        model_io.load(path)  # gets past layer 0: only the next layer's weights mismatch
+
+
+def test_the_padded_input_is_bounded_like_an_activation(tmp_path, monkeypatch):
+    path = write_zip(tmp_path, model_members(_set("layers", 0, "padding", [5, 5])))
+    monkeypatch.setattr(model_io, "MAX_ACTIVATION", 200)
+    rejects(path, r"layer 0 \(conv2d\): the padded input holds 256 values, above the limit "
+                  r"of 200")
+
+
+def test_weight_and_total_activation_budgets(tmp_path, model_path, monkeypatch):
+    monkeypatch.setattr(model_io, "MAX_WEIGHTS", 30)
+    rejects(model_path, r"layer 2 \(dense\): weights up to here number 135, more than the "
+                        r"limit of 30")
+    monkeypatch.setattr(model_io, "MAX_WEIGHTS", 1 << 26)
+    monkeypatch.setattr(model_io, "MAX_TOTAL_ACTIVATION", 150)
+    rejects(model_path, r"layer 1 \(maxpool2d\): activations up to here hold 171 values")
+
+
+@pytest.mark.parametrize("command", ["eval", "verilog"])
+def test_huge_padding_through_the_cli(tmp_path, command):
+    path = write_zip(tmp_path, model_members(_set("layers", 0, "padding", [10 ** 9, 1])))
+    images = tmp_path / "i.idx"
+    write_idx(images, np.zeros((2, 6, 6), np.uint8))
+    extra = ["--images", images] if command == "eval" else ["-o", tmp_path / "out"]
+    assert "is above the limit of 4096" in cli_rejects(command, path, *extra)
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- 4: IDX files
+
+
+def idx_bytes(dtype_code: int, dims, body: bytes = b"") -> bytes:
+    return bytes([0, 0, dtype_code, len(dims)]) + b"".join(
+        d.to_bytes(4, "big") for d in dims) + body
+
+
+@pytest.mark.parametrize("content,pattern", [
+    (idx_bytes(8, [1] * 65, b"\x00"), r"declares 65 dimensions; images and labels have 1 to 4"),
+    (idx_bytes(8, [1] * 255), r"declares 255 dimensions"),
+    (idx_bytes(8, []), r"declares 0 dimensions"),
+    (idx_bytes(8, [2 ** 31, 2 ** 31, 4]), r"says \[2147483648, 2147483648, 4\] "
+                                          r"\(18446744073709551616 bytes\), more than the limit"),
+    (idx_bytes(0x0E, [2 ** 32 - 1, 2 ** 32 - 1]), r"more than the limit"),
+    (idx_bytes(8, [3], b"\x01\x02\x03\x04"), r"says \[3\] \(3 bytes\) but the file holds 4"),
+])
+def test_malformed_idx_headers(tmp_path, content, pattern):
+    for name, data in (("raw", content), ("gz", gzip.compress(content))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=pattern.replace("holds 4", "holds (4|more)")):
+            read_idx(tmp_path / name)
+
+
+def test_gzip_bomb_stops_one_byte_past_the_header(tmp_path):
+    data = gzip.compress(idx_bytes(8, [10], bytes(64 << 20)), compresslevel=1)
+    (tmp_path / "bomb.gz").write_bytes(data)
+    start = time.perf_counter()
+    with pytest.raises(DatasetError, match=r"says \[10\] \(10 bytes\) but the file holds more "
+                                           r"than 10 bytes"):
+        read_idx(tmp_path / "bomb.gz")
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda data: data[:10] + b"\xff" * 40,  # a gzip header, then not a deflate stream
+    lambda data: data[:-12],  # truncated
+    lambda data: data[:-8] + b"\x00" * 8,  # wrong CRC and length
+])
+def test_corrupt_gzip(tmp_path, corrupt):
+    data = gzip.compress(idx_bytes(8, [200], bytes(range(200))))
+    (tmp_path / "c.gz").write_bytes(corrupt(data))
+    with pytest.raises(DatasetError, match=r"c.gz: cannot read \(corrupt or truncated gzip"):
+        read_idx(tmp_path / "c.gz")
+
+
+def test_idx_size_limit_from_the_environment(tmp_path, monkeypatch):
+    write_idx(tmp_path / "i", np.zeros((4, 8, 8), np.uint8))
+    monkeypatch.setenv("SBN_MAX_IDX_BYTES", "100")
+    with pytest.raises(DatasetError, match=r"\(256 bytes\), more than the limit of 100 bytes"):
+        read_idx(tmp_path / "i")
+
+
+@pytest.mark.parametrize("kind", ["directory", "character device", "FIFO"])
+def test_image_path_that_is_not_a_regular_file(tmp_path, kind):
+    path = {"directory": tmp_path, "character device": "/dev/zero",
+            "FIFO": tmp_path / "f"}[kind]
+    if kind == "FIFO":
+        os.mkfifo(path)
+    for reader in (read_idx, read_cifar_batch):
+        message = not_blocking(reader, path)
+        assert f"is a {kind}, not a regular file" in message
+
+
+def not_blocking(reader, path) -> str:
+    """``reader(path)``'s DatasetError message; fails (instead of hanging) if it blocks."""
+    import threading
+
+    result = []
+
+    def run():
+        try:
+            reader(path)
+            result.append("no error")
+        except DatasetError as err:
+            result.append(str(err))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # blocked opening a FIFO: open the write end to release it
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail(f"{reader.__name__} blocked on {path}")
+    return result[0]
+
+
+def test_zero_images_and_zero_labels(tmp_path):
+    write_idx(tmp_path / "i", np.zeros((0, 28, 28), np.uint8))
+    write_idx(tmp_path / "l", np.zeros(0, np.uint8))
+    with pytest.raises(DatasetError, match=r"i: holds no images \(the IDX header says "
+                                           r"\[0, 1, 28, 28\]\)"):
+        load_idx_pair(tmp_path / "i", tmp_path / "l")
+
+
+@pytest.mark.parametrize("code,values,pattern", [
+    (0x0D, np.array([0, np.nan, 1], ">f4"), r"labels must be integers, got float32"),
+    (0x0E, np.array([0, 1, 2], ">f8"), r"labels must be integers, got float64"),
+    (0x09, np.array([0, -1, 2], "i1"), r"label -1 is negative"),
+])
+def test_labels_must_be_non_negative_integers(tmp_path, code, values, pattern):
+    write_idx(tmp_path / "i", np.zeros((3, 4, 4), np.uint8))
+    (tmp_path / "l").write_bytes(idx_bytes(code, [3], values.tobytes()))
+    with pytest.raises(DatasetError, match=pattern):
+        load_idx_pair(tmp_path / "i", tmp_path / "l")
+
+
+def test_hostile_images_through_the_cli(tmp_path, model_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert "is a FIFO" in cli_rejects("eval", model_path, "--images", fifo, timeout=30)
+    assert "is a character device" in cli_rejects("eval", model_path, "--images", "/dev/zero")
+    (tmp_path / "dims").write_bytes(idx_bytes(8, [1] * 65))
+    assert "65 dimensions" in cli_rejects("eval", model_path, "--images", tmp_path / "dims")
+    data = gzip.compress(idx_bytes(8, [2, 6, 6], bytes(72)))
+    (tmp_path / "c.gz").write_bytes(data[:10] + b"\xff" * 40)
+    assert "corrupt or truncated gzip" in cli_rejects("eval", model_path, "--images",
+                                                      tmp_path / "c.gz")
+
+
+def test_empty_and_nan_labelled_datasets_through_the_cli(tmp_path, model_path):
+    write_idx(tmp_path / "i0", np.zeros((0, 6, 6), np.uint8))
+    write_idx(tmp_path / "l0", np.zeros(0, np.uint8))
+    assert "holds no images" in cli_rejects("eval", model_path, "--images", tmp_path / "i0",
+                                            "--labels", tmp_path / "l0")
+    write_idx(tmp_path / "i", np.zeros((2, 6, 6), np.uint8))
+    (tmp_path / "l").write_bytes(idx_bytes(0x0D, [2], np.array([np.nan, 1], ">f4").tobytes()))
+    assert "labels must be integers" in cli_rejects("eval", model_path, "--images",
+                                                    tmp_path / "i", "--labels", tmp_path / "l")
