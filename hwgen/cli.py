@@ -1,6 +1,12 @@
-"""``python -m hwgen``: subcommands over model files.
+"""``python -m hwgen``: subcommands over model files; composes every command in one place.
+
+This module builds the parser from its own commands (``eval``, ``info``, ``verilog``) and
+those of :mod:`sim.commands` and :mod:`boards.commands`, which import only the shared
+pieces (:mod:`hwgen.options`, :mod:`hwgen.outputs`), never this module: no import cycle.
 
 User errors (bad files, options, images) print one line ``error: ...`` to stderr and exit 2.
+Interrupts: ``error: interrupted``, exit 130 (Ctrl-C) or 143 (SIGTERM, see
+:mod:`hwgen.interrupts`).
 """
 
 from __future__ import annotations
@@ -9,54 +15,24 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import model as model_io
-from .datasets import DATASETS, load_dataset, load_idx_pair
-from .errors import UserError
-from .reference import ENGINES, Reference
+from .errors import UserError, one_line
+from .interrupts import interrupted
+from .names import default_module
+from .options import (Parser, add_fold_options, add_image_source, add_save_predictions,
+                      load_images, verilog_identifier)
+from .outputs import output_type, save_npy, staged_folder
+from .reference import ENGINES
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one ``error: ...`` line (exit 2), like the rest."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def add_image_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--dataset NAME [--split] [--data-dir]`` or ``--images IDX [--labels IDX]``, ``--limit``."""
-    source = parser.add_mutually_exclusive_group(required=required)
-    source.add_argument("--dataset", choices=sorted(DATASETS), help="a named dataset")
-    source.add_argument("--images", type=Path, help="an IDX file of images (gzip or raw)")
-    parser.add_argument("--labels", type=Path, help="an IDX file of labels for --images")
-    parser.add_argument("--split", default="test", choices=("test", "train"),
-                        help="dataset split (default: test)")
-    parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's IDX files")
-    parser.add_argument("--limit", type=int, help="use only the first N images")
-
-
-def add_fold_options(parser: argparse.ArgumentParser) -> None:
-    """``--fold FOLD`` and ``--lanes P`` of the commands that generate the core."""
-    parser.add_argument("--fold", metavar="FOLD",
-                        help="PExSIMD per layer (e.g. 64x32,32x16,10x8), or JSON; default: "
-                             "balanced within an iCE40 UP5K-sized budget")
-    parser.add_argument("--lanes", type=int, metavar="P",
-                        help="input values per beat (default: the fewest that keep up)")
-
-
-def load_images(args) -> tuple[np.ndarray, np.ndarray | None]:
-    """The images and labels that :func:`add_image_source` options name."""
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {args.limit}")
-    if args.dataset:
-        if args.labels:
-            raise UserError("--labels goes with --images, not --dataset")
-        return load_dataset(args.dataset, args.split, args.data_dir, args.limit)
-    return load_idx_pair(args.images, args.labels, args.limit)
+# Kept importable from here for callers of the old names.
+_Parser = Parser
+__all__ = ["add_fold_options", "add_image_source", "build_parser", "load_images", "main",
+           "save_npy"]
 
 
 def cmd_eval(args) -> int:
+    from .reference import Reference
+
     model = model_io.load(args.model)
     images, labels = load_images(args)
     predictions = Reference(model, args.engine).predict(images, progress=sys.stderr.isatty())
@@ -68,20 +44,6 @@ def cmd_eval(args) -> int:
         correct = int((predictions == labels).sum())
         print(f"accuracy {correct / len(labels):.4f} ({correct}/{len(labels)})")
     return 0
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    path = Path(path)
-    if path.suffix != ".npy":
-        raise UserError(f"{path}: predictions are saved as .npy; give a name ending in .npy")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        tmp.replace(path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write ({err.strerror})") from None
 
 
 def cmd_info(args) -> int:
@@ -102,33 +64,32 @@ def cmd_info(args) -> int:
 
 def cmd_verilog(args) -> int:
     from .fold import parse_fold, plan
-    from .gateware.network import module_name, write_verilog
+    from .gateware.network import write_verilog
 
     model = model_io.load(args.model)
     folds = None if args.fold in (None, "auto") else parse_fold(args.fold, model)
     net = plan(model, folds, lanes=args.lanes)
-    module = args.module or module_name(Path(args.model).stem)
-    if not module.isidentifier() or not module.isascii():
-        raise UserError(f"--module {module!r} is not a Verilog identifier")
-    v_path, json_path = write_verilog(net, args.output, module)
-    print(f"wrote {v_path} and {json_path}: II {net.cycles_per_image} cycles per image, "
-          f"latency {net.latency_cycles} cycles")
+    module = args.module or default_module(args.model)
+    with staged_folder(args.output) as staging:
+        written = write_verilog(net, staging, module)
+    v_path, json_path = (args.output / path.name for path in written)
+    print(one_line(f"wrote {v_path} and {json_path}: II {net.cycles_per_image} cycles per "
+                   f"image, latency {net.latency_cycles} cycles"))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m hwgen",
+    parser = Parser(prog="python -m hwgen",
                      description="Binary neural network model files to bit-exact hardware.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_Parser)
+                                parser_class=Parser)
 
     p = sub.add_parser("eval", help="accuracy of the integer reference on a dataset",
                        description="Run the bit-exact integer reference over images and "
                                    "print 'accuracy 0.xxxx (k/n)'.")
     p.add_argument("model", type=Path, metavar="MODEL.npz")
     add_image_source(p)
-    p.add_argument("--save-predictions", type=Path, metavar="P.npy",
-                   help="write the predicted classes (int64 [K]) to this .npy file")
+    add_save_predictions(p, "the predicted classes")
     p.add_argument("--engine", choices=ENGINES, default="gemm",
                    help="how binary layers are computed (same results; default gemm)")
     p.set_defaults(func=cmd_eval)
@@ -148,30 +109,33 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write OUTDIR/<module>.v and OUTDIR/interface.json for "
                                    "the model's folded dataflow accelerator.")
     p.add_argument("model", type=Path, metavar="MODEL.npz")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR",
-                   help="output folder (created if missing)")
+    p.add_argument("-o", "--output", type=output_type("folder"), required=True,
+                   metavar="OUTDIR", help="output folder (created if missing; its parent "
+                                          "must exist)")
     add_fold_options(p)
-    p.add_argument("--module", metavar="NAME", help="Verilog module name (default: sbn_<stem>)")
+    p.add_argument("--module", type=verilog_identifier, metavar="NAME",
+                   help="Verilog module name (default: sbn_<stem>)")
     p.set_defaults(func=cmd_verilog)
 
     from boards.commands import register as register_board_commands
     from sim.commands import register as register_sim_commands
 
-    register_sim_commands(sub, add_image_source, add_fold_options)
-    register_board_commands(sub, add_image_source)
+    register_sim_commands(sub)
+    register_board_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m hwgen ARGV``; returns the exit code (0, 1: a check failed, 2: a user
+    error, printed as one line; 130/143: interrupted)."""
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # --help, or a usage error already printed as one line
-        return exit_.code
-    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exit_:  # --help, or a usage error already printed as one line
+            return exit_.code
         return args.func(args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(one_line(f"error: {err}"), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        return interrupted(interrupt)

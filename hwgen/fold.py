@@ -26,8 +26,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -107,29 +107,36 @@ class Budget:
 # ----------------------------------------------------------------------------- parsing
 
 
+#: Limits on a --fold text or file: far more than any model's layer list needs.
+MAX_FOLD_CHARS = 1 << 20
+MAX_FOLD_DEPTH = 4
+_TEXT_FOLD = re.compile(r"\s*([0-9]{1,12})\s*[xX]\s*([0-9]{1,12})\s*")
+
+
 def parse_fold(text: str, model: Model) -> list[Fold]:
     """A fold for every layer of ``model`` from ``text``.
 
-    ``text`` is ``PExSIMD`` per layer separated by commas (``"64x32,32x16,10x8"``), or JSON:
-    a list with ``[PE, SIMD]`` or ``{"pe": PE, "simd": SIMD}`` per layer, or a path to a
-    ``.json`` file holding such a list. Max-pool layers have no fold: either leave them out
+    ``text`` is ``PExSIMD`` per layer separated by commas (``"64x32,32x16,10x8"``, ASCII
+    digits only), or JSON: a list with ``[PE, SIMD]`` or ``{"pe": PE, "simd": SIMD}`` per
+    layer, or a path to a ``.json`` file holding such a list (a regular file of UTF-8 text;
+    text and file at most :data:`MAX_FOLD_CHARS` characters, JSON at most
+    :data:`MAX_FOLD_DEPTH` levels deep). Max-pool layers have no fold: either leave them out
     (one entry per dense/conv layer) or give ``-`` (JSON ``null``) in their place. Returns
     one entry per model layer, ``None`` for a pool. Raises :class:`FoldError` naming the
-    layer at fault.
+    layer at fault, or what is wrong with the text or file, in one line.
     """
     check_supported(model)
     text = text.strip()
-    if text.endswith(".json") and Path(text).is_file():
-        try:
-            text = Path(text).read_text()
-        except OSError as err:
-            raise FoldError(f"--fold {text}: cannot read ({err.strerror})") from None
+    if text[:1] not in "[{" and text.lower().endswith(".json"):
+        text = _read_fold_file(text)
+    if len(text) > MAX_FOLD_CHARS:
+        raise FoldError(f"--fold is {len(text)} characters, more than the limit of "
+                        f"{MAX_FOLD_CHARS}")
     if text[:1] in "[{":
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise FoldError(f"--fold is not valid JSON ({err.msg} at column {err.colno})") \
-                from None
+        from .jsontext import parse_json
+
+        items = parse_json(text, "--fold", max_chars=MAX_FOLD_CHARS, max_depth=MAX_FOLD_DEPTH,
+                           error=FoldError)
         if not isinstance(items, list):
             raise FoldError("--fold JSON must be a list with one entry per layer")
         entries = [_json_entry(i, item) for i, item in enumerate(items)]
@@ -157,13 +164,28 @@ def parse_fold(text: str, model: Model) -> list[Fold]:
     return folds
 
 
+def _read_fold_file(path: str) -> str:
+    """The text of a ``--fold`` ``.json`` file: a regular file, bounded, strict UTF-8."""
+    from .files import open_regular, read_upto
+
+    with open_regular(path, FoldError, "fold file") as f:
+        data = read_upto(f, MAX_FOLD_CHARS + 1)
+    if len(data) > MAX_FOLD_CHARS:
+        raise FoldError(f"--fold {path}: more than {MAX_FOLD_CHARS} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FoldError(f"--fold {path}: not UTF-8 text (byte {err.start})") from None
+
+
 def _text_entry(index: int, part: str) -> tuple[int, int] | None:
     if part.strip() == "-":
         return None
-    pieces = part.strip().lower().split("x")
-    if len(pieces) != 2 or not all(p.strip().lstrip("-").isdigit() for p in pieces):
-        raise FoldError(f"layer {index}: fold {part.strip()!r} is not PExSIMD (e.g. 16x32)")
-    return int(pieces[0]), int(pieces[1])
+    match = _TEXT_FOLD.fullmatch(part)
+    if not match:
+        raise FoldError(f"layer {index}: fold {part.strip()[:40]!r} is not PExSIMD "
+                        f"(e.g. 16x32)")
+    return int(match[1]), int(match[2])
 
 
 def _json_entry(index: int, item) -> tuple[int, int] | None:
@@ -173,7 +195,7 @@ def _json_entry(index: int, item) -> tuple[int, int] | None:
         item = [item["pe"], item["simd"]]
     if (not isinstance(item, list) or len(item) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
-        raise FoldError(f"layer {index}: fold {json.dumps(item)} is not [PE, SIMD] or "
+        raise FoldError(f"layer {index}: fold {json.dumps(item)[:60]} is not [PE, SIMD] or "
                         f'{{"pe": PE, "simd": SIMD}} with integers')
     return item[0], item[1]
 

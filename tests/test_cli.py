@@ -82,7 +82,7 @@ def test_labels_with_dataset_is_an_error(capsys, mnist_like, tmp_path):
 
 def test_bad_option_is_one_line(capsys, mnist_like):
     _, path, _, _ = mnist_like
-    assert "--limit must be at least 1" in cli_error(capsys, "eval", path, "--dataset",
+    assert "argument --limit: must be at least 1" in cli_error(capsys, "eval", path, "--dataset",
                                                      "mnist", "--limit", "0")
     assert "one of the arguments --dataset --images is required" in cli_error(
         capsys, "eval", path)

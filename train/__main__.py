@@ -1,5 +1,12 @@
+"""``python -m train``: :func:`train.cli.main`, imported (torch and all) and run inside the
+interrupt guard (:mod:`hwgen.interrupts`), so Ctrl-C or SIGTERM at any point ends in one
+line."""
+
 import sys
 
-from .cli import main
+try:
+    from hwgen.interrupts import run_main_of
+except KeyboardInterrupt:  # before the guard exists
+    sys.exit(130)
 
-sys.exit(main())
+sys.exit(run_main_of("train.cli"))

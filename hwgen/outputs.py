@@ -1,0 +1,223 @@
+"""Every file or folder a CLI writes: checked before any work, staged, renamed into place.
+
+The rules (``docs/cli.md``, "Output paths"):
+
+- :func:`output_problem` / :func:`check_output`, before any work starts: the parent folder
+  exists, is a folder (no part of the path is a file) and is writable; a file output is not
+  an existing folder (nor a FIFO or device), a folder output is not an existing file; the
+  name is not empty, ``.``/``..`` or the root, and fits the file system.
+- :func:`staged_file` / :func:`staged_folder`, while writing: everything goes to a hidden
+  staging name in the same folder (``.<name>.<random>.part``), renamed onto the target only
+  when the work succeeded; on any error, Ctrl-C or SIGTERM (which
+  :mod:`hwgen.interrupts` turns into an exception) the staging name is removed.
+- A folder output that already exists keeps its other files: each staged entry replaces
+  the entry of the same name (a folder that did not exist appears in one rename).
+
+Failures raise :class:`OutputError`, one line naming the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+_STAGING_ROOM = 100  # bytes of a file name the staging prefix and suffix may add
+
+
+class OutputError(UserError):
+    """An output path that cannot be written, or a write that failed."""
+
+
+def _name_max(folder: str) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> str | None:
+    """Why ``path`` cannot be written as a ``kind`` (``"file"`` or ``"folder"``) output, or
+    ``None``. ``suffixes``: the file name must end in one of them (any case). Folders in
+    the message are shown as the user wrote them."""
+    text = os.fspath(path)
+    if not text:
+        return "the path is empty"
+    if "\0" in text:
+        return "the path holds a NUL character"
+    target = Path(os.path.abspath(text))
+    if target.parent == target:
+        return f"needs a {kind} name, not the root folder"
+    if kind == "file" and Path(os.path.normpath(text)).name in ("", ".", ".."):
+        return "needs a file name, not a folder"
+    if suffixes and target.suffix.lower() not in suffixes:
+        return f"give a {kind} name ending in {' or '.join(suffixes)}"
+    problem = _folder_problem(target.parent, Path(os.path.normpath(text)).parent)
+    if problem:
+        return problem
+    name_max = _name_max(str(target.parent))
+    if len(os.fsencode(target.name)) + _STAGING_ROOM > name_max:
+        return f"the name is too long (at most {name_max - _STAGING_ROOM} bytes)"
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot use it ({err.strerror})"
+    if kind == "file" and stat.S_ISDIR(mode):
+        return "is a folder; give a file name"
+    if kind == "file" and not stat.S_ISREG(mode):
+        return "exists and is not a regular file"
+    if kind == "folder" and not stat.S_ISDIR(mode):
+        return "is a file, not a folder"
+    return None
+
+
+def _folder_problem(parent: Path, shown: Path) -> str | None:
+    """Why files cannot be made in ``parent`` (absolute; ``shown`` as the user wrote it)."""
+    try:
+        mode = os.stat(parent).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return _missing(shown)
+    except OSError as err:
+        return f"cannot use the folder {shown} ({err.strerror})"
+    if not stat.S_ISDIR(mode):
+        return f"{shown} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the folder {shown} is not writable"
+    return None
+
+
+def _missing(shown: Path) -> str:
+    """The message for a parent folder that does not exist: a file on the way, or not."""
+    for up in (shown, *shown.parents):
+        try:
+            mode = os.stat(up).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISDIR(mode):
+            return f"{up} is a file, not a folder"
+        break
+    return f"the folder {shown} does not exist"
+
+
+def check_output(path, option: str, kind: str = "file",
+                 suffixes: tuple[str, ...] = ()) -> Path:
+    """``Path(path)`` when :func:`output_problem` finds nothing; else :class:`OutputError`
+    ``"<option> <path>: <problem>"``."""
+    problem = output_problem(path, kind, suffixes)
+    if problem:
+        raise OutputError(f"{option} {os.fspath(path)}: {problem}")
+    return Path(path)
+
+
+def output_type(kind: str = "file", suffixes: tuple[str, ...] = ()):
+    """An argparse ``type=``: the path, checked by :func:`output_problem` at parse time."""
+    def parse(text: str) -> Path:
+        problem = output_problem(text, kind, suffixes)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text}: {problem}")
+        return Path(text)
+
+    parse.__name__ = f"output {kind}"
+    return parse
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name[:64]}."
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def staged_file(target) -> Iterator[Path]:
+    """Yields a fresh staging path beside ``target`` (same suffix, so tools that look at it
+    see the kind); renames it onto ``target`` when the block succeeds, removes it when the
+    block raises anything (interrupts included)."""
+    shown, target = target, Path(os.path.abspath(target))
+    try:
+        fd, name = tempfile.mkstemp(prefix=_staging_prefix(target),
+                                    suffix=".part" + target.suffix[:16], dir=target.parent)
+    except OSError as err:
+        raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
+    os.close(fd)
+    staging = Path(name)
+    try:
+        yield staging
+        os.chmod(staging, 0o666 & ~_umask())  # what open() makes, not mkstemp's 0600
+        os.replace(staging, target)
+    except OSError as err:
+        staging.unlink(missing_ok=True)
+        raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged_folder(target) -> Iterator[Path]:
+    """Yields a fresh, empty staging folder beside ``target``; when the block succeeds its
+    entries replace those of the same names in ``target`` (created by renaming the staging
+    folder if it did not exist); when the block raises, the staging folder is removed."""
+    shown, target = target, Path(os.path.abspath(target))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".part",
+                                        dir=target.parent))
+    except OSError as err:
+        raise OutputError(f"{shown}: cannot create a folder here ({err.strerror})") \
+            from None
+    try:
+        yield staging
+        if staging.exists():  # the block may have moved it away (a kept failed build)
+            os.chmod(staging, 0o777 & ~_umask())
+            _install_folder(staging, target)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _install_folder(staging: Path, target: Path) -> None:
+    try:
+        os.rename(staging, target)  # the common case: a new folder, in one step
+        return
+    except OSError:
+        if not target.is_dir():  # an existing folder (or a link to one) is merged into
+            raise
+    for entry in list(staging.iterdir()):
+        _replace_entry(entry, target / entry.name)
+    staging.rmdir()
+
+
+def _replace_entry(source: Path, destination: Path) -> None:
+    """``source`` renamed onto ``destination``; a folder there is moved aside first and
+    removed after."""
+    if destination.is_dir() and not destination.is_symlink():
+        aside = Path(tempfile.mkdtemp(prefix=_staging_prefix(destination), suffix=".old",
+                                      dir=destination.parent))
+        os.rename(destination, aside / "old")
+        os.rename(source, destination)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(source, destination)
+
+
+def save_npy(path, array) -> None:
+    """``array`` written to the ``.npy`` file ``path`` through :func:`staged_file`."""
+    import numpy as np
+
+    with staged_file(path) as staging, open(staging, "wb") as f:
+        np.save(f, array)

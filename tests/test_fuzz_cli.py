@@ -1,0 +1,524 @@
+"""Hostile command lines, bounded (issue 16, classes 2, 5, 6, 7, 8 and the import cycle).
+
+Hand-written cases for each class, then a small hypothesis fuzz of command lines with
+random option values (fixed seed; in-process, plus a few in capped child processes), and a
+longer fuzz marked slow. Every failure must be exit 2 (1 for a failed check) with exactly
+one ``error: `` line, no traceback, and nothing left behind in the output folder;
+interrupts end in ``error: interrupted`` with exit 130 (Ctrl-C) or 143 (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwgen import model as model_io
+from hwgen.cli import main
+from hwgen.datasets import write_idx
+from hwgen.errors import one_line
+from hwgen.names import KEYWORDS, class_name_problem, verilog_identifier_problem
+from hwgen.outputs import OutputError, output_problem, staged_file, staged_folder
+from hwgen.random_models import dense, random_images, random_model
+
+from .conftest import ROOT
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _cap_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+def _env():
+    return dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+
+
+def run_child(module: str, *argv, timeout=60) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGV`` in a child capped at 1 GiB of address space."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=_env(),
+                          preexec_fn=_cap_memory)
+
+
+def run_main(argv, entry=main) -> tuple[int, str, str]:
+    """``entry(argv)`` in this process; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = entry([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_error(code: int, err: str, expect: int = 2) -> str:
+    assert code == expect, (code, err)
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def rejects(*argv, entry=main) -> str:
+    """Run in-process expecting a user error; its single stderr line."""
+    code, _, err = run_main(argv, entry)
+    return assert_one_error(code, err)
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A folder with a small model, its images and labels, a plain file and a folder."""
+    root = tmp_path_factory.mktemp("fuzz")
+    rng = np.random.default_rng(16)
+    model = random_model(rng, (1, 6, 7), [dense(12), dense(9)], classes=4, binarize_at=None)
+    model_io.save(model, root / "m.npz")
+    write_idx(root / "images", random_images(rng, model.input, 12)[:, 0])
+    write_idx(root / "labels", rng.integers(0, 4, 12).astype(np.uint8))
+    (root / "afile").write_text("not a folder\n")
+    (root / "adir.npy").mkdir()
+    (root / "adir.vcd").mkdir()
+    (root / "adir.npz").mkdir()
+    (root / "out").mkdir()
+    return root
+
+
+# ----------------------------------------------------------------------------- class 2: --fold
+
+
+@pytest.mark.parametrize("fold, fragment", [
+    ("[" * 50_000 + "]" * 50_000, "nests 50000 levels deep"),
+    ("--1x8,3x8", "fold '--1x8' is not PExSIMD"),
+    ("2x\u00b2,3x8", "fold '2x\u00b2' is not PExSIMD"),
+    ("\u0663x1,3x8", "is not PExSIMD"),
+    ('[["1", 2], [3, 4]]', "is not [PE, SIMD]"),
+    ("[[1.5, 2], [3, 4]]", "is not [PE, SIMD]"),
+    ('{"pe": 1}', "must be a list"),
+    ("[[1e999, 1], [1, 1]]", "not valid JSON"),
+    ("[[1, 1], [1, 1]", "not valid JSON"),
+])
+def test_bad_fold_text_is_one_error(work, fold, fragment):
+    line = rejects("info", work / "m.npz", f"--fold={fold}")
+    assert fragment in line and len(line) < 400
+
+
+def test_fold_files_invalid_utf8_missing_or_a_folder(work, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"[[1, \xff\xfe]]")
+    assert "not UTF-8 text" in rejects("info", work / "m.npz", "--fold", bad)
+    assert "no such fold file" in rejects("info", work / "m.npz", "--fold", tmp_path / "no.json")
+    (tmp_path / "dir.json").mkdir()
+    assert "directory" in rejects("info", work / "m.npz", "--fold", tmp_path / "dir.json")
+    good = tmp_path / "good.json"
+    good.write_text("[[2, 7], [3, 4], [2, 3]]")
+    code, _, err = run_main(["info", work / "m.npz", "--fold", good])
+    assert code == 0, err
+
+
+# ----------------------------------------------------------------------------- class 5: outputs
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["eval", "{m}", "--images", "{images}", "--save-predictions", "{adir_npy}"], "is a folder"),
+    (["eval", "{m}", "--images", "{images}", "--save-predictions", "{afile}/p.npy"],
+     "is a file, not a folder"),
+    (["eval", "{m}", "--images", "{images}", "--save-predictions", "{root}/no/p.npy"],
+     "does not exist"),
+    (["verilog", "{m}", "-o", "{afile}"], "is a file, not a folder"),
+    (["verilog", "{m}", "-o", "{afile}/v"], "is a file, not a folder"),
+    (["verilog", "{m}", "-o", "{root}/no/v"], "does not exist"),
+    (["vectors", "{m}", "--images", "{images}", "-n", "2", "-o", "{afile}/v"], "is a file"),
+    (["sim", "{m}", "--images", "{images}", "--waves", "{adir_vcd}"], "is a folder"),
+    (["sim", "{m}", "--images", "{images}", "--waves", "{afile}/w.vcd"], "is a file"),
+    (["build", "{m}", "--board", "icebreaker", "-o", "{afile}"], "is a file, not a folder"),
+    (["build", "{m}", "--board", "icebreaker", "-o", "{afile}/b"], "is a file, not a folder"),
+])
+def test_bad_output_paths_fail_before_any_work(work, argv, fragment):
+    names = {"m": work / "m.npz", "images": work / "images", "root": work,
+             "afile": work / "afile", "adir_npy": work / "adir.npy",
+             "adir_vcd": work / "adir.vcd"}
+    before = listing(work)
+    line = rejects(*[a.format(**names) for a in argv])
+    assert fragment in line and line.startswith("error: argument "), line
+    assert listing(work) == before
+
+
+def test_train_output_paths_fail_before_training(work, tmp_path, monkeypatch):
+    from train.cli import main as train_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    base = ["--arch", "mlp:8", "--epochs", "1", "--data-dir", str(tmp_path / "none")]
+    for extra, fragment in [(["--out", "t.npz", "--plots", "afile/plots"], "--plots"),
+                            (["--out", "afile/t.npz"], "--out"),
+                            (["--out", "t.npz", "--checkpoint", str(work / "adir.npz")],
+                             "--checkpoint"),
+                            (["--out", str(work / "adir.npz")], "--out"),
+                            (["--out", "afile"], "--out")]:
+        line = rejects(*base, *extra, entry=train_main)
+        assert fragment in line, line
+        assert sorted(os.listdir(tmp_path)) == ["afile"]
+    (tmp_path / "t.ckpt.pt").mkdir()  # the default checkpoint's name is a folder
+    assert "--checkpoint (default)" in rejects(*base, "--out", "t.npz", entry=train_main)
+
+
+def test_long_module_leaves_no_output_folder(work, tmp_path):
+    out = tmp_path / "v"
+    line = rejects("verilog", work / "m.npz", "-o", out, "--module", "m" * 5000)
+    assert "argument --module" in line and "5000 characters" in line and len(line) < 300
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_verilog_stages_and_merges_into_an_existing_folder(work, tmp_path):
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    code, stdout, err = run_main(["verilog", work / "m.npz", "-o", out, "--module", "core"])
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == ["core.v", "interface.json", "mine.txt"]
+    assert os.listdir(tmp_path) == ["v"]  # no staging folder left beside it
+    # a failure after the checks (a fold that does not fit) leaves the folder as it was
+    line = rejects("verilog", work / "m.npz", "-o", tmp_path / "w", "--fold", "99x1,1x1,1x1")
+    assert "PE 99" in line and os.listdir(tmp_path) == ["v"]
+
+
+def test_staged_outputs_are_removed_on_error_and_interrupt(tmp_path):
+    from hwgen.interrupts import Terminated
+
+    for exc in (ValueError, KeyboardInterrupt, Terminated):
+        with pytest.raises(exc), staged_folder(tmp_path / "d") as staging:
+            (staging / "x").write_text("half")
+            raise exc()
+        with pytest.raises(exc), staged_file(tmp_path / "f.npy") as staging:
+            staging.write_text("half")
+            raise exc()
+    assert os.listdir(tmp_path) == []
+    with staged_file(tmp_path / "f.npy") as staging:
+        staging.write_text("whole")
+    assert (tmp_path / "f.npy").read_text() == "whole" and os.listdir(tmp_path) == ["f.npy"]
+
+
+def test_output_problems(tmp_path):
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    assert output_problem(tmp_path / "d", "file") == "is a folder; give a file name"
+    assert output_problem(tmp_path / "f", "folder") == "is a file, not a folder"
+    assert "is a file, not a folder" in output_problem(tmp_path / "f" / "x" / "y", "file")
+    assert "does not exist" in output_problem(tmp_path / "no" / "x", "folder")
+    assert "too long" in output_problem(tmp_path / ("n" * 250), "file")
+    assert output_problem("", "file") == "the path is empty"
+    assert "needs a folder name" in output_problem("/", "folder")
+    assert "NUL" in output_problem("a\0b", "file")
+    assert output_problem(tmp_path / "new.npy", "file", (".npy",)) is None
+    assert "ending in .npy" in output_problem(tmp_path / "new.txt", "file", (".npy",))
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").mkdir(mode=0o500)
+        assert "not writable" in output_problem(tmp_path / "ro" / "x", "file")
+    with pytest.raises(OutputError):
+        with staged_file(tmp_path / "no" / "x"):
+            pass
+
+
+# ----------------------------------------------------------------------------- class 6: numbers
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["build", "{m}", "--board", "icebreaker", "--clock", "0"], "--clock"),
+    (["build", "{m}", "--board", "icebreaker", "--clock", "nan"], "--clock"),
+    (["build", "{m}", "--board", "icebreaker", "--clock", "inf"], "--clock"),
+    (["build", "{m}", "--board", "icebreaker", "--clock", "-5"], "--clock"),
+    (["build", "{m}", "--board", "icebreaker", "--clock", "1e999"], "--clock"),
+    (["build", "{m}", "--board", "icebreaker", "--verify-images", "-1"], "--verify-images"),
+    (["build", "{m}", "--board", "icebreaker", "--baud", "0"], "--baud"),
+    (["build", "{m}", "--board", "icebreaker", "--lanes", "0"], "--lanes"),
+    (["run", "{m}", "--sim", "--baud", "0"], "--baud"),
+    (["run", "{m}", "--sim", "--baud", "9600.5"], "--baud"),
+    (["sim", "{m}", "--images", "{images}", "-j", "0"], "-j/--jobs"),
+    (["sim", "{m}", "--images", "{images}", "--valid-percent", "101"], "--valid-percent"),
+    (["sim", "{m}", "--images", "{images}", "--seed", "-1"], "--seed"),
+    (["vectors", "{m}", "--images", "{images}", "-n", "0", "-o", "{root}/v"], "-n"),
+    (["eval", "{m}", "--images", "{images}", "--limit", "\u00b2"], "--limit"),
+    (["eval", "{m}", "--images", "{images}", "--limit", "9" * 5000], "--limit"),
+    (["verilog", "{m}", "-o", "{root}/v", "--lanes", "-3"], "--lanes"),
+])
+def test_bad_numbers_are_argparse_errors(work, argv, option):
+    names = {"m": work / "m.npz", "images": work / "images", "root": work}
+    line = rejects(*[a.format(**names) for a in argv])
+    assert line.startswith(f"error: argument {option}: must be "), line
+    assert len(line) < 200
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--weight-decay", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--epochs", "0"),
+    ("--nu-start", "inf"), ("--nu-ramp", "1.5"), ("--hard-phase", "1"), ("--batch-size", "0"),
+    ("--threads", "0"), ("--shift", "-1"), ("--binarize-at", "300"), ("--grad-clip", "-0.1"),
+    ("--init-bound", "0"), ("--seed", "1.0"), ("--test-limit", "0"),
+])
+def test_train_bad_numbers_are_argparse_errors(tmp_path, monkeypatch, option, value):
+    from train.cli import main as train_main
+
+    monkeypatch.chdir(tmp_path)
+    line = rejects("--arch", "mlp:8", "--out", "t.npz", option, value, entry=train_main)
+    assert line.startswith(f"error: argument {option}: must be "), line
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- class 7: names
+
+
+@pytest.mark.parametrize("name", ["module", "wire", "always_ff", "logic", "1abc", "a-b",
+                                  "caf\u00e9", "", "a b", "$x", "m" * 65])
+def test_module_must_be_a_legal_verilog_identifier(work, tmp_path, name):
+    line = rejects("verilog", work / "m.npz", "-o", tmp_path / "v", "--module", name)
+    assert line.startswith("error: argument --module: ")
+    assert os.listdir(tmp_path) == []
+
+
+def test_keyword_list_and_identifiers():
+    assert {"module", "wire", "always_ff", "interconnect", "nettype", "uwire"} <= KEYWORDS
+    assert len(KEYWORDS) >= 240
+    assert verilog_identifier_problem("sbn_core$1") is None
+    assert verilog_identifier_problem("m" * 64) is None
+
+
+@pytest.mark.parametrize("name, ok", [("T-shirt/top", True), ("\u00e9t\u00e9", True),
+                                      ("a\udcffb", False), ("two\nlines", False), ("", False),
+                                      ("x" * 300, False), (3, False), ("tab\there", False)])
+def test_class_name_rule(name, ok):
+    assert (class_name_problem(name) is None) == ok
+
+
+def test_paths_with_control_characters_give_one_line(work, tmp_path):
+    weird = tmp_path / "two\nlines\x1b[31m.npz"
+    weird.write_bytes(b"not a zip")
+    line = rejects("info", weird)
+    assert "two\\nlines\\x1b[31m.npz" in line
+    line = rejects("eval", tmp_path / "gone\r\n.npz", "--images", work / "images")
+    assert "gone\\r\\n.npz" in line
+    raw = os.fsdecode(b"bad\xff.npz")
+    (tmp_path / raw).write_bytes(b"junk")
+    assert "bad\\udcff.npz" in rejects("info", tmp_path / raw)
+    assert one_line("a\u2028b\x85c") == "a\\u2028b\\x85c"
+
+
+def test_a_model_path_with_a_newline_in_a_child(work, tmp_path):
+    weird = tmp_path / "x\ny.npz"
+    weird.write_bytes(b"PK\x03\x04 truncated")
+    proc = run_child("hwgen", "info", weird)
+    assert_one_error(proc.returncode, proc.stderr)
+
+
+# ----------------------------------------------------------------------------- class 8: signals
+
+
+def _interrupt(argv, signum, delay, module="hwgen") -> subprocess.CompletedProcess:
+    """Run ``python -m MODULE ARGV``, send ``signum`` after ``delay`` s. Not memory-capped:
+    the YoWASP Yosys that ``verilog`` runs reserves 4 GiB of address space."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *map(str, argv)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    time.sleep(delay)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("hwgen", ["verilog", "{m}", "-o", "{tmp}/v"]),
+    ("train", ["--arch", "mlp:8", "--out", "{tmp}/t.npz", "--epochs", "1"]),
+])
+def test_interrupt_during_imports_is_one_line(work, tmp_path, module, argv):
+    names = {"m": work / "m.npz", "images": work / "images", "tmp": tmp_path}
+    argv = [a.format(**names) for a in argv]
+    for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        proc = _interrupt(argv, signum, 0.3, module)
+        assert proc.returncode == code, proc.stderr
+        assert proc.stderr == "error: interrupted\n", proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_during_vectors_leaves_nothing(work, tmp_path):
+    out = tmp_path / "vec"
+    codes = set()
+    for delay in (0.6, 1.2, 1.8):
+        proc = _interrupt(["vectors", work / "m.npz", "--images", work / "images", "-n", "5",
+                           "-o", out], signal.SIGTERM, delay)
+        codes.add(proc.returncode)
+        if proc.returncode == 143:
+            assert proc.stderr == "error: interrupted\n", proc.stderr
+            assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+        else:  # finished first
+            assert proc.returncode == 0, proc.stderr
+            assert os.listdir(tmp_path) == ["vec"]
+            for name in os.listdir(out):
+                os.unlink(out / name)
+            out.rmdir()
+    assert 143 in codes
+
+
+def test_interrupted_silences_unused_elaboratables():
+    from amaranth.hdl import Elaboratable
+
+    from hwgen.interrupts import Terminated, interrupted
+
+    class Unused(Elaboratable):
+        def elaborate(self, platform):
+            return None
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code = interrupted(Terminated())
+        unused = Unused()
+        del unused
+    assert code == 143 and err.getvalue() == "error: interrupted\n"
+    assert not [w for w in seen if "never used" in str(w.message)]
+    from amaranth._unused import MustUse
+    MustUse._MustUse__silence = False  # leave the rest of the session as it was
+
+
+# ----------------------------------------------------------------------------- import cycle
+
+
+@pytest.mark.parametrize("module", ["hwgen.cli", "sim.commands", "boards.commands"])
+def test_command_modules_import_alone_without_a_cycle(module):
+    code = (f"import sys, {module}; "
+            "print('hwgen.cli' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("True" if module == "hwgen.cli" else "False")
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+_HOSTILE = ["0", "-1", "1", "2", "nan", "-inf", "1e999", "\u00b2", "\u0663", "", " ", "1.5",
+            "0x10", "9" * 40, "\n", "--", "-", "x" * 300, "\udcff", "4096", "100", "101"]
+_NUMERIC = {
+    "eval": ["--limit"], "info": [], "verilog": ["--lanes"],
+    "vectors": ["-n", "--lanes", "--limit"],
+    "sim": ["--seed", "--valid-percent", "--ready-percent", "-j", "--lanes", "--limit"],
+    "build": ["--clock", "--baud", "--verify-images", "--lanes"],
+    "run": ["--baud", "--lanes", "--limit"],
+}
+_PATHS = ["{afile}", "{afile}/x", "{root}/no/x", "{adir_npy}", "{out}/new", "{out}/p.npy",
+          "{out}/w.vcd", "."]
+
+
+def _fuzz_command(data, work: Path, full: bool, child: bool) -> list[str]:
+    """A command line: a command, the model (or a non-model), options with hostile values.
+    Commands that could succeed at length get a non-model: ``build`` and ``run`` always,
+    ``sim`` unless ``full``; in a child (capped at 1 GiB of address space, which YoWASP's
+    Yosys cannot start in) every command but ``eval`` and ``info``."""
+    from hypothesis import strategies as st
+
+    command = data.draw(st.sampled_from(sorted(_NUMERIC)))
+    slow = (command in ("build", "run") or command == "sim" and not full
+            or child and command not in ("eval", "info"))
+    model = work / ("afile" if slow else "m.npz")
+    argv = [command, str(model)]
+    if command in ("eval", "sim", "vectors"):
+        argv += ["--images", str(work / "images")]
+    if command == "vectors":
+        argv += ["-o", str(work / "out" / "vec")]
+    if command == "verilog":
+        argv += ["-o", data.draw(st.sampled_from(_PATHS))]
+    if command in ("build", "run"):
+        argv += ["--board", "icebreaker"] + (["--sim"] if command == "run" else [])
+    numbers = data.draw(st.lists(st.sampled_from(_NUMERIC[command] or ["--fold"]),
+                                 max_size=3, unique=True))
+    for option in numbers:
+        value = data.draw(st.sampled_from(_HOSTILE) | st.text(max_size=12))
+        argv.append(f"{option}={value}" if option.startswith("--") else option)
+        if not option.startswith("--"):
+            argv.append(value)
+    if command in ("eval", "sim") and data.draw(st.booleans()):
+        argv += ["--save-predictions", data.draw(st.sampled_from(_PATHS))]
+    names = {"afile": work / "afile", "root": work, "adir_npy": work / "adir.npy",
+             "out": work / "out"}
+    return [a.format(**names) if "{" in a and "}" in a else a for a in argv]
+
+
+def _check_outcome(code: int, err: str, before: set[str], work: Path) -> None:
+    assert code in (0, 1, 2), (code, err)
+    assert "Traceback" not in err, err
+    if code:
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        assert listing(work) == before, listing(work) ^ before
+    assert not [n for n in listing(work) if ".part" in n], listing(work)
+
+
+def _clear_outputs(work: Path) -> None:
+    import shutil
+
+    for entry in (work / "out").iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _fuzz(work: Path, examples: int, child: bool, seed: int, full: bool = False) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as fixed_seed
+    from hypothesis import strategies as st
+
+    @fixed_seed(seed)
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def case(data):
+        argv = _fuzz_command(data, work, full, child)
+        _clear_outputs(work)
+        before = listing(work)
+        if child:  # a command line cannot hold NUL
+            proc = run_child("hwgen", *[a.replace("\0", "") for a in argv], timeout=120)
+            code, err = proc.returncode, proc.stderr
+        else:
+            code, _, err = run_main(argv)
+        _check_outcome(code, err, before, work)
+        _clear_outputs(work)
+
+    cwd = os.getcwd()
+    os.chdir(work / "out")  # "." and relative outputs land in the scratch folder
+    try:
+        case()
+    finally:
+        os.chdir(cwd)
+
+
+def test_fuzz_in_process(work):
+    pytest.importorskip("hypothesis")
+    _fuzz(work, examples=40, child=False, seed=16)
+
+
+def test_fuzz_in_children(work):
+    pytest.importorskip("hypothesis")
+    _fuzz(work, examples=4, child=True, seed=17)
+
+
+@pytest.mark.slow
+def test_fuzz_long(work):
+    pytest.importorskip("hypothesis")
+    _fuzz(work, examples=400, child=False, seed=18, full=True)
+    _fuzz(work, examples=60, child=True, seed=19)
+
+
+@pytest.mark.parametrize("name", ["a\udcffb", "two\nlines", ""])
+def test_model_with_an_unprintable_class_name_is_refused(name):
+    from hwgen.errors import ModelFormatError
+    from hwgen.random_models import dense, random_model
+
+    model = random_model(np.random.default_rng(3), (1, 4, 4), [dense(6)], classes=3)
+    model.classes[1] = name
+    with pytest.raises(ModelFormatError, match=r"classes\[1\]"):
+        model.validate()
