@@ -1,14 +1,19 @@
 """Benchmark: the compiled Verilator harness (what ``hwgen sim`` runs) on a model.
 
-    .venv/bin/python benchmarks/sim_speed.py [MODEL.npz] [--images 10000]
+    .venv/bin/python benchmarks/sim_speed.py [MODEL.npz] [--images 10000] [--jobs 1 2]
+        [--json OUT.json]
 
-Prints generation, compile (cold: the build cache is bypassed) and run times, simulated
-cycles per image, images/s and simulated cycles/s, and the agreement with the integer
-reference. Defaults to the shipped iCE40UP5K model on the Fashion-MNIST test set.
-Not a test: timings are noisy.
+Prints generation and compile (cold: the build cache is bypassed) times, then for each
+``-j`` value (images sharded across that many harness processes, as ``hwgen sim -j`` does)
+the run time, images/s and simulated cycles/s (all processes' cycles over the wall time),
+the steady cycles per image, and the agreement with the integer reference. ``--json``
+writes the same numbers to a file. Defaults to the shipped iCE40UP5K model on the
+Fashion-MNIST test set. Not a test: timings are noisy, and a -j N speedup is bounded by the
+idle cores.
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -24,14 +29,27 @@ from sim.commands import plan_model  # noqa: E402
 from sim.verilated import VerilatedCore  # noqa: E402
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="models/fmnist-mlp-up5k.npz")
-    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--images", type=_positive, default=10_000)
+    parser.add_argument("--jobs", type=_positive, nargs="+", default=[1, 2],
+                        help="the -j values to time (default: 1 2)")
+    parser.add_argument("--json", type=Path, metavar="OUT.json",
+                        help="also write the numbers to this file")
     args = parser.parse_args()
 
     images, _ = load_dataset("fashion-mnist", "test", limit=args.images)
     model, net, module = plan_model(Path(args.model), None, None)
+    reference = Reference(model).predict(images)
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         verilog, _ = write_verilog(net, Path(tmp), module)
@@ -39,19 +57,32 @@ def main() -> None:
         core = VerilatedCore(verilog, interface(net, module), cache_dir=Path(tmp) / "cache")
         core.build()
         built = time.perf_counter()
-        result = core.run(images)
-        ran = time.perf_counter()
-    agree = int((result.classes == Reference(model).predict(images)).sum())
-    cycles = int(result.out_cycles[-1]) + 1
-    print(f"model {args.model}, {len(images)} images, fold "
-          f"{','.join(f'{lp.pe}x{lp.simd}' for lp in net.layers)}, II {net.cycles_per_image}")
-    print(f"{'step':<10} {'seconds':>8}")
-    print(f"{'generate':<10} {generated - start:>8.1f}")
-    print(f"{'compile':<10} {built - generated:>8.1f}")
-    print(f"{'run':<10} {ran - built:>8.1f}")
-    print(f"run: {len(images) / (ran - built):.0f} images/s, {cycles / (ran - built) / 1e6:.1f} M "
-          f"simulated cycles/s, {result.steady_cycles_per_image():.1f} cycles per image")
-    print(f"agreement {agree}/{len(images)} with reference")
+        for jobs in args.jobs:
+            begin = time.perf_counter()
+            result = core.run(images, jobs=jobs)
+            seconds = time.perf_counter() - begin
+            runs.append({"jobs": jobs, "seconds": round(seconds, 3),
+                         "images_per_s": round(len(images) / seconds, 1),
+                         "cycles_per_s": round(result.simulated_cycles() / seconds),
+                         "cycles_per_image": result.steady_cycles_per_image(),
+                         "agreement": int((result.classes == reference).sum())})
+    report = {"model": str(args.model), "images": len(images),
+              "fold": ",".join(f"{lp.pe}x{lp.simd}" for lp in net.layers if hasattr(lp, "pe")),
+              "ii": net.cycles_per_image, "cpus": os.cpu_count(),
+              "generate_s": round(generated - start, 2), "compile_s": round(built - generated, 2),
+              "runs": runs}
+    print(f"model {report['model']}, {len(images)} images, fold {report['fold']}, "
+          f"II {report['ii']}")
+    print(f"generate {report['generate_s']:.1f} s, compile (cold) {report['compile_s']:.1f} s")
+    print(f"{'-j':>3} {'seconds':>8} {'images/s':>9} {'M cycles/s':>11} {'cycles/image':>13} "
+          f"{'agreement':>11}")
+    for run in runs:
+        print(f"{run['jobs']:>3} {run['seconds']:>8.1f} {run['images_per_s']:>9.1f} "
+              f"{run['cycles_per_s'] / 1e6:>11.2f} {run['cycles_per_image']:>13.1f} "
+              f"{run['agreement']:>5}/{len(images)}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

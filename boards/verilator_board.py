@@ -141,11 +141,11 @@ def board_verilog(top) -> tuple[str, list[Path]]:
     """Verilog text of a :class:`~boards.top.UARTInferenceTop` (module ``board_top``, ports
     ``clk rst rx tx activity error last_class``) and the extra sources it needs (the Verilog of
     a core wrapped with :meth:`~boards.core.StreamCore.from_verilog`)."""
-    from amaranth.back import verilog
+    from hwgen.gateware.portable import convert
     from .top import UARTInferenceTop
     if not isinstance(top, UARTInferenceTop):
         raise TypeError(f"top must be a UARTInferenceTop, not {top!r}")
-    text = verilog.convert(top, name=TOP_NAME)
+    text = convert(top, TOP_NAME, emit_src=True)
     return text, list(top.core._files)
 
 

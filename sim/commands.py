@@ -1,16 +1,17 @@
 """``python -m hwgen sim`` and ``python -m hwgen vectors``: the generated core, simulated.
 
 - ``sim`` runs every image through the Verilated core (compiled harness, no Python per
-  beat) and compares each class with the integer reference: ``agreement k/n with
-  reference``, ``accuracy ...``; exit code 1 on any mismatch, naming the first one.
+  beat; ``-j N`` shards the images across N processes of it, default one per CPU) and
+  compares each class with the integer reference: ``agreement k/n with reference``,
+  ``accuracy ...``; exit code 1 on any mismatch, naming the first one.
 - ``vectors`` writes the core, its ``interface.json`` and golden vectors (``$readmemh``
   files and a plain Verilog testbench) for any simulator.
 """
 
 from __future__ import annotations
 
-import argparse
-import shutil
+import contextlib
+import shlex
 import sys
 import tempfile
 import time
@@ -19,27 +20,31 @@ from pathlib import Path
 import numpy as np
 
 from hwgen import model as model_io
-from hwgen.errors import UserError
+from hwgen.errors import UserError, one_line
+from hwgen.names import default_module
+from hwgen.options import (MAX_IMAGES, MAX_JOBS, add_fold_options, add_image_source,
+                           add_save_predictions, integer, load_images)
+from hwgen.outputs import output_type, save_npy, staged_file, staged_folder
 from hwgen.reference import Reference
 
 from .golden import write_golden_vectors
-from .verilated import SimResult, VerilatedCore
+from .verilated import SimResult, VerilatedCore, default_jobs
 
 
 def plan_model(model_path: Path, fold: str | None, lanes: int | None):
     """Load ``model_path`` and fold it; returns ``(model, net, module name)``."""
     from hwgen.fold import parse_fold, plan
-    from hwgen.gateware.network import module_name
 
     model = model_io.load(model_path)
     folds = None if fold in (None, "auto") else parse_fold(fold, model)
-    return model, plan(model, folds, lanes=lanes), module_name(Path(model_path).stem)
+    return model, plan(model, folds, lanes=lanes), default_module(model_path)
 
 
 def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,
                  valid_percent: int = 100, ready_percent: int = 100,
-                 waves: Path | None = None) -> SimResult:
-    """Generate the core for ``net``, compile it (cached) and stream ``images`` through it."""
+                 waves: Path | None = None, jobs: int = 1) -> SimResult:
+    """Generate the core for ``net``, compile it (cached) and stream ``images`` through it,
+    sharded across ``jobs`` harness processes (one with ``waves``); classes in image order."""
     from hwgen.gateware.network import interface, write_verilog
 
     with tempfile.TemporaryDirectory(prefix="sbn-core-") as tmp:
@@ -47,16 +52,18 @@ def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,
         core = VerilatedCore(verilog, interface(net, module), trace=waves_kind(waves))
         core.build()
         return core.run(images, seed=seed, valid_percent=valid_percent,
-                        ready_percent=ready_percent, waves=waves,
+                        ready_percent=ready_percent, waves=waves, jobs=jobs,
                         progress=len(images) > 500)  # long runs show a tqdm bar
 
 
 def simulate(model_path: Path, images: np.ndarray, fold: str | None = None,
              lanes: int | None = None, seed: int = 0, valid_percent: int = 100,
-             ready_percent: int = 100, waves: Path | None = None):
-    """Generate, compile (cached) and run the core on ``images``; returns (model, net, result)."""
+             ready_percent: int = 100, waves: Path | None = None, jobs: int = 1):
+    """Generate, compile (cached) and run the core on ``images`` in ``jobs`` processes;
+    returns (model, net, result)."""
     model, net, module = plan_model(model_path, fold, lanes)
-    result = simulate_net(net, module, images, seed, valid_percent, ready_percent, waves)
+    result = simulate_net(net, module, images, seed, valid_percent, ready_percent, waves,
+                          jobs)
     return model, net, result
 
 
@@ -70,20 +77,29 @@ def waves_kind(path: Path | None) -> str | None:
     return suffix[1:]
 
 
-def _percent(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be in [1, 100], got {value}")
-    return value
+_percent = integer(1, 100)
+_jobs = integer(1, MAX_JOBS)  # -j: processes of the harness
+
+
+@contextlib.contextmanager
+def _staged_waves(waves: Path | None):
+    """The path the simulator writes waveforms to: a staging name beside ``waves``, renamed
+    onto it when the run succeeds (``None`` without ``--waves``)."""
+    if waves is None:
+        yield None
+        return
+    with staged_file(waves) as staging:
+        yield staging
 
 
 def cmd_sim(args) -> int:
-    from hwgen.cli import save_npy, load_images
-
+    waves_kind(args.waves)  # refuse a bad name before any work
     images, labels = load_images(args)
+    jobs = default_jobs() if args.jobs is None else args.jobs
     start = time.perf_counter()
-    model, net, result = simulate(args.model, images, args.fold, args.lanes, args.seed,
-                                  args.valid_percent, args.ready_percent, args.waves)
+    with _staged_waves(args.waves) as waves:
+        model, net, result = simulate(args.model, images, args.fold, args.lanes, args.seed,
+                                      args.valid_percent, args.ready_percent, waves, jobs)
     elapsed = time.perf_counter() - start
     reference = Reference(model).predict(images)
     agree = int((result.classes == reference).sum())
@@ -96,9 +112,10 @@ def cmd_sim(args) -> int:
         print(f"accuracy {correct / n:.4f} ({correct}/{n})")
     steady = result.steady_cycles_per_image()
     print(f"cycles per image {steady:.1f} in simulation (predicted II {net.cycles_per_image}), "
-          f"{n / elapsed:.1f} images/s simulated including build")
+          f"{n / elapsed:.1f} images/s simulated including build, "
+          f"{len(result.shard_starts)} process{'es' if len(result.shard_starts) > 1 else ''}")
     if args.waves:
-        print(f"waveforms: {args.waves}")
+        print(one_line(f"waveforms: {args.waves}"))
     if agree != n:
         from .diagnose import first_differing_layer
 
@@ -111,35 +128,25 @@ def cmd_sim(args) -> int:
 
 
 def cmd_vectors(args) -> int:
-    from hwgen.cli import load_images
+    from hwgen.gateware.network import interface, write_verilog
 
-    if args.count < 1:
-        raise UserError(f"-n must be at least 1, got {args.count}")
     args.limit = args.count if args.limit is None else min(args.limit, args.count)
     images, _ = load_images(args)
     outdir = Path(args.output)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent
-                                    if outdir.parent.exists() else None))
-    try:
-        from hwgen.gateware.network import interface, write_verilog
-
+    with staged_folder(outdir) as staging:
         model, net, module = plan_model(args.model, args.fold, args.lanes)
         verilog, _ = write_verilog(net, staging, module)
         iface = interface(net, module)
         expected = Reference(model).predict(images)
         write_golden_vectors(staging, iface, images, expected)
-        if outdir.exists():
-            shutil.rmtree(outdir)
-        shutil.move(str(staging), outdir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    print(f"wrote {len(expected)} golden vectors for {verilog.name} to {outdir}; run: "
-          f"cd {outdir} && iverilog -g2012 -o tb.vvp tb.v {verilog.name} && vvp -n tb.vvp")
+    name = shlex.quote(verilog.name)
+    print(one_line(f"wrote {len(expected)} golden vectors for {verilog.name} to {outdir}; "
+                   f"run: cd {shlex.quote(str(outdir))} && iverilog -g2012 -o tb.vvp tb.v "
+                   f"{name} && vvp -n tb.vvp"))
     return 0
 
 
-def register(sub, add_image_source, add_fold_options) -> None:
+def register(sub) -> None:
     """Add the ``sim`` and ``vectors`` subcommands to the ``python -m hwgen`` parser."""
     p = sub.add_parser("sim", help="run images through the Verilated core, check vs reference",
                        description="Generate the core, compile it with Verilator (cached), "
@@ -148,15 +155,18 @@ def register(sub, add_image_source, add_fold_options) -> None:
     p.add_argument("model", type=Path, metavar="MODEL.npz")
     add_image_source(p)
     add_fold_options(p)
-    p.add_argument("--save-predictions", type=Path, metavar="P.npy",
-                   help="write the hardware's classes (int64 [K]) to this .npy file")
-    p.add_argument("--waves", type=Path, metavar="WAVES.vcd",
+    add_save_predictions(p, "the hardware's classes")
+    p.add_argument("--waves", type=output_type("file"), metavar="WAVES.vcd",
                    help="write a waveform: .vcd, or .fst (needs Debian's liblz4-dev)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the gap/backpressure pattern")
+    p.add_argument("--seed", type=integer(0, 2**31 - 1), default=0,
+                   help="seed of the gap/backpressure pattern")
     p.add_argument("--valid-percent", type=_percent, default=100,
                    help="chance that the input offers a beat in a cycle (default 100)")
     p.add_argument("--ready-percent", type=_percent, default=100,
                    help="chance that the output accepts in a cycle (default 100)")
+    p.add_argument("-j", "--jobs", type=_jobs, metavar="N",
+                   help="split the images across N Verilator processes of the same build, "
+                        "each from reset (default: the number of CPUs; --waves runs one)")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("vectors", help="golden vectors and a Verilog testbench for any simulator",
@@ -165,9 +175,11 @@ def register(sub, add_image_source, add_fold_options) -> None:
     p.add_argument("model", type=Path, metavar="MODEL.npz")
     add_image_source(p)
     add_fold_options(p)
-    p.add_argument("-n", dest="count", type=int, required=True, metavar="N",
-                   help="number of images")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    p.add_argument("-n", dest="count", type=integer(1, MAX_IMAGES), required=True,
+                   metavar="N", help="number of images")
+    p.add_argument("-o", "--output", type=output_type("folder"), required=True,
+                   metavar="OUTDIR", help="output folder (created if missing; its parent "
+                                          "must exist)")
     p.set_defaults(func=cmd_vectors)
 
 

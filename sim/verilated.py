@@ -4,8 +4,11 @@ The harness is C++ generated from ``interface.json``: it reads every input beat 
 binary file, drives the input stream (optionally with random ``valid`` gaps), accepts
 outputs (optionally with random ``ready`` backpressure), and writes one line per image:
 ``<class> <cycle of the output handshake>``. No Python runs per beat, so a 10,000-image
-test set takes seconds. Builds are cached by a hash of the Verilog, the interface and
-the harness, under ``$SBN_CACHE_DIR`` (default ``~/.cache/sbn-hwgen/verilator``).
+test set takes seconds; :meth:`VerilatedCore.run` can shard the images across several
+processes of one build (``jobs``). Builds are cached by a hash of the compiled Verilog, the
+interface, the harness and the Verilator options, under ``$SBN_CACHE_DIR`` (default
+``~/.cache/sbn-hwgen/verilator``). ``VerilatedCore(..., x_random=True)`` is the X-randomized
+build (random power-on state, see the class).
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
+import re
 import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,9 @@ from hwgen.errors import UserError
 
 from .toolchain import find_verilator
 from .vectors import pack_beats
+
+# C++ compiler flags of the model and the harness (after Verilator's own -Os, so they win).
+HARNESS_CFLAGS = ("-O2",)
 
 _HARNESS = r"""
 #include "V{top}.h"
@@ -39,9 +48,15 @@ _HARNESS = r"""
 #include <random>
 #include <vector>
 
-// usage: sim BEATS.bin IMAGES OUT.txt SEED VALID_PERCENT READY_PERCENT MAX_CYCLES [WAVES.fst]
+// usage: sim BEATS.bin IMAGES OUT.txt SEED VALID_PERCENT READY_PERCENT MAX_CYCLES X_SEED
+//            [WAVES.fst]
+// Writes one line per image to OUT.txt: "<class> <cycle of the output handshake>".
+// Built with SBN_XRANDOM (and --x-initial unique): every variable without an initial value
+// starts random (seeded by X_SEED), and the last line of stdout is
+// "digest <hex> <cycles>", a hash of in_ready, out_valid and (when valid) the output data of
+// every cycle after reset.
 int main(int argc, char **argv) {{
-    if (argc < 8) {{ std::fprintf(stderr, "bad arguments\n"); return 2; }}
+    if (argc < 9) {{ std::fprintf(stderr, "bad arguments\n"); return 2; }}
     const char *beats_path = argv[1];
     const uint64_t images = std::strtoull(argv[2], nullptr, 10);
     const char *out_path = argv[3];
@@ -59,21 +74,30 @@ int main(int argc, char **argv) {{
     if (!out) {{ std::fprintf(stderr, "cannot write %s\n", out_path); return 2; }}
 
     VerilatedContext *context = new VerilatedContext;
+#ifdef SBN_XRANDOM
+    context->randReset(2);  // values without an initializer start random ...
+    context->randSeed(std::atoi(argv[8]));  // ... from this seed
+    uint64_t digest = 14695981039346656037ULL;  // FNV-1a over the observable outputs
+#endif
     V{top} *top = new V{top}{{context}};
 #ifdef SBN_TRACE
     SBN_TRACE *trace = nullptr;
-    if (argc > 8) {{
+    if (argc > 9) {{
         context->traceEverOn(true); trace = new SBN_TRACE; top->trace(trace, 99);
-        trace->open(argv[8]);
+        trace->open(argv[9]);
     }}
 #endif
     uint64_t cycle = 0, beat = 0, done = 0;
     bool valid = false;
-    auto tick = [&]() {{
+    // One clock cycle is two evaluations: the falling edge with this cycle's inputs (the
+    // logic settles, handshakes are sampled), then the rising edge.
+    auto fall = [&]() {{
         top->{clock} = 0; top->eval();
 #ifdef SBN_TRACE
         if (trace) trace->dump(2 * cycle);
 #endif
+    }};
+    auto rise = [&]() {{
         top->{clock} = 1; top->eval();
 #ifdef SBN_TRACE
         if (trace) trace->dump(2 * cycle + 1);
@@ -81,7 +105,7 @@ int main(int argc, char **argv) {{
         cycle++;
     }};
     top->{reset} = 1; top->{in_valid} = 0; top->{out_ready} = 0;
-    for (int i = 0; i < 4; i++) tick();
+    for (int i = 0; i < 4; i++) {{ fall(); rise(); }}
     top->{reset} = 0;
     cycle = 0;
     while (done < images && cycle < max_cycles) {{
@@ -92,15 +116,21 @@ int main(int argc, char **argv) {{
         }}
         top->{in_valid} = valid;
         top->{out_ready} = ready_pct >= 100 || rng() % 100 < ready_pct;
-        top->{clock} = 0; top->eval();
+        fall();
         const bool in_fire = valid && top->{in_ready};
-        if (top->{out_valid} && top->{out_ready}) {{
+        const bool out_valid = top->{out_valid};
+#ifdef SBN_XRANDOM
+        const uint64_t seen = (uint64_t)(top->{in_ready} ? 1 : 0) | (out_valid ? 2 : 0)
+            | (out_valid ? ({out_low} & {class_mask}ULL) << 2 : 0);
+        digest = (digest ^ seen) * 1099511628211ULL;
+#endif
+        if (out_valid && top->{out_ready}) {{
             std::fprintf(out, "%llu %llu\n",
                          (unsigned long long)({out_low} & {class_mask}ULL),
                          (unsigned long long)cycle);
             done++;
         }}
-        tick();
+        rise();
         if (in_fire) {{ beat++; valid = false; }}
     }}
 #ifdef SBN_TRACE
@@ -109,6 +139,9 @@ int main(int argc, char **argv) {{
     std::fclose(out);
     top->final();
     delete top;
+#ifdef SBN_XRANDOM
+    std::printf("digest %016llx %llu\n", (unsigned long long)digest, (unsigned long long)cycle);
+#endif
     if (done < images) {{
         std::fprintf(stderr, "timeout: %llu of %llu images out after %llu cycles\n",
                      (unsigned long long)done, (unsigned long long)images,
@@ -122,14 +155,33 @@ int main(int argc, char **argv) {{
 
 @dataclass
 class SimResult:
+    """What the harness saw, images in input order.
+
+    ``shard_starts``: the index of the first image of each harness process (``[0]`` for one);
+    ``out_cycles`` count from each process's own reset. ``digests``: per process, a hash of
+    the observable outputs of every cycle after reset and the cycle count (X-randomized
+    builds only, else None).
+    """
+
     classes: np.ndarray  # int64 [K]
     out_cycles: np.ndarray  # int64 [K], cycle of each output handshake (0 = first after reset)
+    shard_starts: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    digests: list[str] | None = None
+
+    def _shards(self) -> list[np.ndarray]:
+        bounds = [*self.shard_starts.tolist(), len(self.out_cycles)]
+        return [self.out_cycles[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
     def steady_cycles_per_image(self) -> float:
-        """Mean spacing of the outputs after the first (back-to-back input assumed)."""
-        if len(self.out_cycles) < 2:
-            return float("nan")
-        return float(np.diff(self.out_cycles).mean())
+        """Mean spacing of the outputs after the first of each process (back-to-back input
+        assumed): the same number whether the images ran in one process or several."""
+        shards = self._shards()
+        gaps = sum(len(c) - 1 for c in shards)
+        return sum(int(c[-1] - c[0]) for c in shards) / gaps if gaps else float("nan")
+
+    def simulated_cycles(self) -> int:
+        """Clock cycles simulated after reset, all processes together."""
+        return sum(int(c[-1]) + 1 for c in self._shards())
 
 
 def verilator_name(name: str) -> str:
@@ -167,15 +219,30 @@ class VerilatedCore:
     ``output_width`` is the width of the output data port (the class is in its low
     ``class_bits`` bits). ``trace`` ``"vcd"`` or ``"fst"`` builds with waveform support
     (FST needs the lz4 headers: Debian's liblz4-dev).
+
+    ``x_random`` builds the X-randomized variant, which checks that the core's outputs
+    after reset depend on nothing but the reset: the Verilog's power-on values are dropped
+    (:func:`without_power_on_values`: register initializers, and the initial contents of
+    memories the core writes; ROM contents stay), it is compiled with ``--x-initial unique
+    --x-assign unique``, so every variable without an initial value (and every explicit
+    ``x``) starts from a random value drawn from the ``x_seed`` of :meth:`run` instead of 0,
+    and the harness hashes the core's observable outputs of every cycle
+    (:attr:`SimResult.digests`). A core whose outputs after reset depend on power-on state
+    gives different classes, output cycles or digests for different seeds.
+    :attr:`power_on_values_dropped` counts what was dropped (after :meth:`build`). The two
+    variants are cached apart.
     """
 
     def __init__(self, verilog: Path, interface: dict, output_width: int | None = None,
-                 trace: str | None = None, cache_dir: Path | None = None):
+                 trace: str | None = None, cache_dir: Path | None = None,
+                 x_random: bool = False):
         if trace not in (None, "vcd", "fst"):
             raise ValueError(f"trace must be None, 'vcd' or 'fst', not {trace!r}")
         self.verilog = Path(verilog)
         self.interface = interface
         self.trace = trace
+        self.x_random = bool(x_random)
+        self.power_on_values_dropped: int | None = None
         i, o = interface["input"], interface["output"]
         self.input_width = i["lanes"] * i["bits"]
         self.words = math.ceil(self.input_width / 32)
@@ -195,13 +262,34 @@ class VerilatedCore:
             out_low=_low_bits(v(o["data"]), self.output_width),
             class_mask=hex((1 << o["class_bits"]) - 1))
 
+    def verilator_options(self) -> list[str]:
+        """The Verilator options of this build, sources and output names aside."""
+        x = "unique" if self.x_random else "fast"
+        options = ["--top-module", self.interface["module"], "-O3", "--x-assign", x,
+                   "--x-initial", x, "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                   "-CFLAGS", " ".join(HARNESS_CFLAGS)]
+        if self.x_random:
+            options += ["-CFLAGS", "-DSBN_XRANDOM"]
+        if self.trace:
+            kind = "Fst" if self.trace == "fst" else "Vcd"
+            options += ["--trace-fst" if self.trace == "fst" else "--trace",
+                        "-CFLAGS", f"-DSBN_TRACE=Verilated{kind}C",
+                        "-CFLAGS", f"'-DSBN_TRACE_HEADER=\"verilated_{kind.lower()}_c.h\"'"]
+        return options
+
     def build(self, progress=None) -> Path:
-        """Compile (or reuse a cached build); returns the simulator executable."""
+        """Compile (or reuse a cached build); returns the simulator executable. The cache key
+        covers the Verilog, the harness, the interface and every Verilator option."""
         harness = self.harness_source()
+        options = self.verilator_options()
+        source = self.verilog.read_bytes()
+        if self.x_random:
+            text, self.power_on_values_dropped = without_power_on_values(source.decode())
+            source = text.encode()
         key = hashlib.sha256()
-        for part in (self.verilog.read_bytes(), harness.encode(),
+        for part in (source, harness.encode(),
                      json.dumps(self.interface, sort_keys=True).encode(),
-                     str(self.trace).encode()):
+                     json.dumps(options).encode()):
             key.update(part)
         folder = self.cache_dir / key.hexdigest()[:24]
         exe = folder / "sim"
@@ -212,17 +300,9 @@ class VerilatedCore:
         work = Path(tempfile.mkdtemp(prefix="build-", dir=self.cache_dir))
         try:
             (work / "harness.cpp").write_text(harness)
-            shutil.copy(self.verilog, work / "core.v")
-            cmd = [verilator.executable, "--cc", "--exe", "--build", "-j", "2",
-                   "--top-module", self.interface["module"], "-O3", "--x-assign", "fast",
-                   "--x-initial", "fast", "--noassert", "-Wno-fatal", "-Wno-lint",
-                   "-Wno-style", "-CFLAGS", "-O2", "-Mdir", "obj", "-o", "sim",
-                   "core.v", "harness.cpp"]
-            if self.trace:
-                kind = "Fst" if self.trace == "fst" else "Vcd"
-                cmd += ["--trace-fst" if self.trace == "fst" else "--trace",
-                        "-CFLAGS", f"-DSBN_TRACE=Verilated{kind}C",
-                        "-CFLAGS", f"'-DSBN_TRACE_HEADER=\"verilated_{kind.lower()}_c.h\"'"]
+            (work / "core.v").write_bytes(source)
+            cmd = [verilator.executable, "--cc", "--exe", "--build", "-j", "2", *options,
+                   "-Mdir", "obj", "-o", "sim", "core.v", "harness.cpp"]
             proc = subprocess.run(cmd, cwd=work, env=verilator.env, capture_output=True,
                                   text=True)
             if proc.returncode != 0:
@@ -241,54 +321,148 @@ class VerilatedCore:
 
     def run(self, images: np.ndarray, seed: int = 0, valid_percent: int = 100,
             ready_percent: int = 100, max_cycles: int | None = None,
-            waves: Path | None = None, progress: bool = False) -> SimResult:
+            waves: Path | None = None, progress: bool = False, jobs: int = 1,
+            x_seed: int = 1) -> SimResult:
         """Stream ``images`` ``[K, ...]`` through the core; returns classes and output cycles.
-        ``progress``: a tqdm bar of the images done (the harness writes one line per image)."""
+
+        ``jobs``: split the images into that many contiguous shards (at most one per image),
+        each streamed by its own harness process (each from reset, with the same gap and
+        backpressure ``seed``), run at once; the results are merged in image order. With
+        ``waves`` the images run in one process (one waveform). ``max_cycles`` bounds each
+        process. ``x_seed`` (X-randomized builds): the seed of the random initial values,
+        0 to 2**31 - 1. ``progress``: a tqdm bar of all images done (each harness writes one
+        line per image)."""
+        if isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or jobs < 1:
+            raise UserError(f"jobs must be a whole number at least 1, got {jobs!r}")
+        if not 0 <= x_seed < 2 ** 31:
+            raise UserError(f"x_seed must be in [0, 2**31), got {x_seed}")
+        if waves is not None and not self.trace:
+            raise UserError("waveforms need a core built with trace='vcd' or 'fst'")
         i = self.interface["input"]
         exe = self.build()
         beats = pack_beats(images, i["lanes"], i["bits"], i.get("order", "CHW"))
         count = beats.shape[0]
+        if count < 1:
+            raise UserError("no images to simulate")
+        shards = min(jobs if waves is None else 1, count)
+        bounds = [count * k // shards for k in range(shards + 1)]
         if max_cycles is None:
             per_image = max(self.interface.get("cycles_per_image", 0), i["beats_per_image"])
             slow = 100 / max(1, min(valid_percent, ready_percent))
-            max_cycles = int((count * per_image * slow + self.interface.get(
+            most = max(b - a for a, b in zip(bounds, bounds[1:]))
+            max_cycles = int((most * per_image * slow + self.interface.get(
                 "latency_cycles", 0) + 1000) * 4)
         with tempfile.TemporaryDirectory(prefix="sbn-sim-") as tmp:
             tmp = Path(tmp)
-            beats.tofile(tmp / "beats.bin")
-            cmd = [str(exe), str(tmp / "beats.bin"), str(count), str(tmp / "out.txt"),
-                   str(seed), str(valid_percent), str(ready_percent), str(max_cycles)]
+            cmds, outs = [], []
+            for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+                beats[a:b].tofile(tmp / f"beats{k}.bin")
+                outs.append(tmp / f"out{k}.txt")
+                cmds.append([str(exe), str(tmp / f"beats{k}.bin"), str(b - a), str(outs[-1]),
+                             str(seed), str(valid_percent), str(ready_percent),
+                             str(max_cycles), str(x_seed)])
             if waves is not None:
-                if not self.trace:
-                    raise UserError("waveforms need a core built with trace='vcd' or 'fst'")
-                cmd.append(str(waves))
-            proc = _run_with_progress(cmd, tmp / "out.txt", count, progress)
-            if proc.returncode != 0:
-                raise UserError(f"simulation failed: {proc.stderr.strip() or proc.returncode}")
-            table = np.loadtxt(tmp / "out.txt", dtype=np.int64, ndmin=2)
-        return SimResult(table[:, 0], table[:, 1])
+                cmds[0].append(str(waves))
+            stdouts = _run_shards(cmds, outs, tmp, count, progress)
+            tables = [np.loadtxt(out, dtype=np.int64, ndmin=2).reshape(-1, 2) for out in outs]
+        table = np.concatenate(tables)
+        digests = None
+        if self.x_random:
+            digests = [line.split(None, 1)[1] for text in stdouts
+                       for line in text.splitlines() if line.startswith("digest ")]
+        return SimResult(table[:, 0], table[:, 1], np.array(bounds[:-1], np.int64), digests)
 
 
-def _run_with_progress(cmd: list[str], out: Path, count: int, progress: bool):
-    """Run the harness; with ``progress``, poll its output file and show images done."""
-    if not progress:
-        return subprocess.run(cmd, capture_output=True, text=True)
-    import time
+_REG_INIT = re.compile(r"^(\s*reg\s+(?:signed\s+)?(?:\[[^\]]*\]\s*)?)(\\\S+\s|\w+)\s*"
+                       r"=\s*[^;]+;", re.M)
+_MEMORY_WRITE = re.compile(r"^\s*(\\\S+\s|\w+)\s*\[.*\]\s*<=", re.M)
+_INITIAL_BLOCK = re.compile(r"^[ \t]*initial begin\n((?:(?![ \t]*end\n)[^\n]*\n)*)[ \t]*end\n",
+                            re.M)
+_INITIAL_TARGET = re.compile(r"^\s*(\\\S+\s|\w+)\s*\[", re.M)
 
-    from tqdm import tqdm
 
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as proc, \
-            tqdm(total=count, desc="verilator", unit="image", leave=False) as bar:
-        while proc.poll() is None:
-            time.sleep(0.5)
-            try:
-                done = out.read_bytes().count(b"\n")
-            except OSError:
-                done = 0
-            bar.update(max(0, min(done, count) - bar.n))
-        stdout, stderr = proc.communicate()
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+def without_power_on_values(verilog: str) -> tuple[str, int]:
+    """``verilog`` (as Yosys's Verilog writer emits it) without its power-on values: each
+    ``reg x = value;`` becomes ``reg x;`` and each ``initial`` block that fills a memory the
+    design writes (``mem[...] <= ...``) goes; ROMs keep their contents, and Yosys's own
+    ``$auto$verilog_backend`` trigger registers their initializer. Returns the text and the
+    number of initializers and blocks dropped."""
+    dropped = 0
+
+    def register(match: re.Match) -> str:
+        nonlocal dropped
+        if "verilog_backend" in match.group(2):
+            return match.group(0)
+        dropped += 1
+        return f"{match.group(1)}{match.group(2)};"  # an escaped name keeps its space
+
+    text = _REG_INIT.sub(register, verilog)
+    written = {name.strip() for name in _MEMORY_WRITE.findall(text)}
+
+    def block(match: re.Match) -> str:
+        nonlocal dropped
+        targets = {name.strip() for name in _INITIAL_TARGET.findall(match.group(1))}
+        if not targets or not targets <= written:
+            return match.group(0)
+        dropped += 1
+        return ""
+
+    return _INITIAL_BLOCK.sub(block, text), dropped
+
+
+def default_jobs() -> int:
+    """The number of CPUs this process may run on (the default of ``hwgen sim -j``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_shards(cmds: list[list[str]], outs: list[Path], tmp: Path, count: int,
+                progress: bool) -> list[str]:
+    """Run every harness command at once (stdout and stderr to files in ``tmp``); with
+    ``progress``, a tqdm bar of the images done in all of them (lines in ``outs``). Returns
+    each process's stdout; the first failure (the others are stopped) is a UserError."""
+    procs, logs = [], []
+    bar = None
+    try:
+        for k, cmd in enumerate(cmds):
+            logs.append((tmp / f"stdout{k}.txt", tmp / f"stderr{k}.txt"))
+            with open(logs[-1][0], "w") as stdout, open(logs[-1][1], "w") as stderr:
+                procs.append(subprocess.Popen(cmd, stdout=stdout, stderr=stderr))
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=count, desc="verilator", unit="image", leave=False)
+        while True:
+            codes = [proc.poll() for proc in procs]
+            failed = [k for k, code in enumerate(codes) if code not in (None, 0)]
+            if failed or all(code == 0 for code in codes):
+                break
+            if bar is not None:
+                done = sum(_lines(out) for out in outs)
+                bar.update(max(0, min(done, count) - bar.n))
+            time.sleep(0.5 if bar is not None else 0.02)
+        if failed:
+            k = failed[0]
+            message = logs[k][1].read_text().strip() or f"exit code {codes[k]}"
+            shard = f" (process {k + 1} of {len(procs)})" if len(procs) > 1 else ""
+            raise UserError(f"simulation failed{shard}: {message}")
+        return [stdout.read_text() for stdout, _ in logs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if bar is not None:
+            bar.close()
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
 
 
 def _last_error(log: str) -> str:

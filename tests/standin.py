@@ -3,6 +3,10 @@ testing simulation harnesses independently of the network generator.
 
 Its class is the sum of an image's values modulo ``2**class_bits``; it takes one beat per
 cycle and has a one-cycle bubble per image (so its II is ``beats + 1``).
+
+``write_standin(..., uninitialized=True)`` writes a deliberately broken variant for X-safety
+tests: its accumulator is not reset, so its first class depends on the power-on state (the
+Verilog initializer 0 in an ordinary Verilator build, random in an X-randomized one).
 """
 
 from amaranth.back import verilog
@@ -12,14 +16,16 @@ from amaranth.lib.wiring import In, Out
 
 
 class SumCore(wiring.Component):
-    def __init__(self, lanes: int, bits: int, beats: int, class_bits: int):
+    def __init__(self, lanes: int, bits: int, beats: int, class_bits: int,
+                 uninitialized: bool = False):
         self.lanes, self.bits, self.beats, self.class_bits = lanes, bits, beats, class_bits
+        self.uninitialized = uninitialized
         super().__init__({"i": In(stream.Signature(lanes * bits)),
                           "o": Out(stream.Signature(class_bits))})
 
     def elaborate(self, platform):
         m = Module()
-        acc = Signal(32)
+        acc = Signal(32, reset_less=self.uninitialized)
         beat = Signal(range(self.beats + 1))
         total = sum(self.i.payload[k * self.bits:(k + 1) * self.bits] for k in range(self.lanes))
         m.d.comb += self.i.ready.eq(~self.o.valid)
@@ -34,9 +40,11 @@ class SumCore(wiring.Component):
         return m
 
 
-def write_standin(folder, lanes: int, bits: int, beats: int, class_bits: int):
-    """Write ``standin.v``; return ``(verilog path, interface dict)``."""
-    core = SumCore(lanes, bits, beats, class_bits)
+def write_standin(folder, lanes: int, bits: int, beats: int, class_bits: int,
+                  uninitialized: bool = False):
+    """Write ``standin.v``; return ``(verilog path, interface dict)``. ``uninitialized``:
+    the accumulator is not reset (see the module docstring)."""
+    core = SumCore(lanes, bits, beats, class_bits, uninitialized)
     path = folder / "standin.v"
     path.write_text(verilog.convert(core, name="standin"))
     interface = {

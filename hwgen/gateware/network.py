@@ -8,7 +8,6 @@ import re
 import tempfile
 from pathlib import Path
 
-from amaranth.back import verilog
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -21,6 +20,7 @@ from .argmax import Argmax
 from .input import Binarize
 from .maxpool import MaxPool
 from .mvtu import MVTU
+from .portable import convert
 from .repack import Repack
 from .window import SlidingWindow
 
@@ -131,7 +131,9 @@ def interface(net: NetworkPlan, module: str) -> dict:
 
 
 def to_verilog(net: NetworkPlan, module: str) -> str:
-    return verilog.convert(Network(net), name=module, emit_src=False)
+    """The core's Verilog as module ``module``: the same in Verilog-2005 and SystemVerilog
+    simulators (:mod:`.portable`)."""
+    return convert(Network(net), module)
 
 
 def write_verilog(net: NetworkPlan, outdir: str | os.PathLike, module: str) -> tuple[Path, Path]:

@@ -1,0 +1,50 @@
+"""Verilog that simulates the same in every simulator and mode (Verilog-2005 and SystemVerilog).
+
+Amaranth's :func:`amaranth.back.verilog.convert` keeps combinational logic as ``always @*``
+processes and, for them to run once at time 0, Yosys's writer guards each with a trigger
+register declared ``reg ... = 0``. Under SystemVerilog semantics (Icarus ``-g2012``,
+commercial simulators in SV mode) a declaration initializer raises no event, so those
+processes never run until an input changes and their outputs stay X.
+
+:func:`convert` lowers every process to multiplexers before writing (Yosys ``proc`` without
+``-nomux``), so combinational logic is continuous assignments and functions only: nothing
+depends on a time-0 event. Yosys writes a parallel multiplexer as a function named after
+its cell (``\\$procmux$12``), which Icarus takes for a system function; those function
+names are given a leading ``fn`` instead. Registers keep their initial values and memories
+their ``initial`` contents, which mean the same in both modes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from amaranth.back import rtlil
+
+__all__ = ["convert", "portable_text"]
+
+_FUNCTION = re.compile(r"^\s*function\s+(?:\[[^\]]*\]\s*)?\\(\$\S+)\s", re.M)
+
+
+def portable_text(verilog: str) -> str:
+    """``verilog`` (Yosys ``write_verilog`` output of fully ``proc``-lowered logic) with
+    every ``$``-named function renamed. Raises ``ValueError`` if it still holds an
+    ``always @*`` process, whose time-0 behaviour differs between modes."""
+    if re.search(r"\balways\s*@\s*\*", verilog):
+        raise ValueError("the Verilog holds an always @* process (not proc-lowered)")
+    for name in set(_FUNCTION.findall(verilog)):
+        # an escaped identifier runs to the next white space
+        verilog = re.sub(re.escape("\\" + name) + r"(?=\s)",
+                         lambda _: "\\fn" + name, verilog)
+    return verilog
+
+
+def convert(elaboratable, name: str, *, emit_src: bool = False) -> str:
+    """Verilog text of ``elaboratable`` (ports from its signature) as module ``name``."""
+    from amaranth._toolchain.yosys import find_yosys
+
+    text = rtlil.convert(elaboratable, name=name, emit_src=emit_src)
+    yosys = find_yosys(lambda version: version >= (0, 40))
+    script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect",
+                        "write_verilog -norename"])
+    # Yosys warns that not every process maps to Verilog; the lowered ones all do
+    return portable_text(yosys.run(["-q", "-"], script, ignore_warnings=True))
