@@ -28,14 +28,16 @@ PREFIX = "python -m train "
 TEST_IMAGES = 10000
 
 
-def _defaults() -> dict:
-    from train.loop import TrainConfig
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+def _defaults(method: str) -> dict:
+    """Today's TrainConfig defaults for ``method`` (the learning rate's depends on it)."""
+    from train.loop import DEFAULT_LR, TrainConfig
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {**defaults, "lr": DEFAULT_LR[method]}
 
 
 def settings_of(cfg) -> dict:
     """The fields of ``cfg`` (a TrainConfig) that differ from the trainer's defaults."""
-    defaults = _defaults()
+    defaults = _defaults(cfg.method)
     return {name: getattr(cfg, name) for name in defaults
             if name not in PLUMBING and getattr(cfg, name) != defaults[name]}
 
@@ -44,11 +46,21 @@ def variant_of(method: str, settings: dict, variants: dict) -> str | None:
     """The variant ``(method, settings)`` trains, or None. A variant's settings are compared
     without the entries that equal today's defaults; where several variants train the same
     (a setting an older default spelled out), the one with the fewest settings is named."""
-    defaults = _defaults()
+    defaults = _defaults(method)
     matches = [name for name, (v_method, v_settings) in variants.items()
                if v_method == method
                and {k: v for k, v in v_settings.items() if defaults.get(k) != v} == settings]
     return min(matches, key=lambda name: len(variants[name][1]), default=None)
+
+
+def trained_lr(prov: dict, command: str, cfg) -> float:
+    """The learning rate a run trained at: as its provenance records, else (files from
+    before the trainer recorded it) the command's ``--lr`` or the trainer's default then."""
+    from train.loop import LEGACY_LR
+    if "lr" in prov:
+        return prov["lr"]
+    given = any(arg == "--lr" or arg.startswith("--lr=") for arg in shlex.split(command))
+    return cfg.lr if given else LEGACY_LR
 
 
 def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
@@ -66,7 +78,7 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     if not isinstance(command, str) or not command.startswith(PREFIX):
         return "no 'python -m train' command in its provenance"
     try:
-        cfg = config_from_argv(shlex.split(command[len(PREFIX):]))
+        cfg = config_from_argv(shlex.split(command[len(PREFIX):]), check_paths=False)
     except (SystemExit, UserError, ValueError):
         return f"its command does not parse: {command}"
     settings = settings_of(cfg)
@@ -74,6 +86,8 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     if cfg.dataset != "fashion-mnist" or variant is None:
         return f"{cfg.dataset} {cfg.method} {settings} is no variant"
     differs = [k for k in RECORDED if k in prov and prov[k] != getattr(cfg, k)]
+    if trained_lr(prov, command, cfg) != cfg.lr:
+        differs.append("lr")
     if differs:
         return f"trained under other defaults ({', '.join(differs)} differ from today's)"
     if prov.get("test_images") != TEST_IMAGES:

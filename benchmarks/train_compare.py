@@ -3,9 +3,9 @@
 Every run uses the same optimizer (Adam, cosine decay), batch size, epochs and
 augmentation; only the method and the variant's flags change. A *variant* is a named set
 of ``python -m train`` settings (:data:`VARIANTS`): ``sbn`` is the trainer's default,
-``sbn-paper`` the paper-faithful method (exact tanh gradient); ``sbn-v2`` and ``sbn-v1``
-are the earlier defaults and the ``sbn-v2-*``/``sbn-v1-*`` rows the ablations and probes
-around them that decided the default.
+``sbn-paper`` the paper-faithful method (exact tanh gradient); ``sbn-v3``, ``sbn-v2`` and
+``sbn-v1`` are the earlier defaults and the ``sbn-vN-*`` rows the ablations and probes around
+them that decided the next default.
 
 Each run is a row of ``benchmarks/results/train_compare.json`` (``--json``)::
 
@@ -46,32 +46,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.sweep_rows import rows_from_sweep  # noqa: E402
-from train.loop import PAPER_SBN, SBN_ONLY  # noqa: E402
+from train.loop import DEFAULT_LR, PAPER_SBN, SBN_ONLY  # noqa: E402
 
 # name -> (method, TrainConfig settings beyond the shared ones). Each row of the results
-# file also stores its settings, relative to the TrainConfig defaults of the trainer that
-# made it.
-_V2 = {"hard_phase": 0.1}  # the second default: a shorter hard phase
+# file also stores its variant's settings, relative to today's TrainConfig defaults (rows
+# are renamed when a default changes: the old default becomes ``sbn-vN``).
+_V3 = {"lr": 1e-3, "hard_phase": 0.25}  # the third default: Adam 1e-3, a quarter hard phase
+_V2 = {"lr": 1e-3, "hard_phase": 0.1}  # the second default: a shorter hard phase
 _V1 = {**_V2, "weight_grad_cap": None}  # the first: also one cap for weights and activations
 VARIANTS: dict[str, tuple[str, dict]] = {
     "float": ("float", {}),
     "ste": ("ste", {}),
     "ste-recal": ("ste", {"bn_recal": 100}),
     "ste-lr-3e-3": ("ste", {"lr": 3e-3}),
-    "sbn-paper": ("sbn", dict(PAPER_SBN)),
+    "sbn-paper": ("sbn", {**PAPER_SBN, "lr": 1e-3}),
     "sbn": ("sbn", {}),
-    # probes around the current default (one or two settings changed), most on the CNN
-    **{f"sbn-{name}": ("sbn", change) for name, change in {
+    # the third default and the probes around it (one or two settings changed, most on the
+    # CNN) that chose today's: Adam 3e-3 and a hard phase of half the steps
+    "sbn-v3": ("sbn", dict(_V3)),
+    **{f"sbn-v3-{name}": ("sbn", {**_V3, **change}) for name, change in {
         "hard-0.5": {"hard_phase": 0.5},
         "hard-0.75": {"hard_phase": 0.75},
         "ramp-0.4-hard-0.5": {"nu_ramp": 0.4, "hard_phase": 0.5},
         "wcap-1": {"weight_grad_cap": None},
         "wcap-1-hard-0.5": {"weight_grad_cap": None, "hard_phase": 0.5},
         "lr-3e-3": {"lr": 3e-3},
-        "lr-3e-3-hard-0.5": {"lr": 3e-3, "hard_phase": 0.5},
     }.items()},
     # the second default and its ablations (one setting changed), which chose the weight cap
-    # and, against sbn, the longer hard phase
+    # and, against sbn-v3, the longer hard phase
     "sbn-v2": ("sbn", dict(_V2)),
     **{f"sbn-v2-{name}": ("sbn", {**_V2, **change}) for name, change in {
         "exact-grad": {"grad_cap": None, "weight_grad_cap": None},
@@ -189,41 +191,51 @@ def accuracy(row: dict) -> float:
 _STE_BLIND = set(SBN_ONLY) | {"nu_schedule", "nu_start", "nu_end", "nu_ramp", "nu_learnable"}
 
 
+def _effective(method: str, settings: dict) -> dict:
+    """``settings`` with the learning rate spelled out (its default depends on the method)."""
+    return {"lr": DEFAULT_LR[method], **settings}
+
+
 def ste_baseline(variant: str) -> str:
-    """The STE variant the table compares ``variant`` with."""
+    """The STE variant the table compares ``variant`` with at the same learning rate and
+    other shared settings (``ste`` when there is none)."""
     method, settings = VARIANTS.get(variant, ("", {}))
     if method != "sbn":
         return "ste"
-    shared = {k: v for k, v in settings.items() if k not in _STE_BLIND}
-    return next((name for name, (m, s) in VARIANTS.items() if m == "ste" and s == shared),
-                "ste")
+    shared = {k: v for k, v in _effective(method, settings).items() if k not in _STE_BLIND}
+    return next((name for name, (m, s) in VARIANTS.items()
+                 if m == "ste" and _effective(m, s) == shared), "ste")
+
+
+def _mean(group: list[dict]) -> float:
+    return statistics.mean(100 * accuracy(r) for r in group)
 
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per (arch, epochs, training images, variant): mean ± std over
-    seeds (%), the seeds, mean gap, and the difference to its STE baseline
-    (:func:`ste_baseline`) on the same (arch, epochs, training images)."""
+    seeds (%), the seeds, mean gap, the difference to ``ste`` (each method at its own
+    defaults) and, where it is another row, to the STE baseline at the same learning rate
+    (:func:`ste_baseline`), on the same (arch, epochs, training images)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["arch"], row["epochs"], row["train_images"], row["variant"]),
                           []).append(row)
     order = list(VARIANTS)
     lines = ["| arch | epochs | variant | method | exported accuracy (%) | seeds | "
-             "gap (points) | vs ste (points) | note |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "gap (points) | vs ste (points) | vs ste, same lr (points) | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (arch, epochs, images, variant), group in sorted(
             groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], order.index(
                 kv[0][3]) if kv[0][3] in order else 99)):
         accs = [100 * accuracy(r) for r in group]
         mean = statistics.mean(accs)
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        ste = groups.get((arch, epochs, images, "ste"))
+        versus = f"{mean - _mean(ste):+.2f}" if ste and variant != "ste" else ""
         baseline = ste_baseline(variant)
-        ste = groups.get((arch, epochs, images, baseline))
-        versus = ""
-        if ste and variant != baseline:
-            versus = f"{mean - statistics.mean(100 * accuracy(r) for r in ste):+.2f}"
-            if baseline != "ste":
-                versus += f" ({baseline})"
+        same = groups.get((arch, epochs, images, baseline))
+        versus_same = (f"{mean - _mean(same):+.2f} ({baseline})"
+                       if same and baseline not in ("ste", variant) else "")
         gaps = [r["gap"] for r in group if r["gap"] is not None]
         gap = f"{statistics.mean(gaps):+.2f}" if gaps else ""
         seeds = " ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
@@ -231,12 +243,12 @@ def table(rows: list[dict]) -> str:
                         for r in group if r["device"] != "cpu" or r["train_images"] != 60000})
         label = "float (not exported)" if group[0]["method"] == "float" else ""
         lines.append(f"| `{arch}` | {epochs} | {variant} | {group[0]['method']} | "
-                     f"{mean:.2f} ± {std:.2f} | {seeds} | {gap} | {versus} | "
+                     f"{mean:.2f} ± {std:.2f} | {seeds} | {gap} | {versus} | {versus_same} | "
                      f"{'; '.join(filter(None, [label, *notes]))} |")
     return "\n".join(lines)
 
 
-PLOTTED = ("float", "ste", "sbn-paper", "sbn", "ste-lr-3e-3", "sbn-lr-3e-3-hard-0.5")
+PLOTTED = ("float", "ste", "ste-lr-3e-3", "sbn-paper", "sbn-v3", "sbn")
 
 
 def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:

@@ -2,6 +2,8 @@
 what the bit-exact integer reference computes on the 10000 Fashion-MNIST test images."""
 
 import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,37 @@ def test_shipped_accuracy_is_the_references(name, fashion_mnist_dir):
     assert stated and float(stated.group(1)) == pytest.approx(accuracy, abs=5e-5)
     method = re.search(r"^\| method \| `(sbn|ste)`", text, re.M)
     assert method and method.group(1) == model.provenance["method"]
+
+
+
+def _card_command(name: str) -> list[str] | None:
+    """The ``python -m train`` arguments of ``name``'s card, or None (an imported model)."""
+    block = re.search(r"^```sh\n(.*?)^```", card(name), re.M | re.S)
+    command = re.search(r"python -m train (.*)", block.group(1).replace("\\\n", " ")
+                        if block else "")
+    return shlex.split(command.group(1)) if command else None
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_card_command_trains_what_the_file_records(name):
+    """Under today's defaults the card's command means the settings the file was trained
+    with (a changed default must be spelled out in the cards of files trained before it)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.sweep_rows import RECORDED, trained_lr
+    from train.cli import config_from_argv
+
+    argv = _card_command(name)
+    prov = model_io.load(ROOT / "models" / name).provenance
+    command = prov.get("command", "")
+    if argv is None:
+        assert not command.startswith("python -m train"), "the card lacks its command"
+        return
+    cfg = config_from_argv(argv, check_paths=False)
+    ran = config_from_argv(shlex.split(command)[3:], check_paths=False)
+    for key in ("dataset", "arch", "method", "epochs", "seed", "shift", "flip",
+                "binarize_at", "batch_size", "weight_decay", "nu_learnable", "init_bound"):
+        assert getattr(cfg, key) == getattr(ran, key), key
+    for key in RECORDED:
+        if key in prov:
+            assert getattr(cfg, key) == prov[key], key
+    assert cfg.lr == trained_lr(prov, command, ran)

@@ -17,7 +17,7 @@ from hwgen import model as model_io  # noqa: E402
 from train.cli import main as train_main  # noqa: E402
 from train.layers import (HARD, SbnOptions, binarize_weight, hard_sign, soft_sign,  # noqa: E402
                           weight_scale)
-from train.loop import PAPER_SBN, TrainConfig, load_checkpoint, train  # noqa: E402
+from train.loop import DEFAULT_LR, PAPER_SBN, TrainConfig, load_checkpoint, train  # noqa: E402
 from train.schedule import nu_at  # noqa: E402
 
 from .test_train import _cfg, assert_same_model, data_dir  # noqa: E402,F401  (fixture)
@@ -212,15 +212,19 @@ def test_cli_variants_and_flags(data_dir, tmp_path, capsys):
                               "--weight-norm", "layer")
     prov = model_io.load(out).provenance
     assert code == 0 and prov["grad_cap"] is None and prov["weight_norm"] == "layer"
-    assert prov["hard_phase"] == TrainConfig.hard_phase
+    assert prov["hard_phase"] == TrainConfig.hard_phase == 0.5
+    assert prov["lr"] == DEFAULT_LR["sbn"] == 3e-3  # each method's own default learning rate
+    code, out, err = _run_cli(data_dir, tmp_path, capsys, "--method", "ste")
+    assert code == 0 and model_io.load(out).provenance["lr"] == DEFAULT_LR["ste"] == 1e-3
+    assert TrainConfig(method="float").lr == 1e-3 and TrainConfig(lr=5e-4).lr == 5e-4
 
 
 @pytest.mark.parametrize("extra, fragment", [
     (["--method", "ste", "--grad-cap", "2"], "--grad-cap needs --method sbn"),
     (["--method", "ste", "--sbn-variant", "paper"], "--sbn-variant needs --method sbn"),
     (["--hard-phase", "1"], "--hard-phase"),
-    (["--grad-cap", "-1"], "--grad-cap must be a positive number"),
-    (["--grad-clip", "nan"], "--grad-clip must be a positive number"),
+    (["--grad-cap", "-1"], "argument --grad-cap: must be at least 0"),
+    (["--grad-clip", "nan"], "argument --grad-clip: must be a finite number"),
     (["--bn-recal", "-2"], "--bn-recal"),
 ])
 def test_cli_rejects_bad_sbn_flags(data_dir, tmp_path, capsys, extra, fragment):
@@ -337,30 +341,34 @@ def test_sweep_folder_rows(data_dir, tmp_path):
               "--threads", "1", "--no-progress", "--test-limit", "200"]
     runs = {"a": ["--method", "ste", "--lr", "3e-3"],
             "b": ["--method", "sbn", "--lr", "3e-3", "--hard-phase", "0.5"],
-            "c": ["--method", "sbn", "--sbn-variant", "paper"],
+            "c": ["--method", "sbn", "--sbn-variant", "paper", "--lr", "1e-3"],
             "d": ["--method", "sbn", "--shift", "1"],
-            "e": ["--method", "ste", "--test-limit", "100"]}
+            "e": ["--method", "ste", "--test-limit", "100"],
+            "f": ["--method", "sbn", "--hard-phase", "0.5", "--seed", "1"]}
     for name, args in runs.items():
         assert train_main([*common, *args, "--out", str(sweep / f"{name}.npz")]) == 0
-    for name in "abcd":  # as if scored on the full test set; c as a file from before the
-        model = model_io.load(sweep / f"{name}.npz")  # trainer recorded its device
+    for name in "abcdf":  # as if scored on the full test set; c and f as files from before
+        model = model_io.load(sweep / f"{name}.npz")  # the trainer recorded device and lr
         model.provenance["test_images"] = 10000
-        if name == "c":
-            del model.provenance["device"]
+        if name in "cf":
+            del model.provenance["device"], model.provenance["lr"]
         model_io.save(model, sweep / f"{name}.npz")
     (sweep / "a.log").write_text("epoch 1/1 loss 1 train 50% test 50% lr 0 (2.5s)\n")
     rows, notes = rows_from_sweep(sweep, VARIANTS, "cuda")
-    assert [r["variant"] for r in rows] == ["ste-lr-3e-3", "sbn-lr-3e-3-hard-0.5", "sbn-paper"]
-    assert [n.split(":")[0] for n in notes] == ["d.npz", "e.npz"]
+    # b spells out today's sbn defaults; f, with no --lr and no lr recorded, trained at the
+    # learning rate of then (1e-3), not today's sbn default
+    assert [r["variant"] for r in rows] == ["ste-lr-3e-3", "sbn", "sbn-paper"]
+    assert [n.split(":")[0] for n in notes] == ["d.npz", "e.npz", "f.npz"]
     assert "'shift': 1} is no variant" in notes[0] and "on 100 test images" in notes[1]
+    assert "trained under other defaults (lr differ" in notes[2]
     for row, name in zip(rows, "abc"):
         prov = model_io.load(sweep / f"{name}.npz").provenance
         assert row["exported_accuracy"] == prov["test_accuracy"]
         assert row["train_images"] == 512 and row["epochs"] == 1
     assert [r["device"] for r in rows] == ["cpu", "cpu", "cuda"]
     assert rows[0]["seconds"] == 2.5 and "seconds" not in rows[1]
-    assert ste_baseline("sbn-lr-3e-3-hard-0.5") == "ste-lr-3e-3"
-    assert ste_baseline("sbn-hard-0.5") == ste_baseline("ste-recal") == "ste"
+    assert ste_baseline("sbn") == ste_baseline("sbn-v3-lr-3e-3") == "ste-lr-3e-3"
+    assert ste_baseline("sbn-v3-hard-0.5") == ste_baseline("ste-recal") == "ste"
 
     # a file trained under other defaults (its recorded hard phase is not what its command
     # means today) is left out

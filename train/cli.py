@@ -1,31 +1,44 @@
 """``python -m train``: train a binary network and export it as a model file.
 
-User errors print one line ``error: ...`` to stderr and exit 2 (no traceback); the model
-file and checkpoints are written atomically, so an error or a kill never leaves a partial
-file. See ``docs/training.md``.
+User errors print one line ``error: ...`` to stderr and exit 2 (no traceback); every
+numeric option is range-checked and every output path (``--out``, ``--checkpoint``,
+``--plots``) is checked before any work (``docs/cli.md``). The model file and checkpoints
+are written atomically and the plots folder is staged, so an error or a kill never leaves
+a partial file. Ctrl-C / SIGTERM: one line, exit 130 / 143. See ``docs/training.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+from pathlib import Path
 
 from hwgen.datasets import DATASETS
-from hwgen.errors import UserError
+from hwgen.errors import UserError, one_line
+from hwgen.interrupts import interrupted
+from hwgen.options import Parser, integer, real
+from hwgen.outputs import check_output, output_type, staged_folder
 
 from .arch import PRESETS
 from .layers import METHODS, WEIGHT_NORMS
-from .loop import PAPER_SBN, SBN_ONLY, TrainConfig, train
+from .loop import DEFAULT_LR, PAPER_SBN, SBN_ONLY, TrainConfig, train
 from .schedule import SCHEDULES
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+_Parser = Parser  # the old name
+_out_file = output_type("file")
+_positive = real(0, low_open=True)
+_non_negative = real(0)
+_fraction = real(0, 1, low_open=True)  # (0, 1]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(check_paths: bool = True) -> argparse.ArgumentParser:
+    """The parser; ``check_paths=False`` takes output paths as given (to read a recorded
+    command on another machine) instead of checking them where they would be written."""
+    out_file = _out_file if check_paths else Path
+    out_folder = output_type("folder") if check_paths else Path
     p = _Parser(prog="python -m train",
                 description="Train a self-binarizing (or STE / float baseline) network and "
                             "export it in the binary model format.")
@@ -35,24 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "(grammar in docs/training.md), or a preset: "
                         + ", ".join(PRESETS))
     p.add_argument("--method", default="sbn", choices=METHODS)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--out", help="model file to write (.npz); sbn and ste only")
-    p.add_argument("--checkpoint", help="checkpoint file (default: --out with .ckpt.pt)")
+    p.add_argument("--epochs", type=integer(1, 100_000), default=10)
+    p.add_argument("--out", type=out_file, help="model file to write (.npz); sbn and ste only")
+    p.add_argument("--checkpoint", type=out_file,
+                   help="checkpoint file (default: --out with .ckpt.pt)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint if there is one")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0, 2**32 - 1), default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto (default): cuda when available, else cpu")
-    p.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--binarize-at", type=int, default=None, metavar="B",
+    p.add_argument("--batch-size", type=integer(1, 1 << 20), default=128, help="global batch size")
+    p.add_argument("--lr", type=real(0, 10, low_open=True), default=None,
+                   help="Adam learning rate, cosine decay (default: "
+                        + ", ".join(f"{m} {lr:g}" for m, lr in DEFAULT_LR.items()) + ")")
+    p.add_argument("--weight-decay", type=_non_negative, default=0.0)
+    p.add_argument("--binarize-at", type=integer(0, 256), default=None, metavar="B",
                    help="binarize input pixels (+1 if pixel >= B) instead of feeding raw "
                         "8-bit pixels to the first layer")
     p.add_argument("--nu-schedule", default="exp", choices=SCHEDULES)
-    p.add_argument("--nu-start", type=float, default=1.0)
-    p.add_argument("--nu-end", type=float, default=1000.0)
-    p.add_argument("--nu-ramp", type=float, default=0.8,
+    p.add_argument("--nu-start", type=_positive, default=1.0)
+    p.add_argument("--nu-end", type=_positive, default=1000.0)
+    p.add_argument("--nu-ramp", type=_fraction, default=0.8,
                    help="fraction of training over which nu ramps to --nu-end (default 0.8)")
     p.add_argument("--nu-learnable", action="store_true",
                    help="sbn: each layer learns its own nu >= the schedule's nu "
@@ -66,42 +82,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-norm", choices=WEIGHT_NORMS, default=None,
                    help="weights enter tanh as w/s, s = detached mean |w| of the layer or of "
                         f"each output channel (default {TrainConfig.weight_norm})")
-    g.add_argument("--grad-cap", type=float, default=None, metavar="C",
+    g.add_argument("--grad-cap", type=_non_negative, default=None, metavar="C",
                    help="backward = derivative of tanh(min(nu, C) x); 0: the exact "
                         f"gradient of tanh(nu x) (default {TrainConfig.grad_cap:g})")
-    g.add_argument("--weight-grad-cap", type=float, default=None, metavar="C",
+    g.add_argument("--weight-grad-cap", type=_non_negative, default=None, metavar="C",
                    help=f"the weights' own backward cap (default "
                         f"{TrainConfig.weight_grad_cap:g}; 0: the same as --grad-cap)")
-    g.add_argument("--hard-phase", type=float, default=None, metavar="F",
+    g.add_argument("--hard-phase", type=real(0, 1, high_open=True), default=None, metavar="F",
                    help="train the last fraction F of the steps with the forward = sign "
                         f"(default {TrainConfig.hard_phase:g})")
-    g.add_argument("--weight-clip", type=float, default=None, metavar="K",
+    g.add_argument("--weight-clip", type=_non_negative, default=None, metavar="K",
                    help="after each step clip latent weights to |w/s| <= K (default off)")
-    p.add_argument("--grad-clip", type=float, default=None, metavar="G",
+    p.add_argument("--grad-clip", type=_non_negative, default=None, metavar="G",
                    help="clip the gradient's global norm at G (any method; default off)")
-    p.add_argument("--bn-recal", type=int, default=0, metavar="N",
+    p.add_argument("--bn-recal", type=integer(0, 1_000_000), default=0, metavar="N",
                    help="before export, re-estimate batch-norm statistics of the hard "
                         "network on N training batches (sbn and ste; default 0: off)")
-    p.add_argument("--init-bound", type=float, default=None, metavar="A",
+    p.add_argument("--init-bound", type=_positive, default=None, metavar="A",
                    help="latent weights start uniform in [-A, A] (default 1/sqrt(fan-in))")
     p.add_argument("--flip", action="store_true", help="augment: random horizontal flips")
-    p.add_argument("--shift", type=int, default=0, metavar="PX",
+    p.add_argument("--shift", type=integer(0, 64), default=0, metavar="PX",
                    help="augment: random translations up to PX pixels")
     p.add_argument("--data-dir", help="folder with the dataset's files (IDX files; for "
                                       "cifar10 the cifar-10-batches-py folder or its parent)")
-    p.add_argument("--train-limit", type=int, help="use only the first N training images")
-    p.add_argument("--test-limit", type=int, help="use only the first N test images")
-    p.add_argument("--plots", metavar="DIR", help="write training curves and histograms here")
-    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--train-limit", type=integer(1), help="use only the first N training images")
+    p.add_argument("--test-limit", type=integer(1), help="use only the first N test images")
+    p.add_argument("--plots", type=out_folder, metavar="DIR",
+                   help="write training curves and histograms here")
+    p.add_argument("--threads", type=integer(1, 1024), help="torch CPU threads per process")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    p.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--stop-after", type=integer(1), help=argparse.SUPPRESS)
     return p
 
 
-def config_from_argv(argv: list[str]) -> TrainConfig:
+def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
     """The :class:`TrainConfig` that ``python -m train ARGV`` runs (argparse exits on a
-    malformed command line; :class:`UserError` for an sbn-only flag given to ste/float)."""
-    args = build_parser().parse_args(argv)
+    malformed command line; :class:`UserError` for an sbn-only flag given to ste/float).
+    ``check_paths=False``: the outputs are not checked (a recorded command, read back)."""
+    args = build_parser(check_paths).parse_args(argv)
     sbn = {k: getattr(TrainConfig, k) for k in SBN_ONLY}
     if args.sbn_variant == "paper":
         sbn.update(PAPER_SBN)
@@ -116,9 +134,13 @@ def config_from_argv(argv: list[str]) -> TrainConfig:
         sbn["weight_grad_cap"] = None  # 0: the weights use --grad-cap
     if sbn["weight_clip"] == 0:
         sbn["weight_clip"] = None
+    out = None if args.out is None else str(args.out)
+    if check_paths and out and args.checkpoint is None:  # the default, beside --out
+        check_output(Path(out).with_suffix(".ckpt.pt"), "--checkpoint (default)")
     return TrainConfig(
         dataset=args.dataset, arch=args.arch, method=args.method, epochs=args.epochs,
-        out=args.out, checkpoint=args.checkpoint, resume=args.resume, seed=args.seed,
+        out=out, checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+        resume=args.resume, seed=args.seed,
         device=args.device, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, binarize_at=args.binarize_at,
         nu_schedule=args.nu_schedule, nu_start=args.nu_start, nu_end=args.nu_end,
@@ -126,20 +148,45 @@ def config_from_argv(argv: list[str]) -> TrainConfig:
         grad_clip=args.grad_clip or None, bn_recal=args.bn_recal, **sbn,
         flip=args.flip,
         shift=args.shift, data_dir=args.data_dir,
-        train_limit=args.train_limit, test_limit=args.test_limit, plots=args.plots,
+        train_limit=args.train_limit, test_limit=args.test_limit,
+        plots=None if args.plots is None else str(args.plots),
         threads=args.threads, progress=not args.no_progress, stop_after=args.stop_after,
         command="python -m train " + shlex.join(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m train ARGV``; returns the exit code (2: a user error, printed as one
+    line; 130/143: Ctrl-C/SIGTERM, the last completed epoch kept in the checkpoint)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        train(config_from_argv(argv))
+        try:
+            config = config_from_argv(argv)
+        except SystemExit as exit_:  # --help, or a usage error already printed as one line
+            return exit_.code
+        run_staged(config)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(one_line(f"error: {err}"), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted (the last completed epoch is in the checkpoint; rerun "
-              "with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        return interrupted(interrupt, "error: interrupted (the last completed epoch is in "
+                                      "the checkpoint; rerun with --resume)")
     return 0
+
+
+def run_staged(config: TrainConfig) -> dict:
+    """:func:`train` with ``--plots`` written to a staging folder that becomes the plots
+    folder only when training succeeded (only the main process writes plots)."""
+    if config.plots is None or os.environ.get("RANK", "0") != "0":
+        return train(config)
+    plots = config.plots
+    with staged_folder(plots) as staging:
+        config.plots = str(staging)
+        try:
+            result = train(config)
+        finally:
+            config.plots = plots
+        if not any(staging.iterdir()):  # stopped early: no plots, so no folder
+            staging.rmdir()
+    if "plots" in result:  # the files' names in the folder they were renamed into
+        result["plots"] = [str(Path(plots) / Path(name).name) for name in result["plots"]]
+    return result

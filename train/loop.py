@@ -51,6 +51,11 @@ SBN_ONLY = ("weight_norm", "grad_cap", "weight_grad_cap", "hard_phase", "weight_
 # no hard phase (``TrainConfig(**PAPER_SBN)``, ``--sbn-variant paper``).
 PAPER_SBN = {"weight_norm": "none", "grad_cap": None, "weight_grad_cap": None,
              "hard_phase": 0.0, "weight_clip": None}
+# Adam's learning rate when none is given: the measured best of each method
+# (docs/training.md). Files written before the trainer recorded ``lr`` in their provenance
+# trained at LEGACY_LR unless their command gave ``--lr``.
+DEFAULT_LR = {"sbn": 3e-3, "ste": 1e-3, "float": 1e-3}
+LEGACY_LR = 1e-3
 
 
 @dataclass
@@ -65,7 +70,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float | None = None  # None: DEFAULT_LR[method], filled in on construction
     weight_decay: float = 0.0
     binarize_at: int | None = None
     nu_schedule: str = "exp"
@@ -78,7 +83,7 @@ class TrainConfig:
     weight_norm: str = "channel"
     grad_cap: float | None = 1.0
     weight_grad_cap: float | None = 0.25  # None: grad_cap
-    hard_phase: float = 0.25
+    hard_phase: float = 0.5
     weight_clip: float | None = None
     grad_clip: float | None = None  # any method: clip the gradient's global norm
     bn_recal: int = 0  # sbn and ste: re-estimate batch-norm statistics on N hard batches
@@ -93,6 +98,10 @@ class TrainConfig:
     progress: bool = True
     stop_after: int | None = None  # stop (as if killed) after this many epochs; for tests
     command: str = ""
+
+    def __post_init__(self):
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.method, LEGACY_LR)
 
 
 @dataclass
@@ -437,7 +446,7 @@ def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device,
             "epochs": cfg.epochs, "seed": cfg.seed, "binarize_at": cfg.binarize_at,
             "test_accuracy": acc, "test_images": int(test_x.shape[0]),
             "soft_test_accuracy": result["soft_test_accuracy"],
-            "command": cfg.command, "torch": torch.__version__,
+            "command": cfg.command, "torch": torch.__version__, "lr": cfg.lr,
             "device": device.split(":")[0], "train_images": train_images,
         }
         if cfg.bn_recal:
