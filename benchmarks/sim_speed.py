@@ -1,7 +1,7 @@
 """Benchmark: the compiled Verilator harness (what ``hwgen sim`` runs) on a model.
 
     .venv/bin/python benchmarks/sim_speed.py [MODEL.npz] [--images 10000] [--jobs 1 2]
-        [--json OUT.json]
+        [--fold FOLD] [--dataset fashion-mnist|mnist] [--data-dir DIR] [--json OUT.json]
 
 Prints generation and compile (cold: the build cache is bypassed) times, then for each
 ``-j`` value (images sharded across that many harness processes, as ``hwgen sim -j`` does)
@@ -42,12 +42,15 @@ def main() -> None:
     parser.add_argument("--images", type=_positive, default=10_000)
     parser.add_argument("--jobs", type=_positive, nargs="+", default=[1, 2],
                         help="the -j values to time (default: 1 2)")
+    parser.add_argument("--fold", help="as hwgen sim --fold (default: the model's default)")
+    parser.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
+    parser.add_argument("--data-dir", help="the dataset's folder (default: where it lives)")
     parser.add_argument("--json", type=Path, metavar="OUT.json",
                         help="also write the numbers to this file")
     args = parser.parse_args()
 
-    images, _ = load_dataset("fashion-mnist", "test", limit=args.images)
-    model, net, module = plan_model(Path(args.model), None, None)
+    images, _ = load_dataset(args.dataset, "test", data_dir=args.data_dir, limit=args.images)
+    model, net, module = plan_model(Path(args.model), args.fold, None)
     reference = Reference(model).predict(images)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -82,17 +82,19 @@ def test_steady_interval_ignores_the_seams_between_shards():
 
 
 @pytest.mark.sim
-def test_sim_j2_equals_j1_on_a_shipped_model(tmp_path, capsys):
-    """The shipped iCE40UP5K MLP on 40 images (random pixels: no dataset needed)."""
-    path = require(SHIPPED, "the shipped models")
+@pytest.mark.parametrize("name,count", [("fmnist-mlp-up5k.npz", 40),
+                                        ("fmnist-cnn-up5k-sbn.npz", 6)])
+def test_sim_j2_equals_j1_on_a_shipped_model(tmp_path, capsys, name, count):
+    """The shipped iCE40UP5K MLP and CNN on a few images (random pixels: no dataset)."""
+    path = require(SHIPPED.parent / name, "the shipped models")
     model, _, _ = plan_model(path, None, None)
-    images = random_images(np.random.default_rng(5), model.input, 40)
+    images = random_images(np.random.default_rng(5), model.input, count)
     write_idx(tmp_path / "images", images[:, 0])
     one, _ = _cli_predictions(tmp_path, capsys, path, tmp_path / "images", "-j", "1")
     two, text = _cli_predictions(tmp_path, capsys, path, tmp_path / "images", "-j", "2")
     np.testing.assert_array_equal(one, Reference(model).predict(images))
     np.testing.assert_array_equal(two, one)
-    assert "agreement 40/40" in text
+    assert f"agreement {count}/{count}" in text
 
 
 @pytest.mark.parametrize("value,why", [("0", "must be at least 1, got 0"),
