@@ -24,7 +24,8 @@ from hwgen.errors import UserError, one_line
 from hwgen.fold import input_order
 from hwgen.layout import in_stream_order
 from hwgen.names import default_module
-from hwgen.options import MAX_LANES, add_image_source, integer, load_images, real
+from hwgen.options import (MAX_LANES, add_image_source, check_labels, integer, load_images,
+                           real)
 from hwgen.outputs import check_output, output_type, staged_folder
 from hwgen.reference import Reference
 
@@ -369,6 +370,7 @@ def cmd_run(args) -> int:
         images = np.stack([load_png(p, model) for p in args.pngs])
     elif args.dataset or args.images:
         images, labels = load_images(args)
+        check_labels(labels, model)
     else:
         raise UserError("no images: give --dataset NAME, --images IDX or PNG files")
     if model.input.bits > 8:

@@ -20,7 +20,7 @@ from .errors import UserError, one_line
 from .interrupts import interrupted
 from .names import default_module
 from .options import (Parser, add_fold_options, add_image_source, add_save_predictions,
-                      load_images, verilog_identifier)
+                      check_labels, load_images, verilog_identifier)
 from .outputs import output_type, save_npy, staged_folder
 from .reference import ENGINES
 
@@ -35,6 +35,7 @@ def cmd_eval(args) -> int:
 
     model = model_io.load(args.model)
     images, labels = load_images(args)
+    check_labels(labels, model)
     predictions = Reference(model, args.engine).predict(images, progress=sys.stderr.isatty())
     if args.save_predictions:
         save_npy(args.save_predictions, predictions)

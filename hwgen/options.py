@@ -134,3 +134,10 @@ def load_images(args):
             raise UserError("--labels goes with --images, not --dataset")
         return load_dataset(args.dataset, args.split, args.data_dir, args.limit)
     return load_idx_pair(args.images, args.labels, args.limit)
+
+
+def check_labels(labels, model) -> None:
+    """Refuse labels (non-negative integers, or None) that name a class ``model`` lacks."""
+    if labels is not None and len(labels) and int(labels.max()) >= len(model.classes):
+        raise UserError(f"the labels name class {int(labels.max())}, but the model has "
+                        f"{len(model.classes)} classes (0 to {len(model.classes) - 1})")

@@ -23,7 +23,7 @@ from hwgen import model as model_io
 from hwgen.errors import UserError, one_line
 from hwgen.names import default_module
 from hwgen.options import (MAX_IMAGES, MAX_JOBS, add_fold_options, add_image_source,
-                           add_save_predictions, integer, load_images)
+                           add_save_predictions, check_labels, integer, load_images)
 from hwgen.outputs import output_type, save_npy, staged_file, staged_folder
 from hwgen.reference import Reference
 
@@ -95,6 +95,7 @@ def _staged_waves(waves: Path | None):
 def cmd_sim(args) -> int:
     waves_kind(args.waves)  # refuse a bad name before any work
     images, labels = load_images(args)
+    check_labels(labels, model_io.load(args.model))
     jobs = default_jobs() if args.jobs is None else args.jobs
     start = time.perf_counter()
     with _staged_waves(args.waves) as waves:

@@ -585,3 +585,17 @@ def test_empty_and_nan_labelled_datasets_through_the_cli(tmp_path, model_path):
     (tmp_path / "l").write_bytes(idx_bytes(0x0D, [2], np.array([np.nan, 1], ">f4").tobytes()))
     assert "labels must be integers" in cli_rejects("eval", model_path, "--images",
                                                     tmp_path / "i", "--labels", tmp_path / "l")
+
+
+@pytest.mark.parametrize("command", ["eval", "sim"])
+def test_labels_naming_a_class_the_model_lacks(tmp_path, model_path, command):
+    classes = len(model_io.load(model_path).classes)
+    write_idx(tmp_path / "i", np.zeros((2, 6, 6), np.uint8))
+    write_idx(tmp_path / "l", np.array([0, classes], np.uint8))
+    message = cli_rejects(command, model_path, "--images", tmp_path / "i", "--labels",
+                          tmp_path / "l")
+    assert f"the labels name class {classes}, but the model has {classes} classes" in message
+    write_idx(tmp_path / "l", np.array([0, classes - 1], np.uint8))
+    from hwgen.cli import main
+    assert main(["eval", str(model_path), "--images", str(tmp_path / "i"), "--labels",
+                 str(tmp_path / "l")]) == 0
