@@ -57,16 +57,20 @@ def interrupted(interrupt: KeyboardInterrupt, message: str = "error: interrupted
 
 def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
     """``load_main()()`` with SIGTERM raising :class:`Terminated`; an interrupt anywhere in
-    it (the imports ``load_main`` does included) returns 130/143 after one line. Further
-    Ctrl-C and SIGTERM are ignored while the process reports and exits."""
+    it (the imports ``load_main`` does included) returns 130/143 after one line. Once main
+    has returned or been interrupted, Ctrl-C and SIGTERM are ignored while the process
+    exits (only ``python -m`` entry points call this: it changes the process's handlers)."""
     try:
         signal.signal(signal.SIGTERM, _raise_terminated)
         code = load_main()()
+        # The work is done (or main reported an interrupt itself): a signal from here on
+        # would find Python's default handlers restored during shutdown and kill the process
+        # with no message, turning a finished run's exit code into -15.
+        _ignore_signals()
     except KeyboardInterrupt as interrupt:
         _ignore_signals()
         return interrupted(interrupt)
-    if code in (SIGINT_EXIT, SIGTERM_EXIT):  # main reported an interrupt itself
-        _ignore_signals()
+    if code in (SIGINT_EXIT, SIGTERM_EXIT):
         silence_unused_elaboratables()
     return code
 

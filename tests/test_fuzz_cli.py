@@ -367,6 +367,21 @@ def test_sigterm_during_vectors_leaves_nothing(work, tmp_path):
     assert 143 in codes
 
 
+def test_a_signal_after_the_work_is_done_does_not_kill_the_exit(work, tmp_path):
+    """SIGTERM once ``vectors`` has printed its result: the run still exits 0 (Python's
+    shutdown restores default handlers, which used to end it as killed, -15)."""
+    for attempt in range(3):
+        out = tmp_path / f"vec{attempt}"
+        proc = subprocess.Popen([sys.executable, "-m", "hwgen", "vectors", str(work / "m.npz"),
+                                 "--images", str(work / "images"), "-n", "3", "-o", str(out)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=_env())
+        assert proc.stdout.readline().startswith("wrote 3 golden vectors")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and err == "", (proc.returncode, err)
+
+
 def test_interrupted_silences_unused_elaboratables():
     from amaranth.hdl import Elaboratable
 
