@@ -25,7 +25,6 @@ from .outputs import output_type, save_npy, staged_folder
 from .reference import ENGINES
 
 # Kept importable from here for callers of the old names.
-_Parser = Parser
 __all__ = ["add_fold_options", "add_image_source", "build_parser", "load_images", "main",
            "save_npy"]
 

@@ -95,12 +95,13 @@ def _staged_waves(waves: Path | None):
 def cmd_sim(args) -> int:
     waves_kind(args.waves)  # refuse a bad name before any work
     images, labels = load_images(args)
-    check_labels(labels, model_io.load(args.model))
     jobs = default_jobs() if args.jobs is None else args.jobs
     start = time.perf_counter()
+    model, net, module = plan_model(args.model, args.fold, args.lanes)
+    check_labels(labels, model)
     with _staged_waves(args.waves) as waves:
-        model, net, result = simulate(args.model, images, args.fold, args.lanes, args.seed,
-                                      args.valid_percent, args.ready_percent, waves, jobs)
+        result = simulate_net(net, module, images, args.seed, args.valid_percent,
+                              args.ready_percent, waves, jobs)
     elapsed = time.perf_counter() - start
     reference = Reference(model).predict(images)
     agree = int((result.classes == reference).sum())

@@ -27,7 +27,6 @@ from .loop import DEFAULT_LR, PAPER_SBN, SBN_ONLY, TrainConfig, train
 from .schedule import SCHEDULES
 
 
-_Parser = Parser  # the old name
 _out_file = output_type("file")
 _positive = real(0, low_open=True)
 _non_negative = real(0)
@@ -39,9 +38,9 @@ def build_parser(check_paths: bool = True) -> argparse.ArgumentParser:
     command on another machine) instead of checking them where they would be written."""
     out_file = _out_file if check_paths else Path
     out_folder = output_type("folder") if check_paths else Path
-    p = _Parser(prog="python -m train",
-                description="Train a self-binarizing (or STE / float baseline) network and "
-                            "export it in the binary model format.")
+    p = Parser(prog="python -m train",
+               description="Train a self-binarizing (or STE / float baseline) network and "
+                           "export it in the binary model format.")
     p.add_argument("--dataset", default="fashion-mnist", choices=sorted(DATASETS))
     p.add_argument("--arch", required=True,
                    help="architecture, e.g. mlp:256-256 or cnn:c32-p-c64-p-d256 "
