@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 # Amaranth's toolchain variable -> the YoWASP command from PyPI that provides it
@@ -20,12 +25,34 @@ YOWASP_TOOLS = {
 
 class TimingError(RuntimeError):
     """The design does not meet the requested clock: ``achieved_mhz`` (the slowest clock's
-    Fmax) is below ``requested_mhz``."""
+    Fmax, the best of every place-and-route attempt) is below ``requested_mhz``.
+    ``attempts``: the attempts' records (:func:`build_and_report`); ``critical_path``: the
+    best attempt's (:func:`critical_path`) or None; ``timing_log``: its nextpnr log."""
 
     def __init__(self, message: str, achieved_mhz: float | None = None,
-                 requested_mhz: float | None = None):
+                 requested_mhz: float | None = None, *, attempts: list | None = None,
+                 critical_path: dict | None = None, timing_log: str | None = None):
         super().__init__(message)
         self.achieved_mhz, self.requested_mhz = achieved_mhz, requested_mhz
+        self.attempts = attempts or []
+        self.critical_path, self.timing_log = critical_path, timing_log
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Place-and-route retries when timing is not met: nextpnr again with seeds ``2, 3, ...``
+    (the first attempt uses seed 1), at most ``seeds`` attempts in all, and none started
+    once the retries would likely run past ``budget_s`` seconds (each retry is estimated to
+    take as long as the previous attempt)."""
+    seeds: int = 4
+    budget_s: float = 600.0
+
+    def __post_init__(self):
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be a positive integer, not {self.seeds!r}")
+        if isinstance(self.budget_s, bool) or not isinstance(self.budget_s, (int, float)) \
+                or not self.budget_s >= 0:
+            raise ValueError(f"budget_s must be a number >= 0, not {self.budget_s!r}")
 
 
 @contextmanager
@@ -66,20 +93,124 @@ def parse_nextpnr_report(path, requested_hz: float) -> dict:
 
 def build_and_report(platform, top, build_dir, *, name: str, requested_hz: float,
                      tools, seed: int = 1, allow_timing_fail: bool = False,
-                     bitstream_ext: str) -> dict:
+                     bitstream_ext: str, retry: Retry | None = None) -> dict:
     """``platform.build(top)`` with nextpnr writing its JSON report, then the report dict
-    (see :func:`parse_nextpnr_report`) plus ``bitstream``. Raises :class:`TimingError` when
-    the slowest clock misses ``requested_hz``, unless ``allow_timing_fail``."""
+    (see :func:`parse_nextpnr_report`) plus ``bitstream`` and ``place_and_route``: the
+    attempts (``[{seed, achieved_mhz, seconds}]``, the first including synthesis) and the
+    ``seed`` whose result was kept.
+
+    When the slowest clock misses ``requested_hz`` and ``retry`` allows, place-and-route
+    (and packing) run again from the same synthesized netlist with other seeds, until one
+    meets timing. Each attempt's nextpnr log is kept as ``{name}.seed{N}.tim``. Raises
+    :class:`TimingError` when no attempt met timing, unless ``allow_timing_fail``; the
+    files left in ``build_dir`` are then the last attempt's."""
     build_dir = Path(build_dir)
     report_name = f"{name}.nextpnr.json"
+    attempts = []
     with yowasp_tools(tools):
+        start = time.monotonic()
         platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
                        nextpnr_opts=f"--timing-allow-fail --seed {int(seed)} "
                                     f"--report {report_name}")
-    report = parse_nextpnr_report(build_dir / report_name, requested_hz)
+        report = parse_nextpnr_report(build_dir / report_name, requested_hz)
+        attempts.append(_attempt(build_dir, name, seed, report, time.monotonic() - start))
+        if not report["timing_met"] and retry is not None and not allow_timing_fail:
+            report = _retry(build_dir, name, seed, requested_hz, retry, attempts) or report
+    best = max(attempts, key=lambda a: a["achieved_mhz"] or 0)
+    kept = next((a for a in attempts if a["timing_met"]), attempts[-1])
     report["bitstream"] = str(build_dir / f"{name}.{bitstream_ext}")
+    report["place_and_route"] = {
+        "attempts": [{k: a[k] for k in ("seed", "achieved_mhz", "seconds")} for a in attempts],
+        "seed": kept["seed"],
+    }
     if not report["timing_met"] and not allow_timing_fail:
-        raise TimingError(f"timing not met: achieved Fmax {report['achieved_mhz']:.1f} MHz, "
-                          f"requested {report['requested_mhz']:.1f} MHz; try a lower --clock",
-                          report["achieved_mhz"], report["requested_mhz"])
+        tried = (f" (best of {len(attempts)} place-and-route seeds: "
+                 f"{', '.join(str(a['seed']) for a in attempts)})" if len(attempts) > 1 else "")
+        raise TimingError(f"timing not met: achieved Fmax {best['achieved_mhz']:.1f} MHz, "
+                          f"requested {report['requested_mhz']:.1f} MHz{tried}; try a lower "
+                          f"--clock", best["achieved_mhz"], report["requested_mhz"],
+                          attempts=attempts, critical_path=best["critical_path"],
+                          timing_log=best["timing_log"])
     return report
+
+
+def _attempt(build_dir: Path, name: str, seed: int, report: dict, seconds: float) -> dict:
+    """One attempt's record; its nextpnr log copied to ``{name}.seed{seed}.tim``."""
+    log = build_dir / f"{name}.tim"
+    kept = build_dir / f"{name}.seed{seed}.tim"
+    path = None
+    if log.exists():
+        shutil.copyfile(log, kept)
+        path = critical_path(kept.read_text(errors="replace"))
+    return {"seed": seed, "achieved_mhz": report["achieved_mhz"],
+            "timing_met": report["timing_met"], "seconds": round(seconds, 1),
+            "critical_path": path, "timing_log": str(kept) if log.exists() else None}
+
+
+def _retry(build_dir: Path, name: str, seed: int, requested_hz: float, retry: Retry,
+           attempts: list) -> dict | None:
+    """Place-and-route again with seeds after ``seed`` (see :func:`build_and_report`);
+    the report of the first attempt that meets timing, or of the last one, or None when no
+    retry ran."""
+    script = build_dir / f"build_{name}.sh"
+    if not script.exists():
+        return None
+    lines = script.read_text().splitlines()
+    first = next((k for k, line in enumerate(lines) if line.startswith('"$NEXTPNR_')), None)
+    if first is None or f"--seed {int(seed)} " not in lines[first]:
+        return None
+    head = [line for line in lines[:first] if not line.startswith('"$')]  # env, no tools
+    report, spent, estimate = None, 0.0, attempts[0]["seconds"]
+    for next_seed in range(int(seed) + 1, int(seed) + retry.seeds):
+        if spent + estimate > retry.budget_s:
+            break
+        rerun = [lines[first].replace(f"--seed {int(seed)} ", f"--seed {next_seed} ")]
+        rerun += lines[first + 1:]
+        start = time.monotonic()
+        subprocess.run(["sh", "-c", "\n".join(head + rerun)], cwd=build_dir, check=True)
+        estimate = time.monotonic() - start
+        spent += estimate
+        report = parse_nextpnr_report(build_dir / f"{name}.nextpnr.json", requested_hz)
+        attempts.append(_attempt(build_dir, name, next_seed, report, estimate))
+        if report["timing_met"]:
+            break
+    return report
+
+
+# nextpnr's cell names: the design's signal, then what synthesis and packing appended
+_CELL_SUFFIX = re.compile(r"(_SB_|_TRELLIS_|\$|_DFF|_LUT4|_CCU2|_L6MUX|_PFUMX|_MULT|_ALU)")
+
+
+def design_name(cell: str) -> str | None:
+    """The design signal behind a nextpnr cell or net name (``top.core.argmax.best_SB_DFFESR
+    _Q_DFFLC`` -> ``core.argmax.best``; the board top's ``top.`` dropped), or None for a cell
+    nextpnr made itself (``$nextpnr_...``)."""
+    if cell.startswith("$"):
+        return None
+    base = _CELL_SUFFIX.split(cell, maxsplit=1)[0].rstrip("_.")
+    base = re.sub(r"\[\d+\]$", "", base)
+    return (base[4:] if base.startswith("top.") else base) or None
+
+
+def critical_path(log: str) -> dict | None:
+    """From a nextpnr log: the slowest clock's critical path as ``{clock, start, end,
+    end_pin, delay_ns, logic_ns, routing_ns}``, start and end in the design's names
+    (:func:`design_name`), or None when the log has no such report."""
+    sections = re.split(r"Info: Critical path report for clock '([^']*)'[^\n]*\n", log)
+    best = None
+    for clock, body in zip(sections[1::2], sections[2::2]):
+        body = body.split("\n\n", 1)[0]
+        sources = re.findall(r"^Info:\s+(\S+)\s+[\d.]+\s+([\d.]+) Source (\S+)\.(\w+)$",
+                             body, re.M)
+        totals = re.search(r"([\d.]+) ns logic, ([\d.]+) ns routing", body)
+        if not sources or not totals:
+            continue
+        names = [design_name(cell) for _, _, cell, _ in sources]
+        start = next((n for n in names if n), None)
+        end = next((n for n in reversed(names) if n), None)
+        path = {"clock": clock, "start": start, "end": end, "end_pin": sources[-1][3],
+                "delay_ns": float(sources[-1][1]), "logic_ns": float(totals[1]),
+                "routing_ns": float(totals[2])}
+        if best is None or path["delay_ns"] > best["delay_ns"]:
+            best = path
+    return best

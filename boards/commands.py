@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 
 from hwgen import model as model_io
@@ -30,13 +32,15 @@ from hwgen.outputs import check_output, output_type, staged_folder
 from hwgen.reference import Reference
 
 from . import protocol
-from .build import TimingError
+from .build import Retry, TimingError
 from .targets import BOARDS, get_board
 
 VERIFY_DEFAULT_IMAGES = 300
 MAX_VERIFY_IMAGES = 100_000
 MAX_CLOCK_MHZ = 1000.0
 MAX_BAUD = 100_000_000
+MAX_PNR_SEEDS = 100
+MAX_PNR_BUDGET_S = 86400.0
 FIT_LUT_FRACTION = 0.9  # refuse designs whose estimate exceeds 90% of the board's LUTs
 
 
@@ -47,18 +51,24 @@ def _board(name: str):
         raise UserError(str(err)) from None
 
 
-def _budget(board, input_size: int, clock_mhz: float, baud: int):
-    """The board's resources for the core; no faster than the UART delivers images."""
+def _budget(board, spec, clock_mhz: float, baud: int):
+    """The board's resources for a core whose input is ``spec`` (a model's
+    :class:`~hwgen.model.InputSpec`); no faster than the UART delivers images (bit-packed
+    frames when the model binarizes its input)."""
     from hwgen.fold import Budget
 
+    payload = protocol.packed_length(spec.size) if spec.binarize_at is not None else spec.size
     luts = int(board.luts * FIT_LUT_FRACTION) - board.board_luts
     return Budget(luts=luts, brams=_bram_budget(board),
-                  min_interval=uart_cycles_per_image(input_size, clock_mhz, baud))
+                  min_interval=uart_cycles_per_image(payload, clock_mhz, baud),
+                  bram_port_bits=board.bram_port_bits,
+                  bram_blocks=board.bram_blocks - board.board_brams)
 
 
-def uart_cycles_per_image(input_size: int, clock_mhz: float, baud: int) -> int:
-    """Clock cycles one image's request frame takes on the UART (10 bits per byte)."""
-    frame = protocol.REQUEST_OVERHEAD + input_size
+def uart_cycles_per_image(payload: int, clock_mhz: float, baud: int) -> int:
+    """Clock cycles one image's request frame (``payload`` bytes) takes on the UART (10 bits
+    per byte)."""
+    frame = protocol.REQUEST_OVERHEAD + payload
     return int(frame * 10 / baud * clock_mhz * 1e6)
 
 
@@ -69,17 +79,40 @@ def _bram_budget(board) -> int:
 
 def plan_for_board(model_path: Path, board, fold: str | None, lanes: int | None,
                    clock_mhz: float | None = None, baud: int | None = None):
-    """Load and fold the model; returns (model, net, module). Without ``fold``: the
-    cheapest design that keeps up with the UART at ``clock_mhz``/``baud``, or the fastest
-    within the board's budget if even that is slower."""
-    from hwgen.fold import parse_fold, plan
+    """Load and fold the model; returns (model, net, module). Without ``fold`` (or
+    ``auto``): the cheapest design that keeps up with the UART at ``clock_mhz``/``baud``, or
+    the fastest within the board's budget if even that is slower; ``fastest``: the fastest
+    within the board's budget."""
+    model, nets, module = fold_candidates(model_path, board, fold, lanes, clock_mhz, baud)
+    return model, nets[0], module
+
+
+# ``--fold fastest``: the LUT budgets (fractions of the board's) of the folds a build tries
+# in turn while place-and-route misses the clock
+FASTEST_LUT_STEPS = (1.0, 0.8, 0.6)
+
+
+def fold_candidates(model_path: Path, board, fold: str | None, lanes: int | None,
+                    clock_mhz: float | None = None, baud: int | None = None):
+    """(model, nets, module): the plans a build tries in order. One, except for ``fastest``:
+    the fastest fold within the board's budget, then the fastest within
+    :data:`FASTEST_LUT_STEPS` of its LUTs (smaller designs close timing more easily), each
+    slower than the one before."""
+    from hwgen.fold import plan, resolve_fold
 
     model = model_io.load(model_path)
-    folds = None if fold in (None, "auto") else parse_fold(fold, model)
-    budget = _budget(board, model.input.size, clock_mhz or board.default_clock_mhz,
-                     baud or protocol.DEFAULT_BAUD)
-    net = plan(model, folds, lanes=lanes, budget=budget)
-    return model, net, default_module(model_path)
+    budget = _budget(board, model.input, clock_mhz or board.default_clock_mhz,
+                     baud or board.default_baud)
+    if fold != "fastest":
+        return model, [plan(model, resolve_fold(fold, model, budget), lanes=lanes,
+                            budget=budget)], default_module(model_path)
+    nets = []
+    for step in FASTEST_LUT_STEPS:
+        folds = resolve_fold("fastest", model, replace(budget, luts=int(budget.luts * step)))
+        net = plan(model, folds, lanes=lanes)
+        if not nets or net.cycles_per_image > nets[-1].cycles_per_image:
+            nets.append(net)
+    return model, nets, default_module(model_path)
 
 
 def check_fit(net, board) -> tuple[int, int]:
@@ -142,7 +175,9 @@ def build_report(model, net, board, raw: dict, luts_estimate: int, brams_estimat
     shapes = model.shapes()
     macs = sum(layer.weight.size * shapes[i + 1][1] * shapes[i + 1][2]
                for i, layer in enumerate(model.layers) if hasattr(layer, "weight"))
-    frame = protocol.REQUEST_OVERHEAD + model.input.size
+    packed = model.input.binarize_at is not None
+    frame = protocol.REQUEST_OVERHEAD + (protocol.packed_length(model.input.size) if packed
+                                         else model.input.size)
     baud = raw.get("baud")
     return {
         "model": model.provenance,
@@ -156,6 +191,7 @@ def build_report(model, net, board, raw: dict, luts_estimate: int, brams_estimat
         "clock_mhz": raw["requested_mhz"], "fmax_mhz": raw["achieved_mhz"],
         "timing_met": raw["timing_met"],
         "cycles_per_image": net.cycles_per_image, "latency_cycles": net.latency_cycles,
+        "read_port_bound": _port_bound(net, board),
         "latency_is_bound": net.has_windows,
         "inferences_per_s_compute": clock_hz / net.cycles_per_image,
         "inferences_per_s_at_fmax": achieved_hz / net.cycles_per_image,
@@ -164,7 +200,18 @@ def build_report(model, net, board, raw: dict, luts_estimate: int, brams_estimat
         "synapse_ops_per_cycle_per_lut": (macs / net.cycles_per_image / luts) if luts else None,
         "bitstream": Path(raw["bitstream"]).name,
         "pll": raw.get("pll"),
+        "place_and_route": raw.get("place_and_route"),
     }
+
+
+def _port_bound(net, board) -> dict:
+    """The block-RAM read-port bound (see :meth:`hwgen.fold.NetworkPlan.read_port_bound`)
+    on ``board``, and the fraction of it ``net`` reaches."""
+    blocks = board.bram_blocks - board.board_brams
+    cycles = net.read_port_bound(blocks, board.bram_port_bits)
+    return {"cycles_per_image": cycles, "block_rams": blocks,
+            "port_bits": board.bram_port_bits, "synapse_reads": net.synapse_reads,
+            "fraction_reached": round(cycles / net.cycles_per_image, 4)}
 
 
 def format_summary(report: dict) -> str:
@@ -189,6 +236,16 @@ def format_summary(report: dict) -> str:
         f"inferences/s compute-bound at the clock "
         f"({report['inferences_per_s_at_fmax']:.0f} at Fmax)",
     ]
+    bound = report.get("read_port_bound")
+    if bound:
+        lines.append(f"port bound   {bound['cycles_per_image']} cycles/image if all "
+                     f"{bound['block_rams']} block RAMs delivered {bound['port_bits']} bits "
+                     f"a cycle; this fold reaches {bound['fraction_reached']:.1%}")
+    pnr = report.get("place_and_route")
+    if pnr and len(pnr["attempts"]) > 1:
+        tried = ", ".join(f"seed {a['seed']} {a['achieved_mhz']:.2f} MHz"
+                          for a in pnr["attempts"])
+        lines.append(f"place&route  kept seed {pnr['seed']} ({tried})")
     if report["inferences_per_s_uart"]:
         lines.append(f"UART         {report['baud']:.0f} baud: "
                      f"{report['inferences_per_s_uart']:.0f} inferences/s UART-bound")
@@ -202,9 +259,41 @@ def format_summary(report: dict) -> str:
 def cmd_build(args) -> int:
     board = _board(args.board)
     outdir = args.output or _default_output(args.model, board)
-    model, net, module = plan_for_board(args.model, board, args.fold, args.lanes, args.clock,
-                                        args.baud)
-    fold_text = ",".join("-" if f is None else str(f) for f in net.folds)
+    model, nets, module = fold_candidates(args.model, board, args.fold, args.lanes,
+                                          args.clock, args.baud)
+    missed = []  # the faster folds of --fold fastest that missed the clock
+    for k, net in enumerate(nets):
+        try:
+            report, summary = _build_fold(args, board, outdir, model, net, module, missed,
+                                          last=k == len(nets) - 1)
+        except TimingError as err:  # a faster fold of several: try the next
+            missed.append({"fold": _fold_text(net), "cycles_per_image": net.cycles_per_image,
+                           "achieved_mhz": err.achieved_mhz,
+                           "seeds": [a["seed"] for a in err.attempts]})
+            print(one_line(f"fold {_fold_text(net)}: timing not met (Fmax "
+                           f"{err.achieved_mhz:.1f} MHz at {err.requested_mhz:.1f}); trying the "
+                           f"next fastest fold"))
+            continue
+        break
+    for line in summary.replace(report["bitstream"], str(outdir / report["bitstream"])) \
+            .splitlines():
+        print(one_line(line))
+    print(one_line(f"report       {outdir / 'report.json'}"))
+    if args.program:
+        program(board, outdir / report["bitstream"])
+    return 0
+
+
+def _fold_text(net) -> str:
+    return ",".join("-" if f is None else str(f) for f in net.folds)
+
+
+def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list, *,
+                last: bool) -> tuple[dict, str]:
+    """Check the fit, verify, synthesize and place/route one fold into ``outdir``; returns
+    (report, summary). A timing failure is a UserError when ``last`` (the failed build's
+    files kept beside ``outdir``), else the :class:`TimingError` (nothing kept)."""
+    fold_text = _fold_text(net)
     luts_est, brams_est = check_fit(net, board)
     print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "
           f"{brams_est} 4-Kbit block RAMs")
@@ -221,24 +310,20 @@ def cmd_build(args) -> int:
             from None
     with staged_folder(outdir) as staging:
         try:
-            report, summary = _build_into(staging, model, net, module, board, args,
-                                          luts_est, brams_est, fold_text)
+            return _build_into(staging, model, net, module, board, args, luts_est, brams_est,
+                               fold_text, missed)
         except subprocess.CalledProcessError as err:
             _keep_failed(staging, failed)
             raise UserError(f"synthesis or place-and-route failed (exit {err.returncode}; "
                             f"the tool's ERROR line is above: a design that does not fit "
                             f"fails here, try a narrower --fold); files in {failed}") from None
         except TimingError as err:
+            if not last:
+                raise
             _keep_failed(staging, failed)
+            log = failed / (Path(err.timing_log).name if err.timing_log else module + ".tim")
             raise UserError(f"{timing_advice(err, args, board)}; critical paths in "
-                            f"{failed / (module + '.tim')}") from None
-    for line in summary.replace(report["bitstream"], str(outdir / report["bitstream"])) \
-            .splitlines():
-        print(one_line(line))
-    print(one_line(f"report       {outdir / 'report.json'}"))
-    if args.program:
-        program(board, outdir / report["bitstream"])
-    return 0
+                            f"{log}") from None
 
 
 def _default_output(model_path: Path, board) -> Path:
@@ -272,6 +357,14 @@ def timing_advice(err: TimingError, args, board) -> str:
         return str(err)
     head = (f"timing not met: achieved Fmax {achieved:.1f} MHz, requested "
             f"{err.requested_mhz:.1f} MHz")
+    if len(err.attempts) > 1:
+        head += (f" (best of {len(err.attempts)} place-and-route seeds: "
+                 f"{', '.join(str(a['seed']) for a in err.attempts)})")
+    path = err.critical_path
+    if path and path["start"] and path["end"]:
+        head += (f"; critical path {path['delay_ns']:.1f} ns ({path['routing_ns']:.1f} "
+                 f"routing) from {path['start']} to {path['end']}"
+                 f"{' (enable)' if path['end_pin'] in ('CEN', 'CE') else ''}")
     target = achieved * (1 - CLOCK_MARGIN)
     mhz = int(target)
     try:
@@ -283,7 +376,7 @@ def timing_advice(err: TimingError, args, board) -> str:
     for flag, value in (("-o", args.output), ("--fold", args.fold), ("--lanes", args.lanes)):
         if value is not None:
             words += [flag, str(value)]
-    if args.baud != protocol.DEFAULT_BAUD:
+    if args.baud is not None:
         words += ["--baud", str(args.baud)]
     words += ["--clock", str(mhz)]
     return (f"{head}; this asks for {mhz} MHz (the PLL makes {pll_output_mhz(board, mhz):.2f}), "
@@ -302,22 +395,27 @@ def pll_output_mhz(board, mhz: float) -> float:
 
 
 def _build_into(staging: Path, model, net, module: str, board, args, luts_est: int,
-                brams_est: int, fold_text: str) -> tuple[dict, str]:
+                brams_est: int, fold_text: str, missed: list) -> tuple[dict, str]:
     """Board top + synthesis + report files in ``staging``; returns (report, summary)."""
     from hwgen.gateware.network import Network
 
     from .core import CoreShape, StreamCore
 
-    shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size)
+    shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size,
+                      binarize_at=model.input.binarize_at)
     core = StreamCore.wrap(Network(net), shape)
     try:
         top = board.make_top(core, clock_mhz=args.clock or board.default_clock_mhz,
-                             baud=args.baud)
+                             baud=args.baud or board.default_baud)
     except ValueError as err:
         raise UserError(f"board top: {err}") from None
     start = time.perf_counter()
-    raw = board.build(top, staging, name=module)  # TimingError: cmd_build keeps the files
+    retry = Retry(seeds=args.pnr_seeds, budget_s=args.pnr_budget)
+    # TimingError: cmd_build keeps the files
+    raw = board.build(top, staging, name=module, retry=retry)
     report = build_report(model, net, board, raw, luts_est, brams_est, fold_text)
+    if missed:
+        report["faster_folds_missed"] = missed
     report["build_seconds"] = round(time.perf_counter() - start, 1)
     (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     summary = format_summary(report)
@@ -358,7 +456,10 @@ def load_png(path: Path, model) -> np.ndarray:
 
 
 def cmd_run(args) -> int:
+    import math
+
     from .host import BoardError, Client, SerialTransport, network_sim_transport
+    from .uart import baud_divisor
 
     if args.sim == bool(args.port):
         raise UserError("give exactly one of --port DEVICE (a board) or --sim (simulated)")
@@ -376,21 +477,47 @@ def cmd_run(args) -> int:
     if model.input.bits > 8:
         raise UserError("the UART protocol carries one byte per value; this model takes "
                         f"{model.input.bits}-bit values")
+    # A model that binarizes its input gets bit-packed frames (CLASSIFY_PACKED, one bit per
+    # value); the client falls back to byte frames if the board refuses them.
+    binarize_at = model.input.binarize_at
+    packed = binarize_at is not None
+    frame_bytes = protocol.REQUEST_OVERHEAD + (protocol.packed_length(model.input.size)
+                                               if packed else model.input.size)
+    board = _board(args.board)
+    baud = args.baud or board.default_baud
     if args.sim:
-        board = _board(args.board)
-        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes, None, args.baud)
-        transport = network_sim_transport(net)
-    else:
+        # the board at its default clock and --baud, so that simulated time is board time
+        clock_hz = board.default_clock_mhz * 1e6
         try:
-            transport = SerialTransport(str(args.port), baud=args.baud)
+            divisor = baud_divisor(clock_hz, baud)
+        except ValueError as err:
+            raise UserError(f"--baud: {err}") from None
+        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes, None, baud)
+        link_baud = clock_hz / divisor
+        # frames in flight: enough to cover a frame's reply (core latency + 7 bytes), so the
+        # link stays busy; one at a time when the core cannot take frames back to back
+        frame_cycles = frame_bytes * 10 * divisor
+        reply_cycles = net.latency_cycles + protocol.REPLY_LENGTH * (10 * divisor + 1)
+        window = (2 + math.ceil(reply_cycles / frame_cycles)
+                  if net.cycles_per_image <= frame_cycles else 1)
+        transport = network_sim_transport(net, divisor=divisor, clock_hz=clock_hz)
+    else:
+        link_baud = baud
+        # a USB-serial adapter answers within a few ms: keep that much in flight
+        window = 2 + math.ceil(0.004 * link_baud / (frame_bytes * 10))
+        try:
+            transport = SerialTransport(str(args.port), baud=baud)
         except Exception as err:  # pyserial's SerialException, ImportError, OSError
             raise UserError(f"{args.port}: cannot open ({err})") from None
-    client = Client(transport, bits=model.input.bits)
+    client = Client(transport, bits=model.input.bits, window=min(window, 32), packed=packed,
+                    binarize_at=binarize_at)
     # The core reads each image's values in its input order (interface.json "order").
     sent = in_stream_order(images, input_order(model))
     start = time.perf_counter()
     try:
+        board_start = transport.sim_time if args.sim else None
         got = np.array(client.classify(sent), dtype=np.int64)
+        board_time = transport.sim_time - board_start if args.sim else None
     except BoardError as err:
         raise UserError(f"board: {err}") from None
     finally:
@@ -407,8 +534,21 @@ def cmd_run(args) -> int:
         correct = int((got == labels).sum())
         print(f"accuracy {correct / n:.4f} ({correct}/{n})")
     stats = client.stats
-    print(f"{n / elapsed:.1f} inferences/s over the {'simulated ' if args.sim else ''}link "
-          f"({stats.frames_sent} frames sent, {stats.retries} retries)")
+    if client.packed:
+        framing = f"packed frames (1 bit per value, {frame_bytes} bytes)"
+    else:
+        size = protocol.REQUEST_OVERHEAD + model.input.size
+        framing = f"byte frames ({size} bytes" + ("; the board refused packed frames)"
+                                                 if stats.packed_refused else ")")
+    counts = f"{stats.frames_sent} frames sent, {stats.retries} retries"
+    if args.sim:
+        print(f"{n / board_time:.1f} inferences/s in simulated board time "
+              f"({board.default_clock_mhz:g} MHz, {link_baud:.0f} baud, {divisor} cycles per "
+              f"bit; {n / elapsed:.1f}/s in wall-clock time) over the simulated link, "
+              f"{framing}, {counts}")
+    else:
+        print(f"{n / elapsed:.1f} inferences/s (wall clock) over the link at {link_baud:.0f} "
+              f"baud, {framing}, {counts}")
     return 0 if agree == n else 1
 
 
@@ -430,16 +570,23 @@ def register(sub) -> None:
                    help="output folder (default build/<model>-<board>; its parent must exist)")
     p.add_argument("--clock", type=_clock, metavar="MHZ", help="requested clock (default: "
                    "the board's, 48 MHz on the iCEBreaker)")
-    p.add_argument("--baud", type=_baud, default=protocol.DEFAULT_BAUD,
-                   help=f"UART baud (default {protocol.DEFAULT_BAUD})")
-    p.add_argument("--fold", metavar="FOLD", help="PExSIMD per layer, or JSON (default: "
-                   "balanced within the board's budget)")
+    p.add_argument("--baud", type=_baud, help="UART baud (default: the board's, 3000000; "
+                   "the iCEBreaker takes up to 12000000)")
+    p.add_argument("--fold", metavar="FOLD", help="PExSIMD per layer, or JSON; 'fastest': the "
+                   "highest throughput that fits the board (slower ones are tried in turn "
+                   "while timing fails); default: the cheapest that keeps up with the UART")
     p.add_argument("--lanes", type=_lanes, metavar="P", help="input values per beat")
     p.add_argument("--skip-verify", action="store_true",
                    help="synthesize without the Verilator check (prints a warning)")
     p.add_argument("--verify-images", type=integer(1, MAX_VERIFY_IMAGES),
                    default=VERIFY_DEFAULT_IMAGES, metavar="N",
                    help=f"images for the Verilator check (default {VERIFY_DEFAULT_IMAGES})")
+    p.add_argument("--pnr-seeds", type=integer(1, MAX_PNR_SEEDS), default=Retry.seeds,
+                   metavar="N", help="place-and-route attempts with different nextpnr seeds "
+                   f"while timing is not met (default {Retry.seeds}; 1: no retry)")
+    p.add_argument("--pnr-budget", type=real(0, MAX_PNR_BUDGET_S), default=Retry.budget_s,
+                   metavar="SECONDS", help="start no retry that would likely end later than "
+                   f"this after the first attempt (default {Retry.budget_s:.0f})")
     p.add_argument("--program", action="store_true",
                    help="flash the bitstream afterwards (openFPGALoader or iceprog)")
     p.set_defaults(func=cmd_build)
@@ -453,9 +600,11 @@ def register(sub) -> None:
     p.add_argument("--port", metavar="DEVICE", help="serial port, e.g. /dev/ttyUSB1")
     p.add_argument("--sim", action="store_true", help="use the simulated board (Verilator)")
     p.add_argument("--board", default="icebreaker", choices=sorted(BOARDS),
-                   help="board whose fold --sim reproduces (default icebreaker)")
-    p.add_argument("--baud", type=_baud, default=protocol.DEFAULT_BAUD,
-                   help=f"UART baud (default {protocol.DEFAULT_BAUD})")
+                   help="board whose fold and baud --sim reproduces (default icebreaker)")
+    p.add_argument("--baud", type=_baud,
+                   help="UART baud (default: the board's, 3000000); with --sim the "
+                        f"simulated link at the board's default clock (iCEBreaker: 48 MHz, "
+                        f"at most 12000000 = 4 cycles per bit)")
     p.add_argument("--fold", metavar="FOLD")
     p.add_argument("--lanes", type=_lanes, metavar="P")
     add_image_source(p, required=False)

@@ -31,13 +31,17 @@ def _positive(name: str, value, upper=None) -> int:
 @dataclass(frozen=True)
 class CoreShape:
     """Stream parameters of a core. ``n_values``: input values per image (defaults to
-    ``lanes * beats_per_image``; must need exactly ``beats_per_image`` beats)."""
+    ``lanes * beats_per_image``; must need exactly ``beats_per_image`` beats).
+    ``binarize_at``: set (an integer in ``0..2**bits``) when the core turns each input value
+    ``v`` into ``v >= binarize_at`` before anything else (a model with ``input.binarize_at``);
+    the board then also takes bit-packed CLASSIFY_PACKED frames (:meth:`packed_values`)."""
 
     lanes: int
     bits: int
     beats_per_image: int
     class_bits: int
     n_values: int | None = None
+    binarize_at: int | None = None
 
     def __post_init__(self):
         _positive("lanes", self.lanes)
@@ -51,18 +55,46 @@ class CoreShape:
             raise ValueError(f"{self.n_values} values in beats of {self.lanes} need "
                              f"{math.ceil(self.n_values / self.lanes)} beats, not "
                              f"beats_per_image={self.beats_per_image}")
+        if self.binarize_at is not None:
+            integer("binarize_at", self.binarize_at, 0, 1 << self.bits)
 
     @property
     def beat_bits(self) -> int:
         return self.lanes * self.bits
 
+    @property
+    def packed(self) -> bool:
+        """The board takes CLASSIFY_PACKED frames for this core (``binarize_at`` is set)."""
+        return self.binarize_at is not None
+
+    @property
+    def packed_bytes(self) -> int:
+        """Payload bytes of a CLASSIFY_PACKED frame: ``ceil(n_values / 8)``."""
+        return -(-self.n_values // 8)
+
+    def packed_values(self, values) -> list[int]:
+        """The values the core receives for an image sent bit-packed: ``2**bits - 1`` where
+        ``value >= binarize_at``, else 0. The core's threshold compare gives the same bits as
+        for the original values (``2**bits - 1 >= t`` and ``0 < t`` for every ``t`` in
+        ``1..2**bits - 1``; at ``t = 0`` every bit is 1 and at ``t = 2**bits`` every bit 0,
+        so those are exact too)."""
+        if self.binarize_at is None:
+            raise ValueError("this core does not binarize its input (binarize_at is None)")
+        top = (1 << self.bits) - 1
+        return [top if int(v) >= self.binarize_at else 0 for v in values]
+
     @classmethod
-    def from_interface(cls, interface: dict, n_values: int | None = None) -> "CoreShape":
-        """From a parsed ``interface.json``."""
+    def from_interface(cls, interface: dict, n_values: int | None = None,
+                       binarize_at: int | None = None) -> "CoreShape":
+        """From a parsed ``interface.json`` (``binarize_at``: the model's, or the input's
+        ``binarize_at`` entry when the interface has one)."""
         try:
             i, o = interface["input"], interface["output"]
-            return cls(i["lanes"], i["bits"], i["beats_per_image"], o["class_bits"], n_values)
-        except (KeyError, TypeError) as e:
+            if binarize_at is None:
+                binarize_at = i.get("binarize_at")
+            return cls(i["lanes"], i["bits"], i["beats_per_image"], o["class_bits"], n_values,
+                       binarize_at)
+        except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"interface description lacks {e}") from None
 
     def pack(self, values) -> list[int]:
@@ -131,12 +163,14 @@ class StreamCore(wiring.Component):
 
     @classmethod
     def from_verilog(cls, interface: dict | str | Path, verilog: str | Path | None = None,
-                     n_values: int | None = None) -> "StreamCore":
+                     n_values: int | None = None,
+                     binarize_at: int | None = None) -> "StreamCore":
         """A Verilog module described by ``interface`` (dict or path to ``interface.json``);
-        ``verilog``, a path to its source, is added to the platform at elaboration."""
+        ``verilog``, a path to its source, is added to the platform at elaboration.
+        ``binarize_at``: see :class:`CoreShape`."""
         if not isinstance(interface, dict):
             interface = json.loads(Path(interface).read_text())
-        shape = CoreShape.from_interface(interface, n_values)
+        shape = CoreShape.from_interface(interface, n_values, binarize_at)
         core = cls(shape)
         core._interface = interface
         if verilog is not None:

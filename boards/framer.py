@@ -4,9 +4,14 @@ generator.
 :class:`FrameParser` takes received bytes and
   * hunts for the sync bytes ``A5 5A`` (anything else is skipped),
   * reads CMD, SEQ, LEN and checks them (unknown command: ``BAD_COMMAND``; LEN other than the
-    model's value count for CLASSIFY, or other than 0 for PING: ``BAD_LENGTH``), then
-  * packs payload bytes into core input beats (``lanes`` values of ``bits`` bits, value k in
-    bits ``[k*bits, (k+1)*bits)``, last beat zero-padded) while they arrive,
+    model's value count for CLASSIFY, other than ``ceil(values / 8)`` for CLASSIFY_PACKED, or
+    other than 0 for PING: ``BAD_LENGTH``), then
+  * packs payload values into core input beats (``lanes`` values of ``bits`` bits, value k in
+    bits ``[k*bits, (k+1)*bits)``, last beat zero-padded) while the bytes arrive: CLASSIFY
+    has one byte per value (its low ``bits`` bits); CLASSIFY_PACKED (taken only when the
+    core's ``shape.binarize_at`` is set, else it is an unknown command) has one bit per
+    value, LSB first, and bit b becomes the value ``2**bits - 1`` if b else 0, which the
+    core's ``value >= binarize_at`` turns back into b (:meth:`CoreShape.packed_values`),
   * checks the CRC-16/CCITT-FALSE, and
   * emits one *tag* per frame that got past its sync: ``status``, ``seq`` and ``image`` (1 when
     an image went to the core, whose result must then be paired with this tag).
@@ -47,10 +52,13 @@ class FrameParser(wiring.Component):
     received. ``frame_error``: one-cycle pulse (registered) when a frame ends with an error.
 
     Throughput: one byte every two cycles while the beat path is free (a full beat waiting for
-    the core stalls the byte input); a beat leaves one cycle after its last value arrives, or
-    one cycle after the core took the previous one. ``beats.ready`` drives only the
-    ``beats.valid`` register, and ``i.ready`` is a register, so the core's and the byte
-    source's handshakes never form long combinational paths through the parser.
+    the core stalls the byte input); a packed payload byte takes one cycle per value (8, or
+    16 with one lane, whose beats leave at most every other cycle); so a byte every 40 cycles
+    (12 Mbaud at 48 MHz) is kept up with while the core takes beats. A beat leaves one cycle
+    after its last value arrives, or one cycle after the core took the previous one.
+    ``beats.ready`` drives only the ``beats.valid`` register, and ``i.ready`` is a register,
+    so the core's and the byte source's handshakes never form long combinational paths
+    through the parser. The idle timer counts from when the parser is done with a byte.
     """
 
     def __init__(self, shape: CoreShape, timeout: int):
@@ -89,9 +97,10 @@ class FrameParser(wiring.Component):
         have = Signal()          # a byte is pending
         consume = Signal()       # the FSM uses the pending byte this cycle
         flags = ("is_sync0", "is_sync1", "is_len_hi", "is_len_lo", "is_zero", "is_classify",
-                 "is_ping", "crc_hi_match", "crc_lo_match")
+                 "is_ping", "crc_hi_match", "crc_lo_match", "is_packed", "is_plen_hi")
         (is_sync0, is_sync1, is_len_hi, is_len_lo, is_zero, is_classify, is_ping, crc_hi_match,
-         crc_lo_match) = (Signal(name=n) for n in flags)
+         crc_lo_match, is_packed, is_plen_hi) = (Signal(name=n) for n in flags)
+        packed_len = s.packed_bytes
         m.d.comb += self.i.ready.eq(~have)
         with m.If(consume):
             m.d.sync += have.eq(0)
@@ -102,12 +111,17 @@ class FrameParser(wiring.Component):
                          is_len_hi.eq(d == s.n_values >> 8),
                          is_len_lo.eq(d == (s.n_values & 0xFF)), is_zero.eq(d == 0),
                          is_classify.eq(d == P.CMD_CLASSIFY), is_ping.eq(d == P.CMD_PING),
+                         # CLASSIFY_PACKED is an unknown command unless the core binarizes
+                         is_packed.eq((d == P.CMD_CLASSIFY_PACKED) if s.packed else 0),
+                         is_plen_hi.eq(d == packed_len >> 8),
                          # the CRC register is settled when a byte is taken: the previous
                          # byte was consumed at least one cycle earlier
                          crc_hi_match.eq(d == crc.crc[8:]), crc_lo_match.eq(d == crc.crc[:8])]
         cmd_classify = Signal()
+        cmd_packed = Signal()
         cmd_ping = Signal()
         len_hi_ok = Signal()
+        plen_hi_ok = Signal()
         len_hi_zero = Signal()
         # the LEN_LO verdict, precomputed when a byte is taken (the command and LEN_HI flags
         # are settled by then: the previous byte was consumed at least one cycle earlier)
@@ -115,7 +129,10 @@ class FrameParser(wiring.Component):
         with m.If(self.i.valid & ~have):
             d = self.i.payload
             m.d.sync += len_ok.eq(Mux(cmd_classify, len_hi_ok & (d == (s.n_values & 0xFF)),
-                                      cmd_ping & len_hi_zero & (d == 0)))
+                                      Mux(cmd_packed, plen_hi_ok & (d == (packed_len & 0xFF)),
+                                          cmd_ping & len_hi_zero & (d == 0))))
+
+        bit_index = Signal(3)   # CLASSIFY_PACKED: the pending byte's next bit (value)
 
         # beat assembly: values shift in from the top, so value 0 ends in bits [0, bits)
         acc = Signal(s.beat_bits)
@@ -166,7 +183,7 @@ class FrameParser(wiring.Component):
                                      "err_checksum"))
         m.d.comb += status.eq(
             Mux(err_checksum, P.STATUS_BAD_CHECKSUM,
-                Mux(err_length, Mux(cmd_classify | cmd_ping, P.STATUS_BAD_LENGTH,
+                Mux(err_length, Mux(cmd_classify | cmd_packed | cmd_ping, P.STATUS_BAD_LENGTH,
                                     P.STATUS_BAD_COMMAND),
                     Mux(err_timeout, P.STATUS_TIMEOUT,
                         Mux(err_overrun, P.STATUS_OVERRUN, P.STATUS_OK)))))
@@ -203,7 +220,7 @@ class FrameParser(wiring.Component):
                     with m.If(is_sync1):
                         m.d.sync += [err_overrun.eq(0), err_timeout.eq(0), err_length.eq(0),
                                      err_checksum.eq(0), failed.eq(0), framing.eq(1),
-                                     seq.eq(0), image_done.eq(0),
+                                     seq.eq(0), image_done.eq(0), bit_index.eq(0),
                                      values.eq(0), values_zero.eq(1), values_full.eq(0),
                                      values_last.eq(s.n_values == 1)]
                         m.next = "CMD"
@@ -214,7 +231,8 @@ class FrameParser(wiring.Component):
                 receive("TAG")
                 with m.If(have):
                     m.d.comb += [crc.start.eq(1), crc.valid.eq(1), crc.data.eq(byte)]
-                    m.d.sync += [cmd_classify.eq(is_classify), cmd_ping.eq(is_ping)]
+                    m.d.sync += [cmd_classify.eq(is_classify), cmd_packed.eq(is_packed),
+                                 cmd_ping.eq(is_ping)]
                     m.next = "SEQ"
             with m.State("SEQ"):
                 m.d.comb += consume.eq(have)
@@ -228,7 +246,8 @@ class FrameParser(wiring.Component):
                 receive("TAG")
                 with m.If(have):
                     m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
-                    m.d.sync += [len_hi_ok.eq(is_len_hi), len_hi_zero.eq(is_zero)]
+                    m.d.sync += [len_hi_ok.eq(is_len_hi), plen_hi_ok.eq(is_plen_hi),
+                                 len_hi_zero.eq(is_zero)]
                     m.next = "LEN_LO"
             with m.State("LEN_LO"):
                 m.d.comb += consume.eq(have)
@@ -236,7 +255,7 @@ class FrameParser(wiring.Component):
                 with m.If(have):
                     m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
                     with m.If(len_ok):
-                        with m.If(cmd_classify):
+                        with m.If(cmd_classify | cmd_packed):
                             m.next = "PAYLOAD"
                         with m.Else():
                             m.next = "CRC_HI"
@@ -244,13 +263,22 @@ class FrameParser(wiring.Component):
                         error_if_ok(err_length)
                         m.next = "TAG"
             with m.State("PAYLOAD"):
-                m.d.comb += consume.eq(have & can_push)
                 receive("PAD")
-                with m.If(have & can_push):
-                    m.d.comb += [crc.valid.eq(1), crc.data.eq(byte),
-                                 push.eq(1), push_value.eq(byte[:s.bits])]
-                    with m.If(values_last):
-                        m.next = "PAD"
+                with m.If(~cmd_packed):   # one byte per value
+                    m.d.comb += consume.eq(have & can_push)
+                    with m.If(have & can_push):
+                        m.d.comb += [crc.valid.eq(1), crc.data.eq(byte),
+                                     push.eq(1), push_value.eq(byte[:s.bits])]
+                        with m.If(values_last):
+                            m.next = "PAD"
+                with m.Else():            # one bit per value: `byte` shifts right per value
+                    m.d.comb += consume.eq(have & can_push & ((bit_index == 7) | values_last))
+                    with m.If(have & can_push):
+                        m.d.comb += [crc.valid.eq(bit_index == 0), crc.data.eq(byte),
+                                     push.eq(1), push_value.eq(byte[0].replicate(s.bits))]
+                        m.d.sync += [byte.eq(byte >> 1), bit_index.eq(bit_index + 1)]
+                        with m.If(values_last):
+                            m.next = "PAD"
             with m.State("PAD"):
                 with m.If(self.overrun):
                     error_if_ok(err_overrun)

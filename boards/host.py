@@ -12,7 +12,7 @@ abandons a frame) and ``latency`` (extra seconds a reply may take, e.g. USB). Tw
 
 :func:`classify` is the entry point::
 
-    with SerialTransport("/dev/ttyUSB1", baud=1_000_000) as link:
+    with SerialTransport("/dev/ttyUSB1", baud=3_000_000) as link:
         classes = classify(link, images, bits=8)
 
 It keeps up to ``window`` frames in flight (the board handles back-to-back frames), matches
@@ -20,7 +20,17 @@ replies by sequence number, resends a frame whose reply reports a checksum error
 overrun, and after silence waits out the board's frame timeout before resending, so a
 corrupted or truncated frame never leaves the two ends out of step. A BAD_LENGTH or
 BAD_COMMAND reply means host and board disagree about the model; it raises
-:class:`BoardError` at once.
+:class:`BoardError` at once. The one exception: with ``packed=True`` (bit-packed
+CLASSIFY_PACKED frames, for a model with ``binarize_at``) a BAD_COMMAND reply to a packed
+frame means the board does not take them (protocol version 1, or a bitstream built without
+``binarize_at``): the client resends that image, and every later one, as a byte frame
+(``packed`` becomes False, ``stats.packed_refused`` True). An OVERRUN reply means the board's
+core does not take images as fast as back-to-back frames bring them (e.g. packed frames to a
+core folded for byte frames): the client resends that image and keeps one frame in flight
+from then on (``window`` becomes 1).
+
+Simulated transports have ``sim_time``: simulated seconds since the board started, for rates
+in board time (what a real board at that clock and baud would do) rather than wall time.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ class SerialTransport:
 
     latency = 0.05  # USB-serial adapters buffer replies for up to a few ms; be generous
 
-    def __init__(self, port: str, baud: int = 1_000_000, board_timeout: float = 0.01):
+    def __init__(self, port: str, baud: int = 3_000_000, board_timeout: float = 0.01):
         try:
             import serial
         except ImportError:
@@ -96,6 +106,11 @@ class SimTransport:
         self.baud = board.baud
         self.board_timeout = board.top.timeout / board.clock_hz
 
+    @property
+    def sim_time(self) -> float:
+        """Simulated seconds so far."""
+        return self.board.now
+
     @classmethod
     def for_core(cls, core, *, divisor: int = 8, timeout_bytes: int = 4,
                  clock_hz: float = 1e6, rx_fifo_depth: int = 0,
@@ -137,6 +152,7 @@ class Stats:
     retries: int = 0
     error_replies: dict = field(default_factory=dict)   # status name -> count
     bytes_skipped: int = 0
+    packed_refused: bool = False   # the board answered BAD_COMMAND to a packed frame
 
 
 def _flatten(image) -> list[int]:
@@ -148,17 +164,35 @@ def _flatten(image) -> list[int]:
 
 
 class Client:
-    """Frames images for one board. ``bits``: bits per input value (1..8)."""
+    """Frames images for one board. ``bits``: bits per input value (1..8). ``window``: frames
+    in flight (enough to cover the time from a frame's end to its reply keeps the link busy).
+    ``packed``: send CLASSIFY_PACKED frames, one bit per value (``value >= binarize_at``; the
+    model's threshold, required then), falling back to byte frames if the board refuses
+    them."""
 
-    def __init__(self, transport, *, bits: int = 8, window: int = 2, retries: int = 3):
+    def __init__(self, transport, *, bits: int = 8, window: int = 2, retries: int = 3,
+                 packed: bool = False, binarize_at: int | None = None):
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+            raise ValueError(f"bits per value must be 1..8, not {bits!r}")
         if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 128:
             raise ValueError(f"window must be 1..128 frames, not {window!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be a non-negative integer, not {retries!r}")
+        if not isinstance(packed, bool):
+            raise TypeError(f"packed must be True or False, not {packed!r}")
+        if binarize_at is not None and (isinstance(binarize_at, bool)
+                                        or not isinstance(binarize_at, int)
+                                        or not 0 <= binarize_at <= 1 << bits):
+            raise ValueError(f"binarize_at must be an integer in 0..{1 << bits}, not "
+                             f"{binarize_at!r}")
+        if packed and binarize_at is None:
+            raise ValueError("packed frames need binarize_at (the model's input threshold)")
         self.transport = transport
         self.bits = bits
         self.window = window
         self.retries = retries
+        self.packed = packed
+        self.binarize_at = binarize_at
         self.stats = Stats()
         self._decoder = P.ReplyDecoder()
         self._seq = 0
@@ -195,18 +229,24 @@ class Client:
     def classify(self, images) -> list[int]:
         """The class of each image (values in C, H, W order, each ``0..2**bits - 1``)."""
         frames_values = [_flatten(img) for img in images]
+        for values in frames_values:  # refuse bad values before anything is sent
+            P.check_values(values, self.bits)
         n = len(frames_values)
         results: list[int | None] = [None] * n
         attempts = [0] * n
-        pending: deque = deque()          # (k, seq, frame bytes), in send order
-        next_k = 0
+        pending: deque = deque()          # (k, seq, frame bytes, packed), in send order
+        todo = deque(range(n))            # images to send (resends first), within the window
 
         def send(k):
             seq = self._next_seq()
-            frame = P.encode_image(seq, frames_values[k], self.bits)
+            if self.packed:
+                frame = P.encode_packed_image(seq, frames_values[k], self.binarize_at,
+                                              self.bits)
+            else:
+                frame = P.encode_image(seq, frames_values[k], self.bits)
             self.transport.write(frame)
             self.stats.frames_sent += 1
-            pending.append((k, seq, frame))
+            pending.append((k, seq, frame, self.packed))
 
         def retry(k):
             attempts[k] += 1
@@ -214,20 +254,19 @@ class Client:
             if attempts[k] > self.retries:
                 raise BoardError(f"image {k}: no valid answer after {self.retries} retries")
 
-        while next_k < n or pending:
-            while len(pending) < self.window and next_k < n:
-                send(next_k)
-                next_k += 1
-            in_flight = sum(len(f) for _, _, f in pending) + P.REPLY_LENGTH * len(pending)
+        while todo or pending:
+            while len(pending) < self.window and todo:
+                send(todo.popleft())
+            in_flight = sum(len(p[2]) for p in pending) + P.REPLY_LENGTH * len(pending)
             replies = self._read_replies(self._wait_time(in_flight))
             if not replies:
                 # silence: frames (or replies) were lost; let the board time out, resend all
-                lost = [k for k, _, _ in pending]
+                lost = [p[0] for p in pending]
                 pending.clear()
                 self._resync()
                 for k in lost:
                     retry(k)
-                    send(k)
+                todo.extendleft(reversed(lost))
                 continue
             for reply in replies:
                 match = next((p for p in pending if p[1] == reply.seq), None)
@@ -240,27 +279,43 @@ class Client:
                     continue
                 name = reply.status_name
                 self.stats.error_replies[name] = self.stats.error_replies.get(name, 0) + 1
+                if reply.status == P.STATUS_BAD_COMMAND and match[3]:
+                    # the board does not take packed frames: byte frames from now on
+                    self.packed = False
+                    self.stats.packed_refused = True
+                    todo.appendleft(k)
+                    continue
+                if reply.status == P.STATUS_OVERRUN:
+                    # the board's core cannot take frames back to back at this rate: one
+                    # frame at a time from now on (it has then finished the previous image)
+                    self.window = 1
                 if reply.status in (P.STATUS_BAD_LENGTH, P.STATUS_BAD_COMMAND):
                     raise BoardError(f"image {k}: board replied '{name}': does the board's "
                                      f"model take {len(frames_values[k])} values per image?")
                 retry(k)
-                send(k)
+                todo.appendleft(k)
         return results
 
 
-def classify(transport, images, *, bits: int = 8, window: int = 2, retries: int = 3) -> list[int]:
+def classify(transport, images, *, bits: int = 8, window: int = 2, retries: int = 3,
+             packed: bool = False, binarize_at: int | None = None) -> list[int]:
     """Classes of ``images`` from the board behind ``transport`` (see :class:`Client`)."""
-    return Client(transport, bits=bits, window=window, retries=retries).classify(images)
+    return Client(transport, bits=bits, window=window, retries=retries, packed=packed,
+                  binarize_at=binarize_at).classify(images)
 
 
 def network_sim_transport(net, *, backend: str = "verilator", divisor: int = 4, **options):
     """A simulated board (``--sim``) around the generated network for ``net`` (a
     :class:`hwgen.fold.NetworkPlan`): ``backend`` ``"verilator"`` (compiled, fast; the default)
-    or ``"amaranth"`` (the Amaranth simulator: no compiler needed, seconds per image)."""
+    or ``"amaranth"`` (the Amaranth simulator: no compiler needed, seconds per image).
+    ``divisor``: clock cycles per UART bit; ``options`` go to ``for_core`` (``clock_hz``: the
+    simulated board clock, default 1 MHz; ``rx_fifo_depth``, ``timeout_bytes``, ...). The board
+    takes CLASSIFY_PACKED frames when the model has ``input.binarize_at``."""
     from hwgen.gateware.network import Network
 
     from .core import CoreShape, StreamCore
-    shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size)
+    shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size,
+                      net.model.input.binarize_at)
     core = StreamCore.wrap(Network(net), shape)
     options.setdefault("compute_cycles", net.latency_cycles + net.cycles_per_image)
     if backend == "verilator":

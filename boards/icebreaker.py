@@ -9,8 +9,10 @@
   iCE40 block RAMs read as zero for about 3 us after configuration, and lock itself comes
   later than that). A loss of lock asserts reset again. The counter relies on iCE40
   flip-flops powering up as 0, as Amaranth's own iCE40 power-on reset does.
-* UART on the FTDI's second channel (``uart`` resource: rx pin 6, tx pin 9), 8N1 at ``baud``.
-  No receive FIFO by default (``rx_fifo_depth=0``): the UP5K's 30 block RAMs are the core's.
+* UART on the FTDI's second channel (``uart`` resource: rx pin 6, tx pin 9), 8N1 at ``baud``
+  (:data:`MAX_BAUD` at most: 12 Mbaud, 4 clock cycles per bit at 48 MHz; the rate must be the
+  clock over a whole divisor of 4 or more, within 2%). No receive FIFO by default
+  (``rx_fifo_depth=0``): the UP5K's 30 block RAMs are the core's.
 * LEDs: green = UART activity, red = a frame ended with an error (each held ~50 ms); with
   ``pmod_leds`` the break-off PMOD's five LEDs show the last class in binary (LED2 = bit 0).
 """
@@ -26,10 +28,14 @@ from .clocking import hold_reset_until_lock
 from .build import build_and_report
 from .core import StreamCore
 from .pll_ice40 import ICEBREAKER_CLOCK_MHZ, solve
-from .top import configure_board_top, connect_uart_pins
+from .top import check_board_baud, configure_board_top, connect_uart_pins
 
 DEFAULT_CLOCK_MHZ = 48
-DEFAULT_BAUD = 1_000_000
+DEFAULT_BAUD = 3_000_000
+#: The highest UART rate the top supports at :data:`DEFAULT_CLOCK_MHZ`: 48 MHz / 4 cycles per
+#: bit (the receiver's minimum, see :mod:`boards.uart`), which is also the FT2232H's highest
+#: rate (12 Mbaud). Higher requests are refused, at any clock.
+MAX_BAUD = 12_000_000
 DEFAULT_TIMEOUT_US = 10_000
 LED_HOLD_S = 0.05
 
@@ -41,6 +47,7 @@ class ICEBreakerTop(Elaboratable):
                  timeout_us=DEFAULT_TIMEOUT_US, reset_delay_us=20, max_clock_error_mhz=1.0,
                  pmod_leds=True, rx_fifo_depth=0):
         with checking(self):
+            check_board_baud(baud, MAX_BAUD, "the iCEBreaker's FT2232H")
             pll = solve(clock_mhz, ICEBREAKER_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
             configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,
                                 reset_delay_us=reset_delay_us, led_hold_s=LED_HOLD_S,
@@ -80,7 +87,8 @@ class ICEBreakerTop(Elaboratable):
 
 
 def build_icebreaker(top: ICEBreakerTop, build_dir, *, name: str = "top",
-                     allow_timing_fail: bool = False, seed: int = 1) -> dict:
+                     allow_timing_fail: bool = False, seed: int = 1,
+                     retry=None) -> dict:
     """Synthesize, place and route ``top`` for the iCEBreaker with the YoWASP tools.
 
     Returns a report dict: ``bitstream`` (path of the ``.bin``), ``utilization`` ({cell:
@@ -94,7 +102,8 @@ def build_icebreaker(top: ICEBreakerTop, build_dir, *, name: str = "top",
     if not isinstance(top, ICEBreakerTop):
         raise TypeError(f"top must be an ICEBreakerTop, not {top!r}")
     report = build_and_report(ICEBreakerPlatform(), top, build_dir, name=name,
-                              requested_hz=top.clock_hz, seed=seed, bitstream_ext="bin",
+                              requested_hz=top.clock_hz, seed=seed, retry=retry,
+                              bitstream_ext="bin",
                               tools=("YOSYS", "NEXTPNR_ICE40", "ICEPACK"),
                               allow_timing_fail=allow_timing_fail)
     report.update({

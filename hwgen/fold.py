@@ -95,13 +95,19 @@ class Fold:
 
 @dataclass(frozen=True)
 class Budget:
-    """Resources the default fold may spend (defaults: a Lattice iCE40 UP5K with headroom)."""
+    """Resources the default fold may spend (defaults: what ``hwgen build --board
+    icebreaker`` gives the core on the Lattice iCE40 UP5K: 90% of its 5280 LUTs less the
+    board logic's 750, and its 30 block RAMs, each read ``bram_port_bits`` a cycle)."""
 
-    luts: int = 4000
+    luts: int = 4002
     brams: int = 30
     #: No need to be faster than this many cycles per image (e.g. the rate at which a board's
     #: UART delivers images): the default fold then takes the cheapest design that keeps up.
     min_interval: int = 1
+    #: Bits one block RAM delivers per cycle (its widest read port): for the read-port bound.
+    bram_port_bits: int = 16
+    #: Block RAMs for the read-port bound (physical blocks; ``brams`` counts 4-Kbit units).
+    bram_blocks: int = 30
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -111,6 +117,23 @@ class Budget:
 MAX_FOLD_CHARS = 1 << 20
 MAX_FOLD_DEPTH = 4
 _TEXT_FOLD = re.compile(r"\s*([0-9]{1,12})\s*[xX]\s*([0-9]{1,12})\s*")
+
+
+#: The ``--fold`` words that choose a fold instead of giving one.
+FOLD_CHOICES = ("auto", "fastest")
+
+
+def resolve_fold(text: str | None, model: Model, budget: Budget | None = None):
+    """A ``--fold`` argument as :func:`plan` takes it: None (``text`` None or ``auto``: the
+    default fold within ``budget``), the :func:`~hwgen.fold_search.fastest_fold` within
+    ``budget`` (``fastest``), else :func:`parse_fold`'s folds."""
+    if text in (None, "auto"):
+        return None
+    if text == "fastest":
+        from .fold_search import fastest_fold  # it builds on this module
+
+        return fastest_fold(model, budget)
+    return parse_fold(text, model)
 
 
 def parse_fold(text: str, model: Model) -> list[Fold]:
@@ -640,6 +663,17 @@ class NetworkPlan:
         return sum(lp.brams for lp in self.layers)
 
     @property
+    def synapse_reads(self) -> int:
+        """Weight bits read per image: every dense layer's weights once, every conv layer's
+        once per output position."""
+        return sum(lp.m * lp.n * (lp.positions or 1) for lp in self.mvtu_layers)
+
+    def read_port_bound(self, blocks: int, port_bits: int) -> int:
+        """Cycles per image if ``blocks`` block RAMs delivered ``port_bits`` weight bits every
+        cycle: no fold that keeps its weights in block RAM is faster."""
+        return max(1, ceil_div(self.synapse_reads, blocks * port_bits))
+
+    @property
     def luts(self) -> int:
         glue = sum(r.luts for before in self.repacks() for r in before)
         return sum(lp.luts for lp in self.layers) + glue + argmax_luts(self.layers[-1])
@@ -832,8 +866,23 @@ def repack_luts(c: int, s: int, element_bits: int, n: int | None = None) -> int:
 
 def argmax_stages(lanes: int) -> int:
     """Pipeline registers of :class:`~hwgen.gateware.argmax.Argmax`'s compare tree over
-    ``lanes`` scores per beat (one per level)."""
-    return (lanes - 1).bit_length()
+    ``lanes`` scores per beat (one per level, at least one)."""
+    return max(1, (lanes - 1).bit_length())
+
+
+def argmax_compare_cycles(last: LayerPlan) -> int:
+    """The :class:`~hwgen.gateware.argmax.Argmax` compare mode for the output layer ``last``:
+    2 (the compare registered, at most one beat every two cycles) when its beats are at
+    least two cycles apart anyway (``SF >= 2``), else 1."""
+    return 2 if last.sf >= 2 else 1
+
+
+def argmax_latency(last: LayerPlan) -> int:
+    """Cycles from the argmax accepting an image's last beat to its class being valid: the
+    compare tree's registers, the registered compare (two-cycle mode with several beats),
+    the output register."""
+    two_cycle = argmax_compare_cycles(last) == 2 and last.nf > 1
+    return argmax_stages(last.pe) + int(two_cycle) + 1
 
 
 def argmax_luts(last: LayerPlan) -> int:
@@ -1070,7 +1119,7 @@ def latency(net: NetworkPlan) -> int:
         else:
             # Argmax takes a beat every cycle and shows the class after its compare tree's
             # registers and the running compare.
-            return base[-1] + 1 + argmax_stages(lp.pe)
+            return base[-1] + argmax_latency(lp)
     raise AssertionError("unreachable")
 
 
@@ -1086,7 +1135,7 @@ def latency_bound(net: NetworkPlan) -> int:
         if isinstance(lp, LayerPlan):
             t += lp.sf + (4 + lp.window.cycles_per_window if lp.window else 0)
     last = net.layers[-1]
-    return t + last.nf + 1 + argmax_stages(last.pe)
+    return t + last.nf + argmax_latency(last)
 
 
 # ----------------------------------------------------------------------------- report
@@ -1098,8 +1147,10 @@ def _buffer_note(unit, brams: int) -> str:
     return f", line buffer {where}{words}"
 
 
-def format_fold_table(net: NetworkPlan) -> str:
-    """The per-layer folding/performance table that ``info --fold`` appends."""
+def format_fold_table(net: NetworkPlan, budget: Budget | None = None) -> str:
+    """The per-layer folding/performance table that ``info --fold`` appends, with the
+    block-RAM read-port bound of ``budget``'s device (default :class:`Budget`)."""
+    budget = budget or Budget()
     lines = [f"{'#':>2}  {'op':<9} {'PE':>5} {'SIMD':>5} {'NF':>5} {'SF':>5} {'cycles':>8} "
              f"{'BRAMs':>6} {'~LUTs':>7}  weight ROM / window"]
     for lp in net.layers:
@@ -1125,4 +1176,9 @@ def format_fold_table(net: NetworkPlan) -> str:
     lines.append(f"II     {net.cycles_per_image} cycles per image; latency {bound}"
                  f"{net.latency_cycles} cycles; {net.brams} block RAMs; ~{net.luts} LUTs "
                  f"(estimate)")
+    port = net.read_port_bound(budget.bram_blocks, budget.bram_port_bits)
+    lines.append(f"bound  {port} cycles per image if all {budget.bram_blocks} block RAMs "
+                 f"delivered {budget.bram_port_bits} weight bits every cycle "
+                 f"({net.synapse_reads} per image); this fold reaches "
+                 f"{port / net.cycles_per_image:.1%} of it")
     return "\n".join(lines)

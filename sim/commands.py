@@ -33,11 +33,11 @@ from .verilated import SimResult, VerilatedCore, default_jobs
 
 def plan_model(model_path: Path, fold: str | None, lanes: int | None):
     """Load ``model_path`` and fold it; returns ``(model, net, module name)``."""
-    from hwgen.fold import parse_fold, plan
+    from hwgen.fold import plan, resolve_fold
 
     model = model_io.load(model_path)
-    folds = None if fold in (None, "auto") else parse_fold(fold, model)
-    return model, plan(model, folds, lanes=lanes), default_module(model_path)
+    return model, plan(model, resolve_fold(fold, model), lanes=lanes), \
+        default_module(model_path)
 
 
 def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,

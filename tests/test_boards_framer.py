@@ -231,3 +231,74 @@ def test_bad_parameters():
         CoreShape(lanes=3, bits=9, beats_per_image=4, class_bits=4)
     with pytest.raises(TypeError):
         CoreShape(lanes=3.0, bits=8, beats_per_image=4, class_bits=4)
+
+
+PACKED_SHAPES = [
+    CoreShape(lanes=3, bits=5, beats_per_image=4, class_bits=4, n_values=11, binarize_at=9),
+    CoreShape(lanes=1, bits=8, beats_per_image=17, class_bits=3, binarize_at=128),
+    CoreShape(lanes=4, bits=1, beats_per_image=3, class_bits=1, n_values=12, binarize_at=1),
+    CoreShape(lanes=7, bits=3, beats_per_image=2, class_bits=8, n_values=8, binarize_at=0),
+    CoreShape(lanes=2, bits=2, beats_per_image=5, class_bits=2, n_values=9, binarize_at=4),
+]
+
+
+@pytest.mark.parametrize("shape", PACKED_SHAPES)
+def test_packed_frames_become_thresholded_beats(shape):
+    """CLASSIFY_PACKED frames (1 bit per value, LSB first) become beats of ``2**bits - 1`` /
+    0 values, interleaved with byte frames and a PING, under random back-pressure."""
+    rng = random.Random(11)
+    images = [image(rng, shape) for _ in range(4)]
+    frames = [P.encode_packed_image(1, images[0], shape.binarize_at, shape.bits),
+              P.encode_image(2, images[1], shape.bits),
+              P.encode_request(P.CMD_PING, 3),
+              P.encode_packed_image(4, images[2], shape.binarize_at, shape.bits),
+              P.encode_packed_image(5, images[3], shape.binarize_at, shape.bits)]
+    beats, tags = run_parser(shape, [b for f in frames for b in f], ready_p=0.6, gap_p=0.2)
+    expected = (shape.pack(shape.packed_values(images[0])) + shape.pack(images[1])
+                + shape.pack(shape.packed_values(images[2]))
+                + shape.pack(shape.packed_values(images[3])))
+    assert beats == expected
+    assert tags == [(P.STATUS_OK, 1, 1), (P.STATUS_OK, 2, 1), (P.STATUS_OK, 3, 0),
+                    (P.STATUS_OK, 4, 1), (P.STATUS_OK, 5, 1)]
+
+
+def test_packed_values_binarize_like_the_originals():
+    """What the core gets for a packed image compares against binarize_at exactly as the
+    original values do, for every threshold (0 and 2**bits included)."""
+    for bits in (1, 3, 8):
+        values = list(range(1 << bits))
+        for t in range((1 << bits) + 1):
+            shape = CoreShape(lanes=1, bits=bits, beats_per_image=len(values), class_bits=1,
+                              binarize_at=t)
+            assert [v >= t for v in shape.packed_values(values)] == [v >= t for v in values]
+    assert P.pack_bits([0, 200, 128, 127, 255, 1, 1, 1, 130], 128) == bytes([0b00010110, 1])
+
+
+def test_packed_frame_errors():
+    """Packed frames: wrong LEN is BAD_LENGTH, a bad CRC is BAD_CHECKSUM (image completed), a
+    truncated payload times out with the image zero-completed; to a core that does not
+    binarize, CLASSIFY_PACKED is an unknown command (BAD_COMMAND)."""
+    shape = PACKED_SHAPES[0]           # 11 values: 2 payload bytes
+    rng = random.Random(12)
+    a, b, c = image(rng, shape), image(rng, shape), image(rng, shape)
+    t = shape.binarize_at
+    wrong_len = P.encode_request(P.CMD_CLASSIFY_PACKED, 1, P.pack_bits(a, t, 5) + b"\x00")
+    bad_crc = bytearray(P.encode_packed_image(2, b, t, 5))
+    bad_crc[-1] ^= 0x01
+    truncated = P.encode_packed_image(3, c, t, 5)[:7]       # header and the first byte
+    # (the idle timer starts once the parser is done with a byte: 8 cycles for a packed one)
+    events = list(wrong_len) + [("idle", TIMEOUT + 20)] + list(bad_crc) + list(truncated)
+    events += [("idle", TIMEOUT + 20)] + list(P.encode_packed_image(4, a, t, 5))
+    beats, tags = run_parser(shape, events)
+    first8 = shape.packed_values(c)[:8] + [0] * 3
+    assert tags[0] == (P.STATUS_BAD_LENGTH, 1, 0)
+    assert tags[-3:] == [(P.STATUS_BAD_CHECKSUM, 2, 1), (P.STATUS_TIMEOUT, 3, 1),
+                         (P.STATUS_OK, 4, 1)]
+    assert beats == (shape.pack(shape.packed_values(b)) + shape.pack(first8)
+                     + shape.pack(shape.packed_values(a)))
+
+    plain = CoreShape(lanes=3, bits=5, beats_per_image=4, class_bits=4, n_values=11)
+    beats, tags = run_parser(plain, list(P.encode_packed_image(5, a, 9, 5))
+                             + [("idle", TIMEOUT + 20)] + list(P.encode_image(6, a, 5)))
+    assert tags[0] == (P.STATUS_BAD_COMMAND, 5, 0)
+    assert tags[-1] == (P.STATUS_OK, 6, 1) and beats == plain.pack(a)

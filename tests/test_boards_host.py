@@ -4,6 +4,9 @@ import random
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from boards import protocol as P
 from boards.core import CoreShape, StreamCore
@@ -125,3 +128,103 @@ def test_protocol_encoding():
         P.encode_request(0x100, 0)
     with pytest.raises(ValueError):
         P.encode_request(1, 0, bytes(70000))
+
+
+PACKED_SHAPE = CoreShape(lanes=4, bits=8, beats_per_image=3, class_bits=4, n_values=10,
+                         binarize_at=128)
+
+
+def test_packed_client_sends_one_bit_per_value():
+    rng = np.random.default_rng(3)
+    imgs = rng.integers(0, 256, size=(5, 10))
+    link = sim_transport(PACKED_SHAPE)
+    sent = []
+    link_write = link.write
+    link.write = lambda data: (sent.append(bytes(data)), link_write(data))
+    client = Client(link, packed=True, binarize_at=128, window=3)
+    got = client.classify(imgs)
+    assert got == [predict(PACKED_SHAPE, PACKED_SHAPE.packed_values(img)) for img in imgs]
+    assert client.packed and not client.stats.packed_refused
+    assert [len(f) for f in sent] == [P.REQUEST_OVERHEAD + 2] * 5
+    assert {f[2] for f in sent} == {P.CMD_CLASSIFY_PACKED}
+
+
+def test_packed_client_falls_back_to_byte_frames():
+    """A board that does not take packed frames answers BAD_COMMAND: the client resends those
+    images as byte frames and keeps to them."""
+    rng = np.random.default_rng(4)
+    imgs = rng.integers(0, 256, size=(4, 10))
+    client = Client(sim_transport(), packed=True, binarize_at=128, window=2)
+    assert client.classify(imgs) == [predict(SHAPE, img) for img in imgs]
+    assert not client.packed and client.stats.packed_refused
+    assert client.stats.error_replies == {"bad command": 2}
+    assert client.stats.retries == 0
+
+
+def test_client_bad_arguments():
+    link = object()   # never used: the arguments are refused first
+    with pytest.raises(ValueError, match="binarize_at"):
+        Client(link, packed=True)
+    with pytest.raises(ValueError, match="binarize_at"):
+        Client(link, binarize_at=257)
+    with pytest.raises(TypeError):
+        Client(link, packed=1)
+    with pytest.raises(ValueError, match="bits"):
+        Client(link, bits=9)
+
+
+def test_packed_encoding():
+    values = [0, 200, 128, 127, 255, 1, 1, 1, 130]
+    frame = P.encode_packed_image(7, values, 128)
+    assert frame[:6] == bytes([0xA5, 0x5A, P.CMD_CLASSIFY_PACKED, 7, 0, 2])
+    assert frame[6:8] == bytes([0b00010110, 0b1])
+    assert int.from_bytes(frame[-2:], "big") == P.crc16(frame[2:-2])
+    assert P.packed_length(784) == 98 and P.packed_length(8) == 1 and P.packed_length(9) == 2
+    with pytest.raises(ValueError, match="outside"):
+        P.encode_packed_image(1, [256], 128)
+    with pytest.raises(ValueError, match="binarize_at"):
+        P.pack_bits([1, 2], 300)
+    with pytest.raises(ValueError, match="binarize_at"):
+        P.pack_bits([1], 3, bits=1)
+
+
+class PausingCore(wiring.Component):
+    """:class:`SumCore` that computes for ``pause`` cycles after each image: its input is not
+    ready and its class not valid until then (a core slower than back-to-back frames)."""
+
+    def __init__(self, shape, pause):
+        self.shape, self.pause = shape, pause
+        super().__init__({"i": In(stream.Signature(shape.beat_bits)),
+                          "o": Out(stream.Signature(shape.class_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = SumCore(self.shape)
+        wait = Signal(range(self.pause + 1))
+        beat = Signal(range(self.shape.beats_per_image))
+        m.d.comb += [inner.i.payload.eq(self.i.payload),
+                     inner.i.valid.eq(self.i.valid & ~wait.any()),
+                     self.i.ready.eq(inner.i.ready & ~wait.any())]
+        m.d.comb += [self.o.payload.eq(inner.o.payload),
+                     self.o.valid.eq(inner.o.valid & ~wait.any()),
+                     inner.o.ready.eq(self.o.ready & ~wait.any())]
+        with m.If(wait.any()):
+            m.d.sync += wait.eq(wait - 1)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += beat.eq(beat + 1)
+            with m.If(beat == self.shape.beats_per_image - 1):
+                m.d.sync += [beat.eq(0), wait.eq(self.pause)]
+        return m
+
+
+def test_overrun_makes_the_client_send_one_frame_at_a_time():
+    """Back-to-back frames into a core that pauses 4000 cycles per image (a frame is 1440):
+    the receiver overruns, the client gets an OVERRUN reply, drops to one frame in flight and
+    every class still comes back right."""
+    rng = random.Random(6)
+    imgs = [[rng.randrange(256) for _ in range(SHAPE.n_values)] for _ in range(5)]
+    core = StreamCore.wrap(PausingCore(SHAPE, 4000), SHAPE)
+    client = Client(SimTransport.for_core(core, compute_cycles=4000), window=3)
+    assert client.classify(imgs) == [predict(SHAPE, img) for img in imgs]
+    assert client.stats.error_replies.get("receiver overrun", 0) >= 1
+    assert client.window == 1

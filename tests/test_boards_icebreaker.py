@@ -41,6 +41,24 @@ def test_parameters_from_clock_and_baud():
     assert t.clock_hz == 50.25e6 and t.divisor == 17    # 12 * 67 / 16
 
 
+def test_highest_baud():
+    """MAX_BAUD: 12 Mbaud at 48 MHz is 4 cycles per bit; above it (even where a faster clock
+    would make the divisor) the FT2232H cannot follow, and the message says so. The ULX3S
+    stops at its FT231X's 3 Mbaud."""
+    from boards import icebreaker, ulx3s
+    assert icebreaker.MAX_BAUD == 12_000_000 and ulx3s.MAX_BAUD == 3_000_000
+    t = unused_top(baud=icebreaker.MAX_BAUD)
+    assert t.divisor == 4 and t.baud == 12e6
+    with pytest.raises(ValueError, match="above 12000000 baud, the highest the iCEBreaker's "
+                                         "FT2232H runs at"):
+        unused_top(clock_mhz=60, baud=15_000_000)
+    with pytest.raises(ValueError, match=r"at most 9000000 \(4 cycles per bit\)"):
+        unused_top(clock_mhz=36, baud=12_000_000)
+    with pytest.raises(ValueError, match="FT231X"):
+        ulx3s.ULX3STop(silenced(StreamCore.wrap(silenced(SumCore(SHAPE)), SHAPE)),
+                       baud=6_000_000)
+
+
 def test_bad_requests():
     with pytest.raises(ValueError, match="outside"):
         unused_top(clock_mhz=500)

@@ -151,3 +151,49 @@ def test_byte_fifo_order_and_backpressure(depth):
     assert max_level[0] == depth
     with pytest.raises(ValueError, match="power of two"):
         ByteFIFO(6)
+
+
+@pytest.mark.parametrize("error, depth", [(-0.02, 0), (0.0, 16), (0.02, 0)])
+def test_back_to_back_frames_at_4_cycles_per_bit(error, depth):
+    """4 cycles per bit (12 Mbaud at 48 MHz), a host whose bit time is 2% short, exact or 2%
+    long, no receive FIFO (or one of 16 bytes), a core that stalls: byte frames, bit-packed
+    frames and a PING back to back are all answered right, with no error or framing error on
+    either side."""
+    shape = CoreShape(lanes=3, bits=8, beats_per_image=5, class_bits=4, n_values=13,
+                      binarize_at=100)
+    core = StreamCore.wrap(SumCore(shape, stall=True), shape)
+    top = UARTInferenceTop(core, divisor=4, timeout=4 * 40, rx_fifo_depth=depth)
+    board = SimBoard(top, clock_hz=1e6, baud=1e6 / (4 * (1 + error)))
+    rng = random.Random(5)
+    imgs = images(rng, 6, shape)
+    frames, expected = [], []
+    for k, img in enumerate(imgs):
+        if k % 2:
+            frames.append(P.encode_packed_image(k, img, shape.binarize_at))
+            expected.append(P.Reply(P.STATUS_OK, k, predict(shape, shape.packed_values(img))))
+        else:
+            frames.append(P.encode_image(k, img))
+            expected.append(P.Reply(P.STATUS_OK, k, predict(shape, img)))
+    frames.insert(3, P.encode_request(P.CMD_PING, 99))
+    expected.insert(3, P.Reply(P.STATUS_OK, 99, P.PROTOCOL_VERSION))
+    board.write(b"".join(frames))
+    got, skipped = replies(board, len(expected))
+    assert got == expected
+    assert skipped == 0 and board.framing_errors == 0
+    # the packed images differ from their byte-frame answers (so the test tells them apart)
+    assert any(predict(shape, shape.packed_values(img)) != predict(shape, img) for img in imgs)
+
+
+def test_packed_frames_need_a_binarizing_core():
+    """A core without binarize_at answers CLASSIFY_PACKED with BAD_COMMAND; the next byte
+    frame is answered normally."""
+    rng = random.Random(6)
+    a, b = images(rng, 2)
+    board = make_board()
+    board.write(P.encode_packed_image(1, a, 128))
+    got, _ = replies(board, 1)
+    assert got == [P.Reply(P.STATUS_BAD_COMMAND, 1, 0)]
+    board.idle(2 * TIMEOUT * 1e-6)
+    board.write(P.encode_image(2, b))
+    got, _ = replies(board, 1)
+    assert got == [P.Reply(P.STATUS_OK, 2, predict(SHAPE, b))]

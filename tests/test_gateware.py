@@ -191,9 +191,10 @@ def test_tree_register_stages(terms, stages):
 # ----------------------------------------------------------------------------- argmax
 
 
+@pytest.mark.parametrize("compare_cycles", [1, 2])
 @pytest.mark.parametrize("classes, lanes, width", [(10, 3, 5), (1, 1, 3), (7, 7, 4),
                                                    (5, 1, 6), (9, 4, 2)])
-def test_argmax_ties_to_lowest(classes, lanes, width):
+def test_argmax_ties_to_lowest(classes, lanes, width, compare_cycles):
     rng = np.random.default_rng(classes * 10 + lanes)
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     count = 30
@@ -207,11 +208,13 @@ def test_argmax_ties_to_lowest(classes, lanes, width):
                                                classes))  # junk in padding lanes
         beats += [pack(padded[k * lanes:(k + 1) * lanes], width)
                   for k in range(ceil_div(classes, lanes))]
-    dut = Argmax(classes, lanes, width)
-    drv = StreamDriver(dut.i, beats, rng, 0.6)
-    mon = StreamMonitor(dut.o, count, rng, 0.4)
-    simulate(dut, drv, mon)
-    assert mon.payloads == [int(np.argmax(row)) for row in scores]
+    dut = Argmax(classes, lanes, width, compare_cycles)
+    expected = [int(np.argmax(row)) for row in scores]
+    for valid_prob, ready_prob in ((0.6, 0.4), (1.0, 1.0), (1.0, 0.3)):
+        drv = StreamDriver(dut.i, beats, rng, valid_prob)
+        mon = StreamMonitor(dut.o, count, rng, ready_prob)
+        simulate(dut, drv, mon)
+        assert mon.payloads == expected
 
 
 def test_argmax_rejects_bad_arguments():
@@ -219,6 +222,8 @@ def test_argmax_rejects_bad_arguments():
         Argmax(3, 4, 5)
     with pytest.raises(ValueError):
         Argmax(0, 1, 5)
+    with pytest.raises(ValueError):
+        Argmax(3, 1, 5, compare_cycles=3)
 
 
 def test_skid_buffer_passes_every_beat_in_order_with_registered_ready():

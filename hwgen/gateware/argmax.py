@@ -20,20 +20,30 @@ class Argmax(wiring.Component):
     ``i``: ``ceil(classes / lanes)`` beats per image of ``lanes`` scores (score ``k*lanes +
     p`` in field ``p`` of beat ``k``; fields past ``classes`` in the last beat are ignored).
     ``o``: one beat per image, the index in ``class_bits = max(1, ceil(log2(classes)))``
-    bits, valid ``1 + argmax_stages(lanes)`` cycles after the image's last beat was
-    accepted (:func:`hwgen.fold.argmax_stages`: one register per level of the compare tree
-    inside a beat, then the running compare with the best so far). The pipeline stalls as a
-    whole while ``o.valid`` is high and ``o.ready`` low; ``i.ready`` is ``~o.valid |
-    o.ready``.
+    bits, valid :func:`hwgen.fold.argmax_latency` cycles after the image's last beat was
+    accepted: one register per level of the compare tree inside a beat (at least one, so
+    the running compare never waits on the upstream's ``valid``), then the running compare
+    with the best of the earlier beats, in one cycle (``compare_cycles=1``) or, with its
+    result registered before it updates the best, in two (``compare_cycles=2``: the
+    comparator's carry chain and the best's enable then lie in different cycles, which is
+    what keeps a slow output layer's argmax off the critical path; ``i.ready`` then drops
+    for a cycle after every accepted beat, so that beats are at least two cycles apart).
+    The pipeline stalls as a whole while ``o.valid`` is high and ``o.ready`` low;
+    ``i.ready`` is ``~o.valid | o.ready`` (and, with ``compare_cycles=2``, no beat accepted
+    in the previous cycle).
     """
 
     @checked_init
-    def __init__(self, classes: int, lanes: int, score_width: int):
+    def __init__(self, classes: int, lanes: int, score_width: int, compare_cycles: int = 1):
         for name, value in (("classes", classes), ("lanes", lanes), ("score_width", score_width)):
             check_int(name, value, 1)
         if lanes > classes:
             raise ValueError(f"lanes ({lanes}) must not exceed classes ({classes})")
+        check_int("compare_cycles", compare_cycles, 1)
+        if compare_cycles > 2:
+            raise ValueError(f"compare_cycles must be 1 or 2, not {compare_cycles}")
         self.classes, self.lanes, self.score_width = classes, lanes, score_width
+        self.compare_cycles = compare_cycles
         self.class_bits = max(1, (classes - 1).bit_length())
         super().__init__({
             "i": In(stream.Signature(lanes * score_width)),
@@ -47,11 +57,16 @@ class Argmax(wiring.Component):
         rem = self.classes - (beats - 1) * lanes
         advance = Signal()
         take = Signal()
+        two_cycle = self.compare_cycles == 2 and beats > 1
+        gap = Signal()  # a beat was accepted in the last advancing cycle
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-            take.eq(self.i.valid & advance),
+            self.i.ready.eq(advance & ~gap if two_cycle else advance),
+            take.eq(self.i.valid & self.i.ready),
         ]
+        if two_cycle:
+            with m.If(advance):
+                m.d.sync += gap.eq(take)
         # Beat counter and the index of the beat's first score (a register, so the leaves'
         # indices are small constant additions).
         beat = Signal(range(beats))
@@ -65,7 +80,8 @@ class Argmax(wiring.Component):
                          last.eq(Mux(last, int(beats == 1), beat == beats - 2))]
         # Within a beat: a tree of comparators, each keeping its left (lower) candidate
         # unless the right one is strictly larger or the left one is padding; a register
-        # after every level (all stages advance together).
+        # after every level (all stages advance together); one register level even for a
+        # single lane.
         cands = []
         for p in range(lanes):
             score = self.i.payload[p * sw:(p + 1) * sw].as_signed()
@@ -74,7 +90,7 @@ class Argmax(wiring.Component):
             cands.append((score, index, live))
         flags = (take, first, last)
         level = 0
-        while len(cands) > 1:
+        while len(cands) > 1 or level == 0:
             nxt = []
             for j, (a, b) in enumerate(zip(cands[0::2], cands[1::2])):
                 pick_b = b[2] & (~a[2] | (b[0] > a[0]))
@@ -122,10 +138,23 @@ class Argmax(wiring.Component):
         best_index = Signal(cb)
         replace = Signal()
         update = Signal()
-        m.d.comb += replace.eq(is_first | (score_u > best))
-        # Without a tree the beat is the input's: offered (and held) while i.valid.
-        offered = self.i.valid if level == 0 else valid
-        m.d.comb += update.eq(offered & replace)
+        if two_cycle:
+            # One more stage: the beat and its compare with ``best`` registered. Beats are
+            # two advancing cycles apart, so ``best`` holds every earlier beat when the next
+            # one is compared.
+            greater = Signal()
+            c_score, c_index = Signal(sw), Signal(cb)
+            c_valid, c_first, c_last = Signal(), Signal(), Signal()
+            with m.If(advance):
+                m.d.sync += [greater.eq(score_u > best), c_score.eq(score_u),
+                             c_index.eq(beat_index), c_valid.eq(valid), c_first.eq(is_first),
+                             c_last.eq(is_last)]
+            score_u, beat_index, valid, is_first, is_last = (c_score, c_index, c_valid,
+                                                             c_first, c_last)
+            m.d.comb += replace.eq(is_first | greater)
+        else:
+            m.d.comb += replace.eq(is_first | (score_u > best))
+        m.d.comb += update.eq(valid & replace)
         with m.If(update):
             m.d.sync += [best.eq(score_u), best_index.eq(beat_index)]
         with m.If(advance):

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from ._checks import checked_init
 
 from ..errors import UserError
-from ..fold import NetworkPlan, PoolPlan, unit_layer
+from ..fold import NetworkPlan, PoolPlan, argmax_compare_cycles, unit_layer
 from .argmax import Argmax
 from .input import Binarize
 from .maxpool import MaxPool
@@ -101,7 +101,8 @@ class Network(wiring.Component):
             wiring.connect(m, src, wiring.flipped(self.o))
             return m
         last = net.layers[-1]
-        m.submodules.argmax = argmax = Argmax(last.m, last.pe, last.score_width)
+        m.submodules.argmax = argmax = Argmax(last.m, last.pe, last.score_width,
+                                              argmax_compare_cycles(last))
         wiring.connect(m, src, argmax.i)
         wiring.connect(m, argmax.o, wiring.flipped(self.o))
         return m

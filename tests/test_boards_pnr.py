@@ -1,0 +1,136 @@
+"""Place-and-route retries with other seeds, and reading nextpnr's critical path."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from boards.build import Retry, TimingError, build_and_report, critical_path, design_name
+
+# A stand-in nextpnr: Fmax 44 + seed MHz, written to --report; its log names a path.
+FAKE_NEXTPNR = r'''
+import json, sys
+args = sys.argv[1:]
+seed = int(args[args.index("--seed") + 1])
+fmax = 44.0 + seed
+json.dump({"utilization": {"ICESTORM_LC": {"used": 10, "available": 5280}},
+           "fmax": {"clk": {"achieved": fmax, "constraint": 48.0}}},
+          open(args[args.index("--report") + 1], "w"))
+open(args[args.index("--asc") + 1], "w").write(f"seed {seed}\n")
+delay = 1000 / fmax
+open(args[args.index("--log") + 1], "w").write(f"""Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  1.39  1.39 Source top.core.argmax.best_SB_DFFESR_Q_DFFLC.O
+Info:    routing  1.76  3.15 Net top.core.argmax.best[1] (18,17) -> (18,16)
+Info:      logic  0.87  4.03 Source $nextpnr_ICESTORM_LC_72.O
+Info:      setup  0.10  {delay:.2f} Source top.core.layer1.taps.oy_SB_DFFESR_Q_DFFLC.CEN
+Info: 2.36 ns logic, {delay - 2.36:.2f} ns routing
+
+Info: Critical path report for cross-domain path '<async>' -> 'posedge clk':
+Info:     source  0.00  0.00 Source uart_rx.buf0.D_IN_0
+Info:      setup  0.82  3.23 Source top.uart_rx.sync.rx_SB_LUT4_I3_LC.I3
+Info: 0.82 ns logic, 2.41 ns routing
+""")
+'''
+
+FAKE_PACK = "import sys; open(sys.argv[2], 'w').write(open(sys.argv[1]).read())\n"
+
+
+def _tool(folder: Path, name: str, source: str) -> str:
+    script = folder / f"{name}.py"
+    script.write_text(source)
+    wrapper = folder / name
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return str(wrapper)
+
+
+class ScriptPlatform:
+    """Writes and runs a build script shaped like Amaranth's iCE40 one ("synthesis" is a
+    no-op), so the retries rerun its nextpnr and packing lines."""
+
+    def build(self, top, *, name, build_dir, do_program, nextpnr_opts):
+        folder = Path(build_dir)
+        folder.mkdir(parents=True)
+        (folder / f"build_{name}.sh").write_text("\n".join([
+            "#!/bin/sh", "set -e", ": ${NEXTPNR_ICE40:=nextpnr-ice40}",
+            '"$YOSYS" -q',
+            f'"$NEXTPNR_ICE40" --quiet {nextpnr_opts} --log {name}.tim --up5k '
+            f"--asc {name}.asc",
+            f'"$ICEPACK" {name}.asc {name}.bin', ""]))
+        subprocess.run(["sh", f"build_{name}.sh"], cwd=folder, check=True)
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    monkeypatch.setitem(os.environ, "YOSYS", "true")
+    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40", _tool(tools, "nextpnr", FAKE_NEXTPNR))
+    monkeypatch.setitem(os.environ, "ICEPACK", _tool(tools, "icepack", FAKE_PACK))
+
+
+KWARGS = dict(name="top", requested_hz=48e6, tools=(), bitstream_ext="bin")
+
+
+def test_retries_until_a_seed_meets_timing(tmp_path, fake_tools):
+    report = build_and_report(ScriptPlatform(), None, tmp_path / "b", retry=Retry(seeds=6),
+                              **KWARGS)
+    assert report["timing_met"] and report["achieved_mhz"] == 48.0
+    pnr = report["place_and_route"]
+    assert [a["seed"] for a in pnr["attempts"]] == [1, 2, 3, 4] and pnr["seed"] == 4
+    assert [a["achieved_mhz"] for a in pnr["attempts"]] == [45.0, 46.0, 47.0, 48.0]
+    # the bitstream is packed from the seed that met timing; every attempt's log is kept
+    assert (tmp_path / "b" / "top.bin").read_text() == "seed 4\n"
+    assert all((tmp_path / "b" / f"top.seed{s}.tim").exists() for s in (1, 2, 3, 4))
+
+
+def test_retries_are_bounded_and_the_error_names_the_best_attempt(tmp_path, fake_tools):
+    with pytest.raises(TimingError) as info:
+        build_and_report(ScriptPlatform(), None, tmp_path / "a", retry=Retry(seeds=3),
+                         **KWARGS)
+    err = info.value
+    assert [a["seed"] for a in err.attempts] == [1, 2, 3] and err.achieved_mhz == 47.0
+    assert "best of 3 place-and-route seeds: 1, 2, 3" in str(err)
+    assert err.timing_log.endswith("top.seed3.tim")
+    assert err.critical_path["start"] == "core.argmax.best"
+    assert err.critical_path["end"] == "core.layer1.taps.oy"
+    # no budget: no retry; no Retry: no retry either
+    for retry in (Retry(seeds=6, budget_s=0), None):
+        folder = tmp_path / f"c{retry is None}"
+        with pytest.raises(TimingError) as info:
+            build_and_report(ScriptPlatform(), None, folder, retry=retry, **KWARGS)
+        assert [a["seed"] for a in info.value.attempts] == [1]
+    report = build_and_report(ScriptPlatform(), None, tmp_path / "d", allow_timing_fail=True,
+                              retry=Retry(seeds=6), **KWARGS)
+    assert len(report["place_and_route"]["attempts"]) == 1 and not report["timing_met"]
+
+
+def test_retry_rejects_bad_arguments():
+    for bad in (dict(seeds=0), dict(seeds=1.5), dict(budget_s=-1), dict(budget_s=float("nan"))):
+        with pytest.raises(ValueError):
+            Retry(**bad)
+
+
+def test_critical_path_in_design_names():
+    log = """Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:   clk-to-q  1.39  1.39 Source top.core.core.layer1.skid.held_valid_SB_DFFESR_Q_DFFLC.O
+Info:      logic  1.21  4.36 Source top.core.core.layer1.i__valid$17_SB_LUT4_I3_LC.O
+Info:      setup  0.10  20.91 Source top.core.core.layer1.taps.oy_SB_DFFESR_Q_D_SB_LUT4_O_LC.CEN
+Info: 6.19 ns logic, 14.72 ns routing
+"""
+    assert critical_path(log) == {
+        "clock": "clk", "start": "core.core.layer1.skid.held_valid",
+        "end": "core.core.layer1.taps.oy", "end_pin": "CEN", "delay_ns": 20.91,
+        "logic_ns": 6.19, "routing_ns": 14.72}
+    assert critical_path("Info: no timing here\n") is None
+    assert design_name("$nextpnr_ICESTORM_LC_72") is None
+    assert design_name("top.core.argmax.best[3]") == "core.argmax.best"
+    assert design_name("top.core.l0_score1_TRELLIS_FF_Q") == "core.l0_score1"
+    json.dumps(critical_path(log))  # goes into report.json as is

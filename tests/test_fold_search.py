@@ -1,0 +1,129 @@
+"""``--fold fastest``: the search against exhaustive enumeration, and where it is offered."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwgen.fold import Budget, Fold, default_fold, has_fold, plan, resolve_fold
+from hwgen.fold_search import fastest_fold, layer_options
+from hwgen.random_models import conv, dense, pool, random_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _every_fold(model, index):
+    layer = model.layers[index]
+    if not has_fold(layer):
+        return [None]
+    return [Fold(pe, simd) for pe in range(1, layer.out_channels + 1)
+            for simd in range(1, layer.fan_in + 1)]
+
+
+def _every_net(model):
+    """(cycles per image, LUTs, block RAMs) of every fold of ``model``."""
+    combos = itertools.product(*(_every_fold(model, i) for i in range(len(model.layers))))
+    return [(net.cycles_per_image, net.luts, net.brams)
+            for net in (plan(model, list(combo)) for combo in combos)]
+
+
+SMALL_MODELS = [
+    ((1, 4, 4), [dense(5)], 3, 128),
+    ((1, 4, 4), [dense(7)], 4, None),
+    ((2, 3, 3), [conv(2, 2), dense(3)], 2, 128),
+    ((1, 4, 4), [dense(4), dense(3)], 2, None),
+    ((1, 5, 5), [conv(2, 2), pool(2), dense(3)], 3, 100),
+]
+
+
+@pytest.mark.parametrize("index", range(len(SMALL_MODELS)))
+def test_fastest_fold_matches_exhaustive_search(index):
+    """On small models (every fold tried, ``M * N`` within the search's all-folds limit) the
+    search's fold fits and no fold that fits is faster, at budgets from tight to loose."""
+    shape, layers, classes, binarize_at = SMALL_MODELS[index]
+    model = random_model(np.random.default_rng(index), shape, layers, classes=classes,
+                         binarize_at=binarize_at)
+    assert all(len(layer_options(model, i)) == len(_every_fold(model, i))
+               for i in range(len(model.layers)))
+    every = _every_net(model)
+    found_any = False
+    for luts in (250, 350, 450, 600, 900):
+        budget = Budget(luts=luts, brams=2)
+        fitting = [cycles for cycles, used, brams in every if used <= luts and brams <= 2]
+        net = plan(model, fastest_fold(model, budget))
+        if not fitting:
+            continue
+        found_any = True
+        assert net.luts <= luts and net.brams <= 2
+        assert net.cycles_per_image == min(fitting)
+    assert found_any
+
+
+def test_fastest_is_never_slower_than_the_default_fold():
+    rng = np.random.default_rng(7)
+    model = random_model(rng, (1, 12, 12), [conv(8, 3, pad_value=0), pool(2), conv(16, 3),
+                                                 dense(20)], classes=10, binarize_at=None)
+    for luts in (1500, 3000, 6000):
+        budget = Budget(luts=luts, brams=30)
+        default = plan(model, default_fold(model, budget))
+        fastest = plan(model, fastest_fold(model, budget))
+        assert fastest.luts <= luts and fastest.brams <= 30
+        assert fastest.cycles_per_image <= default.cycles_per_image
+
+
+def test_resolve_fold_words():
+    model = random_model(np.random.default_rng(1), (1, 4, 4), [dense(6)], classes=3)
+    assert resolve_fold(None, model) is None and resolve_fold("auto", model) is None
+    assert resolve_fold("fastest", model) == fastest_fold(model)
+    assert resolve_fold("2x4,1x2", model) == [Fold(2, 4), Fold(1, 2)]
+
+
+def test_default_budget_is_the_icebreakers():
+    """``hwgen sim/verilog --fold fastest`` reproduces ``build --board icebreaker --fold
+    fastest``: the planner's default budget is the board's."""
+    from boards.commands import _budget
+    from boards.targets import get_board
+
+    from hwgen.model import InputSpec
+
+    board = _budget(get_board("icebreaker"), InputSpec((1, 28, 28), 8, None), 48, 3_000_000)
+    default = Budget()
+    for field in ("luts", "brams", "bram_port_bits", "bram_blocks"):
+        assert getattr(board, field) == getattr(default, field), field
+
+
+def test_fastest_candidates_for_a_build_get_slower_in_turn():
+    from boards.commands import fold_candidates
+    from boards.targets import get_board
+
+    model, nets, _ = fold_candidates(ROOT / "models" / "fmnist-mlp-up5k.npz",
+                                     get_board("icebreaker"), "fastest", None)
+    cycles = [net.cycles_per_image for net in nets]
+    assert len(nets) >= 2 and cycles == sorted(set(cycles))
+    assert nets[0].folds == fastest_fold(model, _icebreaker_budget(model))
+    default = fold_candidates(ROOT / "models" / "fmnist-mlp-up5k.npz",
+                              get_board("icebreaker"), None, None)[1]
+    assert len(default) == 1 and default[0].cycles_per_image > cycles[0]
+
+
+def _icebreaker_budget(model):
+    from boards.commands import _budget
+    from boards.targets import get_board
+
+    return _budget(get_board("icebreaker"), model.input, 48, 3_000_000)
+
+
+def test_info_prints_the_read_port_bound(capsys):
+    from hwgen.cli import main
+
+    assert main(["info", str(ROOT / "models" / "fmnist-mlp-up5k.npz"), "--fold",
+                 "fastest"]) == 0
+    out = capsys.readouterr().out
+    bound = [line for line in out.splitlines() if line.startswith("bound")]
+    # 89400 weight bits per image through 30 block RAMs of 16 bits: 187 cycles
+    assert len(bound) == 1 and bound[0].startswith("bound  187 cycles per image")
+    ii = int(next(line for line in out.splitlines() if line.startswith("II")).split()[1])
+    assert f"reaches {187 / ii:.1%}" in bound[0]
