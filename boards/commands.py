@@ -87,30 +87,34 @@ def plan_for_board(model_path: Path, board, fold: str | None, lanes: int | None,
     return model, nets[0], module
 
 
-# ``--fold fastest``: the LUT budgets (fractions of the board's) of the folds a build tries
-# in turn while place-and-route misses the clock
-FASTEST_LUT_STEPS = (1.0, 0.8, 0.6)
+# The LUT budgets (fractions of the first design's estimate) of the smaller folds a build
+# tries in turn while place-and-route misses the clock: with ``--fold fastest`` or the
+# default fold (a given fold is built as given)
+FALLBACK_LUT_STEPS = (0.97, 0.85, 0.7)
 
 
 def fold_candidates(model_path: Path, board, fold: str | None, lanes: int | None,
                     clock_mhz: float | None = None, baud: int | None = None):
-    """(model, nets, module): the plans a build tries in order. One, except for ``fastest``:
-    the fastest fold within the board's budget, then the fastest within
-    :data:`FASTEST_LUT_STEPS` of its LUTs (smaller designs close timing more easily), each
-    slower than the one before."""
+    """(model, nets, module): the plans a build tries in order. A given fold: that one.
+    Else the chosen fold (``fastest``: the fastest within the board's budget; default: the
+    cheapest that keeps up with the UART), then the same choice within
+    :data:`FALLBACK_LUT_STEPS` of the first one's estimated LUTs (smaller designs close
+    timing more easily), each smaller and slower than the one before."""
     from hwgen.fold import plan, resolve_fold
 
     model = model_io.load(model_path)
     budget = _budget(board, model.input, clock_mhz or board.default_clock_mhz,
                      baud or board.default_baud)
-    if fold != "fastest":
+    word = "auto" if fold is None else fold
+    if word not in ("auto", "fastest"):
         return model, [plan(model, resolve_fold(fold, model, budget), lanes=lanes,
                             budget=budget)], default_module(model_path)
-    nets = []
-    for step in FASTEST_LUT_STEPS:
-        folds = resolve_fold("fastest", model, replace(budget, luts=int(budget.luts * step)))
-        net = plan(model, folds, lanes=lanes)
-        if not nets or net.cycles_per_image > nets[-1].cycles_per_image:
+    nets = [plan(model, resolve_fold(word, model, budget), lanes=lanes, budget=budget)]
+    first = nets[0].luts
+    for step in FALLBACK_LUT_STEPS:
+        smaller = replace(budget, luts=int(first * step))
+        net = plan(model, resolve_fold(word, model, smaller), lanes=lanes, budget=smaller)
+        if net.luts <= smaller.luts and net.cycles_per_image > nets[-1].cycles_per_image:
             nets.append(net)
     return model, nets, default_module(model_path)
 
@@ -261,7 +265,7 @@ def cmd_build(args) -> int:
     outdir = args.output or _default_output(args.model, board)
     model, nets, module = fold_candidates(args.model, board, args.fold, args.lanes,
                                           args.clock, args.baud)
-    missed = []  # the faster folds of --fold fastest that missed the clock
+    missed = []  # the faster folds that missed the clock
     for k, net in enumerate(nets):
         try:
             report, summary = _build_fold(args, board, outdir, model, net, module, missed,
@@ -271,8 +275,8 @@ def cmd_build(args) -> int:
                            "achieved_mhz": err.achieved_mhz,
                            "seeds": [a["seed"] for a in err.attempts]})
             print(one_line(f"fold {_fold_text(net)}: timing not met (Fmax "
-                           f"{err.achieved_mhz:.1f} MHz at {err.requested_mhz:.1f}); trying the "
-                           f"next fastest fold"))
+                           f"{err.achieved_mhz:.1f} MHz at {err.requested_mhz:.1f}); trying a "
+                           f"smaller, slower fold"))
             continue
         break
     for line in summary.replace(report["bitstream"], str(outdir / report["bitstream"])) \

@@ -2,7 +2,7 @@
 
 ::
 
-    rx pin -> UARTReceiver -> [byte FIFO] -> FrameParser --beats--> core --classes--> ReplyGenerator
+    rx pin -> UARTReceiver -> [byte FIFO] -> FrameParser --beats--> core -> skid --> ReplyGenerator
                                                |                                      ^       |
                                                +----- tags -> SyncFIFO(depth 2) -------+       v
                                                                            UARTTransmitter -> tx pin
@@ -23,6 +23,11 @@ no byte is pending, and replies leave at 41 cycles per byte. Bit-packed frames
 character, so back-to-back packed frames need a core that takes an image every
 ``ceil(values / 8) + 8`` characters (the host client otherwise sees OVERRUN replies).
 
+The core's class output reaches the reply generator through a skid buffer
+(:class:`~hwgen.gateware.repack.SkidBuffer`, one cycle), so the reply logic's ``ready`` does
+not run combinationally into the core's stall logic (that path, from the reply state to a
+conv core's output layer, missed 48 MHz on the UP5K).
+
 Everything is in the ``sync`` domain (the board top supplies its clock and reset). The LED
 outputs: ``activity`` is high for about ``led_hold`` cycles (rounded up to the LED prescaler's
 step, at most 1/64 longer) after any byte received or sent, ``error`` likewise after a frame
@@ -36,6 +41,8 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
+
+from hwgen.gateware.repack import SkidBuffer
 
 from ._checks import checking, integer
 from .core import StreamCore
@@ -90,7 +97,9 @@ class UARTInferenceTop(wiring.Component):
         else:
             wiring.connect(m, rx.o, parser.i)
         wiring.connect(m, parser.beats, core.i)
-        wiring.connect(m, core.o, reply.classes)
+        m.submodules.class_skid = skid = SkidBuffer(self.shape.class_bits)
+        wiring.connect(m, core.o, skid.i)
+        wiring.connect(m, skid.o, reply.classes)
         wiring.connect(m, reply.o, tx.i)
         m.d.comb += [
             queue.w_data.eq(parser.tags.payload), queue.w_en.eq(parser.tags.valid),

@@ -134,3 +134,62 @@ Info: 6.19 ns logic, 14.72 ns routing
     assert design_name("top.core.argmax.best[3]") == "core.argmax.best"
     assert design_name("top.core.l0_score1_TRELLIS_FF_Q") == "core.l0_score1"
     json.dumps(critical_path(log))  # goes into report.json as is
+
+
+# Fmax per nextpnr run, in call order, from FAKE_FMAX (comma-separated); the runs counted in
+# the file FAKE_CALLS.
+FAKE_NEXTPNR_SEQUENCE = r'''
+import json, os, sys
+args = sys.argv[1:]
+calls = os.environ["FAKE_CALLS"]
+count = int(open(calls).read()) if os.path.exists(calls) else 0
+open(calls, "w").write(str(count + 1))
+fmax = float(os.environ["FAKE_FMAX"].split(",")[count])
+json.dump({"utilization": {"ICESTORM_LC": {"used": 100, "available": 5280}},
+           "fmax": {"clk": {"achieved": fmax, "constraint": 48.0}}},
+          open(args[args.index("--report") + 1], "w"))
+open(args[args.index("--asc") + 1], "w").write("asc\n")
+open(args[args.index("--log") + 1], "w").write("Info: no critical path report\n")
+'''
+
+
+def test_build_fastest_falls_back_to_a_slower_fold(tmp_path, monkeypatch, capsys):
+    """``hwgen build --fold fastest`` with stand-in tools: the fastest fold misses the clock
+    with both seeds, the next one meets it with its first; report.json says so."""
+    import numpy as np
+
+    from boards.commands import fold_candidates
+    from boards.targets import get_board
+    from hwgen.cli import main
+    from hwgen.model import save
+    from hwgen.random_models import dense, random_model
+
+    model_path = tmp_path / "tiny.npz"
+    save(random_model(np.random.default_rng(3), (1, 6, 6), [dense(24)], classes=4),
+         model_path)
+    _, nets, _ = fold_candidates(model_path, get_board("icebreaker"), "fastest", None)
+    assert len(nets) >= 2
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    monkeypatch.setitem(os.environ, "YOSYS", "true")
+    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40",
+                        _tool(tools, "nextpnr", FAKE_NEXTPNR_SEQUENCE))
+    monkeypatch.setitem(os.environ, "ICEPACK", _tool(tools, "icepack", FAKE_PACK))
+    monkeypatch.setitem(os.environ, "FAKE_CALLS", str(tmp_path / "calls"))
+    monkeypatch.setitem(os.environ, "FAKE_FMAX", "40,41,49,30")
+    out = tmp_path / "out"
+    assert main(["build", "--board", "icebreaker", str(model_path), "--fold", "fastest",
+                 "--skip-verify", "--pnr-seeds", "2", "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    fold = lambda net: ",".join(str(f) for f in net.folds)  # noqa: E731
+    assert report["fold"] == fold(nets[1]) and report["timing_met"]
+    assert report["cycles_per_image"] == nets[1].cycles_per_image
+    assert report["faster_folds_missed"] == [{
+        "fold": fold(nets[0]), "cycles_per_image": nets[0].cycles_per_image,
+        "achieved_mhz": 41.0, "seeds": [1, 2]}]
+    assert report["place_and_route"]["attempts"][0]["seed"] == 1
+    assert report["read_port_bound"]["cycles_per_image"] >= 1
+    printed = capsys.readouterr().out
+    assert f"fold {fold(nets[0])}: timing not met (Fmax 41.0 MHz at 48.0); trying a " \
+           "smaller, slower fold" in printed
+    assert not (tmp_path / "out.failed").exists()

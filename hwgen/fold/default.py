@@ -1,0 +1,148 @@
+"""The default fold (``--fold auto``): balanced layer cycle counts within a :class:`Budget`.
+
+:func:`default_fold` picks, for each dense or conv layer, the cheapest fold (estimated LUTs,
+block RAMs weighted) whose layer keeps within a target initiation interval, and bisects on
+that interval for the fastest design whose :func:`~hwgen.fold.plans.plan` fits the budget
+(or the cheapest that keeps up with :attr:`Budget.min_interval`). Weight ROMs deeper than
+:data:`DEFAULT_MAX_ROM_DEPTH` words are avoided. :mod:`hwgen.fold_search` (``--fold
+fastest``) searches the same space charging repacks as well. Builds on
+:mod:`~hwgen.fold.plans`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import Conv2d, Model
+from .geometry import ceil_div
+from .parse import Fold, check_supported, has_fold
+from .plans import layer_plan, plan
+
+#: The default fold avoids weight ROMs deeper than this many words: a deeper ROM is a cascade
+#: of block RAMs behind an output multiplexer, the slowest path of a design (a 39200-deep
+#: 2-bit ROM in 20 blocks closed timing at 45 MHz on the iCE40UP5K).
+DEFAULT_MAX_ROM_DEPTH = 4096
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Resources the default fold may spend (defaults: what ``hwgen build --board
+    icebreaker`` gives the core on the Lattice iCE40 UP5K: 90% of its 5280 LUTs less the
+    board logic's 750, and its 30 block RAMs, each read ``bram_port_bits`` a cycle)."""
+
+    luts: int = 4002
+    brams: int = 30
+    #: No need to be faster than this many cycles per image (e.g. the rate at which a board's
+    #: UART delivers images): the default fold then takes the cheapest design that keeps up.
+    min_interval: int = 1
+    #: Bits one block RAM delivers per cycle (its widest read port): for the read-port bound.
+    bram_port_bits: int = 16
+    #: Block RAMs for the read-port bound (physical blocks; ``brams`` counts 4-Kbit units).
+    bram_blocks: int = 30
+
+
+def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None]:
+    """The smallest initiation interval whose cheapest per-layer folds fit ``budget``.
+
+    For a target interval ``T`` every dense or conv layer takes the fold with the fewest
+    estimated LUTs (a block RAM counted as 200) among those whose layer takes at most ``T``
+    cycles per image (so cycle counts are balanced near ``T``); ``T`` is found by bisection,
+    since the cost only falls as ``T`` grows. A conv layer prefers ``SIMD`` a multiple or a
+    divisor of its input channels (no repack inside its window unit). When even the
+    cheapest design exceeds the budget, the budget is raised to what that design needs.
+    When the fastest design that fits is faster than ``budget.min_interval``, the cheapest
+    design within ``min_interval`` is taken instead. Max-pool layers get None.
+    """
+    check_supported(model)
+    budget = budget or Budget()
+    shapes = model.shapes()
+    candidates_cache: dict = {}
+
+    def candidates(index: int, target: int) -> list[Fold]:
+        layer = model.layers[index]
+        m, n = layer.out_channels, layer.fan_in
+        c, h, w = shapes[index]
+        positions = 1
+        if isinstance(layer, Conv2d):
+            ho, wo = shapes[index + 1][1:]
+            positions = ho * wo
+        # Words that are whole positions, or divide one, keep the repack before the layer
+        # (or inside its window unit) cheap.
+        channels = c if (isinstance(layer, Conv2d) or h * w > 1) else None
+        # A window on raw multi-bit input chunks whole taps into a register of SIMD values
+        # when SIMD is a larger multiple of C: many flip-flops behind one enable, which kept
+        # the UP5K CNN below 48 MHz (44.6). Offered only when a layer needs that speed.
+        raw_window = isinstance(layer, Conv2d) and not model.binary_inputs()[index]
+        folds = []
+        for nf in _fold_counts(m):
+            sf_max = target // (nf * positions)
+            if sf_max < 1:
+                continue
+            pe = ceil_div(m, nf)
+            simd_min = ceil_div(n, min(sf_max, n))
+            # Wider words can fill block RAM better, so try a few.
+            simds = {min(n, simd_min * k) for k in (1, 2, 4, 8, 16)}
+            if channels is not None:
+                simds |= {min(n, ceil_div(simd_min, channels) * channels * k) for k in (1, 2)}
+                simds |= {d for d in range(simd_min, channels + 1) if channels % d == 0}
+            if raw_window and simd_min <= c:
+                simds = {simd for simd in simds if simd <= c}
+            folds += [Fold(pe, simd) for simd in sorted(simds)
+                      if nf * ceil_div(n, simd) <= DEFAULT_MAX_ROM_DEPTH]
+        return folds
+
+    def layer_cost(index: int, fold: Fold):
+        key = (index, fold)
+        if key not in candidates_cache:
+            lp = layer_plan(model, index, fold)
+            candidates_cache[key] = (lp.luts + 400 * lp.brams, lp)
+        return candidates_cache[key]
+
+    def cheapest(target: int) -> list[Fold | None] | None:
+        """Per layer, the cheapest fold within ``target`` cycles per image."""
+        chosen = []
+        for index, layer in enumerate(model.layers):
+            if not has_fold(layer):
+                chosen.append(None)
+                continue
+            best = None
+            for fold in candidates(index, target):
+                cost, lp = layer_cost(index, fold)
+                if lp.cycles > target:
+                    continue
+                key = (cost, lp.cycles)
+                if best is None or key < best[0]:
+                    best = (key, fold)
+            if best is None:
+                return None
+            chosen.append(best[1])
+        return chosen
+
+    # The slowest design (every layer at 1x1) bounds the search.
+    hi = max(layer_plan(model, i, Fold(1, 1) if has_fold(layer) else None).cycles
+             for i, layer in enumerate(model.layers))
+    lo = 1
+    # A model too big for the budget relaxes it to what its cheapest design needs.
+    least = plan(model, cheapest(hi), lanes=None)
+    max_luts, max_brams = max(budget.luts, least.luts), max(budget.brams, least.brams)
+
+    def fits(chosen) -> bool:
+        if chosen is None:
+            return False
+        net = plan(model, chosen)  # adds repacks and argmax
+        return net.luts <= max_luts and net.brams <= max_brams
+
+    slowest = hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(cheapest(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    relaxed = cheapest(max(hi, min(budget.min_interval, slowest)))
+    return relaxed if fits(relaxed) else cheapest(hi)
+
+
+def _fold_counts(m: int) -> list[int]:
+    """The distinct values of ``ceil(m / pe)`` for ``pe`` in ``1..m``."""
+    return sorted({ceil_div(m, pe) for pe in range(1, m + 1)})

@@ -1,0 +1,608 @@
+"""Plans: a model and its folds turned into the sizes, widths, costs and cycles of every unit.
+
+:func:`plan` turns a model and a fold into a :class:`NetworkPlan`: per layer (a
+:class:`LayerPlan` for dense and conv layers, a :class:`PoolPlan` for max-pools) the folded
+sizes, derived widths, weight ROM geometry, block RAMs, estimated LUTs and cycles; for the
+network the input lanes and order, the repacks between the layers (:class:`RepackPlan`), the
+initiation interval and the latency (an exact cycle model of the RTL in
+:mod:`hwgen.gateware`, :mod:`hwgen.fold.cycles`, checked against simulation by the tests).
+A conv layer's :class:`WindowPlan` and a :class:`PoolPlan` read their line buffers in
+``word``-channel beats; :func:`narrowest_buffers` picks the word. See
+:mod:`hwgen.fold.parse` for what a fold means.
+
+Builds on :mod:`~hwgen.fold.parse` and :mod:`~hwgen.fold.geometry`. :func:`plan` without
+folds asks :func:`~hwgen.fold.default.default_fold`, and
+:attr:`NetworkPlan.latency_cycles` :mod:`hwgen.fold.cycles`: both modules build on this one,
+so those two calls import them when run.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import UserError
+from ..layout import conv_dense_view, grouped_window, hwc_dense_matrix
+from ..model import Conv2d, Dense, MaxPool2d, Model, accumulator_range, signed_width
+from .geometry import (RAW_TREE_LEVELS_PER_STAGE, TREE_LEVELS_PER_STAGE, _divisors,
+                       argmax_luts, bram_blocks, buffer_in_logic, ceil_div,
+                       line_buffer_brams, line_buffer_logic_bits, logic_rom_luts, pool_luts,
+                       repack_luts, rom_in_logic, tree_register_stages, window_luts)
+from .parse import Fold, FoldError, check_fold, check_supported, has_fold, where
+
+if TYPE_CHECKING:
+    from .default import Budget
+
+
+class _LineBufferUnit:
+    """What a window and a pool plan share: a line buffer over the unit's ``[channels,
+    height, width]`` input read ``word`` channels per beat (None: all), ``G = channels //
+    word`` beats per position."""
+
+    def __post_init__(self):
+        if self.word is None:
+            object.__setattr__(self, "word", self.channels)
+        if self.channels % self.word:
+            raise ValueError(f"word {self.word} does not divide {self.channels} channels")
+
+    @property
+    def groups(self) -> int:
+        return self.channels // self.word
+
+    def _line_buffer(self, element_bits: int = 1) -> tuple:
+        """The line buffer's arguments for :func:`line_buffer_brams` and friends: ``R`` rows
+        of ``W * G`` words of ``word`` elements."""
+        return (self.word, self.height, self.width * self.groups, self.kernel[0],
+                self.stride[0], element_bits)
+
+
+@dataclass(frozen=True)
+class WindowPlan(_LineBufferUnit):
+    """The sliding-window front end of a conv2d layer: input map ``[C, H, W]``, kernel,
+    stride, padding, and the ``SIMD`` it chunks windows into (``element_bits`` 1 for +-1
+    activations, else the raw input width).
+
+    ``word`` (a divisor of ``channels``; None: all of them) is how many channels one beat
+    and one line-buffer word carry: a position arrives as ``G = channels // word`` beats.
+    The unit is then a window over the ``[word, H, W*G]`` map with kernel ``(KH, KW*G)``,
+    stride ``(SH, SW*G)`` and padding ``(PH, PW*G)`` (:attr:`unit_geometry`), which reads
+    the same window vectors in the same (KH, KW, C) order from a narrower, deeper line
+    buffer (fewer block RAMs) at ``G`` taps per position."""
+
+    channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    pad_value: int
+    element_bits: int
+    binary: bool
+    simd: int
+    word: int | None = None
+
+    @property
+    def unit_geometry(self) -> dict:
+        """The :class:`~hwgen.gateware.window.SlidingWindow` arguments (channels, height,
+        width, kernel, stride, padding) of the unit that reads ``word``-channel beats."""
+        return {"channels": self.word, "height": self.height,
+                **grouped_window(self.width, self.kernel, self.stride, self.padding,
+                                 self.groups)}
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        return ((self.height + 2 * ph - kh) // sh + 1, (self.width + 2 * pw - kw) // sw + 1)
+
+    @property
+    def n(self) -> int:
+        return self.kernel[0] * self.kernel[1] * self.channels
+
+    @property
+    def cycles_per_window(self) -> int:
+        """One tap (``word`` channels) per cycle, one beat per cycle:
+        ``max(KH*KW*G, ceil(N/SIMD))``."""
+        return max(self.kernel[0] * self.kernel[1] * self.groups, ceil_div(self.n, self.simd))
+
+    @property
+    def buffer_logic_bits(self) -> int:
+        return line_buffer_logic_bits(*self._line_buffer(self.element_bits))
+
+    @property
+    def brams(self) -> int:
+        return line_buffer_brams(*self._line_buffer(self.element_bits))
+
+    @property
+    def cycles_bound(self) -> int:
+        """Upper bound of the unit's steady-state interval (as
+        :attr:`~hwgen.gateware.window.SlidingWindow.cycles_per_image`): every window's taps
+        plus the rows it may wait for at an image's start."""
+        ho, wo = self.out_shape
+        return ho * wo * self.cycles_per_window + self.kernel[0] * self.width * self.groups
+
+    @property
+    def luts(self) -> int:
+        return window_luts(self.word, self.simd, self.element_bits, self.buffer_logic_bits)
+
+
+@dataclass(frozen=True)
+class PoolPlan(_LineBufferUnit):
+    """A maxpool2d layer: a line buffer and an OR over each ``KH x KW`` window, one output
+    position every ``KH*KW*G`` cycles. It has no fold. ``word`` (a divisor of ``channels``;
+    None: all of them) is the channels per beat and per line-buffer word, ``G = channels //
+    word`` beats per position in and out (see :class:`~hwgen.gateware.maxpool.MaxPool`)."""
+
+    index: int
+    channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    op: str = "maxpool2d"
+    is_output: bool = False
+    fold: None = None
+    word: int | None = None
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        return ((self.height - kh) // sh + 1, (self.width - kw) // sw + 1)
+
+    @property
+    def positions(self) -> int:
+        return self.out_shape[0] * self.out_shape[1]
+
+    @property
+    def cycles(self) -> int:
+        """Cycles per image: every window's taps, or the input beats if those take longer."""
+        return self.groups * max(self.height * self.width,
+                                 self.positions * self.kernel[0] * self.kernel[1])
+
+    @property
+    def buffer_logic_bits(self) -> int:
+        return line_buffer_logic_bits(*self._line_buffer())
+
+    @property
+    def brams(self) -> int:
+        return line_buffer_brams(*self._line_buffer())
+
+    @property
+    def cycles_bound(self) -> int:
+        """Upper bound of the steady-state interval (as
+        :attr:`~hwgen.gateware.maxpool.MaxPool.cycles_per_image`): every window's taps plus
+        the rows it may wait for at an image's start, or the input beats."""
+        (kh, kw), (ho, wo) = self.kernel, self.out_shape
+        return self.groups * max(self.height * self.width, ho * wo * kh * kw + kh * self.width)
+
+    @property
+    def luts(self) -> int:
+        return pool_luts(self.channels, self.buffer_logic_bits)
+
+    @property
+    def pipeline_latency(self) -> int:
+        """Cycles from a window's rows being complete to its output: the row counter, the
+        read, the taps, the result register and the skid buffer."""
+        return 5 + self.kernel[0] * self.kernel[1] * self.groups
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Everything the generator and ``info`` need to know about one folded dense layer."""
+
+    index: int
+    op: str
+    n: int  # inputs
+    m: int  # outputs
+    pe: int
+    simd: int
+    binary_input: bool
+    element_bits: int  # bits per input element: 1 (binary) or the input bits (raw)
+    is_output: bool
+    acc_range: tuple[int, int]  # of the value the unit accumulates (popcount for binary)
+    acc_width: int
+    acc_signed: bool
+    param_width: int  # threshold (hidden, plus one invert bit) or bias offset (output)
+    score_width: int  # output layer: signed score width; hidden: 0
+    weight_logic: bool
+    weight_brams: int
+    param_logic: bool
+    param_brams: int
+    buffer_brams: int
+    luts: int  # including the sliding window's of a conv layer
+    in_shape: tuple[int, int, int] | None = None  # the layer's input map [C, H, W]
+    positions: int = 1  # output positions per image (conv: Ho*Wo)
+    window: WindowPlan | None = None  # conv layers: the sliding-window front end
+
+    @property
+    def nf(self) -> int:
+        return ceil_div(self.m, self.pe)
+
+    @property
+    def sf(self) -> int:
+        return ceil_div(self.n, self.simd)
+
+    @property
+    def cycles(self) -> int:
+        """Cycles per image: ``NF * SF`` for a dense layer; for a conv layer every output
+        position's ``max(NF * SF, KH*KW)`` (the MVTU or the window's taps), or the input's
+        ``H * W`` beats if those take longer."""
+        if self.window is None:
+            return self.nf * self.sf
+        _, h, w = self.in_shape
+        return max(h * w * self.window.groups,
+                   self.positions * max(self.nf * self.sf, self.window.cycles_per_window))
+
+    @property
+    def brams(self) -> int:
+        return (self.weight_brams + self.param_brams + self.buffer_brams
+                + (self.window.brams if self.window else 0))
+
+    @property
+    def tree_levels_per_stage(self) -> int:
+        return TREE_LEVELS_PER_STAGE if self.binary_input else RAW_TREE_LEVELS_PER_STAGE
+
+    @property
+    def tree_stages(self) -> int:
+        return tree_register_stages(self.simd, self.tree_levels_per_stage)
+
+    @property
+    def extra_stages(self) -> int:
+        """The registered terms (XNORs, or raw XORs), and for raw input the registered tree
+        root."""
+        return 1 if self.binary_input else 2
+
+    @property
+    def pipeline_latency(self) -> int:
+        """Cycles from issuing a neuron fold's last synapse fold to its output beat being valid:
+        one for the ROM/buffer read, the registered terms, the tree's registers (raw input:
+        also the root), the accumulator, the output register."""
+        return 3 + self.tree_stages + self.extra_stages
+
+    @property
+    def out_element_bits(self) -> int:
+        return self.score_width if self.is_output else 1
+
+    @property
+    def fold(self) -> Fold:
+        return Fold(self.pe, self.simd)
+
+    def with_window_word(self, word: int) -> "LayerPlan":
+        """This conv layer's plan with its window reading ``word`` channels per beat."""
+        window = replace(self.window, word=word)
+        return replace(self, window=window, luts=self.luts - self.window.luts + window.luts)
+
+
+def input_order(model: Model) -> str:
+    """The order of an image's values on the generated core's input stream: ``"CHW"`` (the
+    model's flattening) or ``"HWC"`` (positions row-major, all channels of a position
+    together) when a conv or pool layer reads a multi-channel input directly."""
+    first = model.layers[0]
+    return "HWC" if not isinstance(first, Dense) and model.input.shape[0] > 1 else "CHW"
+
+
+@dataclass(frozen=True)
+class RepackPlan:
+    """A :class:`~hwgen.gateware.repack.Repack` in the stream before a layer: a vector of
+    ``n`` elements of ``element_bits`` from beats of ``c`` into words of ``s``."""
+
+    name: str
+    n: int
+    c: int
+    s: int
+    element_bits: int
+
+    @property
+    def luts(self) -> int:
+        return repack_luts(self.c, self.s, self.element_bits, self.n)
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    model: Model
+    layers: list  # LayerPlan (dense, conv) or PoolPlan (maxpool2d), one per model layer
+    lanes: int  # input values per beat
+    bits: int  # bits per input value
+
+    @property
+    def input_size(self) -> int:
+        return self.model.input.size
+
+    @property
+    def input_order(self) -> str:
+        """The order of an image's values on the input stream (:func:`input_order`)."""
+        return input_order(self.model)
+
+    @property
+    def beats_per_image(self) -> int:
+        return ceil_div(self.input_size, self.lanes)
+
+    @property
+    def mvtu_layers(self) -> list[LayerPlan]:
+        """The dense and conv layers' plans (those with a fold)."""
+        return [lp for lp in self.layers if isinstance(lp, LayerPlan)]
+
+    @property
+    def folds(self) -> list:
+        """One :class:`Fold` per model layer, None for a max-pool."""
+        return [lp.fold for lp in self.layers]
+
+    @property
+    def has_windows(self) -> bool:
+        """Whether any conv or pool layer (a line-buffer unit) is in the chain."""
+        return any(isinstance(lp, PoolPlan) or lp.window is not None for lp in self.layers)
+
+    @property
+    def classes(self) -> int:
+        return self.layers[-1].m
+
+    @property
+    def class_bits(self) -> int:
+        return max(1, (self.classes - 1).bit_length())
+
+    @property
+    def cycles_per_image(self) -> int:
+        """The initiation interval: the slowest of the input and every layer."""
+        return max([self.beats_per_image] + [lp.cycles for lp in self.layers])
+
+    @property
+    def latency_cycles(self) -> int:
+        """Cycles from an idle network's first input beat to the class: exact for dense
+        networks; with conv/pool layers an upper bound (see :func:`latency_bound`)."""
+        from .cycles import latency, latency_bound  # cycles builds on this module
+
+        return latency_bound(self) if self.has_windows else latency(self)
+
+    @property
+    def brams(self) -> int:
+        return sum(lp.brams for lp in self.layers)
+
+    @property
+    def synapse_reads(self) -> int:
+        """Weight bits read per image: every dense layer's weights once, every conv layer's
+        once per output position."""
+        return sum(lp.m * lp.n * (lp.positions or 1) for lp in self.mvtu_layers)
+
+    def read_port_bound(self, blocks: int, port_bits: int) -> int:
+        """Cycles per image if ``blocks`` block RAMs delivered ``port_bits`` weight bits every
+        cycle: no fold that keeps its weights in block RAM is faster."""
+        return max(1, ceil_div(self.synapse_reads, blocks * port_bits))
+
+    @property
+    def luts(self) -> int:
+        glue = sum(r.luts for before in self.repacks() for r in before)
+        return sum(lp.luts for lp in self.layers) + glue + argmax_luts(self.layers[-1])
+
+    def repacks(self) -> list[list[RepackPlan]]:
+        """For each layer, the repacks that turn the stream before it into its input.
+
+        Streams: the input (``lanes`` values per beat, in :attr:`input_order`); an MVTU's
+        output (``NF`` beats of ``PE`` channels per position, lanes past ``M`` zero); a
+        pool's output (``G`` beats of ``word`` channels per position). A dense layer takes
+        its whole input as ``SIMD``-element words; a conv or pool layer ``word`` channels
+        per beat. After an MVTU whose ``PE`` does not divide ``C``, a map with several
+        positions is first unpadded to one ``C``-element beat per position.
+        """
+        shapes = self.model.shapes()
+        binary = self.model.binary_inputs()
+        kind, width = "input", self.lanes
+        out = []
+        for i, lp in enumerate(self.layers):
+            ebits = 1 if binary[i] else self.bits
+            out.append(repacks_before(i, lp, shapes[i], ebits, kind, width))
+            kind, width = stream_after(lp, shapes[i])
+        return out
+
+
+def repacks_before(index: int, lp, shape, element_bits: int, kind: str,
+                   width: int) -> list[RepackPlan]:
+    """The repacks that feed layer ``index`` (plan ``lp``, input map ``shape``) from a stream
+    of ``kind`` ("input", "mvtu" or "positions") with ``width`` elements per beat."""
+    c, h, w = shape
+    name = "repack_in" if index == 0 else f"repack{index}"
+    before = []
+    if isinstance(lp, LayerPlan) and lp.window is None:
+        if kind == "mvtu" and h * w > 1 and c % width:
+            before.append(RepackPlan(f"unpad{index}", c, width, c, 1))
+            width = c
+        before.append(RepackPlan(name, c * h * w, width, lp.simd, element_bits))
+        return before
+    word = lp.word if isinstance(lp, PoolPlan) else lp.window.word
+    if kind == "input":
+        before.append(RepackPlan(name, c * h * w, width, word, element_bits))
+    elif kind == "mvtu" and (width != word or c % width):
+        before.append(RepackPlan(f"unpad{index}", c, width, word, 1))
+    elif kind == "positions" and width != word:
+        before.append(RepackPlan(name, c, width, word, 1))
+    return before
+
+
+def stream_after(lp, shape) -> tuple[str, int]:
+    """The stream a layer emits: an MVTU's ``PE`` channels per beat, a pool's ``word``
+    channels per beat (``G`` beats per position)."""
+    if isinstance(lp, LayerPlan):
+        return "mvtu", lp.pe
+    return "positions", lp.word
+
+
+@functools.lru_cache(maxsize=32)
+def _conv_view(layer: Conv2d) -> Dense:
+    return conv_dense_view(layer)
+
+
+def unit_layer(model: Model, index: int) -> Dense:
+    """The dense layer the MVTU of layer ``index`` computes: a conv layer's weights in window
+    order (:func:`~hwgen.layout.conv_dense_view`), a dense layer after a feature map in the
+    stream's (H, W, C) order (:func:`~hwgen.layout.hwc_dense_matrix`), else the layer."""
+    layer = model.layers[index]
+    if isinstance(layer, Conv2d):
+        return _conv_view(layer)
+    c, h, w = model.shapes()[index]
+    if index == 0 or h * w == 1:
+        return layer
+    return Dense(hwc_dense_matrix(layer.weight, (c, h, w)), layer.threshold, layer.sign,
+                 layer.bias)
+
+
+def layer_plan(model: Model, index: int, fold: Fold | None):
+    """The plan of layer ``index``: a :class:`LayerPlan` (dense, conv with its window) or a
+    :class:`PoolPlan` (``fold`` None)."""
+    layer = model.layers[index]
+    binary = model.binary_inputs()[index]
+    bits = None if binary else model.input.bits
+    shape = model.shapes()[index]
+    c, h, w = shape
+    if isinstance(layer, MaxPool2d):
+        return PoolPlan(index, c, h, w, tuple(layer.kernel), tuple(layer.stride))
+    if isinstance(layer, Conv2d):
+        dense = dense_plan(_conv_view(layer), fold, bits, index)
+        win = WindowPlan(c, h, w, tuple(layer.kernel), tuple(layer.stride),
+                         tuple(layer.padding), int(layer.pad_value), 1 if binary else bits,
+                         binary, fold.simd)
+        ho, wo = win.out_shape
+        return replace(dense, op=layer.op, luts=dense.luts + win.luts, in_shape=shape,
+                       positions=ho * wo, window=win)
+    return replace(dense_plan(layer, fold, bits, index), in_shape=shape)
+
+
+def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
+               index: int = 0) -> LayerPlan:
+    """Folded sizes, widths and costs of ``layer``; ``input_bits`` None means +-1 inputs,
+    an integer means raw unsigned inputs of that many bits."""
+    binary = input_bits is None
+    m, n = layer.weight.shape
+    pe, simd = fold.pe, fold.simd
+    ebits = 1 if binary else input_bits
+    if binary:
+        lo, hi = 0, n  # popcount of the XNORs
+        acc_width, acc_signed = max(1, n.bit_length()), False
+    else:
+        lo, hi = accumulator_range(layer, False, (1 << input_bits) - 1)
+        # The unit adds ``x`` or ``~x = -x - 1`` (no negation), i.e. the sum less the
+        # channel's count of -1 weights (at most n), which the parameters compensate.
+        acc_width, acc_signed = signed_width(lo - n, hi), True
+    if layer.is_output:
+        offsets = output_offsets(layer, binary)
+        param_width = signed_width(min(0, int(offsets.min())), max(0, int(offsets.max())))
+        scale = 2 if binary else 1
+        true_offsets = offsets if binary else offsets - raw_negatives(layer)
+        score_width = signed_width(scale * lo + int(true_offsets.min()),
+                                   scale * hi + int(true_offsets.max()))
+    else:
+        t_lo, t_hi = (lo, hi + 1) if binary else (lo - n, hi + 1)
+        param_width = (signed_width(t_lo, t_hi) if acc_signed
+                       else max(1, t_hi.bit_length())) + 1
+        score_width = 0
+    nf, sf = ceil_div(m, pe), ceil_div(n, simd)
+    w_width, w_depth = pe * simd, nf * sf
+    logic = rom_in_logic(w_width, w_depth)
+    weight_brams = 0 if logic else bram_blocks(w_width, w_depth)
+    buf_width, buf_depth = simd * ebits, 2 * sf
+    buf_bits = buf_width * buf_depth
+    buffer_brams = 0 if buffer_in_logic(buf_width, buf_depth) else bram_blocks(buf_width,
+                                                                               buf_depth)
+    # Logic-cell estimate (iCE40 LCs: a LUT4, its carry and a flip-flop), calibrated on
+    # nextpnr's ICESTORM_LC counts of whole builds (docs/hardware.md): about 3 per XNOR and
+    # popcount input bit (2.5 when the weights are constants, a one-word ROM), 2*bits+6 per
+    # raw term (XOR, its register and the adder tree), 3 per accumulator/comparator bit;
+    # ROMs in logic; input buffers in flip-flops cost a cell per bit (nothing to pack them
+    # with) plus their read multiplexer.
+    if binary:
+        per_bit = 3 if w_depth > 1 else 2.5
+        datapath = math.ceil(pe * simd * per_bit) + pe * 3 * acc_width
+    else:
+        datapath = pe * simd * (2 * ebits + 6) + pe * 3 * acc_width
+    luts = datapath + pe * param_width + 40
+    if logic:
+        luts += logic_rom_luts(w_width, w_depth)
+    if not buffer_brams:
+        luts += buf_bits + buf_width * max(1, buf_depth // 2)
+    param_logic = rom_in_logic(pe * param_width, nf)
+    param_brams = 0 if param_logic else bram_blocks(pe * param_width, nf)
+    if param_logic:
+        luts += logic_rom_luts(pe * param_width, nf)
+    return LayerPlan(index, layer.op, n, m, pe, simd, binary, ebits, layer.is_output,
+                     (lo, hi), acc_width, acc_signed, param_width, score_width, logic,
+                     weight_brams, param_logic, param_brams, buffer_brams, luts)
+
+
+def raw_negatives(layer: Dense) -> np.ndarray:
+    """Per channel, the count of -1 weights: what a raw-input unit's sum falls short by
+    (it adds ``~x = -x - 1`` for a -1 weight; padding inputs are 0 with weight +1)."""
+    return (np.asarray(layer.weight) <= 0).sum(axis=1).astype(np.int64)
+
+
+def output_offsets(layer: Dense, binary: bool) -> np.ndarray:
+    """Per-channel constant added to the accumulated value of an output layer.
+
+    Binary input: ``score = 2 * popcount - N + bias``, so the offset is ``bias - N``.
+    Raw input: ``score = acc + negatives + bias`` (``acc`` falls short by the count of -1
+    weights, :func:`raw_negatives`).
+    """
+    m, n = layer.weight.shape
+    bias = np.zeros(m, np.int64) if layer.bias is None else layer.bias.astype(np.int64)
+    return bias - n if binary else bias + raw_negatives(layer)
+
+
+def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None = None,
+         budget: Budget | None = None) -> NetworkPlan:
+    """The folded network; ``folds`` (one per layer, None for a max-pool) None picks
+    :func:`default_fold`, ``lanes`` None picks the fewest input lanes that keep the input
+    from being the bottleneck."""
+    check_supported(model)
+    if folds is None:
+        from .default import default_fold  # default builds on this module
+
+        folds = default_fold(model, budget)
+    if len(folds) != len(model.layers):
+        raise FoldError(f"the fold has {len(folds)} entries but the model has "
+                        f"{len(model.layers)} layers")
+    layers = []
+    for i, (f, layer) in enumerate(zip(folds, model.layers)):
+        if has_fold(layer):
+            if f is None:
+                raise FoldError(f"{where(i, layer)}: needs a fold PExSIMD")
+            f = check_fold(i, layer, f.pe, f.simd)
+        elif f is not None:
+            check_fold(i, layer, f.pe, f.simd)  # raises: a pool has no fold
+        layers.append(layer_plan(model, i, f))
+    size = model.input.size
+    if lanes is None:
+        # The fewest lanes that keep up, rounded up to a divisor of the first layer's input
+        # word (a dense layer's SIMD, a conv/pool's channels) so that the input repack only
+        # ever inserts at a few offsets (it is cheapest then).
+        need = ceil_div(size, max(lp.cycles for lp in layers))
+        first = layers[0]
+        word = first.simd if isinstance(first, LayerPlan) and first.window is None \
+            else model.input.shape[0]
+        lanes = min((d for d in range(need, word + 1) if word % d == 0), default=need)
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= size:
+        raise UserError(f"--lanes must be an integer in [1, {size}] (the input size), "
+                        f"got {lanes}")
+    interval = max([ceil_div(size, lanes)] + [lp.cycles for lp in layers])
+    return NetworkPlan(model, [narrowest_buffers(lp, interval) for lp in layers], lanes,
+                       model.input.bits)
+
+
+def narrowest_buffers(lp, interval: int):
+    """``lp`` with the line-buffer ``word`` (of a conv layer's window or a pool) that needs
+    the fewest block RAMs (then the fewest LUTs, then the widest word) without the layer
+    taking more than ``interval`` cycles per image; other layers unchanged.
+
+    A line buffer holds ``R`` rows of ``W`` positions of ``C`` bits. Block RAMs are at least
+    256 words deep, so rows of a small map fill them poorly: ``C`` bits a word need
+    ``C/16`` blocks however short the rows. Words of fewer channels, ``G`` per position,
+    fill them ``G`` times deeper, at ``G`` reads per window tap."""
+    if isinstance(lp, PoolPlan):
+        # Narrower words must keep the pool's bound within the interval.
+        options = [o for o in (replace(lp, word=d) for d in _divisors(lp.channels))
+                   if o.groups == 1 or o.cycles_bound <= interval]
+        return min(options, key=lambda o: (o.brams, o.luts, -o.word))
+    if not isinstance(lp, LayerPlan) or lp.window is None:
+        return lp
+    # Likewise the window's bound, when it reads slower.
+    options = [o for o in (lp.with_window_word(d) for d in _divisors(lp.window.channels))
+               if o.window.groups == 1 or max(lp.cycles, o.window.cycles_bound) <= interval]
+    return min(options, key=lambda o: (o.brams, o.luts, -o.window.word))

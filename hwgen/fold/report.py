@@ -1,0 +1,56 @@
+"""The per-layer folding/performance table that ``python -m hwgen info --fold`` prints.
+
+:func:`format_fold_table` renders a :class:`~hwgen.fold.plans.NetworkPlan`: per layer its
+fold, cycles, block RAMs, LUT estimate and memories; then the fold, the input stream, the
+initiation interval and latency, and the block-RAM read-port bound of a
+:class:`~hwgen.fold.default.Budget`'s device. Builds on :mod:`~hwgen.fold.plans` and
+:mod:`~hwgen.fold.default`.
+"""
+
+from __future__ import annotations
+
+from .default import Budget
+from .plans import NetworkPlan, PoolPlan
+
+
+def _buffer_note(unit, brams: int) -> str:
+    where = f"{brams} BRAM" if brams else "logic"
+    words = f", {unit.groups} words of {unit.word} per position" if unit.groups > 1 else ""
+    return f", line buffer {where}{words}"
+
+
+def format_fold_table(net: NetworkPlan, budget: Budget | None = None) -> str:
+    """The per-layer folding/performance table that ``info --fold`` appends, with the
+    block-RAM read-port bound of ``budget``'s device (default :class:`Budget`)."""
+    budget = budget or Budget()
+    lines = [f"{'#':>2}  {'op':<9} {'PE':>5} {'SIMD':>5} {'NF':>5} {'SF':>5} {'cycles':>8} "
+             f"{'BRAMs':>6} {'~LUTs':>7}  weight ROM / window"]
+    for lp in net.layers:
+        if isinstance(lp, PoolPlan):
+            (kh, kw), (ho, wo) = lp.kernel, lp.out_shape
+            note = f"{ho}x{wo} positions, {kh * kw} taps each" + _buffer_note(lp, lp.brams)
+            lines.append(f"{lp.index:>2}  {lp.op:<9} {'-':>5} {'-':>5} {'-':>5} {'-':>5} "
+                         f"{lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {note}")
+            continue
+        depth = lp.nf * lp.sf
+        note = f"{lp.pe * lp.simd}x{depth} " + ("logic" if lp.weight_logic else "bram")
+        if lp.window is not None:
+            ho, wo = lp.window.out_shape
+            note += (f"; {ho}x{wo} positions, {lp.window.cycles_per_window} cycles/window "
+                     f"min" + _buffer_note(lp.window, lp.window.brams))
+        lines.append(f"{lp.index:>2}  {lp.op:<9} {lp.pe:>5} {lp.simd:>5} {lp.nf:>5} "
+                     f"{lp.sf:>5} {lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {note}")
+    fold = ",".join("-" if lp.fold is None else str(lp.fold) for lp in net.layers)
+    order = "" if net.input_order == "CHW" else f" in {net.input_order} order"
+    lines.append(f"fold   {fold}; input {net.lanes} x {net.bits}-bit values per beat{order}, "
+                 f"{net.beats_per_image} beats per image")
+    bound = "at most " if net.has_windows else ""
+    lines.append(f"II     {net.cycles_per_image} cycles per image; latency {bound}"
+                 f"{net.latency_cycles} cycles; {net.brams} block RAMs; ~{net.luts} LUTs "
+                 f"(estimate)")
+    port = net.read_port_bound(budget.bram_blocks, budget.bram_port_bits)
+    lines.append(f"bound  {port} cycles per image if all {budget.bram_blocks} block RAMs "
+                 f"delivered {budget.bram_port_bits} weight bits every cycle "
+                 f"({net.synapse_reads} per image); this fold reaches "
+                 f"{port / net.cycles_per_image:.1%} of it")
+    return "\n".join(lines)
