@@ -247,8 +247,8 @@ def format_summary(report: dict) -> str:
                      f"a cycle; this fold reaches {bound['fraction_reached']:.1%}")
     pnr = report.get("place_and_route")
     if pnr and len(pnr["attempts"]) > 1:
-        tried = ", ".join(f"seed {a['seed']} {a['achieved_mhz']:.2f} MHz"
-                          for a in pnr["attempts"])
+        tried = ", ".join(f"seed {a['seed']}{' ' + a['options'] if a.get('options') else ''} "
+                          f"{a['achieved_mhz']:.2f} MHz" for a in pnr["attempts"])
         lines.append(f"place&route  kept seed {pnr['seed']} ({tried})")
     if report["inferences_per_s_uart"]:
         lines.append(f"UART         {report['baud']:.0f} baud: "

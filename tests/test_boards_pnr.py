@@ -86,6 +86,8 @@ def test_retries_until_a_seed_meets_timing(tmp_path, fake_tools):
     pnr = report["place_and_route"]
     assert [a["seed"] for a in pnr["attempts"]] == [1, 2, 3, 4] and pnr["seed"] == 4
     assert [a["achieved_mhz"] for a in pnr["attempts"]] == [45.0, 46.0, 47.0, 48.0]
+    assert [a["options"] for a in pnr["attempts"]] == ["", "--opt-timing", "--opt-timing",
+                                                       "--opt-timing"]
     # the bitstream is packed from the seed that met timing; every attempt's log is kept
     assert (tmp_path / "b" / "top.bin").read_text() == "seed 4\n"
     assert all((tmp_path / "b" / f"top.seed{s}.tim").exists() for s in (1, 2, 3, 4))
