@@ -176,6 +176,16 @@ def test_receiver_overrun_keeps_first_byte():
     assert (got, fe, ov) == ([], 0, 1)
 
 
+
+async def _transmit(ctx, tx, data, tail: int):
+    """Offer ``data`` to the transmitter ``tx`` byte by byte, then idle ``tail`` cycles."""
+    for byte in data:
+        ctx.set(tx.i.payload, byte)
+        ctx.set(tx.i.valid, 1)
+        await ctx.tick().until(tx.i.ready)
+    ctx.set(tx.i.valid, 0)
+    await ctx.tick().repeat(tail)
+
 @pytest.mark.parametrize("divisor", [4, 6])
 def test_transmitter_to_receiver_loopback(divisor):
     m = Module()
@@ -188,12 +198,7 @@ def test_transmitter_to_receiver_loopback(divisor):
     sim.add_clock(CLOCK)
 
     async def send(ctx):
-        for byte in data:
-            ctx.set(tx.i.payload, byte)
-            ctx.set(tx.i.valid, 1)
-            await ctx.tick().until(tx.i.ready)
-        ctx.set(tx.i.valid, 0)
-        await ctx.tick().repeat(30 * divisor)
+        await _transmit(ctx, tx, data, 30 * divisor)
 
     async def watch(ctx):
         async for _, _, valid, payload in ctx.tick().sample(rx.o.valid, rx.o.payload):
@@ -217,12 +222,7 @@ def test_transmitter_back_to_back_at_divisor_4():
     sim.add_clock(CLOCK)
 
     async def send(ctx):
-        for byte in data:
-            ctx.set(dut.i.payload, byte)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
-        await ctx.tick().repeat(60)
+        await _transmit(ctx, dut, data, 60)
 
     async def watch(ctx):   # a character starts when busy rises (start bit on tx)
         cycle, previous = 0, 0
