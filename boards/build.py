@@ -168,9 +168,10 @@ def _retry(build_dir: Path, name: str, seed: int, requested_hz: float, retry: Re
     if first is None or f"--seed {int(seed)} " not in lines[first]:
         return None
     head = [line for line in lines[:first] if not line.startswith('"$')]  # env, no tools
+    # the first attempt's time (synthesis included) estimates the first retry's
     report, spent, estimate = None, 0.0, attempts[0]["seconds"]
     for next_seed in range(int(seed) + 1, int(seed) + retry.seeds):
-        if spent + estimate > retry.budget_s:
+        if retry.budget_s == 0 or spent + estimate > retry.budget_s:
             break
         options = ICE40_RETRY_OPTS if lines[first].startswith('"$NEXTPNR_ICE40"') else ""
         rerun = [lines[first].replace(f"--seed {int(seed)} ",
