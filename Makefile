@@ -46,6 +46,7 @@ fuzz: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hwgen info $(DEMO_MODEL)
 	$(PY) -m hwgen eval $(DEMO_MODEL) --dataset fashion-mnist
+	mkdir -p build
 	$(PY) -m hwgen build --board icebreaker $(DEMO_MODEL) -o build/demo-icebreaker
 
 bench: $(STAMP)
