@@ -24,7 +24,8 @@ json.dump({"utilization": {"ICESTORM_LC": {"used": 10, "available": 5280}},
           open(args[args.index("--report") + 1], "w"))
 open(args[args.index("--asc") + 1], "w").write(f"seed {seed}\n")
 delay = 1000 / fmax
-open(args[args.index("--log") + 1], "w").write(f"""Info: Critical path report for clock 'clk' (posedge -> posedge):
+log = open(args[args.index("--log") + 1], "w")
+log.write(f"""Info: Critical path report for clock 'clk' (posedge -> posedge):
 Info:       type curr  total name
 Info:   clk-to-q  1.39  1.39 Source top.core.argmax.best_SB_DFFESR_Q_DFFLC.O
 Info:    routing  1.76  3.15 Net top.core.argmax.best[1] (18,17) -> (18,16)
