@@ -146,13 +146,13 @@ def _attempt(build_dir: Path, name: str, seed: int, report: dict, seconds: float
     """One attempt's record; its nextpnr log copied to ``{name}.seed{seed}.tim``."""
     log = build_dir / f"{name}.tim"
     kept = build_dir / f"{name}.seed{seed}.tim"
-    path = None
+    path = timing_log = None
     if log.exists():
         shutil.copyfile(log, kept)
-        path = critical_path(kept.read_text(errors="replace"))
+        path, timing_log = critical_path(kept.read_text(errors="replace")), str(kept)
     return {"seed": seed, "options": options, "achieved_mhz": report["achieved_mhz"],
             "timing_met": report["timing_met"], "seconds": round(seconds, 1),
-            "critical_path": path, "timing_log": str(kept) if log.exists() else None}
+            "critical_path": path, "timing_log": timing_log}
 
 
 def _retry(build_dir: Path, name: str, seed: int, requested_hz: float, retry: Retry,
@@ -170,13 +170,12 @@ def _retry(build_dir: Path, name: str, seed: int, requested_hz: float, retry: Re
     head = [line for line in lines[:first] if not line.startswith('"$')]  # env, no tools
     # the first attempt's time (synthesis included) estimates the first retry's
     report, spent, estimate = None, 0.0, attempts[0]["seconds"]
+    options = ICE40_RETRY_OPTS if lines[first].startswith('"$NEXTPNR_ICE40"') else ""
     for next_seed in range(int(seed) + 1, int(seed) + retry.seeds):
         if retry.budget_s == 0 or spent + estimate > retry.budget_s:
             break
-        options = ICE40_RETRY_OPTS if lines[first].startswith('"$NEXTPNR_ICE40"') else ""
-        rerun = [lines[first].replace(f"--seed {int(seed)} ",
-                                      f"--seed {next_seed} {options} ".replace("  ", " "))]
-        rerun += lines[first + 1:]
+        seeded = " ".join(filter(None, [f"--seed {next_seed}", options])) + " "
+        rerun = [lines[first].replace(f"--seed {int(seed)} ", seeded)] + lines[first + 1:]
         start = time.monotonic()
         subprocess.run(["sh", "-c", "\n".join(head + rerun)], cwd=build_dir, check=True)
         estimate = time.monotonic() - start

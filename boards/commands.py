@@ -57,7 +57,7 @@ def _budget(board, spec, clock_mhz: float, baud: int):
     frames when the model binarizes its input)."""
     from hwgen.fold import Budget
 
-    payload = protocol.packed_length(spec.size) if spec.binarize_at is not None else spec.size
+    payload = protocol.image_payload_length(spec.size, spec.binarize_at is not None)
     luts = int(board.luts * FIT_LUT_FRACTION) - board.board_luts
     return Budget(luts=luts, brams=_bram_budget(board),
                   min_interval=uart_cycles_per_image(payload, clock_mhz, baud),
@@ -179,9 +179,8 @@ def build_report(model, net, board, raw: dict, luts_estimate: int, brams_estimat
     shapes = model.shapes()
     macs = sum(layer.weight.size * shapes[i + 1][1] * shapes[i + 1][2]
                for i, layer in enumerate(model.layers) if hasattr(layer, "weight"))
-    packed = model.input.binarize_at is not None
-    frame = protocol.REQUEST_OVERHEAD + (protocol.packed_length(model.input.size) if packed
-                                         else model.input.size)
+    frame = protocol.REQUEST_OVERHEAD + protocol.image_payload_length(
+        model.input.size, model.input.binarize_at is not None)
     baud = raw.get("baud")
     return {
         "model": model.provenance,
@@ -485,8 +484,8 @@ def cmd_run(args) -> int:
     # value); the client falls back to byte frames if the board refuses them.
     binarize_at = model.input.binarize_at
     packed = binarize_at is not None
-    frame_bytes = protocol.REQUEST_OVERHEAD + (protocol.packed_length(model.input.size)
-                                               if packed else model.input.size)
+    frame_bytes = protocol.REQUEST_OVERHEAD + protocol.image_payload_length(model.input.size,
+                                                                           packed)
     board = _board(args.board)
     baud = args.baud or board.default_baud
     if args.sim:

@@ -102,6 +102,12 @@ def packed_length(n_values: int) -> int:
     return -(-n_values // 8)
 
 
+def image_payload_length(n_values: int, packed: bool) -> int:
+    """Payload bytes of one image's frame: ``n_values`` (CLASSIFY, a byte per value) or
+    :func:`packed_length` (CLASSIFY_PACKED)."""
+    return packed_length(n_values) if packed else n_values
+
+
 def check_values(values, bits: int) -> list[int]:
     """``values`` as ints, each checked to be in ``0..2**bits - 1`` (``ValueError``)."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:

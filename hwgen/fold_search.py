@@ -19,9 +19,9 @@ from the smallest any layer allows (after a bisection when there are many candid
 
 from __future__ import annotations
 
-from .fold import (DEFAULT_MAX_ROM_DEPTH, Budget, Fold, LayerPlan, argmax_luts, ceil_div,
-                   check_supported, default_fold, has_fold, layer_plan, narrowest_buffers,
-                   plan, repacks_before, stream_after)
+from .fold import (DEFAULT_MAX_ROM_DEPTH, Budget, Fold, _fold_counts, argmax_luts, ceil_div,
+                   check_supported, default_fold, default_lanes, has_fold, layer_plan,
+                   narrowest_buffers, plan, repacks_before, stream_after)
 from .model import Conv2d, Model
 
 __all__ = ["ALL_FOLDS_LIMIT", "BISECT_ABOVE", "fastest_fold", "layer_options"]
@@ -44,9 +44,9 @@ def layer_options(model: Model, index: int) -> list[Fold | None]:
     c = model.shapes()[index][0]
     channels = c if isinstance(layer, Conv2d) or model.shapes()[index][1:] != (1, 1) else None
     folds = set()
-    for nf in sorted({ceil_div(m, pe) for pe in range(1, m + 1)}):
+    for nf in _fold_counts(m):
         pe = ceil_div(m, nf)
-        for sf in sorted({ceil_div(n, simd) for simd in range(1, n + 1)}):
+        for sf in _fold_counts(n):
             simd = ceil_div(n, sf)
             simds = {simd, min(n, 2 * simd)}
             if channels is not None:
@@ -110,14 +110,6 @@ class _Search:
                     for i, folds in enumerate(self.options))
         return sorted(v for v in values if v >= floor)
 
-    def _lanes(self, first, interval: int) -> int:
-        """:func:`~hwgen.fold.plan`'s choice of input lanes (slowest layer ``interval``)."""
-        size = self.model.input.size
-        need = ceil_div(size, interval)
-        word = first.simd if isinstance(first, LayerPlan) and first.window is None \
-            else self.model.input.shape[0]
-        return min((d for d in range(need, word + 1) if word % d == 0), default=need)
-
     def solve(self, t: int, exact: bool):
         """Folds whose slowest layer takes ``t`` cycles (``exact``) or at most ``t`` whose
         estimate fits, or None."""
@@ -135,14 +127,12 @@ class _Search:
             if not units:
                 return None
             nxt = {}
+            ebits = 1 if self.binary[i] else self.model.input.bits
             for fold, unit, hit in units:
-                ebits = 1 if self.binary[i] else self.model.input.bits
                 after = stream_after(unit, self.shapes[i])
-                sources = ([(("input", self._lanes(unit, t)), [(0, 0, (), False)])]
-                           if states is None else states.items())
+                sources = ([(("input", default_lanes(self.model, unit, t)),
+                             [(0, 0, (), False)])] if states is None else states.items())
                 for (kind, width), entries in sources:
-                    if states is None:
-                        entries = [(0, 0, (), False)]
                     repack = sum(r.luts for r in repacks_before(i, unit, self.shapes[i],
                                                                  ebits, kind, width))
                     for luts, brams, chosen, was_hit in entries:

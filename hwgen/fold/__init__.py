@@ -39,8 +39,9 @@ from .geometry import (BRAM_BITS, ICE40_BRAM_CONFIGS, LINE_BUFFER_LOGIC_BITS, LO
                        line_buffer_logic_bits, line_buffer_rows, logic_rom_luts, pool_luts,
                        repack_luts, rom_in_logic, tree_register_stages, window_luts)
 from .plans import (LayerPlan, NetworkPlan, PoolPlan, RepackPlan, WindowPlan, _LineBufferUnit,
-                    _conv_view, dense_plan, input_order, layer_plan, narrowest_buffers,
-                    output_offsets, plan, raw_negatives, repacks_before, stream_after, unit_layer)
+                    _conv_view, default_lanes, dense_plan, input_order, layer_plan,
+                    narrowest_buffers, output_offsets, plan, raw_negatives, repacks_before,
+                    stream_after, unit_layer)
 from .default import DEFAULT_MAX_ROM_DEPTH, Budget, _fold_counts, default_fold
 from .cycles import latency, latency_bound, repack_schedule
 from .report import _buffer_note, format_fold_table
@@ -54,7 +55,8 @@ __all__ = [
     "PoolPlan", "RepackPlan", "WindowPlan", "_LineBufferUnit", "_buffer_note", "_conv_view",
     "_divisors", "_fold_counts", "_json_entry", "_read_fold_file", "_text_entry",
     "argmax_compare_cycles", "argmax_latency", "argmax_luts", "argmax_stages", "bram_blocks",
-    "buffer_in_logic", "ceil_div", "check_fold", "check_supported", "default_fold", "dense_plan",
+    "buffer_in_logic", "ceil_div", "check_fold", "check_supported", "default_fold", "default_lanes",
+    "dense_plan",
     "format_fold_table", "has_fold", "input_order", "latency", "latency_bound", "layer_plan",
     "line_buffer_bits", "line_buffer_brams", "line_buffer_in_logic", "line_buffer_logic_bits",
     "line_buffer_rows", "logic_rom_luts", "narrowest_buffers", "output_offsets", "parse_fold",

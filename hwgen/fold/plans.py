@@ -570,20 +570,24 @@ def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None
         layers.append(layer_plan(model, i, f))
     size = model.input.size
     if lanes is None:
-        # The fewest lanes that keep up, rounded up to a divisor of the first layer's input
-        # word (a dense layer's SIMD, a conv/pool's channels) so that the input repack only
-        # ever inserts at a few offsets (it is cheapest then).
-        need = ceil_div(size, max(lp.cycles for lp in layers))
-        first = layers[0]
-        word = first.simd if isinstance(first, LayerPlan) and first.window is None \
-            else model.input.shape[0]
-        lanes = min((d for d in range(need, word + 1) if word % d == 0), default=need)
+        lanes = default_lanes(model, layers[0], max(lp.cycles for lp in layers))
     if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= size:
         raise UserError(f"--lanes must be an integer in [1, {size}] (the input size), "
                         f"got {lanes}")
     interval = max([ceil_div(size, lanes)] + [lp.cycles for lp in layers])
     return NetworkPlan(model, [narrowest_buffers(lp, interval) for lp in layers], lanes,
                        model.input.bits)
+
+
+def default_lanes(model: Model, first, slowest: int) -> int:
+    """The input lanes :func:`plan` picks when the slowest layer takes ``slowest`` cycles per
+    image and ``first`` is the first layer's plan: the fewest that keep up, rounded up to a
+    divisor of the first layer's input word (a dense layer's SIMD, a conv/pool's channels)
+    so that the input repack only ever inserts at a few offsets (it is cheapest then)."""
+    need = ceil_div(model.input.size, slowest)
+    word = first.simd if isinstance(first, LayerPlan) and first.window is None \
+        else model.input.shape[0]
+    return min((d for d in range(need, word + 1) if word % d == 0), default=need)
 
 
 def narrowest_buffers(lp, interval: int):
