@@ -411,6 +411,9 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
         top = board.make_top(core, clock_mhz=args.clock or board.default_clock_mhz,
                              baud=args.baud or board.default_baud)
     except ValueError as err:
+        from hwgen.interrupts import silence_unused_elaboratables
+
+        silence_unused_elaboratables()  # the core was made for a top that cannot be
         raise UserError(f"board top: {err}") from None
     start = time.perf_counter()
     retry = Retry(seeds=args.pnr_seeds, budget_s=args.pnr_budget)

@@ -196,3 +196,18 @@ def test_build_fastest_falls_back_to_a_slower_fold(tmp_path, monkeypatch, capsys
     assert f"fold {fold(nets[0])}: timing not met (Fmax 41.0 MHz at 48.0); trying a " \
            "smaller, slower fold" in printed
     assert not (tmp_path / "out.failed").exists()
+
+
+def test_build_refuses_a_baud_the_board_cannot_run_in_one_line(tmp_path):
+    """A board-top error (here --baud above the iCEBreaker's FT2232H) is one stderr line:
+    no warnings about the core made for it, and no output folder."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "hwgen", "build", "--board", "icebreaker",
+         str(root / "models" / "fmnist-mlp-up5k.npz"), "--baud", "13000000", "--skip-verify",
+         "-o", str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("warning:")]
+    assert lines == ["error: board top: baud rate 13000000 is above 12000000 baud, the "
+                     "highest the iCEBreaker's FT2232H runs at"], proc.stderr
+    assert os.listdir(tmp_path) == []
