@@ -214,7 +214,7 @@ def _port_bound(net, board) -> dict:
     cycles = net.read_port_bound(blocks, board.bram_port_bits)
     return {"cycles_per_image": cycles, "block_rams": blocks,
             "port_bits": board.bram_port_bits, "synapse_reads": net.synapse_reads,
-            "fraction_reached": round(cycles / net.cycles_per_image, 4)}
+            "fraction_reached": cycles / net.cycles_per_image}  # rounded only when shown
 
 
 def format_summary(report: dict) -> str:
@@ -259,8 +259,16 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _check_baud(board, baud) -> None:
+    try:
+        board.check_baud(baud or board.default_baud)
+    except ValueError as err:
+        raise UserError(f"--baud: {err}") from None
+
+
 def cmd_build(args) -> int:
     board = _board(args.board)
+    _check_baud(board, args.baud)  # before any fold is verified or placed
     outdir = args.output or _default_output(args.model, board)
     model, nets, module = fold_candidates(args.model, board, args.fold, args.lanes,
                                           args.clock, args.baud)
@@ -490,6 +498,7 @@ def cmd_run(args) -> int:
     frame_bytes = protocol.REQUEST_OVERHEAD + protocol.image_payload_length(model.input.size,
                                                                            packed)
     board = _board(args.board)
+    _check_baud(board, args.baud)
     baud = args.baud or board.default_baud
     if args.sim:
         # the board at its default clock and --baud, so that simulated time is board time
@@ -609,8 +618,8 @@ def register(sub) -> None:
                    help="board whose fold and baud --sim reproduces (default icebreaker)")
     p.add_argument("--baud", type=_baud,
                    help="UART baud (default: the board's, 3000000); with --sim the "
-                        f"simulated link at the board's default clock (iCEBreaker: 48 MHz, "
-                        f"at most 12000000 = 4 cycles per bit)")
+                        "simulated link at the board's default clock (iCEBreaker: 48 MHz, "
+                        "at most 12000000 = 4 cycles per bit)")
     p.add_argument("--fold", metavar="FOLD")
     p.add_argument("--lanes", type=_lanes, metavar="P")
     add_image_source(p, required=False)

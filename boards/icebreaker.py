@@ -28,6 +28,7 @@ from .clocking import hold_reset_until_lock
 from .build import build_and_report
 from .core import StreamCore
 from .pll_ice40 import ICEBREAKER_CLOCK_MHZ, solve
+from .targets import BOARDS
 from .top import check_board_baud, configure_board_top, connect_uart_pins
 
 DEFAULT_CLOCK_MHZ = 48
@@ -35,7 +36,7 @@ DEFAULT_BAUD = 3_000_000
 #: The highest UART rate the top supports at :data:`DEFAULT_CLOCK_MHZ`: 48 MHz / 4 cycles per
 #: bit (the receiver's minimum, see :mod:`boards.uart`), which is also the FT2232H's highest
 #: rate (12 Mbaud). Higher requests are refused, at any clock.
-MAX_BAUD = 12_000_000
+MAX_BAUD = BOARDS["icebreaker"].max_baud  # 12 Mbaud
 DEFAULT_TIMEOUT_US = 10_000
 LED_HOLD_S = 0.05
 
@@ -47,7 +48,7 @@ class ICEBreakerTop(Elaboratable):
                  timeout_us=DEFAULT_TIMEOUT_US, reset_delay_us=20, max_clock_error_mhz=1.0,
                  pmod_leds=True, rx_fifo_depth=0):
         with checking(self):
-            check_board_baud(baud, MAX_BAUD, "the iCEBreaker's FT2232H")
+            check_board_baud(baud, MAX_BAUD, BOARDS["icebreaker"].usb_serial)
             pll = solve(clock_mhz, ICEBREAKER_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
             configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,
                                 reset_delay_us=reset_delay_us, led_hold_s=LED_HOLD_S,

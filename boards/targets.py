@@ -36,6 +36,8 @@ class Board:
     board_brams: int
     bram_port_bits: int      # widest read port of one block RAM (bits per cycle)
     default_baud: int        # the UART rate `hwgen build`/`run` use without --baud
+    max_baud: int            # the highest UART rate the board's USB-serial chip runs at
+    usb_serial: str          # that chip, as messages name it
     _top: str                # "module:callable"
     _build: str
     _build_kwargs: tuple = ()
@@ -43,6 +45,12 @@ class Board:
     def _load(self, ref: str):
         module, attr = ref.split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def check_baud(self, baud) -> None:
+        """``ValueError`` when ``baud`` is above :attr:`max_baud` (before anything is built)."""
+        if baud > self.max_baud:
+            raise ValueError(f"baud rate {baud:.0f} is above {self.max_baud} baud, the "
+                             f"highest {self.usb_serial} runs at")
 
     def make_top(self, core, **options):
         options.setdefault("clock_mhz", self.default_clock_mhz)
@@ -57,14 +65,16 @@ BOARDS = {
         "icebreaker", "1BitSquared iCEBreaker (Lattice iCE40UP5K-SG48)", "ice40", "iCE40UP5K",
         luts=5280, bram_blocks=30, bram_block_bits=4096, default_clock_mhz=48,
         bitstream_ext="bin", board_luts=750, board_brams=0, bram_port_bits=16,
-        default_baud=protocol.DEFAULT_BAUD,
+        default_baud=protocol.DEFAULT_BAUD, max_baud=12_000_000,
+        usb_serial="the iCEBreaker's FT2232H",
         _top="boards.icebreaker:ICEBreakerTop",
         _build="boards.icebreaker:build_icebreaker"),
     "ulx3s-85f": Board(
         "ulx3s-85f", "Radiona ULX3S with ECP5 LFE5U-85F", "ecp5", "LFE5U-85F",
         luts=83640, bram_blocks=208, bram_block_bits=18432, default_clock_mhz=50,
         bitstream_ext="bit", board_luts=800, board_brams=1, bram_port_bits=36,
-        default_baud=protocol.DEFAULT_BAUD,
+        default_baud=protocol.DEFAULT_BAUD, max_baud=3_000_000,
+        usb_serial="the ULX3S's FT231X",
         _top="boards.ulx3s:ULX3STop", _build="boards.ulx3s:build_ulx3s",
         _build_kwargs=(("device", "85F"),)),
 }

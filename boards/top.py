@@ -135,7 +135,7 @@ def check_board_baud(baud, max_baud: int, adapter: str) -> None:
     (``adapter`` names it in the message); the clock's own limit is :func:`baud_divisor`'s."""
     if isinstance(baud, bool) or not isinstance(baud, (int, float)):
         raise TypeError(f"baud rate must be a number, not {baud!r}")
-    if baud > max_baud:
+    if baud > max_baud:  # the same words as boards.targets.Board.check_baud
         raise ValueError(f"baud rate {baud:.0f} is above {max_baud} baud, the highest "
                          f"{adapter} runs at")
 

@@ -21,6 +21,7 @@ from .build import build_and_report
 from .clocking import hold_reset_until_lock
 from .core import StreamCore
 from .pll_ecp5 import solve
+from .targets import BOARDS
 from .top import check_board_baud, configure_board_top, connect_uart_pins
 
 ULX3S_CLOCK_MHZ = 25
@@ -29,7 +30,7 @@ DEFAULT_CLOCK_MHZ = 50
 #: The highest UART rate the top supports at its default 50 MHz clock: 3 Mbaud, the ULX3S's
 #: FT231X USB-serial limit (the gateware alone would go to 50 MHz / 4 = 12.5 Mbaud). Higher
 #: requests are refused, at any clock.
-MAX_BAUD = 3_000_000
+MAX_BAUD = BOARDS["ulx3s-85f"].max_baud  # 3 Mbaud
 
 
 class ULX3STop(Elaboratable):
@@ -39,7 +40,7 @@ class ULX3STop(Elaboratable):
                  timeout_us=10_000, reset_delay_us=20, max_clock_error_mhz=1.0,
                  rx_fifo_depth=512):
         with checking(self):
-            check_board_baud(baud, MAX_BAUD, "the ULX3S's FT231X")
+            check_board_baud(baud, MAX_BAUD, BOARDS["ulx3s-85f"].usb_serial)
             pll = solve(clock_mhz, ULX3S_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
             configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,
                                 reset_delay_us=reset_delay_us, led_hold_s=0.05,

@@ -1,7 +1,8 @@
 """``python -m hwgen``: subcommands over model files; composes every command in one place.
 
 This module builds the parser from its own commands (``eval``, ``info``, ``verilog``) and
-those of :mod:`sim.commands` and :mod:`boards.commands`, which import only the shared
+those of :mod:`sim.commands`, :mod:`boards.commands` and :mod:`hwgen.qonnx_import.command`
+(``import``), which import only the shared
 pieces (:mod:`hwgen.options`, :mod:`hwgen.outputs`), never this module: no import cycle.
 
 User errors (bad files, options, images) print one line ``error: ...`` to stderr and exit 2.
@@ -120,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     from boards.commands import register as register_board_commands
     from sim.commands import register as register_sim_commands
 
+    from .qonnx_import.command import register as register_import_command
+
     register_sim_commands(sub)
     register_board_commands(sub)
+    register_import_command(sub)
     return parser
 
 

@@ -191,23 +191,43 @@ def test_build_fastest_falls_back_to_a_slower_fold(tmp_path, monkeypatch, capsys
         "fold": fold(nets[0]), "cycles_per_image": nets[0].cycles_per_image,
         "achieved_mhz": 41.0, "seeds": [1, 2]}]
     assert report["place_and_route"]["attempts"][0]["seed"] == 1
-    assert report["read_port_bound"]["cycles_per_image"] >= 1
+    bound = report["read_port_bound"]
+    assert bound["cycles_per_image"] >= 1
+    # unrounded in the report (rounded once, when the summary shows it)
+    assert bound["fraction_reached"] == bound["cycles_per_image"] / report["cycles_per_image"]
     printed = capsys.readouterr().out
+    assert f"this fold reaches {bound['fraction_reached']:.1%}" in printed
     assert f"fold {fold(nets[0])}: timing not met (Fmax 41.0 MHz at 48.0); trying a " \
            "smaller, slower fold" in printed
     assert not (tmp_path / "out.failed").exists()
 
 
-def test_build_refuses_a_baud_the_board_cannot_run_in_one_line(tmp_path):
-    """A board-top error (here --baud above the iCEBreaker's FT2232H) is one stderr line:
-    no warnings about the core made for it, and no output folder."""
+@pytest.mark.parametrize("command", ["build", "run"])
+def test_a_baud_the_board_cannot_run_is_refused_first_in_one_line(tmp_path, command):
+    """--baud above the iCEBreaker's FT2232H: one stderr line before any fold is verified
+    or placed (build) or any image is sent (run --sim), and no output folder."""
     root = Path(__file__).resolve().parent.parent
+    extra = ["-o", str(tmp_path / "out")] if command == "build" else \
+        ["--sim", "--dataset", "fashion-mnist", "--limit", "1"]
     proc = subprocess.run(
-        [sys.executable, "-m", "hwgen", "build", "--board", "icebreaker",
-         str(root / "models" / "fmnist-mlp-up5k.npz"), "--baud", "13000000", "--skip-verify",
-         "-o", str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=600)
+        [sys.executable, "-m", "hwgen", command, "--board", "icebreaker",
+         str(root / "models" / "fmnist-mlp-up5k.npz"), "--baud", "13000000", *extra],
+        cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if not line.startswith("warning:")]
-    assert lines == ["error: board top: baud rate 13000000 is above 12000000 baud, the "
-                     "highest the iCEBreaker's FT2232H runs at"], proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: --baud: baud rate 13000000 is above 12000000 baud, the highest the "
+        "iCEBreaker's FT2232H runs at"], proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_the_board_top_checks_the_baud_with_the_same_words():
+    from boards.targets import BOARDS
+    from boards.top import check_board_baud
+
+    for board in BOARDS.values():
+        with pytest.raises(ValueError) as top_error:
+            check_board_baud(board.max_baud + 1, board.max_baud, board.usb_serial)
+        with pytest.raises(ValueError) as early_error:
+            board.check_baud(board.max_baud + 1)
+        assert str(top_error.value) == str(early_error.value)
+        board.check_baud(board.max_baud)  # the limit itself is allowed

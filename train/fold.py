@@ -11,8 +11,9 @@ finds ``(sign, threshold)`` such that the two agree for *every* integer ``acc`` 
 channel's reachable range ``[lo, hi]``, with ``y`` evaluated in exact real arithmetic on the
 given float parameters (each float is taken as the exact rational it represents, and
 ``offset``/``scale`` may also be given as exact :class:`~fractions.Fraction` values; the one
-square root is handled by squaring with case analysis, :func:`bn_sign_exact`). A float
-estimate of the crossing point is refined by exact tests, so float rounding never decides.
+square root is handled by squaring with case analysis). The exact decision and the search
+for the threshold are :mod:`hwgen.threshold_rule`'s, shared with the QONNX importer, so
+float rounding never decides.
 
 - ``gamma > 0``: passes for ``acc >= T``  -> ``sign = +1``, ``threshold = T``.
 - ``gamma < 0``: passes for ``acc <= T``  -> ``sign = -1``, ``threshold = -T``.
@@ -25,16 +26,10 @@ Thresholds are clamped to the reachable range: ``[lo, hi + 1]`` for sign +1 and
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 
-
-def _exact(x) -> Fraction:
-    """``x`` as an exact rational: a Fraction or int as it is, anything else as the float."""
-    if isinstance(x, (Fraction, int)) and not isinstance(x, bool):
-        return Fraction(x)
-    return Fraction(float(x))
+from hwgen.threshold_rule import exact, passes, threshold_rule
 
 
 def bn_sign_exact(acc: int, gamma, beta, mean, var, eps, offset=0.0, scale=1.0) -> bool:
@@ -42,57 +37,26 @@ def bn_sign_exact(acc: int, gamma, beta, mean, var, eps, offset=0.0, scale=1.0) 
 
     Requires ``var + eps > 0`` and ``scale > 0``.
     """
-    g, b = Fraction(float(gamma)), Fraction(float(beta))
-    v = Fraction(float(var)) + Fraction(float(eps))
-    a = (Fraction(int(acc)) - _exact(offset)) / _exact(scale)
-    p = g * (a - Fraction(float(mean)))  # y * sqrt(v) = p + b * sqrt(v), sqrt(v) > 0
-    if p >= 0 and b >= 0:
-        return True
-    if p <= 0 and b <= 0:
-        return p == 0 and b == 0
-    if p > 0:  # b < 0: p >= -b sqrt(v)
-        return p * p >= b * b * v
-    return b * b * v >= p * p  # p < 0 < b
+    return passes(acc, *_rule_terms(gamma, beta, mean, var, eps, offset, scale))
 
 
-def _crossing_estimate(gamma, beta, mean, var, eps, offset, scale) -> float:
-    """Float64 estimate of the real ``acc`` where ``y == 0`` (may be +-inf)."""
-    with np.errstate(all="ignore"):
-        t = float(offset) + float(scale) * (float(mean) - float(beta) * math.sqrt(
-            float(var) + float(eps)) / float(gamma))
-    return t
+def _rule_terms(gamma, beta, mean, var, eps, offset, scale):
+    """``(p1, p0, q, v)`` of :mod:`hwgen.threshold_rule` for one channel:
+    ``y * sqrt(v) = g * ((acc - offset) / scale - mean) + beta * sqrt(v)``."""
+    g, s = exact(gamma), exact(scale)
+    return (g / s, -g * (exact(offset) / s + exact(mean)), exact(beta),
+            exact(var) + exact(eps))
 
 
 def fold_channel(gamma, beta, mean, var, eps, lo: int, hi: int, offset=0.0,
                  scale=1.0) -> tuple[int, int]:
     """``(sign, threshold)`` of one channel for integer accumulators in ``[lo, hi]``."""
-    if not (float(var) + float(eps) > 0 and _exact(scale) > 0):
-        raise ValueError(f"need var + eps > 0 and scale > 0, got var={var}, eps={eps}, "
-                         f"scale={scale}")
     if not all(math.isfinite(float(x)) for x in (gamma, beta, mean, var, eps, offset, scale)):
         raise ValueError("batch norm parameters must be finite")
-
-    def passes(acc):
-        return bn_sign_exact(acc, gamma, beta, mean, var, eps, offset, scale)
-
-    if float(gamma) == 0.0:
-        return (1, lo) if float(beta) >= 0 else (1, hi + 1)
-    t = _crossing_estimate(gamma, beta, mean, var, eps, offset, scale)
-    if float(gamma) > 0:
-        # smallest c in [lo, hi + 1] with passes(c) (hi + 1: never passes)
-        c = lo if t <= lo else hi + 1 if t >= hi + 1 else math.ceil(t)
-        while c > lo and passes(c - 1):
-            c -= 1
-        while c <= hi and not passes(c):
-            c += 1
-        return 1, c
-    # gamma < 0: largest c in [lo - 1, hi] with passes(c) (lo - 1: never passes)
-    c = lo - 1 if t < lo else hi if t >= hi else math.floor(t)
-    while c < hi and passes(c + 1):
-        c += 1
-    while c >= lo and not passes(c):
-        c -= 1
-    return -1, -c
+    if not (float(var) + float(eps) > 0 and exact(scale) > 0):
+        raise ValueError(f"need var + eps > 0 and scale > 0, got var={var}, eps={eps}, "
+                         f"scale={scale}")
+    return threshold_rule(*_rule_terms(gamma, beta, mean, var, eps, offset, scale), lo, hi)
 
 
 def fold_bn(gamma, beta, mean, var, eps: float, lo, hi, offset=None,

@@ -1,0 +1,96 @@
+"""The importer's gate: the imported model against the QONNX graph's own execution.
+
+:func:`execute_graph` runs the ONNX file with ``qonnx.core.onnx_exec.execute_onnx`` (the
+QONNX reference execution; standard ops through onnxruntime) in float32, in batches.
+:func:`compare` applies the tie-aware rule: a binary network's scores are whole multiples
+of one unit plus a constant, so on an image where the model (exact integers) predicts class
+``k``, the graph agrees when its float score for ``k`` is within half a unit of its largest
+score (ties in the integers are common and float32 sums tied scores in different orders;
+any real disagreement moves a score by at least one unit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from ..reference import predict
+
+BATCH = 200
+
+
+@dataclass
+class Agreement:
+    images: int
+    agree: int
+    ties: int  # images whose largest integer score is shared by several classes
+    first_disagreement: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.agree == self.images
+
+
+def compare(graph_scores: np.ndarray, model_scores: np.ndarray, unit: Fraction) -> Agreement:
+    """Tie-aware agreement of float ``graph_scores`` [K, M] with int ``model_scores`` [K, M]."""
+    graph_scores = np.asarray(graph_scores, dtype=np.float64)
+    predicted = predict(model_scores)
+    best = graph_scores.max(axis=1)
+    chosen = graph_scores[np.arange(len(predicted)), predicted]
+    good = np.isfinite(chosen) & (chosen >= best - float(unit) / 2)
+    top = model_scores.max(axis=1, keepdims=True)
+    ties = int(((model_scores == top).sum(axis=1) > 1).sum())
+    bad = np.flatnonzero(~good)
+    return Agreement(len(predicted), int(good.sum()), ties,
+                     int(bad[0]) if len(bad) else None)
+
+
+def _prepared(proto, batch: int):
+    """A qonnx ModelWrapper of ``proto`` with batch size ``batch`` and inferred shapes."""
+    import onnx
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    graph = proto.graph
+    constants = [n for n in graph.node if n.op_type == "Constant"]
+    for node in constants:  # as initializers, so that ChangeBatchSize sees Reshape targets
+        value = next(a.t for a in node.attribute if a.name == "value")
+        value.name = node.output[0]
+        graph.initializer.append(value)
+        graph.node.remove(node)
+    initializers = {t.name for t in graph.initializer}
+    image = [i for i in graph.input if i.name not in initializers]
+    others = [i for i in graph.input if i.name in initializers]
+    del graph.input[:]
+    graph.input.extend(image + others)  # ChangeBatchSize changes input 0
+    for value_info in image[:1]:
+        value_info.type.tensor_type.shape.dim[0].dim_value = batch
+    model = ModelWrapper(proto)
+    model = model.transform(ChangeBatchSize(batch))
+    return model.transform(InferShapes())
+
+
+def execute_graph(proto, inputs: np.ndarray, progress: bool = False) -> np.ndarray:
+    """The graph's output [K, M] (float32) for graph inputs ``inputs`` [K, ...] (float32)."""
+    from qonnx.core.onnx_exec import execute_onnx
+    from tqdm import tqdm
+
+    count = inputs.shape[0]
+    batch = min(BATCH, count)
+    model = _prepared(proto, batch)
+    name = model.graph.input[0].name
+    out_name = model.graph.output[0].name
+    shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
+    outputs = []
+    for start in tqdm(range(0, count, batch), desc="QONNX execution", unit="batch",
+                      disable=not progress):
+        chunk = inputs[start:start + batch]
+        padded = np.zeros((batch,) + shape[1:], dtype=np.float32)
+        padded[:len(chunk)] = chunk.reshape((len(chunk),) + shape[1:])
+        result = execute_onnx(model, {name: padded})[out_name]
+        outputs.append(np.asarray(result).reshape(batch, -1)[:len(chunk)])
+    return np.concatenate(outputs)

@@ -1,0 +1,151 @@
+"""``python -m hwgen import``: a QONNX binary network -> a checked model file (format v1)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .. import model as model_io
+from ..errors import UserError, one_line
+from ..files import open_regular, read_upto
+from ..options import add_image_source, integer, load_images
+from ..outputs import output_type
+from .graph import ImportError_
+
+MAX_CLASS_FILE_BYTES = 1 << 20
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "import", help="convert a QONNX (Brevitas / FINN) binary network into a model file",
+        description="Read a QONNX graph of a binary network, convert it exactly into format "
+                    "version 1, check its predictions against the graph's own QONNX "
+                    "execution, and write MODEL.npz only when every checked image agrees "
+                    "(docs/import.md). Needs the extra .[import].")
+    p.add_argument("onnx", type=Path, metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", type=output_type("file", (".npz",)), required=True,
+                   metavar="MODEL.npz", help="the model file to write")
+    p.add_argument("--classes", type=Path, metavar="NAMES.txt",
+                   help="class names, one per line (default: 0, 1, ...)")
+    p.add_argument("--input-bits", type=integer(1, 16), default=8, metavar="B",
+                   help="bits of the unsigned input values the graph takes when it has no "
+                        "input quantizer (default 8)")
+    p.add_argument("--input-scale", type=_ratio, metavar="S",
+                   help="the graph takes S times the input integers, e.g. 1/255 for a network "
+                        "trained on pixels in [0, 1] (default 1; graphs with an input "
+                        "quantizer define their own)")
+    p.add_argument("--check-images", type=integer(1, 100_000), default=1000, metavar="N",
+                   help="random images for the check when no dataset is given "
+                        "(default 1000)")
+    p.add_argument("--seed", type=integer(0, 2**32 - 1), default=0,
+                   help="seed of the random check images (default 0)")
+    add_image_source(p, required=False)
+    p.set_defaults(func=cmd_import)
+
+
+def _ratio(text: str) -> Fraction:
+    """A positive exact number: '1/255', '0.5', '2'."""
+    try:
+        value = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number or ratio: {text!r}") from None
+    if value <= 0 or value > 1 << 32 or value.denominator > 1 << 32:
+        raise argparse.ArgumentTypeError(f"must be a positive ratio such as 1/255, got {text!r}")
+    return value
+
+
+def read_classes(path: Path, count: int) -> list[str]:
+    with open_regular(path, ImportError_) as stream:
+        data = read_upto(stream, MAX_CLASS_FILE_BYTES + 1)
+    if len(data) > MAX_CLASS_FILE_BYTES:
+        raise ImportError_(f"{path}: larger than {MAX_CLASS_FILE_BYTES} bytes")
+    try:
+        names = bytes(data).decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ImportError_(f"{path}: not UTF-8 text") from None
+    names = [n.strip() for n in names if n.strip()]
+    if len(names) != count:
+        raise ImportError_(f"{path}: {len(names)} class names, but the model has {count} "
+                           f"classes")
+    return names
+
+
+def _check_images(args, spec):
+    if args.dataset or args.images:
+        images, labels = load_images(args)
+        source = args.dataset or str(args.images)
+    else:
+        rng = np.random.default_rng(args.seed)
+        images = rng.integers(0, spec.max_value + 1, size=(args.check_images,) + spec.shape,
+                              dtype=np.int64).astype(np.uint16 if spec.bits > 8 else np.uint8)
+        labels, source = None, f"random (seed {args.seed})"
+    return images, labels, source
+
+
+def cmd_import(args) -> int:
+    from ..reference import Reference, check_images
+    from . import import_qonnx, require_packages
+    from .check import compare, execute_graph
+
+    require_packages()
+    graph, imported = import_qonnx(args.onnx, args.input_bits, args.input_scale)
+    model = imported.model
+    if args.classes:
+        model.classes = read_classes(args.classes, len(model.classes))
+    model.validate()
+    images, labels, source = _check_images(args, model.input)
+    images = check_images(model.input, images)
+    if labels is not None and len(labels) and int(labels.max()) >= len(model.classes):
+        raise UserError(f"the labels name class {int(labels.max())}, but the model has "
+                        f"{len(model.classes)} classes")
+    progress = sys.stderr.isatty()
+    scores = Reference(model).run(images, progress=progress)
+    try:
+        graph_scores = execute_graph(graph.proto, imported.mapping.graph_input(images),
+                                     progress=progress)
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as err:  # qonnx / onnxruntime refusing the graph, whatever the type
+        raise ImportError_(f"{args.onnx}: the QONNX execution failed "
+                           f"({type(err).__name__}: {str(err).strip()[:300]})") from None
+    if graph_scores.shape != scores.shape:
+        raise ImportError_(f"{args.onnx}: the graph outputs {list(graph_scores.shape[1:])} "
+                           f"values per image, the model {scores.shape[1]}")
+    agreement = compare(graph_scores, scores, imported.score_unit)
+    if not agreement.ok:
+        i = agreement.first_disagreement
+        predicted = int(np.argmax(scores[i]))
+        print(one_line(
+            f"error: the imported model disagrees with the QONNX execution on {source} image {i}: "
+            f"it predicts class {predicted}, the graph's highest score is class "
+            f"{int(np.argmax(graph_scores[i]))} ({agreement.images - agreement.agree} of "
+            f"{agreement.images} images differ); nothing written"), file=sys.stderr)
+        return 1
+    accuracy = None
+    if labels is not None:
+        accuracy = float((scores.argmax(axis=1) == labels).mean()) if len(labels) else None
+    model.provenance = {
+        "method": "qonnx-import", "source": Path(args.onnx).name,
+        "producer": graph.producer, "input_bits": model.input.bits,
+        "graph_input": f"{imported.mapping.scale} * (x + {imported.mapping.shift})",
+        "check": {"images": agreement.images, "source": source, "agree": agreement.agree,
+                  "ties": agreement.ties},
+    }
+    if accuracy is not None and args.dataset:
+        model.provenance.update(dataset=args.dataset, test_accuracy=accuracy,
+                                test_images=len(labels))
+    model_io.save(model, args.output)
+    layers = ", ".join(f"{layer.op}" for layer in model.layers)
+    text = (f"imported {args.onnx}: {len(model.layers)} layers ({layers}), input "
+            f"{list(model.input.shape)} {model.input.bits}-bit"
+            + (f" binarized at {model.input.binarize_at}" if model.input.binary else "")
+            + f"; agrees with the QONNX execution on {agreement.agree}/{agreement.images} "
+              f"{source} images ({agreement.ties} with tied top scores)"
+            + (f"; accuracy {accuracy:.4f}" if accuracy is not None else "")
+            + f"; wrote {args.output}")
+    print(one_line(text))
+    return 0

@@ -1,0 +1,111 @@
+"""What the importer knows about each tensor of a binary network's graph, exactly.
+
+A tensor is one of:
+
+- :class:`Const`: a constant array (initializer, ``Constant``, or computed from those).
+  ``ideal`` is its value in exact arithmetic where that differs from the stored floats: a
+  ``Quant`` node's output is ``q * scale`` for integers ``q``, not the float32 product.
+- :class:`Pixels`: the image, ``a * x + b`` for the model's unsigned input integers ``x``
+  (``a`` one rational; ``b`` one rational per channel).
+- :class:`Binary`: ``scale * y`` for a map ``y`` of +-1 values (the format's activations).
+- :class:`Accum`: a binary layer's output before its quantizer: per channel ``j``,
+  ``(p1[j] * acc[j] + p0[j]) / sqrt(v[j]) + q[j]`` with ``acc`` the layer's integer
+  accumulator and rationals ``p1, p0, q, v`` (``v`` is 1 until a batch norm).
+
+Shapes are the graph's, batch first (``[1, C, H, W]`` or ``[1, N]``); channels are axis 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from ..threshold_rule import exact
+
+
+@dataclass
+class Const:
+    array: np.ndarray
+    ideal: np.ndarray | None = None  # object array of Fractions, same shape, when exact differs
+
+    def fractions(self) -> np.ndarray:
+        """The exact values as an object array of Fractions (``ideal`` when known)."""
+        if self.ideal is not None:
+            return self.ideal
+        return fraction_array(self.array)
+
+
+def fraction_array(values) -> np.ndarray:
+    """An object array of the exact rationals of ``values`` (floats or ints), same shape."""
+    values = np.asarray(values)
+    out = np.empty(values.size, dtype=object)
+    out[:] = [exact(x) for x in values.reshape(-1).tolist()]
+    return out.reshape(values.shape)
+
+
+@dataclass
+class Pixels:
+    shape: tuple[int, ...]
+    a: Fraction = Fraction(1)
+    b: tuple[Fraction, ...] = (Fraction(0),)  # one per channel, or one for all
+    quantized: bool = False  # an input quantizer has been applied
+
+    def channel_b(self, channels: int) -> list[Fraction]:
+        return list(self.b) * channels if len(self.b) == 1 else list(self.b)
+
+
+@dataclass
+class Binary:
+    shape: tuple[int, ...]
+    scale: Fraction
+
+
+@dataclass
+class Accum:
+    shape: tuple[int, ...]
+    p1: list[Fraction]
+    p0: list[Fraction]
+    q: list[Fraction] = field(default_factory=list)
+    v: list[Fraction] = field(default_factory=list)
+    pools: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+
+    def __post_init__(self):
+        m = len(self.p1)
+        self.q = self.q or [Fraction(0)] * m
+        self.v = self.v or [Fraction(1)] * m
+
+    @property
+    def normalized(self) -> bool:
+        """Whether a batch norm (the one square root) has been applied."""
+        return any(v != 1 for v in self.v)
+
+
+def channel_values(const: Const, shape: tuple[int, ...]) -> list[Fraction] | None:
+    """``const`` as one exact value per channel of a tensor of ``shape`` (axis 1), when it
+    broadcasts to ``shape`` without growing it and is constant over every other axis; a
+    scalar gives ``[value] * C``. None otherwise (a value that varies over positions)."""
+    array = const.fractions()
+    if array.ndim > len(shape):
+        return None
+    full = (1,) * (len(shape) - array.ndim) + array.shape
+    if any(d not in (1, s) for d, s in zip(full, shape)):
+        return None
+    array = array.reshape(full)
+    channels = shape[1] if len(shape) > 1 else 1
+    out = []
+    for c in range(channels):
+        index = tuple(min(c, full[1] - 1) if axis == 1 else slice(None)
+                      for axis in range(len(full)))
+        values = set(np.asarray(array[index], dtype=object).reshape(-1).tolist())
+        if len(values) != 1:
+            return None
+        out.append(values.pop())
+    return out
+
+
+def scalar_value(const: Const) -> Fraction | None:
+    """The one exact value of ``const`` when all its entries are equal, else None."""
+    values = set(const.fractions().reshape(-1).tolist())
+    return values.pop() if len(values) == 1 else None

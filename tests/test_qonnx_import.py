@@ -1,0 +1,457 @@
+"""``hwgen import``: Brevitas binary networks through QONNX into model files, exactly.
+
+Every import is checked by the command itself against the graph's QONNX execution (the
+tie-aware rule of :mod:`hwgen.qonnx_import.check`); these tests also check that the check
+can fail, that the converted files are not degenerate (varying predictions, negative-gamma
+and constant channels), and that each unsupported construct is one ``error:`` line with
+nothing written.
+"""
+
+import logging
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from hwgen import model as model_io
+from hwgen.cli import main
+from hwgen.datasets import write_idx
+from hwgen.reference import Reference
+
+from .test_model_format import cli_error
+
+
+def _require(module: str):
+    """Skip without the optional packages, except in CI, where they must be installed."""
+    try:
+        return __import__(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} is missing in CI (pip install -e '.[import,dev]')")
+        pytest.skip(f"{module} not installed (the .[import] extra)")
+
+
+@pytest.fixture(scope="module")
+def bm():
+    for name in ("onnx", "onnxruntime", "qonnx", "brevitas"):
+        _require(name)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    from . import brevitas_models
+
+    return brevitas_models
+
+
+CASES = {  # name: (builder, keyword arguments)
+    "mlp-binarized-input": ("mlp", dict(input_mode="binarize")),
+    "mlp-raw-input": ("mlp", dict(input_mode="raw")),
+    "mlp-uint8-input-int32-bias": ("mlp", dict(input_mode="uint8", bias="int32")),
+    "mlp-hardtanh": ("mlp", dict(input_mode="binarize", activation="hardtanh")),
+    "cnn-uint8-input": ("cnn", dict(input_mode="uint8")),
+    "cnn-raw-padded-int32-bias": ("cnn", dict(input_mode="raw", padding=1, bias="int32")),
+    "cnn-binarized-input": ("cnn", dict(input_mode="binarize")),
+}
+
+
+def _import(bm, tmp_path, net, *extra, dynamo=True, seed=1):
+    onnx_path, out = tmp_path / "net.onnx", tmp_path / "net.npz"
+    bm.export(bm.randomize_bn(net, seed), onnx_path, dynamo=dynamo)
+    return onnx_path, out, main(["import", str(onnx_path), "-o", str(out), *extra])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_brevitas_networks_import_and_agree_on_1000_random_images(bm, tmp_path, capsys, case):
+    builder, kwargs = CASES[case]
+    _, out, code = _import(bm, tmp_path, getattr(bm, builder)(**kwargs))
+    text = capsys.readouterr()
+    assert code == 0, text.err
+    assert "agrees with the QONNX execution on 1000/1000 random (seed 0) images" in text.out
+    model = model_io.load(out)
+    assert model.input.binary == (kwargs["input_mode"] == "binarize")
+    if model.input.binary:
+        assert model.input.binarize_at == 128  # x - 127.5 >= 0  <=>  x >= 128
+    assert model.provenance["check"]["agree"] == 1000
+    # not degenerate: predictions vary, and the special channels folded as they must
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (300,) + model.input.shape).astype(np.uint8)
+    assert len(set(Reference(model).predict(images).tolist())) >= 3
+    hidden = [layer for layer in model.layers if layer.op != "maxpool2d" and not layer.is_output]
+    first = hidden[0]
+    w = first.weight.reshape(first.out_channels, -1)
+    top = 1 if model.input.binary else model.input.max_value
+    lo, hi = (-w.shape[1], w.shape[1]) if model.input.binary else \
+        (-int((w[0] < 0).sum()) * top, int((w[0] > 0).sum()) * top)
+    assert first.sign[1] == -1  # negative gamma: passes for acc <= T
+    assert first.sign[0] == 1 and first.threshold[0] in (lo, hi + 1)  # gamma 0: constant
+    assert len(set(first.threshold[3:].tolist())) > 1  # real, differing thresholds
+
+
+@pytest.mark.parametrize("case", ["mlp-binarized-input", "cnn-uint8-input"])
+def test_the_torchscript_exporter_imports_too(bm, tmp_path, capsys, case):
+    builder, kwargs = CASES[case]
+    _, _, code = _import(bm, tmp_path, getattr(bm, builder)(**kwargs), "--check-images",
+                         "300", dynamo=False)
+    assert code == 0, capsys.readouterr().err
+
+
+def test_the_check_refuses_a_wrong_conversion_and_writes_nothing(bm, tmp_path, capsys,
+                                                                  monkeypatch):
+    from hwgen.qonnx_import import convert
+
+    real = convert.Converter.convert
+
+    def off_by_one(self):
+        imported = real(self)
+        hidden = imported.model.layers[0]
+        hidden.threshold[3:] += 1  # a plausible folding bug: thresholds one step too high
+        return imported
+
+    monkeypatch.setattr(convert.Converter, "convert", off_by_one)
+    _, out, code = _import(bm, tmp_path, bm.mlp(input_mode="raw"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: the imported model disagrees with the QONNX execution on "
+                          "random (seed 0) image ") and err.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob(".net.npz*"))
+
+
+def test_check_with_a_dataset_reports_accuracy_and_class_names(bm, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    write_idx(tmp_path / "images", rng.integers(0, 256, (150, 28, 28)).astype(np.uint8))
+    write_idx(tmp_path / "labels", rng.integers(0, 10, 150).astype(np.uint8))
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class {i}" for i in range(10)) + "\n")
+    _, out, code = _import(bm, tmp_path, bm.mlp(), "--images", str(tmp_path / "images"),
+                           "--labels", str(tmp_path / "labels"), "--classes", str(names))
+    text = capsys.readouterr().out
+    assert code == 0 and "on 150/150" in text and "accuracy 0." in text
+    assert model_io.load(out).classes[9] == "class 9"
+
+
+def _expect_error(bm, tmp_path, capsys, net, *needles, shape=(1, 1, 28, 28)):
+    onnx_path, out = tmp_path / "bad.onnx", tmp_path / "bad.npz"
+    bm.export(bm.randomize_bn(net, 2), onnx_path, shape=shape)
+    message = cli_error(capsys, "import", onnx_path, "-o", out)
+    for needle in needles:
+        assert needle in message, message
+    assert not out.exists() and not list(tmp_path.glob(".bad.npz*"))
+    return message
+
+
+def test_multi_bit_weights_are_refused(bm, tmp_path, capsys):
+    import brevitas.nn as qnn
+    from brevitas.quant import Int8WeightPerTensorFloat
+    from torch import nn
+
+    net = bm.mlp()
+    net.body[0] = qnn.QuantLinear(784, 32, bias=False, weight_quant=Int8WeightPerTensorFloat,
+                                   weight_bit_width=4)
+    _expect_error(bm, tmp_path, capsys, net, "node ", "not binary",
+                  "multi-bit weights are not supported")
+    assert isinstance(net.body[1], nn.BatchNorm1d)
+
+
+def test_multi_bit_activations_are_refused(bm, tmp_path, capsys):
+    import brevitas.nn as qnn
+    from brevitas.quant import Int8ActPerTensorFloat
+
+    net = bm.mlp()
+    net.body[2] = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat)
+    _expect_error(bm, tmp_path, capsys, net, "8-bit Quant on a layer's unquantized output",
+                  "only 1-bit (bipolar) activations")
+
+
+def test_a_float_output_bias_is_refused_with_the_reason(bm, tmp_path, capsys):
+    import brevitas.nn as qnn
+    from brevitas.quant import SignedBinaryWeightPerTensorConst
+
+    net = bm.mlp()
+    net.body[-1] = qnn.QuantLinear(24, 10, bias=True,
+                                   weight_quant=SignedBinaryWeightPerTensorConst)
+    _expect_error(bm, tmp_path, capsys, net, "bias is not a whole multiple of the score unit",
+                  "Int32Bias")
+
+
+def test_zero_padding_of_binary_maps_is_refused(bm, tmp_path, capsys):
+    import brevitas.nn as qnn
+    from brevitas.quant import SignedBinaryWeightPerTensorConst
+
+    net = bm.cnn()
+    net.body[4] = qnn.QuantConv2d(8, 8, 3, padding=1, bias=False,
+                                  weight_quant=SignedBinaryWeightPerTensorConst)
+    net.body[-1] = qnn.QuantLinear(8 * 13 * 13, 10, bias=False,
+                                   weight_quant=SignedBinaryWeightPerTensorConst)
+    _expect_error(bm, tmp_path, capsys, net, "(Conv ->", "pads binary activations with 0")
+
+
+class _Residual:
+    @staticmethod
+    def build(bm):
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = bm.mlp(hidden=(16, 16))
+
+            def forward(self, x):
+                body = self.inner.body
+                x = self.inner.input_quant(x.flatten(1) - 127.5)
+                a = body[2](body[1](body[0](x)))
+                b = body[5](body[4](body[3](a)))
+                return body[6](a + b)
+
+        return Net()
+
+
+def test_a_residual_add_is_refused(bm, tmp_path, capsys):
+    _expect_error(bm, tmp_path, capsys, _Residual.build(bm), "(Add ->",
+                  "residual connection")
+
+
+def test_an_unsupported_op_is_named(bm, tmp_path, capsys):
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = bm.mlp()
+
+        def forward(self, x):
+            return torch.sigmoid(self.inner(x))
+
+    _expect_error(bm, tmp_path, capsys, Net(), "unsupported op 'Sigmoid'", "docs/import.md")
+
+
+def test_files_that_are_not_onnx_give_one_line(bm, tmp_path, capsys):
+    bad = tmp_path / "junk.onnx"
+    bad.write_bytes(b"\x08\x07garbage\xff" * 10)
+    message = cli_error(capsys, "import", bad, "-o", tmp_path / "x.npz")
+    assert "not an ONNX file" in message
+    assert "no such file" in cli_error(capsys, "import", tmp_path / "none.onnx", "-o",
+                                       tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_without_the_extra_the_command_names_it(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "qonnx" else real(name, *a))
+    message = cli_error(capsys, "import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz")
+    assert "needs qonnx" in message and ".[import]" in message
+
+
+# ---- FINN's streamlined form, written with onnx.helper ---------------------------------------
+def _streamlined(tmp_path, rng, scale_out=0.5):
+    """x (pixels) -> MultiThreshold (binarize at 100) -> MatMul +-1 -> MultiThreshold per
+    channel (bipolar) -> MatMul +-1 -> Mul (one score scale)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n, h, m = 12, 9, 4
+    w1 = rng.choice([-1.0, 1.0], (n, h)).astype(np.float32)
+    w2 = rng.choice([-1.0, 1.0], (h, m)).astype(np.float32)
+    t1 = (rng.integers(-6, 7, (h, 1)) + 0.5).astype(np.float32)
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+             numpy_helper.from_array(np.full((1, 1), 100.0, np.float32), "t0"),
+             numpy_helper.from_array(t1, "t1"),
+             numpy_helper.from_array(np.array(scale_out, np.float32), "s")]
+    mt = dict(domain="qonnx.custom_op.general", out_scale=2.0, out_bias=-1.0)
+    nodes = [helper.make_node("MultiThreshold", ["x", "t0"], ["b0"], name="binarize", **mt),
+             helper.make_node("MatMul", ["b0", "w1"], ["a1"], name="fc1"),
+             helper.make_node("MultiThreshold", ["a1", "t1"], ["b1"], name="act1", **mt),
+             helper.make_node("MatMul", ["b1", "w2"], ["a2"], name="fc2"),
+             helper.make_node("Mul", ["a2", "s"], ["y"], name="scale")]
+    graph = helper.make_graph(nodes, "streamlined",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid(
+                                                        "qonnx.custom_op.general", 1)])
+    path = tmp_path / "streamlined.onnx"
+    onnx.save(model, path)
+    return path, w1, t1
+
+
+def test_finn_streamlined_multithreshold_graph(bm, tmp_path, capsys):
+    path, w1, t1 = _streamlined(tmp_path, np.random.default_rng(8))
+    out = tmp_path / "s.npz"
+    assert main(["import", str(path), "-o", str(out)]) == 0, capsys.readouterr().err
+    model = model_io.load(out)
+    assert model.input.binarize_at == 100 and model.input.shape == (12, 1, 1)
+    hidden = model.layers[0]
+    np.testing.assert_array_equal(hidden.weight, w1.T.astype(np.int8))
+    # a >= t with t = k + 0.5 and integer a: passes for acc >= k + 1
+    np.testing.assert_array_equal(hidden.threshold, np.ceil(t1[:, 0]).astype(int))
+    assert (hidden.sign == 1).all()
+
+
+def test_a_one_bit_signed_quant_is_a_bipolar_activation(bm, tmp_path, capsys):
+    """qonnx's Quant with bit width 1 and signed=1 is bipolar (sign at 0): here after a
+    per-channel bias, with a negative scale (which flips the comparison) on the output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(10)
+    n, h, m = 12, 9, 4
+    w1 = rng.choice([-1.0, 1.0], (n, h)).astype(np.float32)
+    w2 = rng.choice([-1.0, 1.0], (h, m)).astype(np.float32)
+    bias = (rng.integers(-5, 6, h) + 0.5).astype(np.float32)
+    f = np.float32
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+             numpy_helper.from_array(np.full((1, 1), 100.0, f), "t0"),
+             numpy_helper.from_array(bias, "bias"),
+             numpy_helper.from_array(np.array(-0.5, f), "s"),
+             numpy_helper.from_array(np.array(0.0, f), "z"),
+             numpy_helper.from_array(np.array(1.0, f), "one")]
+    q = "qonnx.custom_op.general"
+    nodes = [helper.make_node("MultiThreshold", ["x", "t0"], ["b0"], domain=q, out_scale=2.0,
+                              out_bias=-1.0),
+             helper.make_node("MatMul", ["b0", "w1"], ["a1"]),
+             helper.make_node("Add", ["a1", "bias"], ["c1"]),
+             helper.make_node("Quant", ["c1", "s", "z", "one"], ["b1"], domain=q, signed=1,
+                              narrow=0, rounding_mode="ROUND", name="act1"),
+             helper.make_node("MatMul", ["b1", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "q1", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, n])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, m])], inits)
+    path = tmp_path / "q1.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                      helper.make_opsetid(q, 1)]), path)
+    out = tmp_path / "q1.npz"
+    assert main(["import", str(path), "-o", str(out)]) == 0, capsys.readouterr().err
+    hidden = model_io.load(out).layers[0]
+    # s < 0: +1 where (acc + bias) / s >= 0, i.e. acc <= -bias: sign -1, threshold ceil(bias)
+    np.testing.assert_array_equal(hidden.sign, -np.ones(h, dtype=np.int8))
+    np.testing.assert_array_equal(hidden.threshold, np.ceil(bias).astype(int))
+
+
+def test_a_negative_output_scale_negates_the_output_weights(bm, tmp_path, capsys):
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(9), scale_out=-0.25)
+    out = tmp_path / "n.npz"
+    assert main(["import", str(path), "-o", str(out)]) == 0, capsys.readouterr().err
+    assert "1000/1000" in capsys.readouterr().out
+
+
+# ---- the tie-aware rule ------------------------------------------------------------------------
+def test_compare_accepts_float_ties_and_catches_one_unit():
+    from hwgen.qonnx_import.check import compare
+
+    model = np.array([[3, 3, 1], [0, 2, 2], [5, 1, 0]])
+    unit = Fraction(1, 10)
+    graph = 0.1 * model + 7.0
+    graph[0, 1] += 1e-6  # float32 summed the tied class 1 a little higher
+    result = compare(graph, model, unit)
+    assert result.ok and result.ties == 2
+    graph[2] = [0.5, 0.6, 0.0]  # class 1 really above: a disagreement
+    result = compare(graph, model, unit)
+    assert not result.ok and result.first_disagreement == 2 and result.agree == 2
+
+
+@pytest.mark.sim
+def test_imported_models_agree_in_verilator(bm, tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    write_idx(tmp_path / "images", rng.integers(0, 256, (24, 28, 28)).astype(np.uint8))
+    for name, net in (("mlp", bm.mlp(input_mode="raw")),
+                      ("cnn", bm.cnn(input_mode="binarize", channels=(4, 4)))):
+        onnx_path, out = tmp_path / f"{name}.onnx", tmp_path / f"{name}.npz"
+        bm.export(bm.randomize_bn(net, 6), onnx_path)
+        assert main(["import", str(onnx_path), "-o", str(out), "--check-images", "200"]) == 0
+        assert main(["verilog", str(out), "-o", str(tmp_path / f"{name}-rtl")]) == 0
+        assert (tmp_path / f"{name}-rtl" / "interface.json").exists()
+        assert main(["sim", str(out), "--images", str(tmp_path / "images")]) == 0
+        assert "agreement 24/24 with reference" in capsys.readouterr().out
+
+
+def test_finn_lfc_w1a1_from_brevitas_examples(bm, tmp_path, capsys):
+    """FINN's LFC-W1A1 (784-1024-1024-1024-10, BNN-PYNQ) as Brevitas's examples define it:
+    inputs in [0, 1] (--input-scale 1/255), then 2x - 1 and a bipolar quantizer."""
+    import torch
+
+    from brevitas_examples.bnn_pynq.models import model_with_cfg  # ships with brevitas
+
+    net, _ = model_with_cfg("lfc_1w1a", pretrained=False)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for module in norms:
+        module.momentum = 1.0
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    path, out = tmp_path / "lfc.onnx", tmp_path / "lfc.npz"
+    bm.export(net.eval(), path)
+    assert main(["import", str(path), "-o", str(out), "--input-scale", "1/255",
+                 "--check-images", "300"]) == 0, capsys.readouterr().err
+    assert "300/300" in capsys.readouterr().out
+    model = model_io.load(out)
+    assert model.input.binarize_at == 128  # 2 * p / 255 - 1 >= 0  <=>  p >= 127.5
+    assert [layer.out_channels for layer in model.layers] == [1024, 1024, 1024, 10]
+    assert model.provenance["graph_input"] == "1/255 * (x + 0)"
+
+
+def test_input_scale_with_an_input_quantizer_is_refused(bm, tmp_path, capsys):
+    path = tmp_path / "u8.onnx"
+    bm.export(bm.randomize_bn(bm.mlp(input_mode="uint8"), 1), path)
+    message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz", "--input-scale",
+                        "1/255")
+    assert "--input-scale is for graphs without an input quantizer" in message
+
+
+def test_the_other_commands_do_not_import_onnx():
+    import subprocess
+    import sys
+
+    code = ("import sys; from hwgen.cli import build_parser; build_parser(); "
+            "sys.exit(1 if {'onnx', 'qonnx', 'onnxruntime'} & set(sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def _graph_file(tmp_path, nodes, inits=(), inputs=(("x", [1, 4]),), name="g.onnx"):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], list(inits))
+    path = tmp_path / name
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+def _bare_tensor(name, dims):
+    """A float tensor that declares ``dims`` and holds no data (no validation on the way)."""
+    from onnx import TensorProto
+
+    tensor = TensorProto()
+    tensor.name, tensor.data_type = name, TensorProto.FLOAT
+    tensor.dims.extend(dims)
+    return tensor
+
+
+def test_hostile_graphs_are_one_line_errors(bm, tmp_path, capsys):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    cases = {
+        "has a cycle": ([helper.make_node("MatMul", ["x", "w"], ["a"]),
+                         helper.make_node("Add", ["a", "y"], ["y"])], [w]),
+        "produced by no node": ([helper.make_node("MatMul", ["x", "nowhere"], ["y"])], [w]),
+        "2 inputs that are not constants": (
+            [helper.make_node("MatMul", ["x", "z"], ["y"])], [], (("x", [1, 4]), ("z", [4, 2]))),
+        "claims shape": ([helper.make_node("MatMul", ["x", "big"], ["y"])],
+                         [_bare_tensor("big", [1 << 20, 1 << 20])]),
+        "external file": ([helper.make_node("MatMul", ["x", "ext"], ["y"])], []),
+    }
+    for needle, (nodes, inits, *inputs) in cases.items():
+        if needle == "external file":
+            ext = _bare_tensor("ext", [4, 2])
+            ext.data_location = TensorProto.EXTERNAL
+            entry = ext.external_data.add()
+            entry.key, entry.value = "location", "elsewhere.bin"
+            inits = [ext]
+        path = _graph_file(tmp_path, nodes, inits, *(inputs or []))
+        message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
+        assert needle in message, message
+    assert not (tmp_path / "x.npz").exists()
