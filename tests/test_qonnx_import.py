@@ -276,6 +276,21 @@ def _streamlined(tmp_path, rng, scale_out=0.5):
     return path, w1, t1
 
 
+def test_external_data_next_to_the_model_is_read(bm, tmp_path, capsys):
+    import onnx
+
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+    model = onnx.load(path)
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True,
+              all_tensors_to_one_file=True, location="ext.weights", size_threshold=0)
+    assert (tmp_path / "ext.weights").stat().st_size > 0
+    assert main(["import", str(tmp_path / "ext.onnx"), "-o", str(tmp_path / "e.npz")]) == 0
+    assert main(["import", str(path), "-o", str(tmp_path / "i.npz")]) == 0
+    a, b = model_io.load(tmp_path / "e.npz"), model_io.load(tmp_path / "i.npz")
+    np.testing.assert_array_equal(a.layers[0].threshold, b.layers[0].threshold)
+    np.testing.assert_array_equal(a.layers[1].weight, b.layers[1].weight)
+
+
 def test_finn_streamlined_multithreshold_graph(bm, tmp_path, capsys):
     path, w1, t1 = _streamlined(tmp_path, np.random.default_rng(8))
     out = tmp_path / "s.npz"
@@ -442,14 +457,20 @@ def test_hostile_graphs_are_one_line_errors(bm, tmp_path, capsys):
             [helper.make_node("MatMul", ["x", "z"], ["y"])], [], (("x", [1, 4]), ("z", [4, 2]))),
         "claims shape": ([helper.make_node("MatMul", ["x", "big"], ["y"])],
                          [_bare_tensor("big", [1 << 20, 1 << 20])]),
-        "external file": ([helper.make_node("MatMul", ["x", "ext"], ["y"])], []),
+        "must be a file name relative": ([helper.make_node("MatMul", ["x", "ext"], ["y"])],
+                                         "../../etc/passwd"),
+        "no such external data file": ([helper.make_node("MatMul", ["x", "ext"], ["y"])],
+                                       "elsewhere.bin"),
+        "ends before offset": ([helper.make_node("MatMul", ["x", "ext"], ["y"])], "short.bin"),
     }
+    (tmp_path / "short.bin").write_bytes(b"\0" * 16)
     for needle, (nodes, inits, *inputs) in cases.items():
-        if needle == "external file":
+        if isinstance(inits, str):  # external data at that location
             ext = _bare_tensor("ext", [4, 2])
             ext.data_location = TensorProto.EXTERNAL
-            entry = ext.external_data.add()
-            entry.key, entry.value = "location", "elsewhere.bin"
+            for key, value in (("location", inits), ("offset", "8"), ("length", "32")):
+                entry = ext.external_data.add()
+                entry.key, entry.value = key, value
             inits = [ext]
         path = _graph_file(tmp_path, nodes, inits, *(inputs or []))
         message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")

@@ -70,12 +70,47 @@ def _attr_value(attr):
     return value
 
 
+def _external_data(tensor, where: str, folder: Path, budget: list[int]) -> None:
+    """Read ``tensor``'s external data (ONNX's ``location``/``offset``/``length``) into
+    ``raw_data``. The location must be a relative path inside the model's folder (no
+    absolute path, no ``..``) naming a regular file; at most ``budget[0]`` bytes are read
+    over all tensors."""
+    from onnx import TensorProto
+
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    parts = Path(location).parts
+    if not location or Path(location).is_absolute() or ".." in parts or "\0" in location:
+        raise ImportError_(f"{where}: external data location {location!r} must be a file "
+                           f"name relative to the model's folder")
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise ImportError_(f"{where}: external data offset/length are not numbers") from None
+    if offset < 0 or (length is not None and not 0 <= length <= budget[0]):
+        raise ImportError_(f"{where}: external data offset/length out of range")
+    with open_regular(folder / location, ImportError_, "external data file") as stream:
+        stream.seek(offset)
+        want = budget[0] + 1 if length is None else length
+        data = read_upto(stream, want)
+    if length is not None and len(data) != length:
+        raise ImportError_(f"{where}: external data file {location!r} ends before offset "
+                           f"{offset} + length {length}")
+    if len(data) > budget[0]:
+        raise ImportError_(f"{where}: external data larger than the {MAX_ONNX_BYTES}-byte "
+                           f"limit ($SBN_MAX_ONNX_BYTES)")
+    budget[0] -= len(data)
+    tensor.raw_data = bytes(data)
+    del tensor.external_data[:]
+    tensor.data_location = TensorProto.DEFAULT
+
+
 def _tensor_array(tensor, where: str) -> np.ndarray:
     from onnx import TensorProto, numpy_helper
 
     if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
-        raise ImportError_(f"{where} keeps its data in an external file; save the model with "
-                           f"its tensors inside the .onnx file")
+        raise ImportError_(f"{where} keeps its data in an external file that was not read")
     count = math.prod(int(d) for d in tensor.dims) if tensor.dims else 1
     if any(int(d) < 0 for d in tensor.dims) or count > MAX_CONSTANT_ELEMENTS:
         raise ImportError_(f"{where} claims shape {list(tensor.dims)}, too large")
@@ -113,6 +148,11 @@ def read_graph(path: Path) -> Graph:
     graph = proto.graph
     if len(graph.node) > MAX_NODES:
         raise ImportError_(f"{path}: {len(graph.node)} nodes, more than {MAX_NODES}")
+    budget = [limit - len(data)]
+    for tensor in list(graph.initializer) + [a.t for n in graph.node for a in n.attribute
+                                             if a.HasField("t")]:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+            _external_data(tensor, f"tensor {tensor.name!r}", Path(path).parent, budget)
     constants = {t.name: _tensor_array(t, f"initializer {t.name!r}") for t in graph.initializer}
     nodes = []
     for index, proto_node in enumerate(graph.node):
