@@ -97,6 +97,38 @@ def parse_nextpnr_report(path, requested_hz: float) -> dict:
     }
 
 
+@contextmanager
+def quiet_tools(replay_limit: int = 20000):
+    """Collect what the tools (run as child processes) print on stdout and stderr: dropped
+    when they succeed (nextpnr's ``--log`` file keeps its messages; a missed clock is
+    reported by :func:`build_and_report` itself), replayed to stderr (its last
+    ``replay_limit`` characters, the ERROR line included) when one fails with
+    ``CalledProcessError``. Works on file descriptors 1 and 2, which the children inherit."""
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+        except subprocess.CalledProcessError:
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace")[-replay_limit:])
+            raise
+        finally:
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def build_and_report(platform, top, build_dir, *, name: str, requested_hz: float,
                      tools, seed: int = 1, allow_timing_fail: bool = False,
                      bitstream_ext: str, retry: Retry | None = None) -> dict:
@@ -115,9 +147,10 @@ def build_and_report(platform, top, build_dir, *, name: str, requested_hz: float
     attempts = []
     with yowasp_tools(tools):
         start = time.monotonic()
-        platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
-                       nextpnr_opts=f"--timing-allow-fail --seed {int(seed)} "
-                                    f"--report {report_name}")
+        with quiet_tools():
+            platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
+                           nextpnr_opts=f"--timing-allow-fail --seed {int(seed)} "
+                                        f"--report {report_name}")
         report = parse_nextpnr_report(build_dir / report_name, requested_hz)
         attempts.append(_attempt(build_dir, name, seed, report, time.monotonic() - start))
         if not report["timing_met"] and retry is not None and not allow_timing_fail:
@@ -177,7 +210,8 @@ def _retry(build_dir: Path, name: str, seed: int, requested_hz: float, retry: Re
         seeded = " ".join(filter(None, [f"--seed {next_seed}", options])) + " "
         rerun = [lines[first].replace(f"--seed {int(seed)} ", seeded)] + lines[first + 1:]
         start = time.monotonic()
-        subprocess.run(["sh", "-c", "\n".join(head + rerun)], cwd=build_dir, check=True)
+        with quiet_tools():
+            subprocess.run(["sh", "-c", "\n".join(head + rerun)], cwd=build_dir, check=True)
         estimate = time.monotonic() - start
         spent += estimate
         report = parse_nextpnr_report(build_dir / f"{name}.nextpnr.json", requested_hz)

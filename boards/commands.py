@@ -119,17 +119,27 @@ def fold_candidates(model_path: Path, board, fold: str | None, lanes: int | None
     return model, nets, default_module(model_path)
 
 
-def check_fit(net, board) -> tuple[int, int]:
-    """Estimated (LUTs, 4-Kbit block RAMs) of core + board logic; UserError if over budget."""
+def check_fit(net, board, model=None) -> tuple[int, int]:
+    """Estimated (LUTs, 4-Kbit block RAMs) of core + board logic; UserError if over budget.
+
+    With ``model``, a model whose weights alone exceed the board's block RAM is told so
+    (no fold can fix that) instead of being sent to a narrower ``--fold``."""
     luts = net.luts + board.board_luts
     brams = net.brams + board.board_brams * board.bram_block_bits // 4096
     lut_limit = int(board.luts * FIT_LUT_FRACTION)
     bram_limit = board.bram_blocks * board.bram_block_bits // 4096
     if luts > lut_limit or brams > bram_limit:
-        raise UserError(
-            f"model too large for {board.name} ({board.device}): estimated {luts} LUTs "
-            f"(limit {lut_limit}, 90% of {board.luts}) and {brams} 4-Kbit block RAMs "
-            f"(limit {bram_limit}); try a narrower --fold or a larger board")
+        head = (f"model too large for {board.name} ({board.device}): estimated {luts} LUTs "
+                f"(limit {lut_limit}, 90% of {board.luts}) and {brams} 4-Kbit block RAMs "
+                f"(limit {bram_limit})")
+        weight_bits = sum(layer.weight.size for layer in model.layers
+                          if hasattr(layer, "weight")) if model is not None else 0
+        capacity = board.bram_blocks * board.bram_block_bits
+        if weight_bits > capacity:
+            raise UserError(f"{head}; its {weight_bits} weight bits alone exceed the "
+                            f"{capacity} bits of block RAM, so no --fold fits: use a "
+                            f"larger board or a smaller model")
+        raise UserError(f"{head}; try a narrower --fold or a larger board")
     return luts, brams
 
 
@@ -305,7 +315,7 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
     (report, summary). A timing failure is a UserError when ``last`` (the failed build's
     files kept beside ``outdir``), else the :class:`TimingError` (nothing kept)."""
     fold_text = _fold_text(net)
-    luts_est, brams_est = check_fit(net, board)
+    luts_est, brams_est = check_fit(net, board, model)
     print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "
           f"{brams_est} 4-Kbit block RAMs")
     if args.skip_verify:

@@ -8,6 +8,8 @@
   caller's message) on stderr, exit code :data:`SIGINT_EXIT` (130) or :data:`SIGTERM_EXIT`
   (143), and Amaranth's ``UnusedElaboratable`` warnings (a half-built design being garbage
   collected at exit) silenced.
+- A reader that closes stdout early (``python -m hwgen info M | head -1``) ends the command
+  quietly with exit code :data:`SIGPIPE_EXIT` (141), as the shell reports for other tools.
 
 This module imports only the standard library, so that it is cheap to import first.
 """
@@ -22,6 +24,7 @@ from typing import Callable
 
 SIGINT_EXIT = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
 SIGTERM_EXIT = 143  # 128 + SIGTERM
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 
 
 class Terminated(KeyboardInterrupt):
@@ -70,9 +73,23 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
     except KeyboardInterrupt as interrupt:
         _ignore_signals()
         return interrupted(interrupt)
+    except BrokenPipeError:  # the reader of stdout stopped (``| head``): end quietly
+        _stdout_to_devnull()
+        return SIGPIPE_EXIT
     if code in (SIGINT_EXIT, SIGTERM_EXIT):
         silence_unused_elaboratables()
     return code
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail a second time."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _ignore_signals() -> None:

@@ -79,18 +79,20 @@ def cnn(input_mode="uint8", channels=(8, 8), classes=10, padding=0, bias=None) -
     return Net(body, input_mode, flat=False)
 
 
-def randomize_bn(net: nn.Module, seed: int = 0, special: bool = True) -> nn.Module:
-    """Batch-norm statistics measured on random pixel images (so activations are balanced,
-    not saturated) and random ``gamma``/``beta``; conv maps lean to -1 so that 2x2 max-pools
-    (ORs) do not saturate at +1. With ``special``, channel 0 gets gamma 0, channel 1 a
-    negative gamma, channel 2 a tiny one. Returns ``net`` in eval mode."""
+def randomize_bn(net: nn.Module, seed: int = 0, special: bool = True,
+                 shape=(1, 28, 28)) -> nn.Module:
+    """Batch-norm statistics measured on random pixel images of ``shape`` (so activations
+    are balanced, not saturated) and random ``gamma``/``beta``; conv maps lean to -1 so
+    that 2x2 max-pools (ORs) do not saturate at +1. With ``special``, channel 0 gets
+    gamma 0, channel 1 a negative gamma, channel 2 a tiny one. Returns ``net`` in eval
+    mode."""
     g = torch.Generator().manual_seed(seed)
     norms = [m for m in net.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     for module in norms:
         module.momentum = 1.0  # running statistics = the calibration batch's
     net.train()
     with torch.no_grad():
-        net(torch.randint(0, 256, (256, 1, 28, 28), generator=g).float())
+        net(torch.randint(0, 256, (256,) + tuple(shape), generator=g).float())
     for module in norms:
         n = module.num_features
         lean = 0.7 if isinstance(module, nn.BatchNorm2d) else 0.0

@@ -121,3 +121,12 @@ def test_importing_hwgen_does_not_import_torch():
     code = ("import sys, hwgen, hwgen.cli, hwgen.reference, hwgen.datasets, hwgen.summary; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path, mnist_like):
+    """``python -m hwgen info M | head -1``: no BrokenPipeError traceback, exit 141."""
+    proc = subprocess.Popen([sys.executable, "-m", "hwgen", "info", str(mnist_like[1])],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err

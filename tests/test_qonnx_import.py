@@ -128,6 +128,14 @@ def test_check_with_a_dataset_reports_accuracy_and_class_names(bm, tmp_path, cap
     assert model_io.load(out).classes[9] == "class 9"
 
 
+def test_a_dataset_gives_its_class_names(bm, tmp_path, capsys, fashion_mnist_dir):
+    _, out, code = _import(bm, tmp_path, bm.mlp(), "--dataset", "fashion-mnist", "--limit",
+                           "200")
+    assert code == 0, capsys.readouterr().err
+    model = model_io.load(out)
+    assert model.classes[0] == "T-shirt/top" and model.provenance["test_images"] == 200
+
+
 def _expect_error(bm, tmp_path, capsys, net, *needles, shape=(1, 1, 28, 28)):
     onnx_path, out = tmp_path / "bad.onnx", tmp_path / "bad.npz"
     bm.export(bm.randomize_bn(net, 2), onnx_path, shape=shape)
@@ -344,6 +352,54 @@ def test_a_one_bit_signed_quant_is_a_bipolar_activation(bm, tmp_path, capsys):
     np.testing.assert_array_equal(hidden.threshold, np.ceil(bias).astype(int))
 
 
+@pytest.mark.parametrize("where", ["weights", "image-after-sub", "image"])
+def test_one_bit_signed_quant_anywhere_is_bipolar(bm, tmp_path, capsys, where):
+    """A 1-bit signed Quant on the weights (scale from a Pow of constants), on the image
+    after ``x - 127.5`` (binarize_at 128) or on the image itself (binarize_at 0)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(11)
+    n, m = 16, 4
+    consts = {"c": 127.5, "one": 1.0, "zero": 0.0, "two": 2.0, "minus1": -1.0,
+              "wf": rng.normal(size=(m, n))}
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in consts.items()]
+    q = "qonnx.custom_op.general"
+    quant = dict(domain=q, signed=1, narrow=0, rounding_mode="ROUND")
+    image = "x"
+    nodes = [helper.make_node("Pow", ["two", "minus1"], ["half"])]
+    if where == "image-after-sub":
+        nodes.append(helper.make_node("Sub", ["x", "c"], ["xc"]))
+        image = "xc"
+    if where == "weights":
+        nodes += [helper.make_node("BipolarQuant", ["x", "one"], ["xb"], domain=q),
+                  helper.make_node("Quant", ["wf", "half", "zero", "one"], ["wq"], **quant)]
+    else:
+        nodes += [helper.make_node("Quant", [image, "one", "zero", "one"], ["xb"], **quant),
+                  helper.make_node("BipolarQuant", ["wf", "half"], ["wq"], domain=q)]
+    nodes.append(helper.make_node("Gemm", ["xb", "wq"], ["y"], transB=1))
+    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, n])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, m])], inits)
+    path, out = tmp_path / "q.onnx", tmp_path / "q.npz"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                      helper.make_opsetid(q, 1)]), path)
+    assert main(["import", str(path), "-o", str(out)]) == 0, capsys.readouterr().err
+    model = model_io.load(out)
+    assert model.input.binarize_at == (128 if where == "image-after-sub" else 0)
+    np.testing.assert_array_equal(model.layers[0].weight,
+                                  np.where(consts["wf"] >= 0, 1, -1).astype(np.int8))
+
+
+def test_relu_activations_are_named_as_such(bm, tmp_path, capsys):
+    import brevitas.nn as qnn
+
+    net = bm.mlp()
+    net.body[2] = qnn.QuantReLU(bit_width=2)
+    _expect_error(bm, tmp_path, capsys, net, "a ReLU (e.g. QuantReLU)",
+                  "only bipolar +-1 activations")
+
+
 def test_a_negative_output_scale_negates_the_output_weights(bm, tmp_path, capsys):
     path, _, _ = _streamlined(tmp_path, np.random.default_rng(9), scale_out=-0.25)
     out = tmp_path / "n.npz"
@@ -476,3 +532,28 @@ def test_hostile_graphs_are_one_line_errors(bm, tmp_path, capsys):
         message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
         assert needle in message, message
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_the_brevitas_example_trains_exports_and_imports(bm, tmp_path, capsys,
+                                                        fashion_mnist_dir):
+    """examples/brevitas_fmnist_mlp.py, as docs/import.md runs it (one epoch here)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    onnx_path = tmp_path / "bmlp.onnx"
+    proc = subprocess.run([sys.executable, str(root / "examples" / "brevitas_fmnist_mlp.py"),
+                           "--epochs", "1", "--out", str(onnx_path)], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    brevitas_accuracy = float(proc.stdout.split("Brevitas model, test accuracy ")[1].split()[0])
+    assert brevitas_accuracy > 0.75
+    out = tmp_path / "bmlp.npz"
+    assert main(["import", str(onnx_path), "-o", str(out), "--dataset", "fashion-mnist",
+                 "--classes", str(tmp_path / "bmlp.classes.txt")]) == 0
+    text = capsys.readouterr().out
+    assert "agrees with the QONNX execution on 10000/10000 fashion-mnist images" in text
+    accuracy = float(text.split("; accuracy ")[1].split(";")[0])
+    assert abs(accuracy - brevitas_accuracy) <= 0.002  # only tied images may differ
+    assert model_io.load(out).input.binarize_at == 32

@@ -96,6 +96,12 @@ def cmd_import(args) -> int:
     model = imported.model
     if args.classes:
         model.classes = read_classes(args.classes, len(model.classes))
+    elif args.dataset:
+        from ..datasets import DATASETS
+
+        names = list(DATASETS[args.dataset].classes)
+        if len(names) == len(model.classes):
+            model.classes = names
     model.validate()
     images, labels, source = _check_images(args, model.input)
     images = check_images(model.input, images)
@@ -140,9 +146,14 @@ def cmd_import(args) -> int:
                                 test_images=len(labels))
     model_io.save(model, args.output)
     layers = ", ".join(f"{layer.op}" for layer in model.layers)
+    mapping = imported.mapping
+    fed = "" if (mapping.scale, mapping.shift) == (1, 0) else \
+        f" (the graph is fed {mapping.scale} * (p {'-' if mapping.shift < 0 else '+'} " \
+        f"{abs(mapping.shift)}) for an input integer p)"
     text = (f"imported {args.onnx}: {len(model.layers)} layers ({layers}), input "
             f"{list(model.input.shape)} {model.input.bits}-bit"
             + (f" binarized at {model.input.binarize_at}" if model.input.binary else "")
+            + fed
             + f"; agrees with the QONNX execution on {agreement.agree}/{agreement.images} "
               f"{source} images ({agreement.ties} with tied top scores)"
             + (f"; accuracy {accuracy:.4f}" if accuracy is not None else "")

@@ -238,6 +238,16 @@ class Converter:
     def op_Cast(self, node):
         return Const(self.take(node, 0, Const).array.astype(np.float32))
 
+    def op_Pow(self, node):
+        base, exponent = self.take(node, 0, Const), self.take(node, 1, Const)
+        with np.errstate(all="ignore"):
+            return Const(np.power(base.array, exponent.array).astype(base.array.dtype))
+
+    def op_Relu(self, node):
+        self.fail(node, "a ReLU (e.g. QuantReLU) gives unsigned or multi-bit activations; only "
+                        "bipolar +-1 activations (BipolarQuant, a 1-bit signed Quant, or a "
+                        "bipolar MultiThreshold) are supported")
+
     def op_Sqrt(self, node):
         return Const(np.sqrt(self.take(node, 0, Const).array))
 
@@ -428,8 +438,9 @@ class Converter:
         qmin = -(1 << (b - 1)) + narrow if signed else 0
         qmax = (1 << (b - 1)) - 1 if signed else (1 << b) - 1 - narrow
         if isinstance(value, Const):
-            return _quant_const(node, value, scale, zero, qmin, qmax)
-        if b == 1 and signed and not isinstance(value, Pixels | Const):
+            return _quant_const(node, value, scale, zero, qmin, qmax, bipolar=b == 1 and
+                                bool(signed))
+        if b == 1 and signed:  # qonnx runs a 1-bit signed Quant as bipolar (sign at 0)
             return self._bipolar_quant(node, value, scale, zero)
         if not isinstance(value, Pixels):
             self.fail(node, f"a {b}-bit Quant on {_describe(value)}: only 1-bit (bipolar) "
@@ -586,7 +597,7 @@ class Converter:
             extra = _weighted_sums(signs.astype(np.int64).sum(axis=(2, 3)), b)
         elif any(padding):
             self.fail(node, "pads binary activations with 0, which is neither +1 nor -1: "
-                            "use padding 0 (or pad explicitly with +-scale)")
+                            "use padding 0 on binary maps")
         bias_terms = None
         if bias is not None:
             bias_terms = channel_values(bias, (1, signs.shape[0], 1, 1))
@@ -647,9 +658,11 @@ class Converter:
                         "(raw input) or use padding 0 on binary maps")
 
 
-def _quant_const(node, value: Const, scale: Const, zero: Const, qmin: int, qmax: int) -> Const:
-    """qonnx's Quant on a constant: ``q = clip(round(x / s + z))``; ideal value
-    ``(q - z) * s`` exactly (the stored value is its float32 rounding)."""
+def _quant_const(node, value: Const, scale: Const, zero: Const, qmin: int, qmax: int,
+                 bipolar: bool = False) -> Const:
+    """qonnx's Quant on a constant: ``q = clip(round(x / s + z))`` (``bipolar``, a 1-bit
+    signed Quant: ``q = +1 if x / s + z >= 0 else -1``); ideal value ``(q - z) * s``
+    exactly (the stored value is its float32 rounding)."""
     x = np.asarray(value.array, dtype=np.float32)
     s = np.asarray(scale.array, dtype=np.float32)
     z = np.asarray(zero.array, dtype=np.float32)
@@ -661,7 +674,8 @@ def _quant_const(node, value: Const, scale: Const, zero: Const, qmin: int, qmax:
     except Exception:  # qonnx raises a bare ValueError for unknown modes
         raise ImportError_(f"{node.describe()}: rounding mode {mode!r} is unknown") from None
     with np.errstate(all="ignore"):
-        q = np.clip(rounder(x / s + z), qmin, qmax)
+        q = np.where(x / s + z >= 0, 1.0, -1.0).astype(np.float32) if bipolar else \
+            np.clip(rounder(x / s + z), qmin, qmax)
     if not np.all(np.isfinite(q)):
         raise ImportError_(f"{node.describe()}: the quantized constant is not finite")
     shape = np.broadcast_shapes(x.shape, s.shape, z.shape)
