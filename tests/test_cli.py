@@ -110,7 +110,7 @@ def test_info_lists_layers_bits_and_widths(capsys, mnist_like):
     assert f"total  {weights} weight bits" in out
 
 
-@pytest.mark.parametrize("command", [[], ["eval"], ["info"]])
+@pytest.mark.parametrize("command", [[], ["eval"], ["info"], ["import"]])
 def test_help(command):
     proc = subprocess.run([sys.executable, "-m", "hwgen", *command, "--help"], cwd=ROOT,
                           capture_output=True, text=True)

@@ -24,6 +24,20 @@ import numpy as np
 
 from ..threshold_rule import exact
 
+MAX_INPUT_BITS = 16  # the widest input quantizer the importer takes
+
+
+@dataclass
+class InputMapping:
+    """How the model's input integers ``p`` reach the graph: ``x = scale * (p + shift)``."""
+
+    scale: Fraction = Fraction(1)
+    shift: Fraction = Fraction(0)
+
+    def graph_input(self, pixels: np.ndarray) -> np.ndarray:
+        return (float(self.scale) * (pixels.astype(np.float64) + float(self.shift))).astype(
+            np.float32)
+
 
 @dataclass
 class Const:
@@ -109,3 +123,33 @@ def scalar_value(const: Const) -> Fraction | None:
     """The one exact value of ``const`` when all its entries are equal, else None."""
     values = set(const.fractions().reshape(-1).tolist())
     return values.pop() if len(values) == 1 else None
+
+
+def derive(old: Accum, source=None, **changes) -> Accum:
+    """A copy of ``old`` with ``changes``; ``source`` (a converter) moves its open layer to
+    the copy."""
+    fields = dict(shape=old.shape, p1=old.p1, p0=old.p0, q=old.q, v=old.v, pools=old.pools)
+    fields.update(changes)
+    new = Accum(**fields)
+    if source is not None and id(old) in source.open:
+        source.open[id(new)] = source.open.pop(id(old))
+    return new
+
+
+def channel_count(shape) -> int:
+    return shape[1] if len(shape) > 1 else 1
+
+
+def pooled_shape(shape, pools):
+    for (kh, kw), (sh, sw) in pools:
+        shape = (shape[0], shape[1], (shape[2] - kh) // sh + 1, (shape[3] - kw) // sw + 1)
+    return tuple(shape)
+
+
+KIND_WORDS = {"Const": "a constant", "Accum": "a layer's output",
+               "Binary/Pixels": "binary activations or the image"}
+
+
+def describe(value) -> str:
+    return {Const: "a constant", Pixels: "the image", Binary: "binary activations",
+            Accum: "a layer's unquantized output"}.get(type(value), type(value).__name__)

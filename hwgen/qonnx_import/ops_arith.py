@@ -1,0 +1,103 @@
+"""Elementwise arithmetic for :class:`~.convert.Converter`: exact per-channel affine maps."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from .values import Accum, Binary, Const, Pixels, channel_count, channel_values, derive, describe
+
+
+class ArithmeticOps:
+    """Add/Sub/Mul/Div/Neg with one constant operand: per-channel affine maps."""
+
+    def _arith(self, node, op):
+        left, right = self.take(node, 0), self.take(node, 1)
+        if isinstance(left, Const) and isinstance(right, Const):
+            with np.errstate(all="ignore"):
+                array = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+                         "Div": np.divide}[op](left.array, right.array)
+            return Const(array)
+        if not isinstance(left, Const) and not isinstance(right, Const):
+            self.fail(node, f"{op} of two computed tensors (a residual connection or a "
+                            f"product of activations) is not supported")
+        if isinstance(left, Const):  # c - x, c + x, c * x; c / x is not affine
+            if op == "Div":
+                self.fail(node, "divides a constant by a computed tensor")
+            value, const = right, left
+            if op == "Sub":
+                return self._affine(node, self._affine(node, value, mul=-1), add=const)
+        else:
+            value, const = left, right
+        if op == "Add":
+            return self._affine(node, value, add=const)
+        if op == "Sub":
+            return self._affine(node, value, add=const, negate_add=True)
+        if op == "Mul":
+            return self._affine(node, value, mul=const)
+        return self._affine(node, value, mul=const, invert=True)
+
+    def op_Add(self, node):
+        return self._arith(node, "Add")
+
+    def op_Sub(self, node):
+        return self._arith(node, "Sub")
+
+    def op_Mul(self, node):
+        return self._arith(node, "Mul")
+
+    def op_Div(self, node):
+        return self._arith(node, "Div")
+
+    def op_Neg(self, node):
+        value = self.take(node, 0)
+        if isinstance(value, Const):
+            return Const(-value.array)
+        return self._affine(node, value, mul=-1)
+
+    def _affine(self, node, value, mul=None, add=None, invert=False, negate_add=False):
+        """``value * mul`` (or ``/ mul``) or ``value + add`` (or ``- add``), per channel."""
+        shape = value.shape
+        if mul is not None:
+            factors = [Fraction(mul)] * channel_count(shape) if isinstance(mul, int) else \
+                channel_values(mul, shape)
+            if factors is None:
+                self.fail(node, "scales by a constant that varies over positions; only one "
+                                "value per channel is supported")
+            if invert:
+                if any(f == 0 for f in factors):
+                    self.fail(node, "divides by zero")
+                factors = [1 / f for f in factors]
+            return self._scale(node, value, factors)
+        terms = channel_values(add, shape)
+        if terms is None:
+            self.fail(node, "adds a constant that varies over positions; only one value per "
+                            "channel is supported")
+        if negate_add:
+            terms = [-t for t in terms]
+        return self._shift(node, value, terms)
+
+    def _scale(self, node, value, factors):
+        if isinstance(value, Accum):
+            return derive(value, p1=[f * p for f, p in zip(factors, value.p1)],
+                          p0=[f * p for f, p in zip(factors, value.p0)],
+                          q=[f * q for f, q in zip(factors, value.q)], source=self)
+        if len(set(factors)) != 1:
+            self.fail(node, f"scales {describe(value)} per channel; only the layers' outputs "
+                            f"may be scaled per channel")
+        f = factors[0]
+        if isinstance(value, Binary):
+            if f == 0:
+                self.fail(node, "multiplies binary activations by 0")
+            return Binary(value.shape, value.scale * f)
+        return Pixels(value.shape, value.a * f, tuple(b * f for b in value.b), value.quantized)
+
+    def _shift(self, node, value, terms):
+        if isinstance(value, Accum):
+            return derive(value, q=[q + t for q, t in zip(value.q, terms)], source=self)
+        if isinstance(value, Pixels):
+            b = value.channel_b(len(terms))
+            return Pixels(value.shape, value.a, tuple(x + t for x, t in zip(b, terms)),
+                          value.quantized)
+        self.fail(node, "adds a constant to binary activations (they are no longer +-s)")
