@@ -3,7 +3,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
-DEMO_MODEL ?= models/fmnist-mlp-up5k.npz
+DEMO_MODEL ?= models/fmnist-mlp-up5k-sbn.npz
 
 # The open FPGA toolchain comes from PyPI (YoWASP) inside the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)

@@ -61,6 +61,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ste-lr-3e-3": ("ste", {"lr": 3e-3}),
     "sbn-paper": ("sbn", {**PAPER_SBN, "lr": 1e-3}),
     "sbn": ("sbn", {}),
+    # probes of today's default: a longer hard phase (three quarters of the steps)
+    "sbn-hard-0.75": ("sbn", {"hard_phase": 0.75}),
     # the third default and the probes around it (one or two settings changed, most on the
     # CNN) that chose today's: Adam 3e-3 and a hard phase of half the steps
     "sbn-v3": ("sbn", dict(_V3)),
@@ -248,7 +250,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-PLOTTED = ("float", "ste", "ste-lr-3e-3", "sbn-paper", "sbn-v3", "sbn")
+PLOTTED = ("float", "ste", "ste-lr-3e-3", "sbn-paper", "sbn-v3", "sbn", "sbn-hard-0.75")
 
 
 def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
