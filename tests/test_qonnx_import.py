@@ -426,7 +426,8 @@ def test_compare_accepts_float_ties_and_catches_one_unit():
 def test_imported_models_agree_in_verilator(bm, tmp_path, capsys):
     rng = np.random.default_rng(4)
     write_idx(tmp_path / "images", rng.integers(0, 256, (24, 28, 28)).astype(np.uint8))
-    for name, net in (("mlp", bm.mlp(input_mode="raw")),
+    for name, net in (("mlp-raw", bm.mlp(input_mode="raw")),
+                      ("mlp-binarized", bm.mlp(input_mode="binarize")),
                       ("cnn", bm.cnn(input_mode="binarize", channels=(4, 4)))):
         onnx_path, out = tmp_path / f"{name}.onnx", tmp_path / f"{name}.npz"
         bm.export(bm.randomize_bn(net, 6), onnx_path)
