@@ -38,9 +38,10 @@ test-all: $(STAMP)
 sim: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m sim
 
-# The long fuzz of hostile command lines (tests/test_fuzz_cli.py; the short one is in `test`).
+# The long fuzz of hostile command lines (tests/test_fuzz_cli.py; the short one is in `test`)
+# and of mutated QONNX graphs through `hwgen import` (tests/test_fuzz_import.py).
 fuzz: $(STAMP)
-	$(PY) -m pytest -q -m slow tests/test_fuzz_cli.py
+	$(PY) -m pytest -q -m slow tests/test_fuzz_cli.py tests/test_fuzz_import.py
 
 # The main job on the shipped model: what it is, how accurate, and its iCEBreaker bitstream.
 demo: $(STAMP)

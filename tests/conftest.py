@@ -35,3 +35,26 @@ def iverilog() -> str:
 
     path = shutil.which("iverilog")
     return str(require(Path(path) if path else Path("/usr/bin/iverilog"), "Debian's iverilog"))
+
+
+def _require_module(module: str):
+    """Skip without an optional package, except in CI, where it must be installed."""
+    try:
+        return __import__(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} is missing in CI (pip install -e '.[import,dev]')")
+        pytest.skip(f"{module} not installed (the .[import] extra)")
+
+
+@pytest.fixture(scope="session")
+def bm():
+    """tests/brevitas_models.py, once onnx, onnxruntime, qonnx and brevitas are there."""
+    import logging
+
+    for name in ("onnx", "onnxruntime", "qonnx", "brevitas"):
+        _require_module(name)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    from . import brevitas_models
+
+    return brevitas_models

@@ -57,9 +57,11 @@ def test_run_sim_at_12_mbaud(tmp_path, capsys, binarize_at):
     assert 0.85 * bound <= float(match[1]) <= bound
 
 
-def test_run_sim_refuses_a_baud_the_clock_cannot_make(tmp_path, capsys):
+def test_run_sim_refuses_a_baud_the_board_cannot_run(tmp_path, capsys):
+    """Above the iCEBreaker's FT2232H (which is also 4 cycles per bit at its 48 MHz clock):
+    refused before anything is simulated."""
     _, path, _ = _model(tmp_path, 128)
     line = cli_error(capsys, "run", path, "--sim", "--images", tmp_path / "images",
                      "--baud", "16000000")
-    assert line == ("error: --baud: baud rate 16000000 is too high for a 48 MHz clock: at most "
-                    "12000000 (4 cycles per bit)")
+    assert line == ("error: --baud: baud rate 16000000 is above 12000000 baud, the highest "
+                    "the iCEBreaker's FT2232H runs at")

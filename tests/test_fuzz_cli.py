@@ -322,13 +322,30 @@ def test_a_model_path_with_a_newline_in_a_child(work, tmp_path):
 # ----------------------------------------------------------------------------- class 8: signals
 
 
-def _interrupt(argv, signum, delay, module="hwgen") -> subprocess.CompletedProcess:
-    """Run ``python -m MODULE ARGV``, send ``signum`` after ``delay`` s. Not memory-capped:
-    the YoWASP Yosys that ``verilog`` runs reserves 4 GiB of address space."""
+def _loaded(pid: int, library: str) -> bool:
+    """Whether process ``pid`` has mapped a shared library whose path contains ``library``."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _interrupt(argv, signum, delay, module="hwgen",
+               when_loaded=None) -> subprocess.CompletedProcess:
+    """Run ``python -m MODULE ARGV``, send ``signum`` after ``delay`` s, or, with
+    ``when_loaded``, as soon as the child has mapped that shared library (progress, not
+    time: a loaded machine that delays this process cannot make the signal land late). Not
+    memory-capped: the YoWASP Yosys that ``verilog`` runs reserves 4 GiB of address space."""
     proc = subprocess.Popen([sys.executable, "-m", module, *map(str, argv)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env())
-    time.sleep(delay)
+    if when_loaded:
+        deadline = time.monotonic() + 60
+        while not _loaded(proc.pid, when_loaded) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.002)
+    else:
+        time.sleep(delay)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -342,7 +359,9 @@ def test_interrupt_during_imports_is_one_line(work, tmp_path, module, argv):
     names = {"m": work / "m.npz", "images": work / "images", "tmp": tmp_path}
     argv = [a.format(**names) for a in argv]
     for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        proc = _interrupt(argv, signum, 0.3, module)
+        # numpy's core is first loaded by the imports inside the guard (hwgen.cli, or
+        # train.cli through torch), never before it: the signal lands during the imports
+        proc = _interrupt(argv, signum, None, module, when_loaded="_multiarray_umath")
         assert proc.returncode == code, proc.stderr
         assert proc.stderr == "error: interrupted\n", proc.stderr
     assert os.listdir(tmp_path) == []

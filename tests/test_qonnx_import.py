@@ -7,8 +7,6 @@ and constant channels), and that each unsupported construct is one ``error:`` li
 nothing written.
 """
 
-import logging
-import os
 from fractions import Fraction
 
 import numpy as np
@@ -20,26 +18,6 @@ from hwgen.datasets import write_idx
 from hwgen.reference import Reference
 
 from .test_model_format import cli_error
-
-
-def _require(module: str):
-    """Skip without the optional packages, except in CI, where they must be installed."""
-    try:
-        return __import__(module)
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail(f"{module} is missing in CI (pip install -e '.[import,dev]')")
-        pytest.skip(f"{module} not installed (the .[import] extra)")
-
-
-@pytest.fixture(scope="module")
-def bm():
-    for name in ("onnx", "onnxruntime", "qonnx", "brevitas"):
-        _require(name)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    from . import brevitas_models
-
-    return brevitas_models
 
 
 CASES = {  # name: (builder, keyword arguments)
@@ -558,3 +536,30 @@ def test_the_brevitas_example_trains_exports_and_imports(bm, tmp_path, capsys,
     accuracy = float(text.split("; accuracy ")[1].split(";")[0])
     assert abs(accuracy - brevitas_accuracy) <= 0.002  # only tied images may differ
     assert model_io.load(out).input.binarize_at == 32
+
+
+def test_nan_constants_and_float_shapes_are_one_line_errors(bm, tmp_path, capsys):
+    """Found by mutating exported graphs: a NaN threshold and a float Reshape target."""
+    import onnx
+    from onnx import numpy_helper
+
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+    model = onnx.load(path)
+    t1 = next(t for t in model.graph.initializer if t.name == "t1")
+    values = numpy_helper.to_array(t1).copy()
+    values[0, 0] = np.nan
+    t1.CopyFrom(numpy_helper.from_array(values, "t1"))
+    onnx.save(model, tmp_path / "nan.onnx")
+    message = cli_error(capsys, "import", tmp_path / "nan.onnx", "-o", tmp_path / "x.npz")
+    assert "node 'act1' (MultiThreshold -> 'b1'): cannot convert (ValueError: not a finite " \
+           "number: nan)" in message
+    net_path = tmp_path / "mlp.onnx"
+    bm.export(bm.randomize_bn(bm.mlp(), 1), net_path)
+    model = onnx.load(net_path)
+    reshape = next(n for n in model.graph.node if n.op_type == "Reshape")
+    target = next(t for t in model.graph.initializer if t.name == reshape.input[1])
+    target.CopyFrom(numpy_helper.from_array(np.array([1.0, np.nan], np.float32), target.name))
+    onnx.save(model, tmp_path / "shape.onnx")
+    message = cli_error(capsys, "import", tmp_path / "shape.onnx", "-o", tmp_path / "x.npz")
+    assert "the target shape has type float32, not integers" in message
+    assert not (tmp_path / "x.npz").exists()

@@ -11,6 +11,7 @@ any real disagreement moves a score by at least one unit).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -79,6 +80,9 @@ def execute_graph(proto, inputs: np.ndarray, progress: bool = False) -> np.ndarr
     from qonnx.core.onnx_exec import execute_onnx
     from tqdm import tqdm
 
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # errors only: its warnings are not ours to print
     count = inputs.shape[0]
     batch = min(BATCH, count)
     model = _prepared(proto, batch)
@@ -91,6 +95,8 @@ def execute_graph(proto, inputs: np.ndarray, progress: bool = False) -> np.ndarr
         chunk = inputs[start:start + batch]
         padded = np.zeros((batch,) + shape[1:], dtype=np.float32)
         padded[:len(chunk)] = chunk.reshape((len(chunk),) + shape[1:])
-        result = execute_onnx(model, {name: padded})[out_name]
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            result = execute_onnx(model, {name: padded})[out_name]
         outputs.append(np.asarray(result).reshape(batch, -1)[:len(chunk)])
     return np.concatenate(outputs)

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import numpy as np
+
 from ..model import Dense, InputSpec, Model
 from .graph import Graph, ImportError_, Node
 from .ops_arith import ArithmeticOps
@@ -76,7 +78,15 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
                 raise ImportError_(f"{node.describe()}: unsupported op {node.op!r}"
                                    + (f" (domain {node.domain!r})" if node.domain else "")
                                    + "; see docs/import.md for what is supported")
-            results = handler(node)
+            try:
+                with np.errstate(all="ignore"):
+                    results = handler(node)
+            except (ValueError, ArithmeticError, IndexError, KeyError, TypeError) as err:
+                # a malformed node (NaN/inf constants, wrong ranks or types, bad attributes)
+                # that no check above caught: still one line naming the node
+                text = str(err).splitlines()[0][:200] if str(err) else ""
+                raise ImportError_(f"{node.describe()}: cannot convert "
+                                   f"({type(err).__name__}: {text})") from None
             if not isinstance(results, tuple):
                 results = (results,)
             for name, value in zip(node.outputs, results):

@@ -45,7 +45,10 @@ class ShapeOps:
 
     def op_Reshape(self, node):
         value = self.take(node, 0)
-        target = self.take(node, 1, Const).array.astype(np.int64).reshape(-1)
+        shape = self.take(node, 1, Const).array
+        if shape.dtype.kind not in "iu":
+            self.fail(node, f"the target shape has type {shape.dtype}, not integers")
+        target = shape.astype(np.int64).reshape(-1)
         if isinstance(value, Const):
             return self._reshape(node, value, target)
         if node.attrs.get("allowzero", 0) == 0:
