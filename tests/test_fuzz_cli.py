@@ -322,6 +322,15 @@ def test_a_model_path_with_a_newline_in_a_child(work, tmp_path):
 # ----------------------------------------------------------------------------- class 8: signals
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT and SIGTERM as a shell starts a command. An ignored
+    signal stays ignored across exec, and Python keeps an inherited SIGINT ignore, so a test
+    process that ignores SIGINT (a pytest-xdist worker can, depending on what ran in it
+    before) would otherwise start children that Ctrl-C cannot reach."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _loaded(pid: int, library: str) -> bool:
     """Whether process ``pid`` has mapped a shared library whose path contains ``library``."""
     try:
@@ -338,7 +347,7 @@ def _interrupt(argv, signum, delay, module="hwgen",
     memory-capped: the YoWASP Yosys that ``verilog`` runs reserves 4 GiB of address space."""
     proc = subprocess.Popen([sys.executable, "-m", module, *map(str, argv)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env())
+                            env=_env(), preexec_fn=_default_signals)
     if when_loaded:
         deadline = time.monotonic() + 60
         while not _loaded(proc.pid, when_loaded) and proc.poll() is None \
