@@ -175,6 +175,18 @@ def output_shape(layer: Layer, shape: Shape) -> Shape:
     return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
 
 
+def channel_ranges(weight: np.ndarray, binary_input: bool,
+                   input_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel, the closed range ``[lo, hi]`` (int64 arrays ``[M]``) that the
+    accumulator of +-1 ``weight`` (``[M, ...]``) can reach: ``[-N, N]`` on binary input, the
+    sums of negative and positive weights times ``input_max`` on raw input."""
+    w = weight.reshape(weight.shape[0], -1).astype(np.int64)
+    if binary_input:
+        n = np.full(w.shape[0], w.shape[1], dtype=np.int64)
+        return -n, n
+    return -(w < 0).sum(axis=1) * input_max, (w > 0).sum(axis=1) * input_max
+
+
 def accumulator_range(layer: Dense | Conv2d, binary_input: bool, input_max: int) -> tuple[int, int]:
     """The closed range ``[lo, hi]`` that ``acc`` of ``layer`` can reach over all inputs.
 
@@ -182,13 +194,8 @@ def accumulator_range(layer: Dense | Conv2d, binary_input: bool, input_max: int)
     ``[0, input_max]``: ``hi`` is the sum of positive weights times ``input_max`` and
     ``lo`` the sum of negative ones (per channel; this returns the widest over channels).
     """
-    w = layer.weight.reshape(layer.out_channels, -1).astype(np.int64)
-    if binary_input:
-        n = w.shape[1]
-        return -n, n
-    pos = (w > 0).sum(axis=1) * input_max
-    neg = (w < 0).sum(axis=1) * input_max
-    return -int(neg.max()), int(pos.max())
+    lo, hi = channel_ranges(layer.weight, binary_input, input_max)
+    return int(lo.min()), int(hi.max())
 
 
 def signed_width(lo: int, hi: int) -> int:

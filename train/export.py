@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from hwgen.model import Conv2d, Dense, InputSpec, MaxPool2d, Model, accumulator_range
+from hwgen.model import (Conv2d, Dense, InputSpec, MaxPool2d, Model, accumulator_range,
+                         channel_ranges)
 from hwgen.reference import Reference, predict
 
 from .fold import fold_bn
@@ -33,15 +34,6 @@ class ExportError(Exception):
 
 def _pm1(w: torch.Tensor) -> np.ndarray:
     return np.where(w.detach().cpu().double().numpy() >= 0, 1, -1).astype(np.int8)
-
-
-def _channel_range(weight: np.ndarray, binary: bool, input_max: int):
-    """Per-channel ``(lo, hi)`` int64 arrays of the accumulator."""
-    w = weight.reshape(weight.shape[0], -1).astype(np.int64)
-    if binary:
-        n = np.full(w.shape[0], w.shape[1], dtype=np.int64)
-        return -n, n
-    return -(w < 0).sum(axis=1) * input_max, (w > 0).sum(axis=1) * input_max
 
 
 def input_fold(weight: np.ndarray, means, std) -> tuple[list[Fraction], Fraction]:
@@ -71,7 +63,7 @@ def to_model(net: Net, classes: list[str], provenance: dict | None = None,
             layers.append(MaxPool2d((2, 2), (2, 2)))
             continue
         weight = _pm1(block.weight)
-        lo, hi = _channel_range(weight, binary, input_max)
+        lo, hi = channel_ranges(weight, binary, input_max)
         bn = block.bn
         offset, scale = None, 1.0
         if not binary:

@@ -28,6 +28,7 @@ class Agreement:
     agree: int
     ties: int  # images whose largest integer score is shared by several classes
     first_disagreement: int | None
+    predicted: np.ndarray  # the model's classes (ties to the lowest index)
 
     @property
     def ok(self) -> bool:
@@ -45,7 +46,7 @@ def compare(graph_scores: np.ndarray, model_scores: np.ndarray, unit: Fraction) 
     ties = int(((model_scores == top).sum(axis=1) > 1).sum())
     bad = np.flatnonzero(~good)
     return Agreement(len(predicted), int(good.sum()), ties,
-                     int(bad[0]) if len(bad) else None)
+                     int(bad[0]) if len(bad) else None, predicted)
 
 
 def _prepared(proto, batch: int):

@@ -12,7 +12,7 @@ import numpy as np
 from .. import model as model_io
 from ..errors import UserError, one_line
 from ..files import open_regular, read_upto
-from ..options import add_image_source, integer, load_images
+from ..options import add_image_source, check_labels, integer, load_images
 from ..outputs import output_type
 from .graph import ImportError_
 
@@ -105,9 +105,7 @@ def cmd_import(args) -> int:
     model.validate()
     images, labels, source = _check_images(args, model.input)
     images = check_images(model.input, images)
-    if labels is not None and len(labels) and int(labels.max()) >= len(model.classes):
-        raise UserError(f"the labels name class {int(labels.max())}, but the model has "
-                        f"{len(model.classes)} classes")
+    check_labels(labels, model)
     progress = sys.stderr.isatty()
     scores = Reference(model).run(images, progress=progress)
     try:
@@ -124,7 +122,7 @@ def cmd_import(args) -> int:
     agreement = compare(graph_scores, scores, imported.score_unit)
     if not agreement.ok:
         i = agreement.first_disagreement
-        predicted = int(np.argmax(scores[i]))
+        predicted = int(agreement.predicted[i])
         print(one_line(
             f"error: the imported model disagrees with the QONNX execution on {source} image {i}: "
             f"it predicts class {predicted}, the graph's highest score is class "
@@ -133,7 +131,7 @@ def cmd_import(args) -> int:
         return 1
     accuracy = None
     if labels is not None:
-        accuracy = float((scores.argmax(axis=1) == labels).mean()) if len(labels) else None
+        accuracy = float((agreement.predicted == labels).mean()) if len(labels) else None
     model.provenance = {
         "method": "qonnx-import", "source": Path(args.onnx).name,
         "producer": graph.producer, "input_bits": model.input.bits,

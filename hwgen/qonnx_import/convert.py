@@ -19,7 +19,7 @@ open), and :mod:`.output` (the output layer's bias). An op ``X`` is a method ``o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -39,7 +39,6 @@ class Imported:
     model: Model
     mapping: InputMapping
     score_unit: Fraction  # graph score = unit * (model score) + a constant
-    notes: list[str] = field(default_factory=list)
 
 
 class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
@@ -51,11 +50,10 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
         self.input_scale = input_scale
         self.values: dict[str, object] = {k: Const(v) for k, v in graph.constants.items()}
         self.layers: list = []
-        self.open: dict[int, OpenLayer] = {}  # id(Accum) -> its layer
+        self.open_layers: set[OpenLayer] = set()  # opened, not yet quantized
         self.mapping = InputMapping()
         self.binarize_at: int | None = None
         self.used: set[str] = set()
-        self.notes: list[str] = []
 
     # ---- driver -------------------------------------------------------------------------
     def convert(self) -> Imported:
@@ -96,18 +94,19 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
 
     def _finish(self) -> Imported:
         out = self.values.get(self.graph.output_name)
-        if not isinstance(out, Accum) or id(out) not in self.open:
+        if not isinstance(out, Accum) or out.layer not in self.open_layers:
             kind = type(out).__name__
             raise ImportError_(f"the graph's output {self.graph.output_name!r} is {kind}, not "
                                f"the scores of a binary-weight layer (the output layer)")
         if out.pools:
             raise ImportError_("the output layer is max-pooled; the scores must come "
                                "straight from a dense or convolution layer")
-        layer = self.open.pop(id(out))
+        layer = out.layer
+        self.open_layers.discard(layer)
         if layer.weight.ndim != 2:
             raise ImportError_(f"{layer.node.describe()}: the output layer must be dense "
                                f"(Gemm/MatMul), not a convolution")
-        if self.open:
+        if self.open_layers:
             raise ImportError_("a binary-weight layer's result is never quantized nor used "
                                "as the output")
         weight, bias, unit = output_layer(out, layer)
@@ -117,7 +116,7 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
         spec = InputSpec((int(c), int(h), int(w)), self.input_bits, self.binarize_at)
         classes = [str(i) for i in range(weight.shape[0])]
         model = Model(spec, self.layers, classes, {})
-        return Imported(model, self.mapping, unit, self.notes)
+        return Imported(model, self.mapping, unit)
 
     # ---- helpers -------------------------------------------------------------------------
     def take(self, node: Node, index: int, kinds=None):
@@ -133,10 +132,10 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
                                    f"of layers is supported")
             self.used.add(name)
         if kinds is not None and not isinstance(value, kinds):
-            names = "/".join(k.__name__ for k in kinds) if isinstance(kinds, tuple) \
-                else kinds.__name__
+            expected = " or ".join(KIND_WORDS[k] for k in
+                                   (kinds if isinstance(kinds, tuple) else (kinds,)))
             raise ImportError_(f"{node.describe()}: input {index} ({name!r}) is "
-                               f"{describe(value)}, expected {KIND_WORDS.get(names, names)}")
+                               f"{describe(value)}, expected {expected}")
         return value
 
     def optional(self, node: Node, index: int):

@@ -11,6 +11,7 @@ Only the ``onnx`` package is needed here.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def _topological(nodes: list[Node], available: set[str], path: Path) -> list[Nod
                 raise ImportError_(f"{path}: tensor {out!r} has more than one producer")
             if out:
                 producer[out] = node
-    order, done, ready = [], set(available), []
+    order, done, ready = [], set(available), deque()
     waiting = {}
     for node in nodes:
         missing = {i for i in node.inputs if i and i not in done}
@@ -208,7 +209,7 @@ def _topological(nodes: list[Node], available: set[str], path: Path) -> list[Nod
         for i in waiting[id(node)]:
             users.setdefault(i, []).append(node)
     while ready:
-        node = ready.pop(0)
+        node = ready.popleft()
         order.append(node)
         for out in node.outputs:
             for user in users.pop(out, []):

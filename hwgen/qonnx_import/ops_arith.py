@@ -82,7 +82,7 @@ class ArithmeticOps:
         if isinstance(value, Accum):
             return derive(value, p1=[f * p for f, p in zip(factors, value.p1)],
                           p0=[f * p for f, p in zip(factors, value.p0)],
-                          q=[f * q for f, q in zip(factors, value.q)], source=self)
+                          q=[f * q for f, q in zip(factors, value.q)])
         if len(set(factors)) != 1:
             self.fail(node, f"scales {describe(value)} per channel; only the layers' outputs "
                             f"may be scaled per channel")
@@ -95,7 +95,7 @@ class ArithmeticOps:
 
     def _shift(self, node, value, terms):
         if isinstance(value, Accum):
-            return derive(value, q=[q + t for q, t in zip(value.q, terms)], source=self)
+            return derive(value, q=[q + t for q, t in zip(value.q, terms)])
         if isinstance(value, Pixels):
             b = value.channel_b(len(terms))
             return Pixels(value.shape, value.a, tuple(x + t for x, t in zip(b, terms)),

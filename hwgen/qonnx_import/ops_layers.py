@@ -8,16 +8,16 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..model import MaxPool2d
+from ..model import MaxPool2d, channel_ranges
 from ..threshold_rule import exact
 from .graph import Node
 from .values import (Accum, Binary, Const, Pixels, channel_count, channel_values, derive,
                      describe, pooled_shape)
 
 
-@dataclass
+@dataclass(eq=False)
 class OpenLayer:
-    """A binary layer whose quantizer has not been seen yet."""
+    """A binary layer whose quantizer has not been seen yet (compared by identity)."""
 
     node: Node
     weight: np.ndarray  # int8, [M, N] or [M, C, KH, KW]
@@ -28,11 +28,8 @@ class OpenLayer:
     pad_value: int = -1
 
     def ranges(self) -> list[tuple[int, int]]:
-        w = self.weight.reshape(self.weight.shape[0], -1).astype(np.int64)
-        if self.binary_input:
-            return [(-w.shape[1], w.shape[1])] * w.shape[0]
-        m = self.input_max
-        return [(-int((row < 0).sum()) * m, int((row > 0).sum()) * m) for row in w]
+        lo, hi = channel_ranges(self.weight, self.binary_input, self.input_max)
+        return list(zip(lo.tolist(), hi.tolist()))
 
 
 class LayerOps:
@@ -68,16 +65,16 @@ class LayerOps:
             p0 = [Fraction(0)] * m
             binary, input_max = True, 1
         else:
-            if self.layers or self.open:
+            if self.layers or self.open_layers:
                 self.fail(node, "takes raw (unbinarized) input after a layer")
             p1 = [source.a * c for c in magnitudes]
             p0 = [c * t for c, t in zip(magnitudes, extra)]
             binary, input_max = self.binarize_at is not None, (1 << self.input_bits) - 1
         if bias is not None:
             p0 = [x + y for x, y in zip(p0, bias)]
-        accum = Accum((1, m) + tuple(spatial), p1, p0)
-        self.open[id(accum)] = OpenLayer(node, weight, binary, input_max, *geometry)
-        return accum
+        layer = OpenLayer(node, weight, binary, input_max, *geometry)
+        self.open_layers.add(layer)
+        return Accum((1, m) + tuple(spatial), p1, p0, layer=layer)
 
     def _dense(self, node, source, const: Const, bias: Const | None, alpha=1, beta=1):
         if not isinstance(source, (Binary, Pixels)) or len(source.shape) != 2:
@@ -185,7 +182,7 @@ class LayerOps:
         return derive(value, p1=[g * p for g, p in zip(gamma, value.p1)],
                       p0=[g * (p0 + q - m) for g, p0, q, m in zip(gamma, value.p0, value.q,
                                                                   mean)],
-                      q=list(beta), v=vs, source=self)
+                      q=list(beta), v=vs)
 
     def op_MaxPool(self, node):
         value = self.take(node, 0, (Binary, Accum))
@@ -213,7 +210,7 @@ class LayerOps:
             self.layers.append(MaxPool2d(kernel, stride))
             return Binary(pooled_shape(value.shape, [(kernel, stride)]), value.scale)
         # before the quantizer: sign is monotone, so pooling after it gives the same bits
-        return derive(value, pools=value.pools + [(kernel, stride)], source=self)
+        return derive(value, pools=value.pools + [(kernel, stride)])
 
     def op_Pad(self, node):
         self.fail(node, "explicit padding is not supported; pad inside the convolution "

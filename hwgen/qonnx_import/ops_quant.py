@@ -64,9 +64,13 @@ class QuantizerOps:
             return Binary(shape, scale)
         if isinstance(value, Pixels):
             return self._binarize_input(node, value, per, scale)
-        layer = self.open.pop(id(value), None)
-        if layer is None:
+        layer = value.layer
+        if layer not in self.open_layers:
             self.fail(node, "quantizes a tensor that is not a layer's output")
+        if value.pools and scale < 0:
+            self.fail(node, "a max-pool before a quantizer with a negative scale is a "
+                            "min-pool of the binary values, which the format cannot hold")
+        self.open_layers.discard(layer)
         q = [x - t for x, t in zip(value.q, per)]
         rules = [threshold_rule(p1, p0, qq, v, lo, hi) for p1, p0, qq, v, (lo, hi) in
                  zip(value.p1, value.p0, q, value.v, layer.ranges())]
@@ -80,13 +84,10 @@ class QuantizerOps:
                                       pad_value=layer.pad_value))
         for kernel, stride in value.pools:
             self.layers.append(MaxPool2d(kernel, stride))
-        if value.pools and scale < 0:
-            self.fail(node, "a max-pool before a quantizer with a negative scale is a "
-                            "min-pool of the binary values, which the format cannot hold")
         return Binary(pooled_shape(shape, value.pools), scale)
 
     def _binarize_input(self, node, value, per, scale) -> Binary:
-        if self.layers or self.open or self.binarize_at is not None:
+        if self.layers or self.open_layers or self.binarize_at is not None:
             self.fail(node, "binarizes the raw input after a layer")
         cuts = set()
         for b, t in zip(value.channel_b(len(per)), per):

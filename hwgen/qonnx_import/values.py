@@ -17,7 +17,7 @@ Shapes are the graph's, batch first (``[1, C, H, W]`` or ``[1, N]``); channels a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -84,6 +84,7 @@ class Accum:
     q: list[Fraction] = field(default_factory=list)
     v: list[Fraction] = field(default_factory=list)
     pools: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+    layer: object = None  # the layer (ops_layers.OpenLayer) whose output this is
 
     def __post_init__(self):
         m = len(self.p1)
@@ -107,7 +108,7 @@ def channel_values(const: Const, shape: tuple[int, ...]) -> list[Fraction] | Non
     if any(d not in (1, s) for d, s in zip(full, shape)):
         return None
     array = array.reshape(full)
-    channels = shape[1] if len(shape) > 1 else 1
+    channels = channel_count(shape)
     out = []
     for c in range(channels):
         index = tuple(min(c, full[1] - 1) if axis == 1 else slice(None)
@@ -125,15 +126,9 @@ def scalar_value(const: Const) -> Fraction | None:
     return values.pop() if len(values) == 1 else None
 
 
-def derive(old: Accum, source=None, **changes) -> Accum:
-    """A copy of ``old`` with ``changes``; ``source`` (a converter) moves its open layer to
-    the copy."""
-    fields = dict(shape=old.shape, p1=old.p1, p0=old.p0, q=old.q, v=old.v, pools=old.pools)
-    fields.update(changes)
-    new = Accum(**fields)
-    if source is not None and id(old) in source.open:
-        source.open[id(new)] = source.open.pop(id(old))
-    return new
+def derive(old: Accum, **changes) -> Accum:
+    """A copy of ``old`` (its layer included) with ``changes``."""
+    return replace(old, **changes)
 
 
 def channel_count(shape) -> int:
@@ -146,10 +141,9 @@ def pooled_shape(shape, pools):
     return tuple(shape)
 
 
-KIND_WORDS = {"Const": "a constant", "Accum": "a layer's output",
-               "Binary/Pixels": "binary activations or the image"}
+KIND_WORDS = {Const: "a constant", Pixels: "the image", Binary: "binary activations",
+              Accum: "a layer's unquantized output"}
 
 
 def describe(value) -> str:
-    return {Const: "a constant", Pixels: "the image", Binary: "binary activations",
-            Accum: "a layer's unquantized output"}.get(type(value), type(value).__name__)
+    return KIND_WORDS.get(type(value), type(value).__name__)
