@@ -21,6 +21,16 @@ from dataclasses import dataclass
 from . import protocol
 
 
+def check_baud(baud, max_baud: int, usb_serial: str) -> None:
+    """``TypeError`` unless ``baud`` is a number; ``ValueError`` when it is above
+    ``max_baud``, the highest rate the board's USB-serial chip (``usb_serial``) runs at."""
+    if isinstance(baud, bool) or not isinstance(baud, (int, float)):
+        raise TypeError(f"baud rate must be a number, not {baud!r}")
+    if baud > max_baud:
+        raise ValueError(f"baud rate {baud:.0f} is above {max_baud} baud, the highest "
+                         f"{usb_serial} runs at")
+
+
 @dataclass(frozen=True)
 class Board:
     name: str
@@ -47,10 +57,8 @@ class Board:
         return getattr(importlib.import_module(module), attr)
 
     def check_baud(self, baud) -> None:
-        """``ValueError`` when ``baud`` is above :attr:`max_baud` (before anything is built)."""
-        if baud > self.max_baud:
-            raise ValueError(f"baud rate {baud:.0f} is above {self.max_baud} baud, the "
-                             f"highest {self.usb_serial} runs at")
+        """:func:`check_baud` with this board's limit (before anything is built)."""
+        check_baud(baud, self.max_baud, self.usb_serial)
 
     def make_top(self, core, **options):
         options.setdefault("clock_mhz", self.default_clock_mhz)

@@ -48,6 +48,7 @@ from ._checks import checking, integer
 from .core import StreamCore
 from .fifo import ByteFIFO
 from .framer import FrameParser, ReplyGenerator, Tag
+from .targets import check_baud
 from .uart import UARTReceiver, UARTTransmitter, check_divisor
 
 TAG_QUEUE_DEPTH = 2
@@ -130,14 +131,9 @@ class UARTInferenceTop(wiring.Component):
         return m
 
 
-def check_board_baud(baud, max_baud: int, adapter: str) -> None:
-    """``ValueError`` when ``baud`` is above ``max_baud``, the board's USB-serial limit
-    (``adapter`` names it in the message); the clock's own limit is :func:`baud_divisor`'s."""
-    if isinstance(baud, bool) or not isinstance(baud, (int, float)):
-        raise TypeError(f"baud rate must be a number, not {baud!r}")
-    if baud > max_baud:  # the same words as boards.targets.Board.check_baud
-        raise ValueError(f"baud rate {baud:.0f} is above {max_baud} baud, the highest "
-                         f"{adapter} runs at")
+# ``ValueError`` above the board's USB-serial limit (the clock's own limit is
+# :func:`baud_divisor`'s); one rule with :meth:`boards.targets.Board.check_baud`.
+check_board_baud = check_baud
 
 
 def configure_board_top(top, core, pll, *, baud, timeout_us, reset_delay_us, led_hold_s,
