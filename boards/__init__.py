@@ -10,6 +10,8 @@
   boards and builds.
 * :mod:`boards.simulation`, :mod:`boards.verilator_board`, :mod:`boards.cocotb_board`:
   simulated boards. :mod:`boards.standin`: a stand-in core for tests.
+* :mod:`boards.flash_loader`, :mod:`boards.weight_gate`, :mod:`boards.weights`: weights kept in
+  SPRAM, loaded from the board's SPI flash after power-up (gateware, and the commands' side).
 
 See ``docs/boards.md``.
 """

@@ -1,4 +1,5 @@
-"""``python -m hwgen build`` and ``python -m hwgen run``: a bitstream, and talking to it.
+"""``python -m hwgen build`` (and the parsers of ``build`` and ``run``, whose command is
+:mod:`boards.run_command`): a bitstream.
 
 ``build`` folds the model for the board, refuses it before synthesis when the resource
 estimate does not fit, proves the core bit-exact in Verilator (the gate; ``--skip-verify``
@@ -23,17 +24,16 @@ import numpy as np
 
 from hwgen import model as model_io
 from hwgen.errors import UserError, one_line
-from hwgen.fold import input_order
-from hwgen.layout import in_stream_order
 from hwgen.names import default_module
-from hwgen.options import (MAX_LANES, add_image_source, check_labels, integer, load_images,
-                           real)
+from hwgen.options import MAX_LANES, add_image_source, integer, real
 from hwgen.outputs import check_output, output_type, staged_folder
 from hwgen.reference import Reference
 
 from . import protocol
+from . import weights
 from .build import Retry, TimingError
 from .targets import BOARDS, get_board
+from .weights import spram_words
 
 VERIFY_DEFAULT_IMAGES = 300
 MAX_VERIFY_IMAGES = 100_000
@@ -42,6 +42,7 @@ MAX_BAUD = 100_000_000
 MAX_PNR_SEEDS = 100
 MAX_PNR_BUDGET_S = 86400.0
 FIT_LUT_FRACTION = 0.9  # refuse designs whose estimate exceeds 90% of the board's LUTs
+SPRAM_BITS = 16384 * 16   # one iCE40UP5K SPRAM block
 
 
 def _board(name: str):
@@ -62,7 +63,9 @@ def _budget(board, spec, clock_mhz: float, baud: int):
     return Budget(luts=luts, brams=_bram_budget(board),
                   min_interval=uart_cycles_per_image(payload, clock_mhz, baud),
                   bram_port_bits=board.bram_port_bits,
-                  bram_blocks=board.bram_blocks - board.board_brams)
+                  bram_blocks=board.bram_blocks - board.board_brams,
+                  spram_blocks=board.spram_blocks,
+                  weight_loader_luts=board.flash_loader_luts)
 
 
 def uart_cycles_per_image(payload: int, clock_mhz: float, baud: int) -> int:
@@ -124,7 +127,7 @@ def check_fit(net, board, model=None) -> tuple[int, int]:
 
     With ``model``, a model whose weights alone exceed the board's block RAM is told so
     (no fold can fix that) instead of being sent to a narrower ``--fold``."""
-    luts = net.luts + board.board_luts
+    luts = net.luts + board.board_luts + (board.flash_loader_luts if spram_words(net) else 0)
     brams = net.brams + board.board_brams * board.bram_block_bits // 4096
     lut_limit = int(board.luts * FIT_LUT_FRACTION)
     bram_limit = board.bram_blocks * board.bram_block_bits // 4096
@@ -134,11 +137,11 @@ def check_fit(net, board, model=None) -> tuple[int, int]:
                 f"(limit {bram_limit})")
         weight_bits = sum(layer.weight.size for layer in model.layers
                           if hasattr(layer, "weight")) if model is not None else 0
-        capacity = board.bram_blocks * board.bram_block_bits
+        capacity = board.bram_blocks * board.bram_block_bits + board.spram_blocks * SPRAM_BITS
         if weight_bits > capacity:
             raise UserError(f"{head}; its {weight_bits} weight bits alone exceed the "
-                            f"{capacity} bits of block RAM, so no --fold fits: use a "
-                            f"larger board or a smaller model")
+                            f"{capacity} bits of block RAM{' and SPRAM' * bool(board.spram_blocks)}"
+                            f", so no --fold fits: use a larger board or a smaller model")
         raise UserError(f"{head}; try a narrower --fold or a larger board")
     return luts, brams
 
@@ -200,6 +203,7 @@ def build_report(model, net, board, raw: dict, luts_estimate: int, brams_estimat
         "brams_used": util.get(ram_cell, {}).get("used"),
         "brams_available": util.get(ram_cell, {}).get("available"),
         "spram_used": util.get("ICESTORM_SPRAM", {}).get("used"),
+        "spram_available": util.get("ICESTORM_SPRAM", {}).get("available"),
         "estimate": {"luts": luts_estimate, "brams_4k": brams_estimate},
         "clock_mhz": raw["requested_mhz"], "fmax_mhz": raw["achieved_mhz"],
         "timing_met": raw["timing_met"],
@@ -221,8 +225,9 @@ def _port_bound(net, board) -> dict:
     """The block-RAM read-port bound (see :meth:`hwgen.fold.NetworkPlan.read_port_bound`)
     on ``board``, and the fraction of it ``net`` reaches."""
     blocks = board.bram_blocks - board.board_brams
-    cycles = net.read_port_bound(blocks, board.bram_port_bits)
-    return {"cycles_per_image": cycles, "block_rams": blocks,
+    sprams = board.spram_blocks if net.spram_blocks else 0  # counted when the fold uses them
+    cycles = net.read_port_bound(blocks, board.bram_port_bits, sprams)
+    return {"cycles_per_image": cycles, "block_rams": blocks, "sprams": sprams,
             "port_bits": board.bram_port_bits, "synapse_reads": net.synapse_reads,
             "fraction_reached": cycles / net.cycles_per_image}  # rounded only when shown
 
@@ -238,8 +243,9 @@ def format_summary(report: dict) -> str:
         f"(estimate {report['estimate']['luts']})",
         f"block RAMs   {pct(report['brams_used'], report['brams_available'])}",
     ]
-    if report.get("spram_used") is not None:
-        lines.append(f"SPRAMs       {report['spram_used']}")
+    if report.get("spram_used"):
+        lines.append(f"SPRAMs       {pct(report['spram_used'], report.get('spram_available'))}"
+                     f" (weights, loaded from flash)")
     lines += [
         f"clock        {report['clock_mhz']:.2f} MHz requested, Fmax {report['fmax_mhz']:.2f} MHz "
         f"({'met' if report['timing_met'] else 'NOT met'})",
@@ -252,8 +258,10 @@ def format_summary(report: dict) -> str:
     bound = report.get("read_port_bound")
     if bound:
         lines.append(f"port bound   {bound['cycles_per_image']} cycles/image if all "
-                     f"{bound['block_rams']} block RAMs delivered {bound['port_bits']} bits "
-                     f"a cycle; this fold reaches {bound['fraction_reached']:.1%}")
+                     f"{bound['block_rams']} block RAMs"
+                     + (f" and {bound['sprams']} SPRAMs" if bound.get("sprams") else "")
+                     + f" delivered {bound['port_bits']} bits a cycle; this fold reaches "
+                     f"{bound['fraction_reached']:.1%}")
     pnr = report.get("place_and_route")
     if pnr and len(pnr["attempts"]) > 1:
         tried = ", ".join(f"seed {a['seed']}{' ' + a['options'] if a.get('options') else ''} "
@@ -300,8 +308,13 @@ def cmd_build(args) -> int:
             .splitlines():
         print(one_line(line))
     print(one_line(f"report       {outdir / 'report.json'}"))
+    for line in weights.program_lines(outdir, report):
+        print(one_line(line))
     if args.program:
         program(board, outdir / report["bitstream"])
+        image = report.get("weights_image")
+        if image:
+            weights.program_weights(board, outdir / image["file"], image["flash_offset"])
     return 0
 
 
@@ -315,6 +328,7 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
     (report, summary). A timing failure is a UserError when ``last`` (the failed build's
     files kept beside ``outdir``), else the :class:`TimingError` (nothing kept)."""
     fold_text = _fold_text(net)
+    weights.check_board(board, net)
     luts_est, brams_est = check_fit(net, board, model)
     print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "
           f"{brams_est} 4-Kbit block RAMs")
@@ -423,11 +437,13 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
     from .core import CoreShape, StreamCore
 
     shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size,
-                      binarize_at=model.input.binarize_at)
+                      binarize_at=model.input.binarize_at, weight_words=spram_words(net))
     core = StreamCore.wrap(Network(net), shape)
+    header = weights.weight_header(net)
     try:
         top = board.make_top(core, clock_mhz=args.clock or board.default_clock_mhz,
-                             baud=args.baud or board.default_baud)
+                             baud=args.baud or board.default_baud,
+                             **({"weight_header": header} if header else {}))
     except ValueError as err:
         from hwgen.interrupts import silence_unused_elaboratables
 
@@ -438,6 +454,8 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
     # TimingError: cmd_build keeps the files
     raw = board.build(top, staging, name=module, retry=retry)
     report = build_report(model, net, board, raw, luts_est, brams_est, fold_text)
+    if header:
+        report["weights_image"] = weights.write_weights(net, staging)
     if missed:
         report["faster_folds_missed"] = missed
     report["build_seconds"] = round(time.perf_counter() - start, 1)
@@ -459,124 +477,6 @@ def program(board, bitstream: Path) -> None:
         raise UserError(f"programming failed: {' '.join(cmd)}")
 
 
-def load_png(path: Path, model) -> np.ndarray:
-    """A PNG as ``bits``-bit grey values shaped like the model input (needs matplotlib)."""
-    try:
-        from matplotlib.image import imread
-    except ImportError:
-        raise UserError("reading PNG files needs matplotlib (pip install matplotlib)") from None
-    try:
-        pixels = imread(path)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise UserError(f"{path}: not a readable PNG ({err})") from None
-    if pixels.ndim == 3:
-        pixels = pixels[..., :3].mean(axis=2)
-    if pixels.dtype.kind == "f":
-        pixels = np.rint(pixels * model.input.max_value)
-    if pixels.size != model.input.size:
-        raise UserError(f"{path}: {pixels.shape[1]}x{pixels.shape[0]} pixels, but the model "
-                        f"takes {list(model.input.shape)}")
-    return pixels.astype(np.int64).reshape(model.input.shape)
-
-
-def cmd_run(args) -> int:
-    import math
-
-    from .host import BoardError, Client, SerialTransport, network_sim_transport
-    from .uart import baud_divisor
-
-    if args.sim == bool(args.port):
-        raise UserError("give exactly one of --port DEVICE (a board) or --sim (simulated)")
-    model = model_io.load(args.model)
-    labels = None
-    if args.pngs:
-        if args.dataset or args.images:
-            raise UserError("give PNG files or --dataset/--images, not both")
-        images = np.stack([load_png(p, model) for p in args.pngs])
-    elif args.dataset or args.images:
-        images, labels = load_images(args)
-        check_labels(labels, model)
-    else:
-        raise UserError("no images: give --dataset NAME, --images IDX or PNG files")
-    if model.input.bits > 8:
-        raise UserError("the UART protocol carries one byte per value; this model takes "
-                        f"{model.input.bits}-bit values")
-    # A model that binarizes its input gets bit-packed frames (CLASSIFY_PACKED, one bit per
-    # value); the client falls back to byte frames if the board refuses them.
-    binarize_at = model.input.binarize_at
-    packed = binarize_at is not None
-    frame_bytes = protocol.REQUEST_OVERHEAD + protocol.image_payload_length(model.input.size,
-                                                                           packed)
-    board = _board(args.board)
-    _check_baud(board, args.baud)
-    baud = args.baud or board.default_baud
-    if args.sim:
-        # the board at its default clock and --baud, so that simulated time is board time
-        clock_hz = board.default_clock_mhz * 1e6
-        try:
-            divisor = baud_divisor(clock_hz, baud)
-        except ValueError as err:
-            raise UserError(f"--baud: {err}") from None
-        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes, None, baud)
-        link_baud = clock_hz / divisor
-        # frames in flight: enough to cover a frame's reply (core latency + 7 bytes), so the
-        # link stays busy; one at a time when the core cannot take frames back to back
-        frame_cycles = frame_bytes * 10 * divisor
-        reply_cycles = net.latency_cycles + protocol.REPLY_LENGTH * (10 * divisor + 1)
-        window = (2 + math.ceil(reply_cycles / frame_cycles)
-                  if net.cycles_per_image <= frame_cycles else 1)
-        transport = network_sim_transport(net, divisor=divisor, clock_hz=clock_hz)
-    else:
-        link_baud = baud
-        # a USB-serial adapter answers within a few ms: keep that much in flight
-        window = 2 + math.ceil(0.004 * link_baud / (frame_bytes * 10))
-        try:
-            transport = SerialTransport(str(args.port), baud=baud)
-        except Exception as err:  # pyserial's SerialException, ImportError, OSError
-            raise UserError(f"{args.port}: cannot open ({err})") from None
-    client = Client(transport, bits=model.input.bits, window=min(window, 32), packed=packed,
-                    binarize_at=binarize_at)
-    # The core reads each image's values in its input order (interface.json "order").
-    sent = in_stream_order(images, input_order(model))
-    start = time.perf_counter()
-    try:
-        board_start = transport.sim_time if args.sim else None
-        got = np.array(client.classify(sent), dtype=np.int64)
-        board_time = transport.sim_time - board_start if args.sim else None
-    except BoardError as err:
-        raise UserError(f"board: {err}") from None
-    finally:
-        transport.close()
-    elapsed = time.perf_counter() - start
-    reference = Reference(model).predict(images)
-    if len(images) <= 20:
-        for k, c in enumerate(got):
-            print(f"image {k}: class {c} ({one_line(model.classes[c])})")
-    n = len(images)
-    agree = int((got == reference).sum())
-    print(f"agreement {agree}/{n} with reference")
-    if labels is not None:
-        correct = int((got == labels).sum())
-        print(f"accuracy {correct / n:.4f} ({correct}/{n})")
-    stats = client.stats
-    if client.packed:
-        framing = f"packed frames (1 bit per value, {frame_bytes} bytes)"
-    else:
-        size = protocol.REQUEST_OVERHEAD + model.input.size
-        framing = f"byte frames ({size} bytes" + ("; the board refused packed frames)"
-                                                 if stats.packed_refused else ")")
-    counts = f"{stats.frames_sent} frames sent, {stats.retries} retries"
-    if args.sim:
-        print(f"{n / board_time:.1f} inferences/s in simulated board time "
-              f"({board.default_clock_mhz:g} MHz, {link_baud:.0f} baud, {divisor} cycles per "
-              f"bit; {n / elapsed:.1f}/s in wall-clock time) over the simulated link, "
-              f"{framing}, {counts}")
-    else:
-        print(f"{n / elapsed:.1f} inferences/s (wall clock) over the link at {link_baud:.0f} "
-              f"baud, {framing}, {counts}")
-    return 0 if agree == n else 1
-
-
 _clock = real(0, MAX_CLOCK_MHZ, low_open=True)  # MHz
 _baud = integer(1, MAX_BAUD)
 _lanes = integer(1, MAX_LANES)
@@ -584,6 +484,8 @@ _lanes = integer(1, MAX_LANES)
 
 def register(sub) -> None:
     """Add ``build`` and ``run`` to the ``python -m hwgen`` parser."""
+    from .run_command import cmd_run  # it builds on this module
+
     names = ", ".join(f"{b.name} ({b.description})" for b in BOARDS.values())
     p = sub.add_parser("build", help="a bitstream for a board (verify, synthesize, report)",
                        description="Fold the model for the board, check it in Verilator, "
@@ -613,7 +515,8 @@ def register(sub) -> None:
                    metavar="SECONDS", help="start no retry that would likely end later than "
                    f"this after the first attempt (default {Retry.budget_s:.0f})")
     p.add_argument("--program", action="store_true",
-                   help="flash the bitstream afterwards (openFPGALoader or iceprog)")
+                   help="flash the bitstream afterwards (openFPGALoader or iceprog), and "
+                        "weights.bin for a fold with SPRAM")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="classify images on a board over UART (or --sim)",
@@ -632,6 +535,9 @@ def register(sub) -> None:
                         "at most 12000000 = 4 cycles per bit)")
     p.add_argument("--fold", metavar="FOLD")
     p.add_argument("--lanes", type=_lanes, metavar="P")
+    p.add_argument("--weights", type=Path, metavar="FILE",
+                   help="with --sim, for a fold with SPRAM: the flash image the simulated "
+                        "board boots from (default: the one hwgen build writes)")
     add_image_source(p, required=False)
     p.set_defaults(func=cmd_run)
 

@@ -8,6 +8,12 @@ reset. :class:`StreamCore` presents any such core as a component with members ``
 stream, ``lanes*bits`` wide) and ``o`` (output stream, ``class_bits`` wide), so the board logic
 never depends on where the core came from: an Amaranth component (:meth:`StreamCore.wrap`) or a
 Verilog module described by its ``interface.json`` (:meth:`StreamCore.from_verilog`).
+
+A core that keeps weights in SPRAM (``interface.json`` ``"weights"``, :attr:`CoreShape.weight_words`
+= N > 0) also has ``w``, a stream of 16-bit words: after reset it takes exactly N words on it
+(the board's :class:`~boards.flash_loader.FlashWeightLoader` brings them from flash), holds
+its image input's ready low until the last one is in, then keeps ``w.ready`` low until the
+next reset.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ from amaranth.lib.wiring import In, Out
 
 from ._checks import checking, integer
 
+#: Width of the words on a core's weight port (``w``).
+WEIGHT_BITS = 16
+#: The most weight words a core takes (the 24-bit flash address space holds no more).
+MAX_WEIGHT_WORDS = 1 << 23
+
 
 def _positive(name: str, value, upper=None) -> int:
     return integer(name, value, 1, upper)
@@ -34,7 +45,9 @@ class CoreShape:
     ``lanes * beats_per_image``; must need exactly ``beats_per_image`` beats).
     ``binarize_at``: set (an integer in ``0..2**bits``) when the core turns each input value
     ``v`` into ``v >= binarize_at`` before anything else (a model with ``input.binarize_at``);
-    the board then also takes bit-packed CLASSIFY_PACKED frames (:meth:`packed_values`)."""
+    the board then also takes bit-packed CLASSIFY_PACKED frames (:meth:`packed_values`).
+    ``weight_words``: the 16-bit words the core takes on its ``w`` stream after reset (0: it
+    has no such port)."""
 
     lanes: int
     bits: int
@@ -42,6 +55,7 @@ class CoreShape:
     class_bits: int
     n_values: int | None = None
     binarize_at: int | None = None
+    weight_words: int = 0
 
     def __post_init__(self):
         _positive("lanes", self.lanes)
@@ -57,6 +71,7 @@ class CoreShape:
                              f"beats_per_image={self.beats_per_image}")
         if self.binarize_at is not None:
             integer("binarize_at", self.binarize_at, 0, 1 << self.bits)
+        integer("weight_words", self.weight_words, 0, MAX_WEIGHT_WORDS)
 
     @property
     def beat_bits(self) -> int:
@@ -87,13 +102,21 @@ class CoreShape:
     def from_interface(cls, interface: dict, n_values: int | None = None,
                        binarize_at: int | None = None) -> "CoreShape":
         """From a parsed ``interface.json`` (``binarize_at``: the model's, or the input's
-        ``binarize_at`` entry when the interface has one)."""
+        ``binarize_at`` entry when the interface has one; ``weight_words``: its
+        ``weights`` entry's ``words``)."""
         try:
             i, o = interface["input"], interface["output"]
             if binarize_at is None:
                 binarize_at = i.get("binarize_at")
+            weights = interface.get("weights")
+            words = 0
+            if weights is not None:
+                if weights.get("bits") != WEIGHT_BITS:
+                    raise ValueError(f"the weights port carries {weights.get('bits')!r}-bit "
+                                     f"words; the board loads {WEIGHT_BITS}-bit words")
+                words = weights["words"]
             return cls(i["lanes"], i["bits"], i["beats_per_image"], o["class_bits"], n_values,
-                       binarize_at)
+                       binarize_at, words)
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"interface description lacks {e}") from None
 
@@ -108,17 +131,21 @@ class CoreShape:
 
 
 def core_signature(shape: CoreShape) -> wiring.Signature:
-    return wiring.Signature({
+    members = {
         "i": In(stream.Signature(shape.beat_bits)),
         "o": Out(stream.Signature(shape.class_bits)),
-    })
+    }
+    if shape.weight_words:
+        members["w"] = In(stream.Signature(WEIGHT_BITS))
+    return wiring.Signature(members)
 
 
-def _find_stream(component, flow, name):
+def _find_stream(component, flow, name, exclude=None):
     if name is not None:
         return getattr(component, name)
     found = [n for n, m in component.signature.members.items()
-             if m.is_signature and m.flow == flow and isinstance(m.signature, stream.Signature)]
+             if m.is_signature and m.flow == flow and isinstance(m.signature, stream.Signature)
+             and n != exclude]
     if len(found) != 1:
         direction = "input" if flow == In else "output"
         raise ValueError(f"cannot tell the core's {direction} stream among {found}; "
@@ -132,7 +159,8 @@ class StreamCore(wiring.Component):
     No added latency (wires only); the class is the low ``class_bits`` of the inner payload.
     """
 
-    def __init__(self, shape: CoreShape, inner=None, *, in_ports=None, out_ports=None):
+    def __init__(self, shape: CoreShape, inner=None, *, in_ports=None, out_ports=None,
+                 w_ports=None):
         with checking(self):
             if not isinstance(shape, CoreShape):
                 raise TypeError(f"shape must be a CoreShape, not {shape!r}")
@@ -140,17 +168,34 @@ class StreamCore(wiring.Component):
         self._inner = inner
         self._in_ports = in_ports    # (data, valid, ready) signals of the inner core
         self._out_ports = out_ports
+        self._w_ports = w_ports
         self._files = []
         super().__init__(core_signature(shape))
 
     @classmethod
     def wrap(cls, component: wiring.Component, shape: CoreShape, *, input: str | None = None,
-             output: str | None = None) -> "StreamCore":
+             output: str | None = None, weights: str = "w") -> "StreamCore":
         """Wrap an Amaranth component with one input and one output ``lib.stream`` member
-        (found automatically, or named by ``input`` / ``output``)."""
+        (found automatically, or named by ``input`` / ``output``), and, when
+        ``shape.weight_words`` is set, its 16-bit weight input ``weights``."""
         if not isinstance(component, wiring.Component):
             raise TypeError(f"core must be an amaranth wiring.Component, not {component!r}")
-        i = _find_stream(component, In, input)
+        if not isinstance(shape, CoreShape):
+            raise TypeError(f"shape must be a CoreShape, not {shape!r}")
+        w_ports = None
+        if shape.weight_words:
+            members = component.signature.members
+            member = members[weights] if weights in members else None
+            if member is None or not member.is_signature or member.flow != In \
+                    or not isinstance(member.signature, stream.Signature):
+                raise ValueError(f"the shape has {shape.weight_words} weight words but the "
+                                 f"core has no input stream {weights!r}")
+            w = getattr(component, weights)
+            if len(Value.cast(w.payload)) != WEIGHT_BITS:
+                raise ValueError(f"core weight payload is {len(Value.cast(w.payload))} bits, "
+                                 f"not {WEIGHT_BITS}")
+            w_ports = (w.payload, w.valid, w.ready)
+        i = _find_stream(component, In, input, exclude=weights if shape.weight_words else None)
         o = _find_stream(component, Out, output)
         if len(Value.cast(i.payload)) < shape.beat_bits:
             raise ValueError(f"core input payload is {len(Value.cast(i.payload))} bits, "
@@ -159,7 +204,7 @@ class StreamCore(wiring.Component):
             raise ValueError(f"core output payload is {len(Value.cast(o.payload))} bits, "
                              f"narrower than class_bits = {shape.class_bits}")
         return cls(shape, component, in_ports=(i.payload, i.valid, i.ready),
-                   out_ports=(o.payload, o.valid, o.ready))
+                   out_ports=(o.payload, o.valid, o.ready), w_ports=w_ports)
 
     @classmethod
     def from_verilog(cls, interface: dict | str | Path, verilog: str | Path | None = None,
@@ -185,6 +230,7 @@ class StreamCore(wiring.Component):
             m.submodules.core = self._inner
             in_data, in_valid, in_ready = self._in_ports
             out_data, out_valid, out_ready = self._out_ports
+            w_ports = self._w_ports
         else:
             ifc = self._interface
             in_data, in_valid, in_ready = Signal(self.shape.beat_bits), Signal(), Signal()
@@ -199,6 +245,12 @@ class StreamCore(wiring.Component):
                 f"o_{o['data']}": out_data, f"o_{o['valid']}": out_valid,
                 f"i_{o['ready']}": out_ready,
             }
+            w_ports = None
+            if self.shape.weight_words:
+                w_ports = Signal(WEIGHT_BITS), Signal(), Signal()
+                wi = ifc["weights"]
+                ports.update({f"i_{wi['data']}": w_ports[0], f"i_{wi['valid']}": w_ports[1],
+                              f"o_{wi['ready']}": w_ports[2]})
             m.submodules.core = Instance(ifc["module"], **ports)
             if platform is not None:
                 for path in self._files:
@@ -208,4 +260,8 @@ class StreamCore(wiring.Component):
             self.o.payload.eq(out_data[:self.shape.class_bits]), self.o.valid.eq(out_valid),
             out_ready.eq(self.o.ready),
         ]
+        if w_ports is not None:
+            w_data, w_valid, w_ready = w_ports
+            m.d.comb += [w_data.eq(self.w.payload), w_valid.eq(self.w.valid),
+                         self.w.ready.eq(w_ready)]
         return m

@@ -29,6 +29,13 @@ core does not take images as fast as back-to-back frames bring them (e.g. packed
 core folded for byte frames): the client resends that image and keeps one frame in flight
 from then on (``window`` becomes 1).
 
+A board whose core loads its weights from flash (protocol version 3) answers
+WEIGHTS_LOADING while it loads them (tens of ms after power-up): the client waits
+``loading_poll`` seconds and resends, for up to ``weights_wait`` seconds in all, then raises
+:class:`BoardError`. NO_WEIGHTS, WRONG_WEIGHTS and BAD_WEIGHTS (the board's flash holds no
+weight image, one of another model or fold, or a corrupt one) raise :class:`WeightsError` at
+once: no resend can help.
+
 Simulated transports have ``sim_time``: simulated seconds since the board started, for rates
 in board time (what a real board at that clock and baud would do) rather than wall time.
 """
@@ -44,6 +51,23 @@ from . import protocol as P
 
 class BoardError(RuntimeError):
     """The board could not classify an image (after retries), or rejects the frames."""
+
+
+#: What each weight failure status means (the reply to an image frame).
+WEIGHT_FAILURES = {
+    P.STATUS_NO_WEIGHTS: "the board's flash holds no weights for this model",
+    P.STATUS_WRONG_WEIGHTS: "the board's flash holds weights for another model or fold",
+    P.STATUS_BAD_WEIGHTS: "the weights in the board's flash are corrupt (CRC mismatch)",
+}
+
+
+class WeightsError(BoardError):
+    """The board's core has no usable weights: ``status`` is the reply's (NO_WEIGHTS,
+    WRONG_WEIGHTS or BAD_WEIGHTS); the message is :data:`WEIGHT_FAILURES`'s."""
+
+    def __init__(self, status: int):
+        super().__init__(WEIGHT_FAILURES[status])
+        self.status = status
 
 
 class SerialTransport:
@@ -114,16 +138,19 @@ class SimTransport:
     @classmethod
     def for_core(cls, core, *, divisor: int = 8, timeout_bytes: int = 4,
                  clock_hz: float = 1e6, rx_fifo_depth: int = 0,
-                 compute_cycles: int = 0) -> "SimTransport":
+                 compute_cycles: int = 0, flash=None, flash_image: bytes = b"") \
+            -> "SimTransport":
         """A simulated board around ``core`` (a :class:`boards.core.StreamCore`): UART at
         ``divisor`` cycles per bit, frame timeout of ``timeout_bytes`` character times.
         ``compute_cycles`` (e.g. the core's latency plus cycles per image) is added to the
-        time the client waits for a reply."""
+        time the client waits for a reply. A core with weight words needs ``flash`` (a
+        :class:`~boards.flash_loader.FlashConfig`); ``flash_image`` is what the simulated
+        flash holds at its offset."""
         from .simulation import SimBoard
         from .top import UARTInferenceTop
         top = UARTInferenceTop(core, divisor=divisor, timeout=timeout_bytes * 10 * divisor,
-                               rx_fifo_depth=rx_fifo_depth)
-        link = cls(SimBoard(top, clock_hz=clock_hz))
+                               rx_fifo_depth=rx_fifo_depth, flash=flash)
+        link = cls(SimBoard(top, clock_hz=clock_hz, flash_image=flash_image))
         link.latency = compute_cycles / clock_hz
         return link
 
@@ -153,6 +180,7 @@ class Stats:
     error_replies: dict = field(default_factory=dict)   # status name -> count
     bytes_skipped: int = 0
     packed_refused: bool = False   # the board answered BAD_COMMAND to a packed frame
+    loading_waits: int = 0         # waits for a board still loading its weights
 
 
 def _flatten(image) -> list[int]:
@@ -171,7 +199,8 @@ class Client:
     them."""
 
     def __init__(self, transport, *, bits: int = 8, window: int = 2, retries: int = 3,
-                 packed: bool = False, binarize_at: int | None = None):
+                 packed: bool = False, binarize_at: int | None = None,
+                 weights_wait: float = 2.0, loading_poll: float = 0.01):
         if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
             raise ValueError(f"bits per value must be 1..8, not {bits!r}")
         if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 128:
@@ -187,6 +216,13 @@ class Client:
                              f"{binarize_at!r}")
         if packed and binarize_at is None:
             raise ValueError("packed frames need binarize_at (the model's input threshold)")
+        for name, value in (("weights_wait", weights_wait), ("loading_poll", loading_poll)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 < value < 3600:
+                raise ValueError(f"{name} must be a number of seconds in (0, 3600), not "
+                                 f"{value!r}")
+        self.weights_wait = float(weights_wait)
+        self.loading_poll = float(loading_poll)
         self.transport = transport
         self.bits = bits
         self.window = window
@@ -254,6 +290,7 @@ class Client:
             if attempts[k] > self.retries:
                 raise BoardError(f"image {k}: no valid answer after {self.retries} retries")
 
+        waited = 0.0                      # seconds spent waiting for the weights to load
         while todo or pending:
             while len(pending) < self.window and todo:
                 send(todo.popleft())
@@ -268,6 +305,7 @@ class Client:
                     retry(k)
                 todo.extendleft(reversed(lost))
                 continue
+            loading = False
             for reply in replies:
                 match = next((p for p in pending if p[1] == reply.seq), None)
                 if match is None:
@@ -279,6 +317,12 @@ class Client:
                     continue
                 name = reply.status_name
                 self.stats.error_replies[name] = self.stats.error_replies.get(name, 0) + 1
+                if reply.status in WEIGHT_FAILURES:
+                    raise WeightsError(reply.status)
+                if reply.status == P.STATUS_WEIGHTS_LOADING:   # not a retry: send it again
+                    loading = True
+                    todo.appendleft(k)
+                    continue
                 if reply.status == P.STATUS_BAD_COMMAND and match[3]:
                     # the board does not take packed frames: byte frames from now on
                     self.packed = False
@@ -294,14 +338,22 @@ class Client:
                                      f"model take {len(frames_values[k])} values per image?")
                 retry(k)
                 todo.appendleft(k)
+            if loading:   # the board is loading its weights: give it time
+                if waited >= self.weights_wait:
+                    raise BoardError(f"the board is still loading its weights after "
+                                     f"{waited:.2f} s")
+                self.stats.loading_waits += 1
+                self.transport.idle(self.loading_poll)
+                waited += self.loading_poll
         return results
 
 
 def classify(transport, images, *, bits: int = 8, window: int = 2, retries: int = 3,
-             packed: bool = False, binarize_at: int | None = None) -> list[int]:
-    """Classes of ``images`` from the board behind ``transport`` (see :class:`Client`)."""
+             packed: bool = False, binarize_at: int | None = None, **options) -> list[int]:
+    """Classes of ``images`` from the board behind ``transport`` (see :class:`Client`;
+    ``options``: ``weights_wait``, ``loading_poll``)."""
     return Client(transport, bits=bits, window=window, retries=retries, packed=packed,
-                  binarize_at=binarize_at).classify(images)
+                  binarize_at=binarize_at, **options).classify(images)
 
 
 def network_sim_transport(net, *, backend: str = "verilator", divisor: int = 4, **options):
@@ -310,12 +362,24 @@ def network_sim_transport(net, *, backend: str = "verilator", divisor: int = 4, 
     or ``"amaranth"`` (the Amaranth simulator: no compiler needed, seconds per image).
     ``divisor``: clock cycles per UART bit; ``options`` go to ``for_core`` (``clock_hz``: the
     simulated board clock, default 1 MHz; ``rx_fifo_depth``, ``timeout_bytes``, ...). The board
-    takes CLASSIFY_PACKED frames when the model has ``input.binarize_at``."""
+    takes CLASSIFY_PACKED frames when the model has ``input.binarize_at``. A plan with SPRAM
+    layers (``net.spram_words``) gets the board's flash loader, and its simulated flash holds
+    ``flash_image`` (default: :func:`hwgen.weight_image.image_for` ``(net)``, as ``hwgen
+    build`` writes it) at :data:`~hwgen.weight_image.FLASH_OFFSET`."""
     from hwgen.gateware.network import Network
 
     from .core import CoreShape, StreamCore
+    words = getattr(net, "spram_words", 0)
     shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size,
-                      net.model.input.binarize_at)
+                      net.model.input.binarize_at, words)
+    flash_image = options.pop("flash_image", None)
+    if words:
+        from hwgen.weight_image import header, image_for, model_id
+
+        from .flash_loader import FlashConfig
+        options["flash"] = FlashConfig.for_clock(header(words, model_id(net)),
+                                                 options.get("clock_hz", 1e6))
+        options["flash_image"] = image_for(net) if flash_image is None else flash_image
     core = StreamCore.wrap(Network(net), shape)
     options.setdefault("compute_cycles", net.latency_cycles + net.cycles_per_image)
     if backend == "verilator":

@@ -13,8 +13,16 @@
   (:data:`MAX_BAUD` at most: 12 Mbaud, 4 clock cycles per bit at 48 MHz; the rate must be the
   clock over a whole divisor of 4 or more, within 2%). No receive FIFO by default
   (``rx_fifo_depth=0``): the UP5K's 30 block RAMs are the core's.
-* LEDs: green = UART activity, red = a frame ended with an error (each held ~50 ms); with
-  ``pmod_leds`` the break-off PMOD's five LEDs show the last class in binary (LED2 = bit 0).
+* LEDs: green = UART activity, red = a frame ended with an error (each held ~50 ms; steady
+  while the core's weights are bad, below); with ``pmod_leds`` the break-off PMOD's five LEDs
+  show the last class in binary (LED2 = bit 0).
+* Weights (a core that keeps weights in SPRAM, ``weight_header`` given: the header of its
+  weight image, :func:`hwgen.weight_image.header`): after reset the top reads the image from
+  the board's SPI flash (``spi_flash_1x``: CS# pin 16, SCK 15, COPI 14, CIPO 17; WP# and
+  HOLD# held high) at :data:`hwgen.weight_image.FLASH_OFFSET` into the core
+  (:mod:`boards.flash_loader`: SCK at 24 MHz from 48 MHz, CIPO through the pin's input
+  register) and answers image frames with the weight statuses until it is loaded and checked
+  (:mod:`boards.weight_gate`).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from .build import build_and_report
 from .core import StreamCore
 from .pll_ice40 import ICEBREAKER_CLOCK_MHZ, solve
 from .targets import BOARDS
-from .top import check_board_baud, configure_board_top, connect_uart_pins
+from .top import check_board_baud, configure_board_top, connect_flash_pins, connect_uart_pins
 
 DEFAULT_CLOCK_MHZ = 48
 DEFAULT_BAUD = 3_000_000
@@ -46,13 +54,13 @@ class ICEBreakerTop(Elaboratable):
 
     def __init__(self, core: StreamCore, *, clock_mhz=DEFAULT_CLOCK_MHZ, baud=DEFAULT_BAUD,
                  timeout_us=DEFAULT_TIMEOUT_US, reset_delay_us=20, max_clock_error_mhz=1.0,
-                 pmod_leds=True, rx_fifo_depth=0):
+                 pmod_leds=True, rx_fifo_depth=0, weight_header: bytes | None = None):
         with checking(self):
             check_board_baud(baud, MAX_BAUD, BOARDS["icebreaker"].usb_serial)
             pll = solve(clock_mhz, ICEBREAKER_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
             configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,
                                 reset_delay_us=reset_delay_us, led_hold_s=LED_HOLD_S,
-                                rx_fifo_depth=rx_fifo_depth)
+                                rx_fifo_depth=rx_fifo_depth, weight_header=weight_header)
             self.pmod_leds = bool(pmod_leds)
 
     def elaborate(self, platform):
@@ -75,6 +83,8 @@ class ICEBreakerTop(Elaboratable):
         # UART and LEDs
         m.submodules.top = top = self.inner
         connect_uart_pins(m, platform, top)
+        if top.flash is not None:
+            connect_flash_pins(m, platform, top)
         leds = [("led_g", 0, top.activity), ("led_r", 0, top.error)]
         if self.pmod_leds:
             if ("led", 2) not in platform.resources:

@@ -13,6 +13,11 @@ Commands: PING; CLASSIFY (one byte per input value); CLASSIFY_PACKED (protocol v
 for a model that binarizes its input at ``binarize_at``: one bit per value, bit = ``value >=
 binarize_at``, value k in bit ``k % 8`` of payload byte ``k // 8``, ``ceil(values / 8)``
 bytes; a board that does not take it answers BAD_COMMAND).
+
+Protocol version 3 adds the weight statuses: a board whose core loads its weights from the
+board's flash at power-up answers image frames with WEIGHTS_LOADING until they are in, and
+with NO_WEIGHTS, WRONG_WEIGHTS or BAD_WEIGHTS when the flash holds no weight image, one of
+another model or fold, or a corrupt one (PING is answered as always).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SYNC = b"\xa5\x5a"
-PROTOCOL_VERSION = 2      # 1: PING and CLASSIFY; 2: CLASSIFY_PACKED added
+PROTOCOL_VERSION = 3      # 1: PING and CLASSIFY; 2: CLASSIFY_PACKED; 3: weight statuses
 DEFAULT_BAUD = 3_000_000  # both boards' default link rate (`Board.default_baud`)
 
 CMD_PING = 0x00       # LEN must be 0; reply STATUS_OK with CLASS = PROTOCOL_VERSION
@@ -33,6 +38,13 @@ STATUS_BAD_LENGTH = 0x02
 STATUS_BAD_COMMAND = 0x03
 STATUS_TIMEOUT = 0x04
 STATUS_OVERRUN = 0x05
+# version 3: image frames to a board that loads its core's weights from flash
+STATUS_WEIGHTS_LOADING = 0x06   # still loading them (tens of ms after power-up): try again
+STATUS_NO_WEIGHTS = 0x07        # the flash holds no weight image
+STATUS_WRONG_WEIGHTS = 0x08     # the flash holds the image of another model or fold
+STATUS_BAD_WEIGHTS = 0x09       # the flash's weight image is corrupt (CRC mismatch)
+WEIGHT_STATUSES = (STATUS_WEIGHTS_LOADING, STATUS_NO_WEIGHTS, STATUS_WRONG_WEIGHTS,
+                   STATUS_BAD_WEIGHTS)
 
 STATUS_NAMES = {
     STATUS_OK: "ok",
@@ -41,6 +53,10 @@ STATUS_NAMES = {
     STATUS_BAD_COMMAND: "bad command",
     STATUS_TIMEOUT: "timeout (truncated frame)",
     STATUS_OVERRUN: "receiver overrun",
+    STATUS_WEIGHTS_LOADING: "weights loading",
+    STATUS_NO_WEIGHTS: "no weights in flash",
+    STATUS_WRONG_WEIGHTS: "weights of another model in flash",
+    STATUS_BAD_WEIGHTS: "corrupt weights in flash",
 }
 
 REQUEST_OVERHEAD = 8   # sync 2 + cmd + seq + len 2 + crc 2

@@ -7,10 +7,13 @@ estimate to refuse a model that cannot fit before synthesis), its default clock 
 rate (``default_baud``: 3 Mbaud on both boards, the highest rate both boards' FTDI chips
 make exactly and within the ULX3S FT231X's rating; the iCEBreaker's FT2232H also runs
 12 Mbaud, ``--baud 12000000``, tested in simulation only), the block RAMs' read-port
-width (``bram_port_bits``, for the read-port bound), and two callables:
+width (``bram_port_bits``, for the read-port bound), its SPRAM blocks (``spram_blocks``, with
+``flash_loader_luts`` the logic a design that uses them adds: the flash loader and the image
+gate, measured about 300 logic cells), and two callables:
 ``make_top(core, **options)`` (the board
 top around a :class:`~boards.core.StreamCore`; options: ``clock_mhz``, ``baud``,
-``timeout_us``, ...) and ``build(top, build_dir, **options)`` (bitstream and report dict).
+``timeout_us``, ``weight_header`` for a core that loads SPRAM weights from flash, ...) and
+``build(top, build_dir, **options)`` (bitstream and report dict).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Board:
     _top: str                # "module:callable"
     _build: str
     _build_kwargs: tuple = ()
+    spram_blocks: int = 0    # SPRAM blocks a fold may keep weights in (loaded from flash)
+    flash_loader_luts: int = 0   # what the flash loader and image gate add when it does
 
     def _load(self, ref: str):
         module, attr = ref.split(":")
@@ -76,7 +81,8 @@ BOARDS = {
         default_baud=protocol.DEFAULT_BAUD, max_baud=12_000_000,
         usb_serial="the iCEBreaker's FT2232H",
         _top="boards.icebreaker:ICEBreakerTop",
-        _build="boards.icebreaker:build_icebreaker"),
+        _build="boards.icebreaker:build_icebreaker", spram_blocks=4,
+        flash_loader_luts=300),
     "ulx3s-85f": Board(
         "ulx3s-85f", "Radiona ULX3S with ECP5 LFE5U-85F", "ecp5", "LFE5U-85F",
         luts=83640, bram_blocks=208, bram_block_bits=18432, default_clock_mhz=50,

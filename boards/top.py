@@ -33,6 +33,16 @@ outputs: ``activity`` is high for about ``led_hold`` cycles (rounded up to the L
 step, at most 1/64 longer) after any byte received or sent, ``error`` likewise after a frame
 ended with an error or a framing error, ``last_class`` is the class of the most recent OK
 reply.
+
+A core that loads its weights from flash (``shape.weight_words``; ``flash``: a
+:class:`~boards.flash_loader.FlashConfig`) gets a :class:`~boards.flash_loader.FlashWeightLoader`
+on the pins ``flash_sck``, ``flash_cs_n``, ``flash_copi`` (out) and ``flash_cipo`` (in, through
+``flash.cipo_delay`` register stages on the board), feeding the core's ``w``, and a
+:class:`~boards.weight_gate.WeightGate` between parser and core: until the loader's
+``weights_status`` is OK, image frames are answered with the weight statuses and their
+images never reach the core; PING is answered as always. The ``error`` LED is on steadily
+while the verdict is a failure (no image, another model's, bad CRC). A top without weights
+is exactly the one described above.
 """
 
 from __future__ import annotations
@@ -59,7 +69,9 @@ class UARTInferenceTop(wiring.Component):
     ``last_class``: LED drivers. ``timeout``: idle cycles that abort a frame."""
 
     def __init__(self, core: StreamCore, *, divisor: int, timeout: int, led_hold: int = 1,
-                 rx_fifo_depth: int = 0):
+                 rx_fifo_depth: int = 0, flash=None):
+        from .flash_loader import FlashConfig, LoadStatus
+
         with checking(self):
             if not isinstance(core, StreamCore):
                 raise TypeError(f"core must be a StreamCore (use StreamCore.wrap), not {core!r}")
@@ -72,13 +84,29 @@ class UARTInferenceTop(wiring.Component):
             if rx_fifo_depth & (rx_fifo_depth - 1) or rx_fifo_depth == 1:
                 raise ValueError(f"rx_fifo_depth must be 0 or a power of two >= 2, "
                                  f"not {rx_fifo_depth}")
-        super().__init__({
+            if flash is not None and not isinstance(flash, FlashConfig):
+                raise TypeError(f"flash must be a FlashConfig, not {flash!r}")
+            if self.shape.weight_words and flash is None:
+                raise ValueError(f"the core takes {self.shape.weight_words} weight words: "
+                                 f"give flash=FlashConfig(...) to load them")
+            if flash is not None and not self.shape.weight_words:
+                raise ValueError("flash is for a core with weight words (shape.weight_words)")
+            self.flash = flash
+            if flash is not None:
+                flash.check(self.shape.weight_words)
+        members = {
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
             "activity": Out(1),
             "error": Out(1),
             "last_class": Out(8),
-        })
+        }
+        if flash is not None:
+            members.update({
+                "flash_sck": Out(1), "flash_cs_n": Out(1, init=1), "flash_copi": Out(1),
+                "flash_cipo": In(1, init=1), "weights_status": Out(LoadStatus),
+            })
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -97,7 +125,25 @@ class UARTInferenceTop(wiring.Component):
             wiring.connect(m, fifo.o, parser.i)
         else:
             wiring.connect(m, rx.o, parser.i)
-        wiring.connect(m, parser.beats, core.i)
+        weights_bad = None
+        if self.flash is not None:
+            from .flash_loader import LoadStatus
+            from .weight_gate import WeightGate
+
+            m.submodules.flash_loader = loader = self.flash.loader(self.shape.weight_words)
+            m.submodules.weight_gate = gate = WeightGate(self.shape)
+            wiring.connect(m, loader.w, core.w)
+            wiring.connect(m, parser.beats, gate.i)
+            wiring.connect(m, gate.o, core.i)
+            m.d.comb += [
+                self.flash_sck.eq(loader.sck), self.flash_cs_n.eq(loader.cs_n),
+                self.flash_copi.eq(loader.copi), loader.cipo.eq(self.flash_cipo),
+                self.weights_status.eq(loader.status), gate.status.eq(loader.status),
+            ]
+            weights_bad = (loader.status != LoadStatus.LOADING) & \
+                (loader.status != LoadStatus.OK)
+        else:
+            wiring.connect(m, parser.beats, core.i)
         m.submodules.class_skid = skid = SkidBuffer(self.shape.class_bits)
         wiring.connect(m, core.o, skid.i)
         wiring.connect(m, skid.o, reply.classes)
@@ -105,10 +151,14 @@ class UARTInferenceTop(wiring.Component):
         m.d.comb += [
             queue.w_data.eq(parser.tags.payload), queue.w_en.eq(parser.tags.valid),
             parser.tags.ready.eq(queue.w_rdy),
-            reply.tags.payload.eq(queue.r_data), reply.tags.valid.eq(queue.r_rdy),
-            queue.r_en.eq(reply.tags.ready),
             self.last_class.eq(reply.last_class),
         ]
+        tags = reply.tags
+        if self.flash is not None:
+            wiring.connect(m, gate.tags_o, reply.tags)
+            tags = gate.tags_i
+        m.d.comb += [tags.payload.eq(queue.r_data), tags.valid.eq(queue.r_rdy),
+                     queue.r_en.eq(tags.ready)]
 
         # LED hold timers: a free-running prescaler whose carry-out ticks (no wide compare, so
         # long holds do not limit Fmax) and a small down-counter per LED
@@ -120,14 +170,15 @@ class UARTInferenceTop(wiring.Component):
             m.d.sync += Cat(prescaler, tick).eq(prescaler + 1)
         else:
             m.d.comb += tick.eq(1)
-        for led, event in ((self.activity, rx.busy | tx.busy),
-                           (self.error, parser.frame_error | rx.frame_error)):
+        for led, event, steady in ((self.activity, rx.busy | tx.busy, None),
+                                   (self.error, parser.frame_error | rx.frame_error,
+                                    weights_bad)):   # steady on while the weights are bad
             hold = Signal(range(ticks + 1))
             with m.If(event):
                 m.d.sync += hold.eq(ticks)
             with m.Elif(tick & (hold != 0)):
                 m.d.sync += hold.eq(hold - 1)
-            m.d.comb += led.eq(hold != 0)
+            m.d.comb += led.eq(hold != 0 if steady is None else (hold != 0) | steady)
         return m
 
 
@@ -137,11 +188,13 @@ check_board_baud = check_baud
 
 
 def configure_board_top(top, core, pll, *, baud, timeout_us, reset_delay_us, led_hold_s,
-                        rx_fifo_depth) -> None:
+                        rx_fifo_depth, weight_header: bytes | None = None) -> None:
     """What every board top derives from its PLL: sets ``top.pll``, ``clock_hz``,
     ``divisor``/``baud`` (the achieved UART rate), ``timeout_cycles`` (frame timeout),
     ``reset_cycles`` (reset held after lock) and ``inner`` (the :class:`UARTInferenceTop`
-    around ``core``). Raises TypeError/ValueError on a bad core or timing."""
+    around ``core``; with ``weight_header``, the header of the core's weight image, its
+    flash loader's timing for this clock: :meth:`~boards.flash_loader.FlashConfig.for_clock`).
+    Raises TypeError/ValueError on a bad core or timing."""
     import math
 
     from .core import StreamCore
@@ -158,9 +211,13 @@ def configure_board_top(top, core, pll, *, baud, timeout_us, reset_delay_us, led
     top.baud = top.clock_hz / top.divisor
     top.timeout_cycles = max(1, round(timeout_us * 1e-6 * top.clock_hz))
     top.reset_cycles = max(1, math.ceil(reset_delay_us * 1e-6 * top.clock_hz))
+    flash = None
+    if weight_header is not None:
+        from .flash_loader import FlashConfig
+        flash = FlashConfig.for_clock(weight_header, top.clock_hz)
     top.inner = UARTInferenceTop(core, divisor=top.divisor, timeout=top.timeout_cycles,
                                  led_hold=max(1, round(led_hold_s * top.clock_hz)),
-                                 rx_fifo_depth=rx_fifo_depth)
+                                 rx_fifo_depth=rx_fifo_depth, flash=flash)
 
 
 def connect_uart_pins(m, platform, top) -> None:
@@ -171,3 +228,24 @@ def connect_uart_pins(m, platform, top) -> None:
     m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
     m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
     m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
+
+
+def connect_flash_pins(m, platform, top) -> None:
+    """Wire ``top``'s flash pins to the platform's ``spi_flash_1x`` resource 0: CS#, SCK and
+    COPI through plain output buffers (they come from registers), CIPO through an input
+    register (the one stage ``FlashConfig.cipo_delay`` counts), WP# and HOLD# (when the
+    resource has them) held inactive."""
+    from amaranth.lib import io
+
+    flash = platform.request("spi_flash_1x", 0, dir="-")
+    buffers = {name: io.Buffer("o", getattr(flash, name)) for name in ("cs", "clk", "copi")}
+    buffers["cipo"] = io.FFBuffer("i", flash.cipo)
+    for name, buffer in buffers.items():
+        m.submodules[f"flash_{name}"] = buffer
+    # `cs` is active-low on the pin (PinsN): the buffer's 1 selects the flash
+    m.d.comb += [buffers["cs"].o.eq(~top.flash_cs_n), buffers["clk"].o.eq(top.flash_sck),
+                 buffers["copi"].o.eq(top.flash_copi), top.flash_cipo.eq(buffers["cipo"].i)]
+    for name in ("wp", "hold"):    # PinsN: 0 drives the pin high (inactive)
+        if hasattr(flash, name):
+            m.submodules[f"flash_{name}"] = buf = io.Buffer("o", getattr(flash, name))
+            m.d.comb += buf.o.eq(0)

@@ -40,6 +40,9 @@ class ULX3STop(Elaboratable):
                  timeout_us=10_000, reset_delay_us=20, max_clock_error_mhz=1.0,
                  rx_fifo_depth=512):
         with checking(self):
+            if isinstance(core, StreamCore) and core.shape.weight_words:
+                raise ValueError("the ULX3S top loads no weights from flash: this core keeps "
+                                 "weights in SPRAM, which only the iCE40UP5K has")
             check_board_baud(baud, MAX_BAUD, BOARDS["ulx3s-85f"].usb_serial)
             pll = solve(clock_mhz, ULX3S_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
             configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,

@@ -16,14 +16,23 @@ Pipe commands (one per line; every command gets one reply line):
 ``R <n> <cycles>`` run until ``n`` bytes came out of ``tx``, or ``cycles`` cycles after the
 queue emptied -> ``D <hex>`` (up to ``n`` bytes); ``I <cycles>`` run -> ``OK``;
 ``T`` -> ``T <cycle>``; ``Q`` quits.
+
+A top whose core loads its weights from flash (``top.flash``) gets an SPI flash model on its
+flash pins, the C++ twin of :class:`boards.simulation.SPIFlashModel` (READ ``03`` and
+release from deep power-down ``AB``; powered down at start; FF where nothing is
+programmed; ``top.flash.cipo_delay`` register stages on its output); the harness's arguments
+``IMAGE_FILE OFFSET TRES_CYCLES`` give its contents (the file's bytes at ``OFFSET``) and its
+tRES1. The board boots from it as the real one does from its flash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 _HARNESS = r"""
@@ -46,6 +55,73 @@ static std::string out;                              // bytes decoded from tx
 static int tx_state = -1;                            // -1 idle, else cycles into the char
 static int tx_prev = 1, tx_byte = 0;
 
+#define HAS_FLASH {flash}
+#if HAS_FLASH
+// SPI flash, mode 0: READ (03) and release from deep power-down (AB); see the module docstring
+static const int CIPO_DELAY = {cipo_delay};
+static std::string f_image;                   // bytes at f_base
+static uint32_t f_base = 0;
+static uint64_t f_tres = 3;
+static bool f_asleep = true, f_awake = false;  // f_awake: awake when last selected
+static uint64_t f_wake_at = 0;                // awake from this cycle (after AB)
+static int f_prev_sck = 0, f_prev_cs = 1, f_state = 0, f_bits = 0, f_out = 1;
+static int f_out_bits = 0, f_out_byte = 0xff;
+static uint32_t f_shift = 0, f_addr = 0;
+static int f_pipe[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+enum { F_IDLE, F_COMMAND, F_RELEASE, F_ADDRESS, F_DATA, F_IGNORE };
+
+static int flash_byte(uint32_t a) {
+    a &= 0xffffff;
+    return a >= f_base && a - f_base < f_image.size() ? (unsigned char)f_image[a - f_base] : 0xff;
+}
+
+static void flash_clock() {                   // after each rising clock edge
+    int pin = f_out;
+    int cs = dut->flash_cs_n, sck = dut->flash_sck, copi = dut->flash_copi;
+    if (f_asleep && f_wake_at && cycle >= f_wake_at) f_asleep = false;
+    if (cs && !f_prev_cs) {
+        if (f_state == F_RELEASE) f_wake_at = cycle + f_tres;
+        f_state = F_IDLE; f_out = 1;
+    } else if (!cs && f_prev_cs) {
+        f_state = F_COMMAND; f_bits = 0; f_shift = 0;
+        f_awake = !f_asleep;
+    }
+    if (!cs) {
+        if (sck && !f_prev_sck) {
+            f_shift = (f_shift << 1) | (copi & 1); f_bits++;
+            if (f_state == F_COMMAND && f_bits == 8) {
+                int cmd = f_shift & 0xff;
+                if (cmd == 0xab) f_state = F_RELEASE;
+                else if (cmd == 0x03 && f_awake) { f_state = F_ADDRESS; f_bits = 0; }
+                else f_state = F_IGNORE;
+            } else if (f_state == F_ADDRESS && f_bits == 24) {
+                f_addr = f_shift & 0xffffff; f_state = F_DATA; f_out_bits = 0;
+            }
+        } else if (!sck && f_prev_sck && f_state == F_DATA) {
+            if (f_out_bits == 0) f_out_byte = flash_byte(f_addr++);
+            f_out = (f_out_byte >> (7 - f_out_bits)) & 1;
+            f_out_bits = (f_out_bits + 1) & 7;
+        }
+    }
+    f_prev_cs = cs; f_prev_sck = sck;
+    for (int k = CIPO_DELAY - 1; k > 0; k--) f_pipe[k] = f_pipe[k - 1];
+    if (CIPO_DELAY > 0) f_pipe[0] = pin;
+    dut->flash_cipo = CIPO_DELAY > 0 ? f_pipe[CIPO_DELAY - 1] : f_out;
+}
+
+static void flash_load(int argc, char** argv) {
+    if (argc < 4) return;
+    FILE* f = fopen(argv[1], "rb");
+    if (f) {
+        char buf[65536]; size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) f_image.append(buf, n);
+        fclose(f);
+    }
+    f_base = (uint32_t)strtoul(argv[2], nullptr, 0);
+    f_tres = strtoull(argv[3], nullptr, 0);
+}
+#endif
+
 static void queue_byte(int b) {
     levels.push_back({0, DIV});
     for (int k = 0; k < 8; k++) levels.push_back({(b >> k) & 1, DIV});
@@ -63,6 +139,9 @@ static void step() {
     dut->clk = 0; dut->eval();
     dut->clk = 1; dut->eval();
     cycle++;
+#if HAS_FLASH
+    flash_clock();
+#endif
     int tx = dut->tx;
     if (tx_state < 0) {
         if (tx_prev == 1 && tx == 0) { tx_state = 0; tx_byte = 0; }
@@ -77,12 +156,17 @@ static void step() {
     tx_prev = tx;
 }
 
+
 static bool idle() { return levels.empty() && level_left == 0; }
 
 int main(int argc, char** argv) {
     Verilated::commandArgs(argc, argv);
     dut = new V{top};
     dut->rx = 1; dut->rst = 1;
+#if HAS_FLASH
+    flash_load(argc, argv);
+    dut->flash_cipo = 1;
+#endif
     for (int i = 0; i < 4; i++) step();
     dut->rst = 0;
     char line[1 << 20];
@@ -135,11 +219,14 @@ int main(int argc, char** argv) {
 """
 
 TOP_NAME = "board_top"
+#: The simulated flash's tRES1: commands after ``AB`` are ignored for this long.
+FLASH_TRES_SECONDS = 3e-6
 
 
 def board_verilog(top) -> tuple[str, list[Path]]:
     """Verilog text of a :class:`~boards.top.UARTInferenceTop` (module ``board_top``, ports
-    ``clk rst rx tx activity error last_class``) and the extra sources it needs (the Verilog of
+    ``clk rst rx tx activity error last_class``, and with flash ``flash_sck flash_cs_n
+    flash_copi flash_cipo weights_status``) and the extra sources it needs (the Verilog of
     a core wrapped with :meth:`~boards.core.StreamCore.from_verilog`)."""
     from hwgen.gateware.portable import convert
     from .top import UARTInferenceTop
@@ -159,7 +246,10 @@ def build_board(top, *, cache_dir: Path | None = None) -> Path:
     from sim.toolchain import find_verilator
 
     text, extra = board_verilog(top)
-    harness = _HARNESS.replace("{top}", TOP_NAME).replace("{divisor}", str(top.divisor))
+    flash = getattr(top, "flash", None)
+    harness = (_HARNESS.replace("{top}", TOP_NAME).replace("{divisor}", str(top.divisor))
+               .replace("{flash}", "1" if flash is not None else "0")
+               .replace("{cipo_delay}", str(flash.cipo_delay if flash is not None else 0)))
     digest = hashlib.sha256()
     for part in (text, harness, *(p.read_text() for p in extra)):
         digest.update(part.encode())
@@ -197,26 +287,44 @@ class VerilatorTransport:
 
     latency = 0.0
 
-    def __init__(self, top, *, clock_hz: float = 1e6, cache_dir: Path | None = None):
+    def __init__(self, top, *, clock_hz: float = 1e6, cache_dir: Path | None = None,
+                 flash_image: bytes = b""):
         self.top = top
         self.clock_hz = float(clock_hz)
         self.baud = self.clock_hz / top.divisor
         self.board_timeout = top.timeout / self.clock_hz
         exe = build_board(top, cache_dir=cache_dir)
-        self._proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True, bufsize=1)
+        args = [str(exe)]
+        image_file = None
+        if getattr(top, "flash", None) is not None:
+            # the flash's contents: read by the harness before it answers its first command
+            fd, image_file = tempfile.mkstemp(prefix="sbn-flash-", suffix=".bin")
+            with os.fdopen(fd, "wb") as f:
+                f.write(bytes(flash_image))
+            args += [image_file, str(top.flash.offset),
+                     str(math.ceil(FLASH_TRES_SECONDS * self.clock_hz))]
+        try:
+            self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          text=True, bufsize=1)
+            if image_file is not None:
+                self._ask("T")
+        finally:
+            if image_file is not None:
+                os.unlink(image_file)
 
     @classmethod
     def for_core(cls, core, *, divisor: int = 8, timeout_bytes: int = 4, clock_hz: float = 1e6,
-                 rx_fifo_depth: int = 0, compute_cycles: int = 0,
+                 rx_fifo_depth: int = 0, compute_cycles: int = 0, flash=None,
                  **kwargs) -> "VerilatorTransport":
         """A simulated board around ``core`` (a :class:`boards.core.StreamCore`): UART at
         ``divisor`` cycles per bit, frame timeout of ``timeout_bytes`` character times.
         ``compute_cycles`` (e.g. the core's latency plus cycles per image) is added to the
-        time the client waits for a reply."""
+        time the client waits for a reply. A core with weight words needs ``flash`` (a
+        :class:`~boards.flash_loader.FlashConfig`; ``flash_image=`` sets the flash's
+        contents at its offset)."""
         from .top import UARTInferenceTop
         top = UARTInferenceTop(core, divisor=divisor, timeout=timeout_bytes * 10 * divisor,
-                               rx_fifo_depth=rx_fifo_depth)
+                               rx_fifo_depth=rx_fifo_depth, flash=flash)
         link = cls(top, clock_hz=clock_hz, **kwargs)
         link.latency = compute_cycles / link.clock_hz
         return link

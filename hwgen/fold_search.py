@@ -2,7 +2,8 @@
 
 :func:`fastest_fold` searches per-layer folds for the smallest initiation interval whose
 whole-network estimate (:class:`~hwgen.fold.NetworkPlan`: layers, the repacks between them,
-the argmax) fits a :class:`~hwgen.fold.Budget`'s LUTs and block RAMs. Unlike
+the argmax) fits a :class:`~hwgen.fold.Budget`'s LUTs and block RAMs (it keeps every
+weight ROM in logic or block RAM; only its fallback, the default fold, uses SPRAM). Unlike
 :func:`~hwgen.fold.default_fold`, which sizes each layer alone, it charges the repacks a
 pair of neighbouring folds needs, so folds whose widths match win when they pay off.
 
@@ -18,6 +19,8 @@ from the smallest any layer allows (after a bisection when there are many candid
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from .fold import (DEFAULT_MAX_ROM_DEPTH, Budget, Fold, _fold_counts, argmax_luts, ceil_div,
                    check_supported, default_fold, default_lanes, has_fold, layer_plan,
@@ -80,7 +83,7 @@ def fastest_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
         folds = search.solve(t, exact=True)
         if folds is not None and _fits(plan(model, folds), budget):
             return folds
-    return default_fold(model, Budget(budget.luts, budget.brams, 1))
+    return default_fold(model, replace(budget, min_interval=1))
 
 
 def _fits(net, budget: Budget) -> bool:

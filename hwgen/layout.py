@@ -18,7 +18,7 @@ import numpy as np
 from .model import Conv2d, Dense
 
 __all__ = ["pair", "grouped_window", "conv_weight_matrix", "conv_dense_view", "hwc_dense_matrix",
-           "window_vectors", "hwc_images", "in_stream_order"]
+           "window_vectors", "hwc_images", "in_stream_order", "weight_rows", "pack_weights"]
 
 
 def pair(name: str, value, minimum: int) -> tuple[int, int]:
@@ -107,3 +107,27 @@ def in_stream_order(images, order: str) -> np.ndarray:
     if order != "CHW":
         raise ValueError(f"order must be 'CHW' or 'HWC', not {order!r}")
     return np.asarray(images)
+
+
+def weight_rows(weight, pe: int, simd: int) -> np.ndarray:
+    """The weight ROM of a +-1 ``weight [M, N]`` folded ``pe x simd`` as bits: ``uint8
+    [NF*SF, PE*SIMD]``, row ``nf * SF + sf`` the word at that address, column ``p*SIMD + i``
+    its bit for output channel ``nf*PE + p`` and input ``sf*SIMD + i`` (1 for +1, 0 for
+    -1). Padding inputs (``>= N``) hold 1; a padded channel (``>= M``) repeats channel 0's
+    weights, so its sum stays inside the accumulator range."""
+    weight = np.asarray(weight)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D [M, N], not shape {weight.shape}")
+    m, n = weight.shape
+    nf, sf = -(-m // pe), -(-n // simd)
+    bits = np.ones((nf * pe, sf * simd), dtype=np.uint8)
+    bits[:m, :n] = weight > 0
+    bits[m:, :n] = bits[0, :n]  # padded channels copy channel 0: their sums stay in range
+    # [nf, pe, sf, simd] -> [nf, sf, pe, simd]: one row of pe*simd bits per address.
+    return bits.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+
+
+def pack_weights(weight, pe: int, simd: int) -> list[int]:
+    """The ROM words (integers, bit ``k`` column ``k``) of :func:`weight_rows`."""
+    return [int.from_bytes(np.packbits(row, bitorder="little").tobytes(), "little")
+            for row in weight_rows(weight, pe, simd)]

@@ -111,7 +111,8 @@ def add_image_source(parser: argparse.ArgumentParser, required: bool = True) -> 
 def add_fold_options(parser: argparse.ArgumentParser) -> None:
     """``--fold FOLD`` and ``--lanes P`` of the commands that generate the core."""
     parser.add_argument("--fold", metavar="FOLD",
-                        help="PExSIMD per layer (e.g. 64x32,32x16,10x8), or JSON; default "
+                        help="PExSIMD per layer (e.g. 64x32,32x16,10x8; 1x64s: that "
+                             "layer's weights in SPRAM), or JSON; default "
                              "(or 'auto', or 'fastest'): the highest throughput within the "
                              "iCE40 UP5K budget of `build --board icebreaker`")
     parser.add_argument("--lanes", type=integer(1, MAX_LANES), metavar="P",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import Conv2d, Dense, MaxPool2d, Model, accumulator_range, signed_width
+from .model import Conv2d, MaxPool2d, Model, accumulator_range, signed_width
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ from .vectors import pack_beats
 
 def run_cocotb(verilog: Path, interface: dict, images: np.ndarray, expected: np.ndarray,
                workdir: Path, seed: int = 0, valid_percent: int = 100,
-               ready_percent: int = 100) -> np.ndarray:
-    """Build ``verilog`` with Verilator under ``workdir`` and stream ``images`` through it.
+               ready_percent: int = 100, weights=None) -> np.ndarray:
+    """Build ``verilog`` with Verilator under ``workdir`` and stream ``images`` through it
+    (after ``weights``, :func:`hwgen.fold.spram.spram_words`, for a core with a weight
+    stream).
 
     Returns the classes the core produced (also when the cocotb test failed: the caller
     compares them with ``expected`` and diagnoses). Raises RuntimeError when the
@@ -33,7 +35,8 @@ def run_cocotb(verilog: Path, interface: dict, images: np.ndarray, expected: np.
     np.savez(vectors, beats=pack_beats(images, i["lanes"], i["bits"],
                                        i.get("order", "CHW")),
              expected=np.asarray(expected, dtype=np.int64), interface=json.dumps(interface),
-             seed=seed, valid_percent=valid_percent, ready_percent=ready_percent)
+             seed=seed, valid_percent=valid_percent, ready_percent=ready_percent,
+             weights=np.asarray([] if weights is None else weights, dtype=np.uint16))
     got = workdir / "got.npy"
     got.unlink(missing_ok=True)
     runner = get_runner("verilator")

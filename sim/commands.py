@@ -44,7 +44,9 @@ def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,
                  valid_percent: int = 100, ready_percent: int = 100,
                  waves: Path | None = None, jobs: int = 1) -> SimResult:
     """Generate the core for ``net``, compile it (cached) and stream ``images`` through it,
-    sharded across ``jobs`` harness processes (one with ``waves``); classes in image order."""
+    sharded across ``jobs`` harness processes (one with ``waves``); classes in image order.
+    A core with SPRAM layers first loads its weight words
+    (:func:`hwgen.fold.spram.spram_words`) after reset, in every process."""
     from hwgen.gateware.network import interface, write_verilog
 
     with tempfile.TemporaryDirectory(prefix="sbn-core-") as tmp:
@@ -53,7 +55,15 @@ def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,
         core.build()
         return core.run(images, seed=seed, valid_percent=valid_percent,
                         ready_percent=ready_percent, waves=waves, jobs=jobs,
-                        progress=len(images) > 500)  # long runs show a tqdm bar
+                        progress=len(images) > 500,  # long runs show a tqdm bar
+                        weights=_weights(net))
+
+
+def _weights(net):
+    """The weight words a core for ``net`` loads after reset (None without SPRAM layers)."""
+    from hwgen.fold.spram import spram_words
+
+    return spram_words(net) if net.spram_words else None
 
 
 def simulate(model_path: Path, images: np.ndarray, fold: str | None = None,
@@ -116,6 +126,9 @@ def cmd_sim(args) -> int:
     print(f"cycles per image {steady:.1f} in simulation (predicted II {net.cycles_per_image}), "
           f"{n / elapsed:.1f} images/s simulated including build, "
           f"{len(result.shard_starts)} process{'es' if len(result.shard_starts) > 1 else ''}")
+    if result.load_cycles:
+        print(f"weights: {net.spram_words} words into {net.spram_blocks} SPRAM blocks after "
+              f"reset, {max(result.load_cycles)} cycles (image cycles count from then)")
     if args.waves:
         print(one_line(f"waveforms: {args.waves}"))
     if agree != n:
@@ -140,7 +153,8 @@ def cmd_vectors(args) -> int:
         verilog, _ = write_verilog(net, staging, module)
         iface = interface(net, module)
         expected = Reference(model).predict(images)
-        write_golden_vectors(staging, iface, images, expected)
+        write_golden_vectors(staging, iface, images, expected,
+                             weights=_weights(net))
     name = shlex.quote(verilog.name)
     print(one_line(f"wrote {len(expected)} golden vectors for {verilog.name} to {outdir}; "
                    f"run: cd {shlex.quote(str(outdir))} && iverilog -g2012 -o tb.vvp tb.v "

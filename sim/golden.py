@@ -5,6 +5,10 @@ Files written to the output folder:
 
 - ``inputs.hex``: one beat per line (``lanes * bits`` bits, hex), images back to back;
 - ``expected.hex``: one expected class per line;
+- ``weights.hex`` (only for a core with a weight stream, ``interface.json`` ``"weights"``):
+  its 16-bit weight words (:func:`hwgen.fold.spram.spram_words`), one per line, which the
+  testbench streams in after reset (images are offered meanwhile: the core takes none
+  before its weights are loaded);
 - ``tb.v``: module ``tb``: drives the beats with a fixed pseudo-random ``valid`` gap pattern,
   applies pseudo-random ``ready`` backpressure, compares every output with
   ``expected.hex`` and ends with ``PASS k/k`` or ``FAIL image i: got x expected y``
@@ -45,11 +49,11 @@ module tb;
     reg [CLASS_BITS-1:0] expected [0:IMAGES-1];
     integer beat = 0, done = 0, cycle = 0, failures = 0;
     reg [31:0] lfsr = 32'h1;
-
+{w_decl}
     {module} dut (
         .{clock}(clk), .{reset}(rst),
         .{in_data}(in_data), .{in_valid}(in_valid), .{in_ready}(in_ready),
-        .{out_data}(out_data), .{out_valid}(out_valid), .{out_ready}(out_ready)
+        .{out_data}(out_data), .{out_valid}(out_valid), .{out_ready}(out_ready){w_ports}
     );
 
     always #5 clk = ~clk;
@@ -57,7 +61,7 @@ module tb;
     initial begin
         $readmemh("inputs.hex", beats_mem);
         $readmemh("expected.hex", expected);
-        repeat (4) @(posedge clk);
+{w_init}        repeat (4) @(posedge clk);
         #1 rst = 0;
     end
 
@@ -74,8 +78,9 @@ module tb;
             in_valid = beat < IMAGES*BEATS && lfsr[7:4] != 0;  // a gap 1 cycle in 16
             if (in_valid) in_data = beats_mem[beat];
         end
-        #1;
+{w_step}        #1;
         in_fire = in_valid && in_ready;
+{w_fire}
         if (out_valid && out_ready) begin
             if (out_data[CLASS_BITS-1:0] !== expected[done]) begin
                 $display("FAIL image %0d: got %0d expected %0d", done,
@@ -94,9 +99,43 @@ endmodule
 """
 
 
+_W_DECL = """    localparam WORDS = {words};
+    reg [15:0] w_data = 0;
+    reg w_valid = 0;
+    wire w_ready;
+    reg [15:0] weights_mem [0:WORDS-1];
+    integer word = 0;
+    reg w_fire = 0;
+"""
+_W_STEP = """        if (w_fire) word = word + 1;
+        if (!w_valid || w_fire) begin  // the weights, from reset, with gaps 1 cycle in 16
+            w_valid = word < WORDS && lfsr[11:8] != 0;
+            if (w_valid) w_data = weights_mem[word];
+        end
+"""
+
+
+def _weight_parts(interface: dict, weights) -> dict:
+    """The testbench's weight-stream pieces (all empty for a core without one)."""
+    spec = interface.get("weights")
+    if not spec:
+        return {"w_decl": "", "w_ports": "", "w_init": "", "w_step": "", "w_fire": ""}
+    if weights is None or len(weights) != spec["words"]:
+        raise ValueError(f"the core loads {spec['words']} weight words; give them")
+    return {"w_decl": _W_DECL.format(words=spec["words"]),
+            "w_ports": f",\n        .{spec['data']}(w_data), .{spec['valid']}(w_valid), "
+                       f".{spec['ready']}(w_ready)",
+            "w_init": '        $readmemh("weights.hex", weights_mem);\n',
+            "w_step": _W_STEP, "w_fire": "        w_fire = w_valid && w_ready;\n"}
+
+
 def write_golden_vectors(folder: Path, interface: dict, images: np.ndarray,
-                         expected: np.ndarray, output_width: int | None = None) -> Path:
-    """Write ``inputs.hex``, ``expected.hex``, ``tb.v`` and ``vectors.json`` into ``folder``."""
+                         expected: np.ndarray, output_width: int | None = None,
+                         weights=None) -> Path:
+    """Write ``inputs.hex``, ``expected.hex``, ``tb.v`` and ``vectors.json`` into ``folder``
+    (and ``weights.hex`` from ``weights``, the core's weight words, when it has a weight
+    stream)."""
+    parts = _weight_parts(interface, weights)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     i, o = interface["input"], interface["output"]
@@ -110,15 +149,20 @@ def write_golden_vectors(folder: Path, interface: dict, images: np.ndarray,
             lines.append(f"{value:0{digits}x}")
     (folder / "inputs.hex").write_text("\n".join(lines) + "\n")
     (folder / "expected.hex").write_text("".join(f"{int(c):x}\n" for c in expected))
+    words = interface.get("weights", {}).get("words", 0)
+    if words:
+        (folder / "weights.hex").write_text("".join(f"{int(v):04x}\n" for v in weights))
     count = len(expected)
     per_image = max(interface.get("cycles_per_image", 0), i["beats_per_image"])
-    max_cycles = (count * per_image + interface.get("latency_cycles", 0) + 100) * 4
+    max_cycles = (count * per_image + interface.get("latency_cycles", 0) + 2 * words
+                  + 100) * 4
     (folder / "tb.v").write_text(_TESTBENCH.format(
         module=interface["module"], images=count, beats=i["beats_per_image"], width=width,
         class_bits=o["class_bits"], max_cycles=max_cycles,
         out_msb=(output_width or o["class_bits"]) - 1, clock=interface["clock"],
         reset=interface["reset"], in_data=i["data"], in_valid=i["valid"],
-        in_ready=i["ready"], out_data=o["data"], out_valid=o["valid"], out_ready=o["ready"]))
+        in_ready=i["ready"], out_data=o["data"], out_valid=o["valid"], out_ready=o["ready"],
+        **parts))
     (folder / "vectors.json").write_text(json.dumps(
         {"images": count, "beats_per_image": i["beats_per_image"], "beat_width": width,
          "interface": interface}, indent=2) + "\n")

@@ -36,6 +36,35 @@ from .vectors import pack_beats
 # C++ compiler flags of the model and the harness (after Verilator's own -Os, so they win).
 HARNESS_CFLAGS = ("-O2",)
 
+_LOAD = r"""
+    uint64_t loaded = 0;
+    bool w_valid = false;
+    while (loaded < {weight_words} && cycle < max_cycles) {{
+        if (!w_valid && (valid_pct >= 100 || rng() % 100 < valid_pct)) {{
+            w_valid = true;
+            top->{w_data} = weights[loaded];
+        }}
+        top->{w_valid} = w_valid;
+        fall();
+        const bool w_fire = w_valid && top->{w_ready};
+#ifdef SBN_XRANDOM
+        digest = (digest ^ ((top->{w_ready} ? 1 : 0) | (top->{in_ready} ? 2 : 0)
+                            | (top->{out_valid} ? 4 : 0))) * 1099511628211ULL;
+#endif
+        rise();
+        if (w_fire) {{ loaded++; w_valid = false; }}
+    }}
+    top->{w_valid} = 0;
+    if (loaded < {weight_words}) {{
+        std::fprintf(stderr, "timeout: %llu of %llu weight words loaded after %llu cycles\n",
+                     (unsigned long long)loaded, (unsigned long long){weight_words},
+                     (unsigned long long)cycle);
+        return 3;
+    }}
+    std::printf("load %llu\n", (unsigned long long)cycle);
+    cycle = 0;
+"""
+
 _HARNESS = r"""
 #include "V{top}.h"
 #include "verilated.h"
@@ -49,14 +78,18 @@ _HARNESS = r"""
 #include <vector>
 
 // usage: sim BEATS.bin IMAGES OUT.txt SEED VALID_PERCENT READY_PERCENT MAX_CYCLES X_SEED
-//            [WAVES.fst]
+//            WEIGHTS.bin [WAVES.fst]
+// A core with a weight stream first gets the {weight_words} 16-bit words of WEIGHTS.bin on it
+// after reset (with the same valid gaps as the images; no image is offered meanwhile) and
+// stdout gets "load <cycles>"; cycles count from the cycle after the last weight's
+// handshake from then on (from reset without a weight stream).
 // Writes one line per image to OUT.txt: "<class> <cycle of the output handshake>".
 // Built with SBN_XRANDOM (and --x-initial unique): every variable without an initial value
 // starts random (seeded by X_SEED), and the last line of stdout is
 // "digest <hex> <cycles>", a hash of in_ready, out_valid and (when valid) the output data of
 // every cycle after reset.
 int main(int argc, char **argv) {{
-    if (argc < 9) {{ std::fprintf(stderr, "bad arguments\n"); return 2; }}
+    if (argc < 10) {{ std::fprintf(stderr, "bad arguments\n"); return 2; }}
     const char *beats_path = argv[1];
     const uint64_t images = std::strtoull(argv[2], nullptr, 10);
     const char *out_path = argv[3];
@@ -70,6 +103,14 @@ int main(int argc, char **argv) {{
         std::fprintf(stderr, "cannot read %s\n", beats_path); return 2;
     }}
     std::fclose(in);
+    std::vector<uint16_t> weights({weight_words});
+    if ({weight_words} > 0) {{
+        FILE *wf = std::fopen(argv[9], "rb");
+        if (!wf || std::fread(weights.data(), 2, weights.size(), wf) != weights.size()) {{
+            std::fprintf(stderr, "cannot read %s\n", argv[9]); return 2;
+        }}
+        std::fclose(wf);
+    }}
     FILE *out = std::fopen(out_path, "w");
     if (!out) {{ std::fprintf(stderr, "cannot write %s\n", out_path); return 2; }}
 
@@ -82,32 +123,33 @@ int main(int argc, char **argv) {{
     V{top} *top = new V{top}{{context}};
 #ifdef SBN_TRACE
     SBN_TRACE *trace = nullptr;
-    if (argc > 9) {{
+    if (argc > 10) {{
         context->traceEverOn(true); trace = new SBN_TRACE; top->trace(trace, 99);
-        trace->open(argv[9]);
+        trace->open(argv[10]);
     }}
 #endif
-    uint64_t cycle = 0, beat = 0, done = 0;
+    uint64_t cycle = 0, tick = 0, beat = 0, done = 0;  // tick: waveform time, never reset
     bool valid = false;
     // One clock cycle is two evaluations: the falling edge with this cycle's inputs (the
     // logic settles, handshakes are sampled), then the rising edge.
     auto fall = [&]() {{
         top->{clock} = 0; top->eval();
 #ifdef SBN_TRACE
-        if (trace) trace->dump(2 * cycle);
+        if (trace) trace->dump(2 * tick);
 #endif
     }};
     auto rise = [&]() {{
         top->{clock} = 1; top->eval();
 #ifdef SBN_TRACE
-        if (trace) trace->dump(2 * cycle + 1);
+        if (trace) trace->dump(2 * tick + 1);
 #endif
-        cycle++;
+        cycle++; tick++;
     }};
-    top->{reset} = 1; top->{in_valid} = 0; top->{out_ready} = 0;
+    top->{reset} = 1; top->{in_valid} = 0; top->{out_ready} = 0;{reset_weights}
     for (int i = 0; i < 4; i++) {{ fall(); rise(); }}
     top->{reset} = 0;
     cycle = 0;
+{load}
     while (done < images && cycle < max_cycles) {{
         if (!valid && beat < beats && (valid_pct >= 100 || rng() % 100 < valid_pct)) {{
             valid = true;
@@ -158,7 +200,8 @@ class SimResult:
     """What the harness saw, images in input order.
 
     ``shard_starts``: the index of the first image of each harness process (``[0]`` for one);
-    ``out_cycles`` count from each process's own reset. ``digests``: per process, a hash of
+    ``out_cycles`` count from each process's own reset (a core with a weight stream: from
+    the end of its weight load, :attr:`load_cycles`). ``digests``: per process, a hash of
     the observable outputs of every cycle after reset and the cycle count (X-randomized
     builds only, else None).
     """
@@ -167,6 +210,9 @@ class SimResult:
     out_cycles: np.ndarray  # int64 [K], cycle of each output handshake (0 = first after reset)
     shard_starts: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     digests: list[str] | None = None
+    #: Per process, the cycles from reset to the last weight word's handshake (cores with a
+    #: weight stream; else None). ``out_cycles`` count from the cycle after it.
+    load_cycles: list[int] | None = None
 
     def _shards(self) -> list[np.ndarray]:
         bounds = [*self.shard_starts.tolist(), len(self.out_cycles)]
@@ -180,8 +226,9 @@ class SimResult:
         return sum(int(c[-1] - c[0]) for c in shards) / gaps if gaps else float("nan")
 
     def simulated_cycles(self) -> int:
-        """Clock cycles simulated after reset, all processes together."""
-        return sum(int(c[-1]) + 1 for c in self._shards())
+        """Clock cycles simulated after reset, all processes together (weight loads
+        included)."""
+        return sum(int(c[-1]) + 1 for c in self._shards()) + sum(self.load_cycles or [])
 
 
 def verilator_name(name: str) -> str:
@@ -250,10 +297,23 @@ class VerilatedCore:
         self.cache_dir = Path(cache_dir or os.environ.get("SBN_CACHE_DIR")
                               or Path.home() / ".cache" / "sbn-hwgen") / "verilator"
 
+    @property
+    def weight_words(self) -> int:
+        """16-bit words the core takes on its weight stream after reset (0: none)."""
+        return int(self.interface.get("weights", {}).get("words", 0))
+
     def harness_source(self) -> str:
         i, o = self.interface["input"], self.interface["output"]
         v = verilator_name
+        load = reset_weights = ""
+        if self.weight_words:
+            w = self.interface["weights"]
+            load = _LOAD.format(weight_words=self.weight_words, w_data=v(w["data"]),
+                                w_valid=v(w["valid"]), w_ready=v(w["ready"]),
+                                in_ready=v(i["ready"]), out_valid=v(o["valid"]))
+            reset_weights = f" top->{v(w['valid'])} = 0;"
         return _HARNESS.format(
+            weight_words=self.weight_words, load=load, reset_weights=reset_weights,
             top=self.interface["module"], clock=v(self.interface["clock"]),
             reset=v(self.interface["reset"]), in_valid=v(i["valid"]), in_ready=v(i["ready"]),
             out_valid=v(o["valid"]), out_ready=v(o["ready"]),
@@ -322,8 +382,13 @@ class VerilatedCore:
     def run(self, images: np.ndarray, seed: int = 0, valid_percent: int = 100,
             ready_percent: int = 100, max_cycles: int | None = None,
             waves: Path | None = None, progress: bool = False, jobs: int = 1,
-            x_seed: int = 1) -> SimResult:
+            x_seed: int = 1, weights=None) -> SimResult:
         """Stream ``images`` ``[K, ...]`` through the core; returns classes and output cycles.
+
+        A core with a weight stream (``interface.json`` ``"weights"``) first gets
+        ``weights`` (its ``words`` 16-bit words, :func:`hwgen.fold.spram.spram_words`) after
+        every reset, with the images' valid gaps; output cycles then count from the end of
+        that load (:attr:`SimResult.load_cycles`).
 
         ``jobs``: split the images into that many contiguous shards (at most one per image),
         each streamed by its own harness process (each from reset, with the same gap and
@@ -339,6 +404,7 @@ class VerilatedCore:
         if waves is not None and not self.trace:
             raise UserError("waveforms need a core built with trace='vcd' or 'fst'")
         i = self.interface["input"]
+        words = self._weights(weights)
         exe = self.build()
         beats = pack_beats(images, i["lanes"], i["bits"], i.get("order", "CHW"))
         count = beats.shape[0]
@@ -351,16 +417,17 @@ class VerilatedCore:
             slow = 100 / max(1, min(valid_percent, ready_percent))
             most = max(b - a for a, b in zip(bounds, bounds[1:]))
             max_cycles = int((most * per_image * slow + self.interface.get(
-                "latency_cycles", 0) + 1000) * 4)
+                "latency_cycles", 0) + len(words) * slow + 1000) * 4)
         with tempfile.TemporaryDirectory(prefix="sbn-sim-") as tmp:
             tmp = Path(tmp)
+            words.astype("<u2").tofile(tmp / "weights.bin")
             cmds, outs = [], []
             for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
                 beats[a:b].tofile(tmp / f"beats{k}.bin")
                 outs.append(tmp / f"out{k}.txt")
                 cmds.append([str(exe), str(tmp / f"beats{k}.bin"), str(b - a), str(outs[-1]),
                              str(seed), str(valid_percent), str(ready_percent),
-                             str(max_cycles), str(x_seed)])
+                             str(max_cycles), str(x_seed), str(tmp / "weights.bin")])
             if waves is not None:
                 cmds[0].append(str(waves))
             stdouts = _run_shards(cmds, outs, tmp, count, progress)
@@ -370,7 +437,25 @@ class VerilatedCore:
         if self.x_random:
             digests = [line.split(None, 1)[1] for text in stdouts
                        for line in text.splitlines() if line.startswith("digest ")]
-        return SimResult(table[:, 0], table[:, 1], np.array(bounds[:-1], np.int64), digests)
+        loads = [int(line.split()[1]) for text in stdouts for line in text.splitlines()
+                 if line.startswith("load ")] if len(words) else None
+        return SimResult(table[:, 0], table[:, 1], np.array(bounds[:-1], np.int64), digests,
+                         loads)
+
+    def _weights(self, weights) -> np.ndarray:
+        """``weights`` checked against the interface's weight stream: uint16 words."""
+        need = self.weight_words
+        if weights is None:
+            if need:
+                raise UserError(f"this core loads {need} weight words after reset; give them "
+                                f"(hwgen.fold.spram.spram_words)")
+            return np.zeros(0, np.uint16)
+        words = np.asarray(weights)
+        if words.ndim != 1 or len(words) != need or (
+                len(words) and (words.min() < 0 or words.max() > 0xFFFF)):
+            raise UserError(f"the core takes {need} 16-bit weight words, got "
+                            f"{words.shape} values")
+        return words.astype(np.uint16)
 
 
 _REG_INIT = re.compile(r"^(\s*reg\s+(?:signed\s+)?(?:\[[^\]]*\]\s*)?)(\\\S+\s|\w+)\s*"

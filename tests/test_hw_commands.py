@@ -96,8 +96,10 @@ def test_build_refuses_a_model_too_large_for_the_board(tmp_path, capsys):
     path = model_io.save(lfc_model(np.random.default_rng(0)), tmp_path / "lfc.npz")
     msg = cli_error(capsys, "build", path, "--board", "icebreaker", "-o", tmp_path / "out")
     assert "model too large for icebreaker" in msg and "block RAMs" in msg
-    # the LFC's 2.9 Mbit of weights cannot fit 120 Kbit whatever the fold
-    assert "weight bits alone exceed the 122880 bits of block RAM, so no --fold fits" in msg
+    # the LFC's 2.9 Mbit of weights cannot fit 120 Kbit of block RAM and 1 Mbit of SPRAM
+    # whatever the fold
+    assert ("weight bits alone exceed the 1171456 bits of block RAM and SPRAM, so no --fold "
+            "fits") in msg
     assert not (tmp_path / "out").exists()
 
 

@@ -40,14 +40,22 @@ def _models():
     yield "conv-pool-3ch", random_model(
         rng, (3, 8, 8), [conv(4, padding=1, pad_value=0), pool(), conv(6), dense(10)], classes=5,
         binarize_at=None)
+    # the weights of the conv after the pool and of the hidden dense layer in SPRAM (a width
+    # cascade; the testbench streams weights.hex in after reset)
+    yield "conv-pool-3ch-spram", random_model(
+        rng, (3, 8, 8), [conv(4, padding=1, pad_value=0), pool(), conv(6), dense(10)], classes=5,
+        binarize_at=None)
 
 
-def _vectors(tmp_path, capsys, path, images, count) -> tuple:
+FOLDS = {"conv-pool-3ch-spram": "2x9,-,2x8s,2x16s,5x10"}
+
+
+def _vectors(tmp_path, capsys, path, images, count, fold=None) -> tuple:
     """Run ``hwgen vectors``; returns (folder, the printed command's Verilog file)."""
     write_idx(tmp_path / "images", images)
     out = tmp_path / "vec"
     assert main(["vectors", str(path), "--images", str(tmp_path / "images"), "-n", str(count),
-                 "-o", str(out)]) == 0
+                 "-o", str(out)] + (["--fold", fold] if fold else [])) == 0
     printed = capsys.readouterr().out
     assert "iverilog -g2012 -o tb.vvp tb.v" in printed
     return out, f"{json.loads((out / 'vectors.json').read_text())['interface']['module']}.v"
@@ -68,8 +76,9 @@ def test_vectors_pass_in_both_icarus_modes(tmp_path, capsys, iverilog, name, mod
     path = model_io.save(model, tmp_path / f"{name}.npz")
     images = random_images(np.random.default_rng(1), model.input, 12)
     folder, verilog = _vectors(tmp_path, capsys, path, images[:, 0] if images.shape[1] == 1
-                               else images, 12)
+                               else images, 12, FOLDS.get(name))
     assert "always @*" not in (folder / verilog).read_text()
+    assert (folder / "weights.hex").exists() == (name in FOLDS)
     for mode in MODES:
         _icarus(iverilog, folder, verilog, mode, 12)
 

@@ -7,7 +7,7 @@ Cases marked ``slow`` as well run in ``make sim`` only; the rest also run in ``m
 import numpy as np
 import pytest
 
-from hwgen.fold import Fold, plan
+from hwgen.fold import Fold, plan, spram_words
 from hwgen.gateware.network import interface, write_verilog
 from hwgen.random_models import dense, random_images, random_model
 from hwgen.reference import Reference
@@ -28,6 +28,9 @@ CASES = {
     "binarized-pe-wide": ((1, 3, 5), [dense(11), dense(7)], 60, 8,
                           [Fold(11, 15), Fold(7, 2), Fold(3, 7)], 4, True),
     "raw-only-output": ((3, 3, 3), [], None, 8, [Fold(2, 9)], 9, True),
+    # hidden layers' weights in SPRAM: loaded on the weight stream after reset, with gaps
+    "spram-binarized": ((1, 5, 7), [dense(13), dense(6)], 100, 8,
+                        [Fold(4, 8, True), Fold(2, 8, True), Fold(2, 4)], 3, False),
 }
 
 
@@ -58,7 +61,8 @@ def test_network_matches_reference_under_gaps_and_backpressure(tmp_path, name):
     images = random_images(rng, model.input, 120)
     expected = Reference(model).predict(images)
     got = run_cocotb(verilog, interface(net, "dut"), images, expected, tmp_path / "cocotb",
-                     seed=sorted(CASES).index(name), valid_percent=70, ready_percent=60)
+                     seed=sorted(CASES).index(name), valid_percent=70, ready_percent=60,
+                     weights=spram_words(net) if net.spram_words else None)
     problem = _diagnosed_mismatch(model, net, images, got, expected)
     assert problem is None, problem
 

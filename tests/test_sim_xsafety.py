@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hwgen import model as model_io
-from hwgen.fold import plan
+from hwgen.fold import parse_fold, plan, spram_words
 from hwgen.gateware.network import interface, write_verilog
 from hwgen.random_models import (calibrate_thresholds, conv, dense, pool, random_images,
                                  random_model)
@@ -33,10 +33,13 @@ X_SEEDS = (1, 2, 77)  # seeds of the random initial values
 PATTERNS = ((0, 100, 100), (3, 70, 60))
 
 
-def _runs(core: VerilatedCore, images: np.ndarray, seeds=X_SEEDS, jobs: int = 1):
-    """``{(pattern, x seed): SimResult}`` for every pattern and seed."""
+def _runs(core: VerilatedCore, images: np.ndarray, seeds=X_SEEDS, jobs: int = 1,
+          weights=None):
+    """``{(pattern, x seed): SimResult}`` for every pattern and seed (``weights``: the
+    core's weight words, loaded after reset)."""
     return {(pattern, x_seed): core.run(images, seed=pattern[0], valid_percent=pattern[1],
-                                        ready_percent=pattern[2], x_seed=x_seed, jobs=jobs)
+                                        ready_percent=pattern[2], x_seed=x_seed, jobs=jobs,
+                                        weights=weights)
             for pattern in PATTERNS for x_seed in seeds}
 
 
@@ -81,7 +84,7 @@ def test_x_randomized_build_is_deterministic_per_seed(tmp_path):
 
 
 def _random_case(name):
-    if name == "dense":
+    if name in ("dense", "dense-spram"):
         rng = np.random.default_rng(31)
         model = random_model(rng, (1, 7, 9), [dense(13), dense(6)], classes=5, bits=8,
                              binarize_at=100)
@@ -93,16 +96,23 @@ def _random_case(name):
     return calibrate_thresholds(model, images), images
 
 
-@pytest.mark.parametrize("name", ["dense", "conv-pool-3ch"])
+# dense-spram: both hidden layers' weights in SPRAM (memories whose power-on contents the
+# X-randomized build drops: only the weight load after reset fills them)
+FOLDS = {"dense-spram": "2x16s,1x13s,5x6"}
+
+
+@pytest.mark.parametrize("name", ["dense", "conv-pool-3ch", "dense-spram"])
 def test_generated_core_outputs_do_not_depend_on_initial_values(tmp_path, name):
     model, images = _random_case(name)
     expected = Reference(model).predict(images)
     assert len(set(expected)) > 1, "degenerate case: one class for every image"
-    net = plan(model)
+    net = plan(model, parse_fold(FOLDS[name], model) if name in FOLDS else None)
+    assert bool(net.spram_words) == (name in FOLDS)
     verilog, _ = write_verilog(net, tmp_path, "dut")
     core = VerilatedCore(verilog, interface(net, "dut"), cache_dir=tmp_path / "cache",
                          x_random=True)
-    _assert_independent_of_initial_values(_runs(core, images), expected)
+    weights = spram_words(net) if net.spram_words else None
+    _assert_independent_of_initial_values(_runs(core, images, weights=weights), expected)
     # the registers' initializers and the RAMs' contents really were dropped
     assert core.power_on_values_dropped > len(net.layers)
 

@@ -10,12 +10,17 @@ only on those listed before it:
 * :mod:`~hwgen.fold.geometry`: block RAM, ROM, buffer and LUT costs and pipeline depths of
   the units on the iCE40 (:func:`bram_blocks`, :func:`rom_in_logic`, :func:`repack_luts`,
   ...);
+* :mod:`~hwgen.fold.storage`: where a layer's weights live (logic, block RAM, or SPRAM for
+  a ``PExSIMDs`` fold): SPRAM geometry (:func:`spram_blocks`, :func:`spram_block_words`),
+  its LUT cost and :func:`check_spram`;
 * :mod:`~hwgen.fold.plans`: :func:`plan` turns a model and a fold into a
   :class:`NetworkPlan`: per layer the folded sizes, derived widths, weight ROM geometry,
   block RAMs, estimated LUTs and cycles, and for the network the initiation interval and
   the latency;
 * :mod:`~hwgen.fold.default`: :func:`default_fold` picks a fold that balances layer cycle
   counts within a :class:`Budget` (``--fold fastest`` is :mod:`hwgen.fold_search`);
+* :mod:`~hwgen.fold.spram`: :func:`spram_words`, the words a core loads into its SPRAM
+  after reset, in load order;
 * :mod:`~hwgen.fold.cycles`: an exact cycle model of the RTL in :mod:`hwgen.gateware`
   (:func:`latency`, checked against simulation by the tests) and :func:`latency_bound`;
 * :mod:`~hwgen.fold.report`: :func:`format_fold_table`, the table ``info --fold`` prints.
@@ -38,11 +43,15 @@ from .geometry import (BRAM_BITS, ICE40_BRAM_CONFIGS, LINE_BUFFER_LOGIC_BITS, LO
                        ceil_div, line_buffer_bits, line_buffer_brams, line_buffer_in_logic,
                        line_buffer_logic_bits, line_buffer_rows, logic_rom_luts, pool_luts,
                        repack_luts, rom_in_logic, tree_register_stages, window_luts)
+from .storage import (SPRAM_BLOCK_LCS, SPRAM_DEPTH, SPRAM_LOADER_LCS, SPRAM_WIDTH,
+                      UP5K_SPRAM_BLOCKS, SpramLayer, SpramNetwork, check_spram, spram_block_words,
+                      spram_blocks, spram_luts, spram_shape)
 from .plans import (LayerPlan, NetworkPlan, PoolPlan, RepackPlan, WindowPlan, _LineBufferUnit,
                     _conv_view, default_lanes, dense_plan, input_order, layer_plan,
                     narrowest_buffers, output_offsets, plan, raw_negatives, repacks_before,
                     stream_after, unit_layer)
-from .default import DEFAULT_MAX_ROM_DEPTH, Budget, _fold_counts, default_fold
+from .default import DEFAULT_MAX_ROM_DEPTH, Budget, _fold_counts, default_fold, spram_folds
+from .spram import spram_words
 from .cycles import latency, latency_bound, repack_schedule
 from .report import _buffer_note, format_fold_table
 
@@ -51,6 +60,9 @@ __all__ = [
     "LINE_BUFFER_LOGIC_BITS", "LOGIC_BUFFER_MAX_BITS", "LOGIC_BUFFER_MAX_DEPTH",
     "LOGIC_ROM_MAX_BITS", "LOGIC_ROM_MAX_DEPTH", "MAX_FOLD_CHARS", "MAX_FOLD_DEPTH",
     "MIN_BRAM_EFFICIENCY", "POOL_BASE_LCS", "RAW_TREE_LEVELS_PER_STAGE", "TREE_LEVELS_PER_STAGE",
+    "SPRAM_BLOCK_LCS", "SPRAM_DEPTH", "SPRAM_LOADER_LCS", "SPRAM_WIDTH", "UP5K_SPRAM_BLOCKS",
+    "SpramLayer", "SpramNetwork", "check_spram", "spram_block_words", "spram_blocks", "spram_folds",
+    "spram_luts", "spram_shape", "spram_words",
     "WINDOW_BASE_LCS", "_TEXT_FOLD", "Budget", "Fold", "FoldError", "LayerPlan", "NetworkPlan",
     "PoolPlan", "RepackPlan", "WindowPlan", "_LineBufferUnit", "_buffer_note", "_conv_view",
     "_divisors", "_fold_counts", "_json_entry", "_read_fold_file", "_text_entry",

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from ..model import Conv2d, Model
 from .geometry import ceil_div
-from .parse import Fold, check_supported, has_fold
+from .parse import Fold, FoldError, check_supported, has_fold
 from .plans import layer_plan, plan
+from .storage import SPRAM_WIDTH, spram_blocks
 
 #: The default fold avoids weight ROMs deeper than this many words: a deeper ROM is a cascade
 #: of block RAMs behind an output multiplexer, the slowest path of a design (a 39200-deep
@@ -39,6 +40,13 @@ class Budget:
     bram_port_bits: int = 16
     #: Block RAMs for the read-port bound (physical blocks; ``brams`` counts 4-Kbit units).
     bram_blocks: int = 30
+    #: SPRAM blocks (16K x 16, the iCE40UP5K has 4) the weights of the largest layers may
+    #: take when the design does not fit ``brams`` without them. 0 (the default, so that a
+    #: budget made for any other device never gets SPRAM): none.
+    spram_blocks: int = 0
+    #: Logic the board adds beside a core with SPRAM layers (its weight loader): taken off
+    #: ``luts`` when the default fold puts weights in SPRAM.
+    weight_loader_luts: int = 0
 
 
 def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None]:
@@ -52,13 +60,23 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
     cheapest design exceeds the budget, the budget is raised to what that design needs.
     When the fastest design that fits is faster than ``budget.min_interval``, the cheapest
     design within ``min_interval`` is taken instead. Max-pool layers get None.
+
+    SPRAM (``budget.spram_blocks > 0``): only when the cheapest design without it needs more
+    than ``budget.brams``, the layers with the most weights go to SPRAM, one after another
+    (a layer whose smallest SPRAM layout does not fit the blocks left is skipped) until the
+    cheapest design fits the block RAMs or no blocks are left. Such a layer's candidate
+    folds have ``PE*SIMD`` a multiple of 16 (:func:`spram_folds`); the blocks left over
+    are headroom for any of them, the network's total is checked.
     """
     check_supported(model)
     budget = budget or Budget()
     shapes = model.shapes()
     candidates_cache: dict = {}
+    spram: dict[int, int] = {}  # layer index -> the most SPRAM blocks its weights may take
 
     def candidates(index: int, target: int) -> list[Fold]:
+        if index in spram:
+            return spram_folds(model, index, target, spram[index])
         layer = model.layers[index]
         m, n = layer.out_channels, layer.fan_in
         c, h, w = shapes[index]
@@ -122,14 +140,32 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
     hi = max(layer_plan(model, i, Fold(1, 1) if has_fold(layer) else None).cycles
              for i, layer in enumerate(model.layers))
     lo = 1
+    least = plan(model, cheapest(hi), lanes=None, spram_limit=budget.spram_blocks)
+    if budget.spram_blocks > 0 and least.brams > budget.brams:
+        left = budget.spram_blocks
+        for index in sorted((i for i, layer in enumerate(model.layers) if has_fold(layer)),
+                            key=lambda i: -model.layers[i].weight.size):
+            need = min((layer_cost(index, f)[1].spram_blocks
+                        for f in spram_folds(model, index, hi, left)), default=None)
+            if need is None:
+                continue
+            spram[index], left = need, left - need
+            least = plan(model, cheapest(hi), lanes=None, spram_limit=budget.spram_blocks)
+            if least.brams <= budget.brams or not left:
+                break
+        for index in spram:
+            spram[index] += left
+    luts = budget.luts - (budget.weight_loader_luts if spram else 0)
     # A model too big for the budget relaxes it to what its cheapest design needs.
-    least = plan(model, cheapest(hi), lanes=None)
-    max_luts, max_brams = max(budget.luts, least.luts), max(budget.brams, least.brams)
+    max_luts, max_brams = max(luts, least.luts), max(budget.brams, least.brams)
 
     def fits(chosen) -> bool:
         if chosen is None:
             return False
-        net = plan(model, chosen)  # adds repacks and argmax
+        try:  # adds repacks and argmax
+            net = plan(model, chosen, spram_limit=budget.spram_blocks)
+        except FoldError:  # SPRAM layers that together need more blocks than the budget's
+            return False
         return net.luts <= max_luts and net.brams <= max_brams
 
     slowest = hi
@@ -141,6 +177,29 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
             lo = mid + 1
     relaxed = cheapest(max(hi, min(budget.min_interval, slowest)))
     return relaxed if fits(relaxed) else cheapest(hi)
+
+
+def spram_folds(model: Model, index: int, target: int, blocks: int) -> list[Fold]:
+    """The SPRAM folds (``PExSIMDs``) of layer ``index`` whose weights take at most ``blocks``
+    SPRAM blocks and that may keep within ``target`` cycles per image: every ``PE x SIMD``
+    of ``16 * k`` bits (``k`` blocks wide, at most ``blocks``)."""
+    layer = model.layers[index]
+    m, n = layer.out_channels, layer.fan_in
+    positions = 1
+    if isinstance(layer, Conv2d):
+        ho, wo = model.shapes()[index + 1][1:]
+        positions = ho * wo
+    folds = []
+    for wide in range(1, blocks + 1):
+        width = SPRAM_WIDTH * wide
+        for pe in range(1, min(m, width) + 1):
+            simd = width // pe
+            if width % pe or simd > n:
+                continue
+            depth = ceil_div(m, pe) * ceil_div(n, simd)
+            if depth * positions <= target and spram_blocks(width, depth) <= blocks:
+                folds.append(Fold(pe, simd, True))
+    return folds
 
 
 def _fold_counts(m: int) -> list[int]:

@@ -13,7 +13,8 @@ window's ``KH*KW`` taps); a maxpool2d layer has no fold (one output per ``KH*KW`
 ``docs/conv-hardware.md`` describes the units and the stream order between them.
 
 Contract: :func:`parse_fold` turns a user's ``--fold`` (``"64x32,32x16,10x8"``, JSON, or a
-``.json`` file, within :data:`MAX_FOLD_CHARS` and :data:`MAX_FOLD_DEPTH`) into one
+``.json`` file, within :data:`MAX_FOLD_CHARS` and :data:`MAX_FOLD_DEPTH`; ``PExSIMDs``
+keeps a layer's weights in SPRAM) into one
 :class:`Fold` per model layer (None for a max-pool), each checked by :func:`check_fold`;
 :func:`resolve_fold` also takes the words in :data:`FOLD_CHOICES`. Every problem is a
 one-line :class:`FoldError` (a :class:`~hwgen.errors.UserError`) naming the layer at fault.
@@ -60,17 +61,22 @@ def has_fold(layer) -> bool:
 
 @dataclass(frozen=True)
 class Fold:
+    """``PE x SIMD``; ``spram``: the layer's weights in the iCE40UP5K's SPRAM (loaded at run
+    time, see :mod:`hwgen.fold.storage`) instead of a ROM. Text form ``PExSIMD``, with a
+    trailing ``s`` for SPRAM (``1x64s``)."""
+
     pe: int
     simd: int
+    spram: bool = False
 
     def __str__(self):
-        return f"{self.pe}x{self.simd}"
+        return f"{self.pe}x{self.simd}" + ("s" if self.spram else "")
 
 
 #: Limits on a --fold text or file: far more than any model's layer list needs.
 MAX_FOLD_CHARS = 1 << 20
 MAX_FOLD_DEPTH = 4
-_TEXT_FOLD = re.compile(r"\s*([0-9]{1,12})\s*[xX]\s*([0-9]{1,12})\s*")
+_TEXT_FOLD = re.compile(r"\s*([0-9]{1,12})\s*[xX]\s*([0-9]{1,12})\s*([sS]?)\s*")
 
 
 #: The ``--fold`` words that choose a fold instead of giving one.
@@ -93,13 +99,15 @@ def parse_fold(text: str, model: Model) -> list[Fold]:
     """A fold for every layer of ``model`` from ``text``.
 
     ``text`` is ``PExSIMD`` per layer separated by commas (``"64x32,32x16,10x8"``, ASCII
-    digits only), or JSON: a list with ``[PE, SIMD]`` or ``{"pe": PE, "simd": SIMD}`` per
-    layer, or a path to a ``.json`` file holding such a list (a regular file of UTF-8 text;
-    text and file at most :data:`MAX_FOLD_CHARS` characters, JSON at most
-    :data:`MAX_FOLD_DEPTH` levels deep). Max-pool layers have no fold: either leave them out
-    (one entry per dense/conv layer) or give ``-`` (JSON ``null``) in their place. Returns
-    one entry per model layer, ``None`` for a pool. Raises :class:`FoldError` naming the
-    layer at fault, or what is wrong with the text or file, in one line.
+    digits only; ``PExSIMDs`` keeps the layer's weights in SPRAM), or JSON: a list with
+    ``[PE, SIMD]``, ``{"pe": PE, "simd": SIMD}`` (optionally ``"spram": true``) or a
+    ``"PExSIMD[s]"`` string per layer, or a path to a ``.json`` file holding such a list
+    (a regular file of UTF-8 text; text and file at most :data:`MAX_FOLD_CHARS` characters,
+    JSON at most :data:`MAX_FOLD_DEPTH` levels deep). Max-pool layers have no fold: either
+    leave them out (one entry per dense/conv layer) or give ``-`` (JSON ``null``) in their
+    place. Returns one entry per model layer, ``None`` for a pool. Raises
+    :class:`FoldError` naming the layer at fault, or what is wrong with the text or file,
+    in one line.
     """
     check_supported(model)
     text = text.strip()
@@ -154,32 +162,46 @@ def _read_fold_file(path: str) -> str:
         raise FoldError(f"--fold {path}: not UTF-8 text (byte {err.start})") from None
 
 
-def _text_entry(index: int, part: str) -> tuple[int, int] | None:
+def _text_entry(index: int, part: str) -> tuple[int, int, bool] | None:
     if part.strip() == "-":
         return None
+    if part.strip().lower() == "-s":
+        raise FoldError(f"layer {index}: fold '-s': '-' (a max-pool) has no weights to keep "
+                        f"in SPRAM")
     match = _TEXT_FOLD.fullmatch(part)
     if not match:
         raise FoldError(f"layer {index}: fold {part.strip()[:40]!r} is not PExSIMD "
-                        f"(e.g. 16x32)")
-    return int(match[1]), int(match[2])
+                        f"(e.g. 16x32, or 16x32s for weights in SPRAM)")
+    return int(match[1]), int(match[2]), bool(match[3])
 
 
-def _json_entry(index: int, item) -> tuple[int, int] | None:
+def _json_entry(index: int, item) -> tuple[int, int, bool] | None:
     if item is None:
         return None
-    if isinstance(item, dict) and set(item) == {"pe", "simd"}:
+    if isinstance(item, str):
+        return _text_entry(index, item)
+    spram = False
+    if isinstance(item, dict) and set(item) in ({"pe", "simd"}, {"pe", "simd", "spram"}):
+        spram = item.get("spram", False)
+        if not isinstance(spram, bool):
+            raise FoldError(f"layer {index}: fold {json.dumps(item)[:60]}: \"spram\" must be "
+                            f"true or false")
         item = [item["pe"], item["simd"]]
     if (not isinstance(item, list) or len(item) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
-        raise FoldError(f"layer {index}: fold {json.dumps(item)[:60]} is not [PE, SIMD] or "
-                        f'{{"pe": PE, "simd": SIMD}} with integers')
-    return item[0], item[1]
+        raise FoldError(f"layer {index}: fold {json.dumps(item)[:60]} is not [PE, SIMD], "
+                        f'{{"pe": PE, "simd": SIMD}} with integers, or "PExSIMD"')
+    return item[0], item[1], spram
 
 
-def check_fold(index: int, layer, pe: int, simd: int) -> Fold:
+def check_fold(index: int, layer, pe: int, simd: int, spram: bool = False) -> Fold:
     """Check one layer's fold: PE in ``[1, M]``, SIMD in ``[1, N]`` (a conv's ``N`` is
-    ``Cin*KH*KW``)."""
+    ``Cin*KH*KW``); ``spram`` (weights in SPRAM) only on a layer with weights. Whether the
+    network's SPRAM layers fit the device is :func:`~hwgen.fold.plan`'s check."""
     if not has_fold(layer):
+        if spram:
+            raise FoldError(f"{where(index, layer)}: has no weights to keep in SPRAM (give "
+                            f"'-' or leave it out)")
         raise FoldError(f"{where(index, layer)}: has no fold (give '-' or leave it out)")
     m, n = layer.out_channels, layer.fan_in
     if pe < 1 or simd < 1:
@@ -189,4 +211,4 @@ def check_fold(index: int, layer, pe: int, simd: int) -> Fold:
         raise FoldError(f"{where(index, layer)}: PE {pe} is wider than its {m} output channels")
     if simd > n:
         raise FoldError(f"{where(index, layer)}: SIMD {simd} is wider than its {n} inputs")
-    return Fold(pe, simd)
+    return Fold(pe, simd, bool(spram))

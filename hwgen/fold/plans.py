@@ -33,6 +33,7 @@ from .geometry import (RAW_TREE_LEVELS_PER_STAGE, TREE_LEVELS_PER_STAGE, _diviso
                        line_buffer_brams, line_buffer_logic_bits, logic_rom_luts, pool_luts,
                        repack_luts, rom_in_logic, tree_register_stages, window_luts)
 from .parse import Fold, FoldError, check_fold, check_supported, has_fold, where
+from .storage import UP5K_SPRAM_BLOCKS, SpramLayer, SpramNetwork, check_spram, spram_luts
 
 if TYPE_CHECKING:
     from .default import Budget
@@ -190,8 +191,9 @@ class PoolPlan(_LineBufferUnit):
 
 
 @dataclass(frozen=True)
-class LayerPlan:
-    """Everything the generator and ``info`` need to know about one folded dense layer."""
+class LayerPlan(SpramLayer):
+    """Everything the generator and ``info`` need to know about one folded dense layer
+    (``spram``: its weights in SPRAM, see :mod:`hwgen.fold.storage`)."""
 
     index: int
     op: str
@@ -216,6 +218,7 @@ class LayerPlan:
     in_shape: tuple[int, int, int] | None = None  # the layer's input map [C, H, W]
     positions: int = 1  # output positions per image (conv: Ho*Wo)
     window: WindowPlan | None = None  # conv layers: the sliding-window front end
+    spram: bool = False  # weights in SPRAM (weight_logic False, weight_brams 0)
 
     @property
     def nf(self) -> int:
@@ -268,7 +271,7 @@ class LayerPlan:
 
     @property
     def fold(self) -> Fold:
-        return Fold(self.pe, self.simd)
+        return Fold(self.pe, self.simd, self.spram)
 
     def with_window_word(self, word: int) -> "LayerPlan":
         """This conv layer's plan with its window reading ``word`` channels per beat."""
@@ -300,7 +303,7 @@ class RepackPlan:
         return repack_luts(self.c, self.s, self.element_bits, self.n)
 
 @dataclass(frozen=True)
-class NetworkPlan:
+class NetworkPlan(SpramNetwork):
     model: Model
     layers: list  # LayerPlan (dense, conv) or PoolPlan (maxpool2d), one per model layer
     lanes: int  # input values per beat
@@ -365,15 +368,17 @@ class NetworkPlan:
         once per output position."""
         return sum(lp.m * lp.n * (lp.positions or 1) for lp in self.mvtu_layers)
 
-    def read_port_bound(self, blocks: int, port_bits: int) -> int:
+    def read_port_bound(self, blocks: int, port_bits: int, sprams: int = 0) -> int:
         """Cycles per image if ``blocks`` block RAMs delivered ``port_bits`` weight bits every
-        cycle: no fold that keeps its weights in block RAM is faster."""
-        return max(1, ceil_div(self.synapse_reads, blocks * port_bits))
+        cycle, and ``sprams`` SPRAM blocks 16 each: no fold that keeps its weights in those
+        memories is faster."""
+        return max(1, ceil_div(self.synapse_reads, blocks * port_bits + 16 * sprams))
 
     @property
     def luts(self) -> int:
         glue = sum(r.luts for before in self.repacks() for r in before)
-        return sum(lp.luts for lp in self.layers) + glue + argmax_luts(self.layers[-1])
+        return (sum(lp.luts for lp in self.layers) + glue + argmax_luts(self.layers[-1])
+                + self.spram_loader_luts)
 
     def repacks(self) -> list[list[RepackPlan]]:
         """For each layer, the repacks that turn the stream before it into its input.
@@ -497,8 +502,8 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
         score_width = 0
     nf, sf = ceil_div(m, pe), ceil_div(n, simd)
     w_width, w_depth = pe * simd, nf * sf
-    logic = rom_in_logic(w_width, w_depth)
-    weight_brams = 0 if logic else bram_blocks(w_width, w_depth)
+    logic = rom_in_logic(w_width, w_depth) and not fold.spram
+    weight_brams = 0 if logic or fold.spram else bram_blocks(w_width, w_depth)
     buf_width, buf_depth = simd * ebits, 2 * sf
     buf_bits = buf_width * buf_depth
     buffer_brams = 0 if buffer_in_logic(buf_width, buf_depth) else bram_blocks(buf_width,
@@ -517,6 +522,8 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
     luts = datapath + pe * param_width + 40
     if logic:
         luts += logic_rom_luts(w_width, w_depth)
+    if fold.spram:
+        luts += spram_luts(w_width, w_depth)
     if not buffer_brams:
         luts += buf_bits + buf_width * max(1, buf_depth // 2)
     param_logic = rom_in_logic(pe * param_width, nf)
@@ -525,7 +532,8 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
         luts += logic_rom_luts(pe * param_width, nf)
     return LayerPlan(index, layer.op, n, m, pe, simd, binary, ebits, layer.is_output,
                      (lo, hi), acc_width, acc_signed, param_width, score_width, logic,
-                     weight_brams, param_logic, param_brams, buffer_brams, luts)
+                     weight_brams, param_logic, param_brams, buffer_brams, luts,
+                     spram=fold.spram)
 
 
 def raw_negatives(layer: Dense) -> np.ndarray:
@@ -547,10 +555,12 @@ def output_offsets(layer: Dense, binary: bool) -> np.ndarray:
 
 
 def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None = None,
-         budget: Budget | None = None) -> NetworkPlan:
+         budget: Budget | None = None, spram_limit: int | None = None) -> NetworkPlan:
     """The folded network; ``folds`` (one per layer, None for a max-pool) None picks
     :func:`default_fold`, ``lanes`` None picks the fewest input lanes that keep the input
-    from being the bottleneck."""
+    from being the bottleneck. A FoldError when the SPRAM layers (``PExSIMDs``) need more
+    blocks than ``spram_limit`` (None: ``budget.spram_blocks``, without a budget the
+    iCE40UP5K's :data:`~hwgen.fold.storage.UP5K_SPRAM_BLOCKS`)."""
     check_supported(model)
     if folds is None:
         from .default import default_fold  # default builds on this module
@@ -564,10 +574,13 @@ def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None
         if has_fold(layer):
             if f is None:
                 raise FoldError(f"{where(i, layer)}: needs a fold PExSIMD")
-            f = check_fold(i, layer, f.pe, f.simd)
+            f = check_fold(i, layer, f.pe, f.simd, f.spram)
         elif f is not None:
-            check_fold(i, layer, f.pe, f.simd)  # raises: a pool has no fold
+            check_fold(i, layer, f.pe, f.simd, f.spram)  # raises: a pool has no fold
         layers.append(layer_plan(model, i, f))
+    if spram_limit is None:
+        spram_limit = UP5K_SPRAM_BLOCKS if budget is None else budget.spram_blocks
+    check_spram(layers, spram_limit)
     size = model.input.size
     if lanes is None:
         lanes = default_lanes(model, layers[0], max(lp.cycles for lp in layers))

@@ -1,9 +1,11 @@
 """The per-layer folding/performance table that ``python -m hwgen info --fold`` prints.
 
 :func:`format_fold_table` renders a :class:`~hwgen.fold.plans.NetworkPlan`: per layer its
-fold, cycles, block RAMs, LUT estimate and memories; then the fold, the input stream, the
-initiation interval and latency, and the block-RAM read-port bound of a
-:class:`~hwgen.fold.default.Budget`'s device. Builds on :mod:`~hwgen.fold.plans` and
+fold, cycles, block RAMs, LUT estimate and memories (where the weights live: ``logic``,
+``bram`` or ``spram (k blocks)``); then the fold, the input stream, the initiation interval
+and latency, the SPRAM blocks and words to load when some layer uses them, and the
+read-port bound of a :class:`~hwgen.fold.default.Budget`'s device (its block RAMs, and
+its SPRAM blocks, or those the fold uses). Builds on :mod:`~hwgen.fold.plans` and
 :mod:`~hwgen.fold.default`.
 """
 
@@ -33,7 +35,10 @@ def format_fold_table(net: NetworkPlan, budget: Budget | None = None) -> str:
                          f"{lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {note}")
             continue
         depth = lp.nf * lp.sf
-        note = f"{lp.pe * lp.simd}x{depth} " + ("logic" if lp.weight_logic else "bram")
+        store = lp.weight_store
+        if lp.spram:
+            store += f" ({lp.spram_blocks} block{'s' if lp.spram_blocks > 1 else ''})"
+        note = f"{lp.pe * lp.simd}x{depth} {store}"
         if lp.window is not None:
             ho, wo = lp.window.out_shape
             note += (f"; {ho}x{wo} positions, {lp.window.cycles_per_window} cycles/window "
@@ -45,12 +50,16 @@ def format_fold_table(net: NetworkPlan, budget: Budget | None = None) -> str:
     lines.append(f"fold   {fold}; input {net.lanes} x {net.bits}-bit values per beat{order}, "
                  f"{net.beats_per_image} beats per image")
     bound = "at most " if net.has_windows else ""
+    spram = (f"; {net.spram_blocks} SPRAM blocks ({net.spram_words} words to load)"
+             if net.spram_blocks else "")
     lines.append(f"II     {net.cycles_per_image} cycles per image; latency {bound}"
-                 f"{net.latency_cycles} cycles; {net.brams} block RAMs; ~{net.luts} LUTs "
-                 f"(estimate)")
-    port = net.read_port_bound(budget.bram_blocks, budget.bram_port_bits)
+                 f"{net.latency_cycles} cycles; {net.brams} block RAMs{spram}; ~{net.luts} "
+                 f"LUTs (estimate)")
+    sprams = max(budget.spram_blocks, net.spram_blocks)
+    port = net.read_port_bound(budget.bram_blocks, budget.bram_port_bits, sprams)
+    also = f" and {sprams} SPRAMs 16" if sprams else ""
     lines.append(f"bound  {port} cycles per image if all {budget.bram_blocks} block RAMs "
-                 f"delivered {budget.bram_port_bits} weight bits every cycle "
+                 f"delivered {budget.bram_port_bits}{also} weight bits every cycle "
                  f"({net.synapse_reads} per image); this fold reaches "
                  f"{port / net.cycles_per_image:.1%} of it")
     return "\n".join(lines)

@@ -5,6 +5,8 @@
 * :mod:`.input` -- :class:`~.input.Binarize`: the input comparator;
 * :mod:`.popcount` -- pipelined adder / popcount trees;
 * :mod:`.rom` -- weight and threshold ROMs laid out for iCE40 block RAM;
+* :mod:`.spram` -- :class:`~.spram.SPRAMBank`: a layer's weights in iCE40UP5K SPRAM, written
+  at run time;
 * :mod:`.mvtu` -- :class:`~.mvtu.MVTU`: the folded matrix-vector-threshold unit;
 * :mod:`.window` -- :class:`~.window.SlidingWindow`: line buffer and conv windows;
 * :mod:`.maxpool` -- :class:`~.maxpool.MaxPool`: OR over each window of binary values;

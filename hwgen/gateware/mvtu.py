@@ -10,11 +10,12 @@ from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, checked_init
 
-from ..fold import (Fold, FoldError, LayerPlan, check_fold, dense_plan, output_offsets,
-                    raw_negatives)
+from ..fold import (Fold, FoldError, LayerPlan, ceil_div, check_fold, dense_plan,
+                    output_offsets, raw_negatives)
 from ..model import Dense
 from .popcount import adder_tree
 from .rom import pack_lanes, pack_weights, ram_style, rom
+from .spram import SPRAMBank, load_signature
 
 __all__ = ["MVTU", "comparator_params"]
 
@@ -49,8 +50,16 @@ class MVTU(wiring.Component):
     """A dense layer ``acc[j] = sum_i weight[j, i] * x[i]`` folded ``PE x SIMD``, thresholded
     (hidden layer) or turned into scores (output layer), bit-exact with the model.
 
-    Parameters: ``layer`` (a validated :class:`~hwgen.model.Dense`), ``pe``, ``simd``, and
-    ``input_bits``: None for +-1 inputs (bit 1 = +1), or the width of raw unsigned inputs.
+    Parameters: ``layer`` (a validated :class:`~hwgen.model.Dense`), ``pe``, ``simd``,
+    ``input_bits``: None for +-1 inputs (bit 1 = +1), or the width of raw unsigned inputs,
+    and ``spram``: read the weights from a :class:`~.spram.SPRAMBank` (the same words, same
+    addresses, same read latency as the ROM) that the unit's writer fills first.
+
+    ``load`` (only with ``spram``, :func:`~.spram.load_signature` of
+    ``plan.spram_blocks`` blocks): the bank's write side. Its blocks, in load order, hold
+    16-bit slices of the weight ROM's words (:func:`hwgen.fold.spram.layer_spram_words` is
+    what to write, block by block from address 0); all of them must be written before the
+    unit's first input beat, and nothing after.
 
     ``i``: ``SF = ceil(N / SIMD)`` beats per image of ``SIMD`` elements (``SIMD`` bits, or
     ``SIMD * input_bits`` for raw input; element ``k`` in the ``k``-th field); elements past
@@ -68,24 +77,30 @@ class MVTU(wiring.Component):
     """
 
     @checked_init
-    def __init__(self, layer: Dense, pe: int, simd: int, input_bits: int | None = None):
+    def __init__(self, layer: Dense, pe: int, simd: int, input_bits: int | None = None,
+                 spram: bool = False):
         if not isinstance(layer, Dense):
             raise TypeError(f"layer must be a Dense layer, not {type(layer).__name__}")
         check_int("pe", pe)
         check_int("simd", simd)
         if input_bits is not None:
             check_int("input_bits", input_bits, 1)
+        if not isinstance(spram, bool):
+            raise TypeError(f"spram must be True or False, not {spram!r}")
         try:
             check_fold(0, layer, pe, simd)
         except FoldError as err:  # the message without its "layer 0 (dense): " prefix
             raise ValueError(str(err).split(": ", 1)[-1]) from None
         self.layer = layer
-        self.plan = dense_plan(layer, Fold(pe, simd), input_bits)
+        self.plan = dense_plan(layer, Fold(pe, simd, spram), input_bits)
         p = self.plan
-        super().__init__({
+        members = {
             "i": In(stream.Signature(p.simd * p.element_bits)),
             "o": Out(stream.Signature(p.pe * p.out_element_bits)),
-        })
+        }
+        if spram:
+            members["load"] = In(load_signature(p.spram_blocks))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -93,8 +108,14 @@ class MVTU(wiring.Component):
         pe, simd, nf_count, sf_count, ebits = p.pe, p.simd, p.nf, p.sf, p.element_bits
 
         # ---- parameters
-        m.submodules.weights = wrom = rom(pack_weights(layer.weight, pe, simd), pe * simd,
-                                          p.weight_logic)
+        if p.spram:
+            m.submodules.weights = wread = SPRAMBank(16 * ceil_div(pe * simd, 16),
+                                                     nf_count * sf_count)
+            wiring.connect(m, wiring.flipped(self.load), wread.load)
+        else:
+            m.submodules.weights = wrom = rom(pack_weights(layer.weight, pe, simd), pe * simd,
+                                              p.weight_logic)
+            wread = wrom.read_port()
         if p.is_output:
             offsets = [int(v) for v in output_offsets(layer, p.binary_input)]
             params = pack_lanes(offsets, p.param_width, pe)
@@ -109,7 +130,6 @@ class MVTU(wiring.Component):
                                             attrs=ram_style(p.buffer_brams == 0))
         wport = ibuf.write_port()
         xport = ibuf.read_port()
-        wread = wrom.read_port()
         pread = prom.read_port()
 
         # ---- writer: fills the free half of the double buffer. Addresses and "last" flags

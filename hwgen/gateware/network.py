@@ -8,7 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -51,6 +51,14 @@ class Network(wiring.Component):
     ``output="scores"`` (for verification) leaves out the argmax: ``o`` then carries the
     output layer's ``NF`` beats per image of ``PE`` signed ``score_width``-bit scores (lanes
     past the class count undefined).
+
+    ``w`` (only when ``net.spram_words > 0``, i.e. some layer is folded ``PExSIMDs``): the
+    16-bit weight stream. After reset the network accepts exactly ``net.spram_words`` words
+    on ``w``, :func:`hwgen.fold.spram.spram_words` ``(net)`` in that order, and writes them
+    into the SPRAM layers' blocks (one word per cycle at most; each is written the cycle
+    after its transfer); ``i.ready`` stays low until the last word has been written (the
+    cycle after the cycle after its transfer), and from then on ``w.ready`` is low until
+    the next reset. Images then run as without SPRAM, with the same cycles.
     """
 
     @checked_init
@@ -62,10 +70,13 @@ class Network(wiring.Component):
         self.net, self.output = net, output
         last = net.layers[-1]
         width = net.class_bits if output == "class" else last.pe * last.score_width
-        super().__init__({
+        members = {
             "i": In(stream.Signature(net.lanes * net.bits)),
             "o": Out(stream.Signature(width)),
-        })
+        }
+        if net.spram_words:
+            members["w"] = In(stream.Signature(16))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -73,6 +84,10 @@ class Network(wiring.Component):
         model = net.model
         spec = model.input
         src = wiring.flipped(self.i)
+        if net.spram_words:
+            loaded = Signal()
+            src = _gated(m, src, loaded)
+        spram_units = {}
         if spec.binary:
             m.submodules.binarize = binarize = Binarize(net.lanes, net.bits, spec.binarize_at)
             wiring.connect(m, src, binarize.i)
@@ -93,10 +108,14 @@ class Network(wiring.Component):
                     m.submodules[f"window{lp.index}"] = window
                     wiring.connect(m, src, window.i)
                     src = window.o
-                unit = MVTU(unit_layer(model, lp.index), lp.pe, lp.simd, bits)
+                unit = MVTU(unit_layer(model, lp.index), lp.pe, lp.simd, bits, lp.spram)
+                if lp.spram:
+                    spram_units[lp.index] = unit
             m.submodules[f"layer{lp.index}"] = unit
             wiring.connect(m, src, unit.i)
             src = unit.o
+        if spram_units:
+            _weight_loader(m, net, wiring.flipped(self.w), spram_units, loaded)
         if self.output == "scores":
             wiring.connect(m, src, wiring.flipped(self.o))
             return m
@@ -108,6 +127,53 @@ class Network(wiring.Component):
         return m
 
 
+def _gated(m: Module, src, open_):
+    """The stream ``src`` passed on only while ``open_`` is high (valid and ready both
+    held low otherwise)."""
+    gated = stream.Signature(len(src.payload)).create(path=("gated",))
+    m.d.comb += [gated.payload.eq(src.payload), gated.valid.eq(src.valid & open_),
+                 src.ready.eq(gated.ready & open_)]
+    return gated
+
+
+def _weight_loader(m: Module, net: NetworkPlan, w, units: dict, loaded: Signal) -> None:
+    """Write the words of stream ``w`` into the SPRAM blocks of ``units`` (layer index ->
+    its MVTU) in :func:`hwgen.fold.spram.spram_words` order: one segment per block, each
+    from address 0. Every transfer is registered and written the next cycle; ``loaded``
+    goes high the cycle after the last write."""
+    segments = [(lp.index, block, words) for lp in net.spram_layers
+                for block, words in enumerate(lp.spram_block_words)]
+    seg = Signal(range(len(segments)))
+    addr = Signal(14)
+    done = Signal()
+    end = Signal()  # addr is the segment's last address
+    with m.Switch(seg):
+        for k, (_, _, words) in enumerate(segments):
+            with m.Case(k):
+                m.d.comb += end.eq(addr == words - 1)
+    take = Signal()
+    m.d.comb += [w.ready.eq(~done), take.eq(w.valid & ~done)]
+    wr_en, wr_seg = Signal(), Signal(range(len(segments)))
+    wr_addr, wr_data = Signal(14), Signal(16)
+    m.d.sync += [wr_en.eq(take), loaded.eq(done)]
+    with m.If(take):
+        m.d.sync += [wr_seg.eq(seg), wr_addr.eq(addr), wr_data.eq(w.payload)]
+        with m.If(end):
+            m.d.sync += addr.eq(0)
+            with m.If(seg == len(segments) - 1):
+                m.d.sync += done.eq(1)
+            with m.Else():
+                m.d.sync += seg.eq(seg + 1)
+        with m.Else():
+            m.d.sync += addr.eq(addr + 1)
+    for index, unit in units.items():
+        first = next(k for k, s in enumerate(segments) if s[0] == index)
+        count = sum(1 for s in segments if s[0] == index)
+        mine = (wr_seg >= first) & (wr_seg < first + count)
+        m.d.comb += [unit.load.en.eq(wr_en & mine), unit.load.block.eq(wr_seg - first),
+                     unit.load.addr.eq(wr_addr), unit.load.data.eq(wr_data)]
+
+
 def module_name(stem: str) -> str:
     """A Verilog identifier for a model file stem."""
     name = re.sub(r"[^0-9A-Za-z_]", "_", stem)
@@ -115,8 +181,9 @@ def module_name(stem: str) -> str:
 
 
 def interface(net: NetworkPlan, module: str) -> dict:
-    """The contents of ``interface.json`` for ``net`` converted as ``module``."""
-    return {
+    """The contents of ``interface.json`` for ``net`` converted as ``module`` (with
+    ``"weights"``, the weight stream, only when ``net.spram_words > 0``)."""
+    iface = {
         "module": module,
         "clock": "clk",
         "reset": "rst",
@@ -129,6 +196,10 @@ def interface(net: NetworkPlan, module: str) -> dict:
         "cycles_per_image": net.cycles_per_image,
         "latency_cycles": net.latency_cycles,
     }
+    if net.spram_words:
+        iface["weights"] = {"data": "w__payload", "valid": "w__valid", "ready": "w__ready",
+                            "bits": 16, "words": net.spram_words}
+    return iface
 
 
 def to_verilog(net: NetworkPlan, module: str) -> str:

@@ -1,40 +1,28 @@
 """Constant ROMs: weights packed PE x SIMD per word, and per-channel parameters.
 
-Weight ROM layout (one word per cycle of the folded unit): address ``nf * SF + sf`` holds
-the weights of output channels ``nf*PE .. nf*PE+PE-1`` for inputs ``sf*SIMD ..
-sf*SIMD+SIMD-1``; lane ``p`` (channel ``nf*PE + p``) occupies bits ``[p*SIMD, (p+1)*SIMD)``
-and input ``sf*SIMD + i`` is bit ``i`` of the lane, 1 for +1 and 0 for -1. Padding (a
-input ``>= N``) holds 1; a padded channel (``>= M``) repeats channel 0's weights, so its
-sum stays inside the accumulator range (its comparator is set to never fire). A ``NF*SF x PE*SIMD`` memory with one
-synchronous read port and no write port maps onto ``ceil(PE*SIMD / w) * ceil(NF*SF / d)``
-iCE40 SB_RAM40_4K blocks for the best ``d x w`` configuration (Yosys picks it), or stays in
-logic when :func:`hwgen.fold.rom_in_logic` says block RAM would be wasted.
+Weight ROM layout (one word per cycle of the folded unit; :func:`pack_weights`, pure NumPy
+in :mod:`hwgen.layout` so that :mod:`hwgen.fold` lays out SPRAM contents without Amaranth,
+re-exported here): address ``nf * SF + sf`` holds the weights of output channels ``nf*PE ..
+nf*PE+PE-1`` for inputs ``sf*SIMD .. sf*SIMD+SIMD-1``; lane ``p`` (channel ``nf*PE + p``)
+occupies bits ``[p*SIMD, (p+1)*SIMD)`` and input ``sf*SIMD + i`` is bit ``i`` of the lane,
+1 for +1 and 0 for -1. Padding (an input ``>= N``) holds 1; a padded channel (``>= M``)
+repeats channel 0's weights, so its sum stays inside the accumulator range (its comparator
+is set to never fire). A ``NF*SF x PE*SIMD`` memory with one synchronous read port and no
+write port maps onto ``ceil(PE*SIMD / w) * ceil(NF*SF / d)`` iCE40 SB_RAM40_4K blocks for
+the best ``d x w`` configuration (Yosys picks it), or stays in logic when
+:func:`hwgen.fold.rom_in_logic` says block RAM would be wasted. A layer folded
+``PExSIMDs`` reads the same words from SPRAM instead (:mod:`.spram`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib.memory import Memory
 
 from ..fold import ceil_div
+from ..layout import pack_weights
 
 __all__ = ["pack_weights", "pack_lanes", "rom"]
-
-
-def pack_weights(weight: np.ndarray, pe: int, simd: int) -> list[int]:
-    """The ROM words of a +-1 ``weight [M, N]`` folded ``pe x simd`` (layout above)."""
-    weight = np.asarray(weight)
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D [M, N], not shape {weight.shape}")
-    m, n = weight.shape
-    nf, sf = ceil_div(m, pe), ceil_div(n, simd)
-    bits = np.ones((nf * pe, sf * simd), dtype=np.uint8)
-    bits[:m, :n] = weight > 0
-    bits[m:, :n] = bits[0, :n]  # padded channels copy channel 0: their sums stay in range
-    # [nf, pe, sf, simd] -> [nf, sf, pe, simd]: one row of pe*simd bits per address.
-    rows = bits.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
-    return [_bits_to_int(row) for row in rows]
 
 
 def pack_lanes(values, width: int, lanes: int, pad: int = 0) -> list[int]:
@@ -54,11 +42,6 @@ def pack_lanes(values, width: int, lanes: int, pad: int = 0) -> list[int]:
             word |= (value & mask) << (p * width)
         out.append(word)
     return out
-
-
-def _bits_to_int(row: np.ndarray) -> int:
-    packed = np.packbits(row.astype(np.uint8), bitorder="little")
-    return int.from_bytes(packed.tobytes(), "little")
 
 
 def rom(init: list[int], width: int, logic: bool) -> Memory:

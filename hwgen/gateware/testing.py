@@ -137,16 +137,28 @@ def simulate_network(net, images, rng: np.random.Generator | None = None,
     beat's transfer cycle and the monitor's ``cycles``/``valid_cycles`` each output beat's.
     ``scores=True`` simulates the network without its argmax and returns every image's
     scores ``[K, classes]`` instead of the predictions.
+
+    A network with SPRAM layers (``net.spram_words > 0``) gets its weight words
+    (:func:`~hwgen.fold.spram.spram_words`) on ``w`` from simulation start, with the same
+    gaps as the images, while the image driver already offers its first beat (the network
+    takes it only once loaded); the weight driver is ``driver.weights`` (else None).
     """
+    from ..fold.spram import spram_words
     from .network import Network
 
     dut = Network(net, output="scores" if scores else "class")
     driver = StreamDriver(dut.i, image_beats(images, net.lanes, net.bits, net.input_order),
                           rng, valid_prob)
+    processes = [driver]
+    driver.weights = None
+    if net.spram_words:
+        driver.weights = StreamDriver(dut.w, [int(v) for v in spram_words(net)], rng,
+                                      valid_prob)
+        processes.append(driver.weights)
     last = net.layers[-1]
     beats = last.nf if scores else 1
     monitor = StreamMonitor(dut.o, len(images) * beats, rng, ready_prob)
-    simulate(dut, driver, monitor)
+    simulate(dut, *processes, monitor)
     if not scores:
         return np.array(monitor.payloads, dtype=np.int64), driver, monitor
     out = []

@@ -1,0 +1,145 @@
+"""``python -m hwgen run``: images to a board (or its Verilator simulation) over the UART
+protocol, classes compared with the reference; the parser is in :mod:`boards.commands`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hwgen import model as model_io
+from hwgen.errors import UserError, one_line
+from hwgen.fold import input_order
+from hwgen.layout import in_stream_order
+from hwgen.options import check_labels, load_images
+from hwgen.reference import Reference
+
+from . import protocol, weights
+from .commands import _board, _check_baud, plan_for_board
+
+
+def load_png(path: Path, model) -> np.ndarray:
+    """A PNG as ``bits``-bit grey values shaped like the model input (needs matplotlib)."""
+    try:
+        from matplotlib.image import imread
+    except ImportError:
+        raise UserError("reading PNG files needs matplotlib (pip install matplotlib)") from None
+    try:
+        pixels = imread(path)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise UserError(f"{path}: not a readable PNG ({err})") from None
+    if pixels.ndim == 3:
+        pixels = pixels[..., :3].mean(axis=2)
+    if pixels.dtype.kind == "f":
+        pixels = np.rint(pixels * model.input.max_value)
+    if pixels.size != model.input.size:
+        raise UserError(f"{path}: {pixels.shape[1]}x{pixels.shape[0]} pixels, but the model "
+                        f"takes {list(model.input.shape)}")
+    return pixels.astype(np.int64).reshape(model.input.shape)
+
+
+def cmd_run(args) -> int:
+    import math
+
+    from .host import BoardError, Client, SerialTransport, WeightsError, network_sim_transport
+    from .uart import baud_divisor
+
+    if args.sim == bool(args.port):
+        raise UserError("give exactly one of --port DEVICE (a board) or --sim (simulated)")
+    if args.weights is not None and not args.sim:
+        raise UserError("--weights is for --sim (a real board reads its own flash)")
+    model = model_io.load(args.model)
+    labels = None
+    if args.pngs:
+        if args.dataset or args.images:
+            raise UserError("give PNG files or --dataset/--images, not both")
+        images = np.stack([load_png(p, model) for p in args.pngs])
+    elif args.dataset or args.images:
+        images, labels = load_images(args)
+        check_labels(labels, model)
+    else:
+        raise UserError("no images: give --dataset NAME, --images IDX or PNG files")
+    if model.input.bits > 8:
+        raise UserError("the UART protocol carries one byte per value; this model takes "
+                        f"{model.input.bits}-bit values")
+    # A model that binarizes its input gets bit-packed frames (CLASSIFY_PACKED, one bit per
+    # value); the client falls back to byte frames if the board refuses them.
+    binarize_at = model.input.binarize_at
+    packed = binarize_at is not None
+    frame_bytes = protocol.REQUEST_OVERHEAD + protocol.image_payload_length(model.input.size,
+                                                                           packed)
+    board = _board(args.board)
+    _check_baud(board, args.baud)
+    baud = args.baud or board.default_baud
+    if args.sim:
+        # the board at its default clock and --baud, so that simulated time is board time
+        clock_hz = board.default_clock_mhz * 1e6
+        try:
+            divisor = baud_divisor(clock_hz, baud)
+        except ValueError as err:
+            raise UserError(f"--baud: {err}") from None
+        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes, None, baud)
+        flash_image = weights.sim_flash_image(net, args.weights)
+        link_baud = clock_hz / divisor
+        # frames in flight: enough to cover a frame's reply (core latency + 7 bytes), so the
+        # link stays busy; one at a time when the core cannot take frames back to back
+        frame_cycles = frame_bytes * 10 * divisor
+        reply_cycles = net.latency_cycles + protocol.REPLY_LENGTH * (10 * divisor + 1)
+        window = (2 + math.ceil(reply_cycles / frame_cycles)
+                  if net.cycles_per_image <= frame_cycles else 1)
+        transport = network_sim_transport(net, divisor=divisor, clock_hz=clock_hz,
+                                          flash_image=flash_image)
+        transport.idle(weights.boot_seconds(net, clock_hz))  # the board boots first
+    else:
+        link_baud = baud
+        # a USB-serial adapter answers within a few ms: keep that much in flight
+        window = 2 + math.ceil(0.004 * link_baud / (frame_bytes * 10))
+        try:
+            transport = SerialTransport(str(args.port), baud=baud)
+        except Exception as err:  # pyserial's SerialException, ImportError, OSError
+            raise UserError(f"{args.port}: cannot open ({err})") from None
+    client = Client(transport, bits=model.input.bits, window=min(window, 32), packed=packed,
+                    binarize_at=binarize_at)
+    # The core reads each image's values in its input order (interface.json "order").
+    sent = in_stream_order(images, input_order(model))
+    start = time.perf_counter()
+    try:
+        board_start = transport.sim_time if args.sim else None
+        got = np.array(client.classify(sent), dtype=np.int64)
+        board_time = transport.sim_time - board_start if args.sim else None
+    except WeightsError as err:
+        raise UserError(weights.failure_message(err, sim=args.sim,
+                                                weights_file=args.weights)) from None
+    except BoardError as err:
+        raise UserError(f"board: {err}") from None
+    finally:
+        transport.close()
+    elapsed = time.perf_counter() - start
+    reference = Reference(model).predict(images)
+    if len(images) <= 20:
+        for k, c in enumerate(got):
+            print(f"image {k}: class {c} ({one_line(model.classes[c])})")
+    n = len(images)
+    agree = int((got == reference).sum())
+    print(f"agreement {agree}/{n} with reference")
+    if labels is not None:
+        correct = int((got == labels).sum())
+        print(f"accuracy {correct / n:.4f} ({correct}/{n})")
+    stats = client.stats
+    if client.packed:
+        framing = f"packed frames (1 bit per value, {frame_bytes} bytes)"
+    else:
+        size = protocol.REQUEST_OVERHEAD + model.input.size
+        framing = f"byte frames ({size} bytes" + ("; the board refused packed frames)"
+                                                 if stats.packed_refused else ")")
+    counts = f"{stats.frames_sent} frames sent, {stats.retries} retries"
+    if args.sim:
+        print(f"{n / board_time:.1f} inferences/s in simulated board time "
+              f"({board.default_clock_mhz:g} MHz, {link_baud:.0f} baud, {divisor} cycles per "
+              f"bit; {n / elapsed:.1f}/s in wall-clock time) over the simulated link, "
+              f"{framing}, {counts}")
+    else:
+        print(f"{n / elapsed:.1f} inferences/s (wall clock) over the link at {link_baud:.0f} "
+              f"baud, {framing}, {counts}")
+    return 0 if agree == n else 1

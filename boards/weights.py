@@ -1,0 +1,150 @@
+"""``hwgen build`` and ``hwgen run`` for a fold that keeps weights in SPRAM.
+
+SPRAM has no initial contents, so such a build writes the weight image
+(:mod:`hwgen.weight_image`) as ``weights.bin`` beside the bitstream and the bitstream loads it
+from the board's SPI flash at :data:`~hwgen.weight_image.FLASH_OFFSET` after power-up
+(:mod:`boards.flash_loader`). This module holds the commands' side of that: the header the
+bitstream expects, the build folder's ``weights.bin`` and its report entry, the programming
+commands, ``run --sim``'s simulated flash (``--weights FILE``) and the one-line messages for
+a board that refuses images for want of good weights.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from hwgen.errors import UserError
+
+from . import protocol
+
+WEIGHTS_FILE = "weights.bin"
+
+
+def spram_words(net) -> int:
+    """The words ``net``'s core loads after reset (0: a fold without SPRAM)."""
+    return int(getattr(net, "spram_words", 0) or 0)
+
+
+def weight_header(net) -> bytes | None:
+    """The 20 header bytes the board compares its flash with, or None without SPRAM."""
+    if not spram_words(net):
+        return None
+    from hwgen.weight_image import header, model_id
+
+    return header(spram_words(net), model_id(net))
+
+
+def check_board(board, net) -> None:
+    """UserError unless ``board`` can load ``net``'s SPRAM weights (the iCEBreaker can)."""
+    if spram_words(net) and board.family != "ice40":
+        raise UserError(f"this fold keeps weights in SPRAM (an iCE40UP5K block), which "
+                        f"{board.name} does not have: fold without the 's' suffix")
+
+
+def flash_offset_text(offset: int) -> str:
+    return f"{offset:#x}"
+
+
+def write_weights(net, folder: Path) -> dict:
+    """Write ``folder/weights.bin``; its ``report.json`` entry (``weights_image``)."""
+    from hwgen.weight_image import FLASH_OFFSET, write_image
+
+    size = write_image(net, Path(folder) / WEIGHTS_FILE)
+    return {"file": WEIGHTS_FILE, "flash_offset": FLASH_OFFSET, "bytes": size,
+            "words": spram_words(net)}
+
+
+def program_commands(outdir: Path, report: dict) -> list[list[str]]:
+    """The iceprog commands that put a build on the board: the bitstream, then (a fold with
+    SPRAM) the weight image at its flash offset."""
+    commands = [["iceprog", str(Path(outdir) / report["bitstream"])]]
+    image = report.get("weights_image")
+    if image:
+        commands.append(["iceprog", "-o", flash_offset_text(image["flash_offset"]),
+                         str(Path(outdir) / image["file"])])
+    return commands
+
+
+def program_lines(outdir: Path, report: dict) -> list[str]:
+    """What ``hwgen build`` prints for a build with a weight image (nothing without)."""
+    image = report.get("weights_image")
+    if not image:
+        return []
+    commands = program_commands(outdir, report)
+    return [f"weights      {Path(outdir) / image['file']}: {image['words']} words, "
+            f"{image['bytes']} bytes for the flash at {flash_offset_text(image['flash_offset'])}",
+            f"program      {shlex.join(commands[0])}",
+            f"             {shlex.join(commands[1])}"]
+
+
+def program_weights(board, image: Path, offset: int) -> None:
+    """Write the weight image into the board's flash at ``offset`` (openFPGALoader or
+    iceprog, whichever is installed: the tool ``--program`` used for the bitstream)."""
+    if shutil.which("openFPGALoader"):
+        cmd = ["openFPGALoader", "--board", board.name.split("-")[0], "-o",
+               flash_offset_text(offset), str(image)]
+    elif shutil.which("iceprog"):
+        cmd = ["iceprog", "-o", flash_offset_text(offset), str(image)]
+    else:
+        raise UserError("--program needs openFPGALoader or iceprog on PATH")
+    if subprocess.run(cmd).returncode != 0:
+        raise UserError(f"programming the weights failed: {' '.join(cmd)}")
+
+
+def sim_flash_image(net, path: Path | None) -> bytes | None:
+    """What ``run --sim`` puts into the simulated flash: ``--weights FILE``'s bytes (size
+    checked before reading; one-line UserError on a bad file), else None (the build's image,
+    :func:`hwgen.weight_image.image_for`)."""
+    if path is None:
+        return None
+    if not spram_words(net):
+        raise UserError("--weights: this model's fold keeps no weights in SPRAM, so the "
+                        "simulated board reads no flash")
+    from hwgen.weight_image import read_image
+
+    return read_image(path)  # a regular file only: a FIFO or device is never waited on
+
+
+def boot_seconds(net, clock_hz: float) -> float:
+    """An upper bound of the time the board needs to load ``net``'s weights at ``clock_hz``
+    (:mod:`boards.flash_loader`'s timing at SCK = clock/2: 20 cycles a byte, 38 a word,
+    plus the wake-up): ``run --sim`` lets the simulated board boot that long before the first
+    image, as a real board has long booted when ``hwgen run`` starts."""
+    words = spram_words(net)
+    if not words:
+        return 0.0
+    from hwgen.weight_image import CRC_BYTES, HEADER_BYTES
+
+    cycles = 8 * clock_hz * 1e-6 + 38 * words + 20 * (HEADER_BYTES + CRC_BYTES + 5)
+    return 1.1 * cycles / clock_hz
+
+
+def failure_message(err, *, sim: bool, weights_file: Path | None = None) -> str:
+    """The one-line message for a board that refuses images (a ``boards.host.WeightsError``):
+    what is wrong and how to mend it (``iceprog``), or, simulated, what the flash held."""
+    from hwgen.weight_image import FLASH_OFFSET
+
+    program = f"iceprog -o {flash_offset_text(FLASH_OFFSET)} weights.bin"
+    if sim:
+        hint = {s: f"the simulated flash holds {weights_file}" if weights_file is not None
+                else "the simulated flash holds the build's image" for s in _FAILURES}
+    else:
+        hint = {
+            protocol.STATUS_NO_WEIGHTS: f"program them with: {program}, the weights.bin "
+                                        f"that hwgen build wrote beside the bitstream",
+            protocol.STATUS_WRONG_WEIGHTS: f"program this build's weights.bin: {program}",
+            protocol.STATUS_BAD_WEIGHTS: f"program weights.bin again: {program}",
+        }
+    return _FAILURES[err.status].format(hint[err.status])
+
+
+_FAILURES = {
+    protocol.STATUS_NO_WEIGHTS: "the board's flash holds no weights for this model ({})",
+    protocol.STATUS_WRONG_WEIGHTS: "the board's flash holds weights for another model or "
+                                   "fold ({})",
+    protocol.STATUS_BAD_WEIGHTS: "the weights in the board's flash are corrupt (CRC mismatch; "
+                                 "{})",
+}

@@ -1,0 +1,122 @@
+"""``hwgen run --sim`` for a model whose default iCEBreaker fold keeps weights in SPRAM: the
+simulated board boots from its simulated flash (the build's image, or ``--weights FILE``),
+and a board that refuses images says why in one line."""
+
+import os
+
+import numpy as np
+import pytest
+
+from boards.commands import plan_for_board
+from boards.targets import get_board
+from hwgen import model as model_io
+from hwgen.cli import main
+from hwgen.datasets import write_idx
+from hwgen.random_models import calibrate_thresholds, dense, random_images, random_model
+from hwgen.weight_image import image_for
+
+from .test_boards_flash import verilator_or_skip
+from .test_model_format import cli_error
+
+pytestmark = pytest.mark.sim  # simulator regressions: all run in make sim
+
+
+def _model(tmp_path, seed=41, name="m"):
+    """256 inputs, 512 hidden: 128 Kbit of first-layer weights, more than the UP5K's block
+    RAMs hold, so the default fold puts them in SPRAM (8,192 words)."""
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, (1, 16, 16), [dense(512), dense(10)], classes=10,
+                         binarize_at=128)
+    images = random_images(rng, model.input, 8)
+    model = calibrate_thresholds(model, images)
+    path = model_io.save(model, tmp_path / f"{name}.npz")
+    write_idx(tmp_path / "images", images[:, 0])
+    return path
+
+
+@pytest.fixture(scope="module")
+def spram_model(tmp_path_factory):
+    verilator_or_skip()
+    tmp = tmp_path_factory.mktemp("spram-run")
+    path = _model(tmp)
+    _, net, _ = plan_for_board(path, get_board("icebreaker"), None, None)
+    assert net.spram_words == 8192       # the default fold uses SPRAM
+    return tmp, path, net
+
+
+def _run(tmp, path, *extra):
+    return ["run", path, "--sim", "--images", tmp / "images", *extra]
+
+
+def test_run_sim_boots_from_the_builds_image(spram_model, capsys):
+    tmp, path, _ = spram_model
+    assert main(list(map(str, _run(tmp, path)))) == 0
+    out = capsys.readouterr().out
+    assert "agreement 8/8 with reference" in out
+    assert out.rstrip().endswith("8 frames sent, 0 retries")   # booted before the first
+
+
+def test_run_sim_with_a_good_weights_file(spram_model, capsys):
+    tmp, path, net = spram_model
+    (tmp / "good.bin").write_bytes(image_for(net) + b"\xff" * 100)   # a flash dump's tail
+    assert main(list(map(str, _run(tmp, path, "--weights", tmp / "good.bin")))) == 0
+    assert "agreement 8/8 with reference" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fault,line", [
+    ("erased", "error: the board's flash holds no weights for this model (the simulated "
+               "flash holds {file})"),
+    ("other model", "error: the board's flash holds weights for another model or fold (the "
+                    "simulated flash holds {file})"),
+    ("flipped bit", "error: the weights in the board's flash are corrupt (CRC mismatch; the "
+                    "simulated flash holds {file})"),
+])
+def test_run_sim_refuses_bad_flash(spram_model, capsys, fault, line):
+    tmp, path, net = spram_model
+    if fault == "erased":
+        data = b"\xff" * 4096
+    elif fault == "other model":
+        (tmp / "other").mkdir(exist_ok=True)
+        other = _model(tmp / "other", seed=42)
+        _, other_net, _ = plan_for_board(other, get_board("icebreaker"), None, None)
+        assert other_net.spram_words == net.spram_words
+        data = image_for(other_net)
+    else:
+        data = bytearray(image_for(net))
+        data[5000] ^= 0x20
+    file = tmp / f"{fault.replace(' ', '-')}.bin"
+    file.write_bytes(bytes(data))
+    assert cli_error(capsys, *_run(tmp, path, "--weights", file)) == line.format(file=file)
+
+
+def test_run_weights_option_errors(spram_model, capsys, tmp_path):
+    tmp, path, _ = spram_model
+    missing = tmp_path / "missing.bin"
+    assert cli_error(capsys, *_run(tmp, path, "--weights", missing)) \
+        == f"error: {missing}: no such weight image"
+    huge = tmp_path / "huge.bin"
+    with open(huge, "wb") as f:
+        f.truncate((16 << 20) + 1)
+    assert cli_error(capsys, *_run(tmp, path, "--weights", huge)) \
+        == f"error: {huge}: {(16 << 20) + 1} bytes is more than a flash image " \
+           f"({16 << 20} bytes at most)"
+    assert cli_error(capsys, *_run(tmp, path, "--weights", tmp_path)) \
+        == f"error: {tmp_path}: is a directory, not a regular weight image"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert cli_error(capsys, *_run(tmp, path, "--weights", fifo)) \
+        == f"error: {fifo}: is a FIFO, not a regular weight image"
+    assert cli_error(capsys, "run", path, "--port", "/dev/null", "--images", tmp / "images",
+                     "--weights", missing) \
+        == "error: --weights is for --sim (a real board reads its own flash)"
+
+
+def test_run_weights_for_a_fold_without_spram(capsys, tmp_path):
+    rng = np.random.default_rng(3)
+    model = random_model(rng, (1, 8, 9), [dense(16)], classes=4, binarize_at=128)
+    path = model_io.save(model, tmp_path / "small.npz")
+    write_idx(tmp_path / "images", random_images(rng, model.input, 2)[:, 0])
+    (tmp_path / "w.bin").write_bytes(b"SBNW")
+    line = cli_error(capsys, *_run(tmp_path, path, "--weights", tmp_path / "w.bin"))
+    assert line == ("error: --weights: this model's fold keeps no weights in SPRAM, so the "
+                    "simulated board reads no flash")
