@@ -243,9 +243,9 @@ def format_summary(report: dict) -> str:
         f"(estimate {report['estimate']['luts']})",
         f"block RAMs   {pct(report['brams_used'], report['brams_available'])}",
     ]
-    if report.get("spram_used"):
+    if report.get("spram_used") is not None:
         lines.append(f"SPRAMs       {pct(report['spram_used'], report.get('spram_available'))}"
-                     f" (weights, loaded from flash)")
+                     + (" (weights, loaded from flash)" if report["spram_used"] else ""))
     lines += [
         f"clock        {report['clock_mhz']:.2f} MHz requested, Fmax {report['fmax_mhz']:.2f} MHz "
         f"({'met' if report['timing_met'] else 'NOT met'})",

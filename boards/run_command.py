@@ -13,10 +13,15 @@ from hwgen.errors import UserError, one_line
 from hwgen.fold import input_order
 from hwgen.layout import in_stream_order
 from hwgen.options import check_labels, load_images
-from hwgen.reference import Reference
+from hwgen.reference import Reference, check_images
 
 from . import protocol, weights
 from .commands import _board, _check_baud, plan_for_board
+
+#: The slowest link ``run --sim`` simulates: each bit is clock / baud simulated cycles
+#: (5000 at 48 MHz and 9600 baud), so a slower rate (``--baud 1``: 48 million cycles a
+#: bit) would simulate for days; a real board (``--port``) takes any rate it can.
+MIN_SIM_BAUD = 9600
 
 
 def load_png(path: Path, model) -> np.ndarray:
@@ -49,6 +54,12 @@ def cmd_run(args) -> int:
         raise UserError("give exactly one of --port DEVICE (a board) or --sim (simulated)")
     if args.weights is not None and not args.sim:
         raise UserError("--weights is for --sim (a real board reads its own flash)")
+    board = _board(args.board)
+    _check_baud(board, args.baud)
+    baud = args.baud or board.default_baud
+    if args.sim and baud < MIN_SIM_BAUD:
+        raise UserError(f"--baud {baud} is too slow to simulate: --sim takes at least "
+                        f"{MIN_SIM_BAUD} baud")
     model = model_io.load(args.model)
     labels = None
     if args.pngs:
@@ -60,6 +71,9 @@ def cmd_run(args) -> int:
         check_labels(labels, model)
     else:
         raise UserError("no images: give --dataset NAME, --images IDX or PNG files")
+    # the shape and value range the model takes, as eval checks them, before any link is
+    # opened or simulated (a value the UART frame cannot carry would fail mid-run)
+    images = check_images(model.input, images)
     if model.input.bits > 8:
         raise UserError("the UART protocol carries one byte per value; this model takes "
                         f"{model.input.bits}-bit values")
@@ -69,9 +83,6 @@ def cmd_run(args) -> int:
     packed = binarize_at is not None
     frame_bytes = protocol.REQUEST_OVERHEAD + protocol.image_payload_length(model.input.size,
                                                                            packed)
-    board = _board(args.board)
-    _check_baud(board, args.baud)
-    baud = args.baud or board.default_baud
     if args.sim:
         # the board at its default clock and --baud, so that simulated time is board time
         clock_hz = board.default_clock_mhz * 1e6

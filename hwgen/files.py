@@ -2,8 +2,9 @@
 
 - :func:`open_regular` opens a regular file (after symlinks) for binary reading, and refuses
   directories, FIFOs, sockets and devices (``/dev/zero``) without ever blocking on them.
-- :func:`read_upto` reads at most a given number of bytes, in chunks, into one buffer of
-  that size (so the caller decides, after checking a header, what may be allocated).
+- :func:`read_upto` reads at most a given number of bytes, in chunks, into a buffer that
+  grows with what arrives (so a limit costs nothing for a short file, and the caller
+  decides, after checking a header, what may be allocated).
 - :func:`size_limit` is a byte limit that an environment variable may override.
 
 Every failure raises the caller's :class:`~hwgen.errors.UserError` subclass with a one-line
@@ -22,7 +23,7 @@ from .errors import UserError
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"))
-_CHUNK = 1 << 20  # bytes per read in read_bounded
+_CHUNK = 1 << 20  # bytes per read in read_upto
 
 
 def _kind(mode: int) -> str:
@@ -66,19 +67,19 @@ def open_regular(path: str | os.PathLike, error: type[UserError] = UserError,
 def read_upto(stream: BinaryIO, size: int) -> bytearray:
     """The next ``size`` bytes of ``stream``, fewer if it ends first; never reads more.
 
-    Reads (decompresses, for a compressed stream) in chunks of 1 MiB into one buffer, so a
-    stream that lies about its length costs no more than ``size`` bytes of memory; to see
-    whether more follows, read one more byte.
+    Reads (decompresses, for a compressed stream) in chunks of at most 1 MiB, growing the
+    buffer as data arrives: memory follows what the stream actually holds, capped near
+    ``size`` (the bytes read, bytearray's growth slack and one chunk), so a generous
+    ``size`` (a limit, not a length) costs nothing for a short stream, and a stream that
+    lies about its length costs no more than ``size``. To see whether more follows, read
+    one more byte.
     """
-    buffer = bytearray(size)
-    got = 0
-    with memoryview(buffer) as view:
-        while got < size:
-            n = stream.readinto(view[got:min(size, got + _CHUNK)])
-            if not n:
-                break
-            got += n
-    del buffer[got:]
+    buffer = bytearray()
+    while len(buffer) < size:
+        chunk = stream.read(min(_CHUNK, size - len(buffer)))
+        if not chunk:
+            break
+        buffer += chunk
     return buffer
 
 

@@ -10,6 +10,11 @@
   collected at exit) silenced.
 - A reader that closes stdout early (``python -m hwgen info M | head -1``) ends the command
   quietly with exit code :data:`SIGPIPE_EXIT` (141), as the shell reports for other tools.
+- Any other failure to write stdout (``> /dev/full``: no space left, an I/O error) ends it
+  with one line ``error: cannot write to standard output (<reason>)`` and exit code
+  :data:`STDOUT_ERROR_EXIT` (2, as for the other errors that are the user's to fix). stdout
+  is flushed before the entry returns, so the error surfaces there and not in the flush at
+  interpreter shutdown (after which stdout points at /dev/null, as for a broken pipe).
 
 This module imports only the standard library, so that it is cheap to import first.
 """
@@ -25,6 +30,7 @@ from typing import Callable
 SIGINT_EXIT = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
 SIGTERM_EXIT = 143  # 128 + SIGTERM
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
+STDOUT_ERROR_EXIT = 2  # stdout cannot be written (a full disk, /dev/full, an I/O error)
 
 
 class Terminated(KeyboardInterrupt):
@@ -32,6 +38,40 @@ class Terminated(KeyboardInterrupt):
 
     A subclass of :class:`KeyboardInterrupt`, so every cleanup written for Ctrl-C (and no
     ``except Exception``) sees it."""
+
+
+class _StdoutError(Exception):
+    """Writing stdout failed (not a broken pipe); ``args[0]`` is the ``OSError``. Not an
+    ``OSError`` itself, so that a command's handling of its own files never takes it for
+    theirs."""
+
+
+class _GuardedStdout:
+    """stdout, with a failed write or flush (other than a broken pipe) raised as
+    :class:`_StdoutError`: only writes to stdout can raise that, wherever they happen."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guard(self, operation, *args):
+        try:
+            return operation(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise _StdoutError(err) from None
+
+    def write(self, text):
+        return self._guard(self._stream.write, text)
+
+    def writelines(self, lines):
+        return self._guard(self._stream.writelines, lines)
+
+    def flush(self):
+        return self._guard(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _raise_terminated(signum, frame):
@@ -63,9 +103,13 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
     it (the imports ``load_main`` does included) returns 130/143 after one line. Once main
     has returned or been interrupted, Ctrl-C and SIGTERM are ignored while the process
     exits (only ``python -m`` entry points call this: it changes the process's handlers)."""
+    stdout = sys.stdout
+    if stdout is not None:
+        sys.stdout = _GuardedStdout(stdout)
     try:
         signal.signal(signal.SIGTERM, _raise_terminated)
         code = load_main()()
+        sys.stdout.flush()  # a write error surfaces here, not in the flush at exit
         # The work is done (or main reported an interrupt itself): a signal from here on
         # would find Python's default handlers restored during shutdown and kill the process
         # with no message, turning a finished run's exit code into -15.
@@ -76,6 +120,18 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
     except BrokenPipeError:  # the reader of stdout stopped (``| head``): end quietly
         _stdout_to_devnull()
         return SIGPIPE_EXIT
+    except _StdoutError as failed:
+        _ignore_signals()
+        _stdout_to_devnull()
+        reason = getattr(failed.args[0], "strerror", None) or failed.args[0]
+        try:
+            print(f"error: cannot write to standard output ({reason})", file=sys.stderr)
+        except (OSError, ValueError):  # stderr is gone too: the exit code says it
+            pass
+        return STDOUT_ERROR_EXIT
+    finally:
+        if stdout is not None:
+            sys.stdout = stdout
     if code in (SIGINT_EXIT, SIGTERM_EXIT):
         silence_unused_elaboratables()
     return code

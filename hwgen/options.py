@@ -29,10 +29,23 @@ _MAX_NUMBER_CHARS = 32
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one ``error: ...`` line (exit 2), like the rest."""
+    """argparse that reports errors as one ``error: ...`` line (exit 2), like the rest.
+
+    An option given ``--`` as its value (``--limit=--``, ``-j--``) is a usage error: plain
+    argparse drops that ``--`` and hands the option ``[]`` (or its ``const``), unchecked by
+    its ``type=`` and ``choices=``. An option is never given ``--`` otherwise (separated
+    from it, ``--`` ends the options), so any ``--`` among an option's values is this."""
 
     def error(self, message):
         self.exit(2, one_line(f"error: {message} (see {self.prog} --help)") + "\n")
+
+    def _get_values(self, action, arg_strings):
+        if (action.option_strings and "--" in arg_strings
+                and action.nargs not in (argparse.PARSER, argparse.REMAINDER)):
+            expected = ("expected one argument" if action.nargs in (None, argparse.OPTIONAL)
+                        else "expected values")
+            raise argparse.ArgumentError(action, f"{expected}, not '--'")
+        return super()._get_values(action, arg_strings)
 
 
 def _shown(text: str) -> str:

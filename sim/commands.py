@@ -25,7 +25,7 @@ from hwgen.names import default_module
 from hwgen.options import (MAX_IMAGES, MAX_JOBS, add_fold_options, add_image_source,
                            add_save_predictions, check_labels, integer, load_images)
 from hwgen.outputs import output_type, save_npy, staged_file, staged_folder
-from hwgen.reference import Reference
+from hwgen.reference import Reference, check_images
 
 from .golden import write_golden_vectors
 from .verilated import SimResult, VerilatedCore, default_jobs
@@ -109,6 +109,9 @@ def cmd_sim(args) -> int:
     start = time.perf_counter()
     model, net, module = plan_model(args.model, args.fold, args.lanes)
     check_labels(labels, model)
+    # the shape and value range the model takes (as eval checks them), before Verilator
+    # builds anything: NaN, float or out-of-range values are one line, not a failed run
+    images = check_images(model.input, images)
     with _staged_waves(args.waves) as waves:
         result = simulate_net(net, module, images, args.seed, args.valid_percent,
                               args.ready_percent, waves, jobs)

@@ -49,9 +49,11 @@ class Net(nn.Module):
 
 
 def mlp(hidden=(32, 24), inputs=784, classes=10, input_mode="binarize", bias=None,
-        activation="identity") -> Net:
+        activation="identity", seed=0) -> Net:
     """784-h1-h2-10; ``bias``: None (output without bias) or 'int32' (Int32Bias);
-    ``activation``: 'identity' (QuantIdentity) or 'hardtanh' (QuantHardTanh), both bipolar."""
+    ``activation``: 'identity' (QuantIdentity) or 'hardtanh' (QuantHardTanh), both bipolar.
+    Weights drawn under ``torch.manual_seed(seed)``: the same net whatever ran before."""
+    torch.manual_seed(seed)
     qnn, weight, act, _, int32 = _quant()
     kind = {"identity": qnn.QuantIdentity, "hardtanh": qnn.QuantHardTanh}[activation]
     layers, n = [], inputs
@@ -64,8 +66,11 @@ def mlp(hidden=(32, 24), inputs=784, classes=10, input_mode="binarize", bias=Non
     return Net(nn.Sequential(*layers), input_mode, flat=True)
 
 
-def cnn(input_mode="uint8", channels=(8, 8), classes=10, padding=0, bias=None) -> Net:
-    """conv-bn-act-pool-conv-bn-act-flatten-dense on 1x28x28 (padding of the first conv)."""
+def cnn(input_mode="uint8", channels=(8, 8), classes=10, padding=0, bias=None,
+        seed=0) -> Net:
+    """conv-bn-act-pool-conv-bn-act-flatten-dense on 1x28x28 (padding of the first conv);
+    weights drawn under ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
     qnn, weight, act, _, int32 = _quant()
     c1, c2 = channels
     side = ((28 + 2 * padding - 2) // 2) - 2

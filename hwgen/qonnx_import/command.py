@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +18,9 @@ from ..outputs import output_type
 from .graph import ImportError_
 
 MAX_CLASS_FILE_BYTES = 1 << 20
+#: Values (images x values per image) of the random check images at most: 16 Mi values,
+#: 32 MiB at 16 bits, so a huge input costs fewer check images, not unbounded memory.
+MAX_CHECK_VALUES = 1 << 24
 
 
 def register(sub) -> None:
@@ -47,14 +51,29 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_import)
 
 
+_RATIO = re.compile(r"[+-]?(?:[0-9]+/[0-9]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?)")
+MAX_RATIO_CHARS = 64
+MAX_RATIO_EXPONENT = 64
+
+
 def _ratio(text: str) -> Fraction:
-    """A positive exact number: '1/255', '0.5', '2'."""
+    """A positive exact number: '1/255', '0.5', '2', '3.9e-3'; at most 64 characters and
+    a decimal exponent within +-64 (so that ``1e999999999`` is refused, not computed)."""
+    shown = repr(text[:MAX_RATIO_CHARS] + ("..." if len(text) > MAX_RATIO_CHARS else ""))
+    if len(text) > MAX_RATIO_CHARS:
+        raise argparse.ArgumentTypeError(f"longer than {MAX_RATIO_CHARS} characters: {shown}")
+    match = _RATIO.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a number or ratio: {shown}")
+    if match.group(1) is not None and abs(int(match.group(1))) > MAX_RATIO_EXPONENT:
+        raise argparse.ArgumentTypeError(
+            f"exponent beyond +-{MAX_RATIO_EXPONENT}: {shown}")
     try:
         value = Fraction(text.strip())
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number or ratio: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number or ratio: {shown}") from None
     if value <= 0 or value > 1 << 32 or value.denominator > 1 << 32:
-        raise argparse.ArgumentTypeError(f"must be a positive ratio such as 1/255, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive ratio such as 1/255, got {shown}")
     return value
 
 
@@ -75,14 +94,25 @@ def read_classes(path: Path, count: int) -> list[str]:
 
 
 def _check_images(args, spec):
+    """The images the import is checked on: the dataset or IDX file given, else
+    ``--check-images`` random ones, as many of them as fit :data:`MAX_CHECK_VALUES` values
+    (fewer for a large input, which the output line's count shows; an input larger than
+    that on its own is refused)."""
     if args.dataset or args.images:
         images, labels = load_images(args)
         source = args.dataset or str(args.images)
     else:
+        if spec.size > MAX_CHECK_VALUES:
+            raise ImportError_(f"the model input {list(spec.shape)} ({spec.size} values) is "
+                               f"too large to check on random images (at most "
+                               f"{MAX_CHECK_VALUES} values); nothing written")
+        count = min(args.check_images, MAX_CHECK_VALUES // spec.size)
         rng = np.random.default_rng(args.seed)
-        images = rng.integers(0, spec.max_value + 1, size=(args.check_images,) + spec.shape,
-                              dtype=np.int64).astype(np.uint16 if spec.bits > 8 else np.uint8)
-        labels, source = None, f"random (seed {args.seed})"
+        images = rng.integers(0, spec.max_value + 1, size=(count,) + spec.shape,
+                              dtype=np.uint16 if spec.bits > 8 else np.uint8)
+        fewer = (f"; {count} of the {args.check_images} asked for, as many as fit "
+                 f"{MAX_CHECK_VALUES} values" if count < args.check_images else "")
+        labels, source = None, f"random (seed {args.seed}{fewer})"
     return images, labels, source
 
 
