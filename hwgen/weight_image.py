@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -158,21 +157,13 @@ def image_for(net) -> bytes:
 
 
 def write_image(net, path: str | os.PathLike) -> int:
-    """Write :func:`image_for` ``net`` to ``path`` (a staging name renamed into place);
-    returns its size in bytes."""
+    """Write :func:`image_for` ``net`` to ``path`` (a staging name renamed into place,
+    :func:`hwgen.outputs.staged_file`); returns its size in bytes."""
+    from .outputs import staged_file
+
     data = image_for(net)
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as err:
-        raise UserError(f"{path}: cannot write ({err.strerror})") from None
+    with staged_file(path) as staging:
+        staging.write_bytes(data)
     return len(data)
 
 

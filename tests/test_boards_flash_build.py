@@ -19,7 +19,7 @@ from hwgen.errors import UserError
 from hwgen.random_models import dense, random_model
 from hwgen.weight_image import FLASH_OFFSET, decode, image_for, model_id
 
-from .test_boards_pnr import FAKE_PACK, _tool
+from .test_boards_pnr import install_fake_tools
 
 # nextpnr's report as the real one writes it for a design with two SPRAM blocks
 FAKE_NEXTPNR = r'''
@@ -51,12 +51,7 @@ def spram_model(tmp_path):
 
 @pytest.fixture
 def fake_tools(tmp_path, monkeypatch):
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    monkeypatch.setitem(os.environ, "YOSYS", "true")
-    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40", _tool(tools, "nextpnr", FAKE_NEXTPNR))
-    monkeypatch.setitem(os.environ, "ICEPACK", _tool(tools, "icepack", FAKE_PACK))
-    return tools
+    return install_fake_tools(tmp_path / "tools", monkeypatch, FAKE_NEXTPNR)
 
 
 def test_build_writes_the_weight_image_and_says_how_to_program_it(tmp_path, capsys,

@@ -71,13 +71,19 @@ class ScriptPlatform:
         subprocess.run(["sh", f"build_{name}.sh"], cwd=folder, check=True)
 
 
-@pytest.fixture
-def fake_tools(tmp_path, monkeypatch):
-    tools = tmp_path / "tools"
+def install_fake_tools(tools, monkeypatch, nextpnr: str = FAKE_NEXTPNR):
+    """Stand-in yosys (does nothing), nextpnr (``nextpnr``: its script) and icepack in the
+    new folder ``tools``, named by the environment variables the build reads."""
     tools.mkdir()
     monkeypatch.setitem(os.environ, "YOSYS", "true")
-    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40", _tool(tools, "nextpnr", FAKE_NEXTPNR))
+    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40", _tool(tools, "nextpnr", nextpnr))
     monkeypatch.setitem(os.environ, "ICEPACK", _tool(tools, "icepack", FAKE_PACK))
+    return tools
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    install_fake_tools(tmp_path / "tools", monkeypatch)
 
 
 KWARGS = dict(name="top", requested_hz=48e6, tools=(), bitstream_ext="bin")
