@@ -127,3 +127,18 @@ def test_info_prints_the_read_port_bound(capsys):
     assert len(bound) == 1 and bound[0].startswith("bound  187 cycles per image")
     ii = int(next(line for line in out.splitlines() if line.startswith("II")).split()[1])
     assert f"reaches {187 / ii:.1%}" in bound[0]
+
+
+def test_default_fold_of_a_layer_too_wide_for_a_shallow_rom():
+    """At the slowest target every fold of a 262144-input layer has a ROM deeper than
+    DEFAULT_MAX_ROM_DEPTH: the default fold still starts from one (it found none and
+    recursed until RecursionError) and bisects to a faster fold with a shallow ROM."""
+    from hwgen.fold import plan
+    from hwgen.fold.default import DEFAULT_MAX_ROM_DEPTH
+    from hwgen.random_models import random_model
+
+    model = random_model(np.random.default_rng(0), (1, 512, 512), [], classes=2,
+                         binarize_at=128)
+    net = plan(model)
+    (lp,) = net.layers
+    assert lp.n == 512 * 512 and lp.nf * lp.sf <= DEFAULT_MAX_ROM_DEPTH

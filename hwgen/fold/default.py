@@ -105,9 +105,11 @@ def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
                 simds |= {d for d in range(simd_min, channels + 1) if channels % d == 0}
             if raw_window and simd_min <= c:
                 simds = {simd for simd in simds if simd <= c}
-            folds += [Fold(pe, simd) for simd in sorted(simds)
-                      if nf * ceil_div(n, simd) <= DEFAULT_MAX_ROM_DEPTH]
-        return folds
+            folds += [Fold(pe, simd) for simd in sorted(simds)]
+        shallow = [f for f in folds
+                   if ceil_div(m, f.pe) * ceil_div(n, f.simd) <= DEFAULT_MAX_ROM_DEPTH]
+        # a layer so wide that every fold's ROM is deeper keeps them all (never none)
+        return shallow or folds
 
     def layer_cost(index: int, fold: Fold):
         key = (index, fold)
