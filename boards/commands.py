@@ -24,6 +24,7 @@ import numpy as np
 
 from hwgen import model as model_io
 from hwgen.errors import UserError, one_line
+from hwgen.fold.storage import SPRAM_DEPTH, SPRAM_WIDTH
 from hwgen.names import default_module
 from hwgen.options import MAX_LANES, add_image_source, integer, real
 from hwgen.outputs import check_output, output_type, staged_folder
@@ -42,7 +43,6 @@ MAX_BAUD = 100_000_000
 MAX_PNR_SEEDS = 100
 MAX_PNR_BUDGET_S = 86400.0
 FIT_LUT_FRACTION = 0.9  # refuse designs whose estimate exceeds 90% of the board's LUTs
-SPRAM_BITS = 16384 * 16   # one iCE40UP5K SPRAM block
 
 
 def _board(name: str):
@@ -137,7 +137,8 @@ def check_fit(net, board, model=None) -> tuple[int, int]:
                 f"(limit {bram_limit})")
         weight_bits = sum(layer.weight.size for layer in model.layers
                           if hasattr(layer, "weight")) if model is not None else 0
-        capacity = board.bram_blocks * board.bram_block_bits + board.spram_blocks * SPRAM_BITS
+        capacity = (board.bram_blocks * board.bram_block_bits
+                    + board.spram_blocks * SPRAM_DEPTH * SPRAM_WIDTH)
         if weight_bits > capacity:
             raise UserError(f"{head}; its {weight_bits} weight bits alone exceed the "
                             f"{capacity} bits of block RAM{' and SPRAM' * bool(board.spram_blocks)}"
@@ -314,7 +315,7 @@ def cmd_build(args) -> int:
         program(board, outdir / report["bitstream"])
         image = report.get("weights_image")
         if image:
-            weights.program_weights(board, outdir / image["file"], image["flash_offset"])
+            program(board, outdir / image["file"], image["flash_offset"])
     return 0
 
 
@@ -465,16 +466,19 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
     return report, summary
 
 
-def program(board, bitstream: Path) -> None:
-    """Flash with openFPGALoader or (iCE40) iceprog, whichever is installed."""
+def program(board, path: Path, offset: int | None = None) -> None:
+    """Flash ``path`` with openFPGALoader or (iCE40) iceprog, whichever is installed: the
+    bitstream, or with ``offset`` a weight image at that byte offset of the flash."""
+    at = [] if offset is None else ["-o", weights.flash_offset_text(offset)]
     if shutil.which("openFPGALoader"):
-        cmd = ["openFPGALoader", "--board", board.name.split("-")[0], str(bitstream)]
+        cmd = ["openFPGALoader", "--board", board.name.split("-")[0], *at, str(path)]
     elif board.family == "ice40" and shutil.which("iceprog"):
-        cmd = ["iceprog", str(bitstream)]
+        cmd = ["iceprog", *at, str(path)]
     else:
         raise UserError("--program needs openFPGALoader (or iceprog for iCE40) on PATH")
     if subprocess.run(cmd).returncode != 0:
-        raise UserError(f"programming failed: {' '.join(cmd)}")
+        what = "programming the weights" if offset is not None else "programming"
+        raise UserError(f"{what} failed: {' '.join(cmd)}")
 
 
 _clock = real(0, MAX_CLOCK_MHZ, low_open=True)  # MHz

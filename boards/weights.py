@@ -12,8 +12,6 @@ a board that refuses images for want of good weights.
 from __future__ import annotations
 
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 
 from hwgen.errors import UserError
@@ -78,20 +76,6 @@ def program_lines(outdir: Path, report: dict) -> list[str]:
             f"{image['bytes']} bytes for the flash at {flash_offset_text(image['flash_offset'])}",
             f"program      {shlex.join(commands[0])}",
             f"             {shlex.join(commands[1])}"]
-
-
-def program_weights(board, image: Path, offset: int) -> None:
-    """Write the weight image into the board's flash at ``offset`` (openFPGALoader or
-    iceprog, whichever is installed: the tool ``--program`` used for the bitstream)."""
-    if shutil.which("openFPGALoader"):
-        cmd = ["openFPGALoader", "--board", board.name.split("-")[0], "-o",
-               flash_offset_text(offset), str(image)]
-    elif shutil.which("iceprog"):
-        cmd = ["iceprog", "-o", flash_offset_text(offset), str(image)]
-    else:
-        raise UserError("--program needs openFPGALoader or iceprog on PATH")
-    if subprocess.run(cmd).returncode != 0:
-        raise UserError(f"programming the weights failed: {' '.join(cmd)}")
 
 
 def sim_flash_image(net, path: Path | None) -> bytes | None:

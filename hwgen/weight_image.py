@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .fold.storage import SPRAM_DEPTH, UP5K_SPRAM_BLOCKS
 
 __all__ = ["FLASH_OFFSET", "MAGIC", "VERSION", "HEADER_BYTES", "CRC_BYTES", "MAX_WORDS",
            "crc32_mpeg2", "header", "encode", "decode", "model_id", "image_for",
@@ -47,7 +48,7 @@ VERSION = 1
 HEADER_BYTES = 20
 CRC_BYTES = 4
 #: Four 16K x 16 SPRAM blocks: the most words an image can hold.
-MAX_WORDS = 4 * 16384
+MAX_WORDS = UP5K_SPRAM_BLOCKS * SPRAM_DEPTH
 
 
 def _crc_table() -> tuple[int, ...]:
