@@ -32,6 +32,10 @@ from .errors import DatasetError
 from .files import open_regular
 from .idx import read_idx, write_idx
 
+#: Images one command takes at once (after ``--limit``): their predictions and labels
+#: stay within a few tens of MiB.
+MAX_IMAGES = 1 << 22
+
 __all__ = ["DATASETS", "DatasetInfo", "dataset_folders", "load_cifar_batches", "load_dataset",
            "load_idx_pair", "read_cifar_batch", "read_idx", "write_idx"]
 
@@ -84,8 +88,16 @@ def _find(stem: str, folders: list[Path]) -> Path | None:
 
 
 def dataset_folders(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The folders searched for dataset ``name``, in order."""
-    roots = [Path(p) for p in (data_dir, os.environ.get("SBN_DATA_DIR")) if p]
+    """The folders searched for dataset ``name``, in order. DatasetError when ``data_dir``
+    or ``$SBN_DATA_DIR`` is given but is not a folder."""
+    roots = []
+    for origin, value in (("--data-dir", data_dir),
+                          ("SBN_DATA_DIR", os.environ.get("SBN_DATA_DIR"))):
+        if value:
+            if not Path(value).is_dir():
+                problem = "not a folder" if Path(value).exists() else "no such folder"
+                raise DatasetError(f"{origin} {value}: {problem}")
+            roots.append(Path(value))
     info = DATASETS[name]
     if info.system_dir:
         roots.append(Path(info.system_dir))
@@ -131,7 +143,8 @@ def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
     Both files are read with :func:`~hwgen.idx.read_idx`. Raises :class:`DatasetError` when
     the images are not ``[K, N]``, ``[K, H, W]`` or ``[K, C, H, W]`` with ``K >= 1``, or the
     labels are not 1-D integers (IDX types 08/09/0B/0C; float labels are refused, NaN or
-    not) in ``[0, 2**31)``, one per image.
+    not) in ``[0, 2**31)``, one per image, or more than :data:`MAX_IMAGES` images remain
+    after ``limit``.
     """
     images = read_idx(images_path)
     if images.ndim == 3:
@@ -144,6 +157,15 @@ def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
     if images.shape[0] == 0:
         raise DatasetError(f"{images_path}: holds no images (the IDX header says "
                            f"{list(images.shape)})")
+    count = images.shape[0]          # in the file (the labels must match it)
+    if limit is not None:
+        if limit < 1:
+            raise DatasetError(f"--limit must be at least 1, got {limit}")
+        images = images[:limit]
+    if images.shape[0] > MAX_IMAGES:
+        raise DatasetError(f"{images_path}: {images.shape[0]} images, more than the "
+                           f"{MAX_IMAGES} the tools take at once (use --limit, or split "
+                           f"the file)")
     labels = None
     if labels_path is not None:
         labels = read_idx(labels_path)
@@ -152,18 +174,13 @@ def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
         if labels.dtype.kind not in "iu":
             raise DatasetError(f"{labels_path}: labels must be integers, got "
                                f"{labels.dtype.name} values")
-        if labels.shape[0] != images.shape[0]:
+        if labels.shape[0] != count:
             raise DatasetError(f"{labels_path}: {labels.shape[0]} labels for "
-                               f"{images.shape[0]} images in {images_path}")
-        labels = labels.astype(np.int64)
+                               f"{count} images in {images_path}")
+        labels = labels[:images.shape[0]].astype(np.int64)
         if labels.min() < 0:
             raise DatasetError(f"{labels_path}: label {int(labels.min())} is negative; labels "
                                f"are class indices")
-    if limit is not None:
-        if limit < 1:
-            raise DatasetError(f"--limit must be at least 1, got {limit}")
-        images = images[:limit]
-        labels = None if labels is None else labels[:limit]
     return images, labels
 
 

@@ -44,10 +44,24 @@ def parse_json(text: str, what: str, *, max_chars: int, max_depth: int = MAX_DEP
     if depth > max_depth:
         raise error(f"{what} nests {depth} levels deep, more than the limit of {max_depth}")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0][:200]
         raise error(f"{what} is not valid JSON ({first})") from None
+
+
+def _unique_keys(pairs: list) -> dict:
+    """An object whose keys are all different (JSON leaves a repeated key's meaning open:
+    Python keeps the last, other readers the first)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"key {json.dumps(key)[:60]} appears twice in one object")
+            seen.add(key)
+    return obj
 
 
 def _reject_constant(name: str):

@@ -38,7 +38,7 @@ MAX_INPUT_CHANNELS = 1024
 MAX_ACTIVATION = 1 << 24  # values of one image's activation after any layer (or the input)
 MAX_TOTAL_ACTIVATION = 1 << 26  # those summed over the input and every layer's output
 MAX_WEIGHTS = 1 << 26  # weights summed over all layers
-MAX_LAYERS = 1024
+MAX_LAYERS = 256  # `verilog` of 256 tiny layers: ~20 s, ~250 MB
 MAX_GRAPH_CHARS = 1 << 22  # the graph JSON, provenance included
 
 Shape = tuple[int, int, int]
@@ -180,11 +180,20 @@ def channel_ranges(weight: np.ndarray, binary_input: bool,
     """Per output channel, the closed range ``[lo, hi]`` (int64 arrays ``[M]``) that the
     accumulator of +-1 ``weight`` (``[M, ...]``) can reach: ``[-N, N]`` on binary input, the
     sums of negative and positive weights times ``input_max`` on raw input."""
-    w = weight.reshape(weight.shape[0], -1).astype(np.int64)
+    m = weight.shape[0]
+    n = weight.size // m if m else 0
     if binary_input:
-        n = np.full(w.shape[0], w.shape[1], dtype=np.int64)
-        return -n, n
-    return -(w < 0).sum(axis=1) * input_max, (w > 0).sum(axis=1) * input_max
+        full = np.full(m, n, dtype=np.int64)
+        return -full, full
+    # counted a block of channels at a time: no full-size temporaries for a large layer
+    negative = np.zeros(m, dtype=np.int64)
+    positive = np.zeros(m, dtype=np.int64)
+    step = max(1, _BLOCK_VALUES // max(n, 1))
+    for start in range(0, m, step):
+        block = weight[start:start + step].reshape(-1, n)
+        negative[start:start + step] = np.count_nonzero(block < 0, axis=1)
+        positive[start:start + step] = np.count_nonzero(block > 0, axis=1)
+    return -negative * input_max, positive * input_max
 
 
 def accumulator_range(layer: Dense | Conv2d, binary_input: bool, input_max: int) -> tuple[int, int]:
@@ -209,6 +218,10 @@ def signed_width(lo: int, hi: int) -> int:
 # ----------------------------------------------------------------------------- validation
 
 
+#: Values per block when a large array is checked or counted piecewise.
+_BLOCK_VALUES = 1 << 22
+
+
 def _short(value) -> str:
     """``repr(value)`` cut to 60 characters, for messages that quote what a file holds."""
     text = repr(value)
@@ -229,11 +242,17 @@ def _check_array(where: str, name: str, array, kinds: tuple[str, ...], shape: tu
 
 
 def _check_pm1(where: str, name: str, array: np.ndarray):
-    bad = (array != 1) & (array != -1)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        _fail(where, f"{name} holds {int(array[index])} at index {list(index)}; "
-                     f"every entry must be -1 or +1")
+    # a block of values at a time, in memory order: no full-size temporaries
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    flat = array.ravel(order=order)
+    for start in range(0, flat.size, _BLOCK_VALUES):
+        block = flat[start:start + _BLOCK_VALUES]
+        bad = np.flatnonzero((block != 1) & (block != -1))
+        if bad.size:
+            index = np.unravel_index(start + int(bad[0]), array.shape, order=order)
+            index = tuple(int(i) for i in index)
+            _fail(where, f"{name} holds {int(array[index])} at index {list(index)}; "
+                         f"every entry must be -1 or +1")
 
 
 def _check_pair(where: str, name: str, value, minimum: int):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -191,12 +192,18 @@ def staged_folder(target) -> Iterator[Path]:
 
 
 def _install_folder(staging: Path, target: Path) -> None:
-    try:
-        os.rename(staging, target)  # the common case: a new folder, in one step
-        return
-    except OSError:
-        if not target.is_dir():  # an existing folder (or a link to one) is merged into
-            raise
+    # The common case, a new folder, is one rename. An existing folder (or a link to one)
+    # is merged into, even when empty: renaming onto an empty folder would replace it, and
+    # a shell (or this process) whose working folder it is would be left in a deleted one.
+    if not os.path.lexists(target):
+        try:
+            os.rename(staging, target)
+            return
+        except OSError:
+            if not target.is_dir():
+                raise
+    elif not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
     for entry in list(staging.iterdir()):
         _replace_entry(entry, target / entry.name)
     staging.rmdir()

@@ -27,7 +27,13 @@ from .model import Conv2d, Dense, InputSpec, MaxPool2d, Model
 
 ENGINES = ("gemm", "packed")
 _CHUNK_ELEMENTS = 1 << 25  # largest intermediate per chunk of images, in elements
-_PACKED_ELEMENTS = 1 << 24  # rows x outputs x words per XOR/popcount block
+_PACKED_ELEMENTS = 1 << 22  # rows x outputs x words per XOR/popcount block
+#: A layer's rows x fan-in (im2col patches, or dense inputs) per matrix product at most;
+#: an image whose layer needs more is computed in bands of output rows (conv) or slices of
+#: the fan-in (dense), so a single huge image runs in bounded memory.
+_BAND_ELEMENTS = 1 << 23
+#: Weights above which a layer keeps its int8 matrix and converts slices as it goes.
+_WIDE_MATRIX = 1 << 23
 
 
 @dataclass
@@ -68,10 +74,11 @@ def check_images(spec: InputSpec, images) -> np.ndarray:
 
 
 def binarize(spec: InputSpec, images: np.ndarray) -> np.ndarray:
-    """The first layer's input: +-1 int8 when ``spec.binarize_at`` is set, else int64."""
+    """The first layer's input: +-1 int8 when ``spec.binarize_at`` is set, else the raw
+    values as int32 (they are below ``2**spec.bits``)."""
     if spec.binary:
         return np.where(images >= spec.binarize_at, 1, -1).astype(np.int8)
-    return images.astype(np.int64)
+    return images.astype(np.int32)
 
 
 def pack_pm1(x: np.ndarray) -> np.ndarray:
@@ -89,11 +96,19 @@ def packed_dot(x_words: np.ndarray, w_words: np.ndarray, n: int) -> np.ndarray:
     Padding bits are 0 in both operands, so they never count.
     """
     rows, words = x_words.shape
-    out = np.empty((rows, w_words.shape[0]), dtype=np.int64)
-    step = max(1, _PACKED_ELEMENTS // max(1, w_words.shape[0] * words))
-    for start in range(0, rows, step):
-        block = x_words[start:start + step, None, :] ^ w_words[None, :, :]
-        out[start:start + step] = n - 2 * np.bitwise_count(block).sum(axis=-1, dtype=np.int64)
+    outputs = w_words.shape[0]
+    out = np.empty((rows, outputs), dtype=np.int64)
+    # blocks of rows x outputs x words of at most _PACKED_ELEMENTS (one row and one output
+    # at least), so a layer of any size runs in bounded memory
+    per_output = max(1, _PACKED_ELEMENTS // max(1, words))
+    outputs_step = min(outputs, per_output)
+    rows_step = max(1, _PACKED_ELEMENTS // max(1, outputs_step * words))
+    for o in range(0, outputs, outputs_step):
+        w_block = w_words[None, o:o + outputs_step, :]
+        for start in range(0, rows, rows_step):
+            block = x_words[start:start + rows_step, None, :] ^ w_block
+            out[start:start + rows_step, o:o + outputs_step] = \
+                n - 2 * np.bitwise_count(block).sum(axis=-1, dtype=np.int64)
     return out
 
 
@@ -108,12 +123,49 @@ def exact_dtype(bound: int) -> type:
 
 def conv_patches(x: np.ndarray, layer: Conv2d) -> tuple[np.ndarray, tuple[int, int]]:
     """im2col: ``[K*Ho*Wo, Cin*KH*KW]`` rows in (C, KH, KW) order, and ``(Ho, Wo)``."""
-    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    return _patches(pad_input(x, layer), layer)
+
+
+def pad_input(x: np.ndarray, layer: Conv2d) -> np.ndarray:
+    """``x`` ``[K, C, H, W]`` with the layer's padding (of ``pad_value``) around H and W."""
+    ph, pw = layer.padding
     if ph or pw:
         x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=layer.pad_value)
+    return x
+
+
+def _patches(x: np.ndarray, layer: Conv2d) -> tuple[np.ndarray, tuple[int, int]]:
+    """im2col of an already padded ``x``."""
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
     windows = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
     k, c, ho, wo = windows.shape[:4]
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(k * ho * wo, c * kh * kw), (ho, wo)
+
+
+def bounded_matmul(rows: np.ndarray, matrix: np.ndarray, dtype) -> np.ndarray:
+    """``rows [R, N] @ matrix [N, M]`` computed in ``dtype`` (which must hold every partial
+    sum exactly), in blocks that convert at most :data:`_BAND_ELEMENTS` values of either
+    operand at a time. One product when ``matrix`` already has ``dtype`` and ``rows`` are
+    small."""
+    r, n = rows.shape
+    outputs = matrix.shape[1]
+    if matrix.dtype == dtype and rows.size <= _BAND_ELEMENTS:
+        return rows.astype(dtype, copy=False) @ matrix
+    out = np.empty((r, outputs), dtype=dtype)
+    cols = n if matrix.dtype == dtype else max(1, _BAND_ELEMENTS // max(1, outputs))
+    cols = max(1, min(n, cols, _BAND_ELEMENTS))
+    row_step = max(1, _BAND_ELEMENTS // cols)
+    for r0 in range(0, r, row_step):
+        acc = None
+        for c0 in range(0, n, cols):
+            part = (rows[r0:r0 + row_step, c0:c0 + cols].astype(dtype)
+                    @ matrix[c0:c0 + cols].astype(dtype, copy=False))
+            if acc is None:
+                acc = part
+            else:
+                acc += part
+        out[r0:r0 + row_step] = acc
+    return out
 
 
 def maxpool(x: np.ndarray, layer: MaxPool2d) -> np.ndarray:
@@ -148,18 +200,26 @@ class Reference:
         self._binary_in = model.binary_inputs()
         self._matrices = []
         self._packed = []
+        self._dtypes = []   # the accumulator's dtype per layer
         self._compare = []  # (sign, threshold) per hidden layer in the accumulator's dtype
         for layer, binary in zip(model.layers, self._binary_in):
             if isinstance(layer, MaxPool2d):
                 self._matrices.append(None)
                 self._packed.append(None)
+                self._dtypes.append(None)
                 self._compare.append(None)
                 continue
             matrix = layer.weight.reshape(layer.out_channels, -1)
             bound = layer.fan_in * (1 if binary else model.input.max_value)
             use_packed = binary and engine == "packed"
             dtype = np.int64 if use_packed else exact_dtype(bound)
-            self._matrices.append(np.ascontiguousarray(matrix.T, dtype=dtype))
+            self._dtypes.append(dtype)
+            if use_packed:
+                self._matrices.append(None)
+            elif matrix.size > _WIDE_MATRIX:   # kept int8, converted a slice at a time
+                self._matrices.append(matrix.T)
+            else:
+                self._matrices.append(np.ascontiguousarray(matrix.T, dtype=dtype))
             self._packed.append(pack_pm1(matrix) if use_packed else None)
             if layer.is_output:
                 self._compare.append(None)
@@ -184,16 +244,32 @@ class Reference:
     def _accumulate(self, index: int, x: np.ndarray) -> np.ndarray:
         layer = self.model.layers[index]
         if isinstance(layer, Dense):
-            rows, out_hw = x.reshape(x.shape[0], -1), None
-        else:
-            rows, out_hw = conv_patches(x, layer)
+            return self._product(index, x.reshape(x.shape[0], -1))
+        x = pad_input(x, layer)
+        (kh, kw), (sh, sw) = layer.kernel, layer.stride
+        k = x.shape[0]
+        ho, wo = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+        band = max(1, _BAND_ELEMENTS // max(1, k * wo * layer.fan_in))
+        if band >= ho:
+            rows, _ = _patches(x, layer)
+            acc = self._product(index, rows).reshape(k, ho, wo, -1)
+        else:   # bands of output rows: the patches of one band at a time
+            acc = None
+            for r0 in range(0, ho, band):
+                r1 = min(ho, r0 + band)
+                rows, _ = _patches(x[:, :, r0 * sh:(r1 - 1) * sh + kh], layer)
+                part = self._product(index, rows).reshape(k, r1 - r0, wo, -1)
+                if acc is None:
+                    acc = np.empty((k, ho, wo, part.shape[-1]), dtype=part.dtype)
+                acc[:, r0:r1] = part
+        return acc.transpose(0, 3, 1, 2)
+
+    def _product(self, index: int, rows: np.ndarray) -> np.ndarray:
+        """The accumulators ``[R, M]`` of layer ``index`` for +-1 (or raw) ``rows [R, N]``."""
         if self._packed[index] is not None:
-            acc = packed_dot(pack_pm1(rows), self._packed[index], layer.fan_in)
-        else:
-            acc = rows.astype(self._matrices[index].dtype, copy=False) @ self._matrices[index]
-        if out_hw is None:
-            return acc
-        return acc.reshape(x.shape[0], out_hw[0], out_hw[1], -1).transpose(0, 3, 1, 2)
+            return packed_dot(pack_pm1(rows), self._packed[index],
+                              self.model.layers[index].fan_in)
+        return bounded_matmul(rows, self._matrices[index], self._dtypes[index])
 
     def forward(self, images: np.ndarray, trace: bool = False):
         """Scores for a checked batch ``[K, C, H, W]``; with ``trace``, also per-layer results."""
@@ -229,7 +305,17 @@ class Reference:
         return scores
 
     def predict(self, images, progress: bool = False) -> np.ndarray:
-        return predict(self.run(images, progress=progress))
+        """Int64 predicted classes ``[K]`` (the scores are kept a chunk at a time only)."""
+        images = check_images(self.model.input, images)
+        predictions = np.empty(images.shape[0], dtype=np.int64)
+        starts = range(0, images.shape[0], self.chunk)
+        if progress:
+            from tqdm import tqdm
+            starts = tqdm(starts, desc="reference", unit="chunk", leave=False)
+        for start in starts:
+            predictions[start:start + self.chunk] = predict(
+                self.forward(images[start:start + self.chunk]))
+        return predictions
 
     def trace(self, image) -> list[LayerTrace]:
         """Every layer's accumulator and output for one image (for hunting hardware mismatches)."""

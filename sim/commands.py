@@ -126,7 +126,10 @@ def cmd_sim(args) -> int:
         correct = int((result.classes == labels).sum())
         print(f"accuracy {correct / n:.4f} ({correct}/{n})")
     steady = result.steady_cycles_per_image()
-    print(f"cycles per image {steady:.1f} in simulation (predicted II {net.cycles_per_image}), "
+    # a spacing needs two outputs in one process: none with one image per process
+    measured = (f"{steady:.1f}" if steady == steady
+                else "not measured (one image per process)")
+    print(f"cycles per image {measured} in simulation (predicted II {net.cycles_per_image}), "
           f"{n / elapsed:.1f} images/s simulated including build, "
           f"{len(result.shard_starts)} process{'es' if len(result.shard_starts) > 1 else ''}")
     if result.load_cycles:

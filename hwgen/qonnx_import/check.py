@@ -20,6 +20,7 @@ import numpy as np
 from ..reference import predict
 
 BATCH = 200
+BATCH_VALUES = 1 << 20  # input values per batch at most (a large input runs fewer at once)
 
 
 @dataclass
@@ -83,9 +84,12 @@ def execute_graph(proto, inputs: np.ndarray, progress: bool = False) -> np.ndarr
 
     import onnxruntime
 
-    onnxruntime.set_default_logger_severity(3)  # errors only: its warnings are not ours to print
+    # fatal only: its warnings are not ours to print, and a failed run is reported as our
+    # one error line
+    onnxruntime.set_default_logger_severity(4)
     count = inputs.shape[0]
-    batch = min(BATCH, count)
+    per_image = max(1, int(np.prod(inputs.shape[1:])))
+    batch = max(1, min(BATCH, count, BATCH_VALUES // per_image))
     model = _prepared(proto, batch)
     name = model.graph.input[0].name
     out_name = model.graph.output[0].name

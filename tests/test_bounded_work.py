@@ -1,0 +1,259 @@
+"""Bounded work for small hostile inputs (issue 16): a file under 10 MB never costs more
+than 512 MiB of memory, whatever the layers, images or graph it declares.
+
+The reference computes large layers in bands (conv output rows), fan-in slices (dense) and
+output blocks (packed engine); these tests check that the blocked computation is exactly
+the one-shot one, and measure the peak memory of the commands in child processes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwgen import model as model_io
+from hwgen import reference as ref
+from hwgen.datasets import MAX_IMAGES, write_idx
+from hwgen.errors import DatasetError, ModelFormatError
+from hwgen.model import Conv2d, Dense, InputSpec, MaxPool2d, Model
+from hwgen.random_models import conv, dense, pool, random_images, random_model
+
+from .conftest import ROOT
+
+MEMORY_PROMISE = 512 << 20
+
+# ----------------------------------------------------------------------------- reference
+
+
+def _models():
+    rng = np.random.default_rng(160)
+    yield random_model(rng, (2, 11, 9), [conv(5, 3, stride=2, padding=1, pad_value=1),
+                                         conv(4, (2, 3)), pool(2), dense(7)],
+                       classes=5, binarize_at=None)
+    yield random_model(rng, (1, 12, 12), [conv(6, 3, padding=1), pool(2), dense(9),
+                                          dense(8)], classes=4, binarize_at=90)
+    yield random_model(rng, (3, 5, 5), [dense(130), dense(70)], classes=3,
+                       binarize_at=None, bits=6)
+
+
+@pytest.mark.parametrize("engine", ref.ENGINES)
+def test_blocked_reference_is_exactly_the_one_shot_one(monkeypatch, engine):
+    rng = np.random.default_rng(161)
+    for model in _models():
+        images = random_images(rng, model.input, 23)
+        whole = ref.Reference(model, engine).run(images)
+        # tiny blocks: every layer runs in bands, fan-in slices and output blocks
+        monkeypatch.setattr(ref, "_BAND_ELEMENTS", 37)
+        monkeypatch.setattr(ref, "_WIDE_MATRIX", 20)
+        monkeypatch.setattr(ref, "_PACKED_ELEMENTS", 3)
+        monkeypatch.setattr(ref, "_CHUNK_ELEMENTS", 500)
+        blocked = ref.Reference(model, engine)
+        assert blocked.chunk < len(images)
+        np.testing.assert_array_equal(blocked.run(images), whole)
+        np.testing.assert_array_equal(blocked.predict(images), ref.predict(whole))
+        monkeypatch.undo()
+
+
+def test_bounded_matmul_is_exact_at_the_float32_bound():
+    rng = np.random.default_rng(162)
+    n = (1 << 24) // 255 - 1            # the largest fan-in float32 holds at 8-bit input
+    rows = np.full((2, n), 255, dtype=np.int32)
+    rows[1, ::3] = 0
+    matrix = rng.choice(np.array([-1, 1], np.int8), size=(n, 3))
+    matrix[:, 0] = 1
+    exact = rows.astype(np.int64) @ matrix.astype(np.int64)
+    got = ref.bounded_matmul(rows, matrix, np.float32)
+    np.testing.assert_array_equal(got.astype(np.int64), exact)
+    assert got[0, 0] == 255 * n
+
+
+# ----------------------------------------------------------------------------- peak memory
+
+
+def _peak_of(argv, tmp_path) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``python -m hwgen ARGV`` in a child that reports its own peak RSS (bytes): the
+    ``VmHWM`` of its address space (``ru_maxrss`` would start from this process's RSS,
+    which Linux carries into a child across fork and exec)."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux's /proc/self/status")
+    report = tmp_path / "peak.txt"
+    code = ("import atexit, re, runpy, sys\n"
+            "def peak():\n"
+            "    status = open('/proc/self/status').read()\n"
+            "    kib = re.search(r'VmHWM:\\s*(\\d+) kB', status).group(1)\n"
+            f"    open({str(report)!r}, 'w').write(kib)\n"
+            "atexit.register(peak)\n"
+            f"sys.argv = ['hwgen'] + {[str(a) for a in argv]!r}\n"
+            "runpy.run_module('hwgen', run_name='__main__')\n")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+    return proc, int(report.read_text()) * 1024
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    """Small files declaring large work: a dense layer of 2**26 weights, a conv over a
+    4096x4096 input, one all-zero 4096x4096 image, and 2**22 + 1 images of one value."""
+    root = tmp_path_factory.mktemp("large")
+    wide = Model(InputSpec((1, 4096, 4096), 8, 128),
+                 [Dense(np.ones((4, 4096 * 4096), np.int8))], list("abcd"), {})
+    model_io.save(wide, root / "wide.npz")
+    big_conv = Model(InputSpec((1, 4096, 4096), 8, None),
+                     [Conv2d(np.ones((1, 1, 3, 3), np.int8), np.zeros(1, np.int64),
+                             np.ones(1, np.int8), (1, 1), (0, 0), 0),
+                      MaxPool2d((64, 64), (64, 64)),
+                      Dense(np.ones((2, 63 * 63), np.int8), None, None, np.zeros(2, np.int32))],
+                     ["a", "b"], {})
+    model_io.save(big_conv, root / "conv.npz")
+    image = root / "image.idx"
+    write_idx(image, np.zeros((1, 4096, 4096), np.uint8))
+    (root / "image.idx.gz").write_bytes(gzip.compress(image.read_bytes(), 9))
+    image.unlink()
+    one = random_model(np.random.default_rng(163), (1, 1, 1), [dense(2)], classes=2,
+                       binarize_at=None)
+    model_io.save(one, root / "one.npz")
+    many = root / "many.idx"
+    write_idx(many, np.zeros((MAX_IMAGES + 1, 1, 1), np.uint8))
+    (root / "many.idx.gz").write_bytes(gzip.compress(many.read_bytes(), 9))
+    many.unlink()
+    for name in ("wide.npz", "conv.npz", "image.idx.gz", "one.npz", "many.idx.gz"):
+        assert (root / name).stat().st_size < 10 << 20, name
+    return root
+
+
+@pytest.mark.parametrize("argv, refused", [
+    (["info", "{root}/wide.npz"], False),
+    (["eval", "{root}/wide.npz", "--images", "{root}/image.idx.gz"], False),
+    (["eval", "{root}/wide.npz", "--images", "{root}/image.idx.gz", "--engine", "packed"], False),
+    (["eval", "{root}/conv.npz", "--images", "{root}/image.idx.gz"], False),
+    (["eval", "{root}/conv.npz", "--images", "{root}/image.idx.gz", "--engine", "packed"], False),
+    (["eval", "{root}/one.npz", "--images", "{root}/many.idx.gz"], True),
+    (["eval", "{root}/one.npz", "--images", "{root}/many.idx.gz", "--limit", str(MAX_IMAGES)],
+     False),
+], ids=["info-wide", "eval-wide", "eval-wide-packed", "eval-conv", "eval-conv-packed",
+        "eval-too-many", "eval-limit"])
+def test_small_files_declaring_large_work_stay_under_512_mib(large, tmp_path, argv, refused):
+    argv = [a.format(root=large) for a in argv]
+    proc, peak = _peak_of(argv, tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if refused:
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == (f"error: {large}/many.idx.gz: {MAX_IMAGES + 1} images, "
+                                       f"more than the {MAX_IMAGES} the tools take at once "
+                                       f"(use --limit, or split the file)")
+    else:
+        assert proc.returncode == 0, proc.stderr
+    assert peak < MEMORY_PROMISE, f"peak RSS {peak >> 20} MiB"
+
+
+def test_eval_of_the_wide_model_is_right(large):
+    model = model_io.load(large / "wide.npz")
+    # all weights +1 on an all-zero image binarized at 128: every input is -1
+    scores = ref.Reference(model).run(np.zeros((1, 1, 4096, 4096), np.uint8))
+    assert scores.tolist() == [[-(1 << 24)] * 4]
+
+
+# ----------------------------------------------------------------------------- other bounds
+
+
+def test_too_many_images_with_labels(tmp_path):
+    from hwgen.datasets import load_idx_pair
+
+    write_idx(tmp_path / "images", np.zeros((6, 2, 2), np.uint8))
+    write_idx(tmp_path / "labels", np.arange(6, dtype=np.uint8))
+    write_idx(tmp_path / "five", np.arange(5, dtype=np.uint8))
+    images, labels = load_idx_pair(tmp_path / "images", tmp_path / "labels", limit=4)
+    assert images.shape == (4, 1, 2, 2) and labels.tolist() == [0, 1, 2, 3]
+    # the labels must match the file's images, not only the ones --limit keeps
+    with pytest.raises(DatasetError, match="5 labels for 6 images"):
+        load_idx_pair(tmp_path / "images", tmp_path / "five", limit=4)
+
+
+def test_a_graph_with_a_repeated_key_is_refused(tmp_path):
+    model = random_model(np.random.default_rng(164), (1, 4, 4), [dense(3)], classes=2)
+    arrays = model_io.to_arrays(model)
+    text = str(arrays["graph"])
+    assert text.startswith("{")
+    arrays["graph"] = np.array('{"classes": ["x", "y"], ' + text[1:])
+    np.savez(tmp_path / "m.npz", **arrays)
+    with pytest.raises(ModelFormatError, match='key "classes" appears twice in one object'):
+        model_io.load(tmp_path / "m.npz")
+
+
+def test_fold_json_with_a_repeated_key_is_refused(tmp_path):
+    from hwgen.cli import main
+
+    model = random_model(np.random.default_rng(165), (1, 4, 4), [dense(3)], classes=2)
+    model_io.save(model, tmp_path / "m.npz")
+    fold = json.dumps([{"pe": 1, "simd": 1}, {"pe": 1, "simd": 1}])
+    fold = fold.replace('"simd": 1}', '"simd": 1, "pe": 2}', 1)
+    code = main(["info", str(tmp_path / "m.npz"), "--fold", fold])
+    assert code == 2
+
+
+def test_data_dir_that_is_not_a_folder(tmp_path, monkeypatch, capsys):
+    from hwgen.cli import main
+
+    model = random_model(np.random.default_rng(166), (1, 28, 28), [dense(3)], classes=10)
+    model_io.save(model, tmp_path / "m.npz")
+    (tmp_path / "afile").write_text("x")
+    for value, why in ((tmp_path / "afile", "not a folder"), (tmp_path / "no", "no such folder")):
+        assert main(["eval", str(tmp_path / "m.npz"), "--dataset", "mnist",
+                     "--data-dir", str(value)]) == 2
+        assert capsys.readouterr().err == f"error: --data-dir {value}: {why}\n"
+    monkeypatch.setenv("SBN_DATA_DIR", str(tmp_path / "afile"))
+    assert main(["eval", str(tmp_path / "m.npz"), "--dataset", "mnist"]) == 2
+    assert capsys.readouterr().err == f"error: SBN_DATA_DIR {tmp_path / 'afile'}: not a folder\n"
+
+
+def test_layer_limit_holds_in_the_format_and_in_training():
+    from train.arch import ArchError, parse_arch
+
+    assert model_io.MAX_LAYERS == 256
+    parse_arch("mlp:" + "-".join(["8"] * 255))
+    with pytest.raises(ArchError, match="256 items; a model holds at most 256 layers"):
+        parse_arch("mlp:" + "-".join(["8"] * 256))
+    with pytest.raises(ArchError, match="5001 items"):
+        parse_arch("mlp:" + "-".join(["8"] * 5001))
+
+
+def test_a_yosys_that_cannot_reserve_its_memory_is_one_error():
+    from amaranth._toolchain.yosys import YosysError
+
+    from hwgen.gateware.portable import _start_failure
+
+    text = ("Traceback (most recent call last):\n  File \"x\", line 1\n"
+            "wasmtime._error.WasmtimeError: mmap failed to reserve 0x104000000 bytes\n\n"
+            "Caused by:\n    Cannot allocate memory (os error 12)")
+    assert _start_failure(YosysError(text)) == "mmap failed to reserve 0x104000000 bytes"
+    assert _start_failure(YosysError("ERROR: syntax error")) is None
+    assert _start_failure(ValueError(text)) is None
+
+
+def test_verilog_under_a_small_address_space_is_one_error(tmp_path):
+    """YoWASP's runtime reserves several GB of address space; under ``ulimit -v`` the
+    command ends in one error line (the built-in Yosys may start: then it succeeds)."""
+    model = random_model(np.random.default_rng(167), (1, 4, 4), [dense(3)], classes=2)
+    model_io.save(model, tmp_path / "m.npz")
+
+    def cap():
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "verilog", str(tmp_path / "m.npz"),
+                           "-o", str(tmp_path / "v")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, preexec_fn=cap)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if proc.returncode:
+        assert proc.returncode == 2
+        assert proc.stderr.startswith("error: Yosys could not start: "), proc.stderr
+        assert len(proc.stderr.splitlines()) == 1
+        assert not (tmp_path / "v").exists()
