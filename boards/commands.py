@@ -291,11 +291,18 @@ def cmd_build(args) -> int:
     outdir = args.output or _default_output(args.model, board)
     model, nets, module = fold_candidates(args.model, board, args.fold, args.lanes,
                                           args.clock, args.baud)
-    missed = []  # the faster folds that missed the clock
+    missed = []  # the faster folds that missed the clock or did not fit
     for k, net in enumerate(nets):
         try:
             report, summary = _build_fold(args, board, outdir, model, net, module, missed,
                                           last=k == len(nets) - 1)
+        except _DidNotFit as err:   # the estimate was low: try the next, smaller fold
+            missed.append({"fold": _fold_text(net), "cycles_per_image": net.cycles_per_image,
+                           "achieved_mhz": None, "did_not_fit": True})
+            print(one_line(f"fold {_fold_text(net)}: synthesis or place-and-route failed "
+                           f"(exit {err.returncode}: the design did not fit); trying a "
+                           f"smaller, slower fold"))
+            continue
         except TimingError as err:  # a faster fold of several: try the next
             missed.append({"fold": _fold_text(net), "cycles_per_image": net.cycles_per_image,
                            "achieved_mhz": err.achieved_mhz,
@@ -317,6 +324,14 @@ def cmd_build(args) -> int:
         if image:
             program(board, outdir / image["file"], image["flash_offset"])
     return 0
+
+
+class _DidNotFit(Exception):
+    """Synthesis or place-and-route of a fold that is not the last candidate failed."""
+
+    def __init__(self, returncode: int):
+        super().__init__(returncode)
+        self.returncode = returncode
 
 
 def _fold_text(net) -> str:
@@ -349,6 +364,8 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
             return _build_into(staging, model, net, module, board, args, luts_est, brams_est,
                                fold_text, missed)
         except subprocess.CalledProcessError as err:
+            if not last:   # nothing kept: a smaller fold comes next
+                raise _DidNotFit(err.returncode) from None
             _keep_failed(staging, failed)
             raise UserError(f"synthesis or place-and-route failed (exit {err.returncode}; "
                             f"the tool's ERROR line is above: a design that does not fit "
@@ -541,7 +558,13 @@ def register(sub) -> None:
     p.add_argument("--lanes", type=_lanes, metavar="P")
     p.add_argument("--weights", type=Path, metavar="FILE",
                    help="with --sim, for a fold with SPRAM: the flash image the simulated "
-                        "board boots from (default: the one hwgen build writes)")
+                        "board boots from (default: the one hwgen build writes; with "
+                        "--load-weights: an erased flash)")
+    p.add_argument("--load-weights", nargs="?", const="", metavar="FILE",
+                   help="for a fold with SPRAM: first send the weight image over the UART "
+                        "(for a board whose flash holds none): FILE, or this model's for "
+                        "the board's fold (the weights.bin hwgen build writes); the board "
+                        "checks it as it checks its flash")
     add_image_source(p, required=False)
     p.set_defaults(func=cmd_run)
 

@@ -41,9 +41,15 @@ from .core import CoreShape
 CRC = catalog.CRC16_CCITT_FALSE(data_width=8)
 
 
-#: One per frame that got past its sync: the reply's status and sequence number, and whether an
-#: image went to the core for it.
-Tag = data.StructLayout({"status": 8, "seq": 8, "image": 1})
+#: One per frame that got past its sync: the reply's status and sequence number, whether an
+#: image went to the core for it, and whether it was a LOAD_WEIGHTS frame (whose OK reply
+#: carries the weight status as its CLASS).
+Tag = data.StructLayout({"status": 8, "seq": 8, "image": 1, "weights": 1})
+
+#: ``FrameParser.w_state``: may a LOAD_WEIGHTS frame's bytes be taken now?
+W_OPEN = 0          # yes (no weights yet: the flash held none or bad ones, or a UART load runs)
+W_LOCKED = 1        # no: good weights are in
+W_FLASH_BUSY = 2    # no: the flash load is running
 
 
 class FrameParser(wiring.Component):
@@ -61,20 +67,30 @@ class FrameParser(wiring.Component):
     through the parser. The idle timer counts from when the parser is done with a byte.
     """
 
-    def __init__(self, shape: CoreShape, timeout: int):
+    def __init__(self, shape: CoreShape, timeout: int, weight_bytes: int = 0):
         with checking(self):
             if not isinstance(shape, CoreShape):
                 raise TypeError(f"shape must be a CoreShape, not {shape!r}")
             self.shape = shape
             self.timeout = integer("timeout (cycles)", timeout, 1)
-        super().__init__({
+            self.weight_bytes = integer("weight_bytes", weight_bytes, 0, (1 << 24) - 1)
+        members = {
             "i": In(stream.Signature(8)),
             "overrun": In(1),
             "beats": Out(stream.Signature(shape.beat_bits)),
             "tags": Out(stream.Signature(Tag)),
             "in_frame": Out(1),
             "frame_error": Out(1),
-        })
+        }
+        if self.weight_bytes:
+            members.update({
+                "wb": Out(stream.Signature(8)),
+                "w_received": In(range(self.weight_bytes + 1)),
+                "w_busy": In(1),
+                "w_state": In(2),
+                "w_restart": Out(1),
+            })
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -97,9 +113,19 @@ class FrameParser(wiring.Component):
         have = Signal()          # a byte is pending
         consume = Signal()       # the FSM uses the pending byte this cycle
         flags = ("is_sync0", "is_sync1", "is_len_hi", "is_len_lo", "is_zero", "is_classify",
-                 "is_ping", "crc_hi_match", "crc_lo_match", "is_packed", "is_plen_hi")
+                 "is_ping", "crc_hi_match", "crc_lo_match", "is_packed", "is_plen_hi",
+                 "is_weights", "offset_match")
         (is_sync0, is_sync1, is_len_hi, is_len_lo, is_zero, is_classify, is_ping, crc_hi_match,
-         crc_lo_match, is_packed, is_plen_hi) = (Signal(name=n) for n in flags)
+         crc_lo_match, is_packed, is_plen_hi, is_weights, offset_match) = (
+            Signal(name=n) for n in flags)
+        weights = bool(self.weight_bytes)
+        offset_index = Signal(range(P.WEIGHT_OFFSET_BYTES))  # LOAD_WEIGHTS: offset byte due
+        received = Signal(8 * P.WEIGHT_OFFSET_BYTES)
+        if weights:
+            m.d.comb += received.eq(self.w_received)
+        # the byte of the load's position the offset byte due must equal
+        received_byte = Mux(offset_index == 0, received[16:24],
+                            Mux(offset_index == 1, received[8:16], received[:8]))
         packed_len = s.packed_bytes
         m.d.comb += self.i.ready.eq(~have)
         with m.If(consume):
@@ -116,10 +142,13 @@ class FrameParser(wiring.Component):
                          is_plen_hi.eq(d == packed_len >> 8),
                          # the CRC register is settled when a byte is taken: the previous
                          # byte was consumed at least one cycle earlier
-                         crc_hi_match.eq(d == crc.crc[8:]), crc_lo_match.eq(d == crc.crc[:8])]
+                         crc_hi_match.eq(d == crc.crc[8:]), crc_lo_match.eq(d == crc.crc[:8]),
+                         is_weights.eq((d == P.CMD_LOAD_WEIGHTS) if weights else 0),
+                         offset_match.eq(d == received_byte)]
         cmd_classify = Signal()
         cmd_packed = Signal()
         cmd_ping = Signal()
+        cmd_weights = Signal()
         len_hi_ok = Signal()
         plen_hi_ok = Signal()
         len_hi_zero = Signal()
@@ -130,9 +159,23 @@ class FrameParser(wiring.Component):
             d = self.i.payload
             m.d.sync += len_ok.eq(Mux(cmd_classify, len_hi_ok & (d == (s.n_values & 0xFF)),
                                       Mux(cmd_packed, plen_hi_ok & (d == (packed_len & 0xFF)),
-                                          cmd_ping & len_hi_zero & (d == 0))))
+                                          Mux(cmd_weights,   # LEN >= the offset's 3 bytes
+                                              ~len_hi_zero | (d >= P.WEIGHT_OFFSET_BYTES),
+                                              cmd_ping & len_hi_zero & (d == 0)))))
 
         bit_index = Signal(3)   # CLASSIFY_PACKED: the pending byte's next bit (value)
+        # LOAD_WEIGHTS: LEN's high byte, the data bytes to come, the offset's verdicts so far,
+        # whether this frame's data goes to the loader, and whether a frame that sent data
+        # there broke (then only a load from offset 0 is taken)
+        len_hi = Signal(8)
+        w_count = Signal(16)
+        w_last = Signal()            # w_count == 1 (registered)
+        offset_ok = Signal()
+        offset_zero = Signal()
+        accepted = Signal()
+        broken = Signal()
+        if weights:
+            m.d.sync += self.w_restart.eq(0)
 
         # beat assembly: values shift in from the top, so value 0 ends in bits [0, bits)
         acc = Signal(s.beat_bits)
@@ -181,12 +224,19 @@ class FrameParser(wiring.Component):
         err_overrun, err_timeout, err_length, err_checksum = (
             Signal(name=n) for n in ("err_overrun", "err_timeout", "err_length",
                                      "err_checksum"))
+        # LOAD_WEIGHTS refusals: good weights are in, the flash load runs, a wrong offset
+        err_locked, err_busy, err_offset = (
+            Signal(name=n) for n in ("err_locked", "err_busy", "err_offset"))
+        refusal = Mux(err_locked, P.STATUS_WEIGHTS_LOCKED,
+                      Mux(err_busy, P.STATUS_WEIGHTS_LOADING,
+                          Mux(err_offset, P.STATUS_BAD_OFFSET, P.STATUS_OK)))
         m.d.comb += status.eq(
             Mux(err_checksum, P.STATUS_BAD_CHECKSUM,
-                Mux(err_length, Mux(cmd_classify | cmd_packed | cmd_ping, P.STATUS_BAD_LENGTH,
-                                    P.STATUS_BAD_COMMAND),
+                Mux(err_length, Mux(cmd_classify | cmd_packed | cmd_ping | cmd_weights,
+                                    P.STATUS_BAD_LENGTH, P.STATUS_BAD_COMMAND),
                     Mux(err_timeout, P.STATUS_TIMEOUT,
-                        Mux(err_overrun, P.STATUS_OVERRUN, P.STATUS_OK)))))
+                        Mux(err_overrun, P.STATUS_OVERRUN,
+                            refusal if weights else P.STATUS_OK)))))
 
         def error_if_ok(flag):
             with m.If(~failed):
@@ -219,7 +269,9 @@ class FrameParser(wiring.Component):
                 with m.If(have):
                     with m.If(is_sync1):
                         m.d.sync += [err_overrun.eq(0), err_timeout.eq(0), err_length.eq(0),
-                                     err_checksum.eq(0), failed.eq(0), framing.eq(1),
+                                     err_checksum.eq(0), err_locked.eq(0), err_busy.eq(0),
+                                     err_offset.eq(0), failed.eq(0), framing.eq(1),
+                                     offset_index.eq(0), accepted.eq(0),
                                      seq.eq(0), image_done.eq(0), bit_index.eq(0),
                                      values.eq(0), values_zero.eq(1), values_full.eq(0),
                                      values_last.eq(s.n_values == 1)]
@@ -232,7 +284,7 @@ class FrameParser(wiring.Component):
                 with m.If(have):
                     m.d.comb += [crc.start.eq(1), crc.valid.eq(1), crc.data.eq(byte)]
                     m.d.sync += [cmd_classify.eq(is_classify), cmd_packed.eq(is_packed),
-                                 cmd_ping.eq(is_ping)]
+                                 cmd_ping.eq(is_ping), cmd_weights.eq(is_weights)]
                     m.next = "SEQ"
             with m.State("SEQ"):
                 m.d.comb += consume.eq(have)
@@ -247,7 +299,7 @@ class FrameParser(wiring.Component):
                 with m.If(have):
                     m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
                     m.d.sync += [len_hi_ok.eq(is_len_hi), plen_hi_ok.eq(is_plen_hi),
-                                 len_hi_zero.eq(is_zero)]
+                                 len_hi_zero.eq(is_zero), len_hi.eq(byte)]
                     m.next = "LEN_LO"
             with m.State("LEN_LO"):
                 m.d.comb += consume.eq(have)
@@ -257,6 +309,12 @@ class FrameParser(wiring.Component):
                     with m.If(len_ok):
                         with m.If(cmd_classify | cmd_packed):
                             m.next = "PAYLOAD"
+                        if weights:
+                            with m.Elif(cmd_weights):
+                                m.d.sync += [
+                                    w_count.eq(Cat(byte, len_hi) - P.WEIGHT_OFFSET_BYTES),
+                                    offset_ok.eq(1), offset_zero.eq(1)]
+                                m.next = "W_OFFSET"
                         with m.Else():
                             m.next = "CRC_HI"
                     with m.Else():
@@ -294,6 +352,11 @@ class FrameParser(wiring.Component):
                         m.next = "CRC_HI"
                     with m.Else():
                         m.next = "TAG"
+            if weights:
+                _weight_states(self, m, receive, error_if_ok, consume, crc, byte, have, failed,
+                               is_zero, offset_match, offset_index, offset_ok, offset_zero,
+                               w_count, w_last, accepted, broken,
+                               (err_locked, err_busy, err_offset))
             with m.State("CRC_HI"):
                 m.d.comb += consume.eq(have)
                 receive("TAG")
@@ -308,14 +371,22 @@ class FrameParser(wiring.Component):
                         error_if_ok(err_checksum)
                     m.next = "TAG"
             with m.State("TAG"):
-                with m.If(~self.tags.valid | self.tags.ready):
+                # a LOAD_WEIGHTS reply waits for the loader to settle its verdict
+                unsettled = (cmd_weights & self.w_busy) if weights else Const(0, 1)
+                with m.If(unsettled):
+                    pass
+                with m.Elif(~self.tags.valid | self.tags.ready):
                     m.d.sync += [self.tags.valid.eq(1), self.tags.payload.status.eq(status),
                                  self.tags.payload.seq.eq(seq),
-                                 self.tags.payload.image.eq(image_done)]
+                                 self.tags.payload.image.eq(image_done),
+                                 self.tags.payload.weights.eq(cmd_weights)]
                     m.d.comb += frame_error.eq(failed)
                     m.d.sync += framing.eq(0)
+                    if weights:   # bytes of a broken frame went to the loader
+                        with m.If(accepted & failed):
+                            m.d.sync += broken.eq(1)
                     m.next = "HUNT"
-                with m.Elif(~image_done):
+                with m.Elif(~image_done & ~cmd_weights):
                     m.d.comb += frame_error.eq(1)  # reply queue full: drop the error reply
                     m.d.sync += framing.eq(0)
                     m.next = "HUNT"
@@ -325,21 +396,78 @@ class FrameParser(wiring.Component):
         return m
 
 
+def _weight_states(self, m, receive, error_if_ok, consume, crc, byte, have, failed, is_zero,
+                   offset_match, offset_index, offset_ok, offset_zero, w_count, w_last,
+                   accepted, broken, refusals):
+    """The LOAD_WEIGHTS states of :class:`FrameParser`'s FSM: the offset's three bytes, the
+    decision (take the data, refuse it, or only answer the weight status), then the data,
+    each byte to the loader (``wb``) or, refused, dropped; then the CRC states."""
+    err_locked, err_busy, err_offset = refusals
+    restart = self.w_restart
+    with m.State("W_OFFSET"):
+        m.d.comb += consume.eq(have)
+        receive("TAG")
+        with m.If(have):
+            m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
+            m.d.sync += [offset_ok.eq(offset_ok & offset_match),
+                         offset_zero.eq(offset_zero & is_zero),
+                         offset_index.eq(offset_index + 1)]
+            with m.If(offset_index == P.WEIGHT_OFFSET_BYTES - 1):
+                m.next = "W_DECIDE"
+    with m.State("W_DECIDE"):   # one cycle; the offset's last verdicts are in
+        receive("TAG")
+        m.d.sync += w_last.eq(w_count == 1)
+        with m.If(w_count == 0):          # a status query
+            m.next = "CRC_HI"
+        with m.Else():
+            m.next = "W_DATA"
+            with m.If(~failed):
+                with m.If(self.w_state == W_LOCKED):
+                    error_if_ok(err_locked)
+                with m.Elif(self.w_state == W_FLASH_BUSY):
+                    error_if_ok(err_busy)
+                with m.Elif(offset_zero):     # a new load: the top resets loader and core
+                    m.d.sync += [accepted.eq(1), restart.eq(1), broken.eq(0)]
+                with m.Elif(broken | ~offset_ok):
+                    error_if_ok(err_offset)
+                with m.Else():
+                    m.d.sync += accepted.eq(1)
+    with m.State("W_DATA"):
+        receive("TAG")
+        take = Signal()
+        # nothing goes to the loader in the cycle its reset (restart) is applied
+        m.d.comb += [self.wb.valid.eq(have & accepted & ~restart), self.wb.payload.eq(byte),
+                     take.eq(have & (~accepted | self.wb.ready & ~restart)),
+                     consume.eq(take)]
+        with m.If(take):
+            m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
+            m.d.sync += [w_count.eq(w_count - 1), w_last.eq(w_count == 2)]
+            with m.If(w_last):
+                m.next = "CRC_HI"
+
+
 class ReplyGenerator(wiring.Component):
     """Tags in (``tags``), classes in (``classes``, ``class_bits`` wide), reply bytes out
     (``o``). ``last_class`` / ``last_valid``: class of the most recent OK reply; ``reply``:
-    one-cycle pulse when a reply starts."""
+    one-cycle pulse when a reply starts. With ``weights``, ``weights_status`` (a
+    :class:`~boards.flash_loader.LoadStatus`) is the CLASS of an OK LOAD_WEIGHTS reply."""
 
-    def __init__(self, class_bits: int):
+    def __init__(self, class_bits: int, weights: bool = False):
         with checking(self):
             self.class_bits = integer("class_bits", class_bits, 1, 8)
-        super().__init__({
+            if not isinstance(weights, bool):
+                raise TypeError(f"weights must be True or False, not {weights!r}")
+        self.weights = weights
+        members = {
             "tags": In(stream.Signature(Tag)),
             "classes": In(stream.Signature(class_bits)),
             "o": Out(stream.Signature(8)),
             "last_class": Out(8),
             "reply": Out(1),
-        })
+        }
+        if weights:
+            members["weights_status"] = In(3)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -372,10 +500,13 @@ class ReplyGenerator(wiring.Component):
                     with m.If(tag.image):
                         m.next = "RESULT"
                     with m.Else():
-                        with m.If(tag.status == P.STATUS_OK):  # PING
-                            m.d.sync += klass.eq(P.PROTOCOL_VERSION)
-                        with m.Else():
+                        with m.If(tag.status != P.STATUS_OK):
                             m.d.sync += klass.eq(0)
+                        if self.weights:
+                            with m.Elif(tag.weights):
+                                m.d.sync += klass.eq(self.weights_status)
+                        with m.Else():  # PING
+                            m.d.sync += klass.eq(P.PROTOCOL_VERSION)
                         m.next = "SEND"
             with m.State("RESULT"):
                 m.d.comb += self.classes.ready.eq(1)

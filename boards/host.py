@@ -70,6 +70,27 @@ class WeightsError(BoardError):
         self.status = status
 
 
+class WeightsUploadError(BoardError):
+    """The board checked a weight image sent over the UART and refused it: ``verdict`` is
+    the weight status it reported (:data:`protocol.WEIGHTS_CLASSES`)."""
+
+    def __init__(self, verdict: int):
+        what = P.WEIGHTS_CLASSES.get(verdict, f"status {verdict}")
+        super().__init__(f"the board refused the weight image: {what}")
+        self.verdict = verdict
+
+
+@dataclass
+class WeightsUpload:
+    """What :meth:`Client.load_weights` did: ``loaded`` (False: good weights were in
+    already, nothing was sent), frames and bytes sent, loads started over."""
+
+    loaded: bool
+    frames: int = 0
+    bytes_sent: int = 0
+    restarts: int = 0
+
+
 class SerialTransport:
     """A board on a serial port (pyserial). ``board_timeout``: the frame timeout the board was
     built with (default 10 ms)."""
@@ -181,6 +202,7 @@ class Stats:
     bytes_skipped: int = 0
     packed_refused: bool = False   # the board answered BAD_COMMAND to a packed frame
     loading_waits: int = 0         # waits for a board still loading its weights
+    weight_frames: int = 0         # LOAD_WEIGHTS frames sent
 
 
 def _flatten(image) -> list[int]:
@@ -251,6 +273,97 @@ class Client:
                     return reply.klass
             self._resync()
         raise BoardError("the board does not answer PING")
+
+    def load_weights(self, image: bytes, chunk: int = 1024) -> WeightsUpload:
+        """Send the weight image ``image`` (what ``hwgen build`` writes as weights.bin) in
+        LOAD_WEIGHTS frames of ``chunk`` bytes, one frame in flight. A lost or refused frame
+        starts the load over (at most ``retries`` times); a board still loading from its
+        flash is waited for (``weights_wait``). Raises :class:`WeightsUploadError` when the
+        board checks the image and refuses it, :class:`BoardError` when it does not take
+        LOAD_WEIGHTS or does not answer."""
+        image = bytes(image)
+        if not image:
+            raise ValueError("the weight image is empty")
+        if len(image) >= 1 << (8 * P.WEIGHT_OFFSET_BYTES):
+            raise ValueError(f"a weight image of {len(image)} bytes does not fit 24-bit "
+                             f"offsets")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) \
+                or not 1 <= chunk <= P.MAX_PAYLOAD - P.WEIGHT_OFFSET_BYTES:
+            raise ValueError(f"chunk must be 1..{P.MAX_PAYLOAD - P.WEIGHT_OFFSET_BYTES} "
+                             f"bytes, not {chunk!r}")
+        upload = WeightsUpload(loaded=True)
+        offset, waited, queries = 0, 0.0, 0
+
+        def start_over(why: str):
+            nonlocal offset
+            upload.restarts += 1
+            if upload.restarts > self.retries:
+                raise BoardError(f"weight upload: {why} after {self.retries} restarts")
+            offset = 0
+
+        while True:
+            data = image[offset:offset + chunk] if offset < len(image) else b""
+            reply = self._weights_frame(offset, data)
+            upload.frames += 1
+            upload.bytes_sent += len(data)
+            if reply is None:
+                self._resync()
+                start_over("no answer")
+                continue
+            if reply.status == P.STATUS_WEIGHTS_LOCKED:
+                upload.loaded = offset > 0   # good weights were in before this upload
+                return upload
+            if reply.status == P.STATUS_WEIGHTS_LOADING:   # the flash load still runs
+                if waited >= self.weights_wait:
+                    raise BoardError(f"the board is still loading its weights from flash "
+                                     f"after {waited:.2f} s")
+                self.stats.loading_waits += 1
+                self.transport.idle(self.loading_poll)
+                waited += self.loading_poll
+                continue
+            if reply.status == P.STATUS_BAD_COMMAND:
+                raise BoardError("the board does not take weights over the UART (its "
+                                 "bitstream keeps no weights in SPRAM, or predates protocol "
+                                 "version 4)")
+            if reply.status == P.STATUS_BAD_LENGTH:
+                raise BoardError("the board refused a LOAD_WEIGHTS frame's length")
+            if not reply.ok:   # bad offset, checksum, timeout, overrun: start over
+                start_over(f"'{reply.status_name}'")
+                continue
+            verdict = reply.klass
+            if verdict not in (P.WEIGHTS_LOADING, P.WEIGHTS_OK):
+                raise WeightsUploadError(verdict)
+            offset += len(data)
+            if offset < len(image):
+                continue
+            if verdict == P.WEIGHTS_OK:
+                return upload
+            # every byte is in but the board has no verdict: ask again (a query frame)
+            queries += 1
+            if queries > self.retries:
+                raise BoardError("the board took the whole weight image but reports no "
+                                 "verdict")
+
+    def _weights_frame(self, offset: int, data: bytes) -> P.Reply | None:
+        """One LOAD_WEIGHTS frame and its reply (None: silence)."""
+        seq = self._next_seq()
+        frame = P.encode_weights(seq, offset, data)
+        self.transport.write(frame)
+        self.stats.frames_sent += 1
+        self.stats.weight_frames += 1
+        deadline = self._wait_time(len(frame) + P.REPLY_LENGTH)
+        for _ in range(4):    # replies to earlier frames may come first
+            replies = self._read_replies(deadline)
+            if not replies:
+                return None
+            for reply in replies:
+                if reply.seq == seq:
+                    if not reply.ok:
+                        name = reply.status_name
+                        self.stats.error_replies[name] = \
+                            self.stats.error_replies.get(name, 0) + 1
+                    return reply
+        return None
 
     def _read_replies(self, timeout: float) -> list[P.Reply]:
         replies = self._decoder.feed(self.transport.read(P.REPLY_LENGTH, timeout))

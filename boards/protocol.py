@@ -18,6 +18,16 @@ Protocol version 3 adds the weight statuses: a board whose core loads its weight
 board's flash at power-up answers image frames with WEIGHTS_LOADING until they are in, and
 with NO_WEIGHTS, WRONG_WEIGHTS or BAD_WEIGHTS when the flash holds no weight image, one of
 another model or fold, or a corrupt one (PING is answered as always).
+
+Protocol version 4 adds LOAD_WEIGHTS, the same weight image over the UART (for a board whose
+flash holds none, or a wrong one): payload ``OFFSET (3 bytes) | DATA``, the image's bytes
+from ``OFFSET`` on. A frame at offset 0 starts a load over (and resets the core); every
+other frame must continue where the previous one ended. The board takes the frame (reply OK,
+CLASS = its weight status after the frame, :data:`WEIGHTS_CLASSES`) or refuses it, taking
+none of its bytes: WEIGHTS_LOCKED (good weights are already in: a reset is needed to load
+others), WEIGHTS_LOADING (the flash load is still running), BAD_OFFSET (out of order, or the
+load broke: start again at 0). A frame with no DATA only asks for the weight status. A board
+without SPRAM weights answers BAD_COMMAND.
 """
 
 from __future__ import annotations
@@ -25,12 +35,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SYNC = b"\xa5\x5a"
-PROTOCOL_VERSION = 3      # 1: PING and CLASSIFY; 2: CLASSIFY_PACKED; 3: weight statuses
+PROTOCOL_VERSION = 4   # 1: PING, CLASSIFY; 2: CLASSIFY_PACKED; 3: weight statuses; 4: LOAD_WEIGHTS
 DEFAULT_BAUD = 3_000_000  # both boards' default link rate (`Board.default_baud`)
 
 CMD_PING = 0x00       # LEN must be 0; reply STATUS_OK with CLASS = PROTOCOL_VERSION
 CMD_CLASSIFY = 0x01   # LEN = the model's input value count; one byte per value
 CMD_CLASSIFY_PACKED = 0x02   # LEN = ceil(values / 8); one bit per value (value >= binarize_at)
+CMD_LOAD_WEIGHTS = 0x03  # LEN >= 3: a 24-bit offset into the weight image, then its bytes
+WEIGHT_OFFSET_BYTES = 3
 
 STATUS_OK = 0x00
 STATUS_BAD_CHECKSUM = 0x01
@@ -45,6 +57,18 @@ STATUS_WRONG_WEIGHTS = 0x08     # the flash holds the image of another model or 
 STATUS_BAD_WEIGHTS = 0x09       # the flash's weight image is corrupt (CRC mismatch)
 WEIGHT_STATUSES = (STATUS_WEIGHTS_LOADING, STATUS_NO_WEIGHTS, STATUS_WRONG_WEIGHTS,
                    STATUS_BAD_WEIGHTS)
+# version 4: LOAD_WEIGHTS frames the board refuses (none of their bytes are taken)
+STATUS_WEIGHTS_LOCKED = 0x0A    # good weights are in already (until reset)
+STATUS_BAD_OFFSET = 0x0B        # not where the load stands (or it broke): start again at 0
+
+#: CLASS of an OK LOAD_WEIGHTS reply: the board's weight status after the frame (the
+#: values of :class:`boards.flash_loader.LoadStatus`).
+WEIGHTS_LOADING, WEIGHTS_OK, WEIGHTS_NO_IMAGE, WEIGHTS_WRONG_MODEL, WEIGHTS_BAD_CRC = range(5)
+WEIGHTS_CLASSES = {
+    WEIGHTS_LOADING: "loading", WEIGHTS_OK: "loaded", WEIGHTS_NO_IMAGE: "not a weight image",
+    WEIGHTS_WRONG_MODEL: "the image of another model or fold",
+    WEIGHTS_BAD_CRC: "corrupt (CRC mismatch)",
+}
 
 STATUS_NAMES = {
     STATUS_OK: "ok",
@@ -57,6 +81,8 @@ STATUS_NAMES = {
     STATUS_NO_WEIGHTS: "no weights in flash",
     STATUS_WRONG_WEIGHTS: "weights of another model in flash",
     STATUS_BAD_WEIGHTS: "corrupt weights in flash",
+    STATUS_WEIGHTS_LOCKED: "weights already loaded",
+    STATUS_BAD_OFFSET: "weight chunk out of order",
 }
 
 REQUEST_OVERHEAD = 8   # sync 2 + cmd + seq + len 2 + crc 2
@@ -103,6 +129,16 @@ def encode_request(cmd: int, seq: int, payload: bytes = b"") -> bytes:
     body = bytes([cmd, seq, len(payload) >> 8, len(payload) & 0xFF]) + payload
     crc = crc16(body)
     return SYNC + body + bytes([crc >> 8, crc & 0xFF])
+
+
+def encode_weights(seq: int, offset: int, data: bytes = b"") -> bytes:
+    """A LOAD_WEIGHTS frame: ``data``, the weight image's bytes from ``offset`` on (none:
+    a status query)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) \
+            or not 0 <= offset < 1 << (8 * WEIGHT_OFFSET_BYTES):
+        raise ValueError(f"offset must be an integer in 0..2**24-1, not {offset!r}")
+    return encode_request(CMD_LOAD_WEIGHTS, seq,
+                          offset.to_bytes(WEIGHT_OFFSET_BYTES, "big") + bytes(data))
 
 
 def encode_image(seq: int, values, bits: int = 8) -> bytes:

@@ -47,7 +47,8 @@ def load_png(path: Path, model) -> np.ndarray:
 def cmd_run(args) -> int:
     import math
 
-    from .host import BoardError, Client, SerialTransport, WeightsError, network_sim_transport
+    from .host import (BoardError, Client, SerialTransport, WeightsError, WeightsUploadError,
+                       network_sim_transport)
     from .uart import baud_divisor
 
     if args.sim == bool(args.port):
@@ -83,6 +84,11 @@ def cmd_run(args) -> int:
     packed = binarize_at is not None
     frame_bytes = protocol.REQUEST_OVERHEAD + protocol.image_payload_length(model.input.size,
                                                                            packed)
+    net = None
+    if args.sim or args.load_weights == "":
+        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes, None, baud)
+    upload_image = (None if args.load_weights is None
+                    else weights.upload_image(net, args.load_weights))
     if args.sim:
         # the board at its default clock and --baud, so that simulated time is board time
         clock_hz = board.default_clock_mhz * 1e6
@@ -90,8 +96,9 @@ def cmd_run(args) -> int:
             divisor = baud_divisor(clock_hz, baud)
         except ValueError as err:
             raise UserError(f"--baud: {err}") from None
-        _, net, _ = plan_for_board(args.model, board, args.fold, args.lanes, None, baud)
-        flash_image = weights.sim_flash_image(net, args.weights)
+        # a board that loads its weights over the UART: its flash holds none (erased)
+        flash_image = weights.sim_flash_image(net, args.weights,
+                                              erased=upload_image is not None)
         link_baud = clock_hz / divisor
         # frames in flight: enough to cover a frame's reply (core latency + 7 bytes), so the
         # link stays busy; one at a time when the core cannot take frames back to back
@@ -114,11 +121,17 @@ def cmd_run(args) -> int:
                     binarize_at=binarize_at)
     # The core reads each image's values in its input order (interface.json "order").
     sent = in_stream_order(images, input_order(model))
-    start = time.perf_counter()
     try:
+        if upload_image is not None:
+            upload_start = time.perf_counter()
+            upload = client.load_weights(upload_image)
+            print(weights.upload_line(upload, time.perf_counter() - upload_start))
+        start = time.perf_counter()
         board_start = transport.sim_time if args.sim else None
         got = np.array(client.classify(sent), dtype=np.int64)
         board_time = transport.sim_time - board_start if args.sim else None
+    except WeightsUploadError as err:
+        raise UserError(weights.upload_failure_message(err, args.load_weights)) from None
     except WeightsError as err:
         raise UserError(weights.failure_message(err, sim=args.sim,
                                                 weights_file=args.weights)) from None

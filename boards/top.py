@@ -47,7 +47,7 @@ is exactly the one described above.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -112,9 +112,20 @@ class UARTInferenceTop(wiring.Component):
         m = Module()
         m.submodules.uart_rx = rx = UARTReceiver(self.divisor)
         m.submodules.uart_tx = tx = UARTTransmitter(self.divisor)
-        m.submodules.parser = parser = FrameParser(self.shape, self.timeout)
-        m.submodules.reply = reply = ReplyGenerator(self.shape.class_bits)
-        m.submodules.core = core = self.core
+        weight_bytes = 0
+        if self.flash is not None:
+            from .uart_weights import image_bytes
+            weight_bytes = image_bytes(self.flash.header, self.shape.weight_words)
+        m.submodules.parser = parser = FrameParser(self.shape, self.timeout, weight_bytes)
+        m.submodules.reply = reply = ReplyGenerator(self.shape.class_bits,
+                                                    weights=bool(weight_bytes))
+        core = self.core
+        if weight_bytes:
+            # a load over the UART from offset 0 resets the core (no image has reached it:
+            # images pass only once the weights are good, and then no load is taken)
+            m.submodules.core = ResetInserter(parser.w_restart)(core)
+        else:
+            m.submodules.core = core
         m.submodules.tag_queue = queue = SyncFIFO(width=Tag.size,
                                                   depth=TAG_QUEUE_DEPTH)
 
@@ -130,18 +141,42 @@ class UARTInferenceTop(wiring.Component):
             from .flash_loader import LoadStatus
             from .weight_gate import WeightGate
 
+            from .framer import W_FLASH_BUSY, W_LOCKED, W_OPEN
+            from .uart_weights import UartWeightLoader
+
             m.submodules.flash_loader = loader = self.flash.loader(self.shape.weight_words)
+            uart_loader = UartWeightLoader(self.flash.header, self.shape.weight_words)
+            m.submodules.uart_loader = ResetInserter(parser.w_restart)(uart_loader)
             m.submodules.weight_gate = gate = WeightGate(self.shape)
-            wiring.connect(m, loader.w, core.w)
+            # The weights come from the flash, until a load over the UART starts (taken
+            # only once the flash's verdict is a failure): from then on from the UART.
+            from_uart = Signal()
+            with m.If(parser.w_restart):
+                m.d.sync += from_uart.eq(1)
+            status = Signal(LoadStatus)
+            m.d.comb += status.eq(Mux(from_uart, uart_loader.status, loader.status))
+            m.d.comb += [
+                core.w.payload.eq(Mux(from_uart, uart_loader.w.payload, loader.w.payload)),
+                core.w.valid.eq(Mux(from_uart, uart_loader.w.valid, loader.w.valid)),
+                loader.w.ready.eq(core.w.ready & ~from_uart),
+                uart_loader.w.ready.eq(core.w.ready & from_uart),
+            ]
+            wiring.connect(m, parser.wb, uart_loader.i)
+            w_state = Signal(2)      # registered: the parser decides a cycle later
+            m.d.sync += w_state.eq(Mux(status == LoadStatus.OK, W_LOCKED,
+                                       Mux(~from_uart & (status == LoadStatus.LOADING),
+                                           W_FLASH_BUSY, W_OPEN)))
+            m.d.comb += [parser.w_received.eq(uart_loader.received),
+                         parser.w_busy.eq(uart_loader.busy), parser.w_state.eq(w_state),
+                         reply.weights_status.eq(status)]
             wiring.connect(m, parser.beats, gate.i)
             wiring.connect(m, gate.o, core.i)
             m.d.comb += [
                 self.flash_sck.eq(loader.sck), self.flash_cs_n.eq(loader.cs_n),
                 self.flash_copi.eq(loader.copi), loader.cipo.eq(self.flash_cipo),
-                self.weights_status.eq(loader.status), gate.status.eq(loader.status),
+                self.weights_status.eq(status), gate.status.eq(status),
             ]
-            weights_bad = (loader.status != LoadStatus.LOADING) & \
-                (loader.status != LoadStatus.OK)
+            weights_bad = (status != LoadStatus.LOADING) & (status != LoadStatus.OK)
         else:
             wiring.connect(m, parser.beats, core.i)
         m.submodules.class_skid = skid = SkidBuffer(self.shape.class_bits)

@@ -115,6 +115,7 @@ class WeightGate(wiring.Component):
                 m.d.sync += [
                     self.tags_o.valid.eq(1), self.tags_o.payload.seq.eq(tag.seq),
                     self.tags_o.payload.image.eq(tag.image & ~rewrite),
+                    self.tags_o.payload.weights.eq(tag.weights),
                     self.tags_o.payload.status.eq(
                         Mux(rewrite & (tag.status == P.STATUS_OK), code, tag.status)),
                 ]

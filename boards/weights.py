@@ -78,18 +78,57 @@ def program_lines(outdir: Path, report: dict) -> list[str]:
             f"             {shlex.join(commands[1])}"]
 
 
-def sim_flash_image(net, path: Path | None) -> bytes | None:
+def sim_flash_image(net, path: Path | None, erased: bool = False) -> bytes | None:
     """What ``run --sim`` puts into the simulated flash: ``--weights FILE``'s bytes (size
-    checked before reading; one-line UserError on a bad file), else None (the build's image,
+    checked before reading; one-line UserError on a bad file), else with ``erased`` nothing
+    (b"": every byte reads FF), else None (the build's image,
     :func:`hwgen.weight_image.image_for`)."""
     if path is None:
-        return None
+        return b"" if erased and spram_words(net) else None
     if not spram_words(net):
         raise UserError("--weights: this model's fold keeps no weights in SPRAM, so the "
                         "simulated board reads no flash")
     from hwgen.weight_image import read_image
 
     return read_image(path)  # a regular file only: a FIFO or device is never waited on
+
+
+def upload_image(net, path: str | None) -> bytes:
+    """The image ``run --load-weights`` sends: FILE's bytes (a regular file under 16 MiB;
+    the board checks its contents), or with an empty ``path`` the image of ``net`` (the
+    model's fold for the board, the weights.bin ``hwgen build`` writes)."""
+    if path:
+        from hwgen.weight_image import read_image
+
+        return read_image(Path(path), limit=(1 << 24) - 1)
+    if not spram_words(net):
+        raise UserError("--load-weights: this model's fold keeps no weights in SPRAM, so the "
+                        "board has none to load (its weights are in the bitstream)")
+    from hwgen.weight_image import image_for
+
+    return image_for(net)
+
+
+def upload_line(upload, seconds: float) -> str:
+    """What ``run --load-weights`` prints once the board has its weights."""
+    if not upload.loaded:
+        return ("weights: the board holds good weights already (from its flash); none sent "
+                "(they stay until the board is reset)")
+    again = f", {upload.restarts} restarts" if upload.restarts else ""
+    return (f"weights: {upload.bytes_sent} bytes sent over the UART in {upload.frames} "
+            f"frames ({seconds:.2f} s wall clock{again}), checked and loaded by the board")
+
+
+def upload_failure_message(err, path: str | None) -> str:
+    """The one-line message for an image the board checked and refused."""
+    what = path or "this model's weight image"
+    hint = {protocol.WEIGHTS_NO_IMAGE: "it does not start with a weight image header",
+            protocol.WEIGHTS_WRONG_MODEL: "its model id, fold or length differs from the "
+                                          "bitstream's: send the weights.bin of the same build",
+            protocol.WEIGHTS_BAD_CRC: "its words do not match its CRC"}
+    return (f"the board refused the weights in {what}: "
+            f"{protocol.WEIGHTS_CLASSES.get(err.verdict, err.verdict)} "
+            f"({hint.get(err.verdict, 'unexpected verdict')})")
 
 
 def boot_seconds(net, clock_hz: float) -> float:
@@ -118,7 +157,8 @@ def failure_message(err, *, sim: bool, weights_file: Path | None = None) -> str:
     else:
         hint = {
             protocol.STATUS_NO_WEIGHTS: f"program them with: {program}, the weights.bin "
-                                        f"that hwgen build wrote beside the bitstream",
+                                        f"that hwgen build wrote beside the bitstream, or "
+                                        f"send them with hwgen run --load-weights",
             protocol.STATUS_WRONG_WEIGHTS: f"program this build's weights.bin: {program}",
             protocol.STATUS_BAD_WEIGHTS: f"program weights.bin again: {program}",
         }

@@ -335,7 +335,7 @@ def test_verilated_board_boots_from_flash():
     imgs = [[rng.randrange(256) for _ in range(100)] for _ in range(6)]
     with verilated_board(encode(words, IDENT)) as link:
         client = Client(link, window=2, loading_poll=0.002)
-        assert client.ping() == P.PROTOCOL_VERSION == 3
+        assert client.ping() == P.PROTOCOL_VERSION == 4
         assert client.classify(imgs) == [predict(VSHAPE, img, words) for img in imgs]
         assert client.stats.loading_waits >= 1 and client.stats.retries == 0
 
@@ -358,7 +358,7 @@ def test_verilated_board_refuses_bad_flash(fault, status):
     with verilated_board(bytes(image)) as link:
         link.idle(0.02)    # loaded (or refused) by now
         client = Client(link)
-        assert client.ping() == 3
+        assert client.ping() == 4
         with pytest.raises(WeightsError) as err:
             client.classify([[0] * 100])
         assert err.value.status == status

@@ -13,6 +13,7 @@ from hwgen import model as model_io
 from hwgen.cli import main
 from hwgen.datasets import write_idx
 from hwgen.random_models import calibrate_thresholds, dense, random_images, random_model
+from hwgen.weight_image import HEADER_BYTES as HEADER
 from hwgen.weight_image import image_for
 
 from .test_boards_flash import verilator_or_skip
@@ -120,3 +121,66 @@ def test_run_weights_for_a_fold_without_spram(capsys, tmp_path):
     line = cli_error(capsys, *_run(tmp_path, path, "--weights", tmp_path / "w.bin"))
     assert line == ("error: --weights: this model's fold keeps no weights in SPRAM, so the "
                     "simulated board reads no flash")
+
+
+# --- run --load-weights: the weights over the UART ------------------------------------------
+
+
+def test_run_sim_load_weights_over_the_uart(spram_model, capsys):
+    """An erased simulated flash: the host sends the model's image over the UART first."""
+    tmp, path, net = spram_model
+    assert main(list(map(str, _run(tmp, path, "--load-weights")))) == 0
+    out = capsys.readouterr().out
+    size = len(image_for(net))
+    assert f"weights: {size} bytes sent over the UART in {-(-size // 1024)} frames" in out
+    assert "checked and loaded by the board" in out
+    assert "agreement 8/8 with reference" in out
+
+
+def test_run_sim_load_weights_replaces_a_corrupt_flash_image(spram_model, capsys):
+    tmp, path, net = spram_model
+    data = bytearray(image_for(net))
+    data[5000] ^= 0x20
+    (tmp / "corrupt.bin").write_bytes(bytes(data))
+    (tmp / "good.bin").write_bytes(image_for(net))
+    argv = _run(tmp, path, "--weights", tmp / "corrupt.bin", "--load-weights", tmp / "good.bin")
+    assert main(list(map(str, argv))) == 0
+    assert "agreement 8/8 with reference" in capsys.readouterr().out
+
+
+def test_run_sim_load_weights_over_good_flash_weights_sends_none(spram_model, capsys):
+    tmp, path, net = spram_model
+    (tmp / "good.bin").write_bytes(image_for(net))
+    argv = _run(tmp, path, "--weights", tmp / "good.bin", "--load-weights")
+    assert main(list(map(str, argv))) == 0
+    out = capsys.readouterr().out
+    assert "weights: the board holds good weights already (from its flash); none sent" in out
+    assert "agreement 8/8 with reference" in out
+
+
+@pytest.mark.parametrize("fault, line", [
+    ("not an image", "error: the board refused the weights in {file}: not a weight image (it "
+                     "does not start with a weight image header)"),
+    ("flipped bit", "error: the board refused the weights in {file}: corrupt (CRC mismatch) "
+                    "(its words do not match its CRC)"),
+])
+def test_run_sim_load_weights_refused(spram_model, capsys, fault, line):
+    tmp, path, net = spram_model
+    data = bytearray(image_for(net))
+    if fault == "not an image":
+        data = bytearray(b"\x00" * 64)
+    else:
+        data[HEADER + 77] ^= 0x01
+    file = tmp / f"upload-{fault.replace(' ', '-')}.bin"
+    file.write_bytes(bytes(data))
+    assert cli_error(capsys, *_run(tmp, path, "--load-weights", file)) == line.format(file=file)
+
+
+def test_run_load_weights_for_a_fold_without_spram(capsys, tmp_path):
+    rng = np.random.default_rng(4)
+    model = random_model(rng, (1, 8, 9), [dense(16)], classes=4, binarize_at=128)
+    path = model_io.save(model, tmp_path / "small.npz")
+    write_idx(tmp_path / "images", random_images(rng, model.input, 2)[:, 0])
+    line = cli_error(capsys, *_run(tmp_path, path, "--load-weights"))
+    assert line == ("error: --load-weights: this model's fold keeps no weights in SPRAM, so "
+                    "the board has none to load (its weights are in the bitstream)")

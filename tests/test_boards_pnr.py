@@ -172,7 +172,12 @@ args = sys.argv[1:]
 calls = os.environ["FAKE_CALLS"]
 count = int(open(calls).read()) if os.path.exists(calls) else 0
 open(calls, "w").write(str(count + 1))
-fmax = float(os.environ["FAKE_FMAX"].split(",")[count])
+fmax = os.environ["FAKE_FMAX"].split(",")[count]
+if fmax == "unplaceable":
+    print("ERROR: Unable to find legal placement for all cells, design is probably at "
+          "utilisation limit.", file=sys.stderr)
+    sys.exit(1)
+fmax = float(fmax)
 json.dump({"utilization": {"ICESTORM_LC": {"used": 100, "available": 5280}},
            "fmax": {"clk": {"achieved": fmax, "constraint": 48.0}}},
           open(args[args.index("--report") + 1], "w"))
@@ -225,6 +230,46 @@ def test_build_fastest_falls_back_to_a_slower_fold(tmp_path, monkeypatch, capsys
     assert f"fold {fold(nets[0])}: timing not met (Fmax 41.0 MHz at 48.0); trying a " \
            "smaller, slower fold" in printed
     assert not (tmp_path / "out.failed").exists()
+
+
+def test_build_falls_back_when_a_fold_does_not_fit(tmp_path, monkeypatch, capsys):
+    """The LUT estimate was low: place-and-route of the first fold fails (nextpnr finds no
+    legal placement); the build tries the next, smaller fold instead of stopping."""
+    import numpy as np
+
+    from boards.commands import fold_candidates
+    from boards.targets import get_board
+    from hwgen.cli import main
+    from hwgen.model import save
+    from hwgen.random_models import dense, random_model
+
+    model_path = tmp_path / "tiny.npz"
+    save(random_model(np.random.default_rng(3), (1, 6, 6), [dense(24)], classes=4),
+         model_path)
+    _, nets, _ = fold_candidates(model_path, get_board("icebreaker"), "fastest", None)
+    assert len(nets) >= 2
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    monkeypatch.setitem(os.environ, "YOSYS", "true")
+    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40",
+                        _tool(tools, "nextpnr", FAKE_NEXTPNR_SEQUENCE))
+    monkeypatch.setitem(os.environ, "ICEPACK", _tool(tools, "icepack", FAKE_PACK))
+    monkeypatch.setitem(os.environ, "FAKE_CALLS", str(tmp_path / "calls"))
+    monkeypatch.setitem(os.environ, "FAKE_FMAX", "unplaceable,49")
+    out = tmp_path / "out"
+    assert main(["build", "--board", "icebreaker", str(model_path), "--fold", "fastest",
+                 "--skip-verify", "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    fold = lambda net: ",".join(str(f) for f in net.folds)  # noqa: E731
+    assert report["fold"] == fold(nets[1]) and report["timing_met"]
+    assert report["faster_folds_missed"] == [{
+        "fold": fold(nets[0]), "cycles_per_image": nets[0].cycles_per_image,
+        "achieved_mhz": None, "did_not_fit": True}]
+    printed = capsys.readouterr().out
+    assert f"fold {fold(nets[0])}: synthesis or place-and-route failed (exit 1: the design " \
+           "did not fit); trying a smaller, slower fold" in printed
+    assert not (tmp_path / "out.failed").exists()
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
 
 
 @pytest.mark.parametrize("command", ["build", "run"])

@@ -140,7 +140,7 @@ def test_packed_frames_classify_exactly_end_to_end():
     sent = in_stream_order(images, input_order(model))
     with _network_link(model) as link:
         client = Client(link, packed=True, binarize_at=100, window=4)
-        assert client.ping() == P.PROTOCOL_VERSION == 3
+        assert client.ping() == P.PROTOCOL_VERSION == 4
         assert client.classify(sent) == expected
         assert client.packed and client.stats.retries == 0 and not client.stats.error_replies
         # and one frame by hand: 60 values in 8 bytes
