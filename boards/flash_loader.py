@@ -281,6 +281,19 @@ class FlashWeightLoader(wiring.Component):
         return m
 
 
+def load_cycles(header_bytes: int, words: int, *, sck_divisor: int = 2, cipo_delay: int = 1,
+                wake_cycles: int = 192, cs_idle_cycles: int = 48) -> int:
+    """Clock cycles from reset to the verdict of a good image (the module docstring's
+    timing): CS# idle, ``AB`` and the wake-up, ``03`` and its address, the header, the words
+    and the CRC; a transfer of ``b`` bits costs ``b * sck_divisor + cipo_delay + 4 -
+    sck_divisor / 2`` cycles (the last bit's sample overlaps the next transfer's start), a
+    word two more (its hand-over)."""
+    turn = cipo_delay + 4 - sck_divisor // 2
+    byte = 8 * sck_divisor + turn
+    return (cs_idle_cycles + byte + wake_cycles + byte + 3 * byte + header_bytes * byte
+            + words * (16 * sck_divisor + turn + 2) + 2 * (16 * sck_divisor + turn))
+
+
 @dataclass(frozen=True)
 class FlashConfig:
     """How a board top loads a core's weights from flash: the expected ``header``

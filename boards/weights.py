@@ -133,15 +133,21 @@ def upload_failure_message(err, path: str | None) -> str:
 
 def boot_seconds(net, clock_hz: float) -> float:
     """An upper bound of the time the board needs to load ``net``'s weights at ``clock_hz``
-    (:mod:`boards.flash_loader`'s timing at SCK = clock/2: 20 cycles a byte, 38 a word,
-    plus the wake-up): ``run --sim`` lets the simulated board boot that long before the first
-    image, as a real board has long booted when ``hwgen run`` starts."""
+    (:func:`boards.flash_loader.load_cycles` with the timing
+    :meth:`~boards.flash_loader.FlashConfig.for_clock` picks, plus 10%): ``run --sim`` lets
+    the simulated board boot that long before the first image, as a real board has long
+    booted when ``hwgen run`` starts."""
     words = spram_words(net)
     if not words:
         return 0.0
-    from hwgen.weight_image import CRC_BYTES, HEADER_BYTES
+    from hwgen.weight_image import HEADER_BYTES
 
-    cycles = 8 * clock_hz * 1e-6 + 38 * words + 20 * (HEADER_BYTES + CRC_BYTES + 5)
+    from .flash_loader import FlashConfig, load_cycles
+
+    config = FlashConfig.for_clock(b"SBNW", clock_hz)
+    cycles = load_cycles(HEADER_BYTES, words, sck_divisor=config.sck_divisor,
+                         cipo_delay=config.cipo_delay, wake_cycles=config.wake_cycles,
+                         cs_idle_cycles=config.cs_idle_cycles)
     return 1.1 * cycles / clock_hz
 
 

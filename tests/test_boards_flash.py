@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from boards import protocol as P
 from boards.core import CoreShape, StreamCore
-from boards.flash_loader import FlashConfig, FlashWeightLoader, LoadStatus
+from boards.flash_loader import FlashConfig, FlashWeightLoader, LoadStatus, load_cycles
 from boards.simulation import SimBoard, SPIFlashModel
 from boards.standin import SumCore, predict
 from boards.top import UARTInferenceTop
@@ -71,6 +71,9 @@ def test_good_image_delivers_every_word_in_order(divisor, delay):
         # the documented timing: 20 cycles a byte, 38 a word, 36 each half of the CRC
         expected = 3 + 20 + 5 + 4 * 20 + HEADER_BYTES * 20 + 37 * 38 + 2 * 36
         assert abs(cycles - expected) <= 2
+        assert load_cycles(HEADER_BYTES, 37, wake_cycles=5, cs_idle_cycles=3) == expected
+    assert abs(cycles - load_cycles(HEADER_BYTES, 37, sck_divisor=divisor, cipo_delay=delay,
+                                    wake_cycles=5, cs_idle_cycles=3)) <= 2
 
 
 def test_erased_flash_is_no_image():
