@@ -450,10 +450,11 @@ def pll_output_mhz(board, mhz: float) -> float:
 def _build_into(staging: Path, model, net, module: str, board, args, luts_est: int,
                 brams_est: int, fold_text: str, missed: list) -> tuple[dict, str]:
     """Board top + synthesis + report files in ``staging``; returns (report, summary)."""
-    from hwgen.gateware.network import Network
+    from hwgen.gateware.network import Network, check_generatable
 
     from .core import CoreShape, StreamCore
 
+    check_generatable(net)
     shape = CoreShape(net.lanes, net.bits, net.beats_per_image, net.class_bits, net.input_size,
                       binarize_at=model.input.binarize_at, weight_words=spram_words(net))
     core = StreamCore.wrap(Network(net), shape)

@@ -114,10 +114,10 @@ class FrameParser(wiring.Component):
         consume = Signal()       # the FSM uses the pending byte this cycle
         flags = ("is_sync0", "is_sync1", "is_len_hi", "is_len_lo", "is_zero", "is_classify",
                  "is_ping", "crc_hi_match", "crc_lo_match", "is_packed", "is_plen_hi",
-                 "is_weights", "offset_match")
+                 "is_weights", "offset_match", "is_offset_len", "is_offset_len_1")
         (is_sync0, is_sync1, is_len_hi, is_len_lo, is_zero, is_classify, is_ping, crc_hi_match,
-         crc_lo_match, is_packed, is_plen_hi, is_weights, offset_match) = (
-            Signal(name=n) for n in flags)
+         crc_lo_match, is_packed, is_plen_hi, is_weights, offset_match, is_offset_len,
+         is_offset_len_1) = (Signal(name=n) for n in flags)
         weights = bool(self.weight_bytes)
         offset_index = Signal(range(P.WEIGHT_OFFSET_BYTES))  # LOAD_WEIGHTS: offset byte due
         received = Signal(8 * P.WEIGHT_OFFSET_BYTES)
@@ -144,7 +144,10 @@ class FrameParser(wiring.Component):
                          # byte was consumed at least one cycle earlier
                          crc_hi_match.eq(d == crc.crc[8:]), crc_lo_match.eq(d == crc.crc[:8]),
                          is_weights.eq((d == P.CMD_LOAD_WEIGHTS) if weights else 0),
-                         offset_match.eq(d == received_byte)]
+                         offset_match.eq(d == received_byte),
+                         # LEN_LO of a LOAD_WEIGHTS frame with no data, or one byte
+                         is_offset_len.eq(d == P.WEIGHT_OFFSET_BYTES),
+                         is_offset_len_1.eq(d == P.WEIGHT_OFFSET_BYTES + 1)]
         cmd_classify = Signal()
         cmd_packed = Signal()
         cmd_ping = Signal()
@@ -170,6 +173,7 @@ class FrameParser(wiring.Component):
         len_hi = Signal(8)
         w_count = Signal(16)
         w_last = Signal()            # w_count == 1 (registered)
+        w_none = Signal()            # w_count == 0 (registered: a status query)
         offset_ok = Signal()
         offset_zero = Signal()
         accepted = Signal()
@@ -313,6 +317,8 @@ class FrameParser(wiring.Component):
                             with m.Elif(cmd_weights):
                                 m.d.sync += [
                                     w_count.eq(Cat(byte, len_hi) - P.WEIGHT_OFFSET_BYTES),
+                                    w_none.eq(len_hi_zero & is_offset_len),
+                                    w_last.eq(len_hi_zero & is_offset_len_1),
                                     offset_ok.eq(1), offset_zero.eq(1)]
                                 m.next = "W_OFFSET"
                         with m.Else():
@@ -355,7 +361,7 @@ class FrameParser(wiring.Component):
             if weights:
                 _weight_states(self, m, receive, error_if_ok, consume, crc, byte, have, failed,
                                is_zero, offset_match, offset_index, offset_ok, offset_zero,
-                               w_count, w_last, accepted, broken,
+                               w_count, w_last, w_none, accepted, broken,
                                (err_locked, err_busy, err_offset))
             with m.State("CRC_HI"):
                 m.d.comb += consume.eq(have)
@@ -397,7 +403,7 @@ class FrameParser(wiring.Component):
 
 
 def _weight_states(self, m, receive, error_if_ok, consume, crc, byte, have, failed, is_zero,
-                   offset_match, offset_index, offset_ok, offset_zero, w_count, w_last,
+                   offset_match, offset_index, offset_ok, offset_zero, w_count, w_last, w_none,
                    accepted, broken, refusals):
     """The LOAD_WEIGHTS states of :class:`FrameParser`'s FSM: the offset's three bytes, the
     decision (take the data, refuse it, or only answer the weight status), then the data,
@@ -415,9 +421,9 @@ def _weight_states(self, m, receive, error_if_ok, consume, crc, byte, have, fail
             with m.If(offset_index == P.WEIGHT_OFFSET_BYTES - 1):
                 m.next = "W_DECIDE"
     with m.State("W_DECIDE"):   # one cycle; the offset's last verdicts are in
+        # every input of the decision is a register (a wide compare here missed 48 MHz)
         receive("TAG")
-        m.d.sync += w_last.eq(w_count == 1)
-        with m.If(w_count == 0):          # a status query
+        with m.If(w_none):                # a status query
             m.next = "CRC_HI"
         with m.Else():
             m.next = "W_DATA"

@@ -479,7 +479,7 @@ def network_sim_transport(net, *, backend: str = "verilator", divisor: int = 4, 
     layers (``net.spram_words``) gets the board's flash loader, and its simulated flash holds
     ``flash_image`` (default: :func:`hwgen.weight_image.image_for` ``(net)``, as ``hwgen
     build`` writes it) at :data:`~hwgen.weight_image.FLASH_OFFSET`."""
-    from hwgen.gateware.network import Network
+    from hwgen.gateware.network import Network, check_generatable
 
     from .core import CoreShape, StreamCore
     words = getattr(net, "spram_words", 0)
@@ -493,6 +493,7 @@ def network_sim_transport(net, *, backend: str = "verilator", divisor: int = 4, 
         options["flash"] = FlashConfig.for_clock(header(words, model_id(net)),
                                                  options.get("clock_hz", 1e6))
         options["flash_image"] = image_for(net) if flash_image is None else flash_image
+    check_generatable(net)
     core = StreamCore.wrap(Network(net), shape)
     options.setdefault("compute_cycles", net.latency_cycles + net.cycles_per_image)
     if backend == "verilator":

@@ -31,6 +31,18 @@ def load_png(path: Path, model) -> np.ndarray:
     except ImportError:
         raise UserError("reading PNG files needs matplotlib (pip install matplotlib)") from None
     try:
+        from PIL import Image   # matplotlib's own PNG reader
+
+        with Image.open(path) as header:     # the size, before any pixel is decoded
+            width, height = header.size
+    except ImportError:
+        width = height = None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise UserError(f"{path}: not a readable PNG ({err})") from None
+    if width is not None and width * height != model.input.size:
+        raise UserError(f"{path}: {width}x{height} pixels, but the model takes "
+                        f"{list(model.input.shape)}")
+    try:
         pixels = imread(path)
     except (OSError, ValueError, SyntaxError) as err:
         raise UserError(f"{path}: not a readable PNG ({err})") from None

@@ -20,8 +20,9 @@ resets it together with the core when a load starts at offset 0).
 against it); ``busy`` is high while a taken byte is still being worked on (its CRC bits, or
 its word waiting in ``w``), so the verdict of the last byte is settled once ``busy`` falls.
 A byte is taken when none is being worked on: the CRC runs a bit a cycle, so a payload byte
-takes 9 cycles (10 when it completes a word the core takes at once), far less than a
-character time at any baud rate the boards run (40 cycles at 12 Mbaud and 48 MHz).
+takes about 11 cycles (the decisions start from registers: one cycle of them a byte), far
+less than a character time at any baud rate the boards run (40 cycles at 12 Mbaud and 48
+MHz). ``busy`` is registered (a cycle late; the parser asks for it two bytes later).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class UartWeightLoader(wiring.Component):
         m = Module()
         byte = Signal(8)
         have = Signal()              # `byte` holds a taken byte the FSM has not used yet
+        index = Signal(range(len(self.header) + 1))
+        expect = Signal(8)           # header[index], registered (index settles long before)
         use = Signal()               # the FSM uses `byte` this cycle
         m.d.comb += self.i.ready.eq(~have)
         with m.If(use):
@@ -91,8 +94,6 @@ class UartWeightLoader(wiring.Component):
         def crc_byte():
             m.d.sync += [shift.eq(byte), bits_left.eq(8)]
 
-        index = Signal(range(len(self.header) + 1))
-        expect = Signal(8)           # header[index], registered (index settles long before)
         in_magic = Signal()
         with m.Switch(index):
             for k, value in enumerate(self.header):
@@ -104,12 +105,18 @@ class UartWeightLoader(wiring.Component):
         crc_left = Signal(range(CRC_BYTES + 1), init=CRC_BYTES)
         with m.If(self.w.ready):
             m.d.sync += self.w.valid.eq(0)
-        ready = Signal()             # no CRC bits left and no word waiting: take a byte
-        m.d.comb += ready.eq(have & (bits_left == 0) & ~self.w.valid)
+        # `free`: a cycle ago no CRC bits were left, no word waited and no byte was used;
+        # then that still holds (only using a byte starts CRC bits or a word), so a byte may
+        # be used now. A register: the decision paths start at flip-flops (one cycle a byte).
+        free = Signal()
+        crc_zero = Signal()          # crc == 0, a cycle ago (settled once `free`)
+        ready = Signal()
+        m.d.comb += ready.eq(have & free)
+        m.d.sync += [free.eq((bits_left == 0) & ~self.w.valid & ~use), crc_zero.eq(crc == 0)]
 
         with m.FSM(name="weights") as fsm:
             with m.State("HEADER"):
-                with m.If(have):
+                with m.If(ready):           # `expect` is header[index] by then
                     m.d.comb += use.eq(1)
                     with m.If(byte != expect):
                         m.d.sync += self.status.eq(Mux(in_magic, LoadStatus.NO_IMAGE,
@@ -139,11 +146,13 @@ class UartWeightLoader(wiring.Component):
                     with m.If(crc_left == 1):
                         m.next = "CHECK"
             with m.State("CHECK"):
-                with m.If(bits_left == 0):
-                    m.d.sync += self.status.eq(Mux(crc == 0, LoadStatus.OK,
+                with m.If(free):
+                    m.d.sync += self.status.eq(Mux(crc_zero, LoadStatus.OK,
                                                    LoadStatus.BAD_CRC))
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += use.eq(have)
-        m.d.comb += self.busy.eq(have | (bits_left != 0) | self.w.valid | fsm.ongoing("CHECK"))
+        # registered: the parser asks only long after its last byte came (two CRC bytes later)
+        m.d.sync += self.busy.eq(have | (bits_left != 0) | self.w.valid | fsm.ongoing("CHECK")
+                                 | self.i.valid & ~have)
         return m

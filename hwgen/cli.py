@@ -37,13 +37,14 @@ def cmd_eval(args) -> int:
     images, labels = load_images(args)
     check_labels(labels, model)
     predictions = Reference(model, args.engine).predict(images, progress=sys.stderr.isatty())
-    if args.save_predictions:
-        save_npy(args.save_predictions, predictions)
     if labels is None:
         print(f"predicted {len(predictions)} images (no labels given)")
     else:
         correct = int((predictions == labels).sum())
         print(f"accuracy {correct / len(labels):.4f} ({correct}/{len(labels)})")
+    if args.save_predictions:   # after the result is out: a failing stdout writes no file
+        sys.stdout.flush()
+        save_npy(args.save_predictions, predictions)
     return 0
 
 
@@ -71,9 +72,10 @@ def cmd_verilog(args) -> int:
     module = args.module or default_module(args.model)
     with staged_folder(args.output) as staging:
         written = write_verilog(net, staging, module)
-    v_path, json_path = (args.output / path.name for path in written)
-    print(one_line(f"wrote {v_path} and {json_path}: II {net.cycles_per_image} cycles per "
-                   f"image, latency {net.latency_cycles} cycles"))
+        v_path, json_path = (args.output / path.name for path in written)
+        # printed before the files are installed: a failing stdout leaves none behind
+        print(one_line(f"wrote {v_path} and {json_path}: II {net.cycles_per_image} cycles "
+                       f"per image, latency {net.latency_cycles} cycles"), flush=True)
     return 0
 
 

@@ -39,7 +39,8 @@ MAX_ACTIVATION = 1 << 24  # values of one image's activation after any layer (or
 MAX_TOTAL_ACTIVATION = 1 << 26  # those summed over the input and every layer's output
 MAX_WEIGHTS = 1 << 26  # weights summed over all layers
 MAX_LAYERS = 256  # `verilog` of 256 tiny layers: ~20 s, ~250 MB
-MAX_GRAPH_CHARS = 1 << 22  # the graph JSON, provenance included
+MAX_GRAPH_CHARS = 1 << 20  # the graph JSON, provenance included (shipped models: ~1,500)
+MAX_NAME_CHARS = 200  # a layer's optional name
 
 Shape = tuple[int, int, int]
 
@@ -564,6 +565,10 @@ def _from_graph(graph, arrays: dict) -> Model:
             _fail(f"layer {index}",
                   f"unknown op {_short(op)} (known: {', '.join(_LAYER_KEYS)})")
         _expect_keys(where, obj, _LAYER_KEYS[op])
+        name = obj.get("name", "")
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+            _fail(where, f"name must be a string of at most {MAX_NAME_CHARS} characters, got "
+                         f"{_short(name)}")
         if op == "dense":
             layers.append(Dense(
                 weight=_array(where, arrays, obj, "weight"),

@@ -26,7 +26,7 @@ from .errors import DatasetError
 from .model import Conv2d, Dense, InputSpec, MaxPool2d, Model
 
 ENGINES = ("gemm", "packed")
-_CHUNK_ELEMENTS = 1 << 25  # largest intermediate per chunk of images, in elements
+_CHUNK_ELEMENTS = 1 << 24  # largest intermediate per chunk of images, in elements
 _PACKED_ELEMENTS = 1 << 22  # rows x outputs x words per XOR/popcount block
 #: A layer's rows x fan-in (im2col patches, or dense inputs) per matrix product at most;
 #: an image whose layer needs more is computed in bands of output rows (conv) or slices of
@@ -77,7 +77,7 @@ def binarize(spec: InputSpec, images: np.ndarray) -> np.ndarray:
     """The first layer's input: +-1 int8 when ``spec.binarize_at`` is set, else the raw
     values as int32 (they are below ``2**spec.bits``)."""
     if spec.binary:
-        return np.where(images >= spec.binarize_at, 1, -1).astype(np.int8)
+        return np.where(images >= spec.binarize_at, np.int8(1), np.int8(-1))
     return images.astype(np.int32)
 
 
@@ -97,7 +97,7 @@ def packed_dot(x_words: np.ndarray, w_words: np.ndarray, n: int) -> np.ndarray:
     """
     rows, words = x_words.shape
     outputs = w_words.shape[0]
-    out = np.empty((rows, outputs), dtype=np.int64)
+    out = np.empty((rows, outputs), dtype=np.int64 if n >= 1 << 31 else np.int32)
     # blocks of rows x outputs x words of at most _PACKED_ELEMENTS (one row and one output
     # at least), so a layer of any size runs in bounded memory
     per_output = max(1, _PACKED_ELEMENTS // max(1, words))
@@ -212,7 +212,8 @@ class Reference:
             matrix = layer.weight.reshape(layer.out_channels, -1)
             bound = layer.fan_in * (1 if binary else model.input.max_value)
             use_packed = binary and engine == "packed"
-            dtype = np.int64 if use_packed else exact_dtype(bound)
+            dtype = (np.int64 if bound >= 1 << 30 else np.int32) if use_packed \
+                else exact_dtype(bound)
             self._dtypes.append(dtype)
             if use_packed:
                 self._matrices.append(None)

@@ -119,12 +119,13 @@ def cmd_sim(args) -> int:
     reference = Reference(model).predict(images)
     agree = int((result.classes == reference).sum())
     n = len(reference)
-    if args.save_predictions:
-        save_npy(args.save_predictions, result.classes)
     print(f"agreement {agree}/{n} with reference")
     if labels is not None:
         correct = int((result.classes == labels).sum())
         print(f"accuracy {correct / n:.4f} ({correct}/{n})")
+    if args.save_predictions:   # after the result is out: a failing stdout writes no file
+        sys.stdout.flush()
+        save_npy(args.save_predictions, result.classes)
     steady = result.steady_cycles_per_image()
     # a spacing needs two outputs in one process: none with one image per process
     measured = (f"{steady:.1f}" if steady == steady
@@ -161,10 +162,11 @@ def cmd_vectors(args) -> int:
         expected = Reference(model).predict(images)
         write_golden_vectors(staging, iface, images, expected,
                              weights=_weights(net))
-    name = shlex.quote(verilog.name)
-    print(one_line(f"wrote {len(expected)} golden vectors for {verilog.name} to {outdir}; "
-                   f"run: cd {shlex.quote(str(outdir))} && iverilog -g2012 -o tb.vvp tb.v "
-                   f"{name} && vvp -n tb.vvp"))
+        name = shlex.quote(verilog.name)
+        # printed before the folder is installed: a failing stdout leaves none behind
+        print(one_line(f"wrote {len(expected)} golden vectors for {verilog.name} to "
+                       f"{outdir}; run: cd {shlex.quote(str(outdir))} && iverilog -g2012 -o "
+                       f"tb.vvp tb.v {name} && vvp -n tb.vvp"), flush=True)
     return 0
 
 

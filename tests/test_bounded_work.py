@@ -257,3 +257,36 @@ def test_verilog_under_a_small_address_space_is_one_error(tmp_path):
         assert proc.stderr.startswith("error: Yosys could not start: "), proc.stderr
         assert len(proc.stderr.splitlines()) == 1
         assert not (tmp_path / "v").exists()
+
+
+def test_hardware_is_generated_only_for_networks_of_a_buildable_size(tmp_path, capsys):
+    from hwgen.cli import main
+    from hwgen.gateware.network import MAX_GENERATED_INPUT_VALUES
+
+    wide = random_model(np.random.default_rng(168), (1, 1025, 1024), [], classes=2,
+                        binarize_at=128)
+    model_io.save(wide, tmp_path / "wide.npz")
+    assert main(["verilog", str(tmp_path / "wide.npz"), "-o", str(tmp_path / "v")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: the model takes {1025 * 1024} input values per image, more than the "
+        f"{MAX_GENERATED_INPUT_VALUES} hardware is generated for\n")
+    assert not (tmp_path / "v").exists()
+    assert main(["info", str(tmp_path / "wide.npz")]) == 0   # still a valid model
+
+
+@pytest.mark.parametrize("command", ["verilog", "eval"])
+def test_a_full_stdout_leaves_no_output(tmp_path, command):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    model = random_model(np.random.default_rng(169), (1, 4, 4), [dense(3)], classes=2)
+    model_io.save(model, tmp_path / "m.npz")
+    write_idx(tmp_path / "images", random_images(np.random.default_rng(1), model.input, 3)[:, 0])
+    argv = {"verilog": ["verilog", tmp_path / "m.npz", "-o", tmp_path / "out"],
+            "eval": ["eval", tmp_path / "m.npz", "--images", tmp_path / "images",
+                     "--save-predictions", tmp_path / "out.npy"]}[command]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "hwgen", *map(str, argv)], cwd=ROOT,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: cannot write to standard output (No space left on device)\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "m.npz"]

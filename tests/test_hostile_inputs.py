@@ -340,7 +340,7 @@ def test_nesting_depth_scan_is_right_and_linear(text, depth):
 
 
 @pytest.mark.parametrize("times,pattern", [
-    (1, r"graph is \d+ characters, more than the limit of 4194304"),
+    (1, r"graph is \d+ characters, more than the limit of 1048576"),
     (4, r"member 'graph.npy' unpacks to \d+ bytes, more than the \d+-byte limit \(the most a "
         r"'graph' member needs\)"),
 ])
@@ -365,6 +365,9 @@ def test_graph_too_long(tmp_path, times, pattern):
     (lambda g: g["layers"][0].update(weight=5), r"layer 0 \(conv2d\): weight must be an "
                                                 r"array name \(string\), got 5"),
     (lambda g: g["layers"][0].update(stride={"h": 1}), r"stride must be a pair of integers"),
+    (lambda g: g["layers"][0].update(name=5), r"layer 0 \(conv2d\): name must be a string of "
+                                              r"at most 200 characters, got 5"),
+    (lambda g: g["layers"][0].update(name="n" * 201), r"name must be a string of at most 200"),
     (lambda g: g.update(classes="abc"), r"graph: classes must be a list of strings"),
     (lambda g: g.update(classes=[1, 2, 3]), r"graph: classes must be a list of strings"),
     (lambda g: g.update(provenance=[1]), r"graph: provenance must be a JSON object"),

@@ -202,9 +202,30 @@ def interface(net: NetworkPlan, module: str) -> dict:
     return iface
 
 
+#: The largest network the generator builds (UserError beyond; far beyond any board: the
+#: ULX3S-85F holds 3.7 Mbit of block RAM): weight bits in all, and input values per image.
+MAX_GENERATED_WEIGHT_BITS = 1 << 24
+MAX_GENERATED_INPUT_VALUES = 1 << 20
+
+
+def check_generatable(net: NetworkPlan) -> None:
+    """UserError when ``net`` is too large to generate hardware for (its model may still be
+    valid and evaluated: ``hwgen eval`` takes far larger ones)."""
+    model = net.model
+    bits = sum(int(layer.weight.size) for layer in model.layers if hasattr(layer, "weight"))
+    if bits > MAX_GENERATED_WEIGHT_BITS:
+        raise UserError(f"the model has {bits} weight bits, more than the "
+                        f"{MAX_GENERATED_WEIGHT_BITS} hardware is generated for")
+    if model.input.size > MAX_GENERATED_INPUT_VALUES:
+        raise UserError(f"the model takes {model.input.size} input values per image, more "
+                        f"than the {MAX_GENERATED_INPUT_VALUES} hardware is generated for")
+
+
 def to_verilog(net: NetworkPlan, module: str) -> str:
     """The core's Verilog as module ``module``: the same in Verilog-2005 and SystemVerilog
-    simulators (:mod:`.portable`)."""
+    simulators (:mod:`.portable`). UserError for a network beyond
+    :func:`check_generatable`."""
+    check_generatable(net)
     return convert(Network(net), module)
 
 

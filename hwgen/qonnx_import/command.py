@@ -172,7 +172,6 @@ def cmd_import(args) -> int:
     if accuracy is not None and args.dataset:
         model.provenance.update(dataset=args.dataset, test_accuracy=accuracy,
                                 test_images=len(labels))
-    model_io.save(model, args.output)
     layers = ", ".join(f"{layer.op}" for layer in model.layers)
     mapping = imported.mapping
     fed = "" if (mapping.scale, mapping.shift) == (1, 0) else \
@@ -186,5 +185,10 @@ def cmd_import(args) -> int:
               f"{source} images ({agreement.ties} with tied top scores)"
             + (f"; accuracy {accuracy:.4f}" if accuracy is not None else "")
             + f"; wrote {args.output}")
-    print(one_line(text))
+    from ..outputs import staged_file
+
+    with staged_file(args.output) as staging:
+        model_io.save(model, staging)
+        # printed before the file is installed: a failing stdout leaves none behind
+        print(one_line(text), flush=True)
     return 0
