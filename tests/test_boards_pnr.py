@@ -186,14 +186,14 @@ open(args[args.index("--log") + 1], "w").write("Info: no critical path report\n"
 '''
 
 
-def test_build_fastest_falls_back_to_a_slower_fold(tmp_path, monkeypatch, capsys):
-    """``hwgen build --fold fastest`` with stand-in tools: the fastest fold misses the clock
-    with both seeds, the next one meets it with its first; report.json says so."""
+def _tiny_fastest_build(tmp_path, monkeypatch):
+    """A tiny model with at least two ``--fold fastest`` candidates, and stand-in tools whose
+    nextpnr takes each call's Fmax from ``$FAKE_FMAX`` (comma-separated; ``unplaceable``
+    fails as a design that does not fit). Returns (model path, candidate plans)."""
     import numpy as np
 
     from boards.commands import fold_candidates
     from boards.targets import get_board
-    from hwgen.cli import main
     from hwgen.model import save
     from hwgen.random_models import dense, random_model
 
@@ -209,6 +209,15 @@ def test_build_fastest_falls_back_to_a_slower_fold(tmp_path, monkeypatch, capsys
                         _tool(tools, "nextpnr", FAKE_NEXTPNR_SEQUENCE))
     monkeypatch.setitem(os.environ, "ICEPACK", _tool(tools, "icepack", FAKE_PACK))
     monkeypatch.setitem(os.environ, "FAKE_CALLS", str(tmp_path / "calls"))
+    return model_path, nets
+
+
+def test_build_fastest_falls_back_to_a_slower_fold(tmp_path, monkeypatch, capsys):
+    """``hwgen build --fold fastest`` with stand-in tools: the fastest fold misses the clock
+    with both seeds, the next one meets it with its first; report.json says so."""
+    from hwgen.cli import main
+
+    model_path, nets = _tiny_fastest_build(tmp_path, monkeypatch)
     monkeypatch.setitem(os.environ, "FAKE_FMAX", "40,41,49,30")
     out = tmp_path / "out"
     assert main(["build", "--board", "icebreaker", str(model_path), "--fold", "fastest",
@@ -235,26 +244,9 @@ def test_build_fastest_falls_back_to_a_slower_fold(tmp_path, monkeypatch, capsys
 def test_build_falls_back_when_a_fold_does_not_fit(tmp_path, monkeypatch, capsys):
     """The LUT estimate was low: place-and-route of the first fold fails (nextpnr finds no
     legal placement); the build tries the next, smaller fold instead of stopping."""
-    import numpy as np
-
-    from boards.commands import fold_candidates
-    from boards.targets import get_board
     from hwgen.cli import main
-    from hwgen.model import save
-    from hwgen.random_models import dense, random_model
 
-    model_path = tmp_path / "tiny.npz"
-    save(random_model(np.random.default_rng(3), (1, 6, 6), [dense(24)], classes=4),
-         model_path)
-    _, nets, _ = fold_candidates(model_path, get_board("icebreaker"), "fastest", None)
-    assert len(nets) >= 2
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    monkeypatch.setitem(os.environ, "YOSYS", "true")
-    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40",
-                        _tool(tools, "nextpnr", FAKE_NEXTPNR_SEQUENCE))
-    monkeypatch.setitem(os.environ, "ICEPACK", _tool(tools, "icepack", FAKE_PACK))
-    monkeypatch.setitem(os.environ, "FAKE_CALLS", str(tmp_path / "calls"))
+    model_path, nets = _tiny_fastest_build(tmp_path, monkeypatch)
     monkeypatch.setitem(os.environ, "FAKE_FMAX", "unplaceable,49")
     out = tmp_path / "out"
     assert main(["build", "--board", "icebreaker", str(model_path), "--fold", "fastest",
