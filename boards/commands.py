@@ -122,6 +122,32 @@ def fold_candidates(model_path: Path, board, fold: str | None, lanes: int | None
     return model, nets, default_module(model_path)
 
 
+#: The largest receive FIFO a board top gets for a slow core (2 iCE40 block RAMs).
+MAX_RX_FIFO = 1024
+
+
+def rx_fifo_depth(net, board, clock_mhz: float | None = None, baud: int | None = None) -> int:
+    """The receive FIFO (bytes) the board top needs for ``net``: 0 when the core takes an
+    image at least as fast as the UART brings its frame; else one that holds a whole frame
+    (the host then keeps one frame in flight), so a core whose input stalls for longer than
+    the parser's few characters of slack does not overrun. On the ULX3S its top's own
+    default (512, BRAM to spare) when that is larger."""
+    spec = net.model.input
+    frame = protocol.REQUEST_OVERHEAD + protocol.image_payload_length(
+        spec.size, spec.binarize_at is not None)
+    interval = uart_cycles_per_image(frame - protocol.REQUEST_OVERHEAD,
+                                     clock_mhz or board.default_clock_mhz,
+                                     baud or board.default_baud)
+    if net.cycles_per_image <= interval:
+        return 0
+    return min(MAX_RX_FIFO, 1 << max(1, (frame - 1).bit_length()))
+
+
+def rx_fifo_brams(depth: int) -> int:
+    """4-Kbit block RAMs a receive FIFO of ``depth`` bytes takes (512 bytes each)."""
+    return -(-depth // 512) if depth else 0
+
+
 def check_fit(net, board, model=None) -> tuple[int, int]:
     """Estimated (LUTs, 4-Kbit block RAMs) of core + board logic; UserError if over budget.
 
@@ -129,6 +155,8 @@ def check_fit(net, board, model=None) -> tuple[int, int]:
     (no fold can fix that) instead of being sent to a narrower ``--fold``."""
     luts = net.luts + board.board_luts + (board.flash_loader_luts if spram_words(net) else 0)
     brams = net.brams + board.board_brams * board.bram_block_bits // 4096
+    if board.family == "ice40":    # the ULX3S's board_brams count its FIFO already
+        brams += rx_fifo_brams(rx_fifo_depth(net, board))
     lut_limit = int(board.luts * FIT_LUT_FRACTION)
     bram_limit = board.bram_blocks * board.bram_block_bits // 4096
     if luts > lut_limit or brams > bram_limit:
@@ -460,8 +488,11 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
     core = StreamCore.wrap(Network(net), shape)
     header = weights.weight_header(net)
     try:
+        fifo = {}
+        if board.family == "ice40":
+            fifo["rx_fifo_depth"] = rx_fifo_depth(net, board, args.clock, args.baud)
         top = board.make_top(core, clock_mhz=args.clock or board.default_clock_mhz,
-                             baud=args.baud or board.default_baud,
+                             baud=args.baud or board.default_baud, **fifo,
                              **({"weight_header": header} if header else {}))
     except ValueError as err:
         from hwgen.interrupts import silence_unused_elaboratables

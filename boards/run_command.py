@@ -16,7 +16,7 @@ from hwgen.options import check_labels, load_images
 from hwgen.reference import Reference, check_images
 
 from . import protocol, weights
-from .commands import _board, _check_baud, plan_for_board
+from .commands import _board, _check_baud, plan_for_board, rx_fifo_depth
 
 #: The slowest link ``run --sim`` simulates: each bit is clock / baud simulated cycles
 #: (5000 at 48 MHz and 9600 baud), so a slower rate (``--baud 1``: 48 million cycles a
@@ -118,8 +118,11 @@ def cmd_run(args) -> int:
         reply_cycles = net.latency_cycles + protocol.REPLY_LENGTH * (10 * divisor + 1)
         window = (2 + math.ceil(reply_cycles / frame_cycles)
                   if net.cycles_per_image <= frame_cycles else 1)
+        depth = rx_fifo_depth(net, board, board.default_clock_mhz, baud)
+        if board.family != "ice40":
+            depth = max(depth, 512)   # the ULX3S top's own FIFO
         transport = network_sim_transport(net, divisor=divisor, clock_hz=clock_hz,
-                                          flash_image=flash_image)
+                                          flash_image=flash_image, rx_fifo_depth=depth)
         transport.idle(weights.boot_seconds(net, clock_hz))  # the board boots first
     else:
         link_baud = baud

@@ -12,7 +12,7 @@ from boards.targets import get_board
 from hwgen import model as model_io
 from hwgen.cli import main
 from hwgen.datasets import write_idx
-from hwgen.random_models import calibrate_thresholds, dense, random_images, random_model
+from hwgen.random_models import calibrate_thresholds, conv, dense, random_images, random_model
 from hwgen.weight_image import HEADER_BYTES as HEADER
 from hwgen.weight_image import image_for
 
@@ -184,3 +184,28 @@ def test_run_load_weights_for_a_fold_without_spram(capsys, tmp_path):
     line = cli_error(capsys, *_run(tmp_path, path, "--load-weights"))
     assert line == ("error: --load-weights: this model's fold keeps no weights in SPRAM, so "
                     "the board has none to load (its weights are in the bitstream)")
+
+
+def test_run_sim_with_a_core_slower_than_the_link(tmp_path, capsys, monkeypatch):
+    """A fold whose core takes an image more slowly than the UART brings its frame: the board
+    top gets a receive FIFO that holds a frame (without it every frame overran)."""
+    from boards import commands
+
+    rng = np.random.default_rng(5)
+    model = random_model(rng, (1, 12, 12), [conv(8, 3, pad_value=0), dense(6)], classes=4,
+                         binarize_at=None)
+    path = model_io.save(model, tmp_path / "slow.npz")
+    write_idx(tmp_path / "images", random_images(rng, model.input, 3)[:, 0])
+    board = get_board("icebreaker")
+    _, net, _ = plan_for_board(path, board, "1x1,1x1,1x1", None)
+    assert net.cycles_per_image > commands.uart_cycles_per_image(144, 48, 12_000_000)
+    assert commands.rx_fifo_depth(net, board, 48, 12_000_000) == 256
+    argv = ["run", path, "--sim", "--images", tmp_path / "images", "--fold", "1x1,1x1,1x1",
+            "--baud", "12000000"]
+    assert main(list(map(str, argv))) == 0
+    assert "agreement 3/3 with reference" in capsys.readouterr().out
+    monkeypatch.setattr(commands, "rx_fifo_depth", lambda *args: 0)
+    import boards.run_command as run_command
+    monkeypatch.setattr(run_command, "rx_fifo_depth", lambda *args: 0)
+    assert cli_error(capsys, *argv, "--limit", "1") == \
+        "error: board: image 0: no valid answer after 3 retries"
