@@ -95,11 +95,19 @@ class UartWeightLoader(wiring.Component):
             m.d.sync += [shift.eq(byte), bits_left.eq(8)]
 
         in_magic = Signal()
+        at_last = Signal()           # index == len(header) - 1
         with m.Switch(index):
             for k, value in enumerate(self.header):
                 with m.Case(k):
-                    m.d.sync += [expect.eq(value), in_magic.eq(k < self.magic_bytes)]
+                    m.d.sync += [expect.eq(value), in_magic.eq(k < self.magic_bytes),
+                                 at_last.eq(k == len(self.header) - 1)]
+        # the header byte's comparison, registered; `settled`: the byte was there (and not
+        # used) a cycle ago, so `differs` is its comparison with header[index]
+        differs = Signal()
+        settled = Signal()
+        m.d.sync += [differs.eq(byte != expect), settled.eq(have & ~use)]
         words_left = Signal(range(self.words + 1), init=self.words)
+        last_word = Signal(init=self.words == 1)     # words_left == 1 (registered)
         high = Signal(8)             # the word's first byte
         low_next = Signal()          # the next payload byte is a word's second
         crc_left = Signal(range(CRC_BYTES + 1), init=CRC_BYTES)
@@ -116,15 +124,15 @@ class UartWeightLoader(wiring.Component):
 
         with m.FSM(name="weights") as fsm:
             with m.State("HEADER"):
-                with m.If(ready):           # `expect` is header[index] by then
+                with m.If(ready & settled):
                     m.d.comb += use.eq(1)
-                    with m.If(byte != expect):
+                    with m.If(differs):
                         m.d.sync += self.status.eq(Mux(in_magic, LoadStatus.NO_IMAGE,
                                                        LoadStatus.WRONG_MODEL))
                         m.next = "DONE"
                     with m.Else():
                         m.d.sync += index.eq(index + 1)
-                        with m.If(index == len(self.header) - 1):
+                        with m.If(at_last):
                             m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 with m.If(ready):
@@ -135,8 +143,9 @@ class UartWeightLoader(wiring.Component):
                         m.d.sync += high.eq(byte)
                     with m.Else():
                         m.d.sync += [self.w.payload.eq(Cat(byte, high)), self.w.valid.eq(1),
-                                     words_left.eq(words_left - 1)]
-                        with m.If(words_left == 1):
+                                     words_left.eq(words_left - 1),
+                                     last_word.eq(words_left == 2)]
+                        with m.If(last_word):
                             m.next = "CRC"
             with m.State("CRC"):
                 with m.If(ready):
