@@ -148,12 +148,14 @@ def rx_fifo_brams(depth: int) -> int:
     return -(-depth // 512) if depth else 0
 
 
-def check_fit(net, board, model=None) -> tuple[int, int]:
+def check_fit(net, board, model=None, uart_weights: bool = False) -> tuple[int, int]:
     """Estimated (LUTs, 4-Kbit block RAMs) of core + board logic; UserError if over budget.
 
     With ``model``, a model whose weights alone exceed the board's block RAM is told so
     (no fold can fix that) instead of being sent to a narrower ``--fold``."""
     luts = net.luts + board.board_luts + (board.flash_loader_luts if spram_words(net) else 0)
+    if uart_weights and spram_words(net):
+        luts += board.uart_weights_luts
     brams = net.brams + board.board_brams * board.bram_block_bits // 4096
     if board.family == "ice40":    # the ULX3S's board_brams count its FIFO already
         brams += rx_fifo_brams(rx_fifo_depth(net, board))
@@ -373,7 +375,7 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
     files kept beside ``outdir``), else the :class:`TimingError` (nothing kept)."""
     fold_text = _fold_text(net)
     weights.check_board(board, net)
-    luts_est, brams_est = check_fit(net, board, model)
+    luts_est, brams_est = check_fit(net, board, model, args.uart_weights)
     print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "
           f"{brams_est} 4-Kbit block RAMs")
     if args.skip_verify:
@@ -491,6 +493,8 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
         fifo = {}
         if board.family == "ice40":
             fifo["rx_fifo_depth"] = rx_fifo_depth(net, board, args.clock, args.baud)
+        if header and args.uart_weights:
+            fifo["uart_weights"] = True
         top = board.make_top(core, clock_mhz=args.clock or board.default_clock_mhz,
                              baud=args.baud or board.default_baud, **fifo,
                              **({"weight_header": header} if header else {}))
@@ -567,6 +571,10 @@ def register(sub) -> None:
     p.add_argument("--pnr-budget", type=real(0, MAX_PNR_BUDGET_S), default=Retry.budget_s,
                    metavar="SECONDS", help="start no retry that would likely end later than "
                    f"this after the first attempt (default {Retry.budget_s:.0f})")
+    p.add_argument("--uart-weights", action="store_true",
+                   help="for a fold with SPRAM: the bitstream also takes its weight image "
+                        "over the UART (hwgen run --load-weights), for a board whose flash "
+                        "holds none; about 400 LUTs more")
     p.add_argument("--program", action="store_true",
                    help="flash the bitstream afterwards (openFPGALoader or iceprog), and "
                         "weights.bin for a fold with SPRAM")

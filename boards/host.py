@@ -159,7 +159,8 @@ class SimTransport:
     @classmethod
     def for_core(cls, core, *, divisor: int = 8, timeout_bytes: int = 4,
                  clock_hz: float = 1e6, rx_fifo_depth: int = 0,
-                 compute_cycles: int = 0, flash=None, flash_image: bytes = b"") \
+                 compute_cycles: int = 0, flash=None, flash_image: bytes = b"",
+                 uart_weights: bool = False) \
             -> "SimTransport":
         """A simulated board around ``core`` (a :class:`boards.core.StreamCore`): UART at
         ``divisor`` cycles per bit, frame timeout of ``timeout_bytes`` character times.
@@ -170,7 +171,8 @@ class SimTransport:
         from .simulation import SimBoard
         from .top import UARTInferenceTop
         top = UARTInferenceTop(core, divisor=divisor, timeout=timeout_bytes * 10 * divisor,
-                               rx_fifo_depth=rx_fifo_depth, flash=flash)
+                               rx_fifo_depth=rx_fifo_depth, flash=flash,
+                               uart_weights=uart_weights)
         link = cls(SimBoard(top, clock_hz=clock_hz, flash_image=flash_image))
         link.latency = compute_cycles / clock_hz
         return link
@@ -322,9 +324,9 @@ class Client:
                 waited += self.loading_poll
                 continue
             if reply.status == P.STATUS_BAD_COMMAND:
-                raise BoardError("the board does not take weights over the UART (its "
-                                 "bitstream keeps no weights in SPRAM, or predates protocol "
-                                 "version 4)")
+                raise BoardError("the board does not take weights over the UART (build it "
+                                 "with hwgen build --uart-weights; a bitstream without SPRAM "
+                                 "weights, or before protocol version 4, never does)")
             if reply.status == P.STATUS_BAD_LENGTH:
                 raise BoardError("the board refused a LOAD_WEIGHTS frame's length")
             if not reply.ok:   # bad offset, checksum, timeout, overrun: start over

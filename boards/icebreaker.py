@@ -54,13 +54,15 @@ class ICEBreakerTop(Elaboratable):
 
     def __init__(self, core: StreamCore, *, clock_mhz=DEFAULT_CLOCK_MHZ, baud=DEFAULT_BAUD,
                  timeout_us=DEFAULT_TIMEOUT_US, reset_delay_us=20, max_clock_error_mhz=1.0,
-                 pmod_leds=True, rx_fifo_depth=0, weight_header: bytes | None = None):
+                 pmod_leds=True, rx_fifo_depth=0, weight_header: bytes | None = None,
+                 uart_weights: bool = False):
         with checking(self):
             check_board_baud(baud, MAX_BAUD, BOARDS["icebreaker"].usb_serial)
             pll = solve(clock_mhz, ICEBREAKER_CLOCK_MHZ, max_error_mhz=max_clock_error_mhz)
             configure_board_top(self, core, pll, baud=baud, timeout_us=timeout_us,
                                 reset_delay_us=reset_delay_us, led_hold_s=LED_HOLD_S,
-                                rx_fifo_depth=rx_fifo_depth, weight_header=weight_header)
+                                rx_fifo_depth=rx_fifo_depth, weight_header=weight_header,
+                                uart_weights=uart_weights)
             self.pmod_leds = bool(pmod_leds)
 
     def elaborate(self, platform):

@@ -122,7 +122,8 @@ def cmd_run(args) -> int:
         if board.family != "ice40":
             depth = max(depth, 512)   # the ULX3S top's own FIFO
         transport = network_sim_transport(net, divisor=divisor, clock_hz=clock_hz,
-                                          flash_image=flash_image, rx_fifo_depth=depth)
+                                          flash_image=flash_image, rx_fifo_depth=depth,
+                                          uart_weights=upload_image is not None)
         transport.idle(weights.boot_seconds(net, clock_hz))  # the board boots first
     else:
         link_baud = baud

@@ -9,8 +9,9 @@ make exactly and within the ULX3S FT231X's rating; the iCEBreaker's FT2232H also
 12 Mbaud, ``--baud 12000000``, tested in simulation only), the block RAMs' read-port
 width (``bram_port_bits``, for the read-port bound), its SPRAM blocks (``spram_blocks``, with
 ``flash_loader_luts`` the logic a design that uses them adds: the flash loader and the image
-gate, about 300 logic cells, and the UART weight path (LOAD_WEIGHTS parsing, its loader, the
-source switch), 401 more on the shipped SPRAM CNN's fold), and two callables:
+gate, about 300 logic cells; ``uart_weights_luts`` what ``build --uart-weights`` adds, the
+UART weight path: LOAD_WEIGHTS parsing, its loader, the source switch, 401 more on the
+shipped SPRAM CNN's fold), and two callables:
 ``make_top(core, **options)`` (the board
 top around a :class:`~boards.core.StreamCore`; options: ``clock_mhz``, ``baud``,
 ``timeout_us``, ``weight_header`` for a core that loads SPRAM weights from flash, ...) and
@@ -57,6 +58,7 @@ class Board:
     _build_kwargs: tuple = ()
     spram_blocks: int = 0    # SPRAM blocks a fold may keep weights in (loaded from flash)
     flash_loader_luts: int = 0   # what the flash loader and image gate add when it does
+    uart_weights_luts: int = 0   # what build --uart-weights adds to that
 
     def _load(self, ref: str):
         module, attr = ref.split(":")
@@ -83,7 +85,7 @@ BOARDS = {
         usb_serial="the iCEBreaker's FT2232H",
         _top="boards.icebreaker:ICEBreakerTop",
         _build="boards.icebreaker:build_icebreaker", spram_blocks=4,
-        flash_loader_luts=700),
+        flash_loader_luts=300, uart_weights_luts=400),
     "ulx3s-85f": Board(
         "ulx3s-85f", "Radiona ULX3S with ECP5 LFE5U-85F", "ecp5", "LFE5U-85F",
         luts=83640, bram_blocks=208, bram_block_bits=18432, default_clock_mhz=50,

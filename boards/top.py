@@ -69,7 +69,7 @@ class UARTInferenceTop(wiring.Component):
     ``last_class``: LED drivers. ``timeout``: idle cycles that abort a frame."""
 
     def __init__(self, core: StreamCore, *, divisor: int, timeout: int, led_hold: int = 1,
-                 rx_fifo_depth: int = 0, flash=None):
+                 rx_fifo_depth: int = 0, flash=None, uart_weights: bool = False):
         from .flash_loader import FlashConfig, LoadStatus
 
         with checking(self):
@@ -94,6 +94,11 @@ class UARTInferenceTop(wiring.Component):
             self.flash = flash
             if flash is not None:
                 flash.check(self.shape.weight_words)
+            if not isinstance(uart_weights, bool):
+                raise TypeError(f"uart_weights must be True or False, not {uart_weights!r}")
+            if uart_weights and flash is None:
+                raise ValueError("uart_weights is for a core that loads weights (give flash)")
+            self.uart_weights = uart_weights
         members = {
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -113,7 +118,7 @@ class UARTInferenceTop(wiring.Component):
         m.submodules.uart_rx = rx = UARTReceiver(self.divisor)
         m.submodules.uart_tx = tx = UARTTransmitter(self.divisor)
         weight_bytes = 0
-        if self.flash is not None:
+        if self.uart_weights:
             from .uart_weights import image_bytes
             weight_bytes = image_bytes(self.flash.header, self.shape.weight_words)
         m.submodules.parser = parser = FrameParser(self.shape, self.timeout, weight_bytes)
@@ -141,34 +146,12 @@ class UARTInferenceTop(wiring.Component):
             from .flash_loader import LoadStatus
             from .weight_gate import WeightGate
 
-            from .framer import W_FLASH_BUSY, W_LOCKED, W_OPEN
-            from .uart_weights import UartWeightLoader
-
             m.submodules.flash_loader = loader = self.flash.loader(self.shape.weight_words)
-            uart_loader = UartWeightLoader(self.flash.header, self.shape.weight_words)
-            m.submodules.uart_loader = ResetInserter(parser.w_restart)(uart_loader)
             m.submodules.weight_gate = gate = WeightGate(self.shape)
-            # The weights come from the flash, until a load over the UART starts (taken
-            # only once the flash's verdict is a failure): from then on from the UART.
-            from_uart = Signal()
-            with m.If(parser.w_restart):
-                m.d.sync += from_uart.eq(1)
-            status = Signal(LoadStatus)
-            m.d.comb += status.eq(Mux(from_uart, uart_loader.status, loader.status))
-            m.d.comb += [
-                core.w.payload.eq(Mux(from_uart, uart_loader.w.payload, loader.w.payload)),
-                core.w.valid.eq(Mux(from_uart, uart_loader.w.valid, loader.w.valid)),
-                loader.w.ready.eq(core.w.ready & ~from_uart),
-                uart_loader.w.ready.eq(core.w.ready & from_uart),
-            ]
-            wiring.connect(m, parser.wb, uart_loader.i)
-            w_state = Signal(2)      # registered: the parser decides a cycle later
-            m.d.sync += w_state.eq(Mux(status == LoadStatus.OK, W_LOCKED,
-                                       Mux(~from_uart & (status == LoadStatus.LOADING),
-                                           W_FLASH_BUSY, W_OPEN)))
-            m.d.comb += [parser.w_received.eq(uart_loader.received),
-                         parser.w_busy.eq(uart_loader.busy), parser.w_state.eq(w_state),
-                         reply.weights_status.eq(status)]
+            status = self._weight_sources(m, parser, reply, core, loader) if weight_bytes \
+                else loader.status
+            if not weight_bytes:
+                wiring.connect(m, loader.w, core.w)
             wiring.connect(m, parser.beats, gate.i)
             wiring.connect(m, gate.o, core.i)
             m.d.comb += [
@@ -179,6 +162,46 @@ class UARTInferenceTop(wiring.Component):
             weights_bad = (status != LoadStatus.LOADING) & (status != LoadStatus.OK)
         else:
             wiring.connect(m, parser.beats, core.i)
+        self._finish(m, rx, tx, parser, reply, core, queue, gate if self.flash is not None
+                     else None, weights_bad)
+        return m
+
+    def _weight_sources(self, m, parser, reply, core, loader):
+        """The UART weight path (``uart_weights``): LOAD_WEIGHTS bytes from the parser into
+        a :class:`~boards.uart_weights.UartWeightLoader`, and the switch of the core's
+        weights and the weight status from the flash loader to it; returns the status."""
+        from .flash_loader import LoadStatus
+        from .framer import W_FLASH_BUSY, W_LOCKED, W_OPEN
+        from .uart_weights import UartWeightLoader
+
+        uart_loader = UartWeightLoader(self.flash.header, self.shape.weight_words)
+        m.submodules.uart_loader = ResetInserter(parser.w_restart)(uart_loader)
+        # The weights come from the flash, until a load over the UART starts (taken only
+        # once the flash's verdict is a failure): from then on from the UART.
+        from_uart = Signal()
+        with m.If(parser.w_restart):
+            m.d.sync += from_uart.eq(1)
+        status = Signal(LoadStatus)
+        m.d.comb += status.eq(Mux(from_uart, uart_loader.status, loader.status))
+        m.d.comb += [
+            core.w.payload.eq(Mux(from_uart, uart_loader.w.payload, loader.w.payload)),
+            core.w.valid.eq(Mux(from_uart, uart_loader.w.valid, loader.w.valid)),
+            loader.w.ready.eq(core.w.ready & ~from_uart),
+            uart_loader.w.ready.eq(core.w.ready & from_uart),
+        ]
+        wiring.connect(m, parser.wb, uart_loader.i)
+        w_state = Signal(2)      # registered: the parser decides a cycle later
+        m.d.sync += w_state.eq(Mux(status == LoadStatus.OK, W_LOCKED,
+                                   Mux(~from_uart & (status == LoadStatus.LOADING),
+                                       W_FLASH_BUSY, W_OPEN)))
+        m.d.comb += [parser.w_received.eq(uart_loader.received),
+                     parser.w_busy.eq(uart_loader.busy), parser.w_state.eq(w_state),
+                     reply.weights_status.eq(status)]
+        return status
+
+    def _finish(self, m, rx, tx, parser, reply, core, queue, gate, weights_bad):
+        """Classes to replies, the tag queue (through the weight gate when there is one), and
+        the LEDs."""
         m.submodules.class_skid = skid = SkidBuffer(self.shape.class_bits)
         wiring.connect(m, core.o, skid.i)
         wiring.connect(m, skid.o, reply.classes)
@@ -214,7 +237,6 @@ class UARTInferenceTop(wiring.Component):
             with m.Elif(tick & (hold != 0)):
                 m.d.sync += hold.eq(hold - 1)
             m.d.comb += led.eq(hold != 0 if steady is None else (hold != 0) | steady)
-        return m
 
 
 # ``ValueError`` above the board's USB-serial limit (the clock's own limit is
@@ -223,7 +245,8 @@ check_board_baud = check_baud
 
 
 def configure_board_top(top, core, pll, *, baud, timeout_us, reset_delay_us, led_hold_s,
-                        rx_fifo_depth, weight_header: bytes | None = None) -> None:
+                        rx_fifo_depth, weight_header: bytes | None = None,
+                        uart_weights: bool = False) -> None:
     """What every board top derives from its PLL: sets ``top.pll``, ``clock_hz``,
     ``divisor``/``baud`` (the achieved UART rate), ``timeout_cycles`` (frame timeout),
     ``reset_cycles`` (reset held after lock) and ``inner`` (the :class:`UARTInferenceTop`
@@ -252,7 +275,8 @@ def configure_board_top(top, core, pll, *, baud, timeout_us, reset_delay_us, led
         flash = FlashConfig.for_clock(weight_header, top.clock_hz)
     top.inner = UARTInferenceTop(core, divisor=top.divisor, timeout=top.timeout_cycles,
                                  led_hold=max(1, round(led_hold_s * top.clock_hz)),
-                                 rx_fifo_depth=rx_fifo_depth, flash=flash)
+                                 rx_fifo_depth=rx_fifo_depth, flash=flash,
+                                 uart_weights=uart_weights)
 
 
 def connect_uart_pins(m, platform, top) -> None:

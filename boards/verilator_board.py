@@ -315,7 +315,7 @@ class VerilatorTransport:
     @classmethod
     def for_core(cls, core, *, divisor: int = 8, timeout_bytes: int = 4, clock_hz: float = 1e6,
                  rx_fifo_depth: int = 0, compute_cycles: int = 0, flash=None,
-                 **kwargs) -> "VerilatorTransport":
+                 uart_weights: bool = False, **kwargs) -> "VerilatorTransport":
         """A simulated board around ``core`` (a :class:`boards.core.StreamCore`): UART at
         ``divisor`` cycles per bit, frame timeout of ``timeout_bytes`` character times.
         ``compute_cycles`` (e.g. the core's latency plus cycles per image) is added to the
@@ -324,7 +324,8 @@ class VerilatorTransport:
         contents at its offset)."""
         from .top import UARTInferenceTop
         top = UARTInferenceTop(core, divisor=divisor, timeout=timeout_bytes * 10 * divisor,
-                               rx_fifo_depth=rx_fifo_depth, flash=flash)
+                               rx_fifo_depth=rx_fifo_depth, flash=flash,
+                               uart_weights=uart_weights)
         link = cls(top, clock_hz=clock_hz, **kwargs)
         link.latency = compute_cycles / link.clock_hz
         return link

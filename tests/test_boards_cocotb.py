@@ -95,7 +95,8 @@ def test_weights_over_the_uart_in_cocotb(tmp_path):
                       weight_words=len(words))
     core = StreamCore.wrap(SumCore(shape, stall=True), shape)
     top = UARTInferenceTop(core, divisor=DIVISOR, timeout=TIMEOUT, rx_fifo_depth=32,
-                           flash=FlashConfig.for_clock(header(len(words), ident), 1e6))
+                           flash=FlashConfig.for_clock(header(len(words), ident), 1e6),
+                           uart_weights=True)
     a = [random.Random(10).randrange(256) for _ in range(shape.n_values)]
     broken = bytearray(P.encode_weights(3, 0, image[:20]))
     broken[-2] ^= 0x01

@@ -115,7 +115,7 @@ def test_loader_arguments():
 DIVISOR = 8
 
 
-def board(image, *, n_words=40, binarize_at=None, backend="amaranth"):
+def board(image, *, n_words=40, binarize_at=None, backend="amaranth", uart_weights=True):
     shape = CoreShape(lanes=3, bits=8, beats_per_image=5, class_bits=4, n_values=13,
                       binarize_at=binarize_at, weight_words=n_words)
     core = StreamCore.wrap(SumCore(shape, stall=True), shape)
@@ -126,9 +126,11 @@ def board(image, *, n_words=40, binarize_at=None, backend="amaranth"):
         from .test_boards_flash import verilator_or_skip
         verilator_or_skip()
         return shape, VerilatorTransport.for_core(core, divisor=DIVISOR, flash=flash,
-                                                  flash_image=image, rx_fifo_depth=16)
+                                                  flash_image=image, rx_fifo_depth=16,
+                                                  uart_weights=uart_weights)
     return shape, SimTransport.for_core(core, divisor=DIVISOR, flash=flash,
-                                        flash_image=image, rx_fifo_depth=16)
+                                        flash_image=image, rx_fifo_depth=16,
+                                        uart_weights=uart_weights)
 
 
 def images_for(shape, n, seed=5):
@@ -236,6 +238,12 @@ def test_bad_lengths_and_a_board_without_weights():
     assert exchange(link, P.encode_weights(1, 0, b"x")) == P.Reply(P.STATUS_BAD_COMMAND, 1, 0)
     with pytest.raises(BoardError, match="does not take weights over the UART"):
         Client(link).load_weights(encode(words, IDENT))
+    # a board built without the UART weight path (the default) answers the same
+    _, flash_only = board(b"", uart_weights=False)
+    assert exchange(flash_only, P.encode_weights(1, 0, b"x")) == \
+        P.Reply(P.STATUS_BAD_COMMAND, 1, 0)
+    with pytest.raises(BoardError, match="hwgen build --uart-weights"):
+        Client(flash_only).load_weights(encode(words, IDENT))
 
 
 def test_client_load_weights_arguments():
