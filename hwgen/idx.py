@@ -10,7 +10,7 @@ in row-major order. :func:`read_idx` reads one under these rules, each failure o
 - TYPE is one of ``08`` (uint8), ``09`` (int8), ``0B`` (int16), ``0C`` (int32), ``0D``
   (float32), ``0E`` (float64); NDIM is 1 to 4 (images and labels need no more);
 - the data size the header declares (exact Python integers, so ``[2**31, 2**31, 4]``
-  cannot overflow) is at most ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, 256 MiB,
+  cannot overflow) is at most ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, 128 MiB,
   or ``$SBN_MAX_IDX_BYTES``), and only then allocated;
 - the data is exactly that size: a raw file's length is checked before reading, and a gzip
   stream is never decompressed past the declared size + 1 byte; a corrupt or truncated gzip
@@ -35,7 +35,7 @@ IDX_DTYPES = {
     0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
 }
 MAX_NDIM = 4
-DEFAULT_MAX_BYTES = 256 << 20
+DEFAULT_MAX_BYTES = 128 << 20  # int16 images of 256 MiB cost 560 MiB: over the promise
 MAX_BYTES_VARIABLE = "SBN_MAX_IDX_BYTES"
 
 
