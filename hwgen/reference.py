@@ -293,29 +293,30 @@ class Reference:
                                          None if acc is None else acc.astype(np.int64), x))
         return (x, traces) if trace else x
 
-    def run(self, images, progress: bool = False) -> np.ndarray:
-        """Int64 scores ``[K, classes]`` for any batch of images (checked, then chunked)."""
-        images = check_images(self.model.input, images)
-        scores = np.empty((images.shape[0], len(self.model.classes)), dtype=np.int64)
+    def _chunks(self, images: np.ndarray, progress: bool):
+        """``(start, scores)`` for each chunk of checked ``images`` (a tqdm bar with
+        ``progress``)."""
         starts = range(0, images.shape[0], self.chunk)
         if progress:
             from tqdm import tqdm
             starts = tqdm(starts, desc="reference", unit="chunk", leave=False)
         for start in starts:
-            scores[start:start + self.chunk] = self.forward(images[start:start + self.chunk])
+            yield start, self.forward(images[start:start + self.chunk])
+
+    def run(self, images, progress: bool = False) -> np.ndarray:
+        """Int64 scores ``[K, classes]`` for any batch of images (checked, then chunked)."""
+        images = check_images(self.model.input, images)
+        scores = np.empty((images.shape[0], len(self.model.classes)), dtype=np.int64)
+        for start, chunk in self._chunks(images, progress):
+            scores[start:start + self.chunk] = chunk
         return scores
 
     def predict(self, images, progress: bool = False) -> np.ndarray:
         """Int64 predicted classes ``[K]`` (the scores are kept a chunk at a time only)."""
         images = check_images(self.model.input, images)
         predictions = np.empty(images.shape[0], dtype=np.int64)
-        starts = range(0, images.shape[0], self.chunk)
-        if progress:
-            from tqdm import tqdm
-            starts = tqdm(starts, desc="reference", unit="chunk", leave=False)
-        for start in starts:
-            predictions[start:start + self.chunk] = predict(
-                self.forward(images[start:start + self.chunk]))
+        for start, chunk in self._chunks(images, progress):
+            predictions[start:start + self.chunk] = predict(chunk)
         return predictions
 
     def trace(self, image) -> list[LayerTrace]:
