@@ -104,14 +104,17 @@ def fold_candidates(model_path: Path, board, fold: str | None, lanes: int | None
     :data:`FALLBACK_LUT_STEPS` of the first one's estimated LUTs (smaller designs close
     timing more easily), each smaller and slower than the one before."""
     from hwgen.fold import plan, resolve_fold
+    from hwgen.gateware.network import check_generatable, check_model_generatable
 
     model = model_io.load(model_path)
+    check_model_generatable(model)
     budget = _budget(board, model.input, clock_mhz or board.default_clock_mhz,
                      baud or board.default_baud)
     word = "auto" if fold is None else fold
     if word not in ("auto", "fastest"):
-        return model, [plan(model, resolve_fold(fold, model, budget), lanes=lanes,
-                            budget=budget)], default_module(model_path)
+        net = plan(model, resolve_fold(fold, model, budget), lanes=lanes, budget=budget)
+        check_generatable(net)
+        return model, [net], default_module(model_path)
     nets = [plan(model, resolve_fold(word, model, budget), lanes=lanes, budget=budget)]
     first = nets[0].luts
     for step in FALLBACK_LUT_STEPS:
@@ -327,17 +330,17 @@ def cmd_build(args) -> int:
             report, summary = _build_fold(args, board, outdir, model, net, module, missed,
                                           last=k == len(nets) - 1)
         except _DidNotFit as err:   # the estimate was low: try the next, smaller fold
-            missed.append({"fold": _fold_text(net), "cycles_per_image": net.cycles_per_image,
+            missed.append({"fold": net.fold_text, "cycles_per_image": net.cycles_per_image,
                            "achieved_mhz": None, "did_not_fit": True})
-            print(one_line(f"fold {_fold_text(net)}: synthesis or place-and-route failed "
+            print(one_line(f"fold {net.fold_text}: synthesis or place-and-route failed "
                            f"(exit {err.returncode}: the design did not fit); trying a "
                            f"smaller, slower fold"))
             continue
         except TimingError as err:  # a faster fold of several: try the next
-            missed.append({"fold": _fold_text(net), "cycles_per_image": net.cycles_per_image,
+            missed.append({"fold": net.fold_text, "cycles_per_image": net.cycles_per_image,
                            "achieved_mhz": err.achieved_mhz,
                            "seeds": [a["seed"] for a in err.attempts]})
-            print(one_line(f"fold {_fold_text(net)}: timing not met (Fmax "
+            print(one_line(f"fold {net.fold_text}: timing not met (Fmax "
                            f"{err.achieved_mhz:.1f} MHz at {err.requested_mhz:.1f}); trying a "
                            f"smaller, slower fold"))
             continue
@@ -364,16 +367,12 @@ class _DidNotFit(Exception):
         self.returncode = returncode
 
 
-def _fold_text(net) -> str:
-    return ",".join("-" if f is None else str(f) for f in net.folds)
-
-
 def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list, *,
                 last: bool) -> tuple[dict, str]:
     """Check the fit, verify, synthesize and place/route one fold into ``outdir``; returns
     (report, summary). A timing failure is a UserError when ``last`` (the failed build's
     files kept beside ``outdir``), else the :class:`TimingError` (nothing kept)."""
-    fold_text = _fold_text(net)
+    fold_text = net.fold_text
     weights.check_board(board, net)
     luts_est, brams_est = check_fit(net, board, model, args.uart_weights)
     print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "

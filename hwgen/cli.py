@@ -65,10 +65,12 @@ def cmd_info(args) -> int:
 
 def cmd_verilog(args) -> int:
     from .fold import plan, resolve_fold
-    from .gateware.network import write_verilog
+    from .gateware.network import check_generatable, check_model_generatable, write_verilog
 
     model = model_io.load(args.model)
+    check_model_generatable(model)
     net = plan(model, resolve_fold(args.fold, model), lanes=args.lanes)
+    check_generatable(net)
     module = args.module or default_module(args.model)
     with staged_folder(args.output) as staging:
         written = write_verilog(net, staging, module)

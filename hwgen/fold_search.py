@@ -64,11 +64,18 @@ def fastest_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
     """The folds (one per layer, None for a max-pool) of the smallest initiation interval
     whose estimate fits ``budget`` (``min_interval`` ignored). When nothing fits:
     :func:`~hwgen.fold.default_fold`'s answer (the cheapest design, whose estimate the
-    caller then refuses)."""
+    caller then refuses), found after one search at the slowest interval. Intervals slower
+    than a default fold that fits are not scanned: that fold is the answer then."""
     check_supported(model)
     budget = budget or Budget()
     search = _Search(model, budget)
     targets = search.targets()
+    fallback = default_fold(model, replace(budget, min_interval=1))
+    if search.solve(targets[-1], exact=False) is None:  # nothing of the search's fits
+        return fallback
+    fallback_net = plan(model, fallback)
+    if _fits(fallback_net, budget):  # no slower design than the default fold is worth it
+        targets = [t for t in targets if t <= fallback_net.cycles_per_image] or targets[:1]
     lo = 0
     if len(targets) > BISECT_ABOVE:  # narrow the scan on the relaxed, nearly monotone test
         lo, hi = 0, len(targets) - 1
@@ -83,7 +90,7 @@ def fastest_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
         folds = search.solve(t, exact=True)
         if folds is not None and _fits(plan(model, folds), budget):
             return folds
-    return default_fold(model, replace(budget, min_interval=1))
+    return fallback
 
 
 def _fits(net, budget: Budget) -> bool:

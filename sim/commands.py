@@ -34,10 +34,13 @@ from .verilated import SimResult, VerilatedCore, default_jobs
 def plan_model(model_path: Path, fold: str | None, lanes: int | None):
     """Load ``model_path`` and fold it; returns ``(model, net, module name)``."""
     from hwgen.fold import plan, resolve_fold
+    from hwgen.gateware.network import check_generatable, check_model_generatable
 
     model = model_io.load(model_path)
-    return model, plan(model, resolve_fold(fold, model), lanes=lanes), \
-        default_module(model_path)
+    check_model_generatable(model)
+    net = plan(model, resolve_fold(fold, model), lanes=lanes)
+    check_generatable(net)
+    return model, net, default_module(model_path)
 
 
 def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,

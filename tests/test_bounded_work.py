@@ -120,35 +120,56 @@ def large(tmp_path_factory):
     one = random_model(np.random.default_rng(163), (1, 1, 1), [dense(2)], classes=2,
                        binarize_at=None)
     model_io.save(one, root / "one.npz")
+    # a raw-input layer of 2**26 weights: fold searches count its signs once, not per fold
+    square = Model(InputSpec((1024, 8, 1), 1, None),
+                   [Dense(np.ones((8190, 8192), np.int8), np.zeros(8190, np.int64),
+                          np.ones(8190, np.int8)),
+                    Dense(np.ones((2, 8190), np.int8), None, None, np.zeros(2, np.int32))],
+                   ["a", "b"], {})
+    model_io.save(square, root / "square.npz")
     many = root / "many.idx"
     write_idx(many, np.zeros((MAX_IMAGES + 1, 1, 1), np.uint8))
     (root / "many.idx.gz").write_bytes(gzip.compress(many.read_bytes(), 9))
     many.unlink()
-    for name in ("wide.npz", "conv.npz", "image.idx.gz", "one.npz", "many.idx.gz"):
+    for name in ("wide.npz", "conv.npz", "image.idx.gz", "one.npz", "many.idx.gz",
+                 "square.npz"):
         assert (root / name).stat().st_size < 10 << 20, name
     return root
 
 
+_TOO_MANY = (f"error: {{root}}/many.idx.gz: {MAX_IMAGES + 1} images, more than the "
+             f"{MAX_IMAGES} the tools take at once (use --limit, or split the file)")
+_TOO_MANY_BITS = ("error: the model has {bits} weight bits, more than the 4194304 hardware is "
+                  "generated for")
+
+
 @pytest.mark.parametrize("argv, refused", [
-    (["info", "{root}/wide.npz"], False),
-    (["eval", "{root}/wide.npz", "--images", "{root}/image.idx.gz"], False),
-    (["eval", "{root}/wide.npz", "--images", "{root}/image.idx.gz", "--engine", "packed"], False),
-    (["eval", "{root}/conv.npz", "--images", "{root}/image.idx.gz"], False),
-    (["eval", "{root}/conv.npz", "--images", "{root}/image.idx.gz", "--engine", "packed"], False),
-    (["eval", "{root}/one.npz", "--images", "{root}/many.idx.gz"], True),
+    (["info", "{root}/wide.npz"], None),
+    (["eval", "{root}/wide.npz", "--images", "{root}/image.idx.gz"], None),
+    (["eval", "{root}/wide.npz", "--images", "{root}/image.idx.gz", "--engine", "packed"], None),
+    (["eval", "{root}/conv.npz", "--images", "{root}/image.idx.gz"], None),
+    (["eval", "{root}/conv.npz", "--images", "{root}/image.idx.gz", "--engine", "packed"], None),
+    (["eval", "{root}/one.npz", "--images", "{root}/many.idx.gz"], _TOO_MANY),
     (["eval", "{root}/one.npz", "--images", "{root}/many.idx.gz", "--limit", str(MAX_IMAGES)],
-     False),
+     None),
+    (["info", "{root}/square.npz", "--fold"], None),
+    (["info", "{root}/square.npz", "--fold", "fastest"], None),
+    (["verilog", "{root}/square.npz", "--fold", "fastest", "-o", "{root}/v"],
+     _TOO_MANY_BITS.format(bits=8190 * 8192 + 2 * 8190)),
+    (["vectors", "{root}/wide.npz", "--images", "{root}/image.idx.gz", "-n", "1", "-o",
+      "{root}/v"],
+     _TOO_MANY_BITS.format(bits=4 << 24)),
 ], ids=["info-wide", "eval-wide", "eval-wide-packed", "eval-conv", "eval-conv-packed",
-        "eval-too-many", "eval-limit"])
+        "eval-too-many", "eval-limit", "info-fold-square", "info-fastest-square",
+        "verilog-square", "vectors-wide"])
 def test_small_files_declaring_large_work_stay_under_512_mib(large, tmp_path, argv, refused):
     argv = [a.format(root=large) for a in argv]
     proc, peak = _peak_of(argv, tmp_path)
     assert "Traceback" not in proc.stderr, proc.stderr
     if refused:
         assert proc.returncode == 2
-        assert proc.stderr.strip() == (f"error: {large}/many.idx.gz: {MAX_IMAGES + 1} images, "
-                                       f"more than the {MAX_IMAGES} the tools take at once "
-                                       f"(use --limit, or split the file)")
+        assert proc.stderr.strip() == refused.format(root=large)
+        assert not (large / "v").exists()
     else:
         assert proc.returncode == 0, proc.stderr
     assert peak < MEMORY_PROMISE, f"peak RSS {peak >> 20} MiB"
@@ -290,3 +311,38 @@ def test_a_full_stdout_leaves_no_output(tmp_path, command):
     assert proc.returncode == 2
     assert proc.stderr == "error: cannot write to standard output (No space left on device)\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "m.npz"]
+
+
+def test_a_fold_too_costly_to_generate_is_one_error(tmp_path, capsys, monkeypatch):
+    from hwgen.cli import main
+
+    model = random_model(np.random.default_rng(170), (1, 8, 8), [dense(32)], classes=4,
+                         binarize_at=None)
+    model_io.save(model, tmp_path / "m.npz")
+    monkeypatch.setenv("SBN_MAX_GENERATION_BYTES", str(100 << 20))
+    # 32*64 raw terms + 4*32 binary ones: 48 MiB + 2048 * 100 KiB + 128 * 36 KiB = 252 MiB
+    argv = ["verilog", str(tmp_path / "m.npz"), "--fold", "32x64,4x32", "-o", str(tmp_path / "v")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "error: fold 32x64,4x32 would take about 252 MiB to generate, more than the limit of "
+        "100 MiB: give a fold with a smaller PExSIMD, or raise $SBN_MAX_GENERATION_BYTES\n")
+    assert not (tmp_path / "v").exists()
+    monkeypatch.setenv("SBN_MAX_GENERATION_BYTES", str(256 << 20))
+    argv[3] = "2x8,1x4"
+    assert main(argv) == 0
+    assert (tmp_path / "v" / "interface.json").exists()
+
+
+def test_the_generation_estimate_bounds_the_measured_peak(tmp_path):
+    """:func:`generation_bytes` is an upper bound of what generating a fold costs (a fold
+    of 3,392 binary XNOR terms on the shipped UP5K CNN, estimated 167 MiB)."""
+    from hwgen.fold import parse_fold, plan
+    from hwgen.gateware.network import generation_bytes
+
+    path, fold = ROOT / "models/fmnist-cnn-up5k.npz", "1x9,32x32,64x32,10x32"
+    model = model_io.load(path)
+    estimate = generation_bytes(plan(model, parse_fold(fold, model)))
+    proc, peak = _peak_of(["verilog", path, "--fold", fold, "-o", tmp_path / "v"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert peak <= estimate, (peak >> 20, estimate >> 20)
+    assert peak >= estimate // 2, (peak >> 20, estimate >> 20)   # and not a loose one

@@ -142,3 +142,46 @@ def test_default_fold_of_a_layer_too_wide_for_a_shallow_rom():
     net = plan(model)
     (lp,) = net.layers
     assert lp.n == 512 * 512 and lp.nf * lp.sf <= DEFAULT_MAX_ROM_DEPTH
+
+
+# ----------------------------------------------------------------------------- bounded work
+
+
+def test_fold_counts_and_divisors_match_brute_force():
+    from hwgen.fold.default import _fold_counts
+    from hwgen.fold.geometry import _divisors, ceil_div
+
+    for m in range(1, 1200):
+        assert _fold_counts(m) == sorted({ceil_div(m, pe) for pe in range(1, m + 1)}), m
+        assert list(_divisors(m)) == [d for d in range(1, m + 1) if m % d == 0], m
+    assert len(_fold_counts(1 << 24)) == 8191
+
+
+def test_a_layer_is_counted_once_per_search(monkeypatch):
+    """The signs of a raw-input layer are counted once, not once per fold tried (a 2**26-
+    weight layer took minutes in the default and fastest searches)."""
+    import hwgen.fold.plans as plans
+
+    model = random_model(np.random.default_rng(171), (1, 12, 12), [dense(40), dense(20)],
+                         classes=4, binarize_at=None)
+    counted = []
+    real = plans.accumulator_range
+    monkeypatch.setattr(plans, "accumulator_range",
+                        lambda layer, *args: counted.append(id(layer)) or real(layer, *args))
+    default_fold(model)
+    fastest_fold(model)
+    assert counted == [id(model.layers[0])]
+
+
+def test_fastest_stops_at_once_when_nothing_fits(monkeypatch):
+    import hwgen.fold_search as search
+
+    model = random_model(np.random.default_rng(172), (1, 12, 12), [dense(40)], classes=4,
+                         binarize_at=None)
+    calls = []
+    real = search._Search.solve
+    monkeypatch.setattr(search._Search, "solve",
+                        lambda self, t, exact: calls.append((t, exact)) or real(self, t, exact))
+    tiny = Budget(luts=10, brams=0)
+    assert fastest_fold(model, tiny) == default_fold(model, tiny)
+    assert len(calls) == 1 and calls[0][1] is False

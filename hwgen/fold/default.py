@@ -11,6 +11,7 @@ fastest``) searches the same space charging repacks as well. Builds on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..model import Conv2d, Model
@@ -205,5 +206,10 @@ def spram_folds(model: Model, index: int, target: int, blocks: int) -> list[Fold
 
 
 def _fold_counts(m: int) -> list[int]:
-    """The distinct values of ``ceil(m / pe)`` for ``pe`` in ``1..m``."""
-    return sorted({ceil_div(m, pe) for pe in range(1, m + 1)})
+    """The distinct values of ``ceil(m / pe)`` for ``pe`` in ``1..m``, ascending (about
+    ``2 * sqrt(m)`` of them, found in as many steps)."""
+    k = math.isqrt(m) + 1
+    counts = {ceil_div(m, pe) for pe in range(1, min(m, k) + 1)}
+    # below ceil(m / k) a count v is reached iff by the smallest pe with m / pe <= v
+    counts |= {v for v in range(1, ceil_div(m, k) + 1) if ceil_div(m, ceil_div(m, v)) == v}
+    return sorted(counts)

@@ -14,6 +14,7 @@ read its ``pe``, ``nf``, ``sf`` and ``score_width``).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -47,8 +48,11 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+@functools.lru_cache(maxsize=1024)
+def _divisors(n: int) -> tuple[int, ...]:
+    """The divisors of ``n >= 1``, ascending."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return tuple(small + [n // d for d in reversed(small) if d * d != n])
 
 
 def tree_register_stages(terms: int, levels_per_stage: int = TREE_LEVELS_PER_STAGE) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -333,6 +334,11 @@ class NetworkPlan(SpramNetwork):
         return [lp.fold for lp in self.layers]
 
     @property
+    def fold_text(self) -> str:
+        """The folds as ``--fold`` takes them: ``PExSIMD[s]`` per layer, ``-`` for a pool."""
+        return ",".join("-" if fold is None else str(fold) for fold in self.folds)
+
+    @property
     def has_windows(self) -> bool:
         """Whether any conv or pool layer (a line-buffer unit) is in the chain."""
         return any(isinstance(lp, PoolPlan) or lp.window is not None for lp in self.layers)
@@ -484,7 +490,7 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
         lo, hi = 0, n  # popcount of the XNORs
         acc_width, acc_signed = max(1, n.bit_length()), False
     else:
-        lo, hi = accumulator_range(layer, False, (1 << input_bits) - 1)
+        lo, hi = _raw_range(layer, input_bits)
         # The unit adds ``x`` or ``~x = -x - 1`` (no negation), i.e. the sum less the
         # channel's count of -1 weights (at most n), which the parameters compensate.
         acc_width, acc_signed = signed_width(lo - n, hi), True
@@ -536,10 +542,41 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
                      spram=fold.spram)
 
 
+#: Per layer, what its weights alone decide (raw ranges, -1 counts), kept while the layer
+#: lives: a fold search plans each layer for hundreds of folds, and counting a 2^26-weight
+#: layer's signs takes about a tenth of a second.
+_WEIGHT_FACTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _weight_fact(layer, key, compute):
+    """``compute()`` for ``layer`` and ``key``, remembered until ``layer.weight`` changes."""
+    facts = _WEIGHT_FACTS.get(layer)
+    if facts is None or facts[0] is not layer.weight:
+        facts = (layer.weight, {})
+        _WEIGHT_FACTS[layer] = facts
+    if key not in facts[1]:
+        facts[1][key] = compute()
+    return facts[1][key]
+
+
+def _raw_range(layer, input_bits: int) -> tuple[int, int]:
+    """:func:`~hwgen.model.accumulator_range` of ``layer`` on raw ``input_bits``-bit input."""
+    return _weight_fact(layer, ("range", input_bits),
+                        lambda: accumulator_range(layer, False, (1 << input_bits) - 1))
+
+
 def raw_negatives(layer: Dense) -> np.ndarray:
     """Per channel, the count of -1 weights: what a raw-input unit's sum falls short by
-    (it adds ``~x = -x - 1`` for a -1 weight; padding inputs are 0 with weight +1)."""
-    return (np.asarray(layer.weight) <= 0).sum(axis=1).astype(np.int64)
+    (it adds ``~x = -x - 1`` for a -1 weight; padding inputs are 0 with weight +1).
+    Read-only (shared by every plan of the layer)."""
+    def count():
+        weight = np.asarray(layer.weight)
+        counts = np.concatenate([(weight[i:i + 4096] <= 0).sum(axis=1)
+                                 for i in range(0, weight.shape[0], 4096)] or
+                                [np.zeros(0, np.int64)]).astype(np.int64)
+        counts.flags.writeable = False
+        return counts
+    return _weight_fact(layer, "negatives", count)
 
 
 def output_offsets(layer: Dense, binary: bool) -> np.ndarray:
@@ -600,7 +637,7 @@ def default_lanes(model: Model, first, slowest: int) -> int:
     need = ceil_div(model.input.size, slowest)
     word = first.simd if isinstance(first, LayerPlan) and first.window is None \
         else model.input.shape[0]
-    return min((d for d in range(need, word + 1) if word % d == 0), default=need)
+    return min((d for d in _divisors(word) if d >= need), default=need)
 
 
 def narrowest_buffers(lp, interval: int):

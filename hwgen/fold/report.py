@@ -45,7 +45,7 @@ def format_fold_table(net: NetworkPlan, budget: Budget | None = None) -> str:
                      f"min" + _buffer_note(lp.window, lp.window.brams))
         lines.append(f"{lp.index:>2}  {lp.op:<9} {lp.pe:>5} {lp.simd:>5} {lp.nf:>5} "
                      f"{lp.sf:>5} {lp.cycles:>8} {lp.brams:>6} {lp.luts:>7}  {note}")
-    fold = ",".join("-" if lp.fold is None else str(lp.fold) for lp in net.layers)
+    fold = net.fold_text
     order = "" if net.input_order == "CHW" else f" in {net.input_order} order"
     lines.append(f"fold   {fold}; input {net.lanes} x {net.bits}-bit values per beat{order}, "
                  f"{net.beats_per_image} beats per image")

@@ -12,5 +12,11 @@
 * :mod:`.maxpool` -- :class:`~.maxpool.MaxPool`: OR over each window of binary values;
 * :mod:`.argmax` -- :class:`~.argmax.Argmax`: class index, ties to the lowest;
 * :mod:`.network` -- :class:`~.network.Network` and :func:`~.network.write_verilog`;
-* :mod:`.testing` -- stream drivers and monitors for simulation testbenches.
+* :mod:`.testing` -- stream drivers and monitors for simulation testbenches;
+* :mod:`.rtlil_memory` -- memory contents written to RTLIL in linear memory (installed on
+  import).
 """
+
+from .rtlil_memory import install as _install_rtlil_memory
+
+_install_rtlil_memory()

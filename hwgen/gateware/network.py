@@ -202,16 +202,33 @@ def interface(net: NetworkPlan, module: str) -> dict:
     return iface
 
 
-#: The largest network the generator builds (UserError beyond; far beyond any board: the
-#: ULX3S-85F holds 3.7 Mbit of block RAM): weight bits in all, and input values per image.
-MAX_GENERATED_WEIGHT_BITS = 1 << 24
+#: The largest network the generator builds (UserError beyond): weight bits in all (above
+#: the 3.7 Mbit of block RAM of the largest supported FPGA, the ULX3S-85F; at this limit
+#: generation takes about 30 s and 150 MB), and input values per image.
+MAX_GENERATED_WEIGHT_BITS = 1 << 22
 MAX_GENERATED_INPUT_VALUES = 1 << 20
+#: Generation (Amaranth elaboration and RTLIL) peaks at about 45 MB plus 33 KB per binary
+#: XNOR term and 91 KB per raw-input term (PE x SIMD of each layer), fitted on seven folds of
+#: the shipped models within 7% (an MLP at 17,024 binary terms: 629 MB; the ULX3S-85F's
+#: fastest fold of ``fmnist-mlp-best``, 2,035 binary and 2,826 raw terms, about 395 MB).
+#: :func:`generation_bytes` rounds these up; a fold estimated above this many bytes is
+#: refused unless ``$SBN_MAX_GENERATION_BYTES`` allows more.
+MAX_GENERATION_BYTES = 448 << 20
+_BASE_BYTES, _BINARY_TERM_BYTES, _RAW_TERM_BYTES = 48 << 20, 36 << 10, 100 << 10
 
 
-def check_generatable(net: NetworkPlan) -> None:
-    """UserError when ``net`` is too large to generate hardware for (its model may still be
-    valid and evaluated: ``hwgen eval`` takes far larger ones)."""
-    model = net.model
+def generation_bytes(net: NetworkPlan) -> int:
+    """The estimated peak memory (bytes) of generating ``net``'s hardware, from its terms
+    (see :data:`MAX_GENERATION_BYTES`)."""
+    terms = [(lp.pe * lp.simd, lp.binary_input) for lp in net.mvtu_layers]
+    return (_BASE_BYTES + sum(n * (_BINARY_TERM_BYTES if binary else _RAW_TERM_BYTES)
+                              for n, binary in terms))
+
+
+def check_model_generatable(model) -> None:
+    """UserError when ``model`` is too large to generate hardware for whatever its fold (it
+    may still be valid and evaluated: ``hwgen eval`` takes far larger ones). Cheap: callers
+    check it before searching for a fold."""
     bits = sum(int(layer.weight.size) for layer in model.layers if hasattr(layer, "weight"))
     if bits > MAX_GENERATED_WEIGHT_BITS:
         raise UserError(f"the model has {bits} weight bits, more than the "
@@ -219,6 +236,21 @@ def check_generatable(net: NetworkPlan) -> None:
     if model.input.size > MAX_GENERATED_INPUT_VALUES:
         raise UserError(f"the model takes {model.input.size} input values per image, more "
                         f"than the {MAX_GENERATED_INPUT_VALUES} hardware is generated for")
+
+
+def check_generatable(net: NetworkPlan) -> None:
+    """UserError when ``net`` is too large to generate hardware for: its model
+    (:func:`check_model_generatable`) or its fold (:func:`generation_bytes` above
+    :data:`MAX_GENERATION_BYTES` or ``$SBN_MAX_GENERATION_BYTES``)."""
+    from ..files import size_limit
+
+    check_model_generatable(net.model)
+    need, limit = generation_bytes(net), size_limit("SBN_MAX_GENERATION_BYTES",
+                                                   MAX_GENERATION_BYTES)
+    if need > limit:
+        raise UserError(f"fold {net.fold_text} would take about {need >> 20} MiB to generate, "
+                        f"more than the limit of {limit >> 20} MiB: give a fold with a "
+                        f"smaller PExSIMD, or raise $SBN_MAX_GENERATION_BYTES")
 
 
 def to_verilog(net: NetworkPlan, module: str) -> str:
