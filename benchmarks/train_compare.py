@@ -59,10 +59,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ste": ("ste", {}),
     "ste-recal": ("ste", {"bn_recal": 100}),
     "ste-lr-3e-3": ("ste", {"lr": 3e-3}),
+    "ste-lr-5e-3": ("ste", {"lr": 5e-3}),
+    "ste-lr-1e-2": ("ste", {"lr": 1e-2}),
     "sbn-paper": ("sbn", {**PAPER_SBN, "lr": 1e-3}),
     "sbn": ("sbn", {}),
     # probes of today's default: a longer hard phase (three quarters of the steps)
     "sbn-hard-0.75": ("sbn", {"hard_phase": 0.75}),
+    "sbn-lr-5e-3": ("sbn", {"lr": 5e-3}),
+    "sbn-hard-0.75-lr-5e-3": ("sbn", {"hard_phase": 0.75, "lr": 5e-3}),
+    "sbn-lr-1e-2": ("sbn", {"lr": 1e-2}),
     # the third default and the probes around it (one or two settings changed, most on the
     # CNN) that chose today's: Adam 3e-3 and a hard phase of half the steps
     "sbn-v3": ("sbn", dict(_V3)),

@@ -203,8 +203,8 @@ def interface(net: NetworkPlan, module: str) -> dict:
 
 
 #: The largest network the generator builds (UserError beyond): weight bits in all (above
-#: the 3.7 Mbit of block RAM of the largest supported FPGA, the ULX3S-85F; at this limit
-#: generation takes about 30 s and 150 MB), and input values per image.
+#: the 3.7 Mbit of block RAM of the largest supported FPGA, the ULX3S-85F; ``verilog`` of a
+#: model at this limit took 12 s and 149 MB), and input values per image.
 MAX_GENERATED_WEIGHT_BITS = 1 << 22
 MAX_GENERATED_INPUT_VALUES = 1 << 20
 #: Generation (Amaranth elaboration and RTLIL) peaks at about 45 MB plus 33 KB per binary
