@@ -129,6 +129,21 @@ def test_info_prints_the_read_port_bound(capsys):
     assert f"reaches {187 / ii:.1%}" in bound[0]
 
 
+def test_info_of_a_fold_beyond_the_block_rams_gives_no_fraction(capsys):
+    from hwgen.cli import main
+
+    # 512x784 + 512x512 weights: the cheapest fold needs more than the UP5K's 30 block RAMs
+    assert main(["info", str(ROOT / "models" / "fmnist-mlp-best.npz"), "--fold",
+                 "8x8,8x8,1x2"]) == 0
+    out = capsys.readouterr().out
+    bound = next(line for line in out.splitlines() if line.startswith("bound"))
+    brams = int(next(line for line in out.splitlines() if line.startswith("II"))
+                .split(";")[2].split()[0])
+    assert brams > 30
+    assert bound.endswith(f"; this fold needs {brams} block RAMs, more than the 30 of the "
+                          f"budget")
+
+
 def test_default_fold_of_a_layer_too_wide_for_a_shallow_rom():
     """At the slowest target every fold of a 262144-input layer has a ROM deeper than
     DEFAULT_MAX_ROM_DEPTH: the default fold still starts from one (it found none and
