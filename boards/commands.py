@@ -324,6 +324,9 @@ def cmd_build(args) -> int:
     outdir = args.output or _default_output(args.model, board)
     model, nets, module = fold_candidates(args.model, board, args.fold, args.lanes,
                                           args.clock, args.baud)
+    if args.uart_weights and not any(spram_words(net) for net in nets):
+        raise UserError(f"--uart-weights: fold {nets[0].fold_text} keeps no weights in SPRAM, "
+                        f"so the board has none to load (its weights are in the bitstream)")
     missed = []  # the faster folds that missed the clock or did not fit
     for k, net in enumerate(nets):
         try:

@@ -4,6 +4,7 @@ protocol, classes compared with the reference; the parser is in :mod:`boards.com
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +33,19 @@ def load_png(path: Path, model) -> np.ndarray:
         raise UserError("reading PNG files needs matplotlib (pip install matplotlib)") from None
     try:
         from PIL import Image   # matplotlib's own PNG reader
-
-        with Image.open(path) as header:     # the size, before any pixel is decoded
-            width, height = header.size
     except ImportError:
         width = height = None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise UserError(f"{path}: not a readable PNG ({err})") from None
+    else:
+        try:
+            with warnings.catch_warnings():
+                # the size is checked below, before any pixel is decoded
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as header:
+                    width, height = header.size
+        except Image.DecompressionBombError:
+            raise UserError(f"{path}: a PNG of more pixels than any model takes") from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise UserError(f"{path}: not a readable PNG ({err})") from None
     if width is not None and width * height != model.input.size:
         raise UserError(f"{path}: {width}x{height} pixels, but the model takes "
                         f"{list(model.input.shape)}")

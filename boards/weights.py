@@ -96,14 +96,15 @@ def sim_flash_image(net, path: Path | None, erased: bool = False) -> bytes | Non
 def upload_image(net, path: str | None) -> bytes:
     """The image ``run --load-weights`` sends: FILE's bytes (a regular file under 16 MiB;
     the board checks its contents), or with an empty ``path`` the image of ``net`` (the
-    model's fold for the board, the weights.bin ``hwgen build`` writes)."""
+    model's fold for the board, the weights.bin ``hwgen build`` writes). UserError when
+    ``net`` (None when not planned: a real board with FILE) keeps no weights in SPRAM."""
+    if net is not None and not spram_words(net):   # None: a real board, which will say
+        raise UserError("--load-weights: this model's fold keeps no weights in SPRAM, so the "
+                        "board has none to load (its weights are in the bitstream)")
     if path:
         from hwgen.weight_image import read_image
 
         return read_image(Path(path), limit=(1 << 24) - 1)
-    if not spram_words(net):
-        raise UserError("--load-weights: this model's fold keeps no weights in SPRAM, so the "
-                        "board has none to load (its weights are in the bitstream)")
     from hwgen.weight_image import image_for
 
     return image_for(net)

@@ -80,10 +80,16 @@ DATASETS = {
 
 
 def _find(stem: str, folders: list[Path]) -> Path | None:
+    """The first ``stem`` or ``stem.gz`` in ``folders``; DatasetError when the first such
+    name is there but is not a regular file (a FIFO, a folder): it is not skipped, since
+    a later folder's file would silently stand in for it."""
     for folder in folders:
         for name in (stem, stem + ".gz"):
-            if (folder / name).is_file():
-                return folder / name
+            path = folder / name
+            if path.is_file():
+                return path
+            if path.exists():
+                raise DatasetError(f"{path}: not a regular file")
     return None
 
 
@@ -126,15 +132,29 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
                      else "no --data-dir or SBN_DATA_DIR given")
             raise DatasetError(f"dataset {name} ({split}: {', '.join(stems)}) not found "
                                f"({where}); {info.how_to_get}")
-        return load_cifar_batches([folder / s for s in stems], limit)
+        return _known_labels(name, *load_cifar_batches([folder / s for s in stems], limit))
     image_stem, label_stem = info.files[split]
-    images_path, labels_path = _find(image_stem, folders), _find(label_stem, folders)
-    if images_path is None or labels_path is None:
-        where = ("looked in " + ", ".join(str(f) for f in folders) if folders
-                 else "no --data-dir or SBN_DATA_DIR given")
-        raise DatasetError(f"dataset {name} ({split}) not found ({where}); "
-                           f"{info.how_to_get}")
-    return load_idx_pair(images_path, labels_path, limit)
+    for folder in folders:   # the first folder with either file must hold both
+        images_path, labels_path = _find(image_stem, [folder]), _find(label_stem, [folder])
+        if images_path is not None and labels_path is not None:
+            return _known_labels(name, *load_idx_pair(images_path, labels_path, limit))
+        if images_path is not None or labels_path is not None:
+            missing = label_stem if labels_path is None else image_stem
+            raise DatasetError(f"dataset {name} ({split}): {folder} has "
+                               f"{(images_path or labels_path).name} but not {missing}[.gz]")
+    where = ("looked in " + ", ".join(str(f) for f in folders) if folders
+             else "no --data-dir or SBN_DATA_DIR given")
+    raise DatasetError(f"dataset {name} ({split}) not found ({where}); {info.how_to_get}")
+
+
+def _known_labels(name: str, images: np.ndarray, labels: np.ndarray):
+    """``(images, labels)``; DatasetError when a label is not one of dataset ``name``'s
+    classes."""
+    classes = len(DATASETS[name].classes)
+    if labels.size and int(labels.max()) >= classes:
+        raise DatasetError(f"dataset {name}: label {int(labels.max())} is not one of its "
+                           f"{classes} classes (0..{classes - 1})")
+    return images, labels
 
 
 def load_idx_pair(images_path, labels_path=None, limit: int | None = None):

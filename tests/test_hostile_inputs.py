@@ -602,3 +602,143 @@ def test_labels_naming_a_class_the_model_lacks(tmp_path, model_path, command):
     from hwgen.cli import main
     assert main(["eval", str(model_path), "--images", str(tmp_path / "i"), "--labels",
                  str(tmp_path / "l")]) == 0
+
+
+# ----------------------------------------------------------------------------- a fourth fuzz
+
+
+def _train_rejects(*argv, timeout=120) -> str:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "train", *map(str, argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def _tiny_fmnist(folder, labels_value=None):
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for stem, n in (("train", 64), ("t10k", 16)):
+        write_idx(folder / f"{stem}-images-idx3-ubyte",
+                  rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
+        labels = rng.integers(0, 10, n) if labels_value is None else np.full(n, labels_value)
+        write_idx(folder / f"{stem}-labels-idx1-ubyte", labels.astype(np.uint8))
+    return folder
+
+
+def test_padding_that_grows_a_map_past_the_generation_limit(tmp_path):
+    model = model_io.Model(
+        model_io.InputSpec((1, 2, 2), 8, 128),
+        [model_io.Conv2d(np.ones((1, 1, 1, 1), np.int8), np.zeros(1, np.int64),
+                         np.ones(1, np.int8), (1, 1), (2047, 2047), 1),
+         model_io.MaxPool2d((4096, 4096), (4096, 4096)),
+         model_io.Dense(np.ones((2, 1), np.int8))], ["a", "b"], {})
+    model_io.save(model, tmp_path / "m.npz")
+    assert cli_rejects("verilog", tmp_path / "m.npz", "-o", tmp_path / "v") == (
+        "error: layer 0 (conv2d) reads a 1x4096x4096 map (padded), more than the 1048576 "
+        "values per image hardware is generated for")
+    assert not (tmp_path / "v").exists()
+
+
+def test_large_line_buffers_count_in_the_generation_estimate(tmp_path):
+    """A 1024x1024 max-pool window on a 2**20-value input: 2 Mbit of line buffer, about
+    350 MB to generate, over the default limit."""
+    model = model_io.Model(model_io.InputSpec((1, 1024, 1024), 8, 128),
+                           [model_io.MaxPool2d((1024, 1024), (1024, 1024)),
+                            model_io.Dense(np.ones((2, 1), np.int8))], ["a", "b"], {})
+    model_io.save(model, tmp_path / "m.npz")
+    line = cli_rejects("verilog", tmp_path / "m.npz", "-o", tmp_path / "v")
+    assert line.startswith("error: fold -,2x1 would take about ") and "MiB to generate" in line
+    assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize("make", ["bomb", "header"])
+def test_a_png_of_too_many_pixels_is_one_error(tmp_path, make):
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    if make == "bomb":   # 12000 x 16000 grey: past Pillow's decompression-bomb limit
+        Image.new("L", (12000, 16000)).save(path, optimize=True)
+    else:                # a header declaring 2**31 - 1 squared pixels
+        ihdr = struct.pack(">IIBBBBB", 2**31 - 1, 2**31 - 1, 8, 0, 0, 0, 0)
+        chunk = b"IHDR" + ihdr
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+                         + struct.pack(">I", zlib.crc32(chunk))
+                         + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    assert cli_rejects("run", "--sim", ROOT / "models/fmnist-mlp-up5k.npz", path) == (
+        f"error: {path}: a PNG of more pixels than any model takes")
+
+
+def test_weights_for_a_fold_without_spram_are_refused(tmp_path):
+    (tmp_path / "w.bin").write_bytes(b"x" * 64)
+    expected = ("error: --load-weights: this model's fold keeps no weights in SPRAM, so the "
+                "board has none to load (its weights are in the bitstream)")
+    png = tmp_path / "i.png"
+    from PIL import Image
+    Image.new("L", (28, 28)).save(png)
+    assert cli_rejects("run", "--sim", "--load-weights", tmp_path / "w.bin",
+                       ROOT / "models/fmnist-mlp-up5k.npz", png) == expected
+    assert cli_rejects("build", "--board", "icebreaker", ROOT / "models/fmnist-mlp-up5k.npz",
+                       "-o", tmp_path / "b", "--uart-weights").startswith(
+        "error: --uart-weights: fold 5x4,2x2,2x16 keeps no weights in SPRAM")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_data_folder_entry_that_is_not_a_file_is_not_skipped(tmp_path):
+    folder = _tiny_fmnist(tmp_path / "d")
+    (folder / "t10k-images-idx3-ubyte").unlink()
+    os.mkfifo(folder / "t10k-images-idx3-ubyte")
+    assert cli_rejects("eval", ROOT / "models/fmnist-mlp-up5k.npz", "--dataset",
+                       "fashion-mnist", "--data-dir", folder) == (
+        f"error: {folder}/t10k-images-idx3-ubyte: not a regular file")
+    (folder / "t10k-images-idx3-ubyte").unlink()   # images elsewhere, labels here: refused
+    assert cli_rejects("eval", ROOT / "models/fmnist-mlp-up5k.npz", "--dataset",
+                       "fashion-mnist", "--data-dir", folder) == (
+        f"error: dataset fashion-mnist (test): {folder} has t10k-labels-idx1-ubyte but not "
+        f"t10k-images-idx3-ubyte[.gz]")
+
+
+_TRAIN = ["--epochs", "1", "--no-progress", "--threads", "1", "--arch", "mlp:8",
+          "--batch-size", "16"]
+
+
+def test_training_labels_outside_the_classes(tmp_path):
+    folder = _tiny_fmnist(tmp_path / "d", labels_value=12)
+    assert _train_rejects(*_TRAIN, "--data-dir", folder, "--out", tmp_path / "m.npz") == (
+        "error: dataset fashion-mnist: label 12 is not one of its 10 classes (0..9)")
+
+
+@pytest.mark.parametrize("content", ["empty", "tensor", "pickle"])
+def test_resume_from_a_file_that_is_no_checkpoint(tmp_path, content):
+    import pickle
+
+    import torch
+
+    folder = _tiny_fmnist(tmp_path / "d")
+    ckpt = tmp_path / "m.ckpt.pt"
+    if content == "empty":
+        ckpt.write_bytes(b"")
+    elif content == "tensor":
+        torch.save(torch.zeros(3), ckpt)
+    else:
+        ckpt.write_bytes(pickle.dumps(np.random.default_rng(0)))   # an object, not data
+    line = _train_rejects(*_TRAIN, "--data-dir", folder, "--out", tmp_path / "m.npz",
+                          "--resume")
+    assert line.startswith(f"error: {ckpt}: not a")
+    assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--init-bound", "3.5e38"], "argument --init-bound: must be at most"),
+    (["--weight-decay", "1e300"], "argument --weight-decay: must be at most"),
+    (["--checkpoint", "{out}"], "is the --out model file"),
+])
+def test_training_options_that_cannot_work(tmp_path, argv, fragment):
+    folder = _tiny_fmnist(tmp_path / "d")
+    out = tmp_path / "m.npz"
+    argv = [a.format(out=out) for a in argv]
+    assert fragment in _train_rejects(*_TRAIN, "--data-dir", folder, "--out", out, *argv)
+    assert not out.exists()

@@ -517,3 +517,18 @@ def test_train_sweep_plan_gives_runs_sharing_a_cap_equal_epochs():
     assert plan_epochs(speed, caps, 30.0) == {"fast": 2, "slow": 2, "other": 2}
     assert plan_epochs(speed, caps, 1000.0) == {"fast": 5, "slow": 5, "other": 4}
     assert plan_epochs({"a": 100.0}, {"a": 3}, 1.0) == {"a": 1}
+
+
+def test_a_stop_while_plotting_leaves_no_model_file(data_dir, tmp_path, monkeypatch):
+    """The plots are written before the model file: Ctrl-C while plotting (exit 130) leaves
+    the checkpoint but no ``--out``."""
+    from train import plots
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "write_plots", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data_dir, tmp_path, epochs=1, plots=str(tmp_path / "plots")))
+    assert not (tmp_path / "m.npz").exists()
+    assert (tmp_path / "m.ckpt.pt").exists()

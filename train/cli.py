@@ -28,8 +28,8 @@ from .schedule import SCHEDULES
 
 
 _out_file = output_type("file")
-_positive = real(0, low_open=True)
-_non_negative = real(0)
+_positive = real(0, 1e6, low_open=True)   # beyond, float32 training overflows
+_non_negative = real(0, 1e6)
 _fraction = real(0, 1, low_open=True)  # (0, 1]
 
 

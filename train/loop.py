@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -146,10 +148,18 @@ def _atomic_torch_save(obj, path: Path) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint written by :func:`train` (plain data only; never unpickles objects)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # e.g. torch's note on the pickle protocol: the
+            warnings.simplefilter("ignore")   # error line below says what is wrong
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") \
-            from None
+        why = (str(err).splitlines() or [type(err).__name__])[0]
+        if isinstance(err, pickle.UnpicklingError):   # torch's text suggests unpickling it
+            why = "it holds Python objects beyond tensors and plain data, never unpickled"
+        raise UserError(f"{path}: not a readable checkpoint ({why})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a checkpoint written by train (it holds a "
+                        f"{type(state).__name__}, not a dictionary)")
+    return state
 
 
 @torch.no_grad()
@@ -220,6 +230,12 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--method {cfg.method} needs --out MODEL.npz")
     if cfg.out and not str(cfg.out).endswith(".npz"):
         raise UserError(f"--out {cfg.out}: model files end in .npz")
+    if cfg.out and cfg.checkpoint and (
+            os.path.abspath(cfg.out) == os.path.abspath(cfg.checkpoint)
+            or (os.path.exists(cfg.out) and os.path.exists(cfg.checkpoint)
+                and os.path.samefile(cfg.out, cfg.checkpoint))):
+        raise UserError(f"--checkpoint {cfg.checkpoint} is the --out model file: give "
+                        f"another path (the default is beside it, .ckpt.pt)")
     for name in ("train_limit", "test_limit"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
@@ -468,11 +484,12 @@ def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device,
                 ended = final_nu if math.isfinite(final_nu) else cfg.nu_end
                 folded.provenance.update(nu_learnable=True,
                                          final_nu_eff=net.effective_nus(ended))
-        save_model(folded, cfg.out)
-        result["out"] = str(cfg.out)
-    if cfg.plots:
+    if cfg.plots:   # before the model file: a stop while plotting leaves no model behind
         from .plots import write_plots
         result["plots"] = write_plots(cfg.plots, history, snapshots, cfg.method)
+    if cfg.method != "float":
+        save_model(folded, cfg.out)
+        result["out"] = str(cfg.out)
     msg = f"final: soft test {100 * result['soft_test_accuracy']:.2f}%"
     if "test_accuracy" in result:
         msg += (f", exported (hwgen reference == torch hard eval on all {test_x.shape[0]} "

@@ -31,7 +31,8 @@ from ..layout import conv_dense_view, grouped_window, hwc_dense_matrix
 from ..model import Conv2d, Dense, MaxPool2d, Model, accumulator_range, signed_width
 from .geometry import (RAW_TREE_LEVELS_PER_STAGE, TREE_LEVELS_PER_STAGE, _divisors,
                        argmax_luts, bram_blocks, buffer_in_logic, ceil_div,
-                       line_buffer_brams, line_buffer_logic_bits, logic_rom_luts, pool_luts,
+                       line_buffer_bits, line_buffer_brams, line_buffer_logic_bits,
+                       logic_rom_luts, pool_luts,
                        repack_luts, rom_in_logic, tree_register_stages, window_luts)
 from .parse import Fold, FoldError, check_fold, check_supported, has_fold, where
 from .storage import UP5K_SPRAM_BLOCKS, SpramLayer, SpramNetwork, check_spram, spram_luts
@@ -60,6 +61,12 @@ class _LineBufferUnit:
         of ``W * G`` words of ``word`` elements."""
         return (self.word, self.height, self.width * self.groups, self.kernel[0],
                 self.stride[0], element_bits)
+
+    @property
+    def line_buffer_bits(self) -> int:
+        """Bits the unit's line buffer holds (a window's elements are ``element_bits`` wide,
+        a pool's 1)."""
+        return line_buffer_bits(*self._line_buffer(getattr(self, "element_bits", 1)))
 
 
 @dataclass(frozen=True)

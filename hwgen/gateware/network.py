@@ -16,6 +16,7 @@ from ._checks import checked_init
 
 from ..errors import UserError
 from ..fold import NetworkPlan, PoolPlan, argmax_compare_cycles, unit_layer
+from ..model import Conv2d
 from .argmax import Argmax
 from .input import Binarize
 from .maxpool import MaxPool
@@ -211,18 +212,24 @@ MAX_GENERATED_INPUT_VALUES = 1 << 20
 #: XNOR term and 91 KB per raw-input term (PE x SIMD of each layer), fitted on seven folds of
 #: the shipped models within 7% (an MLP at 17,024 binary terms: 629 MB; the ULX3S-85F's
 #: fastest fold of ``fmnist-mlp-best``, 2,035 binary and 2,826 raw terms, about 395 MB).
-#: :func:`generation_bytes` rounds these up; a fold estimated above this many bytes is
-#: refused unless ``$SBN_MAX_GENERATION_BYTES`` allows more.
+#: Line buffers (of conv windows and max-pools) add 100-310 bytes per bit they hold (a
+#: 1024x1024 max-pool window: 2 Mbit, 351 MB in all; eight 513-row convs over a 512x1024 map,
+#: 5.3 Mbit: 1006 MB). :func:`generation_bytes` rounds these up; a fold estimated above this
+#: many bytes is refused unless ``$SBN_MAX_GENERATION_BYTES`` allows more.
 MAX_GENERATION_BYTES = 448 << 20
 _BASE_BYTES, _BINARY_TERM_BYTES, _RAW_TERM_BYTES = 48 << 20, 36 << 10, 100 << 10
+_LINE_BUFFER_BIT_BYTES = 320
 
 
 def generation_bytes(net: NetworkPlan) -> int:
     """The estimated peak memory (bytes) of generating ``net``'s hardware, from its terms
-    (see :data:`MAX_GENERATION_BYTES`)."""
-    terms = [(lp.pe * lp.simd, lp.binary_input) for lp in net.mvtu_layers]
-    return (_BASE_BYTES + sum(n * (_BINARY_TERM_BYTES if binary else _RAW_TERM_BYTES)
-                              for n, binary in terms))
+    and line buffers (see :data:`MAX_GENERATION_BYTES`)."""
+    terms = sum(lp.pe * lp.simd * (_BINARY_TERM_BYTES if lp.binary_input else _RAW_TERM_BYTES)
+                for lp in net.mvtu_layers)
+    units = [lp for lp in net.layers if isinstance(lp, PoolPlan)] + \
+        [lp.window for lp in net.mvtu_layers if lp.window is not None]
+    return (_BASE_BYTES + terms
+            + _LINE_BUFFER_BIT_BYTES * sum(unit.line_buffer_bits for unit in units))
 
 
 def check_model_generatable(model) -> None:
@@ -236,6 +243,16 @@ def check_model_generatable(model) -> None:
     if model.input.size > MAX_GENERATED_INPUT_VALUES:
         raise UserError(f"the model takes {model.input.size} input values per image, more "
                         f"than the {MAX_GENERATED_INPUT_VALUES} hardware is generated for")
+    # a conv's padding can grow a small input into a large map (its line buffer and window)
+    for index, (layer, (c, h, w)) in enumerate(zip(model.layers, model.shapes())):
+        if isinstance(layer, Conv2d):
+            (ph, pw) = layer.padding
+            h, w = h + 2 * ph, w + 2 * pw
+        if c * h * w > MAX_GENERATED_INPUT_VALUES:
+            raise UserError(f"layer {index} ({layer.op}) reads a {c}x{h}x{w} map"
+                            f"{' (padded)' if isinstance(layer, Conv2d) else ''}, more than "
+                            f"the {MAX_GENERATED_INPUT_VALUES} values per image hardware is "
+                            f"generated for")
 
 
 def check_generatable(net: NetworkPlan) -> None:
