@@ -25,12 +25,26 @@ from .commands import _board, _check_baud, plan_for_board, rx_fifo_depth
 MIN_SIM_BAUD = 9600
 
 
+#: The largest PNG file ``run`` reads (a model takes at most 2**24 input values).
+MAX_PNG_BYTES = 64 << 20
+
+
 def load_png(path: Path, model) -> np.ndarray:
-    """A PNG as ``bits``-bit grey values shaped like the model input (needs matplotlib)."""
+    """A PNG as ``bits``-bit grey values shaped like the model input (needs matplotlib):
+    a regular file of at most :data:`MAX_PNG_BYTES`, read once and decoded from memory."""
+    import io
+
+    from hwgen.files import open_regular, read_upto
     try:
         from matplotlib.image import imread
     except ImportError:
         raise UserError("reading PNG files needs matplotlib (pip install matplotlib)") from None
+    with open_regular(path, what="PNG file") as stream:
+        data = bytes(read_upto(stream, MAX_PNG_BYTES + 1))
+    if len(data) > MAX_PNG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_PNG_BYTES} bytes, more than any PNG of a "
+                        f"model's input")
+    data = io.BytesIO(data)
     try:
         from PIL import Image   # matplotlib's own PNG reader
     except ImportError:
@@ -40,17 +54,20 @@ def load_png(path: Path, model) -> np.ndarray:
             with warnings.catch_warnings():
                 # the size is checked below, before any pixel is decoded
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as header:
+                with Image.open(data) as header:
                     width, height = header.size
         except Image.DecompressionBombError:
             raise UserError(f"{path}: a PNG of more pixels than any model takes") from None
+        except Image.UnidentifiedImageError:
+            raise UserError(f"{path}: not a readable PNG (not an image file)") from None
         except (OSError, ValueError, SyntaxError) as err:
             raise UserError(f"{path}: not a readable PNG ({err})") from None
     if width is not None and width * height != model.input.size:
         raise UserError(f"{path}: {width}x{height} pixels, but the model takes "
                         f"{list(model.input.shape)}")
     try:
-        pixels = imread(path)
+        data.seek(0)
+        pixels = imread(data, format="png")
     except (OSError, ValueError, SyntaxError) as err:
         raise UserError(f"{path}: not a readable PNG ({err})") from None
     if pixels.ndim == 3:

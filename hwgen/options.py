@@ -23,7 +23,7 @@ from .errors import UserError, one_line
 from .names import verilog_identifier_problem
 from .outputs import output_type
 
-_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,32}")
 _REAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
 _MAX_NUMBER_CHARS = 32
 

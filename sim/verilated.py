@@ -20,6 +20,7 @@ import numbers
 import re
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -358,24 +359,25 @@ class VerilatedCore:
         verilator = find_verilator()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="build-", dir=self.cache_dir))
+        keep = False   # a failed compile keeps its folder for the log; nothing else does
         try:
             (work / "harness.cpp").write_text(harness)
             (work / "core.v").write_bytes(source)
             cmd = [verilator.executable, "--cc", "--exe", "--build", "-j", "2", *options,
                    "-Mdir", "obj", "-o", "sim", "core.v", "harness.cpp"]
-            proc = subprocess.run(cmd, cwd=work, env=verilator.env, capture_output=True,
-                                  text=True)
-            if proc.returncode != 0:
+            stdout, stderr, returncode = _run_group(cmd, cwd=work, env=verilator.env)
+            if returncode != 0:
                 log = work / "verilator.log"
-                log.write_text(proc.stdout + proc.stderr)
+                log.write_text(stdout + stderr)
+                keep = True
                 raise UserError(f"Verilator build failed (log: {log}): "
-                                f"{_last_error(proc.stdout + proc.stderr)}")
+                                f"{_last_error(stdout + stderr)}")
             folder.mkdir(parents=True, exist_ok=True)
             built = folder / "sim.tmp"
             shutil.copy(work / "obj" / "sim", built)
             os.replace(built, exe)
         finally:
-            if exe.is_file():
+            if not keep:
                 shutil.rmtree(work, ignore_errors=True)
         return exe
 
@@ -553,3 +555,21 @@ def _lines(path: Path) -> int:
 def _last_error(log: str) -> str:
     errors = [line for line in log.splitlines() if "%Error" in line or "error:" in line]
     return (errors[0] if errors else log.strip().splitlines()[-1] if log.strip() else "?")[:300]
+
+
+def _run_group(cmd: list, **kwargs) -> tuple[str, str, int]:
+    """``cmd``'s (stdout, stderr, return code), run in its own process group; an exception
+    here (Ctrl-C, SIGTERM) kills the whole group (Verilator's make and compilers too), so
+    nothing runs on after the command has stopped."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        raise
+    return stdout, stderr, proc.returncode

@@ -742,3 +742,116 @@ def test_training_options_that_cannot_work(tmp_path, argv, fragment):
     argv = [a.format(out=out) for a in argv]
     assert fragment in _train_rejects(*_TRAIN, "--data-dir", folder, "--out", out, *argv)
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- a fifth fuzz
+
+
+def test_a_whole_number_of_32_digits_is_out_of_range_not_malformed(tmp_path):
+    line = cli_rejects("verilog", ROOT / "models/fmnist-mlp-up5k.npz", "--lanes", "9" * 32,
+                       "-o", tmp_path / "v")
+    assert "must be at most" in line and "whole number" not in line
+    # and --limit takes it: at most that many images, i.e. all of them
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "eval",
+                           str(ROOT / "models/fmnist-mlp-up5k.npz"), "--dataset",
+                           "fashion-mnist", "--limit", "0" * 31 + "5"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "(" in proc.stdout and "/5)" in proc.stdout, proc
+
+
+def test_a_png_that_is_a_fifo_is_one_error(tmp_path):
+    os.mkfifo(tmp_path / "f.png")
+    assert cli_rejects("run", "--sim", ROOT / "models/fmnist-mlp-up5k.npz",
+                       tmp_path / "f.png", timeout=30) == (
+        f"error: {tmp_path}/f.png: is a FIFO, not a regular PNG file")
+
+
+def test_many_layers_count_in_the_generation_estimate(tmp_path):
+    """255 small 3x3 convs (a 160 KB file) took 594 MB to generate: each layer costs a
+    few MB of its own, which the estimate now charges."""
+    conv = model_io.Conv2d(np.ones((2, 2, 3, 3), np.int8), np.zeros(2, np.int64),
+                           np.ones(2, np.int8), (1, 1), (1, 1), -1)
+    model = model_io.Model(model_io.InputSpec((2, 8, 8), 8, 1),
+                           [conv] * 255 + [model_io.Dense(np.ones((2, 128), np.int8))],
+                           ["a", "b"], {})
+    model_io.save(model, tmp_path / "m.npz")
+    line = cli_rejects("verilog", tmp_path / "m.npz", "-o", tmp_path / "v")
+    assert " MiB to generate, more than the limit of 448 MiB" in line
+    assert not (tmp_path / "v").exists()
+
+
+def test_training_and_test_images_of_different_sizes(tmp_path):
+    folder = _tiny_fmnist(tmp_path / "d")
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((16, 27, 27), np.uint8))
+    assert _train_rejects(*_TRAIN, "--data-dir", folder, "--out", tmp_path / "m.npz") == (
+        "error: dataset fashion-mnist: the training images are 1x28x28 but the test images "
+        "1x27x27")
+
+
+@pytest.mark.parametrize("change, why", [
+    ("epoch_nan", "epoch nan is not a whole number in 0..1"),
+    ("epoch_negative", "epoch -5 is not a whole number in 0..1"),
+    ("weights_nan", "its weights are not all finite"),
+    ("weights_shape", "Error(s) in loading state_dict for Net:"),
+    ("no_weights", "Error(s) in loading state_dict for Net:"),
+])
+def test_resume_from_a_checkpoint_of_plain_data_that_is_wrong(tmp_path, change, why):
+    import subprocess as sp
+
+    import torch
+
+    folder = _tiny_fmnist(tmp_path / "d")
+    out = tmp_path / "m.npz"
+    argv = [sys.executable, "-m", "train", *_TRAIN, "--data-dir", str(folder), "--out",
+            str(out)]
+    sp.run(argv, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    ckpt = tmp_path / "m.ckpt.pt"
+    state = torch.load(ckpt, weights_only=True)
+    model = state["model"]
+    state.update({
+        "epoch_nan": {"epoch": float("nan")}, "epoch_negative": {"epoch": -5},
+        "weights_nan": {"model": {k: v * float("nan") if v.is_floating_point() else v
+                                  for k, v in model.items()}},
+        "weights_shape": {"model": {k: torch.zeros(3) for k in model}},
+        "no_weights": {"model": {}}}[change])
+    torch.save(state, ckpt)
+    out.unlink()
+    assert _train_rejects(*_TRAIN, "--data-dir", folder, "--out", out, "--resume") == (
+        f"error: {ckpt}: not a checkpoint of this training run ({why})")
+    assert not out.exists()
+
+
+def test_a_stop_during_the_verilator_compile_leaves_nothing_running(tmp_path):
+    """SIGTERM while Verilator compiles: exit 143, its make and compilers killed, and no
+    build folder left in the cache."""
+    import signal as sig
+
+    from hwgen.random_models import random_images
+
+    model = random_model(np.random.default_rng(175), (1, 6, 6), [dense(9)], classes=3,
+                         binarize_at=None)
+    model_io.save(model, tmp_path / "m.npz")
+    write_idx(tmp_path / "i", random_images(np.random.default_rng(1), model.input, 4)[:, 0])
+    cache = tmp_path / "cache"
+    env = dict(os.environ, SBN_CACHE_DIR=str(cache))
+    proc = subprocess.Popen([sys.executable, "-m", "hwgen", "sim", str(tmp_path / "m.npz"),
+                             "--images", str(tmp_path / "i"), "-j", "1"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("verilator/build-*/obj")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(cache.glob("verilator/build-*/obj")), "the compile never started"
+    time.sleep(0.5)
+    proc.send_signal(sig.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err == "error: interrupted\n"
+    assert not list(cache.glob("verilator/build-*"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alive = subprocess.run(["pgrep", "-f", f"Mdir obj .*{tmp_path.name}|{cache}"],
+                               capture_output=True, text=True).stdout.split()
+        if not alive:
+            break
+        time.sleep(0.2)
+    assert not alive

@@ -269,6 +269,10 @@ def train(cfg: TrainConfig) -> dict:
     parse_arch(cfg.arch, info.shape if info else (1, 28, 28))  # fails before loading data
     train_x, train_y, classes = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_limit)
     test_x, test_y, _ = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_limit)
+    if tuple(train_x.shape[1:]) != tuple(test_x.shape[1:]):
+        raise UserError(f"dataset {cfg.dataset}: the training images are "
+                        f"{'x'.join(map(str, train_x.shape[1:]))} but the test images "
+                        f"{'x'.join(map(str, test_x.shape[1:]))}")
     if train_x.shape[0] < cfg.batch_size:
         raise UserError(f"--batch-size {cfg.batch_size} exceeds the {train_x.shape[0]} "
                         f"training images")
@@ -313,11 +317,22 @@ def train(cfg: TrainConfig) -> dict:
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
                             f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, snapshots = state["history"], state["snapshots"]
-        start_epoch = int(state["epoch"])
+        try:
+            start_epoch = state["epoch"]
+            if not isinstance(start_epoch, int) or not 0 <= start_epoch <= cfg.epochs:
+                raise ValueError(f"epoch {start_epoch!r} is not a whole number in "
+                                 f"0..{cfg.epochs}")
+            if not all(torch.isfinite(t).all() for t in state["model"].values()
+                       if torch.is_tensor(t) and t.is_floating_point()):
+                raise ValueError("its weights are not all finite")
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history, snapshots = list(state["history"]), list(state["snapshots"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            why = (str(err).splitlines() or [type(err).__name__])[0]
+            raise UserError(f"{ckpt}: not a checkpoint of this training run ({why})") \
+                from None
         _log(f"resumed from {ckpt} after epoch {start_epoch}", dist)
     elif cfg.resume:
         _log(f"--resume: no checkpoint at {ckpt}; starting from scratch", dist)
