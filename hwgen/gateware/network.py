@@ -219,9 +219,10 @@ MAX_GENERATED_INPUT_VALUES = 1 << 20
 MAX_GENERATION_BYTES = 448 << 20
 _BASE_BYTES, _BINARY_TERM_BYTES, _RAW_TERM_BYTES = 48 << 20, 36 << 10, 100 << 10
 _LINE_BUFFER_BIT_BYTES = 320
-#: ... and each layer about 2.3 MB of its own (control, window unit, repacks): 255 3x3 convs
-#: of 2 channels over 8x8 maps took 594 MB, 127 of them 301 MB.
-_LAYER_BYTES = 3 << 20
+#: ... and each layer some of its own (control, repacks, a conv's window unit): 255 3x3
+#: convs of 2 channels over 8x8 maps took 594 MB (127 of them 301 MB), 255 dense layers of
+#: 2x2 weights 218 MB.
+_CONV_LAYER_BYTES, _LAYER_BYTES = 3 << 20, 1 << 20
 
 
 def generation_bytes(net: NetworkPlan) -> int:
@@ -231,7 +232,9 @@ def generation_bytes(net: NetworkPlan) -> int:
                 for lp in net.mvtu_layers)
     units = [lp for lp in net.layers if isinstance(lp, PoolPlan)] + \
         [lp.window for lp in net.mvtu_layers if lp.window is not None]
-    return (_BASE_BYTES + terms + _LAYER_BYTES * len(net.layers)
+    layers = sum(_LAYER_BYTES if getattr(lp, "window", None) is None else _CONV_LAYER_BYTES
+                 for lp in net.layers)
+    return (_BASE_BYTES + terms + layers
             + _LINE_BUFFER_BIT_BYTES * sum(unit.line_buffer_bits for unit in units))
 
 
