@@ -4,8 +4,6 @@ protocol, classes compared with the reference; the parser is in :mod:`boards.com
 from __future__ import annotations
 
 import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -18,66 +16,12 @@ from hwgen.reference import Reference, check_images
 
 from . import protocol, weights
 from .commands import _board, _check_baud, plan_for_board, rx_fifo_depth
+from .png_image import load_png
 
 #: The slowest link ``run --sim`` simulates: each bit is clock / baud simulated cycles
 #: (5000 at 48 MHz and 9600 baud), so a slower rate (``--baud 1``: 48 million cycles a
 #: bit) would simulate for days; a real board (``--port``) takes any rate it can.
 MIN_SIM_BAUD = 9600
-
-
-#: The largest PNG file ``run`` reads (a model takes at most 2**24 input values).
-MAX_PNG_BYTES = 64 << 20
-
-
-def load_png(path: Path, model) -> np.ndarray:
-    """A PNG as ``bits``-bit grey values shaped like the model input (needs matplotlib):
-    a regular file of at most :data:`MAX_PNG_BYTES`, read once and decoded from memory."""
-    import io
-
-    from hwgen.files import open_regular, read_upto
-    try:
-        from matplotlib.image import imread
-    except ImportError:
-        raise UserError("reading PNG files needs matplotlib (pip install matplotlib)") from None
-    with open_regular(path, what="PNG file") as stream:
-        data = bytes(read_upto(stream, MAX_PNG_BYTES + 1))
-    if len(data) > MAX_PNG_BYTES:
-        raise UserError(f"{path}: larger than {MAX_PNG_BYTES} bytes, more than any PNG of a "
-                        f"model's input")
-    data = io.BytesIO(data)
-    try:
-        from PIL import Image   # matplotlib's own PNG reader
-    except ImportError:
-        width = height = None
-    else:
-        try:
-            with warnings.catch_warnings():
-                # the size is checked below, before any pixel is decoded
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(data) as header:
-                    width, height = header.size
-        except Image.DecompressionBombError:
-            raise UserError(f"{path}: a PNG of more pixels than any model takes") from None
-        except Image.UnidentifiedImageError:
-            raise UserError(f"{path}: not a readable PNG (not an image file)") from None
-        except (OSError, ValueError, SyntaxError) as err:
-            raise UserError(f"{path}: not a readable PNG ({err})") from None
-    if width is not None and width * height != model.input.size:
-        raise UserError(f"{path}: {width}x{height} pixels, but the model takes "
-                        f"{list(model.input.shape)}")
-    try:
-        data.seek(0)
-        pixels = imread(data, format="png")
-    except (OSError, ValueError, SyntaxError) as err:
-        raise UserError(f"{path}: not a readable PNG ({err})") from None
-    if pixels.ndim == 3:
-        pixels = pixels[..., :3].mean(axis=2)
-    if pixels.dtype.kind == "f":
-        pixels = np.rint(pixels * model.input.max_value)
-    if pixels.size != model.input.size:
-        raise UserError(f"{path}: {pixels.shape[1]}x{pixels.shape[0]} pixels, but the model "
-                        f"takes {list(model.input.shape)}")
-    return pixels.astype(np.int64).reshape(model.input.shape)
 
 
 def cmd_run(args) -> int:
@@ -102,7 +46,7 @@ def cmd_run(args) -> int:
     if args.pngs:
         if args.dataset or args.images:
             raise UserError("give PNG files or --dataset/--images, not both")
-        images = np.stack([load_png(p, model) for p in args.pngs])
+        images = np.stack([load_png(p, model.input) for p in args.pngs])
     elif args.dataset or args.images:
         images, labels = load_images(args)
         check_labels(labels, model)

@@ -669,7 +669,7 @@ def test_a_png_of_too_many_pixels_is_one_error(tmp_path, make):
                          + struct.pack(">I", zlib.crc32(chunk))
                          + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
     assert cli_rejects("run", "--sim", ROOT / "models/fmnist-mlp-up5k.npz", path) == (
-        f"error: {path}: a PNG of more pixels than any model takes")
+        f"error: {path}: a PNG of more pixels than the model takes ([1, 28, 28])")
 
 
 def test_weights_for_a_fold_without_spram_are_refused(tmp_path):

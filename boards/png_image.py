@@ -1,0 +1,213 @@
+"""Strict, bounded PNG reading for ``hwgen run``: a PNG file as one model input.
+
+A PNG is accepted only when it is whole: the signature, every chunk's length and CRC, IHDR
+first, PLTE before the image data when the colours are a palette, consecutive IDAT chunks
+whose zlib stream ends exactly where the pixels the header declares end, and IEND last
+with nothing after it. Everything is checked from the bytes before Pillow decodes a pixel,
+and the pixel count is checked against the model before anything is inflated, so a
+truncated, padded or damaged file is one error, never an image silently filled with zeros.
+
+Mapping onto the model input ``[C, H, W]`` of ``bits``-bit values (``max_value`` the
+largest), with ``p`` a sample of a PNG of bit depth ``d``: ``round(p * max_value /
+(2**d - 1))``, halves to even.
+
+- ``C == 1``: a ``W x H`` PNG; colour is averaged to grey (mean of R, G, B).
+- ``C == 3``: a ``W x H`` PNG; R, G, B are the three channels, a grey PNG gives each.
+- a flat input ``[N, 1, 1]``: a grey PNG of ``N`` pixels in any shape, rows in order.
+- alpha is ignored; any other channel count is refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from hwgen.errors import UserError
+
+#: The largest PNG file ``run`` reads (a model takes at most 2**20 input values).
+MAX_PNG_BYTES = 64 << 20
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: samples per pixel of each PNG colour type (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA)
+_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+#: Adam7 passes: (x start, y start, x step, y step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))
+
+
+class _Header:
+    """The IHDR fields that fix the size of the image data."""
+
+    def __init__(self, data: bytes):
+        if len(data) != 13:
+            raise ValueError(f"IHDR of {len(data)} bytes, not 13")
+        (self.width, self.height, self.depth, self.colour, compression, filtering,
+         self.interlace) = struct.unpack(">IIBBBBB", data)
+        if not (0 < self.width < 2**31 and 0 < self.height < 2**31):
+            raise ValueError(f"{self.width}x{self.height} pixels")
+        if self.depth not in _DEPTHS.get(self.colour, ()):
+            raise ValueError(f"colour type {self.colour} with bit depth {self.depth}")
+        if compression or filtering or self.interlace not in (0, 1):
+            raise ValueError("unknown compression, filter or interlace method")
+
+    def raw_length(self) -> int:
+        """Bytes of filtered scanlines the zlib stream must inflate to."""
+        bits = _SAMPLES[self.colour] * self.depth
+        passes = (((0, 0, 1, 1),) if self.interlace == 0 else _ADAM7)
+        total = 0
+        for x0, y0, dx, dy in passes:
+            width = max(0, -(-(self.width - x0) // dx))
+            height = max(0, -(-(self.height - y0) // dy))
+            if width and height:
+                total += height * (1 + (width * bits + 7) // 8)
+        return total
+
+
+def _chunks(data: bytes):
+    """(type, payload) of every chunk after the signature up to IEND, lengths and CRCs
+    checked; nothing may follow IEND."""
+    at = len(_SIGNATURE)
+    while at < len(data):
+        if at + 12 > len(data):
+            raise ValueError("truncated chunk")
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        end = at + 8 + length
+        if length >= 2**31 or end + 4 > len(data):
+            raise ValueError(f"{kind!r} chunk runs past the end of the file")
+        if zlib.crc32(data[at + 4:end]) != struct.unpack(">I", data[end:end + 4])[0]:
+            raise ValueError(f"{kind!r} chunk has a bad CRC")
+        yield kind, data[at + 8:end]
+        at = end + 4
+        if kind == b"IEND" and at != len(data):
+            raise ValueError(f"{len(data) - at} bytes after IEND")
+
+
+def _check_structure(data: bytes, pixels_allowed: int) -> _Header:
+    """The header of a whole PNG; raises :class:`ValueError` naming the first defect and
+    :class:`OverflowError` for more than ``pixels_allowed`` pixels (before inflating)."""
+    if not data.startswith(_SIGNATURE):
+        raise ValueError("not a PNG file")
+    header = None
+    seen_plte = seen_iend = False
+    idat: list[bytes] = []
+    idat_closed = False
+    for kind, payload in _chunks(data):
+        if header is None:
+            if kind != b"IHDR":
+                raise ValueError("the first chunk is not IHDR")
+            header = _Header(payload)
+            if header.width * header.height > pixels_allowed:
+                raise OverflowError
+            continue
+        if kind == b"IHDR":
+            raise ValueError("a second IHDR")
+        if kind == b"IDAT":
+            if idat_closed:
+                raise ValueError("IDAT chunks that are not consecutive")
+            idat.append(payload)
+        elif idat:
+            idat_closed = True
+        if kind == b"PLTE":
+            if idat or len(payload) % 3 or not 3 <= len(payload) <= 768:
+                raise ValueError("a misplaced or malformed PLTE")
+            seen_plte = True
+        elif kind == b"IEND":
+            seen_iend = True
+    if header is None:
+        raise ValueError("no IHDR")
+    if not seen_iend:
+        raise ValueError("no IEND (the file is truncated)")
+    if not idat:
+        raise ValueError("no image data (IDAT)")
+    if header.colour == 3 and not seen_plte:
+        raise ValueError("a palette image without a palette (PLTE)")
+    expected = header.raw_length()
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(b"".join(idat), expected + 1)
+    except zlib.error as err:
+        raise ValueError(f"damaged image data ({err})") from None
+    if len(raw) > expected or inflater.unconsumed_tail:
+        raise ValueError(f"image data inflates past the {expected} bytes the header declares")
+    if not inflater.eof or len(raw) < expected:
+        raise ValueError(f"image data ends short of the {expected} bytes the header declares "
+                         f"(the file is truncated)")
+    if inflater.unused_data:
+        raise ValueError("data after the end of the image data stream")
+    return header
+
+
+def _decode(data: bytes) -> tuple[np.ndarray, int]:
+    """Samples as ``(H, W, samples)`` integers (a palette expanded to RGB[A]) and the
+    largest sample value (Pillow widens 2- and 4-bit grey to 8 bits and narrows 16-bit
+    colour to 8 bits; 16-bit grey stays 16 bits)."""
+    from PIL import Image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+            image.load()
+            if image.mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            top = {"1": 1, "I": 65535, "I;16": 65535, "I;16B": 65535}.get(image.mode, 255)
+            pixels = np.asarray(image).astype(np.int64)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.min(initial=0) < 0 or pixels.max(initial=0) > top:
+        raise ValueError(f"samples outside 0..{top}")
+    return pixels, top
+
+
+def load_png(path: Path, input_spec) -> np.ndarray:
+    """One image for a model input (:class:`hwgen.model.InputSpec`): ``int64`` of shape
+    ``input_spec.shape``; raises :class:`UserError` (one line) for any file that is not a
+    whole PNG of the model's size and channels. Needs Pillow."""
+    from hwgen.files import open_regular, read_upto
+    if importlib.util.find_spec("PIL") is None:
+        raise UserError("reading PNG files needs Pillow (pip install pillow)") from None
+    channels, height, width = input_spec.shape
+    with open_regular(path, what="PNG file") as stream:
+        data = bytes(read_upto(stream, MAX_PNG_BYTES + 1))
+    if len(data) > MAX_PNG_BYTES:
+        raise UserError(f"{path}: larger than {MAX_PNG_BYTES} bytes, more than any PNG of a "
+                        f"model's input")
+    flat = height == width == 1
+    try:
+        header = _check_structure(data, channels if flat else height * width)
+    except OverflowError:
+        raise UserError(f"{path}: a PNG of more pixels than the model takes "
+                        f"({list(input_spec.shape)})") from None
+    except ValueError as err:
+        raise UserError(f"{path}: not a readable PNG ({err})") from None
+    if flat:
+        if header.width * header.height != channels:
+            raise UserError(f"{path}: {header.width}x{header.height} pixels, but the model "
+                            f"takes {channels} values")
+    elif (header.width, header.height) != (width, height):
+        raise UserError(f"{path}: {header.width}x{header.height} pixels, but the model takes "
+                        f"{width}x{height}")
+    if channels not in (1, 3) and not flat:
+        raise UserError(f"{path}: the model takes {channels} channels; a PNG gives 1 (grey) "
+                        f"or 3 (RGB)")
+    try:
+        samples, top = _decode(data)
+    except (OSError, ValueError, SyntaxError, MemoryError) as err:
+        raise UserError(f"{path}: not a readable PNG ({err})") from None
+    colour = samples[:, :, :3] if samples.shape[2] >= 3 else samples[:, :, :1]
+    scale = input_spec.max_value / top
+    if flat or channels == 1:
+        if colour.shape[2] == 3:
+            values = np.rint(colour.sum(axis=2) * (scale / 3))
+        else:
+            values = np.rint(colour[:, :, 0] * scale)
+        return values.astype(np.int64).reshape(input_spec.shape)
+    if colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)
+    values = np.rint(colour.astype(np.float64) * scale)
+    return values.astype(np.int64).transpose(2, 0, 1).reshape(input_spec.shape)
