@@ -7,7 +7,7 @@ N and PE not dividing M; one-output layers; random valid gaps and ready backpres
 import numpy as np
 import pytest
 
-from hwgen.fold import ceil_div, tree_register_stages
+from hwgen.fold import ceil_div, raw_negatives, raw_pair_columns, tree_register_stages
 from hwgen.gateware.argmax import Argmax
 from hwgen.gateware.input import Binarize
 from hwgen.gateware.mvtu import MVTU
@@ -126,6 +126,9 @@ MVTU_CASES = [
     (11, 1, 1, 3, None, True),
     (10, 5, 2, 4, 7, True),
     (9, 6, 4, 9, 6, True),
+    (7, 5, 2, 1, 4, False),  # raw one wide: single terms, no pairs
+    (8, 3, 3, 2, 8, True),  # raw, one pair per beat
+    (11, 4, 2, 7, 1, False),  # raw 1-bit, three pairs and a single, padded
 ]
 
 
@@ -154,19 +157,34 @@ def test_mvtu_thresholds_far_out_of_range(raw_bits):
     np.testing.assert_array_equal(out, _expected(layer, xs))
 
 
-def test_mvtu_initiation_interval_and_latency():
+@pytest.mark.parametrize("raw_bits, simd", [(None, 5), (8, 5), (8, 1)])
+def test_mvtu_initiation_interval_and_latency(raw_bits, simd):
     """Back to back, one image per NF*SF cycles; the first output beat arrives
-    pipeline_latency cycles after its last synapse fold was issued."""
+    pipeline_latency cycles after its last synapse fold was issued (binary, raw in pairs,
+    raw one wide)."""
     rng = np.random.default_rng(11)
-    layer = _layer(rng, 14, 9, None)
-    pe, simd = 4, 5
-    xs = rng.integers(0, 2, size=(8, 14)) * 2 - 1
-    out, mon, p = run_mvtu(layer, pe, simd, None, xs, rng)
+    layer = _layer(rng, 14, 9, raw_bits)
+    pe = 4
+    xs = (rng.integers(0, 2, size=(8, 14)) * 2 - 1 if raw_bits is None
+          else rng.integers(0, 256, size=(8, 14)))
+    out, mon, p = run_mvtu(layer, pe, simd, raw_bits, xs, rng)
+    assert p.paired == (raw_bits is not None and simd > 1)
     np.testing.assert_array_equal(out, _expected(layer, xs))
     firsts = mon.cycles[::p.nf]
     assert all(b - a == p.cycles for a, b in zip(firsts[1:], firsts[2:]))
     # Input words at cycles 0..SF-1; issue from SF; beat 0 done at SF + SF - 1.
     assert mon.valid_cycles[0] == p.sf + p.sf - 1 + p.pipeline_latency
+
+
+def test_raw_terms_lead_with_even_positions_of_each_synapse_fold():
+    assert raw_pair_columns(7, 1).tolist() == list(range(7))
+    assert raw_pair_columns(11, 5).tolist() == [0, 2, 4, 5, 7, 9, 10]
+    assert raw_pair_columns(8, 4).tolist() == [0, 2, 4, 6]
+    weight = np.array([[-1, -1, 1, -1, -1], [1, -1, -1, 1, -1]], np.int8)
+    layer = Dense(weight, np.zeros(2, np.int64), np.ones(2, np.int8))
+    assert raw_negatives(layer).tolist() == [4, 3]
+    assert raw_negatives(layer, 2).tolist() == [2, 2]   # columns 0, 2, 4
+    assert raw_negatives(layer, 3).tolist() == [2, 1]   # columns 0, 2, 3
 
 
 def test_mvtu_rejects_bad_arguments():

@@ -48,8 +48,8 @@ from .storage import (SPRAM_BLOCK_LCS, SPRAM_DEPTH, SPRAM_LOADER_LCS, SPRAM_WIDT
                       spram_blocks, spram_luts, spram_shape)
 from .plans import (LayerPlan, NetworkPlan, PoolPlan, RepackPlan, WindowPlan, _LineBufferUnit,
                     _conv_view, default_lanes, dense_plan, input_order, layer_plan,
-                    narrowest_buffers, output_offsets, plan, raw_negatives, repacks_before,
-                    stream_after, unit_layer)
+                    narrowest_buffers, output_offsets, plan, raw_negatives, raw_pair_columns,
+                    repacks_before, stream_after, unit_layer)
 from .default import DEFAULT_MAX_ROM_DEPTH, Budget, _fold_counts, default_fold, spram_folds
 from .spram import spram_words
 from .cycles import latency, latency_bound, repack_schedule
@@ -72,7 +72,8 @@ __all__ = [
     "format_fold_table", "has_fold", "input_order", "latency", "latency_bound", "layer_plan",
     "line_buffer_bits", "line_buffer_brams", "line_buffer_in_logic", "line_buffer_logic_bits",
     "line_buffer_rows", "logic_rom_luts", "narrowest_buffers", "output_offsets", "parse_fold",
-    "plan", "pool_luts", "raw_negatives", "repack_luts", "repack_schedule", "repacks_before",
+    "plan", "pool_luts", "raw_negatives", "raw_pair_columns", "repack_luts", "repack_schedule",
+    "repacks_before",
     "resolve_fold", "rom_in_logic", "stream_after", "tree_register_stages", "unit_layer", "where",
     "window_luts"
 ]

@@ -253,24 +253,38 @@ class LayerPlan(SpramLayer):
                 + (self.window.brams if self.window else 0))
 
     @property
+    def paired(self) -> bool:
+        """Raw input folded at least two wide: the unit adds one term per pair of inputs
+        (:func:`raw_pair_columns`), from their sum and difference computed once for all
+        ``PE`` lanes."""
+        return not self.binary_input and self.simd >= 2
+
+    @property
+    def terms(self) -> int:
+        """Leaves of each lane's adder tree: ``SIMD`` (binary, or raw one wide), or one per
+        pair of inputs plus a single for an odd ``SIMD``."""
+        return ceil_div(self.simd, 2) if self.paired else self.simd
+
+    @property
     def tree_levels_per_stage(self) -> int:
         return TREE_LEVELS_PER_STAGE if self.binary_input else RAW_TREE_LEVELS_PER_STAGE
 
     @property
     def tree_stages(self) -> int:
-        return tree_register_stages(self.simd, self.tree_levels_per_stage)
+        return tree_register_stages(self.terms, self.tree_levels_per_stage)
 
     @property
     def extra_stages(self) -> int:
-        """The registered terms (XNORs, or raw XORs), and for raw input the registered tree
-        root."""
-        return 1 if self.binary_input else 2
+        """The registered terms (XNORs, or raw XORs), for raw input the registered tree root,
+        and for paired raw input the registered pair sums and differences."""
+        return 1 if self.binary_input else 3 if self.paired else 2
 
     @property
     def pipeline_latency(self) -> int:
         """Cycles from issuing a neuron fold's last synapse fold to its output beat being valid:
-        one for the ROM/buffer read, the registered terms, the tree's registers (raw input:
-        also the root), the accumulator, the output register."""
+        one for the ROM/buffer read, the registered pair sums (paired raw input), the
+        registered terms, the tree's registers (raw input: also the root), the accumulator,
+        the output register."""
         return 3 + self.tree_stages + self.extra_stages
 
     @property
@@ -493,6 +507,7 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
     m, n = layer.weight.shape
     pe, simd = fold.pe, fold.simd
     ebits = 1 if binary else input_bits
+    pairs = 0 if binary or simd < 2 else simd // 2
     if binary:
         lo, hi = 0, n  # popcount of the XNORs
         acc_width, acc_signed = max(1, n.bit_length()), False
@@ -502,10 +517,10 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
         # channel's count of -1 weights (at most n), which the parameters compensate.
         acc_width, acc_signed = signed_width(lo - n, hi), True
     if layer.is_output:
-        offsets = output_offsets(layer, binary)
+        offsets = output_offsets(layer, binary, simd)
         param_width = signed_width(min(0, int(offsets.min())), max(0, int(offsets.max())))
         scale = 2 if binary else 1
-        true_offsets = offsets if binary else offsets - raw_negatives(layer)
+        true_offsets = offsets if binary else offsets - raw_negatives(layer, simd)
         score_width = signed_width(scale * lo + int(true_offsets.min()),
                                    scale * hi + int(true_offsets.max()))
     else:
@@ -524,14 +539,18 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
     # Logic-cell estimate (iCE40 LCs: a LUT4, its carry and a flip-flop), calibrated on
     # nextpnr's ICESTORM_LC counts of whole builds (docs/hardware.md): about 3 per XNOR and
     # popcount input bit (2.5 when the weights are constants, a one-word ROM), 2*bits+6 per
-    # raw term (XOR, its register and the adder tree), 3 per accumulator/comparator bit;
-    # ROMs in logic; input buffers in flip-flops cost a cell per bit (nothing to pack them
-    # with) plus their read multiplexer.
+    # raw term (XOR, its register and the adder tree), 2*bits+13 per lane and pair of raw
+    # inputs plus 2*bits+3 per pair for the shared sum and difference (fmnist-mlp-up5k at
+    # 10x8,2x10,1x2: 3771 LCs with single terms, 3252 in pairs; the estimate's difference
+    # is 524), 3 per accumulator/comparator bit; ROMs in logic; input buffers in flip-flops
+    # cost a cell per bit (nothing to pack them with) plus their read multiplexer.
     if binary:
         per_bit = 3 if w_depth > 1 else 2.5
         datapath = math.ceil(pe * simd * per_bit) + pe * 3 * acc_width
     else:
-        datapath = pe * simd * (2 * ebits + 6) + pe * 3 * acc_width
+        singles = simd - 2 * pairs
+        datapath = (pe * (pairs * (2 * ebits + 13) + singles * (2 * ebits + 6))
+                    + pairs * (2 * ebits + 3) + pe * 3 * acc_width)
     luts = datapath + pe * param_width + 40
     if logic:
         luts += logic_rom_luts(w_width, w_depth)
@@ -572,30 +591,44 @@ def _raw_range(layer, input_bits: int) -> tuple[int, int]:
                         lambda: accumulator_range(layer, False, (1 << input_bits) - 1))
 
 
-def raw_negatives(layer: Dense) -> np.ndarray:
-    """Per channel, the count of -1 weights: what a raw-input unit's sum falls short by
-    (it adds ``~x = -x - 1`` for a -1 weight; padding inputs are 0 with weight +1).
-    Read-only (shared by every plan of the layer)."""
+def raw_pair_columns(n: int, simd: int) -> np.ndarray:
+    """The input columns (of ``n``) that lead a term of a raw-input unit folded ``SIMD``
+    wide: within each synapse fold, positions ``0, 2, 4, ...``. With ``SIMD >= 2`` position
+    ``2k`` and ``2k + 1`` form one term (an odd ``SIMD``'s last position is a term alone);
+    with ``SIMD == 1`` every column is a term."""
+    columns = np.arange(n)
+    return columns if simd < 2 else columns[(columns % simd) % 2 == 0]
+
+
+def raw_negatives(layer: Dense, simd: int = 1) -> np.ndarray:
+    """Per channel, what a raw-input unit folded ``simd`` wide falls short of the model's
+    sum by: the count of -1 weights among the columns that lead a term
+    (:func:`raw_pair_columns`). A term's value ``v`` is ``x`` (one input) or ``x_a + x_b``
+    or ``x_a - x_b`` (a pair, chosen by whether the weights agree); the unit adds ``v`` when
+    the leading weight is +1 and ``~v = -v - 1`` (an XOR, no negation) when it is -1.
+    Padding inputs are 0 with weight +1. Read-only (shared by every plan of the layer)."""
     def count():
         weight = np.asarray(layer.weight)
-        counts = np.concatenate([(weight[i:i + 4096] <= 0).sum(axis=1)
+        leading = raw_pair_columns(weight.shape[1], simd)
+        counts = np.concatenate([(weight[i:i + 4096][:, leading] <= 0).sum(axis=1)
                                  for i in range(0, weight.shape[0], 4096)] or
                                 [np.zeros(0, np.int64)]).astype(np.int64)
         counts.flags.writeable = False
         return counts
-    return _weight_fact(layer, "negatives", count)
+    return _weight_fact(layer, ("negatives", 1 if simd < 2 else simd), count)
 
 
-def output_offsets(layer: Dense, binary: bool) -> np.ndarray:
-    """Per-channel constant added to the accumulated value of an output layer.
+def output_offsets(layer: Dense, binary: bool, simd: int = 1) -> np.ndarray:
+    """Per-channel constant added to the accumulated value of an output layer (folded
+    ``simd`` wide).
 
     Binary input: ``score = 2 * popcount - N + bias``, so the offset is ``bias - N``.
-    Raw input: ``score = acc + negatives + bias`` (``acc`` falls short by the count of -1
-    weights, :func:`raw_negatives`).
+    Raw input: ``score = acc + negatives + bias`` (``acc`` falls short by
+    :func:`raw_negatives`).
     """
     m, n = layer.weight.shape
     bias = np.zeros(m, np.int64) if layer.bias is None else layer.bias.astype(np.int64)
-    return bias - n if binary else bias + raw_negatives(layer)
+    return bias - n if binary else bias + raw_negatives(layer, simd)
 
 
 def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None = None,

@@ -27,13 +27,14 @@ def comparator_params(layer: Dense, plan: LayerPlan) -> tuple[list[int], list[in
     Binary input: the unit counts XNOR ones ``p`` and ``acc_model = 2p - N``; so for
     sign +1, ``t = ceil((T + N) / 2)``, and for sign -1, ``p <= floor((N - T) / 2)``, i.e.
     ``t = floor((N - T) / 2) + 1`` inverted. Raw input: ``acc_model = acc + neg`` (the unit
-    adds ``~x = -x - 1`` for each of the channel's ``neg`` -1 weights); ``t = T``, or ``t =
+    adds ``~v = -v - 1`` for each of its ``neg`` terms led by a -1 weight,
+    :func:`~hwgen.fold.raw_negatives`); ``t = T``, or ``t =
     1 - T`` inverted, clamped, then less ``neg``. Every ``t`` is clamped to ``[lo, hi + 1]``
     of ``acc_model`` (always true / never true beyond), which is what sizes the threshold ROM.
     """
     n = plan.n
     lo, hi = plan.acc_range
-    negs = [0] * len(layer.sign) if plan.binary_input else raw_negatives(layer)
+    negs = [0] * len(layer.sign) if plan.binary_input else raw_negatives(layer, plan.simd)
     ts, invs = [], []
     for threshold, sign, neg in zip(layer.threshold.astype(np.int64), layer.sign, negs):
         threshold = int(threshold)
@@ -117,7 +118,7 @@ class MVTU(wiring.Component):
                                               p.weight_logic)
             wread = wrom.read_port()
         if p.is_output:
-            offsets = [int(v) for v in output_offsets(layer, p.binary_input)]
+            offsets = [int(v) for v in output_offsets(layer, p.binary_input, simd)]
             params = pack_lanes(offsets, p.param_width, pe)
         else:
             ts, invs = comparator_params(layer, p)
@@ -169,12 +170,19 @@ class MVTU(wiring.Component):
         x_addr = Signal(range(2 * sf_count))            # rd_buf * sf_count + sf
         w_addr = Signal(range(nf_count * sf_count))     # nf * sf_count + sf
         issue = Signal()
+        if p.paired:
+            # the weights are read a cycle after the buffer word, beside its pair sums
+            w_read_addr = Signal.like(w_addr, name="w_addr_pairs")
+            with m.If(advance):
+                m.d.sync += w_read_addr.eq(w_addr)
+        else:
+            w_read_addr = w_addr
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
             issue.eq(Mux(rd_buf, full[1], full[0]) & advance),
             xport.addr.eq(x_addr),
             xport.en.eq(advance),
-            wread.addr.eq(w_addr),
+            wread.addr.eq(w_read_addr),
             wread.en.eq(advance),
         ]
         with m.If(issue):
@@ -202,6 +210,11 @@ class MVTU(wiring.Component):
 
         flags = stage(issue, sf_first, sf_last, nf, "s1")
         x, w = xport.data, wread.data
+        if p.paired:
+            # ---- stage 2 (paired raw input): each pair's sum and difference, once for all
+            # lanes, registered (the block RAM output reaches no adder in its own cycle).
+            x = self._pair_values(m, x, advance, simd, ebits)
+            flags = stage(*flags, "pairs")
         sums = []
         for lane in range(pe):
             wl = w[lane * simd:(lane + 1) * simd]
@@ -209,7 +222,20 @@ class MVTU(wiring.Component):
             # that the block RAM outputs (and the multiplexer of a ROM deeper than one block)
             # reach no adder in the same cycle.
             terms = []
-            for k in range(simd):
+            for k in range(p.terms if p.paired else 0):
+                # the pair's value (sum when its weights agree, else difference), XORed
+                # into ~v = -v - 1 when its leading weight is -1: one LUT4 a bit
+                s_k, d_k, single = x[k]
+                wa = wl[2 * k]
+                if single:
+                    v = s_k
+                else:
+                    v = Mux(wa == wl[2 * k + 1], s_k, d_k)
+                term = Signal(signed(ebits + 2), name=f"pe{lane}_x{k}")
+                with m.If(advance):
+                    m.d.sync += term.eq(v ^ (~wa).replicate(ebits + 2))
+                terms.append(term)
+            for k in range(0 if p.paired else simd):
                 if p.binary_input:
                     shape, value = 1, ~(x[k] ^ wl[k])
                 else:
@@ -264,5 +290,27 @@ class MVTU(wiring.Component):
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(done), self.o.payload.eq(Cat(*lanes))]
         return m
+
+    @staticmethod
+    def _pair_values(m, x, advance, simd: int, ebits: int) -> list:
+        """Registered ``(x_a + x_b, x_a - x_b, False)`` for each pair of input elements
+        ``(2k, 2k + 1)`` of the buffer word ``x``, and ``(x_last, None, True)`` for an odd
+        ``SIMD``'s last element; values ``signed(ebits + 2)``."""
+        values = []
+        for k in range(0, simd, 2):
+            a = x[k * ebits:(k + 1) * ebits]
+            if k + 1 == simd:
+                single = Signal(signed(ebits + 2), name=f"single{k}")
+                with m.If(advance):
+                    m.d.sync += single.eq(a)
+                values.append((single, None, True))
+                continue
+            b = x[(k + 1) * ebits:(k + 2) * ebits]
+            total = Signal(signed(ebits + 2), name=f"pair{k // 2}_sum")
+            diff = Signal(signed(ebits + 2), name=f"pair{k // 2}_diff")
+            with m.If(advance):
+                m.d.sync += [total.eq(a + b), diff.eq(a - b)]
+            values.append((total, diff, False))
+        return values
 
 
