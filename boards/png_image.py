@@ -1,9 +1,12 @@
 """Strict, bounded PNG reading for ``hwgen run``: a PNG file as one model input.
 
-A PNG is accepted only when it is whole: the signature, every chunk's length and CRC, IHDR
-first, PLTE before the image data when the colours are a palette, consecutive IDAT chunks
-whose zlib stream ends exactly where the pixels the header declares end, and IEND last
-with nothing after it. Everything is checked from the bytes before Pillow decodes a pixel,
+A PNG is accepted only when it is whole and follows the specification's chunk rules: the
+signature, every chunk's length and CRC, IHDR first, no unknown critical chunk, one PLTE
+(not in grey images, no more entries than the bit depth allows) before the image data
+when the colours are a palette, tRNS and the other chunks that must precede the image data
+in their place and size, consecutive IDAT chunks whose zlib stream ends exactly where the
+pixels the header declares end, palette indices inside the palette, and an empty IEND
+last with nothing after it. Everything is checked from the bytes before Pillow decodes a pixel,
 and the pixel count is checked against the model before anything is inflated, so a
 truncated, padded or damaged file is one error, never an image silently filled with zeros.
 
@@ -89,16 +92,54 @@ def _chunks(data: bytes):
             raise ValueError(f"{len(data) - at} bytes after IEND")
 
 
-def _check_structure(data: bytes, pixels_allowed: int) -> _Header:
-    """The header of a whole PNG; raises :class:`ValueError` naming the first defect and
-    :class:`OverflowError` for more than ``pixels_allowed`` pixels (before inflating)."""
+#: Ancillary chunks the PNG specification places before the image data.
+_BEFORE_IDAT = {b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"bKGD", b"hIST", b"tRNS",
+                b"pHYs", b"sPLT", b"cICP", b"mDCV", b"cLLI", b"eXIf"}
+
+
+def _check_chunk(kind: bytes, payload: bytes, header: "_Header", palette: int, idat: bool):
+    """The rules of one chunk after IHDR (``palette``: PLTE entries so far; ``idat``:
+    whether image data came before it)."""
+    if not all(65 <= c <= 90 or 97 <= c <= 122 for c in kind):
+        raise ValueError(f"chunk type {kind!r} is not four letters")
+    if not kind[0] & 0x20 and kind not in (b"PLTE", b"IDAT", b"IEND"):
+        raise ValueError(f"unknown critical chunk {kind.decode()}")
+    if kind in _BEFORE_IDAT and idat:
+        raise ValueError(f"{kind.decode()} after the image data")
+    if kind == b"IEND" and payload:
+        raise ValueError("IEND with data")
+    if kind == b"PLTE":
+        entries = len(payload) // 3
+        if palette or idat:
+            raise ValueError("a second or misplaced PLTE")
+        if header.colour in (0, 4):
+            raise ValueError(f"PLTE in a colour type {header.colour} image")
+        if len(payload) % 3 or not 1 <= entries <= 256 or (
+                header.colour == 3 and entries > 1 << header.depth):
+            raise ValueError(f"PLTE of {len(payload)} bytes for bit depth {header.depth}")
+    if kind == b"tRNS":
+        expected = {0: 2, 2: 6}.get(header.colour)
+        if header.colour in (4, 6) or (expected is not None and len(payload) != expected):
+            raise ValueError(f"tRNS of {len(payload)} bytes in a colour type "
+                             f"{header.colour} image")
+        if header.colour == 3 and not 0 < len(payload) <= palette:
+            raise ValueError(f"tRNS of {len(payload)} entries for a palette of {palette}")
+
+
+def _check_structure(data: bytes, pixels_allowed: int) -> tuple[_Header, int]:
+    """The header and palette size of a whole PNG; raises :class:`ValueError` naming the
+    first defect and :class:`OverflowError` for more than ``pixels_allowed`` pixels
+    (before inflating)."""
     if not data.startswith(_SIGNATURE):
         raise ValueError("not a PNG file")
     header = None
-    seen_plte = seen_iend = False
+    palette = 0
+    seen_iend = False
     idat: list[bytes] = []
     idat_closed = False
     for kind, payload in _chunks(data):
+        if header is not None and kind != b"IHDR":
+            _check_chunk(kind, payload, header, palette, bool(idat))
         if header is None:
             if kind != b"IHDR":
                 raise ValueError("the first chunk is not IHDR")
@@ -115,9 +156,7 @@ def _check_structure(data: bytes, pixels_allowed: int) -> _Header:
         elif idat:
             idat_closed = True
         if kind == b"PLTE":
-            if idat or len(payload) % 3 or not 3 <= len(payload) <= 768:
-                raise ValueError("a misplaced or malformed PLTE")
-            seen_plte = True
+            palette = len(payload) // 3
         elif kind == b"IEND":
             seen_iend = True
     if header is None:
@@ -126,7 +165,7 @@ def _check_structure(data: bytes, pixels_allowed: int) -> _Header:
         raise ValueError("no IEND (the file is truncated)")
     if not idat:
         raise ValueError("no image data (IDAT)")
-    if header.colour == 3 and not seen_plte:
+    if header.colour == 3 and not palette:
         raise ValueError("a palette image without a palette (PLTE)")
     expected = header.raw_length()
     inflater = zlib.decompressobj()
@@ -141,10 +180,10 @@ def _check_structure(data: bytes, pixels_allowed: int) -> _Header:
                          f"(the file is truncated)")
     if inflater.unused_data:
         raise ValueError("data after the end of the image data stream")
-    return header
+    return header, palette
 
 
-def _decode(data: bytes) -> tuple[np.ndarray, int]:
+def _decode(data: bytes, palette: int) -> tuple[np.ndarray, int]:
     """Samples as ``(H, W, samples)`` integers (a palette expanded to RGB[A]) and the
     largest sample value (Pillow widens 2- and 4-bit grey to 8 bits and narrows 16-bit
     colour to 8 bits; 16-bit grey stays 16 bits)."""
@@ -154,6 +193,9 @@ def _decode(data: bytes) -> tuple[np.ndarray, int]:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
             image.load()
             if image.mode == "P":
+                index = int(np.asarray(image).max(initial=0))
+                if index >= palette:
+                    raise ValueError(f"palette index {index} of a palette of {palette}")
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             top = {"1": 1, "I": 65535, "I;16": 65535, "I;16B": 65535}.get(image.mode, 255)
             pixels = np.asarray(image).astype(np.int64)
@@ -179,7 +221,7 @@ def load_png(path: Path, input_spec) -> np.ndarray:
                         f"model's input")
     flat = height == width == 1
     try:
-        header = _check_structure(data, channels if flat else height * width)
+        header, palette = _check_structure(data, channels if flat else height * width)
     except OverflowError:
         raise UserError(f"{path}: a PNG of more pixels than the model takes "
                         f"({list(input_spec.shape)})") from None
@@ -196,7 +238,7 @@ def load_png(path: Path, input_spec) -> np.ndarray:
         raise UserError(f"{path}: the model takes {channels} channels; a PNG gives 1 (grey) "
                         f"or 3 (RGB)")
     try:
-        samples, top = _decode(data)
+        samples, top = _decode(data, palette)
     except (OSError, ValueError, SyntaxError, MemoryError) as err:
         raise UserError(f"{path}: not a readable PNG ({err})") from None
     colour = samples[:, :, :3] if samples.shape[2] >= 3 else samples[:, :, :1]

@@ -40,6 +40,11 @@ from .vectors import pack_beats
 #: the largest file, not the whole design (fmnist-mlp-best at -j 2: 1243 -> 642 MiB peak,
 #: 34 -> 16 s cold, same simulated speed).
 HARNESS_MAKEFLAGS = "OPT_FAST=-O2 OPT_GLOBAL=-O2"
+#: The largest generated Verilog handed to Verilator (``$SBN_MAX_VERILATOR_SOURCE_BYTES``
+#: raises it): Verilator's memory grows with the source, up to ~120 bytes a byte for wide
+#: line buffers in logic (a 52 MB core took 4.1 GB, a 17 MB one 2 GB; a 4.5 MB dense one
+#: about 1.3 GB for the whole sim).
+MAX_VERILATOR_SOURCE_BYTES = 10 << 20
 VERILATOR_SPLIT = ("--output-split", "4000", "--output-split-cfuncs", "1000")
 
 _LOAD = r"""
@@ -348,6 +353,7 @@ class VerilatedCore:
         covers the Verilog, the harness, the interface and every Verilator option."""
         harness = self.harness_source()
         options = self.verilator_options()
+        check_verilator_source(self.verilog.stat().st_size)
         source = self.verilog.read_bytes()
         if self.x_random:
             text, self.power_on_values_dropped = without_power_on_values(source.decode())
@@ -560,6 +566,19 @@ def _lines(path: Path) -> int:
 def _last_error(log: str) -> str:
     errors = [line for line in log.splitlines() if "%Error" in line or "error:" in line]
     return (errors[0] if errors else log.strip().splitlines()[-1] if log.strip() else "?")[:300]
+
+
+def check_verilator_source(size: int) -> None:
+    """UserError when ``size`` bytes of generated Verilog are more than
+    :data:`MAX_VERILATOR_SOURCE_BYTES` (or ``$SBN_MAX_VERILATOR_SOURCE_BYTES``)."""
+    from hwgen.files import size_limit
+
+    limit = size_limit("SBN_MAX_VERILATOR_SOURCE_BYTES", MAX_VERILATOR_SOURCE_BYTES)
+    if size > limit:
+        raise UserError(f"the generated Verilog is {size / 2**20:.1f} MiB, more than the "
+                        f"{limit / 2**20:g} MiB Verilator is given (its memory grows with "
+                        f"the source): give a fold with a smaller PExSIMD, or raise "
+                        f"$SBN_MAX_VERILATOR_SOURCE_BYTES")
 
 
 def _run_group(cmd: list, **kwargs) -> tuple[str, str, int]:

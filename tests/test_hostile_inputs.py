@@ -791,6 +791,7 @@ def test_training_and_test_images_of_different_sizes(tmp_path):
 @pytest.mark.parametrize("change, why", [
     ("epoch_nan", "epoch nan is not a whole number in 0..1"),
     ("epoch_negative", "epoch -5 is not a whole number in 0..1"),
+    ("epoch_bool", "epoch True is not a whole number in 0..1"),
     ("weights_nan", "its weights are not all finite"),
     ("weights_shape", "Error(s) in loading state_dict for Net:"),
     ("no_weights", "Error(s) in loading state_dict for Net:"),
@@ -810,6 +811,7 @@ def test_resume_from_a_checkpoint_of_plain_data_that_is_wrong(tmp_path, change, 
     model = state["model"]
     state.update({
         "epoch_nan": {"epoch": float("nan")}, "epoch_negative": {"epoch": -5},
+        "epoch_bool": {"epoch": True},
         "weights_nan": {"model": {k: v * float("nan") if v.is_floating_point() else v
                                   for k, v in model.items()}},
         "weights_shape": {"model": {k: torch.zeros(3) for k in model}},
@@ -855,3 +857,22 @@ def test_a_stop_during_the_verilator_compile_leaves_nothing_running(tmp_path):
             break
         time.sleep(0.2)
     assert not alive
+
+
+def test_verilog_too_large_for_verilator_is_refused_before_it_runs(tmp_path):
+    """A 1.6 KB model (a 1x1 conv over a 4096x1 map) generated 52 MB of Verilog, and
+    Verilator took 4.1 GB for it: the source is bounded before Verilator starts."""
+    env = dict(os.environ, SBN_MAX_VERILATOR_SOURCE_BYTES="4096",
+               SBN_CACHE_DIR=str(tmp_path / "cache"))
+    # not under cli_rejects's 1 GiB cap: YoWASP's Yosys reserves several GB of address space
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "sim",
+                           str(ROOT / "models/fmnist-mlp-up5k.npz"), "--dataset",
+                           "fashion-mnist", "--limit", "2", "-j", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    line = proc.stderr.strip()
+    assert re.fullmatch(r"error: the generated Verilog is [0-9.]+ MiB, more than the "
+                        r"0\.00390625 MiB Verilator is given \(its memory grows with the "
+                        r"source\): give a fold with a smaller PExSIMD, or raise "
+                        r"\$SBN_MAX_VERILATOR_SOURCE_BYTES", line), line
+    assert not list((tmp_path / "cache").glob("**/sim"))

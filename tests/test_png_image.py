@@ -160,6 +160,59 @@ def test_a_damaged_png_is_refused(tmp_path, case, message):
     assert load_png(path, spec((1, 8, 7))).shape == (1, 8, 7)
 
 
+def _png_with(width, height, depth, colour, raw, before=(), after=()) -> bytes:
+    """A PNG with extra chunks ``(kind, data)`` before and after its IDAT."""
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth,
+                                                            colour, 0, 0, 0))
+    out += b"".join(chunk(k, d) for k, d in before) + chunk(b"IDAT", zlib.compress(raw))
+    return out + b"".join(chunk(k, d) for k, d in after) + chunk(b"IEND", b"")
+
+
+_GREY = (4, 2, 8, 0, b"\0\1\2\3\4" * 2)
+_PALETTE = (4, 2, 8, 3, b"\0\0\1\0\1" * 2)
+
+
+@pytest.mark.parametrize("case, png, message", [
+    ("unknown critical chunk", _png_with(*_GREY, before=[(b"ABCD", b"")]),
+     "unknown critical chunk ABCD"),
+    ("chunk type not letters", _png_with(*_GREY, before=[(b"a\x01cd", b"")]),
+     "is not four letters"),
+    ("IEND with data", _png_with(*_GREY)[:-12] + chunk(b"IEND", b"xy"), "IEND with data"),
+    ("PLTE in grey", _png_with(*_GREY, before=[(b"PLTE", b"\0" * 6)]),
+     "PLTE in a colour type 0 image"),
+    ("PLTE beyond the bit depth", _png_with(2, 1, 1, 3, b"\0\x40",
+                                            before=[(b"PLTE", b"\0" * 9)]),
+     "PLTE of 9 bytes for bit depth 1"),
+    ("two PLTE", _png_with(*_PALETTE, before=[(b"PLTE", b"\0" * 6)] * 2),
+     "a second or misplaced PLTE"),
+    ("tRNS in RGBA", _png_with(1, 1, 8, 6, b"\0" + bytes(4), before=[(b"tRNS", b"\0\0")]),
+     "tRNS of 2 bytes in a colour type 6 image"),
+    ("tRNS longer than the palette", _png_with(*_PALETTE, before=[(b"PLTE", b"\0" * 6),
+                                                                  (b"tRNS", b"\0" * 3)]),
+     "tRNS of 3 entries for a palette of 2"),
+    ("gAMA after IDAT", _png_with(*_GREY, after=[(b"gAMA", b"\0\0\xb1\x8f")]),
+     "gAMA after the image data"),
+    ("palette index outside the palette", _png_with(*_PALETTE, before=[(b"PLTE", b"\0" * 3)]),
+     "palette index 1 of a palette of 1"),
+])
+def test_a_png_against_the_chunk_rules_is_refused(tmp_path, case, png, message):
+    path = tmp_path / "bad.png"
+    path.write_bytes(png)
+    with pytest.raises(UserError, match="not a readable PNG") as caught:
+        load_png(path, spec((3, 2, 4)))
+    assert message in str(caught.value)
+
+
+def test_chunks_in_their_place_are_read(tmp_path):
+    path = tmp_path / "ok.png"
+    path.write_bytes(_png_with(*_PALETTE, before=[(b"gAMA", b"\0\0\xb1\x8f"),
+                                                  (b"PLTE", b"\x0a\x0b\x0c\x14\x15\x16"),
+                                                  (b"tRNS", b"\xff")],
+                               after=[(b"tEXt", b"k\0v")]))
+    got = load_png(path, spec((3, 2, 4)))
+    assert got[:, 0, :].T.tolist() == [[10, 11, 12], [20, 21, 22], [10, 11, 12], [20, 21, 22]]
+
+
 def test_sizes_and_channels_the_model_does_not_take_are_refused(tmp_path):
     grey = saved(tmp_path, np.zeros((8, 24), np.uint8))
     with pytest.raises(UserError, match="more pixels than the model takes"):

@@ -319,7 +319,7 @@ def train(cfg: TrainConfig) -> dict:
                             f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
         try:
             start_epoch = state["epoch"]
-            if not isinstance(start_epoch, int) or not 0 <= start_epoch <= cfg.epochs:
+            if type(start_epoch) is not int or not 0 <= start_epoch <= cfg.epochs:
                 raise ValueError(f"epoch {start_epoch!r} is not a whole number in "
                                  f"0..{cfg.epochs}")
             if not all(torch.isfinite(t).all() for t in state["model"].values()
