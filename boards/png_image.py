@@ -94,18 +94,118 @@ def _chunks(data: bytes):
 
 #: Ancillary chunks the PNG specification places before the image data.
 _BEFORE_IDAT = {b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"bKGD", b"hIST", b"tRNS",
-                b"pHYs", b"sPLT", b"cICP", b"mDCV", b"cLLI", b"eXIf"}
+                b"pHYs", b"sPLT", b"cICP", b"mDCV", b"cLLI", b"eXIf", b"acTL"}
 
 
-def _check_chunk(kind: bytes, payload: bytes, header: "_Header", palette: int, idat: bool):
+#: Ancillary chunks that may appear at most once, and those that must precede PLTE.
+_ONCE = {b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"bKGD", b"hIST", b"tRNS", b"pHYs",
+         b"tIME", b"cICP", b"mDCV", b"cLLI", b"eXIf", b"acTL"}
+_BEFORE_PLTE = {b"cHRM", b"gAMA", b"iCCP", b"sBIT", b"sRGB", b"cICP", b"mDCV", b"cLLI"}
+#: Fixed payload sizes of ancillary chunks.
+_SIZES = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"tIME": 7, b"cICP": 4,
+          b"cLLI": 8, b"mDCV": 24}
+#: The most a compressed text or profile chunk may inflate to.
+_MAX_TEXT_BYTES = 1 << 20
+
+
+def _inflate_whole(data: bytes, what: str) -> None:
+    """ValueError unless ``data`` is one complete zlib stream of at most
+    :data:`_MAX_TEXT_BYTES` with nothing after it."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, _MAX_TEXT_BYTES + 1)
+    except zlib.error as err:
+        raise ValueError(f"{what}: damaged compressed data ({err})") from None
+    if len(out) > _MAX_TEXT_BYTES or inflater.unconsumed_tail:
+        raise ValueError(f"{what}: inflates past {_MAX_TEXT_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise ValueError(f"{what}: incomplete or padded compressed data")
+
+
+def _keyword(payload: bytes, what: str) -> bytes:
+    """The text after a chunk's keyword and its NUL; ValueError for a bad keyword."""
+    keyword, nul, rest = payload.partition(b"\0")
+    if not nul or not 1 <= len(keyword) <= 79 or any(
+            not (32 <= c <= 126 or 161 <= c <= 255) for c in keyword):
+        raise ValueError(f"{what} without a keyword of 1 to 79 Latin-1 letters and a NUL")
+    return rest
+
+
+def _check_ancillary(kind: bytes, payload: bytes, header: "_Header", palette: int) -> None:
+    """The size and value rules of the ancillary chunks the specification defines."""
+    name = kind.decode()
+    if kind in _SIZES and len(payload) != _SIZES[kind]:
+        raise ValueError(f"{name} of {len(payload)} bytes, not {_SIZES[kind]}")
+    if kind == b"sRGB" and payload[0] > 3:
+        raise ValueError(f"sRGB rendering intent {payload[0]}")
+    if kind == b"pHYs" and payload[8] > 1:
+        raise ValueError(f"pHYs unit {payload[8]}")
+    if kind == b"tIME":
+        _, month, day, hour, minute, second = struct.unpack(">HBBBBB", payload)
+        if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59
+                and second <= 60):
+            raise ValueError("tIME holds an impossible date")
+    if kind == b"sBIT":
+        count = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}[header.colour]
+        top = 8 if header.colour == 3 else header.depth
+        if len(payload) != count or not all(1 <= v <= top for v in payload):
+            raise ValueError(f"sBIT of {len(payload)} bytes or values past {top} bits")
+    if kind == b"bKGD":
+        if header.colour == 3:
+            if len(payload) != 1 or payload[0] >= palette:
+                raise ValueError(f"bKGD not an index into the palette of {palette}")
+        elif len(payload) != (2 if header.colour in (0, 4) else 6):
+            raise ValueError(f"bKGD of {len(payload)} bytes in a colour type "
+                             f"{header.colour} image")
+    if kind in (b"bKGD", b"tRNS") and header.colour in (0, 2, 4, 6):
+        samples = struct.unpack(f">{len(payload) // 2}H", payload[:len(payload) // 2 * 2])
+        if any(v >> header.depth for v in samples):
+            raise ValueError(f"{name} holds a sample past {header.depth} bits")
+    if kind == b"hIST" and (not palette or len(payload) != 2 * palette):
+        raise ValueError(f"hIST of {len(payload)} bytes for a palette of {palette}")
+    if kind == b"tEXt":
+        _keyword(payload, "tEXt")
+    if kind in (b"zTXt", b"iCCP"):
+        rest = _keyword(payload, name)
+        if not rest or rest[0] != 0:
+            raise ValueError(f"{name} with an unknown compression method")
+        _inflate_whole(rest[1:], name)
+    if kind == b"iTXt":
+        rest = _keyword(payload, "iTXt")
+        if len(rest) < 2 or rest[0] > 1 or rest[1] != 0:
+            raise ValueError("iTXt with a bad compression flag or method")
+        compressed = rest[0] == 1
+        _, nul1, rest = rest[2:].partition(b"\0")
+        _, nul2, text = rest.partition(b"\0")
+        if not (nul1 and nul2):
+            raise ValueError("iTXt without its language tag and translated keyword")
+        if compressed:
+            _inflate_whole(text, "iTXt")
+    if kind == b"eXIf" and payload[:4] not in (b"MM\0*", b"II*\0"):
+        raise ValueError("eXIf without a TIFF header")
+
+
+def _check_chunk(kind: bytes, payload: bytes, header: "_Header", palette: int, idat: bool,
+                 seen: set):
     """The rules of one chunk after IHDR (``palette``: PLTE entries so far; ``idat``:
-    whether image data came before it)."""
+    whether image data came before it; ``seen``: the chunk types before it)."""
     if not all(65 <= c <= 90 or 97 <= c <= 122 for c in kind):
         raise ValueError(f"chunk type {kind!r} is not four letters")
     if not kind[0] & 0x20 and kind not in (b"PLTE", b"IDAT", b"IEND"):
         raise ValueError(f"unknown critical chunk {kind.decode()}")
+    if kind[2] & 0x20:
+        raise ValueError(f"chunk {kind.decode()} has the reserved bit set (a lower-case third "
+                         f"letter)")
     if kind in _BEFORE_IDAT and idat:
         raise ValueError(f"{kind.decode()} after the image data")
+    if kind in _ONCE and kind in seen:
+        raise ValueError(f"a second {kind.decode()}")
+    if kind in _BEFORE_PLTE and palette:
+        raise ValueError(f"{kind.decode()} after PLTE")
+    if kind in (b"bKGD", b"hIST", b"tRNS") and header.colour == 3 and not palette:
+        raise ValueError(f"{kind.decode()} before PLTE")
+    if kind not in (b"PLTE", b"IDAT", b"IEND"):
+        _check_ancillary(kind, payload, header, palette)
     if kind == b"IEND" and payload:
         raise ValueError("IEND with data")
     if kind == b"PLTE":
@@ -137,9 +237,11 @@ def _check_structure(data: bytes, pixels_allowed: int) -> tuple[_Header, int]:
     seen_iend = False
     idat: list[bytes] = []
     idat_closed = False
+    seen: set = set()
     for kind, payload in _chunks(data):
         if header is not None and kind != b"IHDR":
-            _check_chunk(kind, payload, header, palette, bool(idat))
+            _check_chunk(kind, payload, header, palette, bool(idat), seen)
+            seen.add(kind)
         if header is None:
             if kind != b"IHDR":
                 raise ValueError("the first chunk is not IHDR")

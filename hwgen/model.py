@@ -465,7 +465,10 @@ def _scalar_str(arrays: dict, key: str) -> str:
     if value.ndim != 0 or value.dtype.kind not in "US":
         raise ModelFormatError(f"key {key!r} must be a 0-d string, got {value.dtype.name} "
                                f"shape {list(value.shape)}")
-    value = value.item()
+    try:
+        value = value.item()
+    except (SystemError, ValueError, UnicodeError):  # a code point past U+10FFFF
+        raise ModelFormatError(f"key {key!r} holds a character that is not Unicode") from None
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")

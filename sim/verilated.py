@@ -365,11 +365,16 @@ class VerilatedCore:
             key.update(part)
         folder = self.cache_dir / key.hexdigest()[:24]
         exe = folder / "sim"
-        if exe.is_file():
+        if _intact(exe):
             return exe
         verilator = find_verilator()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="build-", dir=self.cache_dir))
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix="build-", dir=self.cache_dir))
+        except OSError as err:
+            raise UserError(f"the simulator cache {self.cache_dir} cannot be used "
+                            f"({err.strerror or err}): set $SBN_CACHE_DIR to a writable "
+                            f"folder") from None
         keep = False   # a failed compile keeps its folder for the log; nothing else does
         try:
             (work / "harness.cpp").write_text(harness)
@@ -383,10 +388,7 @@ class VerilatedCore:
                 keep = True
                 raise UserError(f"Verilator build failed (log: {log}): "
                                 f"{_last_error(stdout + stderr)}")
-            folder.mkdir(parents=True, exist_ok=True)
-            built = folder / "sim.tmp"
-            shutil.copy(work / "obj" / "sim", built)
-            os.replace(built, exe)
+            _publish(work / "obj" / "sim", exe)
         finally:
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
@@ -444,7 +446,12 @@ class VerilatedCore:
             if waves is not None:
                 cmds[0].append(str(waves))
             stdouts = _run_shards(cmds, outs, tmp, count, progress)
-            tables = [np.loadtxt(out, dtype=np.int64, ndmin=2).reshape(-1, 2) for out in outs]
+            try:
+                tables = [np.loadtxt(out, dtype=np.int64, ndmin=2).reshape(-1, 2)
+                          for out in outs]
+            except (OSError, ValueError) as err:
+                raise UserError(f"the simulator {exe} wrote no readable results ({err}); "
+                                f"remove {exe.parent} to rebuild it") from None
         table = np.concatenate(tables)
         digests = None
         if self.x_random:
@@ -527,7 +534,11 @@ def _run_shards(cmds: list[list[str]], outs: list[Path], tmp: Path, count: int,
         for k, cmd in enumerate(cmds):
             logs.append((tmp / f"stdout{k}.txt", tmp / f"stderr{k}.txt"))
             with open(logs[-1][0], "w") as stdout, open(logs[-1][1], "w") as stderr:
-                procs.append(subprocess.Popen(cmd, stdout=stdout, stderr=stderr))
+                try:
+                    procs.append(subprocess.Popen(cmd, stdout=stdout, stderr=stderr))
+                except OSError as err:
+                    raise UserError(f"cannot run the simulator {cmd[0]} ({err.strerror or err})"
+                                    f"; remove {Path(cmd[0]).parent} to rebuild it") from None
         if progress:
             from tqdm import tqdm
 
@@ -566,6 +577,46 @@ def _lines(path: Path) -> int:
 def _last_error(log: str) -> str:
     errors = [line for line in log.splitlines() if "%Error" in line or "error:" in line]
     return (errors[0] if errors else log.strip().splitlines()[-1] if log.strip() else "?")[:300]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(exe: Path) -> bool:
+    """Whether the cached simulator ``exe`` is a file whose digest matches the one written
+    beside it when it was built (an emptied, replaced or half-copied entry is rebuilt)."""
+    try:
+        return exe.is_file() and (exe.parent / "sim.sha256").read_text() == _digest(exe)
+    except (OSError, UnicodeError):
+        return False
+
+
+def _publish(built: Path, exe: Path) -> None:
+    """Copy the simulator ``built`` into the cache as ``exe`` with its digest beside it;
+    whatever occupied those names is replaced. A UserError if the cache cannot take it."""
+    folder = exe.parent
+    staged = folder / "sim.tmp"
+    try:
+        if folder.exists() and not folder.is_dir():
+            folder.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in (exe, folder / "sim.sha256"):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+        shutil.copy(built, staged)
+        (folder / "sim.sha256.tmp").write_text(_digest(staged))
+        os.replace(staged, exe)
+        os.replace(folder / "sim.sha256.tmp", folder / "sim.sha256")
+    except OSError as err:
+        for leftover in (staged, folder / "sim.sha256.tmp"):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+        raise UserError(f"cannot store the simulator in the cache {folder} "
+                        f"({err.strerror or err}): set $SBN_CACHE_DIR to a writable "
+                        f"folder") from None
 
 
 def check_verilator_source(size: int) -> None:

@@ -8,6 +8,7 @@ of address space and a timeout, and check: exit 2, exactly one ``error:`` line, 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import re
@@ -876,3 +877,82 @@ def test_verilog_too_large_for_verilator_is_refused_before_it_runs(tmp_path):
                         r"source\): give a fold with a smaller PExSIMD, or raise "
                         r"\$SBN_MAX_VERILATOR_SOURCE_BYTES", line), line
     assert not list((tmp_path / "cache").glob("**/sim"))
+
+
+def test_a_string_member_past_unicode_is_one_error(tmp_path):
+    """A 0-d '<U1' member holding code point 0x110000 made numpy raise SystemError."""
+    src = tmp_path / "ok.npz"
+    model_io.save(model_io.Model(model_io.InputSpec((4, 1, 1), 8, None),
+                                 [model_io.Dense(np.ones((2, 4), np.int8))], ["a", "b"], {}),
+                  src)
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(bad, "w") as new:
+        for info in old.infolist():
+            data = old.read(info)
+            if info.filename == "format.npy":
+                data = npy_header("{'descr': '<U1', 'fortran_order': False, 'shape': (), }") + \
+                    b"\x00\x00\x11\x00"
+            new.writestr(info.filename, data)
+    assert cli_rejects("info", bad) == (
+        f"error: {bad}: key 'format' holds a character that is not Unicode")
+
+
+@pytest.mark.parametrize("arch, why", [
+    ("mlp:65536-65536", "4346347520 weights in the hidden layers, more than the 33554432"),
+    ("cnn:c4096-c8", "3217536 activation values per image, more than the 2097152"),
+])
+def test_training_a_network_too_large_is_refused_before_allocating(tmp_path, arch, why):
+    line = _train_rejects("--arch", arch, "--epochs", "1", "--no-progress", "--data-dir",
+                          _tiny_fmnist(tmp_path / "d"), "--out", tmp_path / "m.npz")
+    assert line.startswith(f"error: architecture {arch!r}: {why}")
+
+
+def test_a_checkpoint_with_compressed_records_is_not_inflated(tmp_path):
+    """A 2 MB checkpoint whose deflated record held 2 GB of zeros took 2.3 GB to refuse."""
+    folder = _tiny_fmnist(tmp_path / "d")
+    out = tmp_path / "m.npz"
+    subprocess.run([sys.executable, "-m", "train", *_TRAIN, "--data-dir", str(folder),
+                    "--out", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=120)
+    ckpt = tmp_path / "m.ckpt.pt"
+    stored = ckpt.read_bytes()
+    with zipfile.ZipFile(ckpt, "w", zipfile.ZIP_DEFLATED) as packed, \
+            zipfile.ZipFile(io.BytesIO(stored)) as original:
+        for info in original.infolist():
+            packed.writestr(info.filename, original.read(info))
+    out.unlink()
+    line = _train_rejects(*_TRAIN, "--data-dir", folder, "--out", out, "--resume")
+    assert line.startswith(f"error: {ckpt}: not a readable checkpoint (its record ")
+    assert line.endswith("is compressed; train stores them uncompressed)")
+    assert not out.exists()
+
+
+def test_a_damaged_simulator_cache_is_rebuilt_or_named(tmp_path):
+    from hwgen.random_models import random_images
+
+    model = random_model(np.random.default_rng(3), (4, 1, 1), [dense(3)], classes=2)
+    model_io.save(model, tmp_path / "m.npz")
+    write_idx(tmp_path / "i", random_images(np.random.default_rng(4), model.input, 8)
+              .reshape(8, 4).astype(np.uint8))
+    argv = [sys.executable, "-m", "hwgen", "sim", str(tmp_path / "m.npz"), "--images",
+            str(tmp_path / "i"), "-j", "1"]
+
+    def sim(cache):
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, SBN_CACHE_DIR=str(cache)))
+
+    (tmp_path / "afile").write_text("")
+    proc = sim(tmp_path / "afile")
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: the simulator cache {tmp_path}/afile/verilator cannot be used (Not a "
+        f"directory): set $SBN_CACHE_DIR to a writable folder\n")
+    cache = tmp_path / "cache"
+    assert sim(cache).returncode == 0
+    (exe,) = cache.glob("verilator/*/sim")
+    for damage in ("empty", "script", "folder"):
+        exe.unlink() if exe.is_file() else None
+        {"empty": lambda: exe.write_bytes(b""),
+         "script": lambda: exe.write_text("#!/bin/sh\nexit 0\n"),
+         "folder": exe.mkdir}[damage]()
+        proc = sim(cache)
+        assert proc.returncode == 0 and "agreement 8/8" in proc.stdout, (damage, proc.stderr)
+        assert exe.is_file() and not list(exe.parent.glob("*.tmp"))

@@ -75,6 +75,11 @@ PRESETS = {
 }
 
 MAX_WIDTH = 1 << 16
+#: The most weights the hidden layers may hold (float32 with gradients and Adam's two
+#: moments: 16 bytes each, 512 MiB), and the most activation values one image may produce
+#: in them (a batch keeps several tensors of these per layer for the backward pass).
+MAX_WEIGHTS = 1 << 25
+MAX_ACTIVATIONS = 1 << 21
 MAX_LAYERS = _MODEL_MAX_LAYERS  # what the model format's readers take
 _ITEM = re.compile(r"^(?:(c|d)?([0-9]+)|(p))$")
 
@@ -118,7 +123,29 @@ def parse_arch(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28)) -> Ar
             raise ArchError(f"architecture {spec!r}: bare width {item!r} is only allowed in an "
                             f"mlp spec; write d{width} for a dense layer")
     _check(spec, kind, hidden, input_shape)
-    return Arch(kind, tuple(hidden), spec)
+    arch = Arch(kind, tuple(hidden), spec)
+    _check_size(arch, input_shape)
+    return arch
+
+
+def _check_size(arch: Arch, input_shape) -> None:
+    """ArchError when the hidden layers hold more than :data:`MAX_WEIGHTS` weights or produce
+    more than :data:`MAX_ACTIVATIONS` values per image (checked before anything is built)."""
+    shapes = arch.shapes(input_shape)
+    weights = 0
+    for layer, (c, h, w) in zip(arch.hidden, shapes):
+        if layer.op == "conv":
+            weights += c * 9 * layer.width
+        elif layer.op == "dense":
+            weights += c * h * w * layer.width
+    values = sum(c * h * w for c, h, w in shapes[1:])
+    short = arch.spec if len(arch.spec) <= 60 else arch.spec[:57] + "..."
+    if weights > MAX_WEIGHTS:
+        raise ArchError(f"architecture {short!r}: {weights} weights in the hidden layers, more "
+                        f"than the {MAX_WEIGHTS} training takes")
+    if values > MAX_ACTIVATIONS:
+        raise ArchError(f"architecture {short!r}: {values} activation values per image, more "
+                        f"than the {MAX_ACTIVATIONS} training takes")
 
 
 def _check(spec: str, kind: str, hidden: list[LayerSpec], input_shape) -> None:

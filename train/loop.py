@@ -20,6 +20,7 @@ import pickle
 import sys
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -146,7 +147,10 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by :func:`train` (plain data only; never unpickles objects)."""
+    """A checkpoint written by :func:`train` (plain data only; never unpickles objects; its
+    records must be stored, not compressed, so that reading takes no more memory than the
+    file's size)."""
+    _check_stored_records(path)
     try:
         with warnings.catch_warnings():   # e.g. torch's note on the pickle protocol: the
             warnings.simplefilter("ignore")   # error line below says what is wrong
@@ -160,6 +164,25 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: not a checkpoint written by train (it holds a "
                         f"{type(state).__name__}, not a dictionary)")
     return state
+
+
+def _check_stored_records(path: str | Path) -> None:
+    """UserError when the regular file ``path`` is a zip archive with a compressed record
+    (``torch.save`` stores them; a 2 MB deflated record can inflate to 2 GB)."""
+    if not os.path.isfile(path):
+        return   # torch.load names what is wrong with it
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError) as err:
+        raise UserError(f"{path}: not a readable checkpoint ({err})") from None
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise UserError(f"{path}: not a readable checkpoint (its record "
+                            f"{info.filename[:80]!r} is compressed; train stores them "
+                            f"uncompressed)")
 
 
 @torch.no_grad()
