@@ -244,7 +244,7 @@ def _cache_root() -> Path:
 def build_board(top, *, cache_dir: Path | None = None) -> Path:
     """Compile the board top and the harness; returns the executable (cached)."""
     from sim.toolchain import find_verilator
-    from sim.verilated import check_verilator_source
+    from sim.cache import check_verilator_source
 
     text, extra = board_verilog(top)
     check_verilator_source(len(text.encode()))

@@ -32,6 +32,7 @@ import numpy as np
 from hwgen.errors import UserError
 
 from .toolchain import find_verilator
+from .cache import check_verilator_source, intact, publish
 from .vectors import pack_beats
 
 #: Make variables of the C++ build: the per-cycle code and the harness at -O2, the run-once
@@ -40,11 +41,6 @@ from .vectors import pack_beats
 #: the largest file, not the whole design (fmnist-mlp-best at -j 2: 1243 -> 642 MiB peak,
 #: 34 -> 16 s cold, same simulated speed).
 HARNESS_MAKEFLAGS = "OPT_FAST=-O2 OPT_GLOBAL=-O2"
-#: The largest generated Verilog handed to Verilator (``$SBN_MAX_VERILATOR_SOURCE_BYTES``
-#: raises it): Verilator's memory grows with the source, up to ~120 bytes a byte for wide
-#: line buffers in logic (a 52 MB core took 4.1 GB, a 17 MB one 2 GB; a 4.5 MB dense one
-#: about 1.3 GB for the whole sim).
-MAX_VERILATOR_SOURCE_BYTES = 10 << 20
 VERILATOR_SPLIT = ("--output-split", "4000", "--output-split-cfuncs", "1000")
 
 _LOAD = r"""
@@ -365,7 +361,7 @@ class VerilatedCore:
             key.update(part)
         folder = self.cache_dir / key.hexdigest()[:24]
         exe = folder / "sim"
-        if _intact(exe):
+        if intact(exe):
             return exe
         verilator = find_verilator()
         try:
@@ -388,7 +384,7 @@ class VerilatedCore:
                 keep = True
                 raise UserError(f"Verilator build failed (log: {log}): "
                                 f"{_last_error(stdout + stderr)}")
-            _publish(work / "obj" / "sim", exe)
+            publish(work / "obj" / "sim", exe)
         finally:
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
@@ -577,59 +573,6 @@ def _lines(path: Path) -> int:
 def _last_error(log: str) -> str:
     errors = [line for line in log.splitlines() if "%Error" in line or "error:" in line]
     return (errors[0] if errors else log.strip().splitlines()[-1] if log.strip() else "?")[:300]
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _intact(exe: Path) -> bool:
-    """Whether the cached simulator ``exe`` is a file whose digest matches the one written
-    beside it when it was built (an emptied, replaced or half-copied entry is rebuilt)."""
-    try:
-        return exe.is_file() and (exe.parent / "sim.sha256").read_text() == _digest(exe)
-    except (OSError, UnicodeError):
-        return False
-
-
-def _publish(built: Path, exe: Path) -> None:
-    """Copy the simulator ``built`` into the cache as ``exe`` with its digest beside it;
-    whatever occupied those names is replaced. A UserError if the cache cannot take it."""
-    folder = exe.parent
-    staged = folder / "sim.tmp"
-    try:
-        if folder.exists() and not folder.is_dir():
-            folder.unlink()
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in (exe, folder / "sim.sha256"):
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-        shutil.copy(built, staged)
-        (folder / "sim.sha256.tmp").write_text(_digest(staged))
-        os.replace(staged, exe)
-        os.replace(folder / "sim.sha256.tmp", folder / "sim.sha256")
-    except OSError as err:
-        for leftover in (staged, folder / "sim.sha256.tmp"):
-            try:
-                leftover.unlink()
-            except OSError:
-                pass
-        raise UserError(f"cannot store the simulator in the cache {folder} "
-                        f"({err.strerror or err}): set $SBN_CACHE_DIR to a writable "
-                        f"folder") from None
-
-
-def check_verilator_source(size: int) -> None:
-    """UserError when ``size`` bytes of generated Verilog are more than
-    :data:`MAX_VERILATOR_SOURCE_BYTES` (or ``$SBN_MAX_VERILATOR_SOURCE_BYTES``)."""
-    from hwgen.files import size_limit
-
-    limit = size_limit("SBN_MAX_VERILATOR_SOURCE_BYTES", MAX_VERILATOR_SOURCE_BYTES)
-    if size > limit:
-        raise UserError(f"the generated Verilog is {size / 2**20:.1f} MiB, more than the "
-                        f"{limit / 2**20:g} MiB Verilator is given (its memory grows with "
-                        f"the source): give a fold with a smaller PExSIMD, or raise "
-                        f"$SBN_MAX_VERILATOR_SOURCE_BYTES")
 
 
 def _run_group(cmd: list, **kwargs) -> tuple[str, str, int]:
