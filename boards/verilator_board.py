@@ -35,6 +35,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from hwgen.errors import UserError
+
 _HARNESS = r"""
 #include "V{top}.h"
 #include "verilated.h"
@@ -243,8 +245,10 @@ def _cache_root() -> Path:
 
 def build_board(top, *, cache_dir: Path | None = None) -> Path:
     """Compile the board top and the harness; returns the executable (cached)."""
+    from sim.cache import check_verilator_source, intact, publish
     from sim.toolchain import find_verilator
-    from sim.cache import check_verilator_source
+    from sim.verilated import _last_error as last_error
+    from sim.verilated import _run_group as run_group
 
     text, extra = board_verilog(top)
     check_verilator_source(len(text.encode()))
@@ -259,27 +263,29 @@ def build_board(top, *, cache_dir: Path | None = None) -> Path:
     root = Path(cache_dir) if cache_dir else _cache_root() / "board-verilator"
     work = root / digest.hexdigest()[:20]
     exe = work / "obj" / f"V{TOP_NAME}"
-    if exe.is_file():
+    if intact(exe):
         return exe
-    tmp = work.with_name(work.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / f"{TOP_NAME}.v").write_text(text)
-    (tmp / "harness.cpp").write_text(harness)
-    verilator = find_verilator()
-    cmd = [verilator.executable, "--cc", "--exe", "--build", "-O2", "--x-assign", "fast",
-           "--x-initial", "fast", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-           "--top-module", TOP_NAME, "-Mdir", "obj", *getattr(verilator, "extra_args", ()),
-           f"{TOP_NAME}.v", *(str(p.resolve()) for p in extra), "harness.cpp"]
-    result = subprocess.run(cmd, cwd=tmp, env=verilator.env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"Verilator build of the board top failed:\n{result.stderr[-3000:]}")
     try:
-        tmp.rename(work)             # atomic publish; a concurrent build may have won
-    except OSError:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=work.name + ".tmp", dir=root))
+    except OSError as err:
+        raise UserError(f"the simulator cache {root} cannot be used ({err.strerror or err}): "
+                        f"set $SBN_CACHE_DIR to a writable folder") from None
+    try:   # the staging folder goes on any failure or interrupt
+        (tmp / f"{TOP_NAME}.v").write_text(text)
+        (tmp / "harness.cpp").write_text(harness)
+        verilator = find_verilator()
+        cmd = [verilator.executable, "--cc", "--exe", "--build", "-O2", "--x-assign", "fast",
+               "--x-initial", "fast", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+               "--top-module", TOP_NAME, "-Mdir", "obj", *getattr(verilator, "extra_args", ()),
+               f"{TOP_NAME}.v", *(str(p.resolve()) for p in extra), "harness.cpp"]
+        stdout, stderr, returncode = run_group(cmd, cwd=tmp, env=verilator.env)
+        if returncode != 0:
+            raise UserError(f"Verilator build of the board top failed: "
+                            f"{last_error(stdout + stderr)}")
+        publish(tmp / "obj" / f"V{TOP_NAME}", exe)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if not exe.is_file():
-        raise RuntimeError(f"Verilator build of the board top left no {exe}")
     return exe
 
 

@@ -327,12 +327,16 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                            f"{what}")
     if not isinstance(labels, list) or not all(type(v) is int for v in labels):
         raise DatasetError(f"{path}: CIFAR-10 'labels' must be a list of ints")
+    if data.nbytes > len(raw):   # an array the pickle declares but does not carry
+        raise DatasetError(f"{path}: CIFAR-10 'data' declares {data.shape[0]} images, more "
+                           f"than the file's {len(raw)} bytes hold")
     if len(labels) != data.shape[0]:
         raise DatasetError(f"{path}: {len(labels)} labels for {data.shape[0]} images")
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= _CIFAR_CLASSES):
+    if any(not 0 <= v < _CIFAR_CLASSES for v in labels):
+        bad = next(v for v in labels if not 0 <= v < _CIFAR_CLASSES)
         raise DatasetError(f"{path}: CIFAR-10 labels must be in 0..{_CIFAR_CLASSES - 1}, got "
-                           f"{int(labels.min())}..{int(labels.max())}")
+                           f"{bad if abs(bad) < 10**18 else f'a {len(str(abs(bad)))}-digit number'}")
+    labels = np.asarray(labels, dtype=np.int64)
     images = np.ascontiguousarray(data).reshape((data.shape[0],) + _CIFAR_SHAPE)
     return images, labels
 

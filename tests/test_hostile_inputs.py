@@ -793,6 +793,7 @@ def test_training_and_test_images_of_different_sizes(tmp_path):
     ("epoch_nan", "epoch nan is not a whole number in 0..1"),
     ("epoch_negative", "epoch -5 is not a whole number in 0..1"),
     ("epoch_bool", "epoch True is not a whole number in 0..1"),
+    ("settings_list", "its settings are a list, not a dictionary"),
     ("weights_nan", "its weights are not all finite"),
     ("weights_shape", "Error(s) in loading state_dict for Net:"),
     ("no_weights", "Error(s) in loading state_dict for Net:"),
@@ -812,7 +813,7 @@ def test_resume_from_a_checkpoint_of_plain_data_that_is_wrong(tmp_path, change, 
     model = state["model"]
     state.update({
         "epoch_nan": {"epoch": float("nan")}, "epoch_negative": {"epoch": -5},
-        "epoch_bool": {"epoch": True},
+        "epoch_bool": {"epoch": True}, "settings_list": {"settings": [1, 2]},
         "weights_nan": {"model": {k: v * float("nan") if v.is_floating_point() else v
                                   for k, v in model.items()}},
         "weights_shape": {"model": {k: torch.zeros(3) for k in model}},
@@ -956,3 +957,62 @@ def test_a_damaged_simulator_cache_is_rebuilt_or_named(tmp_path):
         proc = sim(cache)
         assert proc.returncode == 0 and "agreement 8/8" in proc.stdout, (damage, proc.stderr)
         assert exe.is_file() and not list(exe.parent.glob("*.tmp"))
+
+
+class _UninitialisedImages:
+    """Pickles as numpy's ``_reconstruct`` of ``N`` CIFAR rows with no bytes behind them."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (self.n,), np.dtype(("u1", (3072,)))))
+
+
+@pytest.mark.parametrize("batch, why", [
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 2 ** 70]},
+     "CIFAR-10 labels must be in 0..9, got a 22-digit number"),
+    ({"data": _UninitialisedImages(100000), "labels": [0] * 100000},
+     "CIFAR-10 'data' declares 100000 images, more than the file's"),
+])
+def test_a_cifar_batch_with_a_huge_label_or_declared_images(tmp_path, batch, why):
+    import pickle
+
+    raw = pickle.dumps(batch, protocol=2).replace(b"cnumpy._core.multiarray\n",
+                                                  b"cnumpy.core.multiarray\n")
+    (tmp_path / "b").write_bytes(raw)
+    with pytest.raises(DatasetError, match=re.escape(why)):
+        read_cifar_batch(tmp_path / "b")
+
+
+def test_import_bounds_constant_arithmetic_before_computing(tmp_path):
+    """A 262 KB ONNX file adding a [N, 1] and a [1, N] initializer took 4.2 GB."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = 32768
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["A", "B"], ["C"]), helper.make_node("Identity", ["x"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [numpy_helper.from_array(np.ones((n, 1), np.float32), "A"),
+         numpy_helper.from_array(np.ones((1, n), np.float32), "B")])
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    assert cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz") == (
+        "error: node '#0' (Add -> 'C'): Add of constants would make 1073741824 values, more "
+        "than the 16777216 the importer computes")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_the_board_simulation_cache_must_be_a_folder(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "run", "--sim", "--dataset",
+                           "fashion-mnist", "--limit", "1",
+                           str(ROOT / "models/fmnist-mlp-up5k-sbn.npz")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, SBN_CACHE_DIR=str(tmp_path / "afile")))
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: the simulator cache {tmp_path}/afile/board-verilator cannot be used (Not a "
+        f"directory): set $SBN_CACHE_DIR to a writable folder\n"), proc.stderr

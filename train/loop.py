@@ -336,6 +336,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
         old = state.get("settings", {})
+        if not isinstance(old, dict):
+            raise UserError(f"{ckpt}: not a checkpoint of this training run (its settings "
+                            f"are a {type(old).__name__}, not a dictionary)")
         diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "

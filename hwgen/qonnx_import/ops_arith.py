@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
 
 from .values import Accum, Binary, Const, Pixels, channel_count, channel_values, derive, describe
+
+#: The most values an operation on two constants may produce (the product of the broadcast
+#: shape, checked before computing: two small constants can broadcast to gigabytes).
+MAX_COMPUTED_CONSTANT = 1 << 24
 
 
 class ArithmeticOps:
@@ -15,6 +20,15 @@ class ArithmeticOps:
     def _arith(self, node, op):
         left, right = self.take(node, 0), self.take(node, 1)
         if isinstance(left, Const) and isinstance(right, Const):
+            try:
+                size = math.prod(np.broadcast_shapes(np.shape(left.array),
+                                                     np.shape(right.array)))
+            except ValueError:
+                self.fail(node, f"{op} of constants of shapes {list(np.shape(left.array))} and "
+                                f"{list(np.shape(right.array))}, which do not broadcast")
+            if size > MAX_COMPUTED_CONSTANT:
+                self.fail(node, f"{op} of constants would make {size} values, more than the "
+                                f"{MAX_COMPUTED_CONSTANT} the importer computes")
             with np.errstate(all="ignore"):
                 array = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
                          "Div": np.divide}[op](left.array, right.array)

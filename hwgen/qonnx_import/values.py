@@ -101,13 +101,13 @@ def channel_values(const: Const, shape: tuple[int, ...]) -> list[Fraction] | Non
     """``const`` as one exact value per channel of a tensor of ``shape`` (axis 1), when it
     broadcasts to ``shape`` without growing it and is constant over every other axis; a
     scalar gives ``[value] * C``. None otherwise (a value that varies over positions)."""
-    array = const.fractions()
-    if array.ndim > len(shape):
+    numeric = np.asarray(const.array)
+    if numeric.ndim > len(shape):
         return None
-    full = (1,) * (len(shape) - array.ndim) + array.shape
+    full = (1,) * (len(shape) - numeric.ndim) + numeric.shape
     if any(d not in (1, s) for d, s in zip(full, shape)):
-        return None
-    array = array.reshape(full)
+        return None   # checked before any exact value is made: the array may be huge
+    array = const.fractions().reshape(full)
     channels = channel_count(shape)
     out = []
     for c in range(channels):
@@ -122,6 +122,9 @@ def channel_values(const: Const, shape: tuple[int, ...]) -> list[Fraction] | Non
 
 def scalar_value(const: Const) -> Fraction | None:
     """The one exact value of ``const`` when all its entries are equal, else None."""
+    numeric = np.asarray(const.array)
+    if numeric.size > 1 and not (numeric == numeric.reshape(-1)[0]).all():
+        return None   # different floats round different exact values
     values = set(const.fractions().reshape(-1).tolist())
     return values.pop() if len(values) == 1 else None
 
