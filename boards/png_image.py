@@ -157,6 +157,13 @@ def _check_ancillary(kind: bytes, payload: bytes, header: "_Header", palette: in
         elif len(payload) != (2 if header.colour in (0, 4) else 6):
             raise ValueError(f"bKGD of {len(payload)} bytes in a colour type "
                              f"{header.colour} image")
+    if kind == b"tRNS":
+        expected = {0: 2, 2: 6}.get(header.colour)
+        if header.colour in (4, 6) or (expected is not None and len(payload) != expected):
+            raise ValueError(f"tRNS of {len(payload)} bytes in a colour type "
+                             f"{header.colour} image")
+        if header.colour == 3 and not 0 < len(payload) <= palette:
+            raise ValueError(f"tRNS of {len(payload)} entries for a palette of {palette}")
     if kind in (b"bKGD", b"tRNS") and header.colour in (0, 2, 4, 6):
         samples = struct.unpack(f">{len(payload) // 2}H", payload[:len(payload) // 2 * 2])
         if any(v >> header.depth for v in samples):
@@ -217,13 +224,6 @@ def _check_chunk(kind: bytes, payload: bytes, header: "_Header", palette: int, i
         if len(payload) % 3 or not 1 <= entries <= 256 or (
                 header.colour == 3 and entries > 1 << header.depth):
             raise ValueError(f"PLTE of {len(payload)} bytes for bit depth {header.depth}")
-    if kind == b"tRNS":
-        expected = {0: 2, 2: 6}.get(header.colour)
-        if header.colour in (4, 6) or (expected is not None and len(payload) != expected):
-            raise ValueError(f"tRNS of {len(payload)} bytes in a colour type "
-                             f"{header.colour} image")
-        if header.colour == 3 and not 0 < len(payload) <= palette:
-            raise ValueError(f"tRNS of {len(payload)} entries for a palette of {palette}")
 
 
 def _check_structure(data: bytes, pixels_allowed: int) -> tuple[_Header, int]:

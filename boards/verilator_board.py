@@ -245,10 +245,9 @@ def _cache_root() -> Path:
 
 def build_board(top, *, cache_dir: Path | None = None) -> Path:
     """Compile the board top and the harness; returns the executable (cached)."""
-    from sim.cache import check_verilator_source, intact, publish
+    from sim.cache import check_verilator_source, intact, publish, staging_folder
     from sim.toolchain import find_verilator
-    from sim.verilated import _last_error as last_error
-    from sim.verilated import _run_group as run_group
+    from sim.verilated import last_error, run_group
 
     text, extra = board_verilog(top)
     check_verilator_source(len(text.encode()))
@@ -265,12 +264,7 @@ def build_board(top, *, cache_dir: Path | None = None) -> Path:
     exe = work / "obj" / f"V{TOP_NAME}"
     if intact(exe):
         return exe
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=work.name + ".tmp", dir=root))
-    except OSError as err:
-        raise UserError(f"the simulator cache {root} cannot be used ({err.strerror or err}): "
-                        f"set $SBN_CACHE_DIR to a writable folder") from None
+    tmp = staging_folder(root, work.name + ".tmp")
     try:   # the staging folder goes on any failure or interrupt
         (tmp / f"{TOP_NAME}.v").write_text(text)
         (tmp / "harness.cpp").write_text(harness)

@@ -332,8 +332,8 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                            f"than the file's {len(raw)} bytes hold")
     if len(labels) != data.shape[0]:
         raise DatasetError(f"{path}: {len(labels)} labels for {data.shape[0]} images")
-    if any(not 0 <= v < _CIFAR_CLASSES for v in labels):
-        bad = next(v for v in labels if not 0 <= v < _CIFAR_CLASSES)
+    bad = next((v for v in labels if not 0 <= v < _CIFAR_CLASSES), None)
+    if bad is not None:
         raise DatasetError(f"{path}: CIFAR-10 labels must be in 0..{_CIFAR_CLASSES - 1}, got "
                            f"{bad if abs(bad) < 10**18 else f'a {len(str(abs(bad)))}-digit number'}")
     labels = np.asarray(labels, dtype=np.int64)

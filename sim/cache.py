@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from hwgen.errors import UserError
@@ -19,6 +20,18 @@ from hwgen.errors import UserError
 #: line buffers in logic (a 52 MB core took 4.1 GB, a 17 MB one 2 GB; a 4.5 MB dense one
 #: about 1.3 GB for the whole sim).
 MAX_VERILATOR_SOURCE_BYTES = 10 << 20
+
+
+def staging_folder(root: Path, prefix: str) -> Path:
+    """A new folder to build in under the cache folder ``root`` (made if missing); a
+    UserError naming ``root`` when the cache cannot be used (a file in its place, no
+    permission, a symlink loop)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    except OSError as err:
+        raise UserError(f"the simulator cache {root} cannot be used ({err.strerror or err}): "
+                        f"set $SBN_CACHE_DIR to a writable folder") from None
 
 
 def _digest(path: Path) -> str:

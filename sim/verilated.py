@@ -32,7 +32,7 @@ import numpy as np
 from hwgen.errors import UserError
 
 from .toolchain import find_verilator
-from .cache import check_verilator_source, intact, publish
+from .cache import check_verilator_source, intact, publish, staging_folder
 from .vectors import pack_beats
 
 #: Make variables of the C++ build: the per-cycle code and the harness at -O2, the run-once
@@ -364,26 +364,20 @@ class VerilatedCore:
         if intact(exe):
             return exe
         verilator = find_verilator()
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="build-", dir=self.cache_dir))
-        except OSError as err:
-            raise UserError(f"the simulator cache {self.cache_dir} cannot be used "
-                            f"({err.strerror or err}): set $SBN_CACHE_DIR to a writable "
-                            f"folder") from None
+        work = staging_folder(self.cache_dir, "build-")
         keep = False   # a failed compile keeps its folder for the log; nothing else does
         try:
             (work / "harness.cpp").write_text(harness)
             (work / "core.v").write_bytes(source)
             cmd = [verilator.executable, "--cc", "--exe", "--build", "-j", "2", *options,
                    "-Mdir", "obj", "-o", "sim", "core.v", "harness.cpp"]
-            stdout, stderr, returncode = _run_group(cmd, cwd=work, env=verilator.env)
+            stdout, stderr, returncode = run_group(cmd, cwd=work, env=verilator.env)
             if returncode != 0:
                 log = work / "verilator.log"
                 log.write_text(stdout + stderr)
                 keep = True
                 raise UserError(f"Verilator build failed (log: {log}): "
-                                f"{_last_error(stdout + stderr)}")
+                                f"{last_error(stdout + stderr)}")
             publish(work / "obj" / "sim", exe)
         finally:
             if not keep:
@@ -570,12 +564,12 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def _last_error(log: str) -> str:
+def last_error(log: str) -> str:
     errors = [line for line in log.splitlines() if "%Error" in line or "error:" in line]
     return (errors[0] if errors else log.strip().splitlines()[-1] if log.strip() else "?")[:300]
 
 
-def _run_group(cmd: list, **kwargs) -> tuple[str, str, int]:
+def run_group(cmd: list, **kwargs) -> tuple[str, str, int]:
     """``cmd``'s (stdout, stderr, return code), run in its own process group; an exception
     here (Ctrl-C, SIGTERM) kills the whole group (Verilator's make and compilers too), so
     nothing runs on after the command has stopped."""

@@ -222,21 +222,16 @@ class MVTU(wiring.Component):
             # that the block RAM outputs (and the multiplexer of a ROM deeper than one block)
             # reach no adder in the same cycle.
             terms = []
-            for k in range(p.terms if p.paired else 0):
-                # the pair's value (sum when its weights agree, else difference), XORed
-                # into ~v = -v - 1 when its leading weight is -1: one LUT4 a bit
-                s_k, d_k, single = x[k]
-                wa = wl[2 * k]
-                if single:
-                    v = s_k
-                else:
-                    v = Mux(wa == wl[2 * k + 1], s_k, d_k)
-                term = Signal(signed(ebits + 2), name=f"pe{lane}_x{k}")
-                with m.If(advance):
-                    m.d.sync += term.eq(v ^ (~wa).replicate(ebits + 2))
-                terms.append(term)
-            for k in range(0 if p.paired else simd):
-                if p.binary_input:
+            for k in range(p.terms):
+                if p.paired:
+                    # the pair's value (sum when its weights agree, else difference), XORed
+                    # into ~v = -v - 1 when its leading weight is -1: one LUT4 a bit
+                    pair_sum, pair_diff = x[k]
+                    wa = wl[2 * k]
+                    v = pair_sum if pair_diff is None else Mux(wa == wl[2 * k + 1], pair_sum,
+                                                               pair_diff)
+                    shape, value = signed(ebits + 2), v ^ (~wa).replicate(ebits + 2)
+                elif p.binary_input:
                     shape, value = 1, ~(x[k] ^ wl[k])
                 else:
                     # x for a +1 weight, ~x = -x - 1 for a -1 weight: an XOR, no negation
@@ -293,8 +288,8 @@ class MVTU(wiring.Component):
 
     @staticmethod
     def _pair_values(m, x, advance, simd: int, ebits: int) -> list:
-        """Registered ``(x_a + x_b, x_a - x_b, False)`` for each pair of input elements
-        ``(2k, 2k + 1)`` of the buffer word ``x``, and ``(x_last, None, True)`` for an odd
+        """Registered ``(x_a + x_b, x_a - x_b)`` for each pair of input elements
+        ``(2k, 2k + 1)`` of the buffer word ``x``, and ``(x_last, None)`` for an odd
         ``SIMD``'s last element; values ``signed(ebits + 2)``."""
         values = []
         for k in range(0, simd, 2):
@@ -303,14 +298,14 @@ class MVTU(wiring.Component):
                 single = Signal(signed(ebits + 2), name=f"single{k}")
                 with m.If(advance):
                     m.d.sync += single.eq(a)
-                values.append((single, None, True))
+                values.append((single, None))
                 continue
             b = x[(k + 1) * ebits:(k + 2) * ebits]
             total = Signal(signed(ebits + 2), name=f"pair{k // 2}_sum")
             diff = Signal(signed(ebits + 2), name=f"pair{k // 2}_diff")
             with m.If(advance):
                 m.d.sync += [total.eq(a + b), diff.eq(a - b)]
-            values.append((total, diff, False))
+            values.append((total, diff))
         return values
 
 
