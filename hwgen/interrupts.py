@@ -116,6 +116,7 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         _ignore_signals()
     except KeyboardInterrupt as interrupt:
         _ignore_signals()
+        _forget_unhandled_interrupt()
         return interrupted(interrupt)
     except BrokenPipeError:  # the reader of stdout stopped (``| head``): end quietly
         _stdout_to_devnull()
@@ -134,7 +135,20 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
             sys.stdout = stdout
     if code in (SIGINT_EXIT, SIGTERM_EXIT):
         silence_unused_elaboratables()
+    _forget_unhandled_interrupt()
     return code
+
+
+def _forget_unhandled_interrupt() -> None:
+    """Clear CPython's "a KeyboardInterrupt went unhandled" flag, with signals already
+    ignored so that nothing can set it again.
+
+    CPython sets that flag whenever a KeyboardInterrupt leaves code run from a string
+    (``exec("...")``: namedtuple, dataclasses and torch run such code during imports and
+    training), even when a caller then catches it; ``python -m`` then ends the process by
+    SIGINT (exit status -2) instead of with the exit code it was given. Every such run
+    resets the flag first, so one ``exec`` of a harmless string clears it."""
+    exec("None")
 
 
 def _stdout_to_devnull() -> None:

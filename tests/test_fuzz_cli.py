@@ -426,6 +426,22 @@ def test_a_signal_after_the_work_is_done_does_not_kill_the_exit(work, tmp_path):
             proc.returncode, err)
 
 
+def test_an_interrupt_inside_exec_still_exits_130(tmp_path):
+    """A Ctrl-C that lands in code run by ``exec("...")`` (dataclasses and torch do that
+    while importing and training) sets CPython's "unhandled KeyboardInterrupt" flag even
+    though the entry point handles it; ``python -m`` used to end by SIGINT then (-2)."""
+    (tmp_path / "exec_interrupted.py").write_text(
+        "def main():\n    exec('raise KeyboardInterrupt')\n")
+    (tmp_path / "exec_entry.py").write_text(
+        "import sys\nfrom hwgen.interrupts import run_main_of\n"
+        "sys.exit(run_main_of('exec_interrupted'))\n")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    proc = subprocess.run([sys.executable, "-m", "exec_entry"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")
+
+
 def test_interrupted_silences_unused_elaboratables():
     from amaranth.hdl import Elaboratable
 
