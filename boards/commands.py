@@ -318,9 +318,19 @@ def _check_baud(board, baud) -> None:
         raise UserError(f"--baud: {err}") from None
 
 
+def _check_clock(board, mhz) -> None:
+    if mhz is None:
+        return
+    try:
+        pll_output_mhz(board, mhz)
+    except ValueError as err:
+        raise UserError(f"--clock {mhz:g}: {board.name}: {err}") from None
+
+
 def cmd_build(args) -> int:
     board = _board(args.board)
     _check_baud(board, args.baud)  # before any fold is verified or placed
+    _check_clock(board, args.clock)
     outdir = args.output or _default_output(args.model, board)
     model, nets, module = fold_candidates(args.model, board, args.fold, args.lanes,
                                           args.clock, args.baud)

@@ -4,6 +4,12 @@
   SIGTERM into :class:`Terminated` (so ``finally`` blocks and staged outputs are cleaned
   up exactly as for Ctrl-C), then imports and calls the real ``main`` inside the guarded
   region, so an interrupt even during the heavy imports ends in one line.
+- The first Ctrl-C or SIGTERM wins: its handler ignores both signals from then on, so the
+  cleanup it starts (staged outputs removed, one line printed) cannot be interrupted in
+  turn, and the exit code is that of the first signal.
+- :func:`deferred_signals` holds Ctrl-C and SIGTERM while a block runs and raises them at
+  its end: the imports of C++ extensions (torch, onnx, onnxruntime) run inside it, since
+  an exception raised into their initialization aborts the process (SIGABRT).
 - :func:`interrupted` is the one way an interrupt is reported: ``error: interrupted`` (or a
   caller's message) on stderr, exit code :data:`SIGINT_EXIT` (130) or :data:`SIGTERM_EXIT`
   (143), and Amaranth's ``UnusedElaboratable`` warnings (a half-built design being garbage
@@ -21,6 +27,7 @@ This module imports only the standard library, so that it is cheap to import fir
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import signal
 import sys
@@ -74,8 +81,47 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+def _first_signal(signum, frame):
+    """The handler of both signals under :func:`run_entry`: later signals are ignored."""
+    _ignore_signals()
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Ctrl-C and SIGTERM that arrive inside the block are raised when it ends, as
+    :func:`run_entry`'s handler raises them (outside the main thread, where handlers cannot
+    be changed, the block runs as it is)."""
+    held: list[int] = []
+
+    def hold(signum, frame):
+        held.append(signum)
+
+    try:
+        previous = {n: signal.signal(n, hold) for n in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if held:
+            handler = previous[held[0]]
+            if callable(handler):
+                handler(held[0], None)
+            elif handler != signal.SIG_IGN:
+                _first_signal(held[0], None)
+
+
+def import_deferred(name: str):
+    """``importlib.import_module(name)`` inside :func:`deferred_signals`."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    with deferred_signals():
+        return importlib.import_module(name)
 
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:
@@ -99,16 +145,21 @@ def interrupted(interrupt: KeyboardInterrupt, message: str = "error: interrupted
 
 
 def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
-    """``load_main()()`` with SIGTERM raising :class:`Terminated`; an interrupt anywhere in
-    it (the imports ``load_main`` does included) returns 130/143 after one line. Once main
-    has returned or been interrupted, Ctrl-C and SIGTERM are ignored while the process
-    exits (only ``python -m`` entry points call this: it changes the process's handlers)."""
+    """``load_main()()`` with Ctrl-C raising KeyboardInterrupt and SIGTERM
+    :class:`Terminated`, the first of them ignoring any later one; an interrupt anywhere in
+    it returns 130/143 after one line (one during ``load_main``'s imports is held until they
+    are done). Once main has returned or been interrupted, Ctrl-C and SIGTERM are ignored
+    while the process exits (only ``python -m`` entry points call this: it changes the
+    process's handlers)."""
     stdout = sys.stdout
     if stdout is not None:
         sys.stdout = _GuardedStdout(stdout)
     try:
-        signal.signal(signal.SIGTERM, _raise_terminated)
-        code = load_main()()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, _first_signal)
+        with deferred_signals():
+            main = load_main()
+        code = main()
         sys.stdout.flush()  # a write error surfaces here, not in the flush at exit
         # The work is done (or main reported an interrupt itself): a signal from here on
         # would find Python's default handlers restored during shutdown and kill the process

@@ -22,10 +22,27 @@ from hwgen.errors import UserError
 MAX_VERILATOR_SOURCE_BYTES = 10 << 20
 
 
+#: Characters a build folder's path cannot hold: Verilator's makefiles split paths at
+#: whitespace and give ``#$:;%`` and the shell's specials their own meanings.
+_UNSAFE_FOR_MAKE = set(" \t\n\r\v\f#$:;%\\'\"*?[]()<>|&`=!~{}")
+
+
+def _check_buildable(root: Path) -> None:
+    """UserError when make cannot build under the folder ``root``."""
+    text = os.fspath(root.absolute())
+    bad = sorted({c for c in text if c in _UNSAFE_FOR_MAKE or not c.isprintable()
+                  or "\udc80" <= c <= "\udcff"})
+    if bad:
+        raise UserError(f"the simulator cache {text!r} holds {', '.join(map(repr, bad))}, "
+                        f"which Verilator's make cannot build under: set $SBN_CACHE_DIR to a "
+                        f"folder whose path has none")
+
+
 def staging_folder(root: Path, prefix: str) -> Path:
     """A new folder to build in under the cache folder ``root`` (made if missing); a
     UserError naming ``root`` when the cache cannot be used (a file in its place, no
-    permission, a symlink loop)."""
+    permission, a symlink loop, a path make cannot build under)."""
+    _check_buildable(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=prefix, dir=root))

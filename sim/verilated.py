@@ -574,7 +574,7 @@ def run_group(cmd: list, **kwargs) -> tuple[str, str, int]:
     here (Ctrl-C, SIGTERM) kills the whole group (Verilator's make and compilers too), so
     nothing runs on after the command has stopped."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kwargs)
+                            errors="replace", start_new_session=True, **kwargs)
     try:
         stdout, stderr = proc.communicate()
     except BaseException:

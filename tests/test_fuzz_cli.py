@@ -442,6 +442,53 @@ def test_an_interrupt_inside_exec_still_exits_130(tmp_path):
     assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")
 
 
+def test_deferred_signals_hold_ctrl_c_until_the_block_ends():
+    from hwgen.interrupts import deferred_signals
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        finished = False
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)   # a handler that raised would have run by now
+                finished = True
+        assert finished
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_the_first_signal_wins_and_cleanup_is_not_interrupted(tmp_path):
+    """SIGTERM, then Ctrl-C while the cleanup the first started still runs: one line, the
+    first signal's exit code (143), and the cleanup completes."""
+    done = tmp_path / "cleaned"
+    (tmp_path / "slow_cleanup.py").write_text(
+        "import sys, time\n"
+        "def main():\n"
+        "    try:\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"
+        "        time.sleep(0.5)\n"
+        f"        open({str(done)!r}, 'w').close()\n")
+    (tmp_path / "slow_entry.py").write_text(
+        "import sys\nfrom hwgen.interrupts import run_main_of\n"
+        "sys.exit(run_main_of('slow_cleanup'))\n")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
+    proc = subprocess.Popen([sys.executable, "-m", "slow_entry"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (143, "error: interrupted\n")
+    assert done.exists()
+
+
 def test_interrupted_silences_unused_elaboratables():
     from amaranth.hdl import Elaboratable
 

@@ -793,10 +793,11 @@ def test_training_and_test_images_of_different_sizes(tmp_path):
     ("epoch_nan", "epoch nan is not a whole number in 0..1"),
     ("epoch_negative", "epoch -5 is not a whole number in 0..1"),
     ("epoch_bool", "epoch True is not a whole number in 0..1"),
-    ("settings_list", "its settings are a list, not a dictionary"),
-    ("weights_nan", "its weights are not all finite"),
-    ("weights_shape", "Error(s) in loading state_dict for Net:"),
-    ("no_weights", "Error(s) in loading state_dict for Net:"),
+    ("settings_list", "its settings are not a dictionary of plain values"),
+    ("weights_nan", "network blocks.0.weight is not all finite"),
+    ("weights_shape",
+     "network blocks.0.weight is not a torch.float32 tensor of shape [8, 784]"),
+    ("no_weights", "its network's parameters are not this architecture's"),
 ])
 def test_resume_from_a_checkpoint_of_plain_data_that_is_wrong(tmp_path, change, why):
     import subprocess as sp
@@ -1002,7 +1003,7 @@ def test_import_bounds_constant_arithmetic_before_computing(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
     assert cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz") == (
         "error: node '#0' (Add -> 'C'): Add of constants would make 1073741824 values, more "
-        "than the 16777216 the importer computes")
+        "than the 4194304 the importer computes")
     assert not (tmp_path / "m.npz").exists()
 
 
@@ -1016,3 +1017,87 @@ def test_the_board_simulation_cache_must_be_a_folder(tmp_path):
     assert proc.returncode == 2 and proc.stderr == (
         f"error: the simulator cache {tmp_path}/afile/board-verilator cannot be used (Not a "
         f"directory): set $SBN_CACHE_DIR to a writable folder\n"), proc.stderr
+
+
+def test_the_simulator_cache_path_must_suit_make(tmp_path):
+    """Verilator's make splits paths at spaces: a cache under one fails in the compile and
+    used to leave its build folder; a non-UTF-8 byte made the log undecodable (traceback)."""
+    for name in ("a b", os.fsdecode(b"c\xff")):
+        cache = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "hwgen", "sim",
+                               str(ROOT / "models/fmnist-mlp-up5k-sbn.npz"), "--dataset",
+                               "fashion-mnist", "--limit", "1"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, SBN_CACHE_DIR=str(cache)))
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "which Verilator's make cannot build under" in proc.stderr
+        assert not cache.exists()
+
+
+def _chain_onnx(path, nodes, initializers):
+    """An ONNX file: input x [1, 16] -> ``nodes`` -> output y (tensor names as given)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in initializers.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def _binary_tail(source: str):
+    """MatMul W1 -> BipolarQuant -> MatMul W2 -> y, from tensor ``source``."""
+    from onnx import helper
+
+    q = {"domain": "qonnx.custom_op.general"}
+    rng = np.random.default_rng(0)
+    return ([helper.make_node("MatMul", [source, "W1"], ["a"]),
+             helper.make_node("BipolarQuant", ["a", "s"], ["b"], **q),
+             helper.make_node("MatMul", ["b", "W2"], ["y"])],
+            {"W1": rng.choice([-1.0, 1.0], (16, 8)), "W2": rng.choice([-1.0, 1.0], (8, 3)),
+             "s": 1.0})
+
+
+def test_import_bounds_the_node_count_and_pow(tmp_path):
+    """A 20,000-node chain took hours in the QONNX check (its time grows with the square of
+    the node count); Pow of a [N, 1] and a [1, N] constant took 2 GB."""
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    tail, inits = _binary_tail("i600")
+    chain = [helper.make_node("Identity", [f"i{k}"], [f"i{k + 1}"]) for k in range(600)]
+    _chain_onnx(tmp_path / "long.onnx",
+                [helper.make_node("Identity", ["x"], ["i0"]), *chain, *tail], inits)
+    assert cli_rejects("import", tmp_path / "long.onnx", "-o", tmp_path / "m.npz") == (
+        f"error: {tmp_path / 'long.onnx'}: 604 nodes, more than 500")
+    tail, inits = _binary_tail("x")
+    _chain_onnx(tmp_path / "pow.onnx", [helper.make_node("Pow", ["pa", "pb"], ["pc"]), *tail],
+                {**inits, "pa": np.ones((4096, 1)), "pb": np.ones((1, 4096))})
+    assert cli_rejects("import", tmp_path / "pow.onnx", "-o", tmp_path / "m.npz") == (
+        "error: node '#0' (Pow -> 'pc'): Pow of constants would make 16777216 values, more "
+        "than the 4194304 the importer computes")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_import_refuses_an_input_scale_beyond_float32(tmp_path):
+    """An input Quant with scale 3e38 printed numpy's overflow warning (three lines)."""
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    tail, inits = _binary_tail("xq")
+    quant = helper.make_node("Quant", ["x", "qs", "qz", "qb"], ["xq"], signed=0, narrow=0,
+                             rounding_mode="ROUND", domain="qonnx.custom_op.general")
+    _chain_onnx(tmp_path / "m.onnx", [quant, *tail],
+                {**inits, "qs": 3e38, "qz": 0.0, "qb": 8.0})
+    line = cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz",
+                       "--check-images", "5")
+    assert "the input quantizer maps pixels to values beyond float32" in line
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_build_checks_the_clock_against_the_pll_first():
+    """``--clock 1`` used to fail only in the board top, after a 40 s Verilator check."""
+    assert cli_rejects("build", "--board", "icebreaker", ROOT / "models/fmnist-mlp-up5k-sbn.npz",
+                       "--clock", "1", timeout=30) == (
+        "error: --clock 1: icebreaker: PLL output frequency 1.000 MHz is outside 16..275 MHz")

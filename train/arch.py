@@ -81,7 +81,8 @@ MAX_WIDTH = 1 << 16
 MAX_WEIGHTS = 1 << 25
 MAX_ACTIVATIONS = 1 << 21
 MAX_LAYERS = _MODEL_MAX_LAYERS  # what the model format's readers take
-_ITEM = re.compile(r"^(?:(c|d)?([0-9]+)|(p))$")
+_ITEM = re.compile(r"(?:(c|d)?([0-9]+)|(p))")  # whole items only (fullmatch)
+_SHOWN = 60  # characters of a spec quoted in an error
 
 
 def parse_arch(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28)) -> Arch:
@@ -89,39 +90,41 @@ def parse_arch(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28)) -> Ar
     raise :class:`ArchError` naming the fault. ``Arch.spec`` is the expanded spec string."""
     if isinstance(spec, str) and spec in PRESETS:
         spec = PRESETS[spec]
+    shown = repr(spec if not isinstance(spec, str) or len(spec) <= _SHOWN
+                 else spec[:_SHOWN] + "...")
     if not isinstance(spec, str) or ":" not in spec:
-        raise ArchError(f"architecture {spec!r} must look like 'mlp:256-256' or "
+        raise ArchError(f"architecture {shown} must look like 'mlp:256-256' or "
                         f"'cnn:c32-p-c64-p-d256', or be a preset ({', '.join(PRESETS)})")
     kind, _, body = spec.partition(":")
     if kind not in ("mlp", "cnn"):
-        raise ArchError(f"architecture {spec!r}: kind must be 'mlp' or 'cnn', got {kind!r}")
+        raise ArchError(f"architecture {shown}: kind must be 'mlp' or 'cnn', got {kind!r}")
     if not body:
-        raise ArchError(f"architecture {spec!r}: no layers after '{kind}:'")
+        raise ArchError(f"architecture {shown}: no layers after '{kind}:'")
     items = body.split("-")
     if len(items) >= MAX_LAYERS:   # the output layer comes on top of the items
         raise ArchError(f"architecture {spec[:40]!r}...: {len(items)} items; a model holds "
                         f"at most {MAX_LAYERS} layers, the output layer included")
     hidden: list[LayerSpec] = []
     for item in items:
-        m = _ITEM.match(item)
+        m = _ITEM.fullmatch(item)
         if not m:
-            raise ArchError(f"architecture {spec!r}: cannot parse item {item!r} "
+            raise ArchError(f"architecture {shown}: cannot parse item {item[:20]!r} "
                             f"(expected cN, p, dN or N)")
         prefix, number, pool = m.groups()
         if pool:
             hidden.append(LayerSpec("pool"))
             continue
-        width = int(number)
+        width = int(number) if len(number) <= 9 else MAX_WIDTH + 1
         if not 1 <= width <= MAX_WIDTH:
-            raise ArchError(f"architecture {spec!r}: width {width} in {item!r} must be in "
-                            f"[1, {MAX_WIDTH}]")
+            raise ArchError(f"architecture {shown}: width {number[:12]}"
+                            f"{'...' if len(number) > 12 else ''} must be in [1, {MAX_WIDTH}]")
         if prefix == "c":
             hidden.append(LayerSpec("conv", width))
         elif prefix == "d" or (prefix is None and kind == "mlp"):
             hidden.append(LayerSpec("dense", width))
         else:
-            raise ArchError(f"architecture {spec!r}: bare width {item!r} is only allowed in an "
-                            f"mlp spec; write d{width} for a dense layer")
+            raise ArchError(f"architecture {shown}: bare width {item[:20]!r} is only allowed "
+                            f"in an mlp spec; write d{width} for a dense layer")
     _check(spec, kind, hidden, input_shape)
     arch = Arch(kind, tuple(hidden), spec)
     _check_size(arch, input_shape)

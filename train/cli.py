@@ -136,6 +136,12 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
     out = None if args.out is None else str(args.out)
     if check_paths and out and args.checkpoint is None:  # the default, beside --out
         check_output(Path(out).with_suffix(".ckpt.pt"), "--checkpoint (default)")
+    if check_paths and args.plots is not None:
+        checkpoint = args.checkpoint or (Path(out).with_suffix(".ckpt.pt") if out else None)
+        for option, path in (("--out", out), ("--checkpoint", checkpoint)):
+            if path is not None and _same_path(args.plots, path):
+                raise UserError(f"--plots {args.plots} is the {option} file: give the plots "
+                                f"a folder of their own")
     return TrainConfig(
         dataset=args.dataset, arch=args.arch, method=args.method, epochs=args.epochs,
         out=out, checkpoint=None if args.checkpoint is None else str(args.checkpoint),
@@ -151,6 +157,16 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
         plots=None if args.plots is None else str(args.plots),
         threads=args.threads, progress=not args.no_progress, stop_after=args.stop_after,
         command="python -m train " + shlex.join(argv))
+
+
+def _same_path(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file (existing or not)."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

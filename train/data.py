@@ -11,12 +11,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hwgen.datasets import DATASETS, load_dataset
+from hwgen.datasets import DATASETS, DatasetError, load_dataset
 
 
 def load_split(dataset: str, split: str, data_dir=None, limit: int | None = None):
-    """``(images uint8 tensor [K, C, H, W], labels int64 tensor [K], class names)``."""
+    """``(images uint8 tensor [K, C, H, W], labels int64 tensor [K], class names)``;
+    DatasetError, before any training, unless every image has at least one pixel and
+    every pixel is an integer in ``[0, 255]``."""
     images, labels = load_dataset(dataset, split, data_dir, limit)
+    what = f"dataset {dataset} ({split})"
+    if images.size == 0:
+        raise DatasetError(f"{what}: the images are {'x'.join(map(str, images.shape[1:]))}, "
+                           f"with no pixels")
+    if images.dtype.kind not in "ui":
+        raise DatasetError(f"{what}: the images hold {images.dtype.name} values; expected "
+                           f"8-bit unsigned pixels")
+    low, high = int(images.min()), int(images.max())
+    if low < 0 or high > 255:
+        raise DatasetError(f"{what}: pixel value {low if low < 0 else high} is outside "
+                           f"[0, 255]")
+    images = images.astype(np.uint8, copy=False)
     return (torch.from_numpy(np.ascontiguousarray(images)),
             torch.from_numpy(labels), list(DATASETS[dataset].classes))
 

@@ -7,20 +7,19 @@ evaluates, logs, checkpoints and exports.
 
 Checkpoints (``TrainConfig.checkpoint``) are written atomically at the end of every epoch
 with ``torch.save`` of plain data (state dicts, numbers, lists, strings) and read back
-with ``torch.load(weights_only=True)``. ``resume=True`` continues after the last completed
-epoch; since each epoch's shuffling and augmentation depend only on ``(seed, epoch)``, a
-resumed run on CPU gives the same result as an uninterrupted one.
+with ``torch.load(weights_only=True)`` (:mod:`train.checkpoint`, which checks all of a
+checkpoint against the resuming run before using it). ``resume=True`` continues after the
+last completed epoch; since each epoch's shuffling and augmentation depend only on
+``(seed, epoch)``, a resumed run on CPU gives the same result as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import pickle
+import re
 import sys
 import time
-import warnings
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,11 +30,14 @@ from hwgen.errors import UserError
 from hwgen.model import save as save_model
 
 from .arch import parse_arch
+from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .data import augment, epoch_batches, epoch_generator, load_split
 from .diagnostics import histograms, saturation, sharpness_diagnostics
 from .layers import WEIGHT_NORMS, SbnOptions, clip_latent_weights
 from .net import Net, input_stats
 from .schedule import nu_at
+
+MAX_PROCESSES = 4096  # of a torchrun group
 
 # Settings that must match for --resume to continue a checkpoint.
 _RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr",
@@ -118,71 +120,45 @@ class _Dist:
         return self.rank == 0
 
 
+def _env_int(name: str, default: int | None, high: int) -> int | None:
+    """The environment variable ``name`` as a whole number in ``[0, high]`` (torchrun sets
+    them), ``default`` when unset; UserError otherwise."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) > high:
+        raise UserError(f"environment {name}={text[:40]!r}: expected a whole number in "
+                        f"0..{high}")
+    return int(text)
+
+
 def _init_distributed(device: str) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """One process of a ``torchrun`` group (``WORLD_SIZE > 1``; RANK, LOCAL_RANK,
+    MASTER_ADDR and MASTER_PORT as torchrun sets them); a single process otherwise."""
+    world = _env_int("WORLD_SIZE", 1, MAX_PROCESSES)
     if world <= 1:
         return _Dist()
+    rank = _env_int("RANK", None, world - 1)
+    local_rank = _env_int("LOCAL_RANK", 0, world - 1)
+    port = _env_int("MASTER_PORT", None, 65535)
+    if rank is None or port is None or not os.environ.get("MASTER_ADDR"):
+        raise UserError(f"environment WORLD_SIZE={world} asks for a process group, which also "
+                        f"needs RANK, MASTER_ADDR and MASTER_PORT: start it with torchrun")
     import torch.distributed as dist
     backend = "nccl" if device == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        try:
+            dist.init_process_group(backend=backend)
+        except (RuntimeError, ValueError) as err:  # torch's DistError is a RuntimeError
+            why = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise UserError(f"cannot join the process group ({why})") from None
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def _log(message: str, dist: _Dist) -> None:
     if dist.main:
         from tqdm import tqdm
         tqdm.write(message, file=sys.stderr)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by :func:`train` (plain data only; never unpickles objects; its
-    records must be stored, not compressed, so that reading takes no more memory than the
-    file's size)."""
-    _check_stored_records(path)
-    try:
-        with warnings.catch_warnings():   # e.g. torch's note on the pickle protocol: the
-            warnings.simplefilter("ignore")   # error line below says what is wrong
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        why = (str(err).splitlines() or [type(err).__name__])[0]
-        if isinstance(err, pickle.UnpicklingError):   # torch's text suggests unpickling it
-            why = "it holds Python objects beyond tensors and plain data, never unpickled"
-        raise UserError(f"{path}: not a readable checkpoint ({why})") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: not a checkpoint written by train (it holds a "
-                        f"{type(state).__name__}, not a dictionary)")
-    return state
-
-
-def _check_stored_records(path: str | Path) -> None:
-    """UserError when the regular file ``path`` is a zip archive with a compressed record
-    (``torch.save`` stores them; a 2 MB deflated record can inflate to 2 GB)."""
-    if not os.path.isfile(path):
-        return   # torch.load names what is wrong with it
-    try:
-        if not zipfile.is_zipfile(path):
-            return
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError) as err:
-        raise UserError(f"{path}: not a readable checkpoint ({err})") from None
-    for info in infos:
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise UserError(f"{path}: not a readable checkpoint (its record "
-                            f"{info.filename[:80]!r} is compressed; train stores them "
-                            f"uncompressed)")
 
 
 @torch.no_grad()
@@ -336,29 +312,16 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
         old = state.get("settings", {})
-        if not isinstance(old, dict):
+        if not isinstance(old, dict) or not all(
+                v is None or type(v) in (bool, int, float, str) for v in old.values()):
             raise UserError(f"{ckpt}: not a checkpoint of this training run (its settings "
-                            f"are a {type(old).__name__}, not a dictionary)")
+                            f"are not a dictionary of plain values)")
         diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
                             f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
-        try:
-            start_epoch = state["epoch"]
-            if type(start_epoch) is not int or not 0 <= start_epoch <= cfg.epochs:
-                raise ValueError(f"epoch {start_epoch!r} is not a whole number in "
-                                 f"0..{cfg.epochs}")
-            if not all(torch.isfinite(t).all() for t in state["model"].values()
-                       if torch.is_tensor(t) and t.is_floating_point()):
-                raise ValueError("its weights are not all finite")
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, snapshots = list(state["history"]), list(state["snapshots"])
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
-            why = (str(err).splitlines() or [type(err).__name__])[0]
-            raise UserError(f"{ckpt}: not a checkpoint of this training run ({why})") \
-                from None
+        start_epoch, history, snapshots = restore(state, ckpt, net, optimizer, scheduler,
+                                                  cfg.epochs, steps_per_epoch, cfg.method)
         _log(f"resumed from {ckpt} after epoch {start_epoch}", dist)
     elif cfg.resume:
         _log(f"--resume: no checkpoint at {ckpt}; starting from scratch", dist)
@@ -448,7 +411,7 @@ def train(cfg: TrainConfig) -> dict:
                     if cfg.nu_learnable else "")
                  + f" lr {record['lr']:.3g} ({record['seconds']:.1f}s)", dist)
             if ckpt is not None:
-                _atomic_torch_save({"model": net.state_dict(),
+                save_checkpoint({"model": net.state_dict(),
                                     "optimizer": optimizer.state_dict(),
                                     "scheduler": scheduler.state_dict(), "epoch": epoch,
                                     "history": history, "snapshots": snapshots,

@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..interrupts import import_deferred
 from ..reference import predict
 
 BATCH = 200
@@ -52,6 +53,8 @@ def compare(graph_scores: np.ndarray, model_scores: np.ndarray, unit: Fraction) 
 
 def _prepared(proto, batch: int):
     """A qonnx ModelWrapper of ``proto`` with batch size ``batch`` and inferred shapes."""
+    for name in ("onnx", "qonnx.core.modelwrapper"):
+        import_deferred(name)
     import onnx
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.change_batchsize import ChangeBatchSize
@@ -77,8 +80,12 @@ def _prepared(proto, batch: int):
     return model.transform(InferShapes())
 
 
-def execute_graph(proto, inputs: np.ndarray, progress: bool = False) -> np.ndarray:
-    """The graph's output [K, M] (float32) for graph inputs ``inputs`` [K, ...] (float32)."""
+def execute_graph(proto, inputs: np.ndarray, progress: bool = False,
+                  convert=None) -> np.ndarray:
+    """The graph's output [K, M] (float32) for graph inputs ``inputs`` [K, ...] (float32),
+    or ``convert(inputs[batch])`` of each batch (so that only one batch is ever float)."""
+    for name in ("onnxruntime", "qonnx.core.onnx_exec"):
+        import_deferred(name)
     from qonnx.core.onnx_exec import execute_onnx
     from tqdm import tqdm
 
@@ -98,6 +105,8 @@ def execute_graph(proto, inputs: np.ndarray, progress: bool = False) -> np.ndarr
     for start in tqdm(range(0, count, batch), desc="QONNX execution", unit="batch",
                       disable=not progress):
         chunk = inputs[start:start + batch]
+        if convert is not None:
+            chunk = convert(chunk)
         padded = np.zeros((batch,) + shape[1:], dtype=np.float32)
         padded[:len(chunk)] = chunk.reshape((len(chunk),) + shape[1:])
         with warnings.catch_warnings(), np.errstate(all="ignore"):

@@ -139,8 +139,8 @@ def cmd_import(args) -> int:
     progress = sys.stderr.isatty()
     scores = Reference(model).run(images, progress=progress)
     try:
-        graph_scores = execute_graph(graph.proto, imported.mapping.graph_input(images),
-                                     progress=progress)
+        graph_scores = execute_graph(graph.proto, images, progress=progress,
+                                     convert=imported.mapping.graph_input)
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as err:  # qonnx / onnxruntime refusing the graph, whatever the type

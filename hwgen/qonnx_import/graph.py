@@ -19,9 +19,10 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import open_regular, read_upto, size_limit
+from ..interrupts import import_deferred
 
 MAX_ONNX_BYTES = 1 << 29  # 512 MiB; $SBN_MAX_ONNX_BYTES overrides
-MAX_NODES = 100_000
+MAX_NODES = 500  # the QONNX check's execution time grows with the square of the count
 MAX_CONSTANT_ELEMENTS = 1 << 28
 
 
@@ -134,6 +135,7 @@ def _value_shape(value_info) -> tuple[int, ...] | None:
 
 def read_graph(path: Path) -> Graph:
     """Parse ``path`` (an ONNX file) into a :class:`Graph`."""
+    import_deferred("onnx")
     import onnx
     from google.protobuf.message import DecodeError
 

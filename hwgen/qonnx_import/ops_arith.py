@@ -11,7 +11,20 @@ from .values import Accum, Binary, Const, Pixels, channel_count, channel_values,
 
 #: The most values an operation on two constants may produce (the product of the broadcast
 #: shape, checked before computing: two small constants can broadcast to gigabytes).
-MAX_COMPUTED_CONSTANT = 1 << 24
+MAX_COMPUTED_CONSTANT = 1 << 22  # values of a constant computed from two others
+
+
+def check_computed_size(converter, node, op: str, left: np.ndarray, right: np.ndarray) -> None:
+    """``converter.fail`` unless ``op`` of the constants ``left`` and ``right`` broadcasts
+    to at most :data:`MAX_COMPUTED_CONSTANT` values (checked before computing anything)."""
+    try:
+        size = math.prod(np.broadcast_shapes(np.shape(left), np.shape(right)))
+    except ValueError:
+        converter.fail(node, f"{op} of constants of shapes {list(np.shape(left))} and "
+                             f"{list(np.shape(right))}, which do not broadcast")
+    if size > MAX_COMPUTED_CONSTANT:
+        converter.fail(node, f"{op} of constants would make {size} values, more than the "
+                             f"{MAX_COMPUTED_CONSTANT} the importer computes")
 
 
 class ArithmeticOps:
@@ -20,15 +33,7 @@ class ArithmeticOps:
     def _arith(self, node, op):
         left, right = self.take(node, 0), self.take(node, 1)
         if isinstance(left, Const) and isinstance(right, Const):
-            try:
-                size = math.prod(np.broadcast_shapes(np.shape(left.array),
-                                                     np.shape(right.array)))
-            except ValueError:
-                self.fail(node, f"{op} of constants of shapes {list(np.shape(left.array))} and "
-                                f"{list(np.shape(right.array))}, which do not broadcast")
-            if size > MAX_COMPUTED_CONSTANT:
-                self.fail(node, f"{op} of constants would make {size} values, more than the "
-                                f"{MAX_COMPUTED_CONSTANT} the importer computes")
+            check_computed_size(self, node, op, left.array, right.array)
             with np.errstate(all="ignore"):
                 array = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
                          "Div": np.divide}[op](left.array, right.array)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .ops_arith import check_computed_size
 from .values import Binary, Const, Pixels
 
 
@@ -88,6 +89,7 @@ class ShapeOps:
 
     def op_Pow(self, node):
         base, exponent = self.take(node, 0, Const), self.take(node, 1, Const)
+        check_computed_size(self, node, "Pow", base.array, exponent.array)
         with np.errstate(all="ignore"):
             return Const(np.power(base.array, exponent.array).astype(base.array.dtype))
 

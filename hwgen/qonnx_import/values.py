@@ -35,8 +35,15 @@ class InputMapping:
     shift: Fraction = Fraction(0)
 
     def graph_input(self, pixels: np.ndarray) -> np.ndarray:
-        return (float(self.scale) * (pixels.astype(np.float64) + float(self.shift))).astype(
-            np.float32)
+        """The graph's float32 input for integer ``pixels``; ValueError when a value is
+        beyond float32's range (a hostile input quantizer's scale)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = (float(self.scale) * (pixels.astype(np.float64) + float(self.shift))
+                      ).astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ValueError(f"the input quantizer maps pixels to values beyond float32 "
+                             f"(scale {float(self.scale):.3g})")
+        return values
 
 
 @dataclass

@@ -1,0 +1,223 @@
+"""Hostile input to ``python -m train``: architecture strings, output paths, checkpoints
+given to ``--resume``, the torchrun environment and the training data are refused with one
+:class:`UserError` before any training, and checkpoints are written only where asked."""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hwgen.datasets import DatasetError  # noqa: E402
+from hwgen.errors import UserError  # noqa: E402
+from train.arch import ArchError, parse_arch  # noqa: E402
+from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from train.cli import config_from_argv  # noqa: E402
+from train.data import load_split  # noqa: E402
+from train.loop import TrainConfig, _init_distributed, train  # noqa: E402
+
+
+def _idx(path: Path, array: np.ndarray, code: int) -> None:
+    """An IDX file of element type ``code`` (0x08 uint8 .. 0x0E float64), big-endian."""
+    dtype = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                         for d in array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=dtype).tobytes())
+
+
+def _data(folder: Path, images: np.ndarray | None = None, code: int = 0x08) -> Path:
+    """A Fashion-MNIST-shaped data folder (learnable bands); ``images`` replaces the
+    training images (element type ``code``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 256), ("t10k", 100)):
+        labels = rng.integers(0, 10, n)
+        pixels = rng.integers(0, 90, (n, 28, 28))
+        for i, c in enumerate(labels):
+            pixels[i, c * 2:c * 2 + 3, 4:24] = 200
+        if stem == "train" and images is not None:
+            pixels, labels = images, labels[:images.shape[0]]
+            _idx(folder / f"{stem}-images-idx3-ubyte", pixels, code)
+        else:
+            _idx(folder / f"{stem}-images-idx3-ubyte", pixels, 0x08)
+        _idx(folder / f"{stem}-labels-idx1-ubyte", labels, 0x08)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return _data(tmp_path_factory.mktemp("hostile-data"))
+
+
+def _cfg(data, tmp_path, **kw) -> TrainConfig:
+    base = dict(dataset="fashion-mnist", arch="mlp:8", method="sbn", epochs=2,
+                out=str(tmp_path / "m.npz"), data_dir=str(data), batch_size=64, threads=1,
+                progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ----------------------------------------------------------------------------- arch
+
+
+@pytest.mark.parametrize("spec", ["mlp:" + "1" * 5000, "mlp:8\n", "cnn:c8-p\n", "mlp:8 ",
+                                  "x" * 100_000])
+def test_malformed_architectures_are_one_short_error(spec):
+    with pytest.raises(ArchError) as err:
+        parse_arch(spec)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize("extra", [["--plots", "o.npz"], ["--plots", "./o.npz"],
+                                   ["--plots", "o.ckpt.pt"],
+                                   ["--checkpoint", "c.pt", "--plots", "c.pt"]])
+def test_plots_cannot_be_a_file_output(tmp_path, monkeypatch, extra):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="--plots"):
+        config_from_argv(["--arch", "mlp:8", "--out", "o.npz", *extra])
+    assert os.listdir(tmp_path) == []
+
+
+def test_checkpoint_staging_follows_no_planted_link(data, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / ".m.ckpt.pt.tmp").symlink_to(victim)   # the old, predictable staging name
+    train(_cfg(data, tmp_path, epochs=1))
+    assert victim.read_text() == "precious"
+    ckpt = tmp_path / "m.ckpt.pt"
+    assert ckpt.is_file() and not ckpt.is_symlink()
+    assert load_checkpoint(ckpt)["epoch"] == 1
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="cannot write"):
+        save_checkpoint({"epoch": 1}, Path("/proc/sbn-checkpoint.pt"))
+
+
+# ----------------------------------------------------------------------------- --resume
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data, tmp_path_factory):
+    """A checkpoint after epoch 1 of 2 (sbn, with plots, so that it holds snapshots)."""
+    folder = tmp_path_factory.mktemp("checkpoint")
+    cfg = _cfg(data, folder, stop_after=1, plots=str(folder / "plots"))
+    assert train(cfg) == {"stopped_after": 1}
+    return Path(cfg.out).with_suffix(".ckpt.pt")
+
+
+def _set(path):
+    """A mutation that sets ``state[path[0]][path[1]]... = value``."""
+    def apply(state, value):
+        target = state
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return apply
+
+
+def _moments(state, name, value):
+    state["optimizer"]["state"][0][name] = value(state["optimizer"]["state"][0][name])
+
+
+MUTATIONS = {
+    "settings tensor": lambda s: _set(("settings", "lr"))(s, torch.zeros(3)),
+    "history ints": lambda s: _set(("history",))(s, [1]),
+    "history dicts": lambda s: _set(("history",))(s, [{}]),
+    "history nu text": lambda s: _set(("history", 0, "nu"))(s, "x"),
+    "history nan loss": lambda s: _set(("history", 0, "loss"))(s, math.nan),
+    "history as text": lambda s: _set(("history",))(s, "abc"),
+    "snapshots ints": lambda s: _set(("snapshots",))(s, [1, 2]),
+    "snapshot counts": lambda s: _set(("snapshots", 0, "weights", "counts"))(s, ["x"]),
+    "moment shape": lambda s: _moments(s, "exp_avg", lambda t: torch.zeros(3)),
+    "moment nan": lambda s: _moments(s, "exp_avg", lambda t: torch.full_like(t, math.nan)),
+    "negative second moment": lambda s: _moments(s, "exp_avg_sq", lambda t: -1 - t),
+    "lr text": lambda s: _set(("optimizer", "param_groups", 0, "lr"))(s, "x"),
+    "lr nan": lambda s: _set(("optimizer", "param_groups", 0, "lr"))(s, math.nan),
+    "betas": lambda s: _set(("optimizer", "param_groups", 0, "betas"))(s, (5.0, -1.0)),
+    "capturable": lambda s: _set(("optimizer", "param_groups", 0, "capturable"))(s, True),
+    "scheduler optimizer": lambda s: _set(("scheduler", "optimizer"))(s, 5),
+    "scheduler last_epoch": lambda s: _set(("scheduler", "last_epoch"))(s, "x"),
+    "scheduler step": lambda s: _set(("scheduler", "last_epoch"))(s, 5),
+    "scheduler base_lrs": lambda s: _set(("scheduler", "base_lrs"))(s, []),
+    "negative variance": lambda s: s["model"].__setitem__(
+        next(k for k in s["model"] if k.endswith("running_var")),
+        -torch.ones_like(s["model"][next(k for k in s["model"] if k.endswith("running_var"))])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_resume_refuses_a_checkpoint_it_cannot_use(data, checkpoint, tmp_path, name):
+    state = load_checkpoint(checkpoint)
+    MUTATIONS[name](state)
+    path = tmp_path / "m.ckpt.pt"
+    torch.save(state, path)
+    with pytest.raises(UserError, match="not a checkpoint of this training run"):
+        train(_cfg(data, tmp_path, resume=True, plots=str(tmp_path / "plots")))
+    assert sorted(os.listdir(tmp_path)) == ["m.ckpt.pt"]
+
+
+def test_resume_takes_its_own_checkpoint(data, checkpoint, tmp_path):
+    path = tmp_path / "m.ckpt.pt"
+    path.write_bytes(checkpoint.read_bytes())
+    result = train(_cfg(data, tmp_path, resume=True))
+    assert len(result["history"]) == 2 and (tmp_path / "m.npz").is_file()
+
+
+def test_a_damaged_checkpoint_record_is_refused(checkpoint, tmp_path):
+    data = bytearray(checkpoint.read_bytes())
+    with zipfile.ZipFile(checkpoint) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.file_size // 2] ^= 0xFF
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="CRC"):
+        load_checkpoint(damaged)
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+@pytest.mark.parametrize("env", [{"WORLD_SIZE": "abc"}, {"WORLD_SIZE": ""},
+                                 {"WORLD_SIZE": "1.5"}, {"WORLD_SIZE": "9" * 20},
+                                 {"WORLD_SIZE": "2"},
+                                 {"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "x",
+                                  "MASTER_PORT": "1"},
+                                 {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "x",
+                                  "MASTER_PORT": "99999"}])
+def test_a_bad_torchrun_environment_is_a_user_error(monkeypatch, env):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UserError, match="environment"):
+        _init_distributed("cpu")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize("images, code, match", [
+    (np.zeros((256, 0, 28)), 0x08, "no pixels"),
+    (np.full((256, 28, 28), 0.5), 0x0D, "float32"),
+    (np.full((256, 28, 28), math.nan), 0x0E, "float64"),
+    (np.full((256, 28, 28), -5), 0x09, "-5"),
+    (np.full((256, 28, 28), 300), 0x0B, "300"),
+])
+def test_training_images_are_checked_before_training(tmp_path, images, code, match):
+    folder = _data(tmp_path / "data", images, code)
+    with pytest.raises(DatasetError, match=match):
+        load_split("fashion-mnist", "train", str(folder))
+    with pytest.raises(DatasetError, match=match):
+        train(_cfg(folder, tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["data"]

@@ -1,0 +1,276 @@
+"""Training checkpoints: written atomically, read back without unpickling anything, and
+checked against the run that resumes from them before any of their contents is used.
+
+- :func:`save_checkpoint` writes through :func:`hwgen.outputs.staged_file` (a fresh, random
+  staging name beside the target, created exclusively, renamed at the end): a kill never
+  leaves a partial checkpoint, and a planted link at a predictable name is never written.
+- :func:`load_checkpoint` reads a file ``torch.save`` wrote: a zip archive whose records
+  are stored (not compressed) with correct CRCs, unpickled with ``weights_only=True``.
+- :func:`restore` checks every part of a loaded checkpoint against the freshly built
+  network, optimizer and scheduler of the resuming run (same keys, types, shapes, finite
+  values, a step count that matches the epoch) and only then loads it; anything else is
+  a :class:`~hwgen.errors.UserError` ``PATH: not a checkpoint of this training run (...)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from hwgen.errors import UserError
+from hwgen.outputs import staged_file
+
+__all__ = ["load_checkpoint", "restore", "save_checkpoint"]
+
+MAX_SNAPSHOTS = 64  # train keeps at most 6 histogram snapshots
+MAX_BINS = 10_000   # of a snapshot's histogram
+
+
+class _Mismatch(ValueError):
+    """A part of the checkpoint that the resuming run cannot use; the text says which."""
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """``torch.save(state)`` to ``path`` through a staging file; UserError when it cannot be
+    written."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # the CLI checked it exists
+        with staged_file(path) as staging:
+            torch.save(state, staging)
+    except (OSError, RuntimeError) as err:  # torch reports failed writes as RuntimeError
+        why = getattr(err, "strerror", None) or (str(err).splitlines() or [""])[-1].strip()
+        raise UserError(f"{path}: cannot write the checkpoint ({why or type(err).__name__})") \
+            from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by ``train`` (plain data only; never unpickles objects; its
+    records must be stored, not compressed, so that reading takes no more memory than the
+    file's size, and must match their CRCs)."""
+    _check_records(path)
+    try:
+        with warnings.catch_warnings():   # e.g. torch's note on the pickle protocol: the
+            warnings.simplefilter("ignore")   # error line below says what is wrong
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        why = (str(err).splitlines() or [type(err).__name__])[0]
+        if isinstance(err, pickle.UnpicklingError):   # torch's text suggests unpickling it
+            why = "it holds Python objects beyond tensors and plain data, never unpickled"
+        raise UserError(f"{path}: not a readable checkpoint ({why})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a checkpoint written by train (it holds a "
+                        f"{type(state).__name__}, not a dictionary)")
+    return state
+
+
+def _check_records(path: str | Path) -> None:
+    """UserError when the regular file ``path`` is a zip archive with a compressed record
+    (``torch.save`` stores them; a 2 MB deflated record can inflate to 2 GB) or a record
+    whose bytes do not match its CRC (torch's reader does not check them)."""
+    if not os.path.isfile(path):
+        return   # torch.load names what is wrong with it
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            for info in infos:
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise UserError(f"{path}: not a readable checkpoint (its record "
+                                    f"{info.filename[:80]!r} is compressed; train stores "
+                                    f"them uncompressed)")
+            damaged = archive.testzip()   # stored records: reads at most the file's size
+    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError, EOFError) as err:
+        raise UserError(f"{path}: not a readable checkpoint ({err})") from None
+    if damaged is not None:
+        raise UserError(f"{path}: not a readable checkpoint (its record {damaged[:80]!r} "
+                        f"does not match its CRC: the file is damaged)")
+
+
+def restore(state: dict, path, net, optimizer, scheduler, epochs: int,
+            steps_per_epoch: int, method: str) -> tuple[int, list, list]:
+    """Load ``state`` (from :func:`load_checkpoint`) into ``net``, ``optimizer`` and
+    ``scheduler`` after checking all of it; returns ``(epoch, history, snapshots)``."""
+    try:
+        epoch = state["epoch"]
+        if type(epoch) is not int or not 0 <= epoch <= epochs:
+            raise _Mismatch(f"epoch {epoch!r} is not a whole number in 0..{epochs}")
+        model = state["model"]
+        _check_model(model, net.state_dict())
+        opt = state["optimizer"]
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        _check_optimizer(opt, optimizer.state_dict(), parameters)
+        sched = state["scheduler"]
+        _check_like(sched, scheduler.state_dict(), "scheduler", exact=("base_lrs",
+                                                                       "lr_lambdas"))
+        if sched["last_epoch"] != epoch * steps_per_epoch:
+            raise _Mismatch(f"the scheduler is at step {sched['last_epoch']}, not "
+                            f"{epoch * steps_per_epoch} (epoch {epoch})")
+        history = _checked_history(state["history"], epoch, method)
+        snapshots = _checked_snapshots(state["snapshots"])
+        net.load_state_dict(model)
+        optimizer.load_state_dict(opt)
+        scheduler.load_state_dict(sched)
+    except KeyError as err:
+        raise UserError(f"{path}: not a checkpoint of this training run (no {err})") from None
+    except (_Mismatch, RuntimeError, TypeError, ValueError) as err:
+        why = (str(err).splitlines() or [type(err).__name__])[0][:300]
+        raise UserError(f"{path}: not a checkpoint of this training run ({why})") from None
+    return epoch, history, snapshots
+
+
+def _check_model(model, fresh: dict) -> None:
+    if not isinstance(model, dict) or set(model) != set(fresh):
+        raise _Mismatch("its network's parameters are not this architecture's")
+    for key, tensor in model.items():
+        _check_tensor(tensor, fresh[key], f"network {key}")
+        if key.endswith("running_var") and not bool((tensor >= 0).all()):
+            raise _Mismatch(f"network {key} holds negative variances")
+
+
+def _check_tensor(value, like: torch.Tensor, what: str, non_negative: bool = False) -> None:
+    if not torch.is_tensor(value) or value.shape != like.shape or value.dtype != like.dtype:
+        raise _Mismatch(f"{what} is not a {like.dtype} tensor of shape {list(like.shape)}")
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise _Mismatch(f"{what} is not all finite")
+    if non_negative and not bool((value >= 0).all()):
+        raise _Mismatch(f"{what} holds negative values")
+
+
+def _check_optimizer(opt, fresh: dict, parameters: list) -> None:
+    """Adam's state dict for ``parameters`` (in the optimizer's order): the fresh one's
+    hyperparameters (the learning rate excepted), per-parameter moments of their shapes."""
+    _check_like(opt, fresh, "optimizer", skip=("state",), exact=("param_groups",),
+                free=("lr",))
+    groups = fresh["param_groups"]
+    for group in opt["param_groups"]:
+        if type(group["lr"]) is not float or not (math.isfinite(group["lr"])
+                                                  and group["lr"] >= 0):
+            raise _Mismatch(f"optimizer learning rate {group['lr']!r} is not a finite "
+                            f"number >= 0")
+    params = {index: None for group in groups for index in group["params"]}
+    state = opt["state"]
+    if not isinstance(state, dict) or not set(state) <= set(params):
+        raise _Mismatch("the optimizer's state is not for this network's parameters")
+    for index, entry in state.items():
+        if not isinstance(entry, dict) or set(entry) != {"step", "exp_avg", "exp_avg_sq"}:
+            raise _Mismatch(f"optimizer state {index} is not Adam's")
+        _check_tensor(entry["step"], torch.zeros(()), f"optimizer step {index}",
+                      non_negative=True)
+        like = parameters[index].detach()
+        _check_tensor(entry["exp_avg"], like, f"optimizer exp_avg {index}")
+        _check_tensor(entry["exp_avg_sq"], like, f"optimizer exp_avg_sq {index}",
+                      non_negative=True)
+
+
+def _check_like(value, fresh, what: str, skip=(), exact=(), free=()) -> None:
+    """``value`` has ``fresh``'s structure: the same keys (dicts), lengths (lists and
+    tuples) and types, finite numbers; keys in ``exact`` equal ``fresh``'s except for the
+    ``free`` keys inside them; keys in ``skip`` are left to the caller."""
+    if isinstance(fresh, dict):
+        if not isinstance(value, dict) or set(value) != set(fresh):
+            raise _Mismatch(f"{what} does not hold the entries {sorted(map(str, fresh))}")
+        for key in fresh:
+            if key in skip:
+                continue
+            inner = f"{what} {key}"
+            if key in exact:
+                _check_equal(value[key], fresh[key], inner, free)
+            else:
+                _check_like(value[key], fresh[key], inner)
+    elif isinstance(fresh, (list, tuple)):
+        if type(value) is not type(fresh) or len(value) != len(fresh):
+            raise _Mismatch(f"{what} is not a {type(fresh).__name__} of {len(fresh)}")
+        for item, like in zip(value, fresh):
+            _check_like(item, like, what)
+    elif type(value) is not type(fresh):
+        raise _Mismatch(f"{what} is a {type(value).__name__}, not a {type(fresh).__name__}")
+    elif isinstance(fresh, float) and not math.isfinite(value):
+        raise _Mismatch(f"{what} is not finite")
+    elif isinstance(fresh, int) and not isinstance(fresh, bool) and value < 0:
+        raise _Mismatch(f"{what} is negative")
+
+
+def _check_equal(value, fresh, what: str, free=()) -> None:
+    """``value == fresh`` through dicts and lists (type by type), ``free`` keys excepted."""
+    if isinstance(fresh, dict):
+        if not isinstance(value, dict) or set(value) != set(fresh):
+            raise _Mismatch(f"{what} is not this run's")
+        for key in fresh:
+            if key not in free:
+                _check_equal(value[key], fresh[key], f"{what} {key}", free)
+    elif isinstance(fresh, (list, tuple)):
+        if type(value) is not type(fresh) or len(value) != len(fresh):
+            raise _Mismatch(f"{what} is not this run's")
+        for item, like in zip(value, fresh):
+            _check_equal(item, like, what, free)
+    elif type(value) is not type(fresh) or value != fresh:
+        raise _Mismatch(f"{what} is {_short(value)}, this run's is {_short(fresh)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+_REQUIRED = ("epoch", "loss", "train_acc", "nu", "lr", "seconds", "test_acc")
+
+
+def _checked_history(history, epoch: int, method: str) -> list:
+    """The epoch log: one record per completed epoch, each with the same keys (those the
+    log and plots read included), numbers or lists of numbers of a fixed length."""
+    if not isinstance(history, list) or len(history) != epoch:
+        raise _Mismatch(f"its history is not a list of {epoch} epoch records")
+    required = set(_REQUIRED) | ({"hard_test_acc"} if method != "float" else set()) \
+        | ({"frozen", "alive"} if method == "sbn" else set())
+    keys = lengths = None
+    for number, record in enumerate(history, 1):
+        if not isinstance(record, dict) or not required <= set(record):
+            raise _Mismatch(f"history record {number} lacks some of {sorted(required)}")
+        if keys is None:
+            keys = set(record)
+            lengths = {k: len(v) for k, v in record.items() if isinstance(v, list)}
+        if set(record) != keys or record["epoch"] != number or type(record["epoch"]) is not int:
+            raise _Mismatch(f"history record {number} is not like the others")
+        for key, value in record.items():
+            if key in lengths:
+                ok = (isinstance(value, list) and len(value) == lengths[key]
+                      and all(_is_number(v) for v in value))
+            else:
+                ok = _is_number(value) and (math.isfinite(value) or key == "nu")
+            if not ok:
+                raise _Mismatch(f"history record {number}: {str(key)[:40]!r} is not a number")
+    return list(history)
+
+
+def _is_number(value) -> bool:
+    return type(value) in (int, float) and not (isinstance(value, float) and math.isnan(value))
+
+
+def _checked_snapshots(snapshots) -> list:
+    """Histogram snapshots as :func:`train.diagnostics.histograms` makes them."""
+    if not isinstance(snapshots, list) or len(snapshots) > MAX_SNAPSHOTS:
+        raise _Mismatch(f"its snapshots are not a list of at most {MAX_SNAPSHOTS}")
+    for snap in snapshots:
+        if not (isinstance(snap, dict) and set(snap) == {"epoch", "nu", "weights",
+                                                          "activations"}
+                and type(snap["epoch"]) is int and _is_number(snap["nu"])
+                and all(_is_histogram(snap[k]) for k in ("weights", "activations"))):
+            raise _Mismatch("a histogram snapshot is not one train wrote")
+    return list(snapshots)
+
+
+def _is_histogram(h) -> bool:
+    if not (isinstance(h, dict) and set(h) == {"counts", "range"}):
+        return False
+    counts, span = h["counts"], h["range"]
+    return (isinstance(counts, list) and 0 < len(counts) <= MAX_BINS
+            and all(_is_number(c) and math.isfinite(c) and c >= 0 for c in counts)
+            and isinstance(span, list) and len(span) == 2
+            and all(_is_number(v) and math.isfinite(v) for v in span) and span[0] < span[1])
