@@ -53,6 +53,8 @@ def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> 
         return "the path is empty"
     if "\0" in text:
         return "the path holds a NUL character"
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "the path holds a control character (a newline, a tab...)"
     target = Path(os.path.abspath(text))
     if target.parent == target:
         return f"needs a {kind} name, not the root folder"

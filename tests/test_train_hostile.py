@@ -221,3 +221,13 @@ def test_training_images_are_checked_before_training(tmp_path, images, code, mat
     with pytest.raises(DatasetError, match=match):
         train(_cfg(folder, tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
+@pytest.mark.parametrize("name", ["o\n.npz", "o\t.npz", "o\x7f.npz"])
+def test_output_names_with_control_characters_are_refused(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):   # argparse's one-line usage error
+        config_from_argv(["--arch", "mlp:8", "--out", name])
+    from hwgen.outputs import output_problem
+    assert output_problem(name) == "the path holds a control character (a newline, a tab...)"
+    assert os.listdir(tmp_path) == []

@@ -10,20 +10,15 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from hwgen.outputs import staged_file
 
 
 def _save(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``fig`` as the PNG ``path``, through a staging name (the permissions a new file gets)."""
+    with staged_file(path) as staging:
+        fig.savefig(staging, dpi=110, format="png")
 
 
 def write_plots(folder, history: list[dict], snapshots: list[dict], method: str) -> list[str]:
