@@ -426,19 +426,24 @@ def test_a_signal_after_the_work_is_done_does_not_kill_the_exit(work, tmp_path):
             proc.returncode, err)
 
 
+def _entry_point(folder: Path, main_source: str) -> tuple[list, dict]:
+    """A ``python -m entry`` command (and its environment) whose ``main`` is
+    ``main_source``, run through :func:`hwgen.interrupts.run_main_of` like the real CLIs."""
+    (folder / "entry_main.py").write_text(main_source)
+    (folder / "entry.py").write_text("import sys\nfrom hwgen.interrupts import run_main_of\n"
+                                     "sys.exit(run_main_of('entry_main'))\n")
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), str(ROOT)])
+    return [sys.executable, "-m", "entry"], env
+
+
 def test_an_interrupt_inside_exec_still_exits_130(tmp_path):
     """A Ctrl-C that lands in code run by ``exec("...")`` (dataclasses and torch do that
     while importing and training) sets CPython's "unhandled KeyboardInterrupt" flag even
     though the entry point handles it; ``python -m`` used to end by SIGINT then (-2)."""
-    (tmp_path / "exec_interrupted.py").write_text(
-        "def main():\n    exec('raise KeyboardInterrupt')\n")
-    (tmp_path / "exec_entry.py").write_text(
-        "import sys\nfrom hwgen.interrupts import run_main_of\n"
-        "sys.exit(run_main_of('exec_interrupted'))\n")
-    env = _env()
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
-    proc = subprocess.run([sys.executable, "-m", "exec_entry"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    command, env = _entry_point(tmp_path, "def main():\n    exec('raise KeyboardInterrupt')\n")
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
     assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")
 
 
@@ -463,7 +468,8 @@ def test_the_first_signal_wins_and_cleanup_is_not_interrupted(tmp_path):
     """SIGTERM, then Ctrl-C while the cleanup the first started still runs: one line, the
     first signal's exit code (143), and the cleanup completes."""
     done = tmp_path / "cleaned"
-    (tmp_path / "slow_cleanup.py").write_text(
+    command, env = _entry_point(
+        tmp_path,
         "import sys, time\n"
         "def main():\n"
         "    try:\n"
@@ -472,14 +478,8 @@ def test_the_first_signal_wins_and_cleanup_is_not_interrupted(tmp_path):
         "    finally:\n"
         "        time.sleep(0.5)\n"
         f"        open({str(done)!r}, 'w').close()\n")
-    (tmp_path / "slow_entry.py").write_text(
-        "import sys\nfrom hwgen.interrupts import run_main_of\n"
-        "sys.exit(run_main_of('slow_cleanup'))\n")
-    env = _env()
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT)])
-    proc = subprocess.Popen([sys.executable, "-m", "slow_entry"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_signals)
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.1)
