@@ -21,6 +21,7 @@ installs ``/usr/share/datasets/fashion-mnist``). In each folder ``<dir>/`` and
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -221,15 +222,51 @@ def _latin1_encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+def _checked_dtype(dtype, *args) -> np.dtype:
+    """``numpy.dtype(dtype, *args)`` when it holds no Python objects (an object array is
+    filled with ``None`` when made: memory a 100-byte pickle could claim by the gigabyte)."""
+    dtype = np.dtype(dtype, *args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("arrays of Python objects are not allowed")
+    return dtype
+
+
+def _checked_size(shape, dtype: np.dtype) -> tuple:
+    """``shape`` when an array of it and ``dtype`` fits a CIFAR batch's byte limit."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(type(d) is int and d >= 0 for d in shape) or len(shape) > 32:
+        raise pickle.UnpicklingError("an array shape must be whole numbers >= 0")
+    if math.prod(shape) * max(1, dtype.itemsize) > _MAX_CIFAR_BATCH_BYTES:
+        raise pickle.UnpicklingError(f"an array of {list(shape)} {dtype} is larger than a "
+                                     f"CIFAR-10 batch can be")
+    return shape
+
+
+class _Array(np.ndarray):
+    """``numpy.ndarray`` as the unpickler gives it: made only with a dtype that holds no
+    objects and a size within a batch's byte limit."""
+
+    def __new__(cls, shape, dtype=float, *args, **kwargs):
+        dtype = _checked_dtype(dtype)
+        return super().__new__(cls, _checked_size(shape, dtype), dtype, *args, **kwargs)
+
+
 def _allowed_globals() -> dict:
     try:  # NumPy >= 2
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # pragma: no cover - NumPy 1.x
         from numpy.core.multiarray import _reconstruct
+
+    def reconstruct(cls, shape, dtype):
+        if cls is not _Array:
+            raise pickle.UnpicklingError("numpy _reconstruct of a class other than ndarray")
+        checked = _checked_dtype(dtype)
+        return _reconstruct(cls, _checked_size(shape, checked), dtype)
+
     allowed = {("_codecs", "encode"): _latin1_encode,
-               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+               ("numpy", "ndarray"): _Array, ("numpy", "dtype"): _checked_dtype}
     for module in ("numpy.core", "numpy._core"):
-        allowed[(module + ".multiarray", "_reconstruct")] = _reconstruct
+        allowed[(module + ".multiarray", "_reconstruct")] = reconstruct
         allowed[(module + ".numeric", "_frombuffer")] = _frombuffer
     return allowed
 
@@ -239,7 +276,7 @@ def _frombuffer(buffer, dtype, shape, order):
     if not isinstance(buffer, (bytes, bytearray, pickle.PickleBuffer)) or \
             not isinstance(dtype, np.dtype) or order not in ("C", "F"):
         raise pickle.UnpicklingError("numpy _frombuffer with unexpected arguments")
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+    return np.frombuffer(buffer, dtype=_checked_dtype(dtype)).reshape(shape, order=order)
 
 
 class _CifarUnpickler(pickle.Unpickler):

@@ -88,10 +88,8 @@ def size_limit(variable: str, default: int, error: type[UserError] = UserError) 
     text = os.environ.get(variable)
     if text is None or not text.strip():
         return default
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
+    digits = text.strip()
+    value = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 30 else 0
     if value < 1:
         raise error(f"${variable} must be a positive whole number of bytes, got {text!r}")
     return value

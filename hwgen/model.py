@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -656,18 +655,11 @@ def to_arrays(model: Model) -> dict[str, np.ndarray]:
 
 def save(model: Model, path: str | os.PathLike) -> Path:
     """Validate ``model`` and write it to ``path`` atomically (no partial file on failure)."""
+    from .outputs import resolved, staged_file
+
     path = Path(path)
     arrays = to_arrays(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    resolved(path).parent.mkdir(parents=True, exist_ok=True)
+    with staged_file(path) as staging, open(staging, "wb") as f:
+        np.savez_compressed(f, **arrays)
     return path

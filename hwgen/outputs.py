@@ -44,6 +44,17 @@ def _name_max(folder: str) -> int:
         return 255
 
 
+def resolved(path) -> Path:
+    """The absolute path the system would write for ``path``: its folder part resolved as
+    the system resolves it (a symlink before a ``..`` that follows it), the last name kept
+    as it is (a link there is the output's own business)."""
+    text = os.fspath(path)
+    head, name = os.path.split(text.rstrip(os.sep) or text)
+    if name in ("", ".", ".."):
+        return Path(os.path.realpath(text))
+    return Path(os.path.realpath(head or os.curdir)) / name
+
+
 def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> str | None:
     """Why ``path`` cannot be written as a ``kind`` (``"file"`` or ``"folder"``) output, or
     ``None``. ``suffixes``: the file name must end in one of them (any case). Folders in
@@ -55,16 +66,18 @@ def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> 
         return "the path holds a NUL character"
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         return "the path holds a control character (a newline, a tab...)"
-    target = Path(os.path.abspath(text))
-    if target.parent == target:
-        return f"needs a {kind} name, not the root folder"
     if kind == "file" and Path(os.path.normpath(text)).name in ("", ".", ".."):
         return "needs a file name, not a folder"
-    if suffixes and target.suffix.lower() not in suffixes:
-        return f"give a {kind} name ending in {' or '.join(suffixes)}"
-    problem = _folder_problem(target.parent, Path(os.path.normpath(text)).parent)
+    head = os.path.dirname(text.rstrip(os.sep) or text)
+    # the folder as the system reaches it: "afile/.." and "missing/.." are no folders
+    problem = _folder_problem(head or os.curdir, Path(head or os.curdir))
     if problem:
         return problem
+    target = resolved(text)
+    if target.parent == target:
+        return f"needs a {kind} name, not the root folder"
+    if suffixes and target.suffix.lower() not in suffixes:
+        return f"give a {kind} name ending in {' or '.join(suffixes)}"
     name_max = _name_max(str(target.parent))
     if len(os.fsencode(target.name)) + _STAGING_ROOM > name_max:
         return f"the name is too long (at most {name_max - _STAGING_ROOM} bytes)"
@@ -83,8 +96,9 @@ def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> 
     return None
 
 
-def _folder_problem(parent: Path, shown: Path) -> str | None:
-    """Why files cannot be made in ``parent`` (absolute; ``shown`` as the user wrote it)."""
+def _folder_problem(parent, shown: Path) -> str | None:
+    """Why files cannot be made in the folder ``parent`` (as written; ``shown`` is how the
+    message names it)."""
     try:
         mode = os.stat(parent).st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -148,7 +162,7 @@ def staged_file(target) -> Iterator[Path]:
     """Yields a fresh staging path beside ``target`` (same suffix, so tools that look at it
     see the kind); renames it onto ``target`` when the block succeeds, removes it when the
     block raises anything (interrupts included)."""
-    shown, target = target, Path(os.path.abspath(target))
+    shown, target = target, resolved(target)
     try:
         fd, name = tempfile.mkstemp(prefix=_staging_prefix(target),
                                     suffix=".part" + target.suffix[:16], dir=target.parent)
@@ -161,11 +175,23 @@ def staged_file(target) -> Iterator[Path]:
         os.chmod(staging, 0o666 & ~_umask())  # what open() makes, not mkstemp's 0600
         os.replace(staging, target)
     except OSError as err:
-        staging.unlink(missing_ok=True)
+        _remove(staging)
         raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
     except BaseException:
-        staging.unlink(missing_ok=True)
+        _remove(staging)
         raise
+
+
+def _remove(staging: Path) -> None:
+    """Remove a staging file or folder; one that cannot be removed (an append-only folder)
+    stays, and the error that is being reported is not replaced by this one."""
+    try:
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager
@@ -173,7 +199,7 @@ def staged_folder(target) -> Iterator[Path]:
     """Yields a fresh, empty staging folder beside ``target``; when the block succeeds its
     entries replace those of the same names in ``target`` (created by renaming the staging
     folder if it did not exist); when the block raises, the staging folder is removed."""
-    shown, target = target, Path(os.path.abspath(target))
+    shown, target = target, resolved(target)
     try:
         staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".part",
                                         dir=target.parent))

@@ -972,11 +972,25 @@ class _UninitialisedImages:
         return (_reconstruct, (np.ndarray, (self.n,), np.dtype(("u1", (3072,)))))
 
 
+class _ObjectArray:
+    """Pickles as ``numpy.ndarray((N,), object)``: made, it holds N references to None."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __reduce__(self):
+        return (np.ndarray, ((self.n,), np.dtype("O")))
+
+
 @pytest.mark.parametrize("batch, why", [
     ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 2 ** 70]},
      "CIFAR-10 labels must be in 0..9, got a 22-digit number"),
-    ({"data": _UninitialisedImages(100000), "labels": [0] * 100000},
-     "CIFAR-10 'data' declares 100000 images, more than the file's"),
+    ({"data": _UninitialisedImages(20000), "labels": [0] * 20000},
+     "CIFAR-10 'data' declares 20000 images, more than the file's"),
+    ({"data": _UninitialisedImages(100000), "labels": []},
+     "an array of [100000] ('u1', (3072,)) is larger than a CIFAR-10 batch can be"),
+    ({"data": _ObjectArray(200_000_000), "labels": []},
+     "arrays of Python objects are not allowed"),
 ])
 def test_a_cifar_batch_with_a_huge_label_or_declared_images(tmp_path, batch, why):
     import pickle
@@ -1118,3 +1132,26 @@ def test_verilator_build_jobs_come_from_the_environment(monkeypatch, value, jobs
             build_jobs()
     else:
         assert build_jobs() == jobs
+
+
+def test_import_refuses_string_tensors_before_reading_them(tmp_path):
+    """A 2 MB file holding a STRING initializer of a million entries (one of 1000
+    characters) took 3.9 GB: ONNX makes a fixed-width array of them."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    strings = TensorProto(name="s", data_type=TensorProto.STRING, dims=[100000])
+    strings.string_data.extend([b"a" * 1000] + [b""] * 99999)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[strings])
+    (tmp_path / "m.onnx").write_bytes(helper.make_model(graph).SerializeToString())
+    assert cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz") == (
+        "error: initializer 's' holds STRING values, not numbers")
+
+
+def test_import_input_scale_says_its_bounds():
+    assert cli_rejects("import", ROOT / "README.md", "-o", "/tmp/x.npz", "--input-scale",
+                       "1e64").startswith(
+        "error: argument --input-scale: must be at most 2**32 with a denominator")

@@ -231,3 +231,53 @@ def test_output_names_with_control_characters_are_refused(tmp_path, monkeypatch,
     from hwgen.outputs import output_problem
     assert output_problem(name) == "the path holds a control character (a newline, a tab...)"
     assert os.listdir(tmp_path) == []
+
+
+def test_a_checkpoint_that_became_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "m.ckpt.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="FIFO"):
+        load_checkpoint(fifo)
+
+
+@pytest.mark.parametrize("out, problem", [("afile/../m.npz", "afile is a file, not a folder"),
+                                          ("nosuch/../m.npz", "does not exist")])
+def test_output_folders_are_reached_as_the_system_reaches_them(tmp_path, monkeypatch, out,
+                                                               problem):
+    """``..`` after a file or a missing folder was collapsed as text and accepted (and train
+    then made the missing folder)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit):
+        config_from_argv(["--arch", "mlp:8", "--out", out])
+    from hwgen.outputs import output_problem
+    assert problem in output_problem(out)
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+def test_a_link_before_dotdot_is_followed_as_the_system_does(tmp_path, monkeypatch):
+    from hwgen.outputs import resolved, staged_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub" / "deep").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to("sub/deep")
+    assert resolved("lnk/../p.npy") == tmp_path / "sub" / "p.npy"
+    with staged_file("lnk/../p.npy") as staging:
+        staging.write_text("x")
+    assert (tmp_path / "sub" / "p.npy").read_text() == "x"
+    assert not (tmp_path / "p.npy").exists()
+
+
+def test_a_staging_file_that_cannot_be_renamed_or_removed_is_one_error(tmp_path, monkeypatch):
+    """In an append-only folder a file can be made but not renamed or removed: the error is
+    the rename's, as one OutputError, not a PermissionError from the cleanup."""
+    from hwgen.outputs import OutputError, staged_file
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    with pytest.raises(OutputError, match="cannot write"):
+        with staged_file(tmp_path / "p.npy") as staging:
+            staging.write_text("x")
+            monkeypatch.setattr(os, "replace", refuse)
+            monkeypatch.setattr(Path, "unlink", refuse)

@@ -15,7 +15,6 @@ checked against the run that resumes from them before any of their contents is u
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import warnings
 import zipfile
@@ -24,7 +23,8 @@ from pathlib import Path
 import torch
 
 from hwgen.errors import UserError
-from hwgen.outputs import staged_file
+from hwgen.files import open_regular
+from hwgen.outputs import resolved, staged_file
 
 __all__ = ["load_checkpoint", "restore", "save_checkpoint"]
 
@@ -40,7 +40,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
     """``torch.save(state)`` to ``path`` through a staging file; UserError when it cannot be
     written."""
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # the CLI checked it exists
+        resolved(path).parent.mkdir(parents=True, exist_ok=True)  # the CLI checked it
         with staged_file(path) as staging:
             torch.save(state, staging)
     except (OSError, RuntimeError) as err:  # torch reports failed writes as RuntimeError
@@ -52,33 +52,36 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint written by ``train`` (plain data only; never unpickles objects; its
     records must be stored, not compressed, so that reading takes no more memory than the
-    file's size, and must match their CRCs)."""
-    _check_records(path)
-    try:
-        with warnings.catch_warnings():   # e.g. torch's note on the pickle protocol: the
-            warnings.simplefilter("ignore")   # error line below says what is wrong
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        why = (str(err).splitlines() or [type(err).__name__])[0]
-        if isinstance(err, pickle.UnpicklingError):   # torch's text suggests unpickling it
-            why = "it holds Python objects beyond tensors and plain data, never unpickled"
-        raise UserError(f"{path}: not a readable checkpoint ({why})") from None
+    file's size, and must match their CRCs). The file is opened once, as a regular file
+    (a FIFO or device swapped in after the command line was checked is refused, never
+    waited on), and everything is read from that one open file."""
+    with open_regular(path, UserError, "checkpoint") as stream:
+        _check_records(path, stream)
+        stream.seek(0)
+        try:
+            with warnings.catch_warnings():   # e.g. torch's note on the pickle protocol:
+                warnings.simplefilter("ignore")   # the error line says what is wrong
+                state = torch.load(stream, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+            why = (str(err).splitlines() or [type(err).__name__])[0]
+            if isinstance(err, pickle.UnpicklingError):  # torch's text suggests unpickling
+                why = "it holds Python objects beyond tensors and plain data, never unpickled"
+            raise UserError(f"{path}: not a readable checkpoint ({why})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint written by train (it holds a "
                         f"{type(state).__name__}, not a dictionary)")
     return state
 
 
-def _check_records(path: str | Path) -> None:
-    """UserError when the regular file ``path`` is a zip archive with a compressed record
+def _check_records(path, stream) -> None:
+    """UserError when the open file ``stream`` is a zip archive with a compressed record
     (``torch.save`` stores them; a 2 MB deflated record can inflate to 2 GB) or a record
     whose bytes do not match its CRC (torch's reader does not check them)."""
-    if not os.path.isfile(path):
-        return   # torch.load names what is wrong with it
     try:
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(stream):
             return
-        with zipfile.ZipFile(path) as archive:
+        stream.seek(0)
+        with zipfile.ZipFile(stream) as archive:
             infos = archive.infolist()
             for info in infos:
                 if info.compress_type != zipfile.ZIP_STORED:

@@ -190,18 +190,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_staged(config: TrainConfig) -> dict:
     """:func:`train` with ``--plots`` written to a staging folder that becomes the plots
-    folder only when training succeeded (only the main process writes plots)."""
+    folder only when training succeeded (only the main process writes plots); when that
+    folder cannot be put in place, the model file the run wrote is removed (the checkpoint
+    stays, for ``--resume``)."""
     if config.plots is None or os.environ.get("RANK", "0") != "0":
         return train(config)
     plots = config.plots
-    with staged_folder(plots) as staging:
-        config.plots = str(staging)
-        try:
-            result = train(config)
-        finally:
-            config.plots = plots
-        if not any(staging.iterdir()):  # stopped early: no plots, so no folder
-            staging.rmdir()
+    trained = False
+    try:
+        with staged_folder(plots) as staging:
+            config.plots = str(staging)
+            try:
+                result = train(config)
+            finally:
+                config.plots = plots
+            trained = True
+            if not any(staging.iterdir()):  # stopped early: no plots, so no folder
+                staging.rmdir()
+    except UserError:
+        if trained and config.out and "out" in result:  # the plots could not be put in
+            Path(config.out).unlink(missing_ok=True)   # place: the failed run leaves no model
+        raise
     if "plots" in result:  # the files' names in the folder they were renamed into
         result["plots"] = [str(Path(plots) / Path(name).name) for name in result["plots"]]
     return result

@@ -54,11 +54,13 @@ def register(sub) -> None:
 _RATIO = re.compile(r"[+-]?(?:[0-9]+/[0-9]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?)")
 MAX_RATIO_CHARS = 64
 MAX_RATIO_EXPONENT = 64
+MAX_RATIO_BITS = 32  # the value and its denominator at most 2**32
 
 
 def _ratio(text: str) -> Fraction:
     """A positive exact number: '1/255', '0.5', '2', '3.9e-3'; at most 64 characters and
-    a decimal exponent within +-64 (so that ``1e999999999`` is refused, not computed)."""
+    a decimal exponent within +-64 (so that ``1e999999999`` is refused, not computed), and,
+    in lowest terms, a value and a denominator at most 2**32."""
     shown = repr(text[:MAX_RATIO_CHARS] + ("..." if len(text) > MAX_RATIO_CHARS else ""))
     if len(text) > MAX_RATIO_CHARS:
         raise argparse.ArgumentTypeError(f"longer than {MAX_RATIO_CHARS} characters: {shown}")
@@ -72,8 +74,12 @@ def _ratio(text: str) -> Fraction:
         value = Fraction(text.strip())
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"not a number or ratio: {shown}") from None
-    if value <= 0 or value > 1 << 32 or value.denominator > 1 << 32:
-        raise argparse.ArgumentTypeError(f"must be a positive ratio such as 1/255, got {shown}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, such as 1/255, got {shown}")
+    if value > 1 << MAX_RATIO_BITS or value.denominator > 1 << MAX_RATIO_BITS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most 2**{MAX_RATIO_BITS} with a denominator (in lowest terms) at most "
+            f"2**{MAX_RATIO_BITS}, got {shown}")
     return value
 
 

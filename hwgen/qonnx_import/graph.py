@@ -113,6 +113,14 @@ def _tensor_array(tensor, where: str) -> np.ndarray:
 
     if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
         raise ImportError_(f"{where} keeps its data in an external file that was not read")
+    numeric = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16,
+               TensorProto.BFLOAT16, TensorProto.BOOL, TensorProto.INT8, TensorProto.INT16,
+               TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8, TensorProto.UINT16,
+               TensorProto.UINT32, TensorProto.UINT64}
+    if tensor.data_type not in numeric:
+        name = (TensorProto.DataType.Name(tensor.data_type)
+                if tensor.data_type in TensorProto.DataType.values() else tensor.data_type)
+        raise ImportError_(f"{where} holds {name} values, not numbers")
     count = math.prod(int(d) for d in tensor.dims) if tensor.dims else 1
     if any(int(d) < 0 for d in tensor.dims) or count > MAX_CONSTANT_ELEMENTS:
         raise ImportError_(f"{where} claims shape {list(tensor.dims)}, too large")
