@@ -371,8 +371,9 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: {len(labels)} labels for {data.shape[0]} images")
     bad = next((v for v in labels if not 0 <= v < _CIFAR_CLASSES), None)
     if bad is not None:
+        shown = bad if abs(bad) < 10**18 else f"a {len(str(abs(bad)))}-digit number"
         raise DatasetError(f"{path}: CIFAR-10 labels must be in 0..{_CIFAR_CLASSES - 1}, got "
-                           f"{bad if abs(bad) < 10**18 else f'a {len(str(abs(bad)))}-digit number'}")
+                           f"{shown}")
     labels = np.asarray(labels, dtype=np.int64)
     images = np.ascontiguousarray(data).reshape((data.shape[0],) + _CIFAR_SHAPE)
     return images, labels
