@@ -622,7 +622,8 @@ def test_run_sim_refuses_a_baud_too_slow_to_simulate(work, baud):
 @pytest.mark.parametrize("scale, fragment", [
     ("1e999999999", "exponent beyond +-64"), ("1e-999999999", "exponent beyond +-64"),
     ("1" * 100, "longer than 64 characters"), ("1/" + "9" * 70, "longer than 64"),
-    ("\u0663", "not a number or ratio"), ("1e64", "must be a positive ratio"),
+    ("\u0663", "not a number or ratio"), ("1e64", "must be at most 2**32"),
+    ("1e-10", "a denominator (in lowest terms) at most 2**32"), ("0", "must be positive"),
 ])
 def test_import_input_scale_is_bounded(tmp_path, scale, fragment):
     start = time.monotonic()

@@ -1150,8 +1150,3 @@ def test_import_refuses_string_tensors_before_reading_them(tmp_path):
     assert cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz") == (
         "error: initializer 's' holds STRING values, not numbers")
 
-
-def test_import_input_scale_says_its_bounds():
-    assert cli_rejects("import", ROOT / "README.md", "-o", "/tmp/x.npz", "--input-scale",
-                       "1e64").startswith(
-        "error: argument --input-scale: must be at most 2**32 with a denominator")
