@@ -1149,4 +1149,3 @@ def test_import_refuses_string_tensors_before_reading_them(tmp_path):
     (tmp_path / "m.onnx").write_bytes(helper.make_model(graph).SerializeToString())
     assert cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz") == (
         "error: initializer 's' holds STRING values, not numbers")
-
