@@ -55,7 +55,9 @@ def cmd_info(args) -> int:
     folded = None
     if args.fold is not None:
         from .fold import format_fold_table, plan, resolve_fold
+        from .gateware.network import check_model_generatable
 
+        check_model_generatable(model)   # the fold search is for hardware of bounded size
         folded = format_fold_table(plan(model, resolve_fold(args.fold, model)))
     print(format_table(model))
     if folded is not None:

@@ -66,7 +66,8 @@ def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> 
         return "the path holds a NUL character"
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         return "the path holds a control character (a newline, a tab...)"
-    if kind == "file" and Path(os.path.normpath(text)).name in ("", ".", ".."):
+    if kind == "file" and (Path(os.path.normpath(text)).name in ("", ".", "..")
+                           or text.endswith(os.sep)):
         return "needs a file name, not a folder"
     head = os.path.dirname(text.rstrip(os.sep) or text)
     # the folder as the system reaches it: "afile/.." and "missing/.." are no folders

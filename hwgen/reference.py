@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import DatasetError
+from .errors import DatasetError, ModelFormatError
 from .model import Conv2d, Dense, InputSpec, MaxPool2d, Model
 
 ENGINES = ("gemm", "packed")
@@ -34,6 +34,9 @@ _PACKED_ELEMENTS = 1 << 22  # rows x outputs x words per XOR/popcount block
 _BAND_ELEMENTS = 1 << 23
 #: Weights above which a layer keeps its int8 matrix and converts slices as it goes.
 _WIDE_MATRIX = 1 << 23
+#: Multiply-accumulates and max-pool comparisons per image at most (the shipped CIFAR-10
+#: VGG needs 2**29.2); a model that needs more is refused before anything is computed.
+MAX_WORK_PER_IMAGE = 1 << 32
 
 
 @dataclass
@@ -229,8 +232,29 @@ class Reference:
                 # and makes the threshold exact in the accumulator's dtype.
                 clamped = np.clip(layer.threshold, -bound - 1, bound + 1)
                 self._compare.append((layer.sign.astype(dtype), clamped.astype(dtype)))
+        self._check_work()
         per_image = max(self._per_image_elements(), 1)
         self.chunk = max(1, _CHUNK_ELEMENTS // per_image)
+
+    def _check_work(self) -> None:
+        """ModelFormatError unless an image needs at most :data:`MAX_WORK_PER_IMAGE`
+        operations and one output row of every conv at most ``_BAND_ELEMENTS`` patch
+        values (the smallest band the reference computes at once)."""
+        work = 0
+        shapes = self.model.shapes()
+        for index, (layer, shape_out) in enumerate(zip(self.model.layers, shapes[1:])):
+            if isinstance(layer, MaxPool2d):
+                work += math.prod(shape_out) * layer.kernel[0] * layer.kernel[1]
+                continue
+            work += math.prod(shape_out) * layer.fan_in
+            if isinstance(layer, Conv2d) and shape_out[2] * layer.fan_in > _BAND_ELEMENTS:
+                raise ModelFormatError(
+                    f"layer {index} (conv2d): one output row needs "
+                    f"{shape_out[2] * layer.fan_in} patch values, more than the "
+                    f"{_BAND_ELEMENTS} the reference computes at once")
+        if work > MAX_WORK_PER_IMAGE:
+            raise ModelFormatError(f"the model needs {work} operations per image, more than "
+                                   f"the {MAX_WORK_PER_IMAGE} the reference computes")
 
     def _per_image_elements(self) -> int:
         largest = 0

@@ -1149,3 +1149,37 @@ def test_import_refuses_string_tensors_before_reading_them(tmp_path):
     (tmp_path / "m.onnx").write_bytes(helper.make_model(graph).SerializeToString())
     assert cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz") == (
         "error: initializer 's' holds STRING values, not numbers")
+
+
+@pytest.mark.parametrize("input_shape, layers, message", [
+    ((1, 2048, 2048), [conv(1, kernel=1024)], "one output row needs 1074790400 patch values"),
+    ((1, 1024, 1024), [pool(kernel=512, stride=1)],
+     "the model needs 68988700674 operations per image, more than the 4294967296"),
+])
+def test_the_reference_refuses_work_it_cannot_bound(tmp_path, input_shape, layers, message):
+    """A 14 KB model whose conv has a 1024x1024 window took 2 GB and never finished in
+    ``eval``; a 2048x2048 max-pool window ran for hours and did not heed Ctrl-C."""
+    from hwgen.reference import Reference
+
+    model = random_model(np.random.default_rng(0), input_shape, layers, classes=2)
+    with pytest.raises(ModelFormatError, match=re.escape(message)):
+        Reference(model)
+    model_io.save(model, tmp_path / "m.npz")
+    write_idx(tmp_path / "i.gz", np.zeros((1,) + input_shape[1:], np.uint8))
+    assert message in cli_rejects("eval", tmp_path / "m.npz", "--images", tmp_path / "i.gz")
+
+
+def test_info_fold_refuses_a_model_hardware_is_not_generated_for(tmp_path):
+    """256 dense layers of 512x512 (2^26 weight bits): `info --fold fastest` ran past 90 s
+    and 788 MB; `verilog` refused it at once."""
+    model = random_model(np.random.default_rng(0), (512, 1, 1), [dense(512)] * 20, classes=2)
+    model_io.save(model, tmp_path / "m.npz")
+    assert cli_rejects("info", tmp_path / "m.npz", "--fold", "fastest") == (
+        "error: the model has 5243904 weight bits, more than the 4194304 hardware is "
+        "generated for")
+
+
+def test_a_file_output_ending_in_a_slash_is_refused(tmp_path):
+    from hwgen.outputs import output_problem
+
+    assert output_problem(f"{tmp_path}/x.npy/") == "needs a file name, not a folder"
