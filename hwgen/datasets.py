@@ -246,9 +246,23 @@ class _Array(np.ndarray):
     """``numpy.ndarray`` as the unpickler gives it: made only with a dtype that holds no
     objects and a size within a batch's byte limit."""
 
+    #: bytes the arrays of the pickle being read hold so far (reset for each batch): one
+    #: bytes object can be handed to many arrays, each of which copies it
+    materialized = 0
+
     def __new__(cls, shape, dtype=float, *args, **kwargs):
         dtype = _checked_dtype(dtype)
         return super().__new__(cls, _checked_size(shape, dtype), dtype, *args, **kwargs)
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("an array's state is not numpy's")
+        shape, dtype = state[-4], _checked_dtype(state[-3])
+        _Array.materialized += math.prod(_checked_size(shape, dtype)) * dtype.itemsize
+        if _Array.materialized > _MAX_CIFAR_BATCH_BYTES:
+            raise pickle.UnpicklingError(f"its arrays hold more than "
+                                         f"{_MAX_CIFAR_BATCH_BYTES >> 20} MiB")
+        super().__setstate__(state)
 
 
 def _allowed_globals() -> dict:
@@ -346,6 +360,7 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if raw[:1] != b"\x80":
         raise DatasetError(f"{path}: not a CIFAR-10 python batch (not a binary pickle)")
     try:
+        _Array.materialized = 0
         batch = _CifarUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except Exception as err:  # noqa: BLE001 - any malformed stream is the user's to fix
         first = (str(err).splitlines() or [""])[0]

@@ -34,6 +34,8 @@ _PACKED_ELEMENTS = 1 << 22  # rows x outputs x words per XOR/popcount block
 _BAND_ELEMENTS = 1 << 23
 #: Weights above which a layer keeps its int8 matrix and converts slices as it goes.
 _WIDE_MATRIX = 1 << 23
+#: Patch values of one conv output row at most (the smallest band computed at once).
+MAX_ROW_PATCH_VALUES = 1 << 23
 #: Multiply-accumulates and max-pool comparisons per image at most (the shipped CIFAR-10
 #: VGG needs 2**29.2); a model that needs more is refused before anything is computed.
 MAX_WORK_PER_IMAGE = 1 << 32
@@ -238,8 +240,8 @@ class Reference:
 
     def _check_work(self) -> None:
         """ModelFormatError unless an image needs at most :data:`MAX_WORK_PER_IMAGE`
-        operations and one output row of every conv at most ``_BAND_ELEMENTS`` patch
-        values (the smallest band the reference computes at once)."""
+        operations and one output row of every conv at most :data:`MAX_ROW_PATCH_VALUES`
+        patch values (the smallest band the reference computes at once)."""
         work = 0
         shapes = self.model.shapes()
         for index, (layer, shape_out) in enumerate(zip(self.model.layers, shapes[1:])):
@@ -247,11 +249,11 @@ class Reference:
                 work += math.prod(shape_out) * layer.kernel[0] * layer.kernel[1]
                 continue
             work += math.prod(shape_out) * layer.fan_in
-            if isinstance(layer, Conv2d) and shape_out[2] * layer.fan_in > _BAND_ELEMENTS:
+            row = shape_out[2] * layer.fan_in
+            if isinstance(layer, Conv2d) and row > MAX_ROW_PATCH_VALUES:
                 raise ModelFormatError(
-                    f"layer {index} (conv2d): one output row needs "
-                    f"{shape_out[2] * layer.fan_in} patch values, more than the "
-                    f"{_BAND_ELEMENTS} the reference computes at once")
+                    f"layer {index} (conv2d): one output row needs {row} patch values, more "
+                    f"than the {MAX_ROW_PATCH_VALUES} the reference computes at once")
         if work > MAX_WORK_PER_IMAGE:
             raise ModelFormatError(f"the model needs {work} operations per image, more than "
                                    f"the {MAX_WORK_PER_IMAGE} the reference computes")

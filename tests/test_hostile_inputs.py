@@ -1017,7 +1017,7 @@ def test_import_bounds_constant_arithmetic_before_computing(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
     assert cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz") == (
         "error: node '#0' (Add -> 'C'): Add of constants would make 1073741824 values, more "
-        "than the 4194304 the importer computes")
+        "than the 2097152 the importer computes")
     assert not (tmp_path / "m.npz").exists()
 
 
@@ -1090,7 +1090,7 @@ def test_import_bounds_the_node_count_and_pow(tmp_path):
                 {**inits, "pa": np.ones((4096, 1)), "pb": np.ones((1, 4096))})
     assert cli_rejects("import", tmp_path / "pow.onnx", "-o", tmp_path / "m.npz") == (
         "error: node '#0' (Pow -> 'pc'): Pow of constants would make 16777216 values, more "
-        "than the 4194304 the importer computes")
+        "than the 2097152 the importer computes")
     assert not (tmp_path / "m.npz").exists()
 
 
@@ -1183,3 +1183,88 @@ def test_a_file_output_ending_in_a_slash_is_refused(tmp_path):
     from hwgen.outputs import output_problem
 
     assert output_problem(f"{tmp_path}/x.npy/") == "needs a file name, not a folder"
+
+
+def _bn(name, x, y, channels, mean, var):
+    from onnx import helper
+
+    inits = {f"{name}_g": np.ones(channels), f"{name}_b": np.zeros(channels),
+             f"{name}_m": np.full(channels, mean), f"{name}_v": np.full(channels, var)}
+    node = helper.make_node("BatchNormalization", [x, *inits], [y], epsilon=0.0)
+    return node, inits
+
+
+@pytest.mark.parametrize("variance", [1.0, 16.0, 1e6])
+def test_an_output_batch_norm_does_not_widen_the_check(tmp_path, variance):
+    """docs/import.md's float32 example disagrees with its graph (exit 1); a uniform batch
+    norm after the output layer made the tie tolerance sqrt(var) times too wide, and the
+    same disagreements passed (exit 0, file written)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    q = {"domain": "qonnx.custom_op.general"}
+    hidden_bn, hidden = _bn("h", "g1", "n1", 1, 0.3, 1.0)
+    out_bn, out = _bn("o", "yy", "y", 2, 0.0, variance)
+    nodes = [helper.make_node("Sub", ["x", "c"], ["x0"]),
+             helper.make_node("BipolarQuant", ["x0", "s"], ["b0"], **q),
+             helper.make_node("Gemm", ["b0", "w1"], ["g1"]), hidden_bn,
+             helper.make_node("BipolarQuant", ["n1", "s"], ["b1"], **q),
+             helper.make_node("Gemm", ["b1", "w2"], ["yy"]), out_bn]
+    inits = {"c": np.float32(127.5), "s": np.float32(1.0), "w1": np.full((3, 1), 0.1),
+             "w2": np.array([[1.0, -1.0]]), **hidden, **out}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "m.onnx")
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "import", str(tmp_path / "m.onnx"),
+                           "-o", str(tmp_path / "m.npz")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and "disagrees with the QONNX execution" in proc.stderr, (
+        proc.returncode, proc.stderr)
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_import_takes_casts_to_float_only(tmp_path):
+    """A Cast to INT64 (or BOOL) changes the values in the graph's execution; the importer
+    took every Cast as one to float32 and wrote a model that differed from the graph."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    tail, inits = _binary_tail("x")
+    tail[-1] = helper.make_node("MatMul", ["b", "W2c"], ["y"])
+    casts = [helper.make_node("Cast", ["W2"], ["W2i"], to=TensorProto.INT64),
+             helper.make_node("Cast", ["W2i"], ["W2c"], to=TensorProto.FLOAT)]
+    _chain_onnx(tmp_path / "m.onnx", [*casts, *tail], inits)
+    assert cli_rejects("import", tmp_path / "m.onnx", "-o", tmp_path / "m.npz") == (
+        "error: node '#0' (Cast -> 'W2i'): Cast to ONNX type 7: only casts to FLOAT or DOUBLE "
+        "are taken")
+
+
+class _SharedArray:
+    """Pickles as an array built from ``raw``; arrays sharing one ``raw`` share its memo."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (0,), b"b"),
+                (1, (len(self.raw),), np.dtype("u1"), False, self.raw))
+
+
+def test_a_cifar_batch_cannot_multiply_its_bytes(tmp_path):
+    """An 8 MB batch handing one memoized bytes object to 1000 arrays took 7.9 GB."""
+    import pickle
+
+    shared = bytes(1 << 20)
+    batch = {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1],
+             "junk": [_SharedArray(shared) for _ in range(300)]}
+    raw = pickle.dumps(batch, protocol=2).replace(b"cnumpy._core.multiarray\n",
+                                                  b"cnumpy.core.multiarray\n")
+    assert len(raw) < 2 << 20
+    (tmp_path / "b").write_bytes(raw)
+    with pytest.raises(DatasetError, match="its arrays hold more than 256 MiB"):
+        read_cifar_batch(tmp_path / "b")

@@ -253,7 +253,10 @@ def _checked_history(history, epoch: int, method: str) -> list:
 
 
 def _is_number(value) -> bool:
-    return type(value) in (int, float) and not (isinstance(value, float) and math.isnan(value))
+    """An int within +-2**63 or a float other than NaN (the numbers train records)."""
+    if type(value) is int:
+        return -(1 << 63) <= value < 1 << 63
+    return type(value) is float and not math.isnan(value)
 
 
 def _checked_snapshots(snapshots) -> list:

@@ -23,7 +23,8 @@ from ..interrupts import import_deferred
 
 MAX_ONNX_BYTES = 1 << 29  # 512 MiB; $SBN_MAX_ONNX_BYTES overrides
 MAX_NODES = 500  # the QONNX check's execution time grows with the square of the count
-MAX_CONSTANT_ELEMENTS = 1 << 28
+MAX_CONSTANT_ELEMENTS = 1 << 21  # values of one constant: exact (Fraction) arithmetic on
+# them takes ~130 bytes a value; the largest weight tensor of a supported network is 2^20
 
 
 class ImportError_(UserError):
@@ -123,7 +124,8 @@ def _tensor_array(tensor, where: str) -> np.ndarray:
         raise ImportError_(f"{where} holds {name} values, not numbers")
     count = math.prod(int(d) for d in tensor.dims) if tensor.dims else 1
     if any(int(d) < 0 for d in tensor.dims) or count > MAX_CONSTANT_ELEMENTS:
-        raise ImportError_(f"{where} claims shape {list(tensor.dims)}, too large")
+        raise ImportError_(f"{where} has shape {list(tensor.dims)[:8]}: more than the "
+                           f"{MAX_CONSTANT_ELEMENTS} values a constant may hold")
     try:
         array = numpy_helper.to_array(tensor)
     except Exception as err:  # a malformed tensor of any kind

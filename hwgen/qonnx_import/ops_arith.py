@@ -7,11 +7,12 @@ from fractions import Fraction
 
 import numpy as np
 
+from .graph import MAX_CONSTANT_ELEMENTS
 from .values import Accum, Binary, Const, Pixels, channel_count, channel_values, derive, describe
 
 #: The most values an operation on two constants may produce (the product of the broadcast
 #: shape, checked before computing: two small constants can broadcast to gigabytes).
-MAX_COMPUTED_CONSTANT = 1 << 22  # values of a constant computed from two others
+MAX_COMPUTED_CONSTANT = MAX_CONSTANT_ELEMENTS  # values of a constant computed from two others
 
 
 def check_computed_size(converter, node, op: str, left: np.ndarray, right: np.ndarray) -> None:

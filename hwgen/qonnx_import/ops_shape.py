@@ -7,6 +7,8 @@ import math
 import numpy as np
 
 from .ops_arith import check_computed_size
+
+_FLOAT_CASTS = {1: np.float32, 11: np.float64}  # ONNX TensorProto FLOAT, DOUBLE
 from .values import Binary, Const, Pixels
 
 
@@ -85,7 +87,11 @@ class ShapeOps:
         return Const(np.expand_dims(value.array, tuple(axes)))
 
     def op_Cast(self, node):
-        return Const(self.take(node, 0, Const).array.astype(np.float32))
+        to = node.attrs.get("to")
+        if to not in _FLOAT_CASTS:   # a cast to an integer or bool type changes values
+            self.fail(node, f"Cast to ONNX type {to!r}: only casts to FLOAT or DOUBLE are "
+                            f"taken")
+        return Const(self.take(node, 0, Const).array.astype(_FLOAT_CASTS[to]))
 
     def op_Pow(self, node):
         base, exponent = self.take(node, 0, Const), self.take(node, 1, Const)

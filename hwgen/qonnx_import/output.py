@@ -13,7 +13,9 @@ from .values import Accum
 
 
 def output_layer(out: Accum, layer: OpenLayer):
-    """The output layer's weights, int32 bias and score unit from its exact affine map."""
+    """The output layer's weights, int32 bias and score unit (how far the graph's score moves
+    per accumulator step, which the check's tie tolerance is half of) from its exact affine
+    map."""
     node = layer.node
     if out.normalized:
         vs, p1s = set(out.v), set(out.p1)
@@ -48,4 +50,6 @@ def output_layer(out: Accum, layer: OpenLayer):
     bias = [int(x - base) for x in d]
     if any(abs(x) >= 1 << 31 for x in bias):
         raise ImportError_(f"{node.describe()}: the output bias does not fit in int32")
+    if out.normalized:   # the graph's score moves by |p1| / sqrt(v) per accumulator step
+        unit_abs = unit_abs / Fraction(math.sqrt(next(iter(vs))))
     return weight, np.array(bias, dtype=np.int32), unit_abs
