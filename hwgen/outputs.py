@@ -49,10 +49,26 @@ def resolved(path) -> Path:
     the system resolves it (a symlink before a ``..`` that follows it), the last name kept
     as it is (a link there is the output's own business)."""
     text = os.fspath(path)
-    head, name = os.path.split(text.rstrip(os.sep) or text)
+    head, name = _split(text)
     if name in ("", ".", ".."):
         return Path(os.path.realpath(text))
     return Path(os.path.realpath(head or os.curdir)) / name
+
+
+def _split(text: str) -> tuple[str, str]:
+    """``(folder part, last name)`` of the path ``text`` as written (trailing slashes
+    ignored; the folder part is empty for a bare name)."""
+    return os.path.split(text.rstrip(os.sep) or text)
+
+
+def same_path(a, b) -> bool:
+    """Whether the paths ``a`` and ``b`` name the same file (existing or not)."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> str | None:
@@ -69,7 +85,7 @@ def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> 
     if kind == "file" and (Path(os.path.normpath(text)).name in ("", ".", "..")
                            or text.endswith(os.sep)):
         return "needs a file name, not a folder"
-    head = os.path.dirname(text.rstrip(os.sep) or text)
+    head = _split(text)[0]
     # the folder as the system reaches it: "afile/.." and "missing/.." are no folders
     problem = _folder_problem(head or os.curdir, Path(head or os.curdir))
     if problem:
@@ -213,10 +229,10 @@ def staged_folder(target) -> Iterator[Path]:
             os.chmod(staging, 0o777 & ~_umask())
             _install_folder(staging, target)
     except OSError as err:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         raise
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwgen.errors import UserError
+from hwgen.options import environment_integer
 
 
 # The PyPI wheel's verilated.mk comes with an empty CFG_CXXFLAGS_PCH_I, which breaks every
@@ -35,13 +36,7 @@ def build_jobs() -> int:
     """The C++ compile jobs of a Verilator build: ``$SBN_VERILATOR_JOBS`` (1..64), default
     1: one compiler at a time keeps a cold build of a shipped model under ~470 MiB (two
     took ~680 MiB and saved ~7 s; measured on the UP5K MLP and CNN)."""
-    text = os.environ.get("SBN_VERILATOR_JOBS")
-    if text is None:
-        return 1
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_BUILD_JOBS:
-        raise UserError(f"environment SBN_VERILATOR_JOBS={text[:20]!r}: expected a whole "
-                        f"number in 1..{MAX_BUILD_JOBS}")
-    return int(text)
+    return environment_integer("SBN_VERILATOR_JOBS", 1, 1, MAX_BUILD_JOBS)
 
 
 @dataclass(frozen=True)

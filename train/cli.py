@@ -19,7 +19,7 @@ from hwgen.datasets import DATASETS
 from hwgen.errors import UserError, one_line
 from hwgen.interrupts import interrupted
 from hwgen.options import Parser, integer, real
-from hwgen.outputs import check_output, output_type, staged_folder
+from hwgen.outputs import check_output, output_type, same_path, staged_folder
 
 from .arch import PRESETS
 from .layers import METHODS, WEIGHT_NORMS
@@ -139,7 +139,7 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
     if check_paths and args.plots is not None:
         checkpoint = args.checkpoint or (Path(out).with_suffix(".ckpt.pt") if out else None)
         for option, path in (("--out", out), ("--checkpoint", checkpoint)):
-            if path is not None and _same_path(args.plots, path):
+            if path is not None and same_path(args.plots, path):
                 raise UserError(f"--plots {args.plots} is the {option} file: give the plots "
                                 f"a folder of their own")
     return TrainConfig(
@@ -157,16 +157,6 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
         plots=None if args.plots is None else str(args.plots),
         threads=args.threads, progress=not args.no_progress, stop_after=args.stop_after,
         command="python -m train " + shlex.join(argv))
-
-
-def _same_path(a, b) -> bool:
-    """Whether paths ``a`` and ``b`` name the same file (existing or not)."""
-    if os.path.abspath(a) == os.path.abspath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +186,7 @@ def run_staged(config: TrainConfig) -> dict:
     if config.plots is None or os.environ.get("RANK", "0") != "0":
         return train(config)
     plots = config.plots
-    trained = False
+    result = None
     try:
         with staged_folder(plots) as staging:
             config.plots = str(staging)
@@ -204,11 +194,10 @@ def run_staged(config: TrainConfig) -> dict:
                 result = train(config)
             finally:
                 config.plots = plots
-            trained = True
             if not any(staging.iterdir()):  # stopped early: no plots, so no folder
                 staging.rmdir()
     except UserError:
-        if trained and config.out and "out" in result:  # the plots could not be put in
+        if result is not None and "out" in result:  # the plots could not be put in
             Path(config.out).unlink(missing_ok=True)   # place: the failed run leaves no model
         raise
     if "plots" in result:  # the files' names in the folder they were renamed into

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from hwgen.datasets import DATASETS, DatasetError, load_dataset
+from hwgen.model import InputSpec
+from hwgen.reference import check_images
 
 
 def load_split(dataset: str, split: str, data_dir=None, limit: int | None = None):
@@ -23,13 +25,10 @@ def load_split(dataset: str, split: str, data_dir=None, limit: int | None = None
     if images.size == 0:
         raise DatasetError(f"{what}: the images are {'x'.join(map(str, images.shape[1:]))}, "
                            f"with no pixels")
-    if images.dtype.kind not in "ui":
-        raise DatasetError(f"{what}: the images hold {images.dtype.name} values; expected "
-                           f"8-bit unsigned pixels")
-    low, high = int(images.min()), int(images.max())
-    if low < 0 or high > 255:
-        raise DatasetError(f"{what}: pixel value {low if low < 0 else high} is outside "
-                           f"[0, 255]")
+    try:   # the check every reader of model inputs makes, for 8-bit pixels
+        check_images(InputSpec(tuple(images.shape[1:]), 8), images)
+    except DatasetError as err:
+        raise DatasetError(f"{what}: {err}") from None
     images = images.astype(np.uint8, copy=False)
     return (torch.from_numpy(np.ascontiguousarray(images)),
             torch.from_numpy(labels), list(DATASETS[dataset].classes))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +27,8 @@ from torch.nn import functional as F
 
 from hwgen.errors import UserError
 from hwgen.model import save as save_model
+from hwgen.options import environment_integer
+from hwgen.outputs import same_path
 
 from .arch import parse_arch
 from .checkpoint import load_checkpoint, restore, save_checkpoint
@@ -120,27 +121,15 @@ class _Dist:
         return self.rank == 0
 
 
-def _env_int(name: str, default: int | None, high: int) -> int | None:
-    """The environment variable ``name`` as a whole number in ``[0, high]`` (torchrun sets
-    them), ``default`` when unset; UserError otherwise."""
-    text = os.environ.get(name)
-    if text is None:
-        return default
-    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) > high:
-        raise UserError(f"environment {name}={text[:40]!r}: expected a whole number in "
-                        f"0..{high}")
-    return int(text)
-
-
 def _init_distributed(device: str) -> _Dist:
     """One process of a ``torchrun`` group (``WORLD_SIZE > 1``; RANK, LOCAL_RANK,
     MASTER_ADDR and MASTER_PORT as torchrun sets them); a single process otherwise."""
-    world = _env_int("WORLD_SIZE", 1, MAX_PROCESSES)
+    world = environment_integer("WORLD_SIZE", 1, 0, MAX_PROCESSES)
     if world <= 1:
         return _Dist()
-    rank = _env_int("RANK", None, world - 1)
-    local_rank = _env_int("LOCAL_RANK", 0, world - 1)
-    port = _env_int("MASTER_PORT", None, 65535)
+    rank = environment_integer("RANK", None, 0, world - 1)
+    local_rank = environment_integer("LOCAL_RANK", 0, 0, world - 1)
+    port = environment_integer("MASTER_PORT", None, 0, 65535)
     if rank is None or port is None or not os.environ.get("MASTER_ADDR"):
         raise UserError(f"environment WORLD_SIZE={world} asks for a process group, which also "
                         f"needs RANK, MASTER_ADDR and MASTER_PORT: start it with torchrun")
@@ -229,10 +218,7 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--method {cfg.method} needs --out MODEL.npz")
     if cfg.out and not str(cfg.out).endswith(".npz"):
         raise UserError(f"--out {cfg.out}: model files end in .npz")
-    if cfg.out and cfg.checkpoint and (
-            os.path.abspath(cfg.out) == os.path.abspath(cfg.checkpoint)
-            or (os.path.exists(cfg.out) and os.path.exists(cfg.checkpoint)
-                and os.path.samefile(cfg.out, cfg.checkpoint))):
+    if cfg.out and cfg.checkpoint and same_path(cfg.out, cfg.checkpoint):
         raise UserError(f"--checkpoint {cfg.checkpoint} is the --out model file: give "
                         f"another path (the default is beside it, .ckpt.pt)")
     for name in ("train_limit", "test_limit"):
