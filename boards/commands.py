@@ -401,7 +401,8 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
     except OSError as err:
         raise UserError(f"{outdir.parent}: cannot create the folder ({err.strerror})") \
             from None
-    with staged_folder(outdir) as staging:
+    # with --program the board is programmed next, and Ctrl-C must still stop that
+    with staged_folder(outdir, final=not args.program) as staging:
         try:
             return _build_into(staging, model, net, module, board, args, luts_est, brams_est,
                                fold_text, missed)

@@ -44,7 +44,7 @@ def cmd_eval(args) -> int:
         print(f"accuracy {correct / len(labels):.4f} ({correct}/{len(labels)})")
     if args.save_predictions:   # after the result is out: a failing stdout writes no file
         sys.stdout.flush()
-        save_npy(args.save_predictions, predictions)
+        save_npy(args.save_predictions, predictions, final=True)
     return 0
 
 
@@ -74,7 +74,7 @@ def cmd_verilog(args) -> int:
     net = plan(model, resolve_fold(args.fold, model), lanes=args.lanes)
     check_generatable(net)
     module = args.module or default_module(args.model)
-    with staged_folder(args.output) as staging:
+    with staged_folder(args.output, final=True) as staging:
         written = write_verilog(net, staging, module)
         v_path, json_path = (args.output / path.name for path in written)
         # printed before the files are installed: a failing stdout leaves none behind

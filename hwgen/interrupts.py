@@ -88,10 +88,16 @@ def _first_signal(signum, frame):
 
 
 @contextlib.contextmanager
-def deferred_signals():
+def deferred_signals(*, final: bool = False):
     """Ctrl-C and SIGTERM that arrive inside the block are raised when it ends, as
     :func:`run_entry`'s handler raises them (outside the main thread, where handlers cannot
-    be changed, the block runs as it is)."""
+    be changed, the block runs as it is).
+
+    ``final`` is for the block that puts a command's last output in place: once it has
+    succeeded under :func:`run_entry`, the run's result is complete, so signals are ignored
+    from then on and a held one is dropped: the command ends with its own exit code, not as
+    interrupted with its output written. (Elsewhere, as in a test's process, ``final``
+    changes nothing.)"""
     held: list[int] = []
 
     def hold(signum, frame):
@@ -102,11 +108,17 @@ def deferred_signals():
     except ValueError:  # not the main thread
         yield
         return
+    succeeded = False
     try:
         yield
+        succeeded = True
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        if final and succeeded and previous[signal.SIGINT] is _first_signal:
+            _ignore_signals()
+            held.clear()
+        else:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         if held:
             handler = previous[held[0]]
             if callable(handler):

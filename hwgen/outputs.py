@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError
+from .interrupts import deferred_signals
 
 _STAGING_ROOM = 100  # bytes of a file name the staging prefix and suffix may add
 
@@ -175,10 +176,12 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def staged_file(target) -> Iterator[Path]:
+def staged_file(target, final: bool = False) -> Iterator[Path]:
     """Yields a fresh staging path beside ``target`` (same suffix, so tools that look at it
     see the kind); renames it onto ``target`` when the block succeeds, removes it when the
-    block raises anything (interrupts included)."""
+    block raises anything (interrupts included). ``final``: this is the command's last
+    output, so a signal from its rename on no longer interrupts the run
+    (:func:`hwgen.interrupts.deferred_signals`)."""
     shown, target = target, resolved(target)
     try:
         fd, name = tempfile.mkstemp(prefix=_staging_prefix(target),
@@ -189,8 +192,9 @@ def staged_file(target) -> Iterator[Path]:
     staging = Path(name)
     try:
         yield staging
-        os.chmod(staging, 0o666 & ~_umask())  # what open() makes, not mkstemp's 0600
-        os.replace(staging, target)
+        with deferred_signals(final=final):
+            os.chmod(staging, 0o666 & ~_umask())  # what open() makes, not mkstemp's 0600
+            os.replace(staging, target)
     except OSError as err:
         _remove(staging)
         raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
@@ -212,10 +216,11 @@ def _remove(staging: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(target) -> Iterator[Path]:
+def staged_folder(target, final: bool = False) -> Iterator[Path]:
     """Yields a fresh, empty staging folder beside ``target``; when the block succeeds its
     entries replace those of the same names in ``target`` (created by renaming the staging
-    folder if it did not exist); when the block raises, the staging folder is removed."""
+    folder if it did not exist; signals are held until all are in place); when the block
+    raises, the staging folder is removed. ``final`` as for :func:`staged_file`."""
     shown, target = target, resolved(target)
     try:
         staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".part",
@@ -226,8 +231,9 @@ def staged_folder(target) -> Iterator[Path]:
     try:
         yield staging
         if staging.exists():  # the block may have moved it away (a kept failed build)
-            os.chmod(staging, 0o777 & ~_umask())
-            _install_folder(staging, target)
+            with deferred_signals(final=final):
+                os.chmod(staging, 0o777 & ~_umask())
+                _install_folder(staging, target)
     except OSError as err:
         _remove(staging)
         raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
@@ -267,9 +273,10 @@ def _replace_entry(source: Path, destination: Path) -> None:
         os.replace(source, destination)
 
 
-def save_npy(path, array) -> None:
-    """``array`` written to the ``.npy`` file ``path`` through :func:`staged_file`."""
+def save_npy(path, array, final: bool = False) -> None:
+    """``array`` written to the ``.npy`` file ``path`` through :func:`staged_file`
+    (``final`` as there)."""
     import numpy as np
 
-    with staged_file(path) as staging, open(staging, "wb") as f:
+    with staged_file(path, final) as staging, open(staging, "wb") as f:
         np.save(f, array)

@@ -128,7 +128,7 @@ def cmd_sim(args) -> int:
         print(f"accuracy {correct / n:.4f} ({correct}/{n})")
     if args.save_predictions:   # after the result is out: a failing stdout writes no file
         sys.stdout.flush()
-        save_npy(args.save_predictions, result.classes)
+        save_npy(args.save_predictions, result.classes, final=True)
     steady = result.steady_cycles_per_image()
     # a spacing needs two outputs in one process: none with one image per process
     measured = (f"{steady:.1f}" if steady == steady
@@ -158,7 +158,7 @@ def cmd_vectors(args) -> int:
     args.limit = args.count if args.limit is None else min(args.limit, args.count)
     images, _ = load_images(args)
     outdir = Path(args.output)
-    with staged_folder(outdir) as staging:
+    with staged_folder(outdir, final=True) as staging:
         model, net, module = plan_model(args.model, args.fold, args.lanes)
         verilog, _ = write_verilog(net, staging, module)
         iface = interface(net, module)

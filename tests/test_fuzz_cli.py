@@ -489,6 +489,41 @@ def test_the_first_signal_wins_and_cleanup_is_not_interrupted(tmp_path):
     assert done.exists()
 
 
+@pytest.mark.parametrize("final", [True, False])
+@pytest.mark.parametrize("when", ["during the rename", "after it"])
+def test_a_signal_once_the_last_output_is_in_place_does_not_interrupt(tmp_path, final, when):
+    """SIGTERM while a staged output is renamed into place, or after: the rename completes
+    either way (signals are held during it). A command's last output (``final``) decides
+    the run: it ends as finished (0), not as interrupted with its output written; any other
+    output stays and the run is interrupted (143)."""
+    out = tmp_path / "out.txt"
+    kill = "os.kill(os.getpid(), signal.SIGTERM)"
+    command, env = _entry_point(
+        tmp_path,
+        "import os, signal, time\n"
+        "from hwgen import outputs\n"
+        "def main():\n"
+        "    replace = os.replace\n"
+        "    def replace_with_signal(a, b):\n"
+        f"        {kill}\n"
+        "        time.sleep(0.05)\n"
+        "        replace(a, b)\n"
+        + ("    os.replace = replace_with_signal\n" if when == "during the rename" else "")
+        + f"    with outputs.staged_file({str(out)!r}, final={final}) as staging:\n"
+        "        staging.write_text('complete')\n"
+        "    os.replace = replace\n"
+        + (f"    {kill}\n    time.sleep(0.05)\n" if when == "after it" else "")
+        + "    print('finished', flush=True)\n"
+        "    return 0\n")
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    expected = (0, "finished\n", "") if final else (143, "", "error: interrupted\n")
+    assert (proc.returncode, proc.stdout, proc.stderr) == expected
+    left = set(os.listdir(tmp_path)) - {"__pycache__"}
+    assert left == {"entry.py", "entry_main.py", "out.txt"}   # no staging file
+    assert out.read_text() == "complete"
+
+
 def test_interrupted_silences_unused_elaboratables():
     from amaranth.hdl import Elaboratable
 

@@ -193,7 +193,7 @@ def cmd_import(args) -> int:
             + f"; wrote {args.output}")
     from ..outputs import staged_file
 
-    with staged_file(args.output) as staging:
+    with staged_file(args.output, final=True) as staging:
         model_io.save(model, staging)
         # printed before the file is installed: a failing stdout leaves none behind
         print(one_line(text), flush=True)
