@@ -7,6 +7,7 @@ and constant channels), and that each unsupported construct is one ``error:`` li
 nothing written.
 """
 
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -563,3 +564,36 @@ def test_nan_constants_and_float_shapes_are_one_line_errors(bm, tmp_path, capsys
     message = cli_error(capsys, "import", tmp_path / "shape.onnx", "-o", tmp_path / "x.npz")
     assert "the target shape has type float32, not integers" in message
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_the_check_counts_every_tensor_and_refuses_a_graph_too_large_for_it(
+        bm, tmp_path, capsys, monkeypatch):
+    """QONNX's execution holds all of a graph's tensors at once: their values per image
+    decide the batch, and a graph over :data:`MAX_GRAPH_VALUES` is refused before the
+    reference runs (a 9 KB graph of 1024x1024 16-channel convolutions took 658 MiB)."""
+    from onnx import load
+
+    from hwgen.qonnx_import import check
+
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+    proto = load(path)
+    execution = check.prepare_execution(proto, 1000)
+    per_image = check.graph_values(execution.model) // execution.batch
+    names = [i.name for i in (*proto.graph.input, *proto.graph.output)]
+    assert per_image > 12 + 2 and len(names) == 2  # the input, output and what lies between
+    assert execution.batch == min(check.BATCH, check.BATCH_VALUES // per_image)
+    out = tmp_path / "s.npz"
+    monkeypatch.setattr(check, "MAX_GRAPH_VALUES", per_image)
+    assert main(["import", str(path), "-o", str(out)]) == 0, capsys.readouterr().err
+    out.unlink()
+    monkeypatch.setattr(check, "MAX_GRAPH_VALUES", per_image - 1)
+    message = cli_error(capsys, "import", path, "-o", out)
+    assert f"hold {per_image} values per image" in message, message
+    assert not out.exists()
+
+
+def test_the_heap_maps_large_blocks_from_the_first_call():
+    from hwgen import heap
+
+    assert heap.fixed_mmap_threshold() == (sys.platform == "linux")
+    assert heap.fixed_mmap_threshold() == (sys.platform == "linux")   # once is enough

@@ -11,17 +11,25 @@ any real disagreement moves a score by at least one unit).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
+from ..heap import fixed_mmap_threshold
 from ..interrupts import import_deferred
 from ..reference import predict
+from .graph import ImportError_
 
 BATCH = 200
-BATCH_VALUES = 1 << 20  # input values per batch at most (a large input runs fewer at once)
+#: Values of all the graph's tensors for one batch at most: QONNX's execution holds every
+#: tensor of the graph at once (float32), so a large graph runs fewer images at a time.
+BATCH_VALUES = 1 << 22
+#: The same for one image at most (128 MiB of float32): a graph that needs more is refused
+#: rather than checked, so the check's memory is bounded whatever the file declares.
+MAX_GRAPH_VALUES = 1 << 25
 
 
 @dataclass
@@ -80,7 +88,42 @@ def _prepared(proto, batch: int):
     return model.transform(InferShapes())
 
 
-def execute_graph(proto, inputs: np.ndarray, progress: bool = False,
+def graph_values(model) -> int:
+    """Values of the tensors that QONNX's execution of ``model`` (a ModelWrapper with
+    inferred shapes) holds at once: its input, every intermediate tensor and its output (a
+    dimension that shape inference left unknown counts as 1)."""
+    graph = model.graph
+    constants = {t.name for t in graph.initializer}
+    total = 0
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        if info.name not in constants:
+            total += math.prod(max(1, d.dim_value) for d in info.type.tensor_type.shape.dim)
+    return total
+
+
+@dataclass
+class Execution:
+    """The graph prepared for :func:`execute_graph`: ``model`` takes ``batch`` images."""
+
+    model: object
+    batch: int
+
+
+def prepare_execution(proto, count: int) -> Execution:
+    """The graph ready to run ``count`` images in as few batches as
+    :data:`BATCH` and :data:`BATCH_VALUES` allow; :class:`ImportError_` when one image
+    needs more than :data:`MAX_GRAPH_VALUES` values."""
+    single = _prepared(proto, 1)
+    per_image = graph_values(single)
+    if per_image > MAX_GRAPH_VALUES:
+        raise ImportError_(f"the graph's tensors hold {per_image} values per image, more "
+                           f"than the import's check can execute ({MAX_GRAPH_VALUES}); "
+                           f"nothing written")
+    batch = max(1, min(BATCH, count, BATCH_VALUES // per_image))
+    return Execution(single if batch == 1 else _prepared(proto, batch), batch)
+
+
+def execute_graph(execution: Execution, inputs: np.ndarray, progress: bool = False,
                   convert=None) -> np.ndarray:
     """The graph's output [K, M] (float32) for graph inputs ``inputs`` [K, ...] (float32),
     or ``convert(inputs[batch])`` of each batch (so that only one batch is ever float)."""
@@ -94,10 +137,9 @@ def execute_graph(proto, inputs: np.ndarray, progress: bool = False,
     # fatal only: its warnings are not ours to print, and a failed run is reported as our
     # one error line
     onnxruntime.set_default_logger_severity(4)
+    fixed_mmap_threshold()  # each batch's tensors are freed back, not kept on the heap
     count = inputs.shape[0]
-    per_image = max(1, int(np.prod(inputs.shape[1:])))
-    batch = max(1, min(BATCH, count, BATCH_VALUES // per_image))
-    model = _prepared(proto, batch)
+    model, batch = execution.model, execution.batch
     name = model.graph.input[0].name
     out_name = model.graph.output[0].name
     shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from fractions import Fraction
@@ -122,10 +123,22 @@ def _check_images(args, spec):
     return images, labels, source
 
 
+@contextlib.contextmanager
+def _qonnx_failures(onnx_path):
+    """Whatever qonnx or onnxruntime raise on refusing the graph, as one line."""
+    try:
+        yield
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as err:
+        raise ImportError_(f"{onnx_path}: the QONNX execution failed "
+                           f"({type(err).__name__}: {str(err).strip()[:300]})") from None
+
+
 def cmd_import(args) -> int:
     from ..reference import Reference, check_images
     from . import import_qonnx, require_packages
-    from .check import compare, execute_graph
+    from .check import compare, execute_graph, prepare_execution
 
     require_packages()
     graph, imported = import_qonnx(args.onnx, args.input_bits, args.input_scale)
@@ -143,15 +156,12 @@ def cmd_import(args) -> int:
     images = check_images(model.input, images)
     check_labels(labels, model)
     progress = sys.stderr.isatty()
+    with _qonnx_failures(args.onnx):   # a graph too large to check fails before any work
+        execution = prepare_execution(graph.proto, len(images))
     scores = Reference(model).run(images, progress=progress)
-    try:
-        graph_scores = execute_graph(graph.proto, images, progress=progress,
+    with _qonnx_failures(args.onnx):
+        graph_scores = execute_graph(execution, images, progress=progress,
                                      convert=imported.mapping.graph_input)
-    except (KeyboardInterrupt, UserError):
-        raise
-    except Exception as err:  # qonnx / onnxruntime refusing the graph, whatever the type
-        raise ImportError_(f"{args.onnx}: the QONNX execution failed "
-                           f"({type(err).__name__}: {str(err).strip()[:300]})") from None
     if graph_scores.shape != scores.shape:
         raise ImportError_(f"{args.onnx}: the graph outputs {list(graph_scores.shape[1:])} "
                            f"values per image, the model {scores.shape[1]}")
