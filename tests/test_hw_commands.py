@@ -9,7 +9,7 @@ import pytest
 from hwgen import model as model_io
 from hwgen.cli import main
 from hwgen.datasets import write_idx
-from hwgen.random_models import dense, lfc_model, random_images, random_model
+from hwgen.random_models import conv, dense, lfc_model, random_images, random_model
 from hwgen.reference import Reference
 
 from .test_model_format import cli_error
@@ -90,6 +90,28 @@ def test_golden_vectors_run_in_icarus(tmp_path, capsys, small, iverilog):
     subprocess.run([iverilog, "-g2012", "-o", "tb.vvp", "tb.v", verilog], cwd=out, check=True)
     proc = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=out, capture_output=True, text=True)
     assert proc.returncode == 0 and "PASS 25/25" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.sim
+def test_golden_vectors_of_an_hwc_core_from_flat_images(tmp_path, capsys, iverilog):
+    """A 3-channel raw-input convolution reads its input in (H, W, C) order: images given
+    flat (an IDX file [K, 48]) are shaped [K, C, H, W] before they are packed (they were
+    packed as if [K, 48, 1, 1]: the testbench failed 15 of 30 against a correct core)."""
+
+    rng = np.random.default_rng(1)
+    model = random_model(rng, (3, 4, 4), [conv(4, padding=1, pad_value=0)], binarize_at=None)
+    path = model_io.save(model, tmp_path / "hwc.npz")
+    write_idx(tmp_path / "flat.idx", random_images(rng, model.input, 30).reshape(30, -1))
+    out = tmp_path / "vec"
+    assert main(["vectors", str(path), "--images", str(tmp_path / "flat.idx"), "-n", "30",
+                 "-o", str(out)]) == 0
+    capsys.readouterr()
+    info = json.loads((out / "vectors.json").read_text())
+    assert info["interface"]["input"]["order"] == "HWC"
+    verilog = f"{info['interface']['module']}.v"
+    subprocess.run([iverilog, "-g2012", "-o", "tb.vvp", "tb.v", verilog], cwd=out, check=True)
+    proc = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=out, capture_output=True, text=True)
+    assert proc.returncode == 0 and "PASS 30/30" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_build_refuses_a_model_too_large_for_the_board(tmp_path, capsys):

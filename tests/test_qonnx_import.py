@@ -231,9 +231,9 @@ def test_without_the_extra_the_command_names_it(tmp_path, capsys, monkeypatch):
 
 
 # ---- FINN's streamlined form, written with onnx.helper ---------------------------------------
-def _streamlined(tmp_path, rng, scale_out=0.5):
+def _streamlined(tmp_path, rng, scale_out=0.5, bias=None):
     """x (pixels) -> MultiThreshold (binarize at 100) -> MatMul +-1 -> MultiThreshold per
-    channel (bipolar) -> MatMul +-1 -> Mul (one score scale)."""
+    channel (bipolar) -> MatMul +-1 (-> Add ``bias``) -> Mul (one score scale)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -251,6 +251,10 @@ def _streamlined(tmp_path, rng, scale_out=0.5):
              helper.make_node("MultiThreshold", ["a1", "t1"], ["b1"], name="act1", **mt),
              helper.make_node("MatMul", ["b1", "w2"], ["a2"], name="fc2"),
              helper.make_node("Mul", ["a2", "s"], ["y"], name="scale")]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(np.array(bias, np.float32), "bias"))
+        nodes[-1:-1] = [helper.make_node("Add", ["a2", "bias"], ["a2b"], name="bias")]
+        nodes[-1].input[0] = "a2b"
     graph = helper.make_graph(nodes, "streamlined",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m])],
@@ -597,3 +601,16 @@ def test_the_heap_maps_large_blocks_from_the_first_call():
 
     assert heap.fixed_mmap_threshold() == (sys.platform == "linux")
     assert heap.fixed_mmap_threshold() == (sys.platform == "linux")   # once is enough
+
+
+def test_output_biases_beyond_int32_that_span_less_are_shifted(bm, tmp_path, capsys):
+    """Class biases [2^31, 0, -8, 8]: 2^31 is not an int32, but one constant subtracted from
+    every score changes no prediction, and their span fits."""
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8), bias=[2.0**31, 0, -8, 8])
+    out = tmp_path / "s.npz"
+    assert main(["import", str(path), "-o", str(out)]) == 0, capsys.readouterr().err
+    bias = model_io.load(out).layers[-1].bias.astype(np.int64)
+    assert list(bias - bias[1]) == [1 << 31, 0, -8, 8] and bias.min() == -(1 << 31)
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8), bias=[2.0**32, 0, 0, 0])
+    message = cli_error(capsys, "import", path, "-o", out)
+    assert "the output biases span 4294967296 accumulator steps" in message, message

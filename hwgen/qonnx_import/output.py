@@ -48,8 +48,14 @@ def output_layer(out: Accum, layer: OpenLayer):
                            f"bias / unit = {float(d[bad]):.6g}); train without a bias or "
                            f"quantize it to the accumulator's scale (Brevitas Int32Bias)")
     bias = [int(x - base) for x in d]
-    if any(abs(x) >= 1 << 31 for x in bias):
-        raise ImportError_(f"{node.describe()}: the output bias does not fit in int32")
+    if not all(-(1 << 31) <= x < 1 << 31 for x in bias):
+        # one constant added to every class's score changes no prediction: the lowest
+        # bias becomes int32's lowest value
+        shift = min(bias) + (1 << 31)
+        bias = [x - shift for x in bias]
+    if not all(-(1 << 31) <= x < 1 << 31 for x in bias):
+        raise ImportError_(f"{node.describe()}: the output biases span "
+                           f"{max(bias) - min(bias)} accumulator steps, more than int32 holds")
     if out.normalized:   # the graph's score moves by |p1| / sqrt(v) per accumulator step
         unit_abs = unit_abs / Fraction(math.sqrt(next(iter(vs))))
     return weight, np.array(bias, dtype=np.int32), unit_abs
