@@ -41,7 +41,8 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from .errors import ModelFormatError
-from .files import open_regular, size_limit
+from .environment import size_limit
+from .files import open_regular
 
 DEFAULT_MAX_BYTES = 256 << 20
 MAX_BYTES_VARIABLE = "SBN_MAX_MODEL_BYTES"

@@ -5,7 +5,6 @@
 - :func:`read_upto` reads at most a given number of bytes, in chunks, into a buffer that
   grows with what arrives (so a limit costs nothing for a short file, and the caller
   decides, after checking a header, what may be allocated).
-- :func:`size_limit` is a byte limit that an environment variable may override.
 
 Every failure raises the caller's :class:`~hwgen.errors.UserError` subclass with a one-line
 message naming the path.
@@ -81,15 +80,3 @@ def read_upto(stream: BinaryIO, size: int) -> bytearray:
             break
         buffer += chunk
     return buffer
-
-
-def size_limit(variable: str, default: int, error: type[UserError] = UserError) -> int:
-    """``$variable`` as a positive integer number of bytes when set, else ``default``."""
-    text = os.environ.get(variable)
-    if text is None or not text.strip():
-        return default
-    digits = text.strip()
-    value = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 30 else 0
-    if value < 1:
-        raise error(f"${variable} must be a positive whole number of bytes, got {text!r}")
-    return value

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .files import open_regular, read_upto, size_limit
+from .environment import size_limit
+from .files import open_regular, read_upto
 
 IDX_DTYPES = {
     0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),

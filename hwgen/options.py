@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from .names import verilog_identifier_problem
 from .outputs import output_type
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,32}")
-_ENVIRONMENT_INTEGER = re.compile(r"[0-9]{1,9}")
 _REAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
 _MAX_NUMBER_CHARS = 32
 
@@ -63,18 +61,6 @@ def _check_range(value, low, high, low_open: bool, high_open: bool):
     else:
         return value
     raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
-
-
-def environment_integer(name: str, default: int | None, low: int, high: int) -> int | None:
-    """``$name`` as a whole number in ``[low, high]`` (ASCII digits only, as the launchers
-    that set such variables write them), ``default`` when unset; UserError otherwise."""
-    text = os.environ.get(name)
-    if text is None:
-        return default
-    if not _ENVIRONMENT_INTEGER.fullmatch(text) or not low <= int(text) <= high:
-        raise UserError(f"environment {name}={text[:40]!r}: expected a whole number in "
-                        f"{low}..{high}")
-    return int(text)
 
 
 def integer(low: int | None = None, high: int | None = None):

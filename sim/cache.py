@@ -94,7 +94,7 @@ def publish(built: Path, exe: Path) -> None:
 def check_verilator_source(size: int) -> None:
     """UserError when ``size`` bytes of generated Verilog are more than
     :data:`MAX_VERILATOR_SOURCE_BYTES` (or ``$SBN_MAX_VERILATOR_SOURCE_BYTES``)."""
-    from hwgen.files import size_limit
+    from hwgen.environment import size_limit
 
     limit = size_limit("SBN_MAX_VERILATOR_SOURCE_BYTES", MAX_VERILATOR_SOURCE_BYTES)
     if size > limit:

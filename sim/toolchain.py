@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwgen.errors import UserError
-from hwgen.options import environment_integer
+from hwgen.environment import environment_integer
 
 
 # The PyPI wheel's verilated.mk comes with an empty CFG_CXXFLAGS_PCH_I, which breaks every

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from hwgen.errors import UserError
 from hwgen.model import save as save_model
-from hwgen.options import environment_integer
+from hwgen.environment import environment_integer
 from hwgen.outputs import same_path
 
 from .arch import parse_arch

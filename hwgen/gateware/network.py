@@ -265,7 +265,7 @@ def check_generatable(net: NetworkPlan) -> None:
     """UserError when ``net`` is too large to generate hardware for: its model
     (:func:`check_model_generatable`) or its fold (:func:`generation_bytes` above
     :data:`MAX_GENERATION_BYTES` or ``$SBN_MAX_GENERATION_BYTES``)."""
-    from ..files import size_limit
+    from ..environment import size_limit
 
     check_model_generatable(net.model)
     need, limit = generation_bytes(net), size_limit("SBN_MAX_GENERATION_BYTES",

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..files import open_regular, read_upto, size_limit
+from ..environment import size_limit
+from ..files import open_regular, read_upto
 from ..interrupts import import_deferred
 
 MAX_ONNX_BYTES = 1 << 29  # 512 MiB; $SBN_MAX_ONNX_BYTES overrides

@@ -1,0 +1,39 @@
+"""Whole numbers from environment variables, under one rule.
+
+A variable that is set must hold ASCII digits only (as launchers such as torchrun write
+them: no sign, no spaces, no other scripts' digits) with a value in the range the caller
+gives; otherwise the command ends with one line naming the variable. Unset, the default
+applies.
+
+- :func:`environment_integer`: counts, ranks, ports.
+- :func:`size_limit`: a byte limit that a ``$SBN_MAX_*`` variable may override.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import UserError
+
+_DIGITS = re.compile(r"[0-9]{1,30}")
+MAX_SIZE_LIMIT = 1 << 62  # bytes: any limit a variable sets is at most this
+
+
+def environment_integer(name: str, default: int | None, low: int, high: int,
+                        error: type[UserError] = UserError, unit: str = "") -> int | None:
+    """``$name`` as a whole number in ``[low, high]``, ``default`` when unset; ``error``
+    (one line, ``unit`` naming what it counts) otherwise."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+        what = f"a whole number of {unit}" if unit else "a whole number"
+        raise error(f"environment {name}={text[:40]!r}: expected {what} in {low}..{high}")
+    return int(text)
+
+
+def size_limit(variable: str, default: int, error: type[UserError] = UserError) -> int:
+    """``$variable`` as a number of bytes (1 .. :data:`MAX_SIZE_LIMIT`) when set, else
+    ``default``."""
+    return environment_integer(variable, default, 1, MAX_SIZE_LIMIT, error, "bytes")
