@@ -4,9 +4,9 @@
   SIGTERM into :class:`Terminated` (so ``finally`` blocks and staged outputs are cleaned
   up exactly as for Ctrl-C), then imports and calls the real ``main`` inside the guarded
   region, so an interrupt even during the heavy imports ends in one line.
-- The first Ctrl-C or SIGTERM wins: its handler ignores both signals from then on, so the
-  cleanup it starts (staged outputs removed, one line printed) cannot be interrupted in
-  turn, and the exit code is that of the first signal.
+- The first Ctrl-C or SIGTERM wins: later signals do nothing (the handler returns at once),
+  so the cleanup it starts (staged outputs removed, one line printed) cannot be
+  interrupted in turn, and the exit code is that of the first signal.
 - :func:`deferred_signals` holds Ctrl-C and SIGTERM while a block runs and raises them at
   its end: the imports of C++ extensions (torch, onnx, onnxruntime) run inside it, since
   an exception raised into their initialization aborts the process (SIGABRT).
@@ -81,9 +81,19 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+_settled = False  # set by the first signal (or a command's final output): later ones do nothing
+
+
 def _first_signal(signum, frame):
-    """The handler of both signals under :func:`run_entry`: later signals are ignored."""
-    _ignore_signals()
+    """The handler of both signals under :func:`run_entry`: the first raises, later ones
+    are ignored. It changes no handler itself: ``signal.signal`` runs pending handlers
+    first, so a second signal arriving just then was handled inside the first's handler,
+    or, once its handler was ``SIG_IGN``, reported as an ``OSError`` ("ignored due to race
+    condition") that code catching ``OSError`` could swallow."""
+    global _settled
+    if _settled:
+        return
+    _settled = True
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -98,6 +108,7 @@ def deferred_signals(*, final: bool = False):
     from then on and a held one is dropped: the command ends with its own exit code, not as
     interrupted with its output written. (Elsewhere, as in a test's process, ``final``
     changes nothing.)"""
+    global _settled
     held: list[int] = []
 
     def hold(signum, frame):
@@ -113,12 +124,13 @@ def deferred_signals(*, final: bool = False):
         yield
         succeeded = True
     finally:
-        if final and succeeded and previous[signal.SIGINT] is _first_signal:
-            _ignore_signals()
+        settle = final and succeeded and previous[signal.SIGINT] is _first_signal
+        if settle:
+            _settled = True
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if settle:
             held.clear()
-        else:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
         if held:
             handler = previous[held[0]]
             if callable(handler):
