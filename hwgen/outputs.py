@@ -63,8 +63,9 @@ def _split(text: str) -> tuple[str, str]:
 
 
 def same_path(a, b) -> bool:
-    """Whether the paths ``a`` and ``b`` name the same file (existing or not)."""
-    if os.path.abspath(a) == os.path.abspath(b):
+    """Whether the paths ``a`` and ``b`` name the same file (existing or not: their folder
+    parts resolved as the system resolves them, links and ``..`` included)."""
+    if resolved(a) == resolved(b):
         return True
     try:
         return os.path.samefile(a, b)

@@ -136,7 +136,7 @@ def write_golden_vectors(folder: Path, interface: dict, images: np.ndarray,
     (and ``weights.hex`` from ``weights``, the core's weight words, when it has a weight
     stream)."""
     parts = _weight_parts(interface, weights)
-    shape = tuple(interface["input"]["shape"])
+    shape = tuple(interface["input"].get("shape", np.shape(images)[1:]))
     if tuple(np.shape(images)[1:]) != shape:  # the stream order depends on [C, H, W]
         raise ValueError(f"images are {list(np.shape(images))}; the core takes [K, "
                          f"{', '.join(map(str, shape))}]")

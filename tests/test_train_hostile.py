@@ -152,6 +152,24 @@ MUTATIONS = {
     "scheduler last_epoch": lambda s: _set(("scheduler", "last_epoch"))(s, "x"),
     "scheduler step": lambda s: _set(("scheduler", "last_epoch"))(s, 5),
     "scheduler base_lrs": lambda s: _set(("scheduler", "base_lrs"))(s, []),
+    # round 14: finite values that made the resumed run diverge, plot or hang
+    "lr 1e30": lambda s: _set(("optimizer", "param_groups", 0, "lr"))(s, 1e30),
+    "adam step 0": lambda s: _moments(s, "step", lambda t: torch.zeros_like(t)),
+    "adam step huge": lambda s: _moments(s, "step", lambda t: torch.full_like(t, 3e38)),
+    "adam state empty": lambda s: _set(("optimizer", "state"))(s, {}),
+    "epoch 0": lambda s: (_set(("epoch",))(s, 0), _set(("history",))(s, []),
+                          _set(("scheduler", "last_epoch"))(s, 0)),
+    "history frozen length": lambda s: _set(("history", 0, "frozen"))(s, [1.0] * 3),
+    "history alive above 1": lambda s: _set(("history", 0, "alive"))(
+        s, [2.0] * len(s["history"][0]["alive"])),
+    "history loss as list": lambda s: _set(("history", 0, "loss"))(s, [1.0]),
+    "history nu 0": lambda s: _set(("history", 0, "nu"))(s, 0.0),
+    "history accuracy 5": lambda s: _set(("history", 0, "test_acc"))(s, 5.0),
+    "snapshot bins": lambda s: _set(("snapshots", 0, "weights", "counts"))(s, [1.0] * 4000),
+    "snapshot range": lambda s: _set(("snapshots", 0, "weights", "range"))(
+        s, [-1.7e308, 1.7e308]),
+    "snapshot epochs": lambda s: _set(("snapshots",))(s, [dict(s["snapshots"][0], epoch=e)
+                                                        for e in range(64)]),
     "negative variance": lambda s: s["model"].__setitem__(
         next(k for k in s["model"] if k.endswith("running_var")),
         -torch.ones_like(s["model"][next(k for k in s["model"] if k.endswith("running_var"))])),
@@ -284,3 +302,31 @@ def test_a_staging_file_that_cannot_be_renamed_or_removed_is_one_error(tmp_path,
             staging.write_text("x")
             monkeypatch.setattr(os, "replace", refuse)
             monkeypatch.setattr(Path, "unlink", refuse)
+
+
+def test_resume_refuses_other_training_data(data, checkpoint, tmp_path):
+    """The same settings, another --data-dir: the checkpoint's data digest differs."""
+    images = np.random.default_rng(9).integers(0, 256, (256, 28, 28), dtype=np.uint8)
+    other = _data(tmp_path / "other", images)
+    (tmp_path / "m.ckpt.pt").write_bytes(checkpoint.read_bytes())
+    with pytest.raises(UserError, match="cannot resume, the checkpoint was made with "
+                                        "different data"):
+        train(_cfg(other, tmp_path, resume=True))
+
+
+def test_a_diverging_run_is_one_error_and_writes_nothing(data, tmp_path):
+    """25 hidden layers of width 2: the gradients overflow in the first epoch."""
+    cfg = _cfg(data, tmp_path, arch="mlp:" + "-".join(["2"] * 25), epochs=1)
+    with pytest.raises(UserError, match=r"training diverged in epoch 1 \("):
+        train(cfg)
+    assert os.listdir(tmp_path) == []
+
+
+def test_plots_reaching_the_checkpoint_through_a_link_are_refused_before_training(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "selflink").symlink_to(tmp_path / "p")
+    with pytest.raises(UserError, match="is the --checkpoint file"):
+        config_from_argv(["--arch", "mlp:8", "--out", "p/m.npz",
+                          "--plots", "p/selflink/../p/m.ckpt.pt"])

@@ -26,10 +26,13 @@ from hwgen.errors import UserError
 from hwgen.files import open_regular
 from hwgen.outputs import resolved, staged_file
 
+from .diagnostics import HISTOGRAM_BINS
+
 __all__ = ["load_checkpoint", "restore", "save_checkpoint"]
 
 MAX_SNAPSHOTS = 64  # train keeps at most 6 histogram snapshots
-MAX_BINS = 10_000   # of a snapshot's histogram
+MAX_HISTOGRAM_RANGE = 1e30  # |ends| of a histogram's range (the float method's data span)
+MAX_BINS = HISTOGRAM_BINS  # a snapshot's histogram has exactly these
 
 
 class _Mismatch(ValueError):
@@ -97,26 +100,33 @@ def _check_records(path, stream) -> None:
 
 
 def restore(state: dict, path, net, optimizer, scheduler, epochs: int,
-            steps_per_epoch: int, method: str) -> tuple[int, list, list]:
+            steps_per_epoch: int, method: str,
+            snapshot_epochs: set[int]) -> tuple[int, list, list]:
     """Load ``state`` (from :func:`load_checkpoint`) into ``net``, ``optimizer`` and
-    ``scheduler`` after checking all of it; returns ``(epoch, history, snapshots)``."""
+    ``scheduler`` after checking all of it against this run (``snapshot_epochs``: the
+    epochs train takes histogram snapshots after, 0 being before training); returns
+    ``(epoch, history, snapshots)``."""
     try:
         epoch = state["epoch"]
-        if type(epoch) is not int or not 0 <= epoch <= epochs:
-            raise _Mismatch(f"epoch {epoch!r} is not a whole number in 0..{epochs}")
+        if type(epoch) is not int or not 1 <= epoch <= epochs:  # saved after an epoch
+            raise _Mismatch(f"epoch {epoch!r} is not a whole number in 1..{epochs}")
+        steps = epoch * steps_per_epoch
         model = state["model"]
         _check_model(model, net.state_dict())
         opt = state["optimizer"]
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        _check_optimizer(opt, optimizer.state_dict(), parameters)
         sched = state["scheduler"]
         _check_like(sched, scheduler.state_dict(), "scheduler", exact=("base_lrs",
                                                                        "lr_lambdas"))
-        if sched["last_epoch"] != epoch * steps_per_epoch:
+        if sched["last_epoch"] != steps:
             raise _Mismatch(f"the scheduler is at step {sched['last_epoch']}, not "
-                            f"{epoch * steps_per_epoch} (epoch {epoch})")
-        history = _checked_history(state["history"], epoch, method)
-        snapshots = _checked_snapshots(state["snapshots"])
+                            f"{steps} (epoch {epoch})")
+        rates = [base * rule(steps) for base, rule in zip(scheduler.base_lrs,
+                                                          scheduler.lr_lambdas)]
+        _check_optimizer(opt, optimizer.state_dict(), parameters, steps, rates)
+        history = _checked_history(state["history"], epoch, method,
+                                   len(net.binarizing_layers()))
+        snapshots = _checked_snapshots(state["snapshots"], epoch, snapshot_epochs)
         net.load_state_dict(model)
         optimizer.load_state_dict(opt)
         scheduler.load_state_dict(sched)
@@ -146,26 +156,31 @@ def _check_tensor(value, like: torch.Tensor, what: str, non_negative: bool = Fal
         raise _Mismatch(f"{what} holds negative values")
 
 
-def _check_optimizer(opt, fresh: dict, parameters: list) -> None:
-    """Adam's state dict for ``parameters`` (in the optimizer's order): the fresh one's
-    hyperparameters (the learning rate excepted), per-parameter moments of their shapes."""
+def _check_optimizer(opt, fresh: dict, parameters: list, steps: int, rates: list) -> None:
+    """Adam's state dict for ``parameters`` (in the optimizer's order) after ``steps``
+    steps: the fresh one's hyperparameters, each group's learning rate the scheduler's at
+    that step (``rates``), and for every parameter its step count and moments of its
+    shape."""
     _check_like(opt, fresh, "optimizer", skip=("state",), exact=("param_groups",),
                 free=("lr",))
     groups = fresh["param_groups"]
-    for group in opt["param_groups"]:
-        if type(group["lr"]) is not float or not (math.isfinite(group["lr"])
-                                                  and group["lr"] >= 0):
-            raise _Mismatch(f"optimizer learning rate {group['lr']!r} is not a finite "
-                            f"number >= 0")
+    for group, rate in zip(opt["param_groups"], rates):
+        if type(group["lr"]) is not float or not math.isclose(group["lr"], rate,
+                                                               rel_tol=1e-9, abs_tol=1e-15):
+            raise _Mismatch(f"optimizer learning rate {_short(group['lr'])} is not the "
+                            f"schedule's {rate:.6g} at step {steps}")
     params = {index: None for group in groups for index in group["params"]}
     state = opt["state"]
-    if not isinstance(state, dict) or not set(state) <= set(params):
+    if not isinstance(state, dict) or set(state) != set(params):
         raise _Mismatch("the optimizer's state is not for this network's parameters")
     for index, entry in state.items():
         if not isinstance(entry, dict) or set(entry) != {"step", "exp_avg", "exp_avg_sq"}:
             raise _Mismatch(f"optimizer state {index} is not Adam's")
         _check_tensor(entry["step"], torch.zeros(()), f"optimizer step {index}",
                       non_negative=True)
+        if float(entry["step"]) != steps:
+            raise _Mismatch(f"optimizer step {index} is {_short(float(entry['step']))}, not "
+                            f"{steps}")
         like = parameters[index].detach()
         _check_tensor(entry["exp_avg"], like, f"optimizer exp_avg {index}")
         _check_tensor(entry["exp_avg_sq"], like, f"optimizer exp_avg_sq {index}",
@@ -225,9 +240,18 @@ def _short(value) -> str:
 _REQUIRED = ("epoch", "loss", "train_acc", "nu", "lr", "seconds", "test_acc")
 
 
-def _checked_history(history, epoch: int, method: str) -> list:
+#: Ranges of the numbers an epoch record holds (train writes nothing else there).
+_FRACTIONS = ("train_acc", "test_acc", "hard_test_acc")
+_PER_LAYER = {"frozen": 0, "alive": -1}  # fractions: one per binarizing layer, one fewer
+_LISTS = (*_PER_LAYER, "nu_eff")  # the keys that hold lists; every other holds a number
+
+
+def _checked_history(history, epoch: int, method: str, layers: int) -> list:
     """The epoch log: one record per completed epoch, each with the same keys (those the
-    log and plots read included), numbers or lists of numbers of a fixed length."""
+    log and plots read included), numbers or lists of numbers of a fixed length;
+    accuracies and the per-layer fractions (``layers`` binarizing layers) in [0, 1], the
+    loss, the
+    learning rate and the seconds finite and >= 0, ``nu`` > 0."""
     if not isinstance(history, list) or len(history) != epoch:
         raise _Mismatch(f"its history is not a list of {epoch} epoch records")
     required = set(_REQUIRED) | ({"hard_test_acc"} if method != "float" else set()) \
@@ -238,15 +262,22 @@ def _checked_history(history, epoch: int, method: str) -> list:
             raise _Mismatch(f"history record {number} lacks some of {sorted(required)}")
         if keys is None:
             keys = set(record)
-            lengths = {k: len(v) for k, v in record.items() if isinstance(v, list)}
+            lengths = {k: len(v) for k, v in record.items() if k in _LISTS}
         if set(record) != keys or record["epoch"] != number or type(record["epoch"]) is not int:
             raise _Mismatch(f"history record {number} is not like the others")
         for key, value in record.items():
             if key in lengths:
                 ok = (isinstance(value, list) and len(value) == lengths[key]
-                      and all(_is_number(v) for v in value))
+                      and all(_is_number(v) for v in value)
+                      and (key not in _PER_LAYER
+                           or (len(value) == layers + _PER_LAYER[key]
+                               and all(0 <= v <= 1 for v in value))))
+            elif key == "nu":
+                ok = _is_number(value) and value > 0
             else:
-                ok = _is_number(value) and (math.isfinite(value) or key == "nu")
+                ok = _is_number(value) and math.isfinite(value) and (
+                    0 <= value <= 1 if key in _FRACTIONS else
+                    value >= 0 if key in ("loss", "lr", "seconds") else True)
             if not ok:
                 raise _Mismatch(f"history record {number}: {str(key)[:40]!r} is not a number")
     return list(history)
@@ -259,16 +290,24 @@ def _is_number(value) -> bool:
     return type(value) is float and not math.isnan(value)
 
 
-def _checked_snapshots(snapshots) -> list:
-    """Histogram snapshots as :func:`train.diagnostics.histograms` makes them."""
+def _checked_snapshots(snapshots, epoch: int, snapshot_epochs: set[int]) -> list:
+    """Histogram snapshots as :func:`train.diagnostics.histograms` makes them, after
+    epochs of ``snapshot_epochs`` up to ``epoch``, in order (none when the run that wrote
+    the checkpoint had no ``--plots``)."""
     if not isinstance(snapshots, list) or len(snapshots) > MAX_SNAPSHOTS:
         raise _Mismatch(f"its snapshots are not a list of at most {MAX_SNAPSHOTS}")
+    taken = []
     for snap in snapshots:
         if not (isinstance(snap, dict) and set(snap) == {"epoch", "nu", "weights",
                                                           "activations"}
-                and type(snap["epoch"]) is int and _is_number(snap["nu"])
+                and type(snap["epoch"]) is int and _is_number(snap["nu"]) and snap["nu"] > 0
                 and all(_is_histogram(snap[k]) for k in ("weights", "activations"))):
             raise _Mismatch("a histogram snapshot is not one train wrote")
+        taken.append(snap["epoch"])
+    expected = sorted(e for e in snapshot_epochs | {0} if e <= epoch)
+    if taken and taken != expected[len(expected) - len(taken):]:
+        raise _Mismatch(f"its histogram snapshots are of epochs {_short(taken)}, not of "
+                        f"{expected}")
     return list(snapshots)
 
 
@@ -276,7 +315,8 @@ def _is_histogram(h) -> bool:
     if not (isinstance(h, dict) and set(h) == {"counts", "range"}):
         return False
     counts, span = h["counts"], h["range"]
-    return (isinstance(counts, list) and 0 < len(counts) <= MAX_BINS
-            and all(_is_number(c) and math.isfinite(c) and c >= 0 for c in counts)
+    return (isinstance(counts, list) and len(counts) == MAX_BINS
+            and all(_is_number(c) and 0 <= c <= 1 << 53 and c == int(c) for c in counts)
             and isinstance(span, list) and len(span) == 2
-            and all(_is_number(v) and math.isfinite(v) for v in span) and span[0] < span[1])
+            and all(_is_number(v) and abs(v) <= MAX_HISTOGRAM_RANGE for v in span)
+            and span[0] < span[1])

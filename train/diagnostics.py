@@ -77,8 +77,12 @@ def sharpness_diagnostics(net: Net, images: torch.Tensor, nu, device: str) -> di
     return {"frozen": frozen, "alive": [a / max(1, t) for a, t in zip(alive_count, total)]}
 
 
+HISTOGRAM_BINS = 41
+
+
 @torch.no_grad()
-def histograms(net: Net, images: torch.Tensor, nu, device: str, bins: int = 41) -> dict:
+def histograms(net: Net, images: torch.Tensor, nu, device: str,
+               bins: int = HISTOGRAM_BINS) -> dict:
     """Histograms over [-1, 1] of the forward weights and the hidden activations."""
     net.eval()
     layers = net.binarizing_layers()

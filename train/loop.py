@@ -15,6 +15,7 @@ last completed epoch; since each epoch's shuffling and augmentation depend only 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -172,6 +173,31 @@ def resume_settings(cfg: TrainConfig) -> dict:
     return settings
 
 
+def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 of the training images and labels as train uses them (a checkpoint records
+    it, so ``--resume`` on other data, another --data-dir, is refused)."""
+    digest = hashlib.sha256()
+    for tensor in (images, labels):
+        digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_finite(net: Net, epoch: int, loss_sum: float) -> None:
+    """UserError when training has diverged: a non-finite loss, parameter or batch-norm
+    statistic after ``epoch`` (the checkpoint keeps the last good epoch)."""
+    if math.isfinite(loss_sum):
+        bad = next((name for name, t in (*net.named_parameters(), *net.named_buffers())
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is None:
+            return
+        what = f"{bad} holds non-finite values"
+    else:
+        what = "the loss is not finite"
+    raise UserError(f"training diverged in epoch {epoch} ({what}); nothing of that epoch "
+                    f"was kept: try a lower --lr, --grad-clip, or a wider network")
+
+
 def _snapshot_epochs(epochs: int) -> set[int]:
     return {1, max(1, epochs // 4), max(1, epochs // 2), max(1, 3 * epochs // 4), epochs}
 
@@ -295,6 +321,7 @@ def train(cfg: TrainConfig) -> dict:
     start_epoch = 0
     ckpt = checkpoint_path(cfg)
     settings = resume_settings(cfg)
+    settings["data"] = data_digest(train_x, train_y)  # the same images and labels, in order
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
         old = state.get("settings", {})
@@ -302,12 +329,14 @@ def train(cfg: TrainConfig) -> dict:
                 v is None or type(v) in (bool, int, float, str) for v in old.values()):
             raise UserError(f"{ckpt}: not a checkpoint of this training run (its settings "
                             f"are not a dictionary of plain values)")
-        diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
+        diff = [k for k in (*_RESUME_KEYS, "data")
+                if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
                             f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
         start_epoch, history, snapshots = restore(state, ckpt, net, optimizer, scheduler,
-                                                  cfg.epochs, steps_per_epoch, cfg.method)
+                                                  cfg.epochs, steps_per_epoch, cfg.method,
+                                                  _snapshot_epochs(cfg.epochs))
         _log(f"resumed from {ckpt} after epoch {start_epoch}", dist)
     elif cfg.resume:
         _log(f"--resume: no checkpoint at {ckpt}; starting from scratch", dist)
@@ -360,6 +389,7 @@ def train(cfg: TrainConfig) -> dict:
             loss_sum += loss.item() * len(index)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(index)
+        check_finite(net, epoch, loss_sum)
         nu = nu_for(step)
         record = {"epoch": epoch, "loss": loss_sum / max(1, seen),
                   "train_acc": correct / max(1, seen), "nu": nu,
