@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -21,6 +25,8 @@ from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from train.cli import config_from_argv  # noqa: E402
 from train.data import load_split  # noqa: E402
 from train.loop import TrainConfig, _init_distributed, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _idx(path: Path, array: np.ndarray, code: int) -> None:
@@ -330,3 +336,21 @@ def test_plots_reaching_the_checkpoint_through_a_link_are_refused_before_trainin
     with pytest.raises(UserError, match="is the --checkpoint file"):
         config_from_argv(["--arch", "mlp:8", "--out", "p/m.npz",
                           "--plots", "p/selflink/../p/m.ckpt.pt"])
+
+
+def test_sigterm_while_joining_a_process_group_is_answered(tmp_path):
+    """A rank whose group never forms waits in torch's C++ rendezvous (retrying for 30
+    minutes): SIGTERM there ends it with the one line and 143, without C++ log lines."""
+    env = dict(os.environ, WORLD_SIZE="2", RANK="1", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT="1")
+    env.pop("TORCH_CPP_LOG_LEVEL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "train", "--arch", "mlp:8", "--epochs", "1",
+                             "--no-progress", "--out", str(tmp_path / "m.npz")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(8)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.startswith("error: interrupted"), err
+    assert len(err.splitlines()) == 1, err
+    assert os.listdir(tmp_path) == []

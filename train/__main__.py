@@ -1,8 +1,12 @@
 """``python -m train``: :func:`train.cli.main`, imported (torch and all) and run inside the
 interrupt guard (:mod:`hwgen.interrupts`), so Ctrl-C or SIGTERM at any point ends in one
-line."""
+line. PyTorch's C++ warnings (a process group retrying its rendezvous logs a line every two
+seconds) are off unless ``$TORCH_CPP_LOG_LEVEL`` asks for them."""
 
+import os
 import sys
+
+os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 try:
     from hwgen.interrupts import run_main_of

@@ -138,11 +138,33 @@ def _init_distributed(device: str) -> _Dist:
     backend = "nccl" if device == "cuda" else "gloo"
     if not dist.is_initialized():
         try:
-            dist.init_process_group(backend=backend)
+            _join_interruptibly(dist, backend)
         except (RuntimeError, ValueError) as err:  # torch's DistError is a RuntimeError
             why = (str(err).splitlines() or [type(err).__name__])[0][:200]
             raise UserError(f"cannot join the process group ({why})") from None
     return _Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def _join_interruptibly(dist, backend: str) -> None:
+    """``dist.init_process_group(backend)`` in a daemon thread while the main thread waits
+    in short slices: the rendezvous blocks in C++ (retrying for up to 30 minutes), where no
+    Python signal handler runs, so Ctrl-C and SIGTERM went unanswered until it gave up."""
+    import threading
+
+    failure: list[BaseException] = []
+
+    def join():
+        try:
+            dist.init_process_group(backend=backend)
+        except BaseException as err:  # handed to the main thread
+            failure.append(err)
+
+    worker = threading.Thread(target=join, name="process-group-join", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if failure:
+        raise failure[0]
 
 
 def _log(message: str, dist: _Dist) -> None:
