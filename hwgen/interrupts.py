@@ -28,6 +28,7 @@ This module imports only the standard library, so that it is cheap to import fir
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import signal
 import sys
@@ -82,6 +83,27 @@ class _GuardedStdout:
 
 
 _settled = False  # set by the first signal (or a command's final output): later ones do nothing
+
+
+class _ClosedStdout:
+    """What stdout is when the process started with it closed (``>&-``): Python's
+    ``sys.stdout`` is then ``None`` and every print vanishes; here a write fails as a write
+    to a closed descriptor does, so the command reports it (and writes no files after it)."""
+
+    def write(self, text):
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def writelines(self, lines):
+        self.write("")
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def isatty(self):
+        return False
 
 
 def _first_signal(signum, frame):
@@ -176,8 +198,7 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
     while the process exits (only ``python -m`` entry points call this: it changes the
     process's handlers)."""
     stdout = sys.stdout
-    if stdout is not None:
-        sys.stdout = _GuardedStdout(stdout)
+    sys.stdout = _GuardedStdout(_ClosedStdout() if stdout is None else stdout)
     try:
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, _first_signal)
@@ -206,8 +227,7 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
             pass
         return STDOUT_ERROR_EXIT
     finally:
-        if stdout is not None:
-            sys.stdout = stdout
+        sys.stdout = stdout
     if code in (SIGINT_EXIT, SIGTERM_EXIT):
         silence_unused_elaboratables()
     _forget_unhandled_interrupt()

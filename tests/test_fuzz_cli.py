@@ -731,6 +731,22 @@ def test_a_reader_that_leaves_before_the_success_line_ends_verilog_quietly(work,
     assert os.listdir(tmp_path) == []
 
 
+def test_a_closed_stdout_is_one_line_and_no_files(work, tmp_path):
+    """Started with stdout closed (``>&-``), Python's print writes nowhere: the command
+    reports it as it reports a full disk, and installs nothing after it."""
+    out = tmp_path / "vec"
+    for args, expected in (
+            (["vectors", work / "m.npz", "--images", work / "images", "-n", "3", "-o", out],
+             "error: cannot write to standard output (standard output is closed)\n"),
+            (["eval", tmp_path / "missing.npz", "--images", work / "images"],
+             f"error: {tmp_path / 'missing.npz'}: no such model file\n")):
+        proc = subprocess.run([sys.executable, "-m", "hwgen", *map(str, args)], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True, timeout=120, env=_env(),
+                              preexec_fn=lambda: os.close(1))
+        assert (proc.returncode, proc.stderr) == (2, expected)
+    assert os.listdir(tmp_path) == []
+
+
 # ----------------------------------------------------------------------------- fuzz
 
 _HOSTILE = ["0", "-1", "1", "2", "nan", "-inf", "1e999", "\u00b2", "\u0663", "", " ", "1.5",
