@@ -112,6 +112,9 @@ class Network(wiring.Component):
                 unit = MVTU(unit_layer(model, lp.index), lp.pe, lp.simd, bits, lp.spram)
                 if lp.spram:
                     spram_units[lp.index] = unit
+                    # a window emits padding before any input arrives: without this the
+                    # layer took it while its weights were still being written
+                    src = _gated(m, src, loaded)
             m.submodules[f"layer{lp.index}"] = unit
             wiring.connect(m, src, unit.i)
             src = unit.o
