@@ -113,7 +113,11 @@ def _directory(path: Path, f: BinaryIO) -> list[zipfile.ZipInfo]:
             raise zipfile.BadZipFile(f"{end[zipfile._ECD_ENTRIES_TOTAL]} members, more than "
                                      f"{MAX_MEMBERS}")
         f.seek(0)
-        return zipfile.ZipFile(f).infolist()
+        infos = zipfile.ZipFile(f).infolist()
+        if infos and min(info.header_offset for info in infos) != 0:
+            # zipfile tolerates bytes before the archive (self-extractors); numpy does not
+            raise zipfile.BadZipFile("bytes before its first member")
+        return infos
     except Exception as err:  # noqa: BLE001 - zipfile parsing hostile bytes may raise anything
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelFormatError(f"{path}: not a readable .npz archive ({reason})") from None

@@ -1268,3 +1268,11 @@ def test_a_cifar_batch_cannot_multiply_its_bytes(tmp_path):
     (tmp_path / "b").write_bytes(raw)
     with pytest.raises(DatasetError, match="its arrays hold more than 256 MiB"):
         read_cifar_batch(tmp_path / "b")
+
+
+def test_bytes_before_the_archive_are_refused(tmp_path, model_path):
+    """zipfile reads an archive behind a prefix (a self-extractor); numpy's np.load and the
+    format do not."""
+    prefixed = tmp_path / "prefixed.npz"
+    prefixed.write_bytes(b"\0" * 400 + model_path.read_bytes())
+    rejects(prefixed, r"not a readable \.npz archive \(bytes before its first member\)")
