@@ -790,9 +790,9 @@ def test_training_and_test_images_of_different_sizes(tmp_path):
 
 
 @pytest.mark.parametrize("change, why", [
-    ("epoch_nan", "epoch nan is not a whole number in 0..1"),
-    ("epoch_negative", "epoch -5 is not a whole number in 0..1"),
-    ("epoch_bool", "epoch True is not a whole number in 0..1"),
+    ("epoch_nan", "epoch nan is not a whole number in 1..1"),
+    ("epoch_negative", "epoch -5 is not a whole number in 1..1"),
+    ("epoch_bool", "epoch True is not a whole number in 1..1"),
     ("settings_list", "its settings are not a dictionary of plain values"),
     ("weights_nan", "network blocks.0.weight is not all finite"),
     ("weights_shape",

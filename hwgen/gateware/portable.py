@@ -21,6 +21,7 @@ import re
 from amaranth.back import rtlil
 
 from hwgen.errors import UserError
+from hwgen.heap import release_freed_memory
 
 __all__ = ["convert", "portable_text"]
 
@@ -46,6 +47,7 @@ def convert(elaboratable, name: str, *, emit_src: bool = False) -> str:
     from amaranth._toolchain.yosys import find_yosys
 
     text = rtlil.convert(elaboratable, name=name, emit_src=emit_src)
+    release_freed_memory()  # the elaborated design, before Yosys runs beside this process
     script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect",
                         "write_verilog -norename"])
     try:
