@@ -183,14 +183,20 @@ def staged_file(target, final: bool = False) -> Iterator[Path]:
     block raises anything (interrupts included). ``final``: this is the command's last
     output, so a signal from its rename on no longer interrupts the run
     (:func:`hwgen.interrupts.deferred_signals`)."""
-    shown, target = target, resolved(target)
+    shown, target, staging = target, resolved(target), None
     try:
-        fd, name = tempfile.mkstemp(prefix=_staging_prefix(target),
-                                    suffix=".part" + target.suffix[:16], dir=target.parent)
+        with deferred_signals():  # no interrupt between creating the name and knowing it
+            fd, name = tempfile.mkstemp(prefix=_staging_prefix(target),
+                                        suffix=".part" + target.suffix[:16],
+                                        dir=target.parent)
+            staging = Path(name)
+            os.close(fd)
     except OSError as err:
         raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
-    os.close(fd)
-    staging = Path(name)
+    except BaseException:  # the interrupt held while the file was made
+        if staging is not None:
+            _remove(staging)
+        raise
     try:
         yield staging
         with deferred_signals(final=final):
@@ -225,13 +231,18 @@ def staged_folder(target, final: bool = False) -> Iterator[Path]:
     entries replace those of the same names in ``target`` (created by renaming the staging
     folder if it did not exist; signals are held until all are in place); when the block
     raises, the staging folder is removed. ``final`` as for :func:`staged_file`."""
-    shown, target = target, resolved(target)
+    shown, target, staging = target, resolved(target), None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".part",
-                                        dir=target.parent))
+        with deferred_signals():  # no interrupt between creating the folder and knowing it
+            staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".part",
+                                            dir=target.parent))
     except OSError as err:
         raise OutputError(f"{shown}: cannot create a folder here ({err.strerror})") \
             from None
+    except BaseException:  # the interrupt held while the folder was made
+        if staging is not None:
+            _remove(staging)
+        raise
     try:
         yield staging
         if staging.exists():  # the block may have moved it away (a kept failed build)

@@ -176,6 +176,13 @@ MUTATIONS = {
         s, [-1.7e308, 1.7e308]),
     "snapshot epochs": lambda s: _set(("snapshots",))(s, [dict(s["snapshots"][0], epoch=e)
                                                         for e in range(64)]),
+    # round 15: values the checks let through into plots and the final report
+    "history nu not the schedule's": lambda s: _set(("history", 0, "nu"))(s, 1.0),
+    "history loss 1e308": lambda s: _set(("history", 0, "loss"))(s, 1e308),
+    "snapshot counts all zero": lambda s: _set(("snapshots", 0, "weights", "counts"))(
+        s, [0.0] * len(s["snapshots"][0]["weights"]["counts"])),
+    "nested too deep": lambda s: _set(("optimizer", "param_groups", 0, "betas"))(
+        s, [[[[[[[[0.9]]]]]]]]),
     "negative variance": lambda s: s["model"].__setitem__(
         next(k for k in s["model"] if k.endswith("running_var")),
         -torch.ones_like(s["model"][next(k for k in s["model"] if k.endswith("running_var"))])),
@@ -354,3 +361,33 @@ def test_sigterm_while_joining_a_process_group_is_answered(tmp_path):
     assert proc.returncode == 143 and err.startswith("error: interrupted"), err
     assert len(err.splitlines()) == 1, err
     assert os.listdir(tmp_path) == []
+
+
+def test_resume_copies_shared_and_expanded_optimizer_state(data, checkpoint, tmp_path):
+    """Moments that share one buffer, or expand one value (stride 0), are taken as copies:
+    the resumed run is the one with the same values unshared (Adam's in-place update raised
+    on an expanded tensor, and shared moments trained a different model)."""
+    state = load_checkpoint(checkpoint)
+    moments = state["optimizer"]["state"]
+    moments[0]["exp_avg_sq"] = moments[0]["exp_avg_sq"][:1].abs().expand(
+        *moments[0]["exp_avg_sq"].shape)
+    moments[1]["exp_avg"] = moments[2]["exp_avg"] if moments[1]["exp_avg"].shape == \
+        moments[2]["exp_avg"].shape else moments[1]["exp_avg"]
+    moments[0]["step"].requires_grad_(False)
+    for entry in moments.values():
+        entry["exp_avg"].requires_grad_(True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    torch.save(state, shared / "m.ckpt.pt")
+    for entry in moments.values():
+        entry["exp_avg"] = entry["exp_avg"].detach().clone()
+        entry["exp_avg_sq"] = entry["exp_avg_sq"].clone()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    torch.save(state, plain / "m.ckpt.pt")
+    models = []
+    for folder in (shared, plain):
+        train(_cfg(data, folder, resume=True))
+        models.append(np.load(folder / "m.npz"))
+    for key in models[1].files:
+        np.testing.assert_array_equal(models[0][key], models[1][key])

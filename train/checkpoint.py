@@ -19,6 +19,7 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -100,20 +101,21 @@ def _check_records(path, stream) -> None:
 
 
 def restore(state: dict, path, net, optimizer, scheduler, epochs: int,
-            steps_per_epoch: int, method: str,
-            snapshot_epochs: set[int]) -> tuple[int, list, list]:
+            steps_per_epoch: int, method: str, snapshot_epochs: set[int],
+            nu_after: Callable[[int], float]) -> tuple[int, list, list]:
     """Load ``state`` (from :func:`load_checkpoint`) into ``net``, ``optimizer`` and
     ``scheduler`` after checking all of it against this run (``snapshot_epochs``: the
-    epochs train takes histogram snapshots after, 0 being before training); returns
-    ``(epoch, history, snapshots)``."""
+    epochs train takes histogram snapshots after, 0 being before training; ``nu_after``:
+    the schedule's ``nu`` after an epoch); returns ``(epoch, history, snapshots)``. Every
+    tensor is used as a fresh copy (no shared or expanded storage, no autograd)."""
     try:
         epoch = state["epoch"]
         if type(epoch) is not int or not 1 <= epoch <= epochs:  # saved after an epoch
             raise _Mismatch(f"epoch {epoch!r} is not a whole number in 1..{epochs}")
         steps = epoch * steps_per_epoch
-        model = state["model"]
+        model = _copied(state["model"])
         _check_model(model, net.state_dict())
-        opt = state["optimizer"]
+        opt = _copied(state["optimizer"])
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         sched = state["scheduler"]
         _check_like(sched, scheduler.state_dict(), "scheduler", exact=("base_lrs",
@@ -125,7 +127,7 @@ def restore(state: dict, path, net, optimizer, scheduler, epochs: int,
                                                           scheduler.lr_lambdas)]
         _check_optimizer(opt, optimizer.state_dict(), parameters, steps, rates)
         history = _checked_history(state["history"], epoch, method,
-                                   len(net.binarizing_layers()))
+                                   len(net.binarizing_layers()), nu_after)
         snapshots = _checked_snapshots(state["snapshots"], epoch, snapshot_epochs)
         net.load_state_dict(model)
         optimizer.load_state_dict(opt)
@@ -136,6 +138,20 @@ def restore(state: dict, path, net, optimizer, scheduler, epochs: int,
         why = (str(err).splitlines() or [type(err).__name__])[0][:300]
         raise UserError(f"{path}: not a checkpoint of this training run ({why})") from None
     return epoch, history, snapshots
+
+
+def _copied(value, depth: int = 0):
+    """``value`` with every tensor replaced by a contiguous copy of its own, detached; the
+    dicts, lists and tuples around them rebuilt (at most 6 deep, as train writes them)."""
+    if depth > 6:
+        raise _Mismatch("its state is nested deeper than train writes it")
+    if torch.is_tensor(value):
+        return value.detach().clone(memory_format=torch.contiguous_format)
+    if isinstance(value, dict):
+        return {k: _copied(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v, depth + 1) for v in value)
+    return value
 
 
 def _check_model(model, fresh: dict) -> None:
@@ -246,12 +262,14 @@ _PER_LAYER = {"frozen": 0, "alive": -1}  # fractions: one per binarizing layer, 
 _LISTS = (*_PER_LAYER, "nu_eff")  # the keys that hold lists; every other holds a number
 
 
-def _checked_history(history, epoch: int, method: str, layers: int) -> list:
+def _checked_history(history, epoch: int, method: str, layers: int,
+                     nu_after: Callable[[int], float]) -> list:
     """The epoch log: one record per completed epoch, each with the same keys (those the
     log and plots read included), numbers or lists of numbers of a fixed length;
     accuracies and the per-layer fractions (``layers`` binarizing layers) in [0, 1], the
     loss, the
-    learning rate and the seconds finite and >= 0, ``nu`` > 0."""
+    learning rate and the seconds finite and >= 0 (the loss at most 1e9), ``nu`` the
+    schedule's after that epoch (``nu_after``)."""
     if not isinstance(history, list) or len(history) != epoch:
         raise _Mismatch(f"its history is not a list of {epoch} epoch records")
     required = set(_REQUIRED) | ({"hard_test_acc"} if method != "float" else set()) \
@@ -273,11 +291,14 @@ def _checked_history(history, epoch: int, method: str, layers: int) -> list:
                            or (len(value) == layers + _PER_LAYER[key]
                                and all(0 <= v <= 1 for v in value))))
             elif key == "nu":
-                ok = _is_number(value) and value > 0
+                expected = nu_after(number)
+                ok = _is_number(value) and (value == expected or math.isclose(
+                    value, expected, rel_tol=1e-9))
             else:
                 ok = _is_number(value) and math.isfinite(value) and (
                     0 <= value <= 1 if key in _FRACTIONS else
-                    value >= 0 if key in ("loss", "lr", "seconds") else True)
+                    0 <= value <= 1e9 if key == "loss" else
+                    value >= 0 if key in ("lr", "seconds") else True)
             if not ok:
                 raise _Mismatch(f"history record {number}: {str(key)[:40]!r} is not a number")
     return list(history)
@@ -317,6 +338,7 @@ def _is_histogram(h) -> bool:
     counts, span = h["counts"], h["range"]
     return (isinstance(counts, list) and len(counts) == MAX_BINS
             and all(_is_number(c) and 0 <= c <= 1 << 53 and c == int(c) for c in counts)
+            and sum(counts) > 0
             and isinstance(span, list) and len(span) == 2
             and all(_is_number(v) and abs(v) <= MAX_HISTOGRAM_RANGE for v in span)
             and span[0] < span[1])

@@ -338,6 +338,12 @@ def train(cfg: TrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps)
                                                     / total_steps)))
+    hard_phase = cfg.hard_phase if cfg.method == "sbn" else 0.0
+
+    def nu_for(step):
+        return nu_at(step / total_steps, cfg.nu_schedule, cfg.nu_start, cfg.nu_end, cfg.nu_ramp,
+                     hard_phase)
+
     history: list[dict] = []
     snapshots: list[dict] = []
     start_epoch = 0
@@ -358,7 +364,8 @@ def train(cfg: TrainConfig) -> dict:
                             f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
         start_epoch, history, snapshots = restore(state, ckpt, net, optimizer, scheduler,
                                                   cfg.epochs, steps_per_epoch, cfg.method,
-                                                  _snapshot_epochs(cfg.epochs))
+                                                  _snapshot_epochs(cfg.epochs),
+                                                  lambda e: nu_for(e * steps_per_epoch))
         _log(f"resumed from {ckpt} after epoch {start_epoch}", dist)
     elif cfg.resume:
         _log(f"--resume: no checkpoint at {ckpt}; starting from scratch", dist)
@@ -373,11 +380,6 @@ def train(cfg: TrainConfig) -> dict:
                                                    if cfg.nu_schedule != "const"
                                                    else cfg.nu_end, device)})
 
-    hard_phase = cfg.hard_phase if cfg.method == "sbn" else 0.0
-
-    def nu_for(step):
-        return nu_at(step / total_steps, cfg.nu_schedule, cfg.nu_start, cfg.nu_end, cfg.nu_ramp,
-                     hard_phase)
 
     from tqdm import tqdm
     step = start_epoch * steps_per_epoch

@@ -22,7 +22,18 @@ def _save(fig, path: Path) -> None:
 
 
 def write_plots(folder, history: list[dict], snapshots: list[dict], method: str) -> list[str]:
-    """Write the PNGs into ``folder`` (created); returns their paths."""
+    """Write the PNGs into ``folder`` (created); returns their paths. Matplotlib's warnings
+    (a log axis with nothing positive, a tick overflow) are not the user's to read."""
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return _write_plots(folder, history, snapshots, method)
+
+
+def _write_plots(folder, history: list[dict], snapshots: list[dict], method: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
