@@ -391,3 +391,29 @@ def test_resume_copies_shared_and_expanded_optimizer_state(data, checkpoint, tmp
         models.append(np.load(folder / "m.npz"))
     for key in models[1].files:
         np.testing.assert_array_equal(models[0][key], models[1][key])
+
+
+def test_a_process_group_whose_peer_stops_ends_in_one_line(data, tmp_path):
+    """Rank 1 interrupted during training: rank 0's next collective fails (gloo: the
+    connection closed by peer), one error line and exit 2 instead of a traceback."""
+    command = [sys.executable, "-m", "train", "--arch", "mlp:8", "--epochs", "30",
+               "--data-dir", str(data), "--batch-size", "16", "--no-progress", "--threads",
+               "1", "--device", "cpu"]
+    procs = []
+    for rank in (0, 1):
+        env = dict(os.environ, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 400))
+        procs.append(subprocess.Popen([*command, "--out", str(tmp_path / f"r{rank}.npz")],
+                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    line = "x"
+    while line and "epoch 1/30" not in line:
+        line = procs[0].stderr.readline()
+    assert line, "rank 0 never finished an epoch"
+    procs[1].send_signal(signal.SIGINT)
+    err1 = procs[1].communicate(timeout=120)[1]
+    err0 = procs[0].communicate(timeout=120)[1]
+    assert procs[1].returncode == 130 and err1.startswith("error: interrupted"), err1
+    assert procs[0].returncode == 2, err0
+    assert err0.splitlines()[-1].startswith("error: the process group failed"), err0
+    assert "Traceback" not in err0, err0

@@ -284,9 +284,22 @@ def checkpoint_path(cfg: TrainConfig) -> Path | None:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run training per ``cfg``; returns a summary (accuracies, gap, saturation, paths)."""
+    """Run training per ``cfg``; returns a summary (accuracies, gap, saturation, paths).
+    In a process group, a failure of the group (another process stopped or was killed:
+    torch raises a RuntimeError from the next collective) is one UserError."""
     _check_config(cfg)
     dist = _init_distributed(cfg.device)
+    if dist.world <= 1:
+        return _train(cfg, dist)
+    try:
+        return _train(cfg, dist)
+    except RuntimeError as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(f"the process group failed, another process may have stopped "
+                        f"({why})") from None
+
+
+def _train(cfg: TrainConfig, dist: _Dist) -> dict:
     device = cfg.device
     if device == "cuda":
         torch.cuda.set_device(dist.local_rank)
