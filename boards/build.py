@@ -50,7 +50,7 @@ class Retry:
     take as long as the previous attempt). nextpnr-ice40's retries add :data:`ICE40_RETRY_OPTS`
     (its post-placement timing optimization: on the UP5K CNN's fastest fold, seed 1 reached
     43.6 MHz without it and 45.7 with it; seed 3 with it met 48 MHz at 49.7)."""
-    seeds: int = 4
+    seeds: int = 6
     budget_s: float = 600.0
 
     def __post_init__(self):
