@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
 _applied = False
 
 
+@functools.cache  # find_library runs ldconfig: once per process, not per Verilog conversion
 def _libc():
     """glibc as a ctypes library, or None (another C library, or none found)."""
     name = ctypes.util.find_library("c")
