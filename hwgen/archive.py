@@ -68,23 +68,28 @@ def default_max_bytes() -> int:
 
 
 def read_npz(path: str | os.PathLike, *, max_bytes: int | None = None,
-             caps: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+             caps: dict[str, int] | None = None, what: str = "model file",
+             floats: bool = False, stored_only: bool = False) -> dict[str, np.ndarray]:
     """Every member of the ``.npz`` at ``path`` as an array, by key (member name less
-    ``.npy``), under the limits of the module docstring. Raises :class:`ModelFormatError`."""
+    ``.npy``), under the limits of the module docstring. Raises :class:`ModelFormatError`.
+
+    For other archives than model files: ``what`` names the kind of file in messages;
+    ``floats`` admits float (2, 4, 8 bytes) and bool arrays too; ``stored_only`` refuses
+    compressed members, so that reading takes no more memory than the file's size."""
     path = Path(path)
     limit = default_max_bytes() if max_bytes is None else max_bytes
-    with open_regular(path, ModelFormatError, "model file") as f:
+    with open_regular(path, ModelFormatError, what) as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit + limit // 8 + (1 << 20):
-            raise ModelFormatError(f"{path}: {size} bytes is more than a model within the "
+            raise ModelFormatError(f"{path}: {size} bytes is more than a {what} within the "
                                    f"{_mib(limit)} limit can take (${MAX_BYTES_VARIABLE})")
         infos = _directory(path, f)
-        _check_members(path, infos, size, limit, caps or {})
+        _check_members(path, infos, size, limit, caps or {}, what, stored_only)
         arrays = {}
         for info in infos:
             key = info.filename[:-4]
             try:
-                arrays[key] = _read_member(f, info)
+                arrays[key] = _read_member(f, info, what, floats)
             except _Bad as err:
                 raise ModelFormatError(f"{path}: {err}") from None
             except zlib.error as err:
@@ -124,7 +129,7 @@ def _directory(path: Path, f: BinaryIO) -> list[zipfile.ZipInfo]:
 
 
 def _check_members(path: Path, infos: list[zipfile.ZipInfo], file_size: int, limit: int,
-                   caps: dict[str, int]) -> None:
+                   caps: dict[str, int], what: str, stored_only: bool) -> None:
     """Names, methods, flags and declared sizes, before any member is read."""
     if len(infos) > MAX_MEMBERS:
         raise ModelFormatError(f"{path}: {len(infos)} members, more than {MAX_MEMBERS}")
@@ -142,7 +147,9 @@ def _check_members(path: Path, infos: list[zipfile.ZipInfo], file_size: int, lim
             raise ModelFormatError(f"{where} appears twice")
         seen.add(name)
         if info.flag_bits & _ENCRYPTED:
-            raise ModelFormatError(f"{where} is encrypted; model files are not")
+            raise ModelFormatError(f"{where} is encrypted; a {what} is not")
+        if stored_only and info.compress_type != zipfile.ZIP_STORED:
+            raise ModelFormatError(f"{where} is compressed; a {what} stores its members")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             method = _METHODS.get(info.compress_type, "unknown")
             raise ModelFormatError(f"{where} uses compression method {info.compress_type} "
@@ -169,7 +176,7 @@ def _limit_hint(key: str, caps: dict[str, int]) -> str:
     return f"${MAX_BYTES_VARIABLE} raises it"
 
 
-def _read_member(f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
+def _read_member(f: BinaryIO, info: zipfile.ZipInfo, what: str, floats: bool) -> np.ndarray:
     """Parse the local header, then the .npy header, then fill the array from the stream."""
     name = info.filename
     f.seek(info.header_offset)
@@ -195,7 +202,7 @@ def _read_member(f: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray:
             break
     else:
         raise _Bad(f"member {name!r}: not a .npy array (header is truncated)")
-    dtype, shape, fortran = _npy_header(name, bytes(head[:header_len]))
+    dtype, shape, fortran = _npy_header(name, bytes(head[:header_len]), what, floats)
     count = math.prod(shape)
     if header_len + count * dtype.itemsize != info.file_size:
         raise _Bad(f"member {name!r}: .npy header declares {dtype.str} {list(shape)} "
@@ -266,7 +273,8 @@ def _npy_header_length(name: str, head: bytearray, member_size: int) -> int | No
     return length
 
 
-def _npy_header(name: str, header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+def _npy_header(name: str, header: bytes, what: str,
+                floats: bool) -> tuple[np.dtype, tuple[int, ...], bool]:
     """``(dtype, shape, fortran_order)`` of a complete .npy header, checked."""
     stream = io.BytesIO(header)
     try:
@@ -282,8 +290,11 @@ def _npy_header(name: str, header: bytes) -> tuple[np.dtype, tuple[int, ...], bo
         raise _Bad(f"array {key} holds Python objects (needs pickle); refusing to load it")
     if dtype.names is not None or dtype.subdtype is not None or not (
             (dtype.kind in "iu" and dtype.itemsize in (1, 2, 4, 8))
-            or (dtype.kind in "US" and dtype.itemsize > 0)):
-        raise _Bad(f"array {key} has dtype {dtype.str}; a model file holds only integer "
+            or (dtype.kind in "US" and dtype.itemsize > 0)
+            or (floats and dtype.kind == "f" and dtype.itemsize in (2, 4, 8))
+            or (floats and dtype.kind == "b")):
+        held = "integer, float, bool" if floats else "integer"
+        raise _Bad(f"array {key} has dtype {dtype.str}; a {what} holds only {held} "
                    f"and string arrays")
     if not all(type(d) is int and d >= 0 for d in shape):
         raise _Bad(f"array {key} has an invalid shape {shape!r}")

@@ -3,9 +3,9 @@
 - :func:`~hwgen.idx.read_idx` (re-exported here) reads an IDX file (the MNIST family's
   format), gzip-compressed or raw, bounded and checked; :func:`load_idx_pair` adds the
   rules for images and labels (at least one image, integer labels >= 0, one per image).
-- :func:`read_cifar_batch` reads one CIFAR-10 "python version" batch file (a pickle) with a
-  restricted unpickler that can build nothing but dicts, lists, strings, numbers and uint8
-  NumPy arrays (see :class:`_CifarUnpickler`); no user file is ever unpickled freely.
+- :func:`read_cifar_batch` reads one CIFAR-10 "python version" batch file (a pickle)
+  without unpickling it: :func:`hwgen.pickle_data.read_pickled_data` interprets its opcodes
+  and can build nothing but dicts, lists, strings, numbers and numeric NumPy arrays.
 - :func:`load_dataset` finds a named dataset (``fashion-mnist``, ``mnist``, ``cifar10``)
   and returns ``(images uint8 [K, C, H, W], labels int64 [K])`` for a split
   (``train``/``test``): ``[K, 1, 28, 28]`` for the MNIST family, ``[K, 3, 32, 32]`` for
@@ -20,10 +20,7 @@ installs ``/usr/share/datasets/fashion-mnist``). In each folder ``<dir>/`` and
 
 from __future__ import annotations
 
-import io
-import math
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +29,7 @@ import numpy as np
 from .errors import DatasetError
 from .files import open_regular
 from .idx import read_idx, write_idx
+from .pickle_data import PickleDataError, read_pickled_data
 
 #: Images one command takes at once (after ``--limit``): their predictions and labels
 #: stay within a few tens of MiB.
@@ -213,125 +211,6 @@ _CIFAR_ROW = 3 * 32 * 32
 _MAX_CIFAR_BATCH_BYTES = 1 << 28  # an official batch is 31 MB
 
 
-def _latin1_encode(text, encoding="latin1"):
-    """What a protocol-2 pickle written by Python 3 uses to make ``bytes``
-    (``_codecs.encode(str, "latin1")``); any other codec is refused."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) "
-                                     f"is not allowed (only str -> latin1 bytes)")
-    return text.encode("latin1")
-
-
-def _checked_dtype(dtype, *args) -> np.dtype:
-    """``numpy.dtype(dtype, *args)`` when it holds no Python objects (an object array is
-    filled with ``None`` when made: memory a 100-byte pickle could claim by the gigabyte)."""
-    dtype = np.dtype(dtype, *args)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError("arrays of Python objects are not allowed")
-    return dtype
-
-
-def _checked_size(shape, dtype: np.dtype) -> tuple:
-    """``shape`` when an array of it and ``dtype`` fits a CIFAR batch's byte limit."""
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if not all(type(d) is int and d >= 0 for d in shape) or len(shape) > 32:
-        raise pickle.UnpicklingError("an array shape must be whole numbers >= 0")
-    if math.prod(shape) * max(1, dtype.itemsize) > _MAX_CIFAR_BATCH_BYTES:
-        raise pickle.UnpicklingError(f"an array of {list(shape)} {dtype} is larger than a "
-                                     f"CIFAR-10 batch can be")
-    return shape
-
-
-class _Array(np.ndarray):
-    """``numpy.ndarray`` as the unpickler gives it: made only with a dtype that holds no
-    objects and a size within a batch's byte limit."""
-
-    #: bytes the arrays of the pickle being read hold so far (reset for each batch): one
-    #: bytes object can be handed to many arrays, each of which copies it
-    materialized = 0
-
-    def __new__(cls, shape, dtype=float, *args, **kwargs):
-        dtype = _checked_dtype(dtype)
-        return super().__new__(cls, _checked_size(shape, dtype), dtype, *args, **kwargs)
-
-    def __setstate__(self, state):
-        if not isinstance(state, tuple) or len(state) not in (4, 5):
-            raise pickle.UnpicklingError("an array's state is not numpy's")
-        shape, dtype = state[-4], _checked_dtype(state[-3])
-        _Array.materialized += math.prod(_checked_size(shape, dtype)) * dtype.itemsize
-        if _Array.materialized > _MAX_CIFAR_BATCH_BYTES:
-            raise pickle.UnpicklingError(f"its arrays hold more than "
-                                         f"{_MAX_CIFAR_BATCH_BYTES >> 20} MiB")
-        super().__setstate__(state)
-
-
-def _allowed_globals() -> dict:
-    try:  # NumPy >= 2
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # pragma: no cover - NumPy 1.x
-        from numpy.core.multiarray import _reconstruct
-
-    def reconstruct(cls, shape, dtype):
-        if cls is not _Array:
-            raise pickle.UnpicklingError("numpy _reconstruct of a class other than ndarray")
-        checked = _checked_dtype(dtype)
-        return _reconstruct(cls, _checked_size(shape, checked), dtype)
-
-    allowed = {("_codecs", "encode"): _latin1_encode,
-               ("numpy", "ndarray"): _Array, ("numpy", "dtype"): _checked_dtype}
-    for module in ("numpy.core", "numpy._core"):
-        allowed[(module + ".multiarray", "_reconstruct")] = reconstruct
-        allowed[(module + ".numeric", "_frombuffer")] = _frombuffer
-    return allowed
-
-
-def _frombuffer(buffer, dtype, shape, order):
-    """How NumPy pickles arrays at protocol 5: an array over a bytes-like buffer."""
-    if not isinstance(buffer, (bytes, bytearray, pickle.PickleBuffer)) or \
-            not isinstance(dtype, np.dtype) or order not in ("C", "F"):
-        raise pickle.UnpicklingError("numpy _frombuffer with unexpected arguments")
-    return np.frombuffer(buffer, dtype=_checked_dtype(dtype)).reshape(shape, order=order)
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """The "restricted unpickler" of the Python ``pickle`` documentation, for CIFAR batches.
-
-    Why it is safe: a pickle can only run code by calling a callable, and the only way a
-    pickle stream obtains a callable is :meth:`find_class` (opcodes GLOBAL, STACK_GLOBAL,
-    INST/OBJ and the EXT* extension-registry codes all go through it; persistent ids are
-    refused because no ``persistent_load`` is defined). Here :meth:`find_class` returns
-    exactly these objects and raises for everything else (``os.system``, ``builtins.eval``,
-    ``subprocess.Popen``, ...):
-
-    - ``numpy.ndarray`` and ``numpy.dtype`` (classes; NEWOBJ/REDUCE on them only build an
-      array or a dtype, BUILD calls their ``__setstate__``, which only copies data),
-    - ``numpy(._)core.multiarray._reconstruct`` (makes an empty array of a given class,
-      which must be an ndarray subclass, i.e. ``numpy.ndarray`` itself),
-    - ``numpy(._)core.numeric._frombuffer`` replaced by :func:`_frombuffer` (protocol 5's
-      form of an array: a bytes buffer viewed with a dtype and shape),
-    - ``_codecs.encode`` replaced by :func:`_latin1_encode`, which only turns a ``str`` into
-      ``bytes`` with latin1 (how Python 3 writes ``bytes`` at protocol 2).
-
-    So the result is built from dicts, lists, tuples, strings, bytes, numbers, ``None``,
-    booleans, dtypes and arrays, and nothing else is ever called. The caller then checks the
-    structure (a dict with ``data`` uint8 ``[N, 3072]`` and ``labels`` N ints in 0..9), and
-    refuses object arrays. The file is read into memory first (at most 256 MiB).
-    ``encoding="latin1"`` is NumPy's documented setting for Python 2 pickles of arrays
-    (the official batches were written by Python 2's cPickle).
-    """
-
-    _ALLOWED = None
-
-    def find_class(self, module, name):
-        if _CifarUnpickler._ALLOWED is None:
-            _CifarUnpickler._ALLOWED = _allowed_globals()
-        obj = _CifarUnpickler._ALLOWED.get((module, name))
-        if obj is None:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} (a CIFAR "
-                                         f"batch holds only NumPy arrays, lists and strings)")
-        return obj
-
-
 def _key(d: dict, name: str):
     for key in (name, name.encode("ascii")):
         if key in d:
@@ -345,8 +224,8 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     The file is a pickle (protocol 2) of a dict with ``data`` (uint8 ``[N, 3072]``: per image
     1024 red, then 1024 green, then 1024 blue values, each plane row-major 32x32) and
     ``labels`` (N ints in 0..9); ``batch_label`` and ``filenames`` are ignored. Keys may be
-    ``str`` or ``bytes``. It is read with :class:`_CifarUnpickler`, never with
-    ``pickle.load``; anything else raises :class:`DatasetError` with one line.
+    ``str`` or ``bytes``. It is read with :func:`hwgen.pickle_data.read_pickled_data`, never
+    unpickled; anything else raises :class:`DatasetError` with one line.
     """
     path = Path(path)
     try:
@@ -360,12 +239,9 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if raw[:1] != b"\x80":
         raise DatasetError(f"{path}: not a CIFAR-10 python batch (not a binary pickle)")
     try:
-        _Array.materialized = 0
-        batch = _CifarUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except Exception as err:  # noqa: BLE001 - any malformed stream is the user's to fix
-        first = (str(err).splitlines() or [""])[0]
-        raise DatasetError(f"{path}: not a valid CIFAR-10 python batch "
-                           f"({type(err).__name__}: {first})") from None
+        batch = read_pickled_data(raw)
+    except PickleDataError as err:
+        raise DatasetError(f"{path}: not a valid CIFAR-10 python batch ({err})") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{path}: a CIFAR-10 batch is a dict, got {type(batch).__name__}")
     data, labels = _key(batch, "data"), _key(batch, "labels")
@@ -379,9 +255,6 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                            f"{what}")
     if not isinstance(labels, list) or not all(type(v) is int for v in labels):
         raise DatasetError(f"{path}: CIFAR-10 'labels' must be a list of ints")
-    if data.nbytes > len(raw):   # an array the pickle declares but does not carry
-        raise DatasetError(f"{path}: CIFAR-10 'data' declares {data.shape[0]} images, more "
-                           f"than the file's {len(raw)} bytes hold")
     if len(labels) != data.shape[0]:
         raise DatasetError(f"{path}: {len(labels)} labels for {data.shape[0]} images")
     bad = next((v for v in labels if not 0 <= v < _CIFAR_CLASSES), None)

@@ -183,25 +183,63 @@ def staged_file(target, final: bool = False) -> Iterator[Path]:
     block raises anything (interrupts included). ``final``: this is the command's last
     output, so a signal from its rename on no longer interrupts the run
     (:func:`hwgen.interrupts.deferred_signals`)."""
+    def make(target: Path) -> Path:
+        fd, name = tempfile.mkstemp(prefix=_staging_prefix(target),
+                                    suffix=".part" + target.suffix[:16], dir=target.parent)
+        os.close(fd)
+        return Path(name)
+
+    def install(staging: Path, target: Path) -> None:
+        os.chmod(staging, 0o666 & ~_umask())  # what open() makes, not mkstemp's 0600
+        os.replace(staging, target)
+
+    with _staged(target, make, install, "cannot write", final) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def staged_folder(target, final: bool = False) -> Iterator[Path]:
+    """Yields a fresh, empty staging folder beside ``target``; when the block succeeds its
+    entries replace those of the same names in ``target`` (created by renaming the staging
+    folder if it did not exist; signals are held until all are in place); when the block
+    raises, the staging folder is removed. ``final`` as for :func:`staged_file`. The block
+    may move the staging folder away (a kept failed build); then nothing is installed."""
+    def make(target: Path) -> Path:
+        return Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".part",
+                                     dir=target.parent))
+
+    def install(staging: Path, target: Path) -> None:
+        os.chmod(staging, 0o777 & ~_umask())
+        _install_folder(staging, target)
+
+    with _staged(target, make, install, "cannot create a folder here", final,
+                 present=Path.exists) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def _staged(target, make, install, cannot: str, final: bool,
+            present=lambda staging: True) -> Iterator[Path]:
+    """The staging protocol both of the above follow: ``make(target)`` creates the staging
+    name with signals held (an interrupt just then leaves nothing); after the block,
+    ``install(staging, target)`` runs with signals held, if ``present(staging)``; any
+    error or interrupt removes the staging name. OSErrors become one-line
+    :class:`OutputError` s naming ``target`` as given (``cannot`` says what failed first)."""
     shown, target, staging = target, resolved(target), None
     try:
         with deferred_signals():  # no interrupt between creating the name and knowing it
-            fd, name = tempfile.mkstemp(prefix=_staging_prefix(target),
-                                        suffix=".part" + target.suffix[:16],
-                                        dir=target.parent)
-            staging = Path(name)
-            os.close(fd)
+            staging = make(target)
     except OSError as err:
-        raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
-    except BaseException:  # the interrupt held while the file was made
+        raise OutputError(f"{shown}: {cannot} ({err.strerror})") from None
+    except BaseException:  # the interrupt held while the name was made
         if staging is not None:
             _remove(staging)
         raise
     try:
         yield staging
-        with deferred_signals(final=final):
-            os.chmod(staging, 0o666 & ~_umask())  # what open() makes, not mkstemp's 0600
-            os.replace(staging, target)
+        if present(staging):
+            with deferred_signals(final=final):
+                install(staging, target)
     except BrokenPipeError:  # stdout's reader left during the block: not this file's fault
         _remove(staging)
         raise
@@ -223,41 +261,6 @@ def _remove(staging: Path) -> None:
             staging.unlink(missing_ok=True)
     except OSError:
         pass
-
-
-@contextlib.contextmanager
-def staged_folder(target, final: bool = False) -> Iterator[Path]:
-    """Yields a fresh, empty staging folder beside ``target``; when the block succeeds its
-    entries replace those of the same names in ``target`` (created by renaming the staging
-    folder if it did not exist; signals are held until all are in place); when the block
-    raises, the staging folder is removed. ``final`` as for :func:`staged_file`."""
-    shown, target, staging = target, resolved(target), None
-    try:
-        with deferred_signals():  # no interrupt between creating the folder and knowing it
-            staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".part",
-                                            dir=target.parent))
-    except OSError as err:
-        raise OutputError(f"{shown}: cannot create a folder here ({err.strerror})") \
-            from None
-    except BaseException:  # the interrupt held while the folder was made
-        if staging is not None:
-            _remove(staging)
-        raise
-    try:
-        yield staging
-        if staging.exists():  # the block may have moved it away (a kept failed build)
-            with deferred_signals(final=final):
-                os.chmod(staging, 0o777 & ~_umask())
-                _install_folder(staging, target)
-    except BrokenPipeError:  # stdout's reader left during the block: not this file's fault
-        _remove(staging)
-        raise
-    except OSError as err:
-        _remove(staging)
-        raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
-    except BaseException:
-        _remove(staging)
-        raise
 
 
 def _install_folder(staging: Path, target: Path) -> None:

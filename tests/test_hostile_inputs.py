@@ -712,23 +712,35 @@ def test_training_labels_outside_the_classes(tmp_path):
         "error: dataset fashion-mnist: label 12 is not one of its 10 classes (0..9)")
 
 
-@pytest.mark.parametrize("content", ["empty", "tensor", "pickle"])
-def test_resume_from_a_file_that_is_no_checkpoint(tmp_path, content):
+@pytest.mark.parametrize("content, why", [
+    ("empty", "not a readable .npz archive"), ("tensor", "a checkpoint of an older train"),
+    ("pickle", "a pickle, not a checkpoint"), ("list", "it holds a list, not a dictionary"),
+    ("npz", "not a checkpoint written by train (no 'state' member)")])
+def test_resume_from_a_file_that_is_no_checkpoint(tmp_path, content, why):
+    """Nothing that could hold a pickle is unpickled: torch.save's files (the checkpoints
+    of train before version 2 included) are recognized and refused."""
     import pickle
 
     import torch
+
+    from train.state_archive import write_state
 
     folder = _tiny_fmnist(tmp_path / "d")
     ckpt = tmp_path / "m.ckpt.pt"
     if content == "empty":
         ckpt.write_bytes(b"")
     elif content == "tensor":
-        torch.save(torch.zeros(3), ckpt)
-    else:
+        torch.save({"epoch": 1, "model": torch.zeros(3)}, ckpt)
+    elif content == "pickle":
         ckpt.write_bytes(pickle.dumps(np.random.default_rng(0)))   # an object, not data
+    elif content == "list":
+        write_state([torch.zeros(3)], ckpt)
+    else:
+        with open(ckpt, "wb") as f:
+            np.savez(f, weights=np.zeros(3, np.float32))
     line = _train_rejects(*_TRAIN, "--data-dir", folder, "--out", tmp_path / "m.npz",
                           "--resume")
-    assert line.startswith(f"error: {ckpt}: not a")
+    assert line.startswith(f"error: {ckpt}: ") and why in line, line
     assert not (tmp_path / "m.npz").exists()
 
 
@@ -804,13 +816,16 @@ def test_resume_from_a_checkpoint_of_plain_data_that_is_wrong(tmp_path, change, 
 
     import torch
 
+    from train.checkpoint import load_checkpoint
+    from train.state_archive import write_state
+
     folder = _tiny_fmnist(tmp_path / "d")
     out = tmp_path / "m.npz"
     argv = [sys.executable, "-m", "train", *_TRAIN, "--data-dir", str(folder), "--out",
             str(out)]
     sp.run(argv, cwd=ROOT, check=True, capture_output=True, timeout=120)
     ckpt = tmp_path / "m.ckpt.pt"
-    state = torch.load(ckpt, weights_only=True)
+    state = load_checkpoint(ckpt)
     model = state["model"]
     state.update({
         "epoch_nan": {"epoch": float("nan")}, "epoch_negative": {"epoch": -5},
@@ -819,7 +834,7 @@ def test_resume_from_a_checkpoint_of_plain_data_that_is_wrong(tmp_path, change, 
                                   for k, v in model.items()}},
         "weights_shape": {"model": {k: torch.zeros(3) for k in model}},
         "no_weights": {"model": {}}}[change])
-    torch.save(state, ckpt)
+    write_state(state, ckpt)
     out.unlink()
     assert _train_rejects(*_TRAIN, "--data-dir", folder, "--out", out, "--resume") == (
         f"error: {ckpt}: not a checkpoint of this training run ({why})")
@@ -923,8 +938,8 @@ def test_a_checkpoint_with_compressed_records_is_not_inflated(tmp_path):
             packed.writestr(info.filename, original.read(info))
     out.unlink()
     line = _train_rejects(*_TRAIN, "--data-dir", folder, "--out", out, "--resume")
-    assert line.startswith(f"error: {ckpt}: not a readable checkpoint (its record ")
-    assert line.endswith("is compressed; train stores them uncompressed)")
+    assert line == f"error: {ckpt}: member 'state.npy' is compressed; a checkpoint stores " \
+                   f"its members"
     assert not out.exists()
 
 
@@ -969,7 +984,7 @@ class _UninitialisedImages:
     def __reduce__(self):
         from numpy._core.multiarray import _reconstruct
 
-        return (_reconstruct, (np.ndarray, (self.n,), np.dtype(("u1", (3072,)))))
+        return (_reconstruct, (np.ndarray, (self.n, 3072), np.dtype("u1")))
 
 
 class _ObjectArray:
@@ -984,13 +999,13 @@ class _ObjectArray:
 
 @pytest.mark.parametrize("batch, why", [
     ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 2 ** 70]},
-     "CIFAR-10 labels must be in 0..9, got a 22-digit number"),
+     "an integer beyond 64 bits is not allowed"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 2 ** 62]},
+     "CIFAR-10 labels must be in 0..9, got a 19-digit number"),
     ({"data": _UninitialisedImages(20000), "labels": [0] * 20000},
-     "CIFAR-10 'data' declares 20000 images, more than the file's"),
-    ({"data": _UninitialisedImages(100000), "labels": []},
-     "an array of [100000] ('u1', (3072,)) is larger than a CIFAR-10 batch can be"),
+     "a numpy array is never given its contents (_reconstruct without BUILD)"),
     ({"data": _ObjectArray(200_000_000), "labels": []},
-     "arrays of Python objects are not allowed"),
+     "numpy dtype('O8',) is not allowed (only integers, floats and bools)"),
 ])
 def test_a_cifar_batch_with_a_huge_label_or_declared_images(tmp_path, batch, why):
     import pickle
@@ -1256,8 +1271,14 @@ class _SharedArray:
 
 
 def test_a_cifar_batch_cannot_multiply_its_bytes(tmp_path):
-    """An 8 MB batch handing one memoized bytes object to 1000 arrays took 7.9 GB."""
+    """An 8 MB batch handing one memoized bytes object to 1000 arrays took 7.9 GB: arrays
+    now view the stream's bytes, and one string encoded to bytes again and again is
+    refused once that makes more bytes than the stream holds."""
     import pickle
+    import pickletools
+    import tracemalloc
+
+    from hwgen.pickle_data import read_pickled_data
 
     shared = bytes(1 << 20)
     batch = {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1],
@@ -1265,9 +1286,25 @@ def test_a_cifar_batch_cannot_multiply_its_bytes(tmp_path):
     raw = pickle.dumps(batch, protocol=2).replace(b"cnumpy._core.multiarray\n",
                                                   b"cnumpy.core.multiarray\n")
     assert len(raw) < 2 << 20
+    tracemalloc.start()
+    try:
+        junk = read_pickled_data(raw)["junk"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(junk) == 300 and all(np.shares_memory(a, junk[0]) for a in junk)
+    assert peak < 16 << 20, peak
     (tmp_path / "b").write_bytes(raw)
-    with pytest.raises(DatasetError, match="its arrays hold more than 256 MiB"):
-        read_cifar_batch(tmp_path / "b")
+    assert read_cifar_batch(tmp_path / "b")[1].tolist() == [0, 1]
+
+    text = "x" * (1 << 20)   # _codecs.encode(text, "latin1") 300 times from the memo
+    encode = (b"c_codecs\nencode\nq\x00X" + len(text).to_bytes(4, "little") + text.encode()
+              + b"X\x06\x00\x00\x00latin1\x86q\x01")   # GLOBAL, BINUNICODE x2, TUPLE2
+    stream = b"\x80\x02" + encode + b"00]q\x02(" + b"h\x00h\x01R" * 300 + b"e."
+    assert pickletools.dis(stream, out=open(os.devnull, "w")) is None
+    (tmp_path / "c").write_bytes(stream)
+    with pytest.raises(DatasetError, match="makes more bytes than it holds"):
+        read_cifar_batch(tmp_path / "c")
 
 
 def test_bytes_before_the_archive_are_refused(tmp_path, model_path):

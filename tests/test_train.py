@@ -22,6 +22,7 @@ from train.cli import main as train_main  # noqa: E402
 from train.export import check_against_reference, hard_predict, hard_scores, to_model  # noqa: E402
 from train.fold import bn_sign_exact, fold_bn, fold_channel  # noqa: E402
 from train.loop import TrainConfig, load_checkpoint, train  # noqa: E402
+from train.state_archive import write_state  # noqa: E402
 from train.net import Net  # noqa: E402
 from train.schedule import nu_at  # noqa: E402
 
@@ -421,7 +422,7 @@ def test_resume_checkpoint_from_before_nu_learnable(data_dir, tmp_path):
     path = Path(cfg.out).with_suffix(".ckpt.pt")
     state = load_checkpoint(path)
     del state["settings"]["nu_learnable"]
-    torch.save(state, path)
+    write_state(state, path)
     cfg.stop_after, cfg.resume = None, True
     assert len(train(cfg)["history"]) == 2
 

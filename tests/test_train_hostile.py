@@ -22,6 +22,7 @@ from hwgen.datasets import DatasetError  # noqa: E402
 from hwgen.errors import UserError  # noqa: E402
 from train.arch import ArchError, parse_arch  # noqa: E402
 from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from train.state_archive import write_state  # noqa: E402
 from train.cli import config_from_argv  # noqa: E402
 from train.data import load_split  # noqa: E402
 from train.loop import TrainConfig, _init_distributed, train  # noqa: E402
@@ -194,7 +195,7 @@ def test_resume_refuses_a_checkpoint_it_cannot_use(data, checkpoint, tmp_path, n
     state = load_checkpoint(checkpoint)
     MUTATIONS[name](state)
     path = tmp_path / "m.ckpt.pt"
-    torch.save(state, path)
+    write_state(state, path)
     with pytest.raises(UserError, match="not a checkpoint of this training run"):
         train(_cfg(data, tmp_path, resume=True, plots=str(tmp_path / "plots")))
     assert sorted(os.listdir(tmp_path)) == ["m.ckpt.pt"]
@@ -363,34 +364,38 @@ def test_sigterm_while_joining_a_process_group_is_answered(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_resume_copies_shared_and_expanded_optimizer_state(data, checkpoint, tmp_path):
-    """Moments that share one buffer, or expand one value (stride 0), are taken as copies:
-    the resumed run is the one with the same values unshared (Adam's in-place update raised
-    on an expanded tensor, and shared moments trained a different model)."""
+def test_a_checkpoint_cannot_share_or_leave_out_a_tensor(data, checkpoint, tmp_path):
+    """Each tensor of a checkpoint is its own member, named once by the state: one member
+    named twice (shared moments trained a different model when checkpoints were pickles)
+    or not at all is refused, and so are tags the writer never makes."""
+    import json
+
     state = load_checkpoint(checkpoint)
-    moments = state["optimizer"]["state"]
-    moments[0]["exp_avg_sq"] = moments[0]["exp_avg_sq"][:1].abs().expand(
-        *moments[0]["exp_avg_sq"].shape)
-    moments[1]["exp_avg"] = moments[2]["exp_avg"] if moments[1]["exp_avg"].shape == \
-        moments[2]["exp_avg"].shape else moments[1]["exp_avg"]
-    moments[0]["step"].requires_grad_(False)
-    for entry in moments.values():
-        entry["exp_avg"].requires_grad_(True)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    torch.save(state, shared / "m.ckpt.pt")
-    for entry in moments.values():
-        entry["exp_avg"] = entry["exp_avg"].detach().clone()
-        entry["exp_avg_sq"] = entry["exp_avg_sq"].clone()
-    plain = tmp_path / "plain"
-    plain.mkdir()
-    torch.save(state, plain / "m.ckpt.pt")
-    models = []
-    for folder in (shared, plain):
-        train(_cfg(data, folder, resume=True))
-        models.append(np.load(folder / "m.npz"))
-    for key in models[1].files:
-        np.testing.assert_array_equal(models[0][key], models[1][key])
+    plain = tmp_path / "plain.pt"
+    write_state(state, plain)
+    with np.load(plain) as archive:
+        members = {k: archive[k] for k in archive.files}
+    body = json.loads(members["state"].tobytes())
+    moments = body["state"]["optimizer"]["state"]["$dict"]
+    for name, change in [
+            ("shared", lambda: moments[0][1].__setitem__("exp_avg", moments[1][1]["exp_avg"])),
+            ("unknown tag", lambda: moments[0][1].__setitem__("exp_avg", {"$eval": "1"})),
+            ("mixed tag", lambda: moments[0][1].__setitem__(
+                "exp_avg", {"$tensor": moments[0][1]["exp_avg"]["$tensor"], "x": 1}))]:
+        forged = json.loads(json.dumps(body))
+        moments = forged["state"]["optimizer"]["state"]["$dict"]
+        change()
+        text = json.dumps(forged).encode()
+        path = tmp_path / f"{name}.pt"
+        with open(path, "wb") as f:
+            np.savez(f, **{**members, "state": np.frombuffer(text, np.uint8)})
+        with pytest.raises(UserError, match="not a checkpoint written by train"):
+            load_checkpoint(path)
+    extra = tmp_path / "extra.pt"
+    with open(extra, "wb") as f:
+        np.savez(f, **members, t999=np.zeros(3, np.float32))
+    with pytest.raises(UserError, match="member 't999' is not part of its state"):
+        load_checkpoint(extra)
 
 
 def test_a_process_group_whose_peer_stops_ends_in_one_line(data, tmp_path):

@@ -19,6 +19,7 @@ from train.layers import (HARD, SbnOptions, binarize_weight, hard_sign, soft_sig
                           weight_scale)
 from train.loop import DEFAULT_LR, PAPER_SBN, TrainConfig, load_checkpoint, train  # noqa: E402
 from train.schedule import nu_at  # noqa: E402
+from train.state_archive import write_state  # noqa: E402
 
 from .test_train import _cfg, assert_same_model, data_dir  # noqa: E402,F401  (fixture)
 
@@ -182,7 +183,7 @@ def test_old_sbn_checkpoint_resumes_only_as_paper_variant(data_dir, tmp_path):
     for key in ("weight_norm", "grad_cap", "weight_grad_cap", "hard_phase", "weight_clip",
                 "grad_clip", "bn_recal"):
         del state["settings"][key]
-    torch.save(state, path)
+    write_state(state, path)
     cfg.stop_after, cfg.resume = None, True
     assert len(train(cfg)["history"]) == 2
     from hwgen.errors import UserError

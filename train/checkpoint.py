@@ -4,8 +4,8 @@ checked against the run that resumes from them before any of their contents is u
 - :func:`save_checkpoint` writes through :func:`hwgen.outputs.staged_file` (a fresh, random
   staging name beside the target, created exclusively, renamed at the end): a kill never
   leaves a partial checkpoint, and a planted link at a predictable name is never written.
-- :func:`load_checkpoint` reads a file ``torch.save`` wrote: a zip archive whose records
-  are stored (not compressed) with correct CRCs, unpickled with ``weights_only=True``.
+- :func:`load_checkpoint` reads it back with :func:`train.state_archive.read_state`: JSON
+  and ``.npy`` members in an uncompressed zip, never a pickle.
 - :func:`restore` checks every part of a loaded checkpoint against the freshly built
   network, optimizer and scheduler of the resuming run (same keys, types, shapes, finite
   values, a step count that matches the epoch) and only then loads it; anything else is
@@ -15,19 +15,16 @@ checked against the run that resumes from them before any of their contents is u
 from __future__ import annotations
 
 import math
-import pickle
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from hwgen.errors import UserError
-from hwgen.files import open_regular
 from hwgen.outputs import resolved, staged_file
 
 from .diagnostics import HISTOGRAM_BINS
+from .state_archive import read_state, write_state
 
 __all__ = ["load_checkpoint", "restore", "save_checkpoint"]
 
@@ -41,63 +38,25 @@ class _Mismatch(ValueError):
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """``torch.save(state)`` to ``path`` through a staging file; UserError when it cannot be
-    written."""
+    """``state`` written to ``path`` (:func:`train.state_archive.write_state`) through a
+    staging file; UserError when it cannot be written."""
     try:
         resolved(path).parent.mkdir(parents=True, exist_ok=True)  # the CLI checked it
         with staged_file(path) as staging:
-            torch.save(state, staging)
-    except (OSError, RuntimeError) as err:  # torch reports failed writes as RuntimeError
-        why = getattr(err, "strerror", None) or (str(err).splitlines() or [""])[-1].strip()
-        raise UserError(f"{path}: cannot write the checkpoint ({why or type(err).__name__})") \
+            write_state(state, staging)
+    except OSError as err:
+        raise UserError(f"{path}: cannot write the checkpoint ({err.strerror or err})") \
             from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by ``train`` (plain data only; never unpickles objects; its
-    records must be stored, not compressed, so that reading takes no more memory than the
-    file's size, and must match their CRCs). The file is opened once, as a regular file
-    (a FIFO or device swapped in after the command line was checked is refused, never
-    waited on), and everything is read from that one open file."""
-    with open_regular(path, UserError, "checkpoint") as stream:
-        _check_records(path, stream)
-        stream.seek(0)
-        try:
-            with warnings.catch_warnings():   # e.g. torch's note on the pickle protocol:
-                warnings.simplefilter("ignore")   # the error line says what is wrong
-                state = torch.load(stream, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-            why = (str(err).splitlines() or [type(err).__name__])[0]
-            if isinstance(err, pickle.UnpicklingError):  # torch's text suggests unpickling
-                why = "it holds Python objects beyond tensors and plain data, never unpickled"
-            raise UserError(f"{path}: not a readable checkpoint ({why})") from None
+    """A checkpoint written by ``train``, read by :func:`train.state_archive.read_state`
+    (never unpickled; bounded by the file's size); UserError unless it is a dictionary."""
+    state = read_state(path)
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint written by train (it holds a "
                         f"{type(state).__name__}, not a dictionary)")
     return state
-
-
-def _check_records(path, stream) -> None:
-    """UserError when the open file ``stream`` is a zip archive with a compressed record
-    (``torch.save`` stores them; a 2 MB deflated record can inflate to 2 GB) or a record
-    whose bytes do not match its CRC (torch's reader does not check them)."""
-    try:
-        if not zipfile.is_zipfile(stream):
-            return
-        stream.seek(0)
-        with zipfile.ZipFile(stream) as archive:
-            infos = archive.infolist()
-            for info in infos:
-                if info.compress_type != zipfile.ZIP_STORED:
-                    raise UserError(f"{path}: not a readable checkpoint (its record "
-                                    f"{info.filename[:80]!r} is compressed; train stores "
-                                    f"them uncompressed)")
-            damaged = archive.testzip()   # stored records: reads at most the file's size
-    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError, EOFError) as err:
-        raise UserError(f"{path}: not a readable checkpoint ({err})") from None
-    if damaged is not None:
-        raise UserError(f"{path}: not a readable checkpoint (its record {damaged[:80]!r} "
-                        f"does not match its CRC: the file is damaged)")
 
 
 def restore(state: dict, path, net, optimizer, scheduler, epochs: int,

@@ -1,0 +1,306 @@
+"""Plain data and NumPy arrays out of a pickle stream, without unpickling it.
+
+:func:`read_pickled_data` interprets the opcodes of a pickle (protocols 0-5, as
+:func:`pickletools.genops` decodes them) with a stack machine of its own that can only build
+``None``, booleans, ints, floats, strings, bytes, lists, tuples, dicts and NumPy arrays of
+numeric dtypes. It never imports or calls anything a stream names: the globals a stream may
+name are the handful NumPy and Python use to pickle arrays and bytes, and each stands for a
+fixed action here (``numpy.core.multiarray._reconstruct`` + ``BUILD`` -> an array viewing
+the stream's own bytes; ``numpy.dtype`` -> a numeric dtype; ``_codecs.encode(str,
+"latin1")`` and ``bytes()`` -> bytes; ``numpy.core.numeric._frombuffer`` -> an array,
+protocol 5's form).
+Every other opcode (persistent ids, extension codes, ``INST``/``OBJ``/``NEWOBJ``, sets) and
+every other global is refused with :class:`PickleDataError`.
+
+Memory: arrays view the bytes objects of the stream (a stream naming one bytes object for
+many arrays shares it, it is not copied), so what is built stays within a small multiple of
+the stream's length.
+"""
+
+from __future__ import annotations
+
+import pickletools
+import re
+
+import numpy as np
+
+__all__ = ["PickleDataError", "read_pickled_data"]
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+_NUMERIC_DTYPE = re.compile(r"[<>|=]?(?:[iu][1248]|f[248]|b1)")
+_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct")}
+_FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+_EMPTY_BYTES = {("__builtin__", "bytes"), ("builtins", "bytes")}  # how b"" is pickled at 0-2
+_ALLOWED = _RECONSTRUCT | _FROMBUFFER | _EMPTY_BYTES | {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+_MAX_DIMS = 32
+#: Opcodes that push their (decoded) argument as a value; any other opcode with an argument
+#: (INST, PERSID, EXT1, ...) is refused, not taken for data.
+_DATA = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT",
+                   "BINFLOAT", "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE",
+                   "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES",
+                   "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"})
+
+
+class PickleDataError(ValueError):
+    """The stream holds something other than plain data and numeric arrays, or is broken."""
+
+
+class _Global:
+    def __init__(self, module: str, name: str):
+        self.key = (module, name)
+
+
+class _ArrayStub:
+    """``_reconstruct(ndarray, ...)`` before ``BUILD`` gives it its contents."""
+
+
+class _Dtype:
+    def __init__(self, dtype: np.dtype):
+        self.dtype = dtype
+
+
+def read_pickled_data(raw: bytes):
+    """The object a pickle stream describes, built from plain data and arrays only; raises
+    :class:`PickleDataError` (its text says which opcode or global is refused)."""
+    return _Machine(len(raw)).run(raw)
+
+
+class _Machine:
+    """The stack, the marks and the memo of one stream; ``budget``: bytes that
+    ``_codecs.encode`` may still make (one memoized string encoded many times would
+    otherwise multiply the stream's bytes)."""
+
+    def __init__(self, size: int):
+        self.stack: list = []
+        self.marks: list[list] = []
+        self.memo: dict = {}
+        self.budget = size + (1 << 20)
+        self.unbuilt = 0  # arrays made by _reconstruct and not yet built
+
+    def run(self, raw: bytes):
+        try:
+            for opcode, arg, _ in pickletools.genops(raw):
+                if opcode.name == "STOP":
+                    if len(self.stack) != 1 or self.marks:
+                        raise PickleDataError("the stream ends with a malformed stack")
+                    if self.unbuilt:
+                        raise PickleDataError("a numpy array is never given its contents "
+                                              "(_reconstruct without BUILD)")
+                    return _finished(self.stack[0])
+                self.step(opcode.name, arg)
+        except PickleDataError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError,
+                UnicodeError) as err:
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise PickleDataError(f"a broken pickle stream ({first})") from None
+        raise PickleDataError("the stream has no STOP opcode (truncated)")
+
+    def pop_mark(self) -> list:
+        if not self.marks:
+            raise PickleDataError("an opcode needs a MARK that is not there")
+        items, self.stack = self.stack, self.marks.pop()
+        return items
+
+    def step(self, name: str, arg) -> None:
+        stack = self.stack
+        if name in ("PROTO", "FRAME"):
+            return
+        if name == "MARK":
+            self.marks.append(stack)
+            self.stack = []
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            self.memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            value = self.memo[arg]
+            stack.append(value.array if type(value) is _Built else value)
+        elif name == "GLOBAL":
+            module, _, attr = arg.partition(" ")
+            stack.append(_global(module, attr))
+        elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
+            stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
+        elif name in _DATA:
+            if not isinstance(arg, (*_PLAIN, bytearray)):
+                raise PickleDataError(f"opcode {name} with an unexpected argument")
+            if type(arg) is int and abs(arg) >= 1 << 64:
+                raise PickleDataError("an integer beyond 64 bits is not allowed")
+            stack.append(arg)
+        elif name in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"):
+            stack.append({"EMPTY_DICT": dict, "EMPTY_LIST": list, "EMPTY_TUPLE": tuple}[name]())
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            count = int(name[-1])
+            if len(stack) < count:
+                raise PickleDataError(f"{name} on a short stack")
+            items = tuple(stack[-count:])
+            del stack[-count:]
+            stack.append(items)
+        elif name in ("TUPLE", "LIST", "DICT"):
+            items = self.pop_mark()
+            self.stack.append(tuple(items) if name == "TUPLE" else items if name == "LIST"
+                              else _dict_of(items))
+        elif name == "APPEND":
+            value = stack.pop()
+            _list(stack[-1]).append(value)
+        elif name == "APPENDS":
+            items = self.pop_mark()
+            _list(self.stack[-1]).extend(items)
+        elif name == "SETITEM":
+            value, key = stack.pop(), stack.pop()
+            _dict(stack[-1])[_key(key)] = value
+        elif name == "SETITEMS":
+            items = self.pop_mark()
+            _dict(self.stack[-1]).update(_dict_of(items))
+        elif name == "POP":
+            stack.pop()
+        elif name == "POP_MARK":
+            self.pop_mark()
+        elif name == "STACK_GLOBAL":
+            attr, module = stack.pop(), stack.pop()
+            if not (isinstance(module, str) and isinstance(attr, str)):
+                raise PickleDataError("STACK_GLOBAL of names that are not strings")
+            stack.append(_global(module, attr))
+        elif name == "REDUCE":
+            args, function = stack.pop(), stack.pop()
+            stack.append(self.reduce(function, args))
+            self.unbuilt += type(stack[-1]) is _ArrayStub
+        elif name == "BUILD":
+            state = stack.pop()
+            self.unbuilt -= type(stack[-1]) is _ArrayStub
+            stack[-1] = _build(stack[-1], state)
+        else:
+            raise PickleDataError(f"opcode {name} is not allowed")
+
+    def reduce(self, function, args):
+        if isinstance(function, _Global) and function.key == ("_codecs", "encode"):
+            if not (type(args) is tuple and 1 <= len(args) <= 2 and isinstance(args[0], str)
+                    and (len(args) == 1 or args[1] in ("latin1", "latin-1"))):
+                raise PickleDataError(f"_codecs.encode{_short(args)} is not allowed (only "
+                                      f"str -> latin1 bytes)")
+            self.budget -= len(args[0])
+            if self.budget < 0:
+                raise PickleDataError("the stream makes more bytes than it holds (one "
+                                      "string encoded again and again)")
+            return args[0].encode("latin1")
+        return _reduce(function, args)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _finished(value):
+    if type(value) is _Built:
+        return value.array
+    if isinstance(value, (_Global, _ArrayStub, _Dtype)):
+        raise PickleDataError("the stream's result is not plain data")
+    return value
+
+
+def _list(value) -> list:
+    if type(value) is not list:
+        raise PickleDataError("APPEND to something that is not a list")
+    return value
+
+
+def _dict(value) -> dict:
+    if type(value) is not dict:
+        raise PickleDataError("SETITEM on something that is not a dict")
+    return value
+
+
+def _key(key):
+    if not isinstance(key, (type(None), bool, int, float, str, bytes)):
+        raise PickleDataError("a dict key that is not a string or a number")
+    return key
+
+
+def _dict_of(items: list) -> dict:
+    if len(items) % 2:
+        raise PickleDataError("a dict with an odd number of keys and values")
+    return {_key(items[i]): items[i + 1] for i in range(0, len(items), 2)}
+
+
+def _global(module: str, attr: str) -> _Global:
+    if (module, attr) not in _ALLOWED:
+        raise PickleDataError(f"refusing to load global {module[:80]}.{attr[:80]} (only "
+                              f"NumPy arrays, lists, dicts, strings and numbers are read)")
+    return _Global(module, attr)
+
+
+def _reduce(function, args):
+    """What calling an allowed global stands for (``_codecs.encode`` is the machine's)."""
+    if not isinstance(function, _Global) or type(args) is not tuple:
+        raise PickleDataError("REDUCE of something other than an allowed global")
+    key = function.key
+    if key in _RECONSTRUCT:
+        if len(args) != 3 or not (isinstance(args[0], _Global)
+                                  and args[0].key == ("numpy", "ndarray")):
+            raise PickleDataError("numpy _reconstruct of a class other than ndarray")
+        return _ArrayStub()
+    if key == ("numpy", "dtype"):
+        if not args or not isinstance(args[0], str) or not _NUMERIC_DTYPE.fullmatch(args[0]):
+            raise PickleDataError(f"numpy dtype{_short(args[:1])} is not allowed (only "
+                                  f"integers, floats and bools)")
+        return _Dtype(np.dtype(args[0]))
+    if key in _EMPTY_BYTES:
+        if args:
+            raise PickleDataError("bytes() is allowed only without arguments")
+        return b""
+    if key in _FROMBUFFER:
+        if len(args) != 4 or not isinstance(args[1], _Dtype) or args[3] not in ("C", "F"):
+            raise PickleDataError("numpy _frombuffer with unexpected arguments")
+        return _array(args[0], args[1], args[2], args[3] == "F")
+    raise PickleDataError(f"{key[0]}.{key[1]} cannot be called")
+
+
+def _build(target, state):
+    """``target`` given ``state``: a dtype with its byte order, or the array a stub
+    stands for (the stub, memoized before BUILD, then stands for the array)."""
+    if isinstance(target, _Dtype):
+        if not (type(state) is tuple and len(state) >= 2 and isinstance(state[1], str)
+                and state[1] in ("<", ">", "|", "=")):
+            raise PickleDataError("a numpy dtype state that is not numpy's")
+        if state[1] in "<>":
+            target.dtype = target.dtype.newbyteorder(state[1])
+        return target
+    if type(target) is not _ArrayStub:
+        raise PickleDataError("BUILD of something other than a numpy array or dtype")
+    if not (type(state) is tuple and len(state) == 5 and state[0] == 1):
+        raise PickleDataError("a numpy array state that is not numpy's")
+    _, shape, dtype, fortran, raw = state
+    if not isinstance(dtype, _Dtype):
+        raise PickleDataError("a numpy array state without a dtype")
+    target.__class__ = _Built
+    target.array = _array(raw, dtype, shape, bool(fortran))
+    return target.array
+
+
+class _Built(_ArrayStub):
+    array: np.ndarray
+
+
+def _array(raw, dtype: _Dtype, shape, fortran: bool) -> np.ndarray:
+    """An array of ``shape`` viewing ``raw`` (bytes, a latin1 str, or a bytearray), whose
+    length must be exactly what the shape and dtype take."""
+    if isinstance(raw, str):
+        raw = raw.encode("latin1")
+    if not isinstance(raw, (bytes, bytearray)):
+        raise PickleDataError("an array's data is not bytes (an array of Python objects?)")
+    shape = (shape,) if type(shape) is int else shape
+    if type(shape) is not tuple or len(shape) > _MAX_DIMS or \
+            not all(type(d) is int and d >= 0 for d in shape):
+        raise PickleDataError("an array shape must be whole numbers >= 0")
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dtype.dtype.itemsize != len(raw):
+        raise PickleDataError(f"an array of {list(shape)[:8]} {dtype.dtype} needs "
+                              f"{count * dtype.dtype.itemsize} bytes, the stream gives "
+                              f"{len(raw)}")
+    return np.frombuffer(raw, dtype=dtype.dtype, count=count).reshape(
+        shape, order="F" if fortran else "C")

@@ -1,0 +1,158 @@
+"""The two readers of files that other tools write as pickles, neither of which unpickles:
+``hwgen.pickle_data`` (CIFAR-10 batches) and ``train.state_archive`` (checkpoints).
+
+Properties: what the writer makes reads back equal (pickle protocols 0-5; every value kind a
+checkpoint holds), and a damaged file is a result or the reader's own error, never another
+exception."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+
+import numpy as np
+import pytest
+
+from hwgen.pickle_data import PickleDataError, read_pickled_data
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_SETTINGS = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))
+_DTYPES = ["u1", "i1", "<u2", ">i2", "<i4", "<i8", ">u8", "<f2", "<f4", ">f8", "?"]
+
+
+def _arrays():
+    return st.sampled_from(_DTYPES).flatmap(lambda d: hnp.arrays(
+        np.dtype(d), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)))
+
+
+def _plain(leaves):
+    keys = st.one_of(st.text(max_size=6), st.integers(-(1 << 63), (1 << 63) - 1))
+    return st.recursive(leaves, lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.tuples(inner, inner),
+        st.dictionaries(keys, inner, max_size=4)), max_leaves=12)
+
+
+_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), (1 << 63) - 1),
+                    st.floats(allow_nan=True), st.text(max_size=8), st.binary(max_size=8))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return (isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape
+                and a.tobytes() == b.tobytes())
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+@settings(max_examples=150, **_SETTINGS)
+@given(_plain(_LEAVES | _arrays()), st.integers(0, pickle.HIGHEST_PROTOCOL))
+def test_plain_data_and_arrays_read_back_from_every_protocol(value, protocol):
+    assert _same(read_pickled_data(pickle.dumps(value, protocol=protocol)), value)
+
+
+@settings(max_examples=300, **_SETTINGS)
+@given(st.integers(0, pickle.HIGHEST_PROTOCOL), st.randoms(use_true_random=False))
+def test_a_damaged_stream_is_data_or_one_error(protocol, rnd: random.Random):
+    batch = {b"data": np.arange(24, dtype=np.uint8).reshape(2, 12), "labels": [1, 2],
+             "x": (1.5, None, True, "s", b"b"), 7: [[1], {}]}
+    stream = bytearray(pickle.dumps(batch, protocol=protocol))
+    for _ in range(rnd.randint(1, 6)):
+        i = rnd.randrange(len(stream))
+        kind = rnd.random()
+        if kind < 0.4:
+            stream[i] = rnd.randrange(256)
+        elif kind < 0.6:
+            del stream[i:i + rnd.randint(1, 8)]
+        elif kind < 0.8:
+            stream[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 8)))
+        else:
+            j = rnd.randrange(len(stream))
+            stream[i:i] = stream[j:j + rnd.randint(1, 20)]
+    try:
+        read_pickled_data(bytes(stream))
+    except PickleDataError:
+        pass
+
+
+@pytest.mark.parametrize("stream, why", [
+    (b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.", "refusing to load global os.system"),
+    (b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x8c\x04eval\x93.",
+     "refusing to load global builtins.eval"),
+    (b"(i__main__\nX\n.", "opcode INST is not allowed"),
+    (b"\x80\x02cnumpy\nndarray\nK\x01\x85R.", "numpy.ndarray cannot be called"),
+    (b"\x80\x02X\x01\x00\x00\x00aQ.", "opcode BINPERSID is not allowed"),
+    (b"\x80\x02\x82\x01.", "opcode EXT1 is not allowed"),
+    (b"\x80\x04\x8f\x94.", "opcode EMPTY_SET is not allowed"),
+    (b"\x80\x02]q\x00.", None),
+])
+def test_what_a_stream_may_not_do(stream, why):
+    if why is None:
+        assert read_pickled_data(stream) == []
+        return
+    with pytest.raises(PickleDataError, match=why):
+        read_pickled_data(stream)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+torch = pytest.importorskip("torch")
+from hwgen.errors import UserError  # noqa: E402
+from train.state_archive import read_state, write_state  # noqa: E402
+
+_TENSORS = st.sampled_from(["float32", "float64", "float16", "int64", "int32", "bool"]).flatmap(
+    lambda d: hnp.arrays(np.dtype(d), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0,
+                                                       max_side=3))
+).map(torch.from_numpy)
+_STATE_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 70), 1 << 70),
+                          st.floats(allow_nan=True), st.text(max_size=8), _TENSORS)
+
+
+def _same_state(a, b) -> bool:
+    if torch.is_tensor(a):
+        return (torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape
+                and bool(torch.equal(a, b) or (a.is_floating_point() and torch.equal(
+                    torch.nan_to_num(a, nan=7.0), torch.nan_to_num(b, nan=7.0)))))
+    if isinstance(a, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same_state(x, y) for x, y in zip(a, b)))
+    if isinstance(a, dict):
+        return (type(b) is dict and a.keys() == b.keys()
+                and all(_same_state(a[k], b[k]) for k in a))
+    return _same(a, b)
+
+
+@settings(max_examples=60, **_SETTINGS)
+@given(_plain(_STATE_LEAVES).map(lambda v: {"state": v, "$odd": {0: v}}))
+def test_a_training_state_reads_back_equal(tmp_path_factory, state):
+    path = tmp_path_factory.mktemp("state") / "c.pt"
+    write_state(state, path)
+    assert _same_state(read_state(path), state)
+
+
+@settings(max_examples=150, **_SETTINGS)
+@given(st.randoms(use_true_random=False))
+def test_a_damaged_checkpoint_is_one_error(tmp_path_factory, rnd: random.Random):
+    folder = tmp_path_factory.mktemp("damaged")
+    state = {"model": {"w": torch.ones(3, 4)}, "opt": {0: {"step": torch.tensor(3.0)}},
+             "betas": (0.9, 0.999), "nu": math.inf, "history": [{"loss": 0.5}]}
+    write_state(state, folder / "c.pt")
+    data = bytearray((folder / "c.pt").read_bytes())
+    for _ in range(rnd.randint(1, 4)):
+        data[rnd.randrange(len(data))] = rnd.randrange(256)
+    (folder / "d.pt").write_bytes(bytes(data))
+    try:
+        read_state(folder / "d.pt")
+    except UserError as err:
+        assert len(str(err).splitlines()) == 1
