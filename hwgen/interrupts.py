@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
+import os
 import signal
 import sys
+import threading
 import warnings
 from typing import Callable
 
@@ -83,6 +85,7 @@ class _GuardedStdout:
 
 
 _settled = False  # set by the first signal (or a command's final output): later ones do nothing
+_lost: int | None = None  # a signal whose interrupt a finalizer swallowed, not yet raised again
 
 
 class _ClosedStdout:
@@ -112,11 +115,29 @@ def _first_signal(signum, frame):
     first, so a second signal arriving just then was handled inside the first's handler,
     or, once its handler was ``SIG_IGN``, reported as an ``OSError`` ("ignored due to race
     condition") that code catching ``OSError`` could swallow."""
-    global _settled
+    global _settled, _lost
     if _settled:
         return
-    _settled = True
+    _settled, _lost = True, None
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _unraisable(info) -> None:
+    """``sys.unraisablehook`` under :func:`run_entry`: an interrupt raised while a finalizer
+    ran (an Amaranth object's ``__del__`` during garbage collection) would be printed as
+    "Exception ignored" and lost, with the run going on to exit 0. Instead it is remembered
+    (:func:`run_entry` reports it if nothing else has when main returns) and its signal is
+    sent again shortly, from a thread, to be raised where it can end the run (a signal sent
+    from here would be handled at once, inside this hook, and be lost again)."""
+    global _settled, _lost
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        _lost = signal.SIGTERM if isinstance(info.exc_value, Terminated) else signal.SIGINT
+        _settled = False
+        resend = threading.Timer(0.05, os.kill, (os.getpid(), _lost))
+        resend.daemon = True
+        resend.start()
+        return
+    sys.__unraisablehook__(info)
 
 
 @contextlib.contextmanager
@@ -130,7 +151,7 @@ def deferred_signals(*, final: bool = False):
     from then on and a held one is dropped: the command ends with its own exit code, not as
     interrupted with its output written. (Elsewhere, as in a test's process, ``final``
     changes nothing.)"""
-    global _settled
+    global _settled, _lost
     held: list[int] = []
 
     def hold(signum, frame):
@@ -148,7 +169,7 @@ def deferred_signals(*, final: bool = False):
     finally:
         settle = final and succeeded and previous[signal.SIGINT] is _first_signal
         if settle:
-            _settled = True
+            _settled, _lost = True, None
         for number, handler in previous.items():
             signal.signal(number, handler)
         if settle:
@@ -199,6 +220,7 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
     process's handlers)."""
     stdout = sys.stdout
     sys.stdout = _GuardedStdout(_ClosedStdout() if stdout is None else stdout)
+    sys.unraisablehook = _unraisable
     try:
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, _first_signal)
@@ -210,6 +232,8 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         # would find Python's default handlers restored during shutdown and kill the process
         # with no message, turning a finished run's exit code into -15.
         _ignore_signals()
+        if _lost is not None and code not in (SIGINT_EXIT, SIGTERM_EXIT):
+            raise Terminated() if _lost == signal.SIGTERM else KeyboardInterrupt()
     except KeyboardInterrupt as interrupt:
         _ignore_signals()
         _forget_unhandled_interrupt()
@@ -248,8 +272,6 @@ def _forget_unhandled_interrupt() -> None:
 
 def _stdout_to_devnull() -> None:
     """Point stdout at /dev/null, so that the flush at exit does not fail a second time."""
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

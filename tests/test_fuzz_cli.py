@@ -466,6 +466,30 @@ def test_an_interrupt_inside_exec_still_exits_130(tmp_path):
     assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")
 
 
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_inside_a_finalizer_is_not_lost(tmp_path, signum, code):
+    """A signal whose handler ran inside a ``__del__`` (Amaranth's ``MustUse`` during
+    garbage collection, round 16 of the fuzz) was printed as "Exception ignored in" with a
+    traceback and lost: the run went on to exit 0. It is sent again and ends the run."""
+    command, env = _entry_point(
+        tmp_path,
+        "import gc, os, time\n"
+        "class Finalized:\n"
+        "    def __del__(self):\n"
+        f"        os.kill(os.getpid(), {int(signum)})\n"
+        "        for _ in range(100000):\n"
+        "            pass\n"
+        "def main():\n"
+        "    Finalized()\n"
+        "    gc.collect()\n"
+        "    time.sleep(2)\n"
+        "    print('finished', flush=True)\n"
+        "    return 0\n")
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (code, "", "error: interrupted\n")
+
+
 def test_deferred_signals_hold_ctrl_c_until_the_block_ends():
     from hwgen.interrupts import deferred_signals
 

@@ -502,13 +502,20 @@ def test_hostile_graphs_are_one_line_errors(bm, tmp_path, capsys):
         "no such external data file": ([helper.make_node("MatMul", ["x", "ext"], ["y"])],
                                        "elsewhere.bin"),
         "ends before offset": ([helper.make_node("MatMul", ["x", "ext"], ["y"])], "short.bin"),
+        # an offset past what seek() takes was a traceback (round 16 of the fuzz)
+        "offset 9223372036854775808 is past the end of 'short.bin' (16 bytes)": (
+            [helper.make_node("MatMul", ["x", "ext"], ["y"])], f"short.bin@{1 << 63}"),
+        "offset of 31 digits is past the end": (
+            [helper.make_node("MatMul", ["x", "ext"], ["y"])], f"short.bin@{10 ** 30}"),
     }
     (tmp_path / "short.bin").write_bytes(b"\0" * 16)
     for needle, (nodes, inits, *inputs) in cases.items():
         if isinstance(inits, str):  # external data at that location
             ext = _bare_tensor("ext", [4, 2])
             ext.data_location = TensorProto.EXTERNAL
-            for key, value in (("location", inits), ("offset", "8"), ("length", "32")):
+            location, _, offset = inits.partition("@")
+            for key, value in (("location", location), ("offset", offset or "8"),
+                               ("length", "32")):
                 entry = ext.external_data.add()
                 entry.key, entry.value = key, value
             inits = [ext]

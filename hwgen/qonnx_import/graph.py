@@ -11,6 +11,7 @@ Only the ``onnx`` package is needed here.
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,11 @@ def _external_data(tensor, where: str, folder: Path, budget: list[int]) -> None:
     if offset < 0 or (length is not None and not 0 <= length <= budget[0]):
         raise ImportError_(f"{where}: external data offset/length out of range")
     with open_regular(folder / location, ImportError_, "external data file") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if offset > size:  # also keeps seek() from overflowing (offsets of 2**63 and up)
+            shown = offset if offset < 10**19 else f"of {len(str(offset))} digits"
+            raise ImportError_(f"{where}: external data offset {shown} is past the end of "
+                               f"{location[:80]!r} ({size} bytes)")
         stream.seek(offset)
         want = budget[0] + 1 if length is None else length
         data = read_upto(stream, want)
