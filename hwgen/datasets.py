@@ -211,11 +211,12 @@ _CIFAR_ROW = 3 * 32 * 32
 _MAX_CIFAR_BATCH_BYTES = 1 << 28  # an official batch is 31 MB
 
 
-def _key(d: dict, name: str):
-    for key in (name, name.encode("ascii")):
-        if key in d:
-            return d[key]
-    return None
+def _key(d: dict, name: str, path):
+    """``d[name]`` or ``d[b"name"]`` (None if neither); DatasetError if both are there."""
+    present = [key for key in (name, name.encode("ascii")) if key in d]
+    if len(present) == 2:
+        raise DatasetError(f"{path}: CIFAR-10 batch holds both {name!r} and b{name!r}")
+    return d[present[0]] if present else None
 
 
 def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +245,7 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"{path}: not a valid CIFAR-10 python batch ({err})") from None
     if not isinstance(batch, dict):
         raise DatasetError(f"{path}: a CIFAR-10 batch is a dict, got {type(batch).__name__}")
-    data, labels = _key(batch, "data"), _key(batch, "labels")
+    data, labels = _key(batch, "data", path), _key(batch, "labels", path)
     if data is None or labels is None:
         raise DatasetError(f"{path}: CIFAR-10 batch lacks 'data' or 'labels'")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \

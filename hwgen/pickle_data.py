@@ -12,9 +12,11 @@ protocol 5's form).
 Every other opcode (persistent ids, extension codes, ``INST``/``OBJ``/``NEWOBJ``, sets) and
 every other global is refused with :class:`PickleDataError`.
 
-Memory: arrays view the bytes objects of the stream (a stream naming one bytes object for
-many arrays shares it, it is not copied), so what is built stays within a small multiple of
-the stream's length.
+Memory: arrays view the bytes objects of the stream, or the bytes a string of the stream is
+turned into, once however often it is named (all such bytes together at most the stream's
+length + 1 MiB); a stream runs at most :data:`MAX_OPCODES` opcodes, each of which makes at
+most one object. So what is built stays within a small multiple of the stream's length.
+Error messages name the types of refused values, never their ``repr``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ _EMPTY_BYTES = {("__builtin__", "bytes"), ("builtins", "bytes")}  # how b"" is p
 _ALLOWED = _RECONSTRUCT | _FROMBUFFER | _EMPTY_BYTES | {
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 _MAX_DIMS = 32
+_HIGHEST_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL of the Pythons this project runs on
+MAX_OPCODES = 1 << 20  # an official batch takes ~40,000; each opcode may make one object
 #: Opcodes that push their (decoded) argument as a value; any other opcode with an argument
 #: (INST, PERSID, EXT1, ...) is refused, not taken for data.
 _DATA = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT",
@@ -68,20 +72,24 @@ def read_pickled_data(raw: bytes):
 
 
 class _Machine:
-    """The stack, the marks and the memo of one stream; ``budget``: bytes that
-    ``_codecs.encode`` may still make (one memoized string encoded many times would
-    otherwise multiply the stream's bytes)."""
+    """The stack, the marks and the memo of one stream; ``budget``: bytes that turning
+    strings into bytes may still make (a string is encoded once, however often the stream
+    names it, and all of them together make at most the stream's size + 1 MiB)."""
 
     def __init__(self, size: int):
         self.stack: list = []
         self.marks: list[list] = []
         self.memo: dict = {}
         self.budget = size + (1 << 20)
+        self.encoded: dict[int, tuple[str, bytes]] = {}  # id(str) -> (str, its latin1 bytes)
         self.unbuilt = 0  # arrays made by _reconstruct and not yet built
 
     def run(self, raw: bytes):
         try:
-            for opcode, arg, _ in pickletools.genops(raw):
+            for count, (opcode, arg, _) in enumerate(pickletools.genops(raw)):
+                if count >= MAX_OPCODES:
+                    raise PickleDataError(f"more than {MAX_OPCODES} opcodes (a CIFAR-10 batch "
+                                          f"takes some 40,000)")
                 if opcode.name == "STOP":
                     if len(self.stack) != 1 or self.marks:
                         raise PickleDataError("the stream ends with a malformed stack")
@@ -92,8 +100,8 @@ class _Machine:
                 self.step(opcode.name, arg)
         except PickleDataError:
             raise
-        except (ValueError, TypeError, IndexError, KeyError, OverflowError,
-                UnicodeError) as err:
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeError,
+                RecursionError) as err:
             first = (str(err).splitlines() or [type(err).__name__])[0][:200]
             raise PickleDataError(f"a broken pickle stream ({first})") from None
         raise PickleDataError("the stream has no STOP opcode (truncated)")
@@ -106,6 +114,8 @@ class _Machine:
 
     def step(self, name: str, arg) -> None:
         stack = self.stack
+        if name == "PROTO" and not 0 <= arg <= _HIGHEST_PROTOCOL:
+            raise PickleDataError(f"pickle protocol {arg} is not one Python reads")
         if name in ("PROTO", "FRAME"):
             return
         if name == "MARK":
@@ -169,35 +179,69 @@ class _Machine:
             self.unbuilt += type(stack[-1]) is _ArrayStub
         elif name == "BUILD":
             state = stack.pop()
+            if type(stack[-1]) is _ArrayStub and type(state) is tuple and len(state) == 5 \
+                    and isinstance(state[4], str):  # Python 2's str: the array's bytes
+                state = (*state[:4], self.latin1(state[4]))
             self.unbuilt -= type(stack[-1]) is _ArrayStub
             stack[-1] = _build(stack[-1], state)
         else:
             raise PickleDataError(f"opcode {name} is not allowed")
 
+    def latin1(self, text: str) -> bytes:
+        """``text`` as latin1 bytes, made once per string object and counted against the
+        budget."""
+        known = self.encoded.get(id(text))
+        if known is not None and known[0] is text:
+            return known[1]
+        self.budget -= len(text)
+        if self.budget < 0:
+            raise PickleDataError("the stream makes more bytes than it holds (strings "
+                                  "turned into bytes again and again)")
+        data = text.encode("latin1")
+        self.encoded[id(text)] = (text, data)
+        return data
+
     def reduce(self, function, args):
         if isinstance(function, _Global) and function.key == ("_codecs", "encode"):
-            if not (type(args) is tuple and 1 <= len(args) <= 2 and isinstance(args[0], str)
-                    and (len(args) == 1 or args[1] in ("latin1", "latin-1"))):
-                raise PickleDataError(f"_codecs.encode{_short(args)} is not allowed (only "
-                                      f"str -> latin1 bytes)")
-            self.budget -= len(args[0])
-            if self.budget < 0:
-                raise PickleDataError("the stream makes more bytes than it holds (one "
-                                      "string encoded again and again)")
-            return args[0].encode("latin1")
+            if not (type(args) is tuple and len(args) == 2 and isinstance(args[0], str)
+                    and args[1] in ("latin1", "latin-1")):
+                raise PickleDataError(f"_codecs.encode of {_kinds(args)} is not allowed (only "
+                                      f"(str, 'latin1'))")
+            return self.latin1(args[0])
+        if isinstance(function, _Global) and function.key in _FROMBUFFER and \
+                type(args) is tuple and args and isinstance(args[0], str):
+            args = (self.latin1(args[0]), *args[1:])
         return _reduce(function, args)
 
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
+def _kinds(value) -> str:
+    """What ``value`` is, in a few words, never its ``repr`` (which a stream can make
+    unboundedly long or deep)."""
+    if type(value) is tuple:
+        return "(" + ", ".join(type(v).__name__ for v in value[:4]) + \
+            (", ..." if len(value) > 4 else "") + ")"
+    return type(value).__name__
 
 
 def _finished(value):
     if type(value) is _Built:
-        return value.array
-    if isinstance(value, (_Global, _ArrayStub, _Dtype)):
-        raise PickleDataError("the stream's result is not plain data")
+        value = value.array
+    _check_plain(value)
+    return value
+
+
+def _check_plain(value) -> None:
+    """PickleDataError when a stand-in of this module (an array used before it was
+    built, a dtype, a global) is anywhere in ``value`` (visited once per object)."""
+    seen, todo = set(), [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, (_Global, _ArrayStub, _Dtype)):
+            raise PickleDataError("the stream's result is not plain data (an array used "
+                                  "before it was built, a dtype or a global)")
+        if isinstance(item, (list, tuple, dict)) and id(item) not in seen:
+            seen.add(id(item))
+            todo.extend(item.values() if isinstance(item, dict) else item)
     return value
 
 
@@ -244,8 +288,9 @@ def _reduce(function, args):
         return _ArrayStub()
     if key == ("numpy", "dtype"):
         if not args or not isinstance(args[0], str) or not _NUMERIC_DTYPE.fullmatch(args[0]):
-            raise PickleDataError(f"numpy dtype{_short(args[:1])} is not allowed (only "
-                                  f"integers, floats and bools)")
+            shown = repr(args[0])[:20] if args and isinstance(args[0], str) else _kinds(args)
+            raise PickleDataError(f"numpy dtype {shown} is not allowed (only integers, "
+                                  f"floats and bools)")
         return _Dtype(np.dtype(args[0]))
     if key in _EMPTY_BYTES:
         if args:
@@ -265,8 +310,8 @@ def _build(target, state):
         if not (type(state) is tuple and len(state) >= 2 and isinstance(state[1], str)
                 and state[1] in ("<", ">", "|", "=")):
             raise PickleDataError("a numpy dtype state that is not numpy's")
-        if state[1] in "<>":
-            target.dtype = target.dtype.newbyteorder(state[1])
+        # as numpy's dtype.__setstate__: "=" and "|" (not applicable) mean the native order
+        target.dtype = target.dtype.newbyteorder("=" if state[1] in "=|" else state[1])
         return target
     if type(target) is not _ArrayStub:
         raise PickleDataError("BUILD of something other than a numpy array or dtype")
@@ -285,13 +330,10 @@ class _Built(_ArrayStub):
 
 
 def _array(raw, dtype: _Dtype, shape, fortran: bool) -> np.ndarray:
-    """An array of ``shape`` viewing ``raw`` (bytes, a latin1 str, or a bytearray), whose
-    length must be exactly what the shape and dtype take."""
-    if isinstance(raw, str):
-        raw = raw.encode("latin1")
+    """An array of ``shape`` (a tuple, as numpy requires) viewing ``raw`` (bytes or a
+    bytearray), whose length must be exactly what the shape and dtype take."""
     if not isinstance(raw, (bytes, bytearray)):
         raise PickleDataError("an array's data is not bytes (an array of Python objects?)")
-    shape = (shape,) if type(shape) is int else shape
     if type(shape) is not tuple or len(shape) > _MAX_DIMS or \
             not all(type(d) is int and d >= 0 for d in shape):
         raise PickleDataError("an array shape must be whole numbers >= 0")

@@ -94,6 +94,51 @@ def test_plots_cannot_be_a_file_output(tmp_path, monkeypatch, extra):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("extra", [["--checkpoint", "sub/curves.png", "--plots", "sub"],
+                                   ["--checkpoint", "histograms.png", "--plots", "sub/.."],
+                                   ["--out", "sub/curves.png", "--plots", "./sub"]])
+def test_no_output_can_be_a_plot_file(tmp_path, monkeypatch, extra):
+    """The plots folder is put in place entry by entry: a checkpoint named
+    ``plots/curves.png`` was replaced by the plot, the run ending 0 (round 16 of the fuzz).
+    Other files may share the folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(UserError, match="is a file the plots write into the --plots folder"):
+        config_from_argv(["--arch", "mlp:8", "--out", "o.npz", *extra])
+    assert os.listdir(tmp_path) == ["sub"]
+    assert config_from_argv(["--arch", "mlp:8", "--out", "sub/m.npz", "--plots", "sub"])
+
+
+@pytest.mark.parametrize("env, main", [({}, True), ({"RANK": "1"}, True),
+                                       ({"RANK": "x", "WORLD_SIZE": "1"}, True),
+                                       ({"RANK": "1", "WORLD_SIZE": "2"}, False),
+                                       ({"RANK": "0", "WORLD_SIZE": "2"}, True)])
+def test_a_single_process_writes_its_plots_staged_whatever_rank_says(monkeypatch, env, main):
+    """RANK=1 without a process group made train write --plots straight into the final
+    folder, which a SIGTERM then left half-written (round 16 of the fuzz)."""
+    from train.loop import is_main_process
+
+    for name in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert is_main_process() is main
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_loading(tmp_path, monkeypatch):
+    """``--batch-size 60000`` of ``cnn:c32`` needs ~45 GiB; the run grew until the system
+    killed it (round 16 of the fuzz). Evaluation goes in chunks that fit whatever the
+    network."""
+    from train import memory
+
+    monkeypatch.setattr(memory, "physical_memory", lambda: 8 << 30)
+    with pytest.raises(UserError, match=r"--batch-size 60000 with 'cnn:c32' needs about 44\.9 "
+                                        r"GiB .* use --batch-size 8559 or less"):
+        train(_cfg(tmp_path / "nowhere", tmp_path, arch="cnn:c32", batch_size=60000))
+    assert os.listdir(tmp_path) == []
+    assert memory.eval_chunk(25088) == 1000 and memory.eval_chunk(2_096_416) == 21
+
+
 def test_checkpoint_staging_follows_no_planted_link(data, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious")
@@ -199,6 +244,27 @@ def test_resume_refuses_a_checkpoint_it_cannot_use(data, checkpoint, tmp_path, n
     with pytest.raises(UserError, match="not a checkpoint of this training run"):
         train(_cfg(data, tmp_path, resume=True, plots=str(tmp_path / "plots")))
     assert sorted(os.listdir(tmp_path)) == ["m.ckpt.pt"]
+
+
+def test_a_learned_nu_resumes_from_the_hard_phase(data, tmp_path):
+    """No gradient reaches a learned nu once it is infinite, so Adam takes fewer steps for
+    it than for the weights: checkpoints of the hard phase were refused (round 16 of the
+    fuzz). Resumed, the run gives the uninterrupted run's model."""
+    options = dict(nu_learnable=True, epochs=4, hard_phase=0.5)
+    full = _cfg(data, tmp_path / "full", **options)
+    train(full)
+    part = _cfg(data, tmp_path / "part", stop_after=3, **options)
+    assert train(part) == {"stopped_after": 3}
+    state = load_checkpoint(Path(part.out).with_suffix(".ckpt.pt"))
+    assert state["history"][-1]["nu_eff_mean"] == math.inf
+    steps = sorted({float(e["step"]) for e in state["optimizer"]["state"].values()})
+    assert len(steps) == 2   # the learned nu's steps stopped at the hard phase
+    part.stop_after, part.resume = None, True
+    train(part)
+    with np.load(full.out) as a, np.load(part.out) as b:
+        for key in a.files:
+            if key != "graph":   # the provenance names the output file
+                np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_resume_takes_its_own_checkpoint(data, checkpoint, tmp_path):

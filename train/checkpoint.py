@@ -49,10 +49,18 @@ def save_checkpoint(state: dict, path: Path) -> None:
             from None
 
 
-def load_checkpoint(path: str | Path) -> dict:
+#: Characters of a checkpoint's JSON: a fixed part (network, optimizer and snapshot
+#: structure) and a part per epoch record (a few hundred characters each).
+JSON_CHARS_FIXED = 1 << 20
+JSON_CHARS_PER_EPOCH = 1 << 12
+
+
+def load_checkpoint(path: str | Path, epochs: int | None = None) -> dict:
     """A checkpoint written by ``train``, read by :func:`train.state_archive.read_state`
-    (never unpickled; bounded by the file's size); UserError unless it is a dictionary."""
-    state = read_state(path)
+    (never unpickled; bounded by the file's size; its JSON at most what a run of ``epochs``
+    epochs writes, when given); UserError unless it is a dictionary."""
+    limit = None if epochs is None else JSON_CHARS_FIXED + epochs * JSON_CHARS_PER_EPOCH
+    state = read_state(path, max_chars=limit)
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint written by train (it holds a "
                         f"{type(state).__name__}, not a dictionary)")
@@ -72,10 +80,12 @@ def restore(state: dict, path, net, optimizer, scheduler, epochs: int,
         if type(epoch) is not int or not 1 <= epoch <= epochs:  # saved after an epoch
             raise _Mismatch(f"epoch {epoch!r} is not a whole number in 1..{epochs}")
         steps = epoch * steps_per_epoch
+        _check_model(state["model"], net.state_dict())  # shapes first, then the copies
         model = _copied(state["model"])
-        _check_model(model, net.state_dict())
-        opt = _copied(state["optimizer"])
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        learned_nu = {id(p) for name, p in net.named_parameters()
+                      if name.endswith("nu_log_excess")}
+        may_skip = {i for i, p in enumerate(parameters) if id(p) in learned_nu}
         sched = state["scheduler"]
         _check_like(sched, scheduler.state_dict(), "scheduler", exact=("base_lrs",
                                                                        "lr_lambdas"))
@@ -84,9 +94,14 @@ def restore(state: dict, path, net, optimizer, scheduler, epochs: int,
                             f"{steps} (epoch {epoch})")
         rates = [base * rule(steps) for base, rule in zip(scheduler.base_lrs,
                                                           scheduler.lr_lambdas)]
-        _check_optimizer(opt, optimizer.state_dict(), parameters, steps, rates)
+        _check_optimizer(state["optimizer"], optimizer.state_dict(), parameters, steps, rates,
+                         may_skip)
+        opt = _copied(state["optimizer"])
+        lr_after = [base * rule(e * steps_per_epoch) for e in range(epoch + 1)
+                    for base, rule in zip(scheduler.base_lrs[:1], scheduler.lr_lambdas[:1])]
         history = _checked_history(state["history"], epoch, method,
-                                   len(net.binarizing_layers()), nu_after)
+                                   len(net.binarizing_layers()), nu_after, lr_after,
+                                   learnable=bool(may_skip))
         snapshots = _checked_snapshots(state["snapshots"], epoch, snapshot_epochs)
         net.load_state_dict(model)
         optimizer.load_state_dict(opt)
@@ -120,6 +135,8 @@ def _check_model(model, fresh: dict) -> None:
         _check_tensor(tensor, fresh[key], f"network {key}")
         if key.endswith("running_var") and not bool((tensor >= 0).all()):
             raise _Mismatch(f"network {key} holds negative variances")
+        if key.endswith("num_batches_tracked") and not bool((tensor >= 0).all()):
+            raise _Mismatch(f"network {key} is negative")
 
 
 def _check_tensor(value, like: torch.Tensor, what: str, non_negative: bool = False) -> None:
@@ -131,11 +148,14 @@ def _check_tensor(value, like: torch.Tensor, what: str, non_negative: bool = Fal
         raise _Mismatch(f"{what} holds negative values")
 
 
-def _check_optimizer(opt, fresh: dict, parameters: list, steps: int, rates: list) -> None:
+def _check_optimizer(opt, fresh: dict, parameters: list, steps: int, rates: list,
+                     may_skip: set[int]) -> None:
     """Adam's state dict for ``parameters`` (in the optimizer's order) after ``steps``
     steps: the fresh one's hyperparameters, each group's learning rate the scheduler's at
     that step (``rates``), and for every parameter its step count and moments of its
-    shape."""
+    shape. The parameters in ``may_skip`` (learned ``nu``: no gradient reaches it once
+    ``nu`` is infinite, in the hard phase, and Adam then skips it) may have taken fewer
+    steps, or none (no state)."""
     _check_like(opt, fresh, "optimizer", skip=("state",), exact=("param_groups",),
                 free=("lr",))
     groups = fresh["param_groups"]
@@ -146,16 +166,18 @@ def _check_optimizer(opt, fresh: dict, parameters: list, steps: int, rates: list
                             f"schedule's {rate:.6g} at step {steps}")
     params = {index: None for group in groups for index in group["params"]}
     state = opt["state"]
-    if not isinstance(state, dict) or set(state) != set(params):
+    if not isinstance(state, dict) or not set(state) <= set(params) \
+            or not set(params) - set(state) <= may_skip:
         raise _Mismatch("the optimizer's state is not for this network's parameters")
     for index, entry in state.items():
         if not isinstance(entry, dict) or set(entry) != {"step", "exp_avg", "exp_avg_sq"}:
             raise _Mismatch(f"optimizer state {index} is not Adam's")
         _check_tensor(entry["step"], torch.zeros(()), f"optimizer step {index}",
                       non_negative=True)
-        if float(entry["step"]) != steps:
-            raise _Mismatch(f"optimizer step {index} is {_short(float(entry['step']))}, not "
-                            f"{steps}")
+        taken = float(entry["step"])
+        if taken != steps and not (index in may_skip and 0 < taken < steps
+                                   and taken == int(taken)):
+            raise _Mismatch(f"optimizer step {index} is {_short(taken)}, not {steps}")
         like = parameters[index].detach()
         _check_tensor(entry["exp_avg"], like, f"optimizer exp_avg {index}")
         _check_tensor(entry["exp_avg_sq"], like, f"optimizer exp_avg_sq {index}",
@@ -222,21 +244,26 @@ _LISTS = (*_PER_LAYER, "nu_eff")  # the keys that hold lists; every other holds 
 
 
 def _checked_history(history, epoch: int, method: str, layers: int,
-                     nu_after: Callable[[int], float]) -> list:
+                     nu_after: Callable[[int], float], lr_after: list[float],
+                     learnable: bool) -> list:
     """The epoch log: one record per completed epoch, each with the same keys (those the
     log and plots read included), numbers or lists of numbers of a fixed length;
     accuracies and the per-layer fractions (``layers`` binarizing layers) in [0, 1], the
     loss, the
     learning rate and the seconds finite and >= 0 (the loss at most 1e9), ``nu`` the
-    schedule's after that epoch (``nu_after``)."""
+    schedule's after that epoch (``nu_after``), ``lr`` the first group's rate then
+    (``lr_after[epoch]``); the keys exactly those train writes for ``method`` (with
+    ``learnable``: the learned nu's too)."""
     if not isinstance(history, list) or len(history) != epoch:
         raise _Mismatch(f"its history is not a list of {epoch} epoch records")
     required = set(_REQUIRED) | ({"hard_test_acc"} if method != "float" else set()) \
-        | ({"frozen", "alive"} if method == "sbn" else set())
+        | ({"frozen", "alive"} if method == "sbn" else set()) \
+        | ({"nu_eff", "nu_eff_mean"} if learnable else set())
     keys = lengths = None
     for number, record in enumerate(history, 1):
-        if not isinstance(record, dict) or not required <= set(record):
-            raise _Mismatch(f"history record {number} lacks some of {sorted(required)}")
+        if not isinstance(record, dict) or set(record) != required:
+            raise _Mismatch(f"history record {number} does not hold exactly "
+                            f"{sorted(required)}")
         if keys is None:
             keys = set(record)
             lengths = {k: len(v) for k, v in record.items() if k in _LISTS}
@@ -253,13 +280,19 @@ def _checked_history(history, epoch: int, method: str, layers: int,
                 expected = nu_after(number)
                 ok = _is_number(value) and (value == expected or math.isclose(
                     value, expected, rel_tol=1e-9))
+            elif key == "nu_eff_mean":  # infinite in the hard phase, as nu
+                ok = _is_number(value) and value > 0
+            elif key == "lr":
+                ok = _is_number(value) and math.isclose(value, lr_after[number],
+                                                        rel_tol=1e-9, abs_tol=1e-15)
             else:
                 ok = _is_number(value) and math.isfinite(value) and (
                     0 <= value <= 1 if key in _FRACTIONS else
                     0 <= value <= 1e9 if key == "loss" else
                     value >= 0 if key in ("lr", "seconds") else True)
             if not ok:
-                raise _Mismatch(f"history record {number}: {str(key)[:40]!r} is not a number")
+                raise _Mismatch(f"history record {number}: {str(key)[:40]!r} is not a value "
+                                f"train writes there")
     return list(history)
 
 

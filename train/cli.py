@@ -10,20 +10,22 @@ a partial file. Ctrl-C / SIGTERM: one line, exit 130 / 143. See ``docs/training.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from hwgen.datasets import DATASETS
 from hwgen.errors import UserError, one_line
 from hwgen.interrupts import interrupted
 from hwgen.options import Parser, integer, real
-from hwgen.outputs import check_output, output_type, same_path, staged_folder
+from hwgen.outputs import check_output, output_type, resolved, same_path, staged_folder
 
 from .arch import PRESETS
 from .layers import METHODS, WEIGHT_NORMS
-from .loop import DEFAULT_LR, PAPER_SBN, SBN_ONLY, TrainConfig, train
+from .loop import (DEFAULT_LR, PAPER_SBN, SBN_ONLY, TrainConfig, checkpoint_path,
+                   is_main_process, train)
+from .plots import PLOT_FILES
 from .schedule import SCHEDULES
 
 
@@ -142,6 +144,10 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
             if path is not None and same_path(args.plots, path):
                 raise UserError(f"--plots {args.plots} is the {option} file: give the plots "
                                 f"a folder of their own")
+            if path is not None and Path(path).name in PLOT_FILES and \
+                    same_path(resolved(path).parent, args.plots):
+                raise UserError(f"{option} {path} is a file the plots write into the --plots "
+                                f"folder {args.plots}: give it another name")
     return TrainConfig(
         dataset=args.dataset, arch=args.arch, method=args.method, epochs=args.epochs,
         out=out, checkpoint=None if args.checkpoint is None else str(args.checkpoint),
@@ -163,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``python -m train ARGV``; returns the exit code (2: a user error, printed as one
     line; 130/143: Ctrl-C/SIGTERM, the last completed epoch kept in the checkpoint)."""
     argv = sys.argv[1:] if argv is None else argv
+    started, config = time.time(), None
     try:
         try:
             config = config_from_argv(argv)
@@ -173,9 +180,23 @@ def main(argv: list[str] | None = None) -> int:
         print(one_line(f"error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
-        return interrupted(interrupt, "error: interrupted (the last completed epoch is in "
-                                      "the checkpoint; rerun with --resume)")
+        return interrupted(interrupt, _interrupted_message(config, started))
     return 0
+
+
+def _interrupted_message(config: TrainConfig | None, started: float) -> str:
+    """The interrupt's line: it points at the checkpoint when this run resumed from one or
+    wrote one (a file older than the run, from another run, is not this run's)."""
+    path = None if config is None else checkpoint_path(config)
+    try:
+        ours = path is not None and (config.resume and path.is_file()
+                                     or path.stat().st_mtime >= started - 1)
+    except OSError:
+        ours = False
+    if not ours:
+        return "error: interrupted"
+    return one_line(f"error: interrupted (the last completed epoch is in the checkpoint "
+                    f"{path}; rerun with --resume)")
 
 
 def run_staged(config: TrainConfig) -> dict:
@@ -183,7 +204,7 @@ def run_staged(config: TrainConfig) -> dict:
     folder only when training succeeded (only the main process writes plots); when that
     folder cannot be put in place, the model file the run wrote is removed (the checkpoint
     stays, for ``--resume``)."""
-    if config.plots is None or os.environ.get("RANK", "0") != "0":
+    if config.plots is None or not is_main_process():
         return train(config)
     plots = config.plots
     result = None

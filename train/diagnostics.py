@@ -24,17 +24,16 @@ ALIVE_BELOW = 2.0  # |nu * y| below this: sech^2 >= 0.07, the activation passes 
 
 
 def _collect(net: Net, images: torch.Tensor, nu, device: str, batch: int = 1000):
-    """Hidden batch-norm outputs (one list of tensors per batch) on ``images``."""
-    out = []
+    """Hidden batch-norm outputs on ``images``: one list of tensors per batch of ``batch``
+    images, each made when the previous is done with (at most one batch is held)."""
     for start in range(0, images.shape[0], batch):
         collect: list = []
         net(images[start:start + batch].to(device), nu, collect=collect)
-        out.append(collect)
-    return out
+        yield collect
 
 
 @torch.no_grad()
-def saturation(net: Net, images: torch.Tensor, nu, device: str) -> dict:
+def saturation(net: Net, images: torch.Tensor, nu, device: str, batch: int = 1000) -> dict:
     """``{"weights": f, "activations": f}``: the fractions where float32 ``tanh(nu * x)``
     (``x`` the weight argument or the batch-norm output) is exactly +-1."""
     net.eval()
@@ -50,14 +49,15 @@ def saturation(net: Net, images: torch.Tensor, nu, device: str) -> dict:
     w_total = sum(m.weight.numel() for m in layers)
     hidden_nus = [m.nu_eff(nu) for m in layers[:-1]]
     a_sat = a_total = 0
-    for collect in _collect(net, images, nu, device):
+    for collect in _collect(net, images, nu, device, batch):
         a_total += sum(y.numel() for y in collect)
         a_sat += sum(saturated(n, y) for n, y in zip(hidden_nus, collect))
     return {"weights": w_sat / max(1, w_total), "activations": a_sat / max(1, a_total)}
 
 
 @torch.no_grad()
-def sharpness_diagnostics(net: Net, images: torch.Tensor, nu, device: str) -> dict:
+def sharpness_diagnostics(net: Net, images: torch.Tensor, nu, device: str,
+                          batch: int = 1000) -> dict:
     """``{"frozen": [per binarizing layer], "alive": [per hidden layer]}`` fractions (see
     the module docstring), on ``images`` (the trainer passes the first 1000 test images)."""
     net.eval()
@@ -68,7 +68,7 @@ def sharpness_diagnostics(net: Net, images: torch.Tensor, nu, device: str) -> di
         frozen.append(float((arg > FROZEN_AT).double().mean()))
     alive_count = [0] * (len(layers) - 1)
     total = [0] * (len(layers) - 1)
-    for collect in _collect(net, images, nu, device):
+    for collect in _collect(net, images, nu, device, batch):
         for i, (m, y) in enumerate(zip(layers, collect)):
             arg = (float(m.nu_eff(nu)) * y.double()).abs()
             arg = torch.where(y == 0, torch.zeros_like(arg), arg)  # inf * 0 is alive
@@ -81,15 +81,16 @@ HISTOGRAM_BINS = 41
 
 
 @torch.no_grad()
-def histograms(net: Net, images: torch.Tensor, nu, device: str,
+def histograms(net: Net, images: torch.Tensor, nu, device: str, most: int = 500,
                bins: int = HISTOGRAM_BINS) -> dict:
-    """Histograms over [-1, 1] of the forward weights and the hidden activations."""
+    """Histograms over [-1, 1] of the forward weights and the hidden activations (of the
+    first 500 images, or of ``most`` if fewer)."""
     net.eval()
     layers = net.binarizing_layers()
     ws = [binarize_weight(m.weight, net.method, m.nu_eff(nu), m.options).flatten().float()
           .cpu() for m in layers]
     collect: list = []
-    net(images[:500].to(device), nu, collect=collect)
+    net(images[:min(500, most)].to(device), nu, collect=collect)
     acts = [activate(y, net.method, m.nu_eff(nu), m.options).flatten().float().cpu()
             for m, y in zip(layers, collect)]
     lo, hi = (-1.0, 1.0) if net.method != "float" else (None, None)

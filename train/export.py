@@ -137,15 +137,17 @@ def hard_scores(model: Model, images, batch_size: int = 1000,
     return torch.cat(out) if out else torch.empty((0, len(model.classes)), dtype=torch.int64)
 
 
-def hard_predict(model: Model, images, device: str = "cpu") -> np.ndarray:
+def hard_predict(model: Model, images, device: str = "cpu",
+                 batch_size: int = 1000) -> np.ndarray:
     """Argmax of :func:`hard_scores`, ties to the lowest index (int64 [K])."""
-    return predict(hard_scores(model, images, device=device).numpy())
+    return predict(hard_scores(model, images, batch_size, device).numpy())
 
 
-def check_against_reference(model: Model, images, expected_predictions=None) -> np.ndarray:
+def check_against_reference(model: Model, images, expected_predictions=None,
+                            batch_size: int = 1000) -> np.ndarray:
     """Assert the hwgen integer reference equals the torch hard evaluation on every image
     (scores and predictions); returns the predictions. Raises :class:`ExportError`."""
-    torch_scores = hard_scores(model, images).numpy()
+    torch_scores = hard_scores(model, images, batch_size).numpy()
     ref_scores = Reference(model).run(images)
     if not np.array_equal(torch_scores, ref_scores):
         bad = int(np.argwhere((torch_scores != ref_scores).any(axis=1))[0, 0])

@@ -6,9 +6,9 @@ network in DistributedDataParallel, splits each batch across ranks, and rank 0 a
 evaluates, logs, checkpoints and exports.
 
 Checkpoints (``TrainConfig.checkpoint``) are written atomically at the end of every epoch
-with ``torch.save`` of plain data (state dicts, numbers, lists, strings) and read back
-with ``torch.load(weights_only=True)`` (:mod:`train.checkpoint`, which checks all of a
-checkpoint against the resuming run before using it). ``resume=True`` continues after the
+in train's own format of plain data and tensors, never a pickle (:mod:`train.state_archive`),
+and read back by :mod:`train.checkpoint`, which checks all of a checkpoint against the
+resuming run before using it. ``resume=True`` continues after the
 last completed epoch; since each epoch's shuffling and augmentation depend only on
 ``(seed, epoch)``, a resumed run on CPU gives the same result as an uninterrupted one.
 """
@@ -32,6 +32,7 @@ from hwgen.environment import environment_integer
 from hwgen.outputs import same_path
 
 from .arch import parse_arch
+from .memory import activation_values, check_training_fits, eval_chunk
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .data import augment, epoch_batches, epoch_generator, load_split
 from .diagnostics import histograms, saturation, sharpness_diagnostics
@@ -120,6 +121,14 @@ class _Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's outputs: a single process (``WORLD_SIZE``
+    unset, 0 or 1, whatever ``RANK`` says), or rank 0 of a ``torchrun`` group. UserError
+    for values :func:`_init_distributed` would refuse."""
+    world = environment_integer("WORLD_SIZE", 1, 0, MAX_PROCESSES)
+    return world <= 1 or environment_integer("RANK", None, 0, world - 1) == 0
 
 
 def _init_distributed(device: str) -> _Dist:
@@ -275,6 +284,11 @@ def _check_config(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def checkpoint_path(cfg: TrainConfig) -> Path | None:
     if cfg.checkpoint:
         return Path(cfg.checkpoint)
@@ -312,7 +326,11 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
 
     from hwgen.datasets import DATASETS
     info = DATASETS.get(cfg.dataset)
-    parse_arch(cfg.arch, info.shape if info else (1, 28, 28))  # fails before loading data
+    shape = info.shape if info else (1, 28, 28)
+    planned = parse_arch(cfg.arch, shape)  # fails before loading data
+    # every process of a CPU group shares this machine's memory: the whole batch counts
+    check_training_fits(planned.spec, activation_values(planned, shape), cfg.batch_size,
+                        device)
     train_x, train_y, classes = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_limit)
     test_x, test_y, _ = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_limit)
     if tuple(train_x.shape[1:]) != tuple(test_x.shape[1:]):
@@ -324,6 +342,7 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
                         f"training images")
     input_shape = tuple(train_x.shape[1:])
     arch = parse_arch(cfg.arch, input_shape)
+    chunk = eval_chunk(activation_values(arch, input_shape))  # images evaluated at once
 
     torch.manual_seed(cfg.seed)
     means, std = input_stats(cfg.dataset)
@@ -364,7 +383,7 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
     settings = resume_settings(cfg)
     settings["data"] = data_digest(train_x, train_y)  # the same images and labels, in order
     if cfg.resume and ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt)
+        state = load_checkpoint(ckpt, cfg.epochs)
         old = state.get("settings", {})
         if not isinstance(old, dict) or not all(
                 v is None or type(v) in (bool, int, float, str) for v in old.values()):
@@ -374,7 +393,8 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
                 if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
-                            f"{', '.join(diff)} (e.g. {diff[0]}={old.get(diff[0])!r})")
+                            f"{', '.join(diff)} (e.g. {diff[0]}="
+                            f"{_short_repr(old.get(diff[0]))})")
         start_epoch, history, snapshots = restore(state, ckpt, net, optimizer, scheduler,
                                                   cfg.epochs, steps_per_epoch, cfg.method,
                                                   _snapshot_epochs(cfg.epochs),
@@ -391,7 +411,7 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
     if start_epoch == 0 and dist.main and cfg.plots:
         snapshots.append({"epoch": 0, **histograms(net, test_x, cfg.nu_start
                                                    if cfg.nu_schedule != "const"
-                                                   else cfg.nu_end, device)})
+                                                   else cfg.nu_end, device, chunk)})
 
 
     from tqdm import tqdm
@@ -436,18 +456,21 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
             record["nu_eff"] = nus
             record["nu_eff_mean"] = sum(nus) / len(nus)
         if dist.main:
-            record["test_acc"] = evaluate_soft(net, test_x, test_y, nu, device)
+            record["test_acc"] = evaluate_soft(net, test_x, test_y, nu, device, chunk)
             if cfg.method == "sbn":
-                record.update(sharpness_diagnostics(net, test_x[:1000], nu, device))
+                record.update(sharpness_diagnostics(net, test_x[:1000], nu, device,
+                                                    chunk))
             if cfg.method != "float":
                 from .export import hard_predict, to_model
                 folded = to_model(net, classes)
-                record["hard_test_acc"] = float((hard_predict(folded, test_x.numpy(), device)
+                record["hard_test_acc"] = float((hard_predict(folded, test_x.numpy(), device,
+                                                              chunk)
                                                  == test_y.numpy()).mean())
             record["seconds"] = time.time() - t0
             history.append(record)
             if cfg.plots and epoch in _snapshot_epochs(cfg.epochs):
-                snapshots.append({"epoch": epoch, **histograms(net, test_x, nu, device)})
+                snapshots.append({"epoch": epoch, **histograms(net, test_x, nu, device,
+                                                                   chunk)})
             hard = (f" hard {100 * record['hard_test_acc']:.2f}%"
                     if "hard_test_acc" in record else "")
             diag = ""
@@ -479,6 +502,7 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
         summary.update(_recalibrate(cfg, net, train_x, history, device))
     if dist.main:
         summary.update(_finish(cfg, net, classes, test_x, test_y, history, snapshots, device,
+                               chunk,
                                summary["train_images"]))
     if dist.world > 1:
         torch.distributed.barrier()
@@ -497,20 +521,21 @@ def _recalibrate(cfg, net, train_x, history, device) -> dict:
     return {"test_accuracy_before_bn_recal": before}
 
 
-def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device,
+def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device, chunk: int,
             train_images: int) -> dict:
     """Final evaluation, export with the exactness assertion, plots."""
     final_nu = history[-1]["nu"] if history else cfg.nu_end
     if cfg.bn_recal and cfg.method == "sbn":
         final_nu = math.inf  # the statistics are the hard network's now
-    result = {"soft_test_accuracy": evaluate_soft(net, test_x, test_y, final_nu, device)}
+    result = {"soft_test_accuracy": evaluate_soft(net, test_x, test_y, final_nu, device,
+                                                  chunk)}
     if cfg.method == "sbn":
-        result["saturation"] = saturation(net, test_x, final_nu, device)
+        result["saturation"] = saturation(net, test_x, final_nu, device, chunk)
     if cfg.method != "float":
         from .export import check_against_reference, hard_predict, to_model
         folded = to_model(net, classes)
-        torch_pred = hard_predict(folded, test_x.numpy())
-        ref_pred = check_against_reference(folded, test_x.numpy(), torch_pred)
+        torch_pred = hard_predict(folded, test_x.numpy(), batch_size=chunk)
+        ref_pred = check_against_reference(folded, test_x.numpy(), torch_pred, chunk)
         acc = float((ref_pred == test_y.numpy()).mean())
         result["test_accuracy"] = acc
         result["binarization_gap_points"] = 100 * (result["soft_test_accuracy"] - acc)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from hwgen.outputs import staged_file
 
+#: The files a plots folder receives (whatever else is there is left alone).
+PLOT_FILES = ("curves.png", "histograms.png")
+
 
 def _save(fig, path: Path) -> None:
     """``fig`` as the PNG ``path``, through a staging name (the permissions a new file gets)."""

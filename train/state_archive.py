@@ -34,7 +34,7 @@ __all__ = ["read_state", "write_state", "FORMAT", "VERSION"]
 
 FORMAT = "sbn-train-checkpoint"
 VERSION = 2
-MAX_JSON_CHARS = 64 << 20
+MAX_JSON_CHARS = 16 << 20
 MAX_DEPTH = 24
 _MAX_FILE_BYTES = 1 << 40  # members are stored: the file's own size bounds the memory
 _KEYS = (str, int, float, bool, type(None))
@@ -78,9 +78,11 @@ def _encoded(value, tensors: dict):
     raise TypeError(f"a training state cannot hold a {type(value).__name__}")
 
 
-def read_state(path: str | os.PathLike, what: str = "checkpoint"):
+def read_state(path: str | os.PathLike, what: str = "checkpoint",
+               max_chars: int | None = None):
     """The state :func:`write_state` wrote to ``path``; :class:`StateFileError` (one line
-    naming ``path``) for anything else."""
+    naming ``path``) for anything else. ``max_chars``: the most characters its JSON may
+    have (default :data:`MAX_JSON_CHARS`)."""
     path = Path(path)
     _refuse_pickle(path, what)
     try:
@@ -96,14 +98,14 @@ def read_state(path: str | os.PathLike, what: str = "checkpoint"):
     except UnicodeDecodeError:
         raise StateFileError(f"{path}: not a {what} written by train (its state is not "
                              f"UTF-8 text)") from None
-    root = parse_json(text, f"{path}: its state", max_chars=MAX_JSON_CHARS,
+    root = parse_json(text, f"{path}: its state", max_chars=max_chars or MAX_JSON_CHARS,
                       max_depth=MAX_DEPTH, error=StateFileError)
     if not (isinstance(root, dict) and set(root) == {"format", "version", "state"}
             and root["format"] == FORMAT):
         raise StateFileError(f"{path}: not a {what} written by train")
     if root["version"] != VERSION:
-        raise StateFileError(f"{path}: a {what} of version {str(root['version'])[:20]}; this "
-                             f"train reads version {VERSION}")
+        raise StateFileError(f"{path}: a {what} of version {repr(root['version'])[:20]}; "
+                             f"this train reads version {VERSION}")
     used: set[str] = set()
     try:
         state = _decoded(root["state"], arrays, used)
