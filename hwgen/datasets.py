@@ -125,7 +125,7 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
     folders = dataset_folders(name, data_dir)
     if info.format == "cifar":
         stems = info.files[split]
-        folder = next((f for f in folders if all((f / s).is_file() for s in stems)), None)
+        folder = _cifar_folder(name, split, stems, folders)
         if folder is None:
             where = ("looked in " + ", ".join(str(f) for f in folders) if folders
                      else "no --data-dir or SBN_DATA_DIR given")
@@ -144,6 +144,25 @@ def load_dataset(name: str, split: str = "test", data_dir: str | os.PathLike | N
     where = ("looked in " + ", ".join(str(f) for f in folders) if folders
              else "no --data-dir or SBN_DATA_DIR given")
     raise DatasetError(f"dataset {name} ({split}) not found ({where}); {info.how_to_get}")
+
+
+def _cifar_folder(name: str, split: str, stems, folders: list[Path]) -> Path | None:
+    """The first folder holding any of a CIFAR-10 split's batch files; it must hold all of
+    them, as regular files (a FIFO or folder in a batch's place is an error, not skipped:
+    a later folder's file would silently stand in for it)."""
+    for folder in folders:
+        present = [stem for stem in stems if os.path.lexists(folder / stem)]
+        if not present:
+            continue
+        for stem in stems:
+            path = folder / stem
+            if not os.path.lexists(path):
+                raise DatasetError(f"dataset {name} ({split}): {folder} has {present[0]} but "
+                                   f"not {stem}")
+            if not path.is_file():
+                raise DatasetError(f"{path}: not a regular file")
+        return folder
+    return None
 
 
 def _known_labels(name: str, images: np.ndarray, labels: np.ndarray):

@@ -122,7 +122,9 @@ class _Machine:
             self.marks.append(stack)
             self.stack = []
         elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            self.memo[arg] = stack[-1]
+            if not 0 <= arg < 1 << 32:  # what LONG_BINPUT can say; huge text indices
+                raise PickleDataError("a memo index outside 0..2**32-1 is not allowed")
+            self.memo[arg] = stack[-1]   # (multiples of 2**61-1) all hash alike
         elif name == "MEMOIZE":
             self.memo[len(self.memo)] = stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):

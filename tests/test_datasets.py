@@ -167,6 +167,26 @@ def test_cifar10_loads_from_folder_or_parent(cifar_dir, monkeypatch, where):
     assert test_images.shape == (5, 3, 32, 32) and len(test_labels) == 5
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder", "partial"])
+def test_a_cifar_batch_that_is_no_file_is_refused_not_skipped(cifar_dir, kind):
+    """A FIFO or folder named ``test_batch`` in the parent made the search take the nested
+    folder's file instead (round 17 of the fuzz); a folder with some batches but not all
+    is named too."""
+    folder, _, _ = cifar_dir
+    parent = folder.parent
+    if kind == "fifo":
+        os.mkfifo(parent / "test_batch")
+    elif kind == "folder":
+        (parent / "test_batch").mkdir()
+    else:
+        (parent / "data_batch_1").write_bytes((folder / "data_batch_1").read_bytes())
+    split = "train" if kind == "partial" else "test"
+    why = ("has data_batch_1 but not data_batch_2" if kind == "partial"
+           else "test_batch: not a regular file")
+    with pytest.raises(DatasetError, match=why):
+        load_dataset("cifar10", split, parent)
+
+
 @pytest.mark.parametrize("protocol, str_keys", [(2, False), (2, True), (4, False),
                                                 (pickle.HIGHEST_PROTOCOL, True)])
 def test_cifar_batch_pickle_protocols(tmp_path, protocol, str_keys):

@@ -502,6 +502,8 @@ def test_hostile_graphs_are_one_line_errors(bm, tmp_path, capsys):
         "no such external data file": ([helper.make_node("MatMul", ["x", "ext"], ["y"])],
                                        "elsewhere.bin"),
         "ends before offset": ([helper.make_node("MatMul", ["x", "ext"], ["y"])], "short.bin"),
+        "initializer 'w' appears twice": ([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                                          [w, w]),
         # an offset past what seek() takes was a traceback (round 16 of the fuzz)
         "offset 9223372036854775808 is past the end of 'short.bin' (16 bytes)": (
             [helper.make_node("MatMul", ["x", "ext"], ["y"])], f"short.bin@{1 << 63}"),

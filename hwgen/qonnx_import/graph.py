@@ -173,7 +173,12 @@ def read_graph(path: Path) -> Graph:
                                              if a.HasField("t")]:
         if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
             _external_data(tensor, f"tensor {tensor.name!r}", Path(path).parent, budget)
-    constants = {t.name: _tensor_array(t, f"initializer {t.name!r}") for t in graph.initializer}
+    constants = {}
+    for tensor in graph.initializer:  # onnx.checker: "initializer name is not unique"
+        if tensor.name in constants:
+            raise ImportError_(f"{path}: initializer {tensor.name[:80]!r} appears twice (ONNX "
+                               f"names a value once)")
+        constants[tensor.name] = _tensor_array(tensor, f"initializer {tensor.name!r}")
     nodes = []
     for index, proto_node in enumerate(graph.node):
         attrs = {a.name: _attr_value(a) for a in proto_node.attribute}
@@ -182,6 +187,9 @@ def read_graph(path: Path) -> Graph:
         if node.op == "Constant":
             if "value" not in attrs or len(node.outputs) != 1:
                 raise ImportError_(f"{node.describe()}: only a tensor 'value' is supported")
+            if node.outputs[0] in constants:
+                raise ImportError_(f"{node.describe()}: its output is also an initializer or "
+                                   f"another Constant's (ONNX names a value once)")
             constants[node.outputs[0]] = _tensor_array(
                 next(a.t for a in proto_node.attribute if a.name == "value"), node.describe())
             continue
