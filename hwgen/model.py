@@ -653,13 +653,14 @@ def to_arrays(model: Model) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save(model: Model, path: str | os.PathLike) -> Path:
-    """Validate ``model`` and write it to ``path`` atomically (no partial file on failure)."""
+def save(model: Model, path: str | os.PathLike, final: bool = False) -> Path:
+    """Validate ``model`` and write it to ``path`` atomically (no partial file on failure);
+    ``final``: it is the command's last output (:func:`hwgen.outputs.staged_file`)."""
     from .outputs import resolved, staged_file
 
     path = Path(path)
     arrays = to_arrays(model)
     resolved(path).parent.mkdir(parents=True, exist_ok=True)
-    with staged_file(path) as staging, open(staging, "wb") as f:
+    with staged_file(path, final) as staging, open(staging, "wb") as f:
         np.savez_compressed(f, **arrays)
     return path

@@ -160,3 +160,27 @@ def test_a_damaged_checkpoint_is_one_error(tmp_path_factory, rnd: random.Random)
         read_state(folder / "d.pt")
     except UserError as err:
         assert len(str(err).splitlines()) == 1
+
+
+def test_a_checkpoint_of_many_small_values_is_refused_before_parsing(tmp_path):
+    """A 10 MB checkpoint whose JSON was ``[[],[],...]`` took 764 MiB (``json.loads`` makes
+    ~80 bytes per empty list, and the depth scan's regular expressions ~60 per match):
+    values are counted before parsing, in a few bytes per character (round 17 of the
+    fuzz)."""
+    import tracemalloc
+
+    from train.checkpoint import load_checkpoint
+
+    body = ('{"format": "sbn-train-checkpoint", "version": 2, "state": ['
+            + "[]," * (1 << 20) + "[]]}").encode()
+    path = tmp_path / "bomb.pt"
+    with open(path, "wb") as f:
+        np.savez(f, state=np.frombuffer(body, np.uint8))
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError, match=r"holds about \d{7} values, more than the limit"):
+            load_checkpoint(path, epochs=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * len(body), peak

@@ -464,6 +464,35 @@ def test_a_checkpoint_cannot_share_or_leave_out_a_tensor(data, checkpoint, tmp_p
         load_checkpoint(extra)
 
 
+@pytest.mark.parametrize("plots", [False, True])
+def test_a_signal_as_the_model_appears_ends_complete_or_leaves_no_model(data, tmp_path, plots):
+    """SIGTERM the moment the model file appears: the run either completes (exit 0, model
+    and plots in place) or is interrupted (143, one line, no model, no plots). The model
+    was kept with exit 143 (and the plots folder missing), round 17 of the fuzz."""
+    for attempt in range(3):
+        folder = tmp_path / f"run{attempt}"
+        folder.mkdir()
+        out = folder / "m.npz"
+        command = [sys.executable, "-m", "train", "--arch", "mlp:8", "--epochs", "1",
+                   "--data-dir", str(data), "--no-progress", "--threads", "1", "--out",
+                   str(out)] + (["--plots", str(folder / "plots")] if plots else [])
+        proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while proc.poll() is None and not out.exists() and time.time() < deadline:
+            time.sleep(0.0005)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        names = sorted(os.listdir(folder))
+        if proc.returncode == 0:
+            assert names == ["m.ckpt.pt", "m.npz"] + (["plots"] if plots else []), names
+        else:
+            assert proc.returncode == 143 and "Traceback" not in err, err
+            assert err.splitlines()[-1] == (f"error: interrupted (the last completed epoch is "
+                                            f"in the checkpoint {folder}/m.ckpt.pt; rerun "
+                                            f"with --resume)"), err
+            assert names == ["m.ckpt.pt"], names
+
+
 def test_a_process_group_whose_peer_stops_ends_in_one_line(data, tmp_path):
     """Rank 1 interrupted during training: rank 0's next collective fails (gloo: the
     connection closed by peer), one error line and exit 2 instead of a traceback."""

@@ -49,18 +49,22 @@ def save_checkpoint(state: dict, path: Path) -> None:
             from None
 
 
-#: Characters of a checkpoint's JSON: a fixed part (network, optimizer and snapshot
-#: structure) and a part per epoch record (a few hundred characters each).
-JSON_CHARS_FIXED = 1 << 20
-JSON_CHARS_PER_EPOCH = 1 << 12
+#: Characters and values of a checkpoint's JSON: a fixed part (network, optimizer and
+#: snapshot structure) and a part per epoch record (a few hundred characters and a few
+#: dozen values each).
+JSON_CHARS_FIXED, JSON_CHARS_PER_EPOCH = 1 << 20, 1 << 12
+JSON_VALUES_FIXED, JSON_VALUES_PER_EPOCH = 1 << 16, 1 << 8
 
 
 def load_checkpoint(path: str | Path, epochs: int | None = None) -> dict:
     """A checkpoint written by ``train``, read by :func:`train.state_archive.read_state`
     (never unpickled; bounded by the file's size; its JSON at most what a run of ``epochs``
     epochs writes, when given); UserError unless it is a dictionary."""
-    limit = None if epochs is None else JSON_CHARS_FIXED + epochs * JSON_CHARS_PER_EPOCH
-    state = read_state(path, max_chars=limit)
+    chars = values = None
+    if epochs is not None:
+        chars = JSON_CHARS_FIXED + epochs * JSON_CHARS_PER_EPOCH
+        values = JSON_VALUES_FIXED + epochs * JSON_VALUES_PER_EPOCH
+    state = read_state(path, max_chars=chars, max_values=values)
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint written by train (it holds a "
                         f"{type(state).__name__}, not a dictionary)")

@@ -10,6 +10,7 @@ a partial file. Ctrl-C / SIGTERM: one line, exit 130 / 143. See ``docs/training.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -199,17 +200,28 @@ def _interrupted_message(config: TrainConfig | None, started: float) -> str:
                     f"{path}; rerun with --resume)")
 
 
+def _file_identity(path) -> tuple | None:
+    """What tells one file at ``path`` from another put there later (None: no file)."""
+    try:
+        info = os.stat(path) if path else None
+    except OSError:
+        return None
+    return None if info is None else (info.st_dev, info.st_ino, info.st_mtime_ns)
+
+
 def run_staged(config: TrainConfig) -> dict:
     """:func:`train` with ``--plots`` written to a staging folder that becomes the plots
-    folder only when training succeeded (only the main process writes plots); when that
-    folder cannot be put in place, the model file the run wrote is removed (the checkpoint
-    stays, for ``--resume``)."""
+    folder only when training succeeded (only the main process writes plots), as the run's
+    last output; when that folder cannot be put in place, or an interrupt comes before it
+    is, the model file the run wrote is removed (the checkpoint stays, for
+    ``--resume``)."""
     if config.plots is None or not is_main_process():
         return train(config)
     plots = config.plots
     result = None
+    earlier = _file_identity(config.out)
     try:
-        with staged_folder(plots) as staging:
+        with staged_folder(plots, final=True) as staging:
             config.plots = str(staging)
             try:
                 result = train(config)
@@ -217,9 +229,9 @@ def run_staged(config: TrainConfig) -> dict:
                 config.plots = plots
             if not any(staging.iterdir()):  # stopped early: no plots, so no folder
                 staging.rmdir()
-    except UserError:
-        if result is not None and "out" in result:  # the plots could not be put in
-            Path(config.out).unlink(missing_ok=True)   # place: the failed run leaves no model
+    except (UserError, KeyboardInterrupt):
+        if config.out and _file_identity(config.out) not in (None, earlier):
+            Path(config.out).unlink(missing_ok=True)   # this run's model: no half result
         raise
     if "plots" in result:  # the files' names in the folder they were renamed into
         result["plots"] = [str(Path(plots) / Path(name).name) for name in result["plots"]]

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from hwgen.errors import UserError
 from hwgen.model import save as save_model
 from hwgen.environment import environment_integer
+from hwgen.interrupts import deferred_signals
 from hwgen.outputs import same_path
 
 from .arch import parse_arch
@@ -178,7 +179,15 @@ def _join_interruptibly(dist, backend: str) -> None:
 
 def _log(message: str, dist: _Dist) -> None:
     if dist.main:
-        from tqdm import tqdm
+        _write_line(message)
+
+
+def _write_line(message: str) -> None:
+    """``tqdm.write`` (a line above any progress bar) with signals held: an interrupt inside
+    its lock's ``acquire`` made its ``finally`` release a lock it never took, a
+    RuntimeError traceback instead of the interrupt."""
+    from tqdm import tqdm
+    with deferred_signals():
         tqdm.write(message, file=sys.stderr)
 
 
@@ -570,7 +579,8 @@ def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device, chunk
         from .plots import write_plots
         result["plots"] = write_plots(cfg.plots, history, snapshots, cfg.method)
     if cfg.method != "float":
-        save_model(folded, cfg.out)
+        # the run's last output unless a plots folder is put in place after it (run_staged)
+        save_model(folded, cfg.out, final=not cfg.plots)
         result["out"] = str(cfg.out)
     msg = f"final: soft test {100 * result['soft_test_accuracy']:.2f}%"
     if "test_accuracy" in result:
@@ -583,8 +593,7 @@ def _finish(cfg, net, classes, test_x, test_y, history, snapshots, device, chunk
                 f"{100 * s['activations']:.3f}% of test activations")
     if "out" in result:
         msg += f" -> {result['out']}"
-    from tqdm import tqdm
-    tqdm.write(msg, file=sys.stderr)
+    _write_line(msg)
     return result
 
 

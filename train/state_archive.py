@@ -35,6 +35,7 @@ __all__ = ["read_state", "write_state", "FORMAT", "VERSION"]
 FORMAT = "sbn-train-checkpoint"
 VERSION = 2
 MAX_JSON_CHARS = 16 << 20
+MAX_JSON_VALUES = 1 << 20
 MAX_DEPTH = 24
 _MAX_FILE_BYTES = 1 << 40  # members are stored: the file's own size bounds the memory
 _KEYS = (str, int, float, bool, type(None))
@@ -79,10 +80,11 @@ def _encoded(value, tensors: dict):
 
 
 def read_state(path: str | os.PathLike, what: str = "checkpoint",
-               max_chars: int | None = None):
+               max_chars: int | None = None, max_values: int | None = None):
     """The state :func:`write_state` wrote to ``path``; :class:`StateFileError` (one line
-    naming ``path``) for anything else. ``max_chars``: the most characters its JSON may
-    have (default :data:`MAX_JSON_CHARS`)."""
+    naming ``path``) for anything else. ``max_chars`` and ``max_values``: the most
+    characters and values its JSON may have (default :data:`MAX_JSON_CHARS` and
+    :data:`MAX_JSON_VALUES`)."""
     path = Path(path)
     _refuse_pickle(path, what)
     try:
@@ -99,6 +101,7 @@ def read_state(path: str | os.PathLike, what: str = "checkpoint",
         raise StateFileError(f"{path}: not a {what} written by train (its state is not "
                              f"UTF-8 text)") from None
     root = parse_json(text, f"{path}: its state", max_chars=max_chars or MAX_JSON_CHARS,
+                      max_values=max_values or MAX_JSON_VALUES,
                       max_depth=MAX_DEPTH, error=StateFileError)
     if not (isinstance(root, dict) and set(root) == {"format", "version", "state"}
             and root["format"] == FORMAT):
@@ -119,13 +122,19 @@ def read_state(path: str | os.PathLike, what: str = "checkpoint",
 
 
 def _decoded(value, arrays: dict, used: set):
+    """``value`` with its tags resolved; lists and untagged dicts are changed in place (a
+    second copy of a large parse would double its memory)."""
     if isinstance(value, list):
-        return [_decoded(v, arrays, used) for v in value]
+        for i, item in enumerate(value):
+            value[i] = _decoded(item, arrays, used)
+        return value
     if not isinstance(value, dict):
         return value
     tagged = [k for k in value if k.startswith("$")]
     if not tagged:
-        return {k: _decoded(v, arrays, used) for k, v in value.items()}
+        for key, item in value.items():
+            value[key] = _decoded(item, arrays, used)
+        return value
     if len(value) != 1:
         raise ValueError(f"an object mixes the tag {tagged[0][:20]!r} with other keys")
     tag, inner = next(iter(value.items()))
