@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import model as model_io
 from .errors import UserError, one_line
-from .interrupts import interrupted
+from .interrupts import interrupted, raised_interrupt
 from .names import default_module
 from .options import (Parser, add_fold_options, add_image_source, add_save_predictions,
                       check_labels, load_images, verilog_identifier)
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             return exit_.code
         return args.func(args)
     except UserError as err:
+        if raised_interrupt() is not None:  # the error is the interrupt, converted on the way
+            return interrupted(raised_interrupt())
         print(one_line(f"error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

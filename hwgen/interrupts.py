@@ -86,6 +86,7 @@ class _GuardedStdout:
 
 _settled = False  # set by the first signal (or a command's final output): later ones do nothing
 _lost: int | None = None  # a signal whose interrupt a finalizer swallowed, not yet raised again
+_raised: int | None = None  # the signal whose interrupt the handler raised, if any
 
 
 class _ClosedStdout:
@@ -115,10 +116,10 @@ def _first_signal(signum, frame):
     first, so a second signal arriving just then was handled inside the first's handler,
     or, once its handler was ``SIG_IGN``, reported as an ``OSError`` ("ignored due to race
     condition") that code catching ``OSError`` could swallow."""
-    global _settled, _lost
+    global _settled, _lost, _raised
     if _settled:
         return
-    _settled, _lost = True, None
+    _settled, _lost, _raised = True, None, signum
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -180,6 +181,16 @@ def deferred_signals(*, final: bool = False):
                 handler(held[0], None)
             elif handler != signal.SIG_IGN:
                 _first_signal(held[0], None)
+
+
+def raised_interrupt() -> KeyboardInterrupt | None:
+    """The interrupt :func:`run_entry`'s handler raised in this run (a fresh exception of
+    its kind), or None. For an error that may be that interrupt in disguise: a C
+    extension interrupted while it initializes reports ``ImportError: initialization
+    failed``, and the interrupt itself is gone."""
+    if _raised is None:
+        return None
+    return Terminated() if _raised == signal.SIGTERM else KeyboardInterrupt()
 
 
 def import_deferred(name: str):

@@ -86,7 +86,10 @@ class _Machine:
 
     def run(self, raw: bytes):
         try:
-            for count, (opcode, arg, _) in enumerate(pickletools.genops(raw)):
+            for count, (opcode, arg, position) in enumerate(pickletools.genops(raw)):
+                if opcode.name == "FRAME" and position + 9 + arg > len(raw):
+                    raise PickleDataError("a frame runs past the end of the stream "
+                                          "(truncated)")
                 if count >= MAX_OPCODES:
                     raise PickleDataError(f"more than {MAX_OPCODES} opcodes (a CIFAR-10 batch "
                                           f"takes some 40,000)")
@@ -287,6 +290,8 @@ def _reduce(function, args):
         if len(args) != 3 or not (isinstance(args[0], _Global)
                                   and args[0].key == ("numpy", "ndarray")):
             raise PickleDataError("numpy _reconstruct of a class other than ndarray")
+        if args[2] not in ("b", b"b"):  # the typecode numpy writes (and reads)
+            raise PickleDataError("numpy _reconstruct with a typecode other than 'b'")
         return _ArrayStub()
     if key == ("numpy", "dtype"):
         if not args or not isinstance(args[0], str) or not _NUMERIC_DTYPE.fullmatch(args[0]):
@@ -309,8 +314,8 @@ def _build(target, state):
     """``target`` given ``state``: a dtype with its byte order, or the array a stub
     stands for (the stub, memoized before BUILD, then stands for the array)."""
     if isinstance(target, _Dtype):
-        if not (type(state) is tuple and len(state) >= 2 and isinstance(state[1], str)
-                and state[1] in ("<", ">", "|", "=")):
+        if not (type(state) is tuple and len(state) >= 2 and state[0] in (3, 4)
+                and isinstance(state[1], str) and state[1] in ("<", ">", "|", "=")):
             raise PickleDataError("a numpy dtype state that is not numpy's")
         # as numpy's dtype.__setstate__: "=" and "|" (not applicable) mean the native order
         target.dtype = target.dtype.newbyteorder("=" if state[1] in "=|" else state[1])

@@ -490,6 +490,21 @@ def test_an_interrupt_inside_a_finalizer_is_not_lost(tmp_path, signum, code):
     assert (proc.returncode, proc.stdout, proc.stderr) == (code, "", "error: interrupted\n")
 
 
+def test_an_error_that_is_an_interrupt_in_disguise_is_reported_as_the_interrupt(
+        monkeypatch, capsys, tmp_path):
+    """A C extension interrupted while it initializes reports "ImportError: initialization
+    failed" and the interrupt is gone; import reported it as the graph's failure, exit 2
+    (round 18 of the fuzz). Once the handler has raised an interrupt, an error is that
+    interrupt."""
+    from hwgen import interrupts
+
+    monkeypatch.setattr(interrupts, "_raised", signal.SIGTERM)
+    assert main(["info", str(tmp_path / "none.npz")]) == 143
+    assert capsys.readouterr().err == "error: interrupted\n"
+    monkeypatch.setattr(interrupts, "_raised", None)
+    assert main(["info", str(tmp_path / "none.npz")]) == 2
+
+
 def test_deferred_signals_hold_ctrl_c_until_the_block_ends():
     from hwgen.interrupts import deferred_signals
 

@@ -984,7 +984,7 @@ class _UninitialisedImages:
     def __reduce__(self):
         from numpy._core.multiarray import _reconstruct
 
-        return (_reconstruct, (np.ndarray, (self.n, 3072), np.dtype("u1")))
+        return (_reconstruct, (np.ndarray, (self.n, 3072), b"b"))
 
 
 class _ObjectArray:

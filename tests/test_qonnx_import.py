@@ -527,6 +527,32 @@ def test_hostile_graphs_are_one_line_errors(bm, tmp_path, capsys):
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_external_data_cannot_leave_the_models_folder_through_a_link(bm, tmp_path, capsys):
+    """A folder link beside the model let a tensor be read from anywhere (its bytes even
+    showed in the error line); onnx refuses such a location too (round 18 of the fuzz)."""
+    from onnx import TensorProto, helper
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "w.bin").write_bytes(np.ones(8, np.float32).tobytes())
+    model_folder = tmp_path / "model"
+    model_folder.mkdir()
+    (model_folder / "data").symlink_to(elsewhere)
+    (model_folder / "loop").symlink_to("loop")
+    for location in ("data/w.bin", "loop/w.bin"):
+        ext = _bare_tensor("ext", [4, 2])
+        ext.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", "32")):
+            entry = ext.external_data.add()
+            entry.key, entry.value = key, value
+        path = _graph_file(model_folder, [helper.make_node("MatMul", ["x", "ext"], ["y"])],
+                           [ext])
+        message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
+        assert message.endswith(f"external data location {location!r} resolves outside the "
+                                f"model's folder"), message
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_the_brevitas_example_trains_exports_and_imports(bm, tmp_path, capsys,
                                                         fashion_mnist_dir):
     """examples/brevitas_fmnist_mlp.py, as docs/import.md runs it (one epoch here)."""

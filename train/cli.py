@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hwgen.datasets import DATASETS
 from hwgen.errors import UserError, one_line
-from hwgen.interrupts import interrupted
+from hwgen.interrupts import interrupted, raised_interrupt
 from hwgen.options import Parser, integer, real
 from hwgen.outputs import check_output, output_type, resolved, same_path, staged_folder
 
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             return exit_.code
         run_staged(config)
     except UserError as err:
+        if raised_interrupt() is not None:  # the error is the interrupt, converted on the way
+            return interrupted(raised_interrupt(), _interrupted_message(config, started))
         print(one_line(f"error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

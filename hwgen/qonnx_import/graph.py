@@ -95,6 +95,13 @@ def _external_data(tensor, where: str, folder: Path, budget: list[int]) -> None:
         raise ImportError_(f"{where}: external data offset/length are not numbers") from None
     if offset < 0 or (length is not None and not 0 <= length <= budget[0]):
         raise ImportError_(f"{where}: external data offset/length out of range")
+    try:
+        inside = folder.resolve() in (folder / location).resolve().parents
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:  # through a link: onnx refuses it too
+        raise ImportError_(f"{where}: external data location {location[:80]!r} resolves "
+                           f"outside the model's folder")
     with open_regular(folder / location, ImportError_, "external data file") as stream:
         size = os.fstat(stream.fileno()).st_size
         if offset > size:  # also keeps seek() from overflowing (offsets of 2**63 and up)
