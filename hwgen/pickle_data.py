@@ -322,11 +322,14 @@ def _build(target, state):
         return target
     if type(target) is not _ArrayStub:
         raise PickleDataError("BUILD of something other than a numpy array or dtype")
-    if not (type(state) is tuple and len(state) == 5 and state[0] == 1):
+    if not (type(state) is tuple and len(state) == 5 and type(state[0]) is int
+            and state[0] in (0, 1)):
         raise PickleDataError("a numpy array state that is not numpy's")
     _, shape, dtype, fortran, raw = state
     if not isinstance(dtype, _Dtype):
         raise PickleDataError("a numpy array state without a dtype")
+    if type(fortran) not in (bool, int) or type(raw) is not bytes:  # as numpy requires
+        raise PickleDataError("a numpy array state whose order flag or data is not numpy's")
     target.__class__ = _Built
     target.array = _array(raw, dtype, shape, bool(fortran))
     return target.array

@@ -86,6 +86,23 @@ def test_a_damaged_stream_is_data_or_one_error(protocol, rnd: random.Random):
         pass
 
 
+_ARRAY = pickle.dumps(np.zeros(3, np.uint8), protocol=2)
+
+
+_HALF, _ONE = b"G?\xe0" + bytes(6), b"G?\xf0" + bytes(6)   # BINFLOAT 0.5 and 1.0
+
+
+@pytest.mark.parametrize("old, new", [(b"b\x89", b"bN"), (b"b\x89", b"b" + _HALF),
+                                      (b"(K\x01K\x03", b"(" + _ONE + b"K\x03")])
+def test_an_array_state_numpy_would_refuse_is_refused(old, new):
+    """An order flag of None or 0.5, or a state version of 1.0, were taken (bool(flag)
+    read the data in Fortran order) where numpy raises (round 19 of the fuzz)."""
+    assert _ARRAY.count(old) == 1
+    assert read_pickled_data(_ARRAY).tolist() == [0, 0, 0]
+    with pytest.raises(PickleDataError, match="array state"):
+        read_pickled_data(_ARRAY.replace(old, new))
+
+
 @pytest.mark.parametrize("stream, why", [
     (b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.", "refusing to load global os.system"),
     (b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x8c\x04eval\x93.",

@@ -504,6 +504,8 @@ def test_hostile_graphs_are_one_line_errors(bm, tmp_path, capsys):
         "ends before offset": ([helper.make_node("MatMul", ["x", "ext"], ["y"])], "short.bin"),
         "initializer 'w' appears twice": ([helper.make_node("MatMul", ["x", "w"], ["y"])],
                                           [w, w]),
+        "has external data entries but not an EXTERNAL data location": (
+            [helper.make_node("MatMul", ["x", "ext"], ["y"])], "!short.bin"),
         # an offset past what seek() takes was a traceback (round 16 of the fuzz)
         "offset 9223372036854775808 is past the end of 'short.bin' (16 bytes)": (
             [helper.make_node("MatMul", ["x", "ext"], ["y"])], f"short.bin@{1 << 63}"),
@@ -514,8 +516,9 @@ def test_hostile_graphs_are_one_line_errors(bm, tmp_path, capsys):
     for needle, (nodes, inits, *inputs) in cases.items():
         if isinstance(inits, str):  # external data at that location
             ext = _bare_tensor("ext", [4, 2])
-            ext.data_location = TensorProto.EXTERNAL
-            location, _, offset = inits.partition("@")
+            if not inits.startswith("!"):  # "!": entries without the EXTERNAL location
+                ext.data_location = TensorProto.EXTERNAL
+            location, _, offset = inits.lstrip("!").partition("@")
             for key, value in (("location", location), ("offset", offset or "8"),
                                ("length", "32")):
                 entry = ext.external_data.add()

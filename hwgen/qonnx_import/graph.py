@@ -178,7 +178,10 @@ def read_graph(path: Path) -> Graph:
     budget = [limit - len(data)]
     for tensor in list(graph.initializer) + [a.t for n in graph.node for a in n.attribute
                                              if a.HasField("t")]:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
+        if (tensor.data_location == onnx.TensorProto.EXTERNAL) != bool(tensor.external_data):
+            raise ImportError_(f"{path}: tensor {tensor.name[:80]!r} has external data entries "
+                               f"but not an EXTERNAL data location, or the other way round")
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
             _external_data(tensor, f"tensor {tensor.name!r}", Path(path).parent, budget)
     constants = {}
     for tensor in graph.initializer:  # onnx.checker: "initializer name is not unique"
