@@ -201,3 +201,23 @@ def test_a_checkpoint_of_many_small_values_is_refused_before_parsing(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 40 * len(body), peak
+
+
+def test_members_whose_data_add_up_past_the_file_are_refused(tmp_path):
+    """Members nested in one another (each holding the next one's header and data, every
+    CRC valid) made a 9.5 MB checkpoint take 2.5 GB: each was read in full (round 18 of
+    the fuzz). Their data may add up to at most the file's size."""
+    import zipfile
+
+    from hwgen.archive import _check_members
+    from hwgen.errors import ModelFormatError
+
+    infos = []
+    for name, offset in (("a.npy", 0), ("b.npy", 40)):
+        info = zipfile.ZipInfo(name)
+        info.header_offset, info.compress_size, info.file_size = offset, 600, 600
+        infos.append(info)
+    _check_members(tmp_path, infos[:1], 1000, 1 << 20, {}, "checkpoint", True)
+    with pytest.raises(ModelFormatError, match=r"members' data add up to more than the "
+                                               r"file's 1000 bytes \(members overlap\)"):
+        _check_members(tmp_path, infos, 1000, 1 << 20, {}, "checkpoint", True)

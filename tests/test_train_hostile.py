@@ -139,6 +139,24 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_loading(tmp_path, m
     assert memory.eval_chunk(25088) == 1000 and memory.eval_chunk(2_096_416) == 21
 
 
+def test_the_memory_check_uses_the_images_the_files_hold(tmp_path, monkeypatch):
+    """IDX files of 256x256 images under the fashion-mnist name: the batch was checked for
+    28x28 images, and a 47 KB data folder trained at 7.9 GiB (round 18 of the fuzz)."""
+    from train import memory
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for stem in ("train", "t10k"):
+        _idx(folder / f"{stem}-images-idx3-ubyte", np.zeros((64, 64, 64), np.uint8), 0x08)
+        _idx(folder / f"{stem}-labels-idx1-ubyte", np.arange(64) % 10, 0x08)
+    monkeypatch.setattr(memory, "physical_memory", lambda: 256 << 20)
+    with pytest.raises(UserError, match=r"--batch-size 64 with 'cnn:c32' needs about 0\.2 GiB "
+                                        r".*131072 activation values per image"):
+        train(_cfg(folder, tmp_path, arch="cnn:c32", batch_size=64, epochs=1))
+    assert sorted(os.listdir(tmp_path)) == ["big"]
+    assert memory.TRAIN_BYTES_PER_VALUE * 64 * 25088 < 0.8 * (256 << 20)  # 28x28 would fit
+
+
 def test_checkpoint_staging_follows_no_planted_link(data, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious")

@@ -351,7 +351,10 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
                         f"training images")
     input_shape = tuple(train_x.shape[1:])
     arch = parse_arch(cfg.arch, input_shape)
-    chunk = eval_chunk(activation_values(arch, input_shape))  # images evaluated at once
+    values = activation_values(arch, input_shape)
+    if input_shape != tuple(shape):  # the files' images are not the dataset's usual size
+        check_training_fits(arch.spec, values, cfg.batch_size, device)
+    chunk = eval_chunk(values)  # images evaluated at once
 
     torch.manual_seed(cfg.seed)
     means, std = input_stats(cfg.dataset)
