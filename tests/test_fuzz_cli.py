@@ -505,6 +505,27 @@ def test_an_error_that_is_an_interrupt_in_disguise_is_reported_as_the_interrupt(
     assert main(["info", str(tmp_path / "none.npz")]) == 2
 
 
+def test_an_interrupt_wrapped_in_another_error_is_one_line(tmp_path):
+    """A Ctrl-C while a class body runs ``__set_name__`` (jschon's ``class JSON`` as
+    Amaranth is imported) comes out as a RuntimeError: it was a traceback and exit 1
+    (round 20 of the fuzz)."""
+    command, env = _entry_point(
+        tmp_path,
+        "import os, signal\n"
+        "class Named:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        for _ in range(100000):\n"
+        "            pass\n"
+        "def main():\n"
+        "    class Owner:\n"
+        "        attribute = Named()\n"
+        "    return 0\n")
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")
+
+
 def test_deferred_signals_hold_ctrl_c_until_the_block_ends():
     from hwgen.interrupts import deferred_signals
 

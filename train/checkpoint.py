@@ -24,7 +24,7 @@ from hwgen.errors import UserError
 from hwgen.outputs import resolved, staged_file
 
 from .diagnostics import HISTOGRAM_BINS
-from .state_archive import read_state, write_state
+from .state_archive import MAX_JSON_CHARS, MAX_JSON_VALUES, read_state, write_state
 
 __all__ = ["load_checkpoint", "restore", "save_checkpoint"]
 
@@ -61,9 +61,9 @@ def load_checkpoint(path: str | Path, epochs: int | None = None) -> dict:
     (never unpickled; bounded by the file's size; its JSON at most what a run of ``epochs``
     epochs writes, when given); UserError unless it is a dictionary."""
     chars = values = None
-    if epochs is not None:
-        chars = JSON_CHARS_FIXED + epochs * JSON_CHARS_PER_EPOCH
-        values = JSON_VALUES_FIXED + epochs * JSON_VALUES_PER_EPOCH
+    if epochs is not None:  # never past the fixed caps, however many epochs
+        chars = min(MAX_JSON_CHARS, JSON_CHARS_FIXED + epochs * JSON_CHARS_PER_EPOCH)
+        values = min(MAX_JSON_VALUES, JSON_VALUES_FIXED + epochs * JSON_VALUES_PER_EPOCH)
     state = read_state(path, max_chars=chars, max_values=values)
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint written by train (it holds a "

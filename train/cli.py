@@ -184,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interrupt:
         return interrupted(interrupt, _interrupted_message(config, started))
+    except Exception:
+        # an interrupt raised where Python wraps it (a class body's __set_name__ makes it a
+        # RuntimeError while Amaranth's dependencies import): still the interrupt
+        if raised_interrupt() is not None:
+            return interrupted(raised_interrupt(), _interrupted_message(config, started))
+        raise
     return 0
 
 

@@ -53,7 +53,7 @@ _RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr
 # the paper's self-binarizing training, no clipping, no recalibration.
 _RESUME_DEFAULTS = {"nu_learnable": False, "weight_norm": "none", "grad_cap": None,
                     "weight_grad_cap": None, "hard_phase": 0.0, "weight_clip": None,
-                    "grad_clip": None, "bn_recal": 0}
+                    "grad_clip": None, "bn_recal": 0, "processes": 1}
 # Settings that only mean something for --method sbn (stored as "off" for the others).
 SBN_ONLY = ("weight_norm", "grad_cap", "weight_grad_cap", "hard_phase", "weight_clip")
 # The Self-Binarizing Networks paper's method: exact tanh gradient, no weight normalization,
@@ -394,6 +394,9 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
     ckpt = checkpoint_path(cfg)
     settings = resume_settings(cfg)
     settings["data"] = data_digest(train_x, train_y)  # the same images and labels, in order
+    # a group splits each batch and keeps batch-norm statistics per process: another
+    # number of processes trains another model from the same checkpoint
+    settings["processes"] = dist.world
     if cfg.resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt, cfg.epochs)
         old = state.get("settings", {})
@@ -401,7 +404,7 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
                 v is None or type(v) in (bool, int, float, str) for v in old.values()):
             raise UserError(f"{ckpt}: not a checkpoint of this training run (its settings "
                             f"are not a dictionary of plain values)")
-        diff = [k for k in (*_RESUME_KEYS, "data")
+        diff = [k for k in (*_RESUME_KEYS, "data", "processes")
                 if old.get(k, _RESUME_DEFAULTS.get(k)) != settings[k]]
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "

@@ -34,6 +34,8 @@ __all__ = ["read_state", "write_state", "FORMAT", "VERSION"]
 
 FORMAT = "sbn-train-checkpoint"
 VERSION = 2
+#: Caps whatever the run: json.loads takes ~80 bytes a value, so 2**20 values stay within
+#: ~100 MB (a run's history takes a few dozen values an epoch: ~30,000 epochs fit).
 MAX_JSON_CHARS = 16 << 20
 MAX_JSON_VALUES = 1 << 20
 MAX_DEPTH = 24
