@@ -134,10 +134,6 @@ def _check_members(path: Path, infos: list[zipfile.ZipInfo], file_size: int, lim
     if len(infos) > MAX_MEMBERS:
         raise ModelFormatError(f"{path}: {len(infos)} members, more than {MAX_MEMBERS}")
     seen, total = set(), 0
-    if sum(info.compress_size for info in infos) > file_size:
-        # members nested in one another: each would be read (and held) in full
-        raise ModelFormatError(f"{path}: its members' data add up to more than the file's "
-                               f"{file_size} bytes (members overlap)")
     for info in infos:
         name = info.orig_filename
         where = f"{path}: member {name!r}"
@@ -172,6 +168,10 @@ def _check_members(path: Path, infos: list[zipfile.ZipInfo], file_size: int, lim
         if info.header_offset + _LOCAL_HEADER.size + info.compress_size > file_size:
             raise ModelFormatError(f"{where} extends past the end of the file "
                                    f"(truncated or a damaged directory)")
+    if sum(info.compress_size for info in infos) > file_size:
+        # members nested in one another: each would be read (and held) in full
+        raise ModelFormatError(f"{path}: its members' data add up to more than the file's "
+                               f"{file_size} bytes (members overlap)")
 
 
 def _limit_hint(key: str, caps: dict[str, int]) -> str:
