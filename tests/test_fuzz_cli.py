@@ -466,27 +466,38 @@ def test_an_interrupt_inside_exec_still_exits_130(tmp_path):
     assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")
 
 
+def _run_entry_point(folder: Path, main_source: str) -> subprocess.CompletedProcess:
+    """:func:`_entry_point` of ``main_source``, run to its end (stdout and stderr as text)."""
+    command, env = _entry_point(folder, main_source)
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _signal_self(signum) -> str:
+    """Source lines (a method body) that send ``signum`` to the process and run a few more
+    bytecodes, so that the handler runs right there."""
+    return (f"        os.kill(os.getpid(), {int(signum)})\n"
+            "        for _ in range(100000):\n"
+            "            pass\n")
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_inside_a_finalizer_is_not_lost(tmp_path, signum, code):
     """A signal whose handler ran inside a ``__del__`` (Amaranth's ``MustUse`` during
     garbage collection, round 16 of the fuzz) was printed as "Exception ignored in" with a
     traceback and lost: the run went on to exit 0. It is sent again and ends the run."""
-    command, env = _entry_point(
+    proc = _run_entry_point(
         tmp_path,
         "import gc, os, time\n"
         "class Finalized:\n"
         "    def __del__(self):\n"
-        f"        os.kill(os.getpid(), {int(signum)})\n"
-        "        for _ in range(100000):\n"
-        "            pass\n"
+        + _signal_self(signum) +
         "def main():\n"
         "    Finalized()\n"
         "    gc.collect()\n"
         "    time.sleep(2)\n"
         "    print('finished', flush=True)\n"
         "    return 0\n")
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
     assert (proc.returncode, proc.stdout, proc.stderr) == (code, "", "error: interrupted\n")
 
 
@@ -509,20 +520,16 @@ def test_an_interrupt_wrapped_in_another_error_is_one_line(tmp_path):
     """A Ctrl-C while a class body runs ``__set_name__`` (jschon's ``class JSON`` as
     Amaranth is imported) comes out as a RuntimeError: it was a traceback and exit 1
     (round 20 of the fuzz)."""
-    command, env = _entry_point(
+    proc = _run_entry_point(
         tmp_path,
         "import os, signal\n"
         "class Named:\n"
         "    def __set_name__(self, owner, name):\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "        for _ in range(100000):\n"
-        "            pass\n"
+        + _signal_self(signal.SIGINT) +
         "def main():\n"
         "    class Owner:\n"
         "        attribute = Named()\n"
         "    return 0\n")
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
     assert (proc.returncode, proc.stderr) == (130, "error: interrupted\n")
 
 

@@ -4,20 +4,11 @@ line. PyTorch's C++ warnings (a process group retrying its rendezvous logs a lin
 seconds) are off unless ``$TORCH_CPP_LOG_LEVEL`` asks for them."""
 
 import os
-import signal
 import sys
 
+from hwgen.early_signals import install
 
-def _before_the_guard(signum, frame):
-    """Ctrl-C or SIGTERM before :mod:`hwgen.interrupts` is imported: nothing has been done
-    yet, so one line and the signal's exit code, at once."""
-    os.write(2, b"error: interrupted\n")
-    os._exit(128 + signum)
-
-
-for _number in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(_number, _before_the_guard)
-
+install()
 
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
