@@ -249,14 +249,6 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         _ignore_signals()
         _forget_unhandled_interrupt()
         return interrupted(interrupt)
-    except Exception:
-        if raised_interrupt() is None:
-            raise
-        # the interrupt, wrapped on its way out (a class body's __set_name__ turns it into
-        # a RuntimeError): one line, as for the interrupt itself
-        _ignore_signals()
-        _forget_unhandled_interrupt()
-        return interrupted(raised_interrupt())
     except BrokenPipeError:  # the reader of stdout stopped (``| head``): end quietly
         _stdout_to_devnull()
         return SIGPIPE_EXIT
@@ -269,6 +261,14 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         except (OSError, ValueError):  # stderr is gone too: the exit code says it
             pass
         return STDOUT_ERROR_EXIT
+    except Exception:
+        if raised_interrupt() is None:
+            raise
+        # the interrupt, wrapped on its way out (a class body's __set_name__ turns it into
+        # a RuntimeError): one line, as for the interrupt itself
+        _ignore_signals()
+        _forget_unhandled_interrupt()
+        return interrupted(raised_interrupt())
     finally:
         sys.stdout = stdout
     if code in (SIGINT_EXIT, SIGTERM_EXIT):
