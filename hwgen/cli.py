@@ -151,9 +151,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interrupt:
         return interrupted(interrupt)
-    except Exception:
-        # an interrupt raised where Python wraps it (a class body's __set_name__ makes it a
-        # RuntimeError while Amaranth's dependencies import): still the interrupt
-        if raised_interrupt() is not None:
-            return interrupted(raised_interrupt())
-        raise

@@ -26,7 +26,7 @@ from hwgen.outputs import resolved, staged_file
 from .diagnostics import HISTOGRAM_BINS
 from .state_archive import MAX_JSON_CHARS, MAX_JSON_VALUES, read_state, write_state
 
-__all__ = ["load_checkpoint", "restore", "save_checkpoint"]
+__all__ = ["load_checkpoint", "restore", "save_checkpoint", "short_repr"]
 
 MAX_SNAPSHOTS = 64  # train keeps at most 6 histogram snapshots
 MAX_HISTOGRAM_RANGE = 1e30  # |ends| of a histogram's range (the float method's data span)
@@ -166,7 +166,7 @@ def _check_optimizer(opt, fresh: dict, parameters: list, steps: int, rates: list
     for group, rate in zip(opt["param_groups"], rates):
         if type(group["lr"]) is not float or not math.isclose(group["lr"], rate,
                                                                rel_tol=1e-9, abs_tol=1e-15):
-            raise _Mismatch(f"optimizer learning rate {_short(group['lr'])} is not the "
+            raise _Mismatch(f"optimizer learning rate {short_repr(group['lr'])} is not the "
                             f"schedule's {rate:.6g} at step {steps}")
     params = {index: None for group in groups for index in group["params"]}
     state = opt["state"]
@@ -181,7 +181,7 @@ def _check_optimizer(opt, fresh: dict, parameters: list, steps: int, rates: list
         taken = float(entry["step"])
         if taken != steps and not (index in may_skip and 0 < taken < steps
                                    and taken == int(taken)):
-            raise _Mismatch(f"optimizer step {index} is {_short(taken)}, not {steps}")
+            raise _Mismatch(f"optimizer step {index} is {short_repr(taken)}, not {steps}")
         like = parameters[index].detach()
         _check_tensor(entry["exp_avg"], like, f"optimizer exp_avg {index}")
         _check_tensor(entry["exp_avg_sq"], like, f"optimizer exp_avg_sq {index}",
@@ -230,12 +230,14 @@ def _check_equal(value, fresh, what: str, free=()) -> None:
         for item, like in zip(value, fresh):
             _check_equal(item, like, what, free)
     elif type(value) is not type(fresh) or value != fresh:
-        raise _Mismatch(f"{what} is {_short(value)}, this run's is {_short(fresh)}")
+        raise _Mismatch(f"{what} is {short_repr(value)}, this run's is {short_repr(fresh)}")
 
 
-def _short(value) -> str:
+def short_repr(value, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (and "..."), for messages that quote
+    what a checkpoint holds."""
     text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _REQUIRED = ("epoch", "loss", "train_acc", "nu", "lr", "seconds", "test_acc")
@@ -323,7 +325,7 @@ def _checked_snapshots(snapshots, epoch: int, snapshot_epochs: set[int]) -> list
         taken.append(snap["epoch"])
     expected = sorted(e for e in snapshot_epochs | {0} if e <= epoch)
     if taken and taken != expected[len(expected) - len(taken):]:
-        raise _Mismatch(f"its histogram snapshots are of epochs {_short(taken)}, not of "
+        raise _Mismatch(f"its histogram snapshots are of epochs {short_repr(taken)}, not of "
                         f"{expected}")
     return list(snapshots)
 

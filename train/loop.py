@@ -34,7 +34,7 @@ from hwgen.outputs import same_path
 
 from .arch import parse_arch
 from .memory import activation_values, check_training_fits, eval_chunk
-from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .checkpoint import load_checkpoint, restore, save_checkpoint, short_repr
 from .data import augment, epoch_batches, epoch_generator, load_split
 from .diagnostics import histograms, saturation, sharpness_diagnostics
 from .layers import WEIGHT_NORMS, SbnOptions, clip_latent_weights
@@ -124,21 +124,28 @@ class _Dist:
         return self.rank == 0
 
 
+def _world_and_rank() -> tuple[int, int | None]:
+    """``(WORLD_SIZE, RANK)`` as torchrun sets them; RANK is read only for a group
+    (``WORLD_SIZE > 1``; 0 otherwise, whatever it says), None when a group lacks it."""
+    world = environment_integer("WORLD_SIZE", 1, 0, MAX_PROCESSES)
+    if world <= 1:
+        return world, 0
+    return world, environment_integer("RANK", None, 0, world - 1)
+
+
 def is_main_process() -> bool:
     """Whether this process writes the run's outputs: a single process (``WORLD_SIZE``
     unset, 0 or 1, whatever ``RANK`` says), or rank 0 of a ``torchrun`` group. UserError
     for values :func:`_init_distributed` would refuse."""
-    world = environment_integer("WORLD_SIZE", 1, 0, MAX_PROCESSES)
-    return world <= 1 or environment_integer("RANK", None, 0, world - 1) == 0
+    return _world_and_rank()[1] == 0
 
 
 def _init_distributed(device: str) -> _Dist:
     """One process of a ``torchrun`` group (``WORLD_SIZE > 1``; RANK, LOCAL_RANK,
     MASTER_ADDR and MASTER_PORT as torchrun sets them); a single process otherwise."""
-    world = environment_integer("WORLD_SIZE", 1, 0, MAX_PROCESSES)
+    world, rank = _world_and_rank()
     if world <= 1:
         return _Dist()
-    rank = environment_integer("RANK", None, 0, world - 1)
     local_rank = environment_integer("LOCAL_RANK", 0, 0, world - 1)
     port = environment_integer("MASTER_PORT", None, 0, 65535)
     if rank is None or port is None or not os.environ.get("MASTER_ADDR"):
@@ -293,11 +300,6 @@ def _check_config(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def _short_repr(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "..."
-
-
 def checkpoint_path(cfg: TrainConfig) -> Path | None:
     if cfg.checkpoint:
         return Path(cfg.checkpoint)
@@ -409,7 +411,7 @@ def _train(cfg: TrainConfig, dist: _Dist) -> dict:
         if diff:
             raise UserError(f"{ckpt}: cannot resume, the checkpoint was made with different "
                             f"{', '.join(diff)} (e.g. {diff[0]}="
-                            f"{_short_repr(old.get(diff[0]))})")
+                            f"{short_repr(old.get(diff[0]), 60)})")
         start_epoch, history, snapshots = restore(state, ckpt, net, optimizer, scheduler,
                                                   cfg.epochs, steps_per_epoch, cfg.method,
                                                   _snapshot_epochs(cfg.epochs),
