@@ -175,13 +175,13 @@ def test_fold_counts_and_divisors_match_brute_force():
 def test_a_layer_is_counted_once_per_search(monkeypatch):
     """The signs of a raw-input layer are counted once, not once per fold tried (a 2**26-
     weight layer took minutes in the default and fastest searches)."""
-    import hwgen.fold.plans as plans
+    import hwgen.fold.channel_constants as constants
 
     model = random_model(np.random.default_rng(171), (1, 12, 12), [dense(40), dense(20)],
                          classes=4, binarize_at=None)
     counted = []
-    real = plans.accumulator_range
-    monkeypatch.setattr(plans, "accumulator_range",
+    real = constants.accumulator_range
+    monkeypatch.setattr(constants, "accumulator_range",
                         lambda layer, *args: counted.append(id(layer)) or real(layer, *args))
     default_fold(model)
     fastest_fold(model)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from hwgen import model as model_io
+from hwgen.model import limits as model_limits
 from hwgen.archive import read_npz
 from hwgen.datasets import load_idx_pair, read_cifar_batch, read_idx, write_idx
 from hwgen.errors import DatasetError, ModelFormatError
@@ -436,17 +437,17 @@ def test_padding_beyond_the_kernel_is_still_allowed(tmp_path):
 
 def test_the_padded_input_is_bounded_like_an_activation(tmp_path, monkeypatch):
     path = write_zip(tmp_path, model_members(_set("layers", 0, "padding", [5, 5])))
-    monkeypatch.setattr(model_io, "MAX_ACTIVATION", 200)
+    monkeypatch.setattr(model_limits, "MAX_ACTIVATION", 200)
     rejects(path, r"layer 0 \(conv2d\): the padded input holds 256 values, above the limit "
                   r"of 200")
 
 
 def test_weight_and_total_activation_budgets(tmp_path, model_path, monkeypatch):
-    monkeypatch.setattr(model_io, "MAX_WEIGHTS", 30)
+    monkeypatch.setattr(model_limits, "MAX_WEIGHTS", 30)
     rejects(model_path, r"layer 2 \(dense\): weights up to here number 135, more than the "
                         r"limit of 30")
-    monkeypatch.setattr(model_io, "MAX_WEIGHTS", 1 << 26)
-    monkeypatch.setattr(model_io, "MAX_TOTAL_ACTIVATION", 150)
+    monkeypatch.setattr(model_limits, "MAX_WEIGHTS", 1 << 26)
+    monkeypatch.setattr(model_limits, "MAX_TOTAL_ACTIVATION", 150)
     rejects(model_path, r"layer 1 \(maxpool2d\): activations up to here hold 171 values")
 
 

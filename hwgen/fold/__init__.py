@@ -13,6 +13,10 @@ only on those listed before it:
 * :mod:`~hwgen.fold.storage`: where a layer's weights live (logic, block RAM, or SPRAM for
   a ``PExSIMDs`` fold): SPRAM geometry (:func:`spram_blocks`, :func:`spram_block_words`),
   its LUT cost and :func:`check_spram`;
+* :mod:`~hwgen.fold.line_buffers`: the plans of a conv layer's sliding window
+  (:class:`WindowPlan`) and of a max-pool (:class:`PoolPlan`);
+* :mod:`~hwgen.fold.channel_constants`: per-channel constants the dense units leave to
+  their parameters (:func:`raw_negatives`, :func:`output_offsets`);
 * :mod:`~hwgen.fold.plans`: :func:`plan` turns a model and a fold into a
   :class:`NetworkPlan`: per layer the folded sizes, derived widths, weight ROM geometry,
   block RAMs, estimated LUTs and cycles, and for the network the initiation interval and
@@ -46,10 +50,11 @@ from .geometry import (BRAM_BITS, ICE40_BRAM_CONFIGS, LINE_BUFFER_LOGIC_BITS, LO
 from .storage import (SPRAM_BLOCK_LCS, SPRAM_DEPTH, SPRAM_LOADER_LCS, SPRAM_WIDTH,
                       UP5K_SPRAM_BLOCKS, SpramLayer, SpramNetwork, check_spram, spram_block_words,
                       spram_blocks, spram_luts, spram_shape)
-from .plans import (LayerPlan, NetworkPlan, PoolPlan, RepackPlan, WindowPlan, _LineBufferUnit,
-                    _conv_view, default_lanes, dense_plan, input_order, layer_plan,
-                    narrowest_buffers, output_offsets, plan, raw_negatives, raw_pair_columns,
-                    repacks_before, stream_after, unit_layer)
+from .line_buffers import PoolPlan, WindowPlan, _LineBufferUnit
+from .channel_constants import output_offsets, raw_negatives, raw_pair_columns
+from .plans import (LayerPlan, NetworkPlan, RepackPlan, _conv_view, default_lanes, dense_plan,
+                    input_order, layer_plan, narrowest_buffers, plan, repacks_before,
+                    stream_after, unit_layer)
 from .default import DEFAULT_MAX_ROM_DEPTH, Budget, _fold_counts, default_fold, spram_folds
 from .spram import spram_words
 from .cycles import latency, latency_bound, repack_schedule

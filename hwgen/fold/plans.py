@@ -10,8 +10,10 @@ A conv layer's :class:`WindowPlan` and a :class:`PoolPlan` read their line buffe
 ``word``-channel beats; :func:`narrowest_buffers` picks the word. See
 :mod:`hwgen.fold.parse` for what a fold means.
 
-Builds on :mod:`~hwgen.fold.parse` and :mod:`~hwgen.fold.geometry`. :func:`plan` without
-folds asks :func:`~hwgen.fold.default.default_fold`, and
+Builds on :mod:`~hwgen.fold.parse`, :mod:`~hwgen.fold.geometry`,
+:mod:`~hwgen.fold.storage`, :mod:`~hwgen.fold.line_buffers` (the window and pool plans) and
+:mod:`~hwgen.fold.channel_constants` (raw-input and output-layer constants). :func:`plan`
+without folds asks :func:`~hwgen.fold.default.default_fold`, and
 :attr:`NetworkPlan.latency_cycles` :mod:`hwgen.fold.cycles`: both modules build on this one,
 so those two calls import them when run.
 """
@@ -20,182 +22,22 @@ from __future__ import annotations
 
 import functools
 import math
-import weakref
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..errors import UserError
-from ..layout import conv_dense_view, grouped_window, hwc_dense_matrix
-from ..model import Conv2d, Dense, MaxPool2d, Model, accumulator_range, signed_width
+from ..layout import conv_dense_view, hwc_dense_matrix
+from ..model import Conv2d, Dense, MaxPool2d, Model, signed_width
+from .channel_constants import _raw_range, output_offsets, raw_negatives
 from .geometry import (RAW_TREE_LEVELS_PER_STAGE, TREE_LEVELS_PER_STAGE, _divisors,
-                       argmax_luts, bram_blocks, buffer_in_logic, ceil_div,
-                       line_buffer_bits, line_buffer_brams, line_buffer_logic_bits,
-                       logic_rom_luts, pool_luts,
-                       repack_luts, rom_in_logic, tree_register_stages, window_luts)
+                       argmax_luts, bram_blocks, buffer_in_logic, ceil_div, logic_rom_luts,
+                       repack_luts, rom_in_logic, tree_register_stages)
+from .line_buffers import PoolPlan, WindowPlan
 from .parse import Fold, FoldError, check_fold, check_supported, has_fold, where
 from .storage import UP5K_SPRAM_BLOCKS, SpramLayer, SpramNetwork, check_spram, spram_luts
 
 if TYPE_CHECKING:
     from .default import Budget
-
-
-class _LineBufferUnit:
-    """What a window and a pool plan share: a line buffer over the unit's ``[channels,
-    height, width]`` input read ``word`` channels per beat (None: all), ``G = channels //
-    word`` beats per position."""
-
-    def __post_init__(self):
-        if self.word is None:
-            object.__setattr__(self, "word", self.channels)
-        if self.channels % self.word:
-            raise ValueError(f"word {self.word} does not divide {self.channels} channels")
-
-    @property
-    def groups(self) -> int:
-        return self.channels // self.word
-
-    def _line_buffer(self, element_bits: int = 1) -> tuple:
-        """The line buffer's arguments for :func:`line_buffer_brams` and friends: ``R`` rows
-        of ``W * G`` words of ``word`` elements."""
-        return (self.word, self.height, self.width * self.groups, self.kernel[0],
-                self.stride[0], element_bits)
-
-    @property
-    def line_buffer_bits(self) -> int:
-        """Bits the unit's line buffer holds (a window's elements are ``element_bits`` wide,
-        a pool's 1)."""
-        return line_buffer_bits(*self._line_buffer(getattr(self, "element_bits", 1)))
-
-
-@dataclass(frozen=True)
-class WindowPlan(_LineBufferUnit):
-    """The sliding-window front end of a conv2d layer: input map ``[C, H, W]``, kernel,
-    stride, padding, and the ``SIMD`` it chunks windows into (``element_bits`` 1 for +-1
-    activations, else the raw input width).
-
-    ``word`` (a divisor of ``channels``; None: all of them) is how many channels one beat
-    and one line-buffer word carry: a position arrives as ``G = channels // word`` beats.
-    The unit is then a window over the ``[word, H, W*G]`` map with kernel ``(KH, KW*G)``,
-    stride ``(SH, SW*G)`` and padding ``(PH, PW*G)`` (:attr:`unit_geometry`), which reads
-    the same window vectors in the same (KH, KW, C) order from a narrower, deeper line
-    buffer (fewer block RAMs) at ``G`` taps per position."""
-
-    channels: int
-    height: int
-    width: int
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    pad_value: int
-    element_bits: int
-    binary: bool
-    simd: int
-    word: int | None = None
-
-    @property
-    def unit_geometry(self) -> dict:
-        """The :class:`~hwgen.gateware.window.SlidingWindow` arguments (channels, height,
-        width, kernel, stride, padding) of the unit that reads ``word``-channel beats."""
-        return {"channels": self.word, "height": self.height,
-                **grouped_window(self.width, self.kernel, self.stride, self.padding,
-                                 self.groups)}
-
-    @property
-    def out_shape(self) -> tuple[int, int]:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        return ((self.height + 2 * ph - kh) // sh + 1, (self.width + 2 * pw - kw) // sw + 1)
-
-    @property
-    def n(self) -> int:
-        return self.kernel[0] * self.kernel[1] * self.channels
-
-    @property
-    def cycles_per_window(self) -> int:
-        """One tap (``word`` channels) per cycle, one beat per cycle:
-        ``max(KH*KW*G, ceil(N/SIMD))``."""
-        return max(self.kernel[0] * self.kernel[1] * self.groups, ceil_div(self.n, self.simd))
-
-    @property
-    def buffer_logic_bits(self) -> int:
-        return line_buffer_logic_bits(*self._line_buffer(self.element_bits))
-
-    @property
-    def brams(self) -> int:
-        return line_buffer_brams(*self._line_buffer(self.element_bits))
-
-    @property
-    def cycles_bound(self) -> int:
-        """Upper bound of the unit's steady-state interval (as
-        :attr:`~hwgen.gateware.window.SlidingWindow.cycles_per_image`): every window's taps
-        plus the rows it may wait for at an image's start."""
-        ho, wo = self.out_shape
-        return ho * wo * self.cycles_per_window + self.kernel[0] * self.width * self.groups
-
-    @property
-    def luts(self) -> int:
-        return window_luts(self.word, self.simd, self.element_bits, self.buffer_logic_bits)
-
-
-@dataclass(frozen=True)
-class PoolPlan(_LineBufferUnit):
-    """A maxpool2d layer: a line buffer and an OR over each ``KH x KW`` window, one output
-    position every ``KH*KW*G`` cycles. It has no fold. ``word`` (a divisor of ``channels``;
-    None: all of them) is the channels per beat and per line-buffer word, ``G = channels //
-    word`` beats per position in and out (see :class:`~hwgen.gateware.maxpool.MaxPool`)."""
-
-    index: int
-    channels: int
-    height: int
-    width: int
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    op: str = "maxpool2d"
-    is_output: bool = False
-    fold: None = None
-    word: int | None = None
-
-    @property
-    def out_shape(self) -> tuple[int, int]:
-        (kh, kw), (sh, sw) = self.kernel, self.stride
-        return ((self.height - kh) // sh + 1, (self.width - kw) // sw + 1)
-
-    @property
-    def positions(self) -> int:
-        return self.out_shape[0] * self.out_shape[1]
-
-    @property
-    def cycles(self) -> int:
-        """Cycles per image: every window's taps, or the input beats if those take longer."""
-        return self.groups * max(self.height * self.width,
-                                 self.positions * self.kernel[0] * self.kernel[1])
-
-    @property
-    def buffer_logic_bits(self) -> int:
-        return line_buffer_logic_bits(*self._line_buffer())
-
-    @property
-    def brams(self) -> int:
-        return line_buffer_brams(*self._line_buffer())
-
-    @property
-    def cycles_bound(self) -> int:
-        """Upper bound of the steady-state interval (as
-        :attr:`~hwgen.gateware.maxpool.MaxPool.cycles_per_image`): every window's taps plus
-        the rows it may wait for at an image's start, or the input beats."""
-        (kh, kw), (ho, wo) = self.kernel, self.out_shape
-        return self.groups * max(self.height * self.width, ho * wo * kh * kw + kh * self.width)
-
-    @property
-    def luts(self) -> int:
-        return pool_luts(self.channels, self.buffer_logic_bits)
-
-    @property
-    def pipeline_latency(self) -> int:
-        """Cycles from a window's rows being complete to its output: the row counter, the
-        read, the taps, the result register and the skid buffer."""
-        return 5 + self.kernel[0] * self.kernel[1] * self.groups
 
 
 @dataclass(frozen=True)
@@ -566,69 +408,6 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
                      (lo, hi), acc_width, acc_signed, param_width, score_width, logic,
                      weight_brams, param_logic, param_brams, buffer_brams, luts,
                      spram=fold.spram)
-
-
-#: Per layer, what its weights alone decide (raw ranges, -1 counts), kept while the layer
-#: lives: a fold search plans each layer for hundreds of folds, and counting a 2^26-weight
-#: layer's signs takes about a tenth of a second.
-_WEIGHT_FACTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _weight_fact(layer, key, compute):
-    """``compute()`` for ``layer`` and ``key``, remembered until ``layer.weight`` changes."""
-    facts = _WEIGHT_FACTS.get(layer)
-    if facts is None or facts[0] is not layer.weight:
-        facts = (layer.weight, {})
-        _WEIGHT_FACTS[layer] = facts
-    if key not in facts[1]:
-        facts[1][key] = compute()
-    return facts[1][key]
-
-
-def _raw_range(layer, input_bits: int) -> tuple[int, int]:
-    """:func:`~hwgen.model.accumulator_range` of ``layer`` on raw ``input_bits``-bit input."""
-    return _weight_fact(layer, ("range", input_bits),
-                        lambda: accumulator_range(layer, False, (1 << input_bits) - 1))
-
-
-def raw_pair_columns(n: int, simd: int) -> np.ndarray:
-    """The input columns (of ``n``) that lead a term of a raw-input unit folded ``SIMD``
-    wide: within each synapse fold, positions ``0, 2, 4, ...``. With ``SIMD >= 2`` position
-    ``2k`` and ``2k + 1`` form one term (an odd ``SIMD``'s last position is a term alone);
-    with ``SIMD == 1`` every column is a term."""
-    columns = np.arange(n)
-    return columns if simd < 2 else columns[(columns % simd) % 2 == 0]
-
-
-def raw_negatives(layer: Dense, simd: int = 1) -> np.ndarray:
-    """Per channel, what a raw-input unit folded ``simd`` wide falls short of the model's
-    sum by: the count of -1 weights among the columns that lead a term
-    (:func:`raw_pair_columns`). A term's value ``v`` is ``x`` (one input) or ``x_a + x_b``
-    or ``x_a - x_b`` (a pair, chosen by whether the weights agree); the unit adds ``v`` when
-    the leading weight is +1 and ``~v = -v - 1`` (an XOR, no negation) when it is -1.
-    Padding inputs are 0 with weight +1. Read-only (shared by every plan of the layer)."""
-    def count():
-        weight = np.asarray(layer.weight)
-        leading = raw_pair_columns(weight.shape[1], simd)
-        counts = np.concatenate([(weight[i:i + 4096][:, leading] <= 0).sum(axis=1)
-                                 for i in range(0, weight.shape[0], 4096)] or
-                                [np.zeros(0, np.int64)]).astype(np.int64)
-        counts.flags.writeable = False
-        return counts
-    return _weight_fact(layer, ("negatives", 1 if simd < 2 else simd), count)
-
-
-def output_offsets(layer: Dense, binary: bool, simd: int = 1) -> np.ndarray:
-    """Per-channel constant added to the accumulated value of an output layer (folded
-    ``simd`` wide).
-
-    Binary input: ``score = 2 * popcount - N + bias``, so the offset is ``bias - N``.
-    Raw input: ``score = acc + negatives + bias`` (``acc`` falls short by
-    :func:`raw_negatives`).
-    """
-    m, n = layer.weight.shape
-    bias = np.zeros(m, np.int64) if layer.bias is None else layer.bias.astype(np.int64)
-    return bias - n if binary else bias + raw_negatives(layer, simd)
 
 
 def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None = None,

@@ -12,7 +12,8 @@ its SPRAM blocks, or those the fold uses). Builds on :mod:`~hwgen.fold.plans` an
 from __future__ import annotations
 
 from .default import Budget
-from .plans import NetworkPlan, PoolPlan
+from .line_buffers import PoolPlan
+from .plans import NetworkPlan
 
 
 def _buffer_note(unit, brams: int) -> str:
