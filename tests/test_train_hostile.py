@@ -25,7 +25,8 @@ from train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from train.state_archive import write_state  # noqa: E402
 from train.cli import config_from_argv  # noqa: E402
 from train.data import load_split  # noqa: E402
-from train.loop import TrainConfig, _init_distributed, train  # noqa: E402
+from train.distributed import init_distributed  # noqa: E402
+from train.loop import TrainConfig, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,7 @@ def test_no_output_can_be_a_plot_file(tmp_path, monkeypatch, extra):
 def test_a_single_process_writes_its_plots_staged_whatever_rank_says(monkeypatch, env, main):
     """RANK=1 without a process group made train write --plots straight into the final
     folder, which a SIGTERM then left half-written (round 16 of the fuzz)."""
-    from train.loop import is_main_process
+    from train.distributed import is_main_process
 
     for name in ("WORLD_SIZE", "RANK"):
         monkeypatch.delenv(name, raising=False)
@@ -320,7 +321,7 @@ def test_a_bad_torchrun_environment_is_a_user_error(monkeypatch, env):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(UserError, match="environment"):
-        _init_distributed("cpu")
+        init_distributed("cpu")
 
 
 # ----------------------------------------------------------------------------- data

@@ -23,9 +23,9 @@ from hwgen.options import Parser, integer, real
 from hwgen.outputs import check_output, output_type, resolved, same_path, staged_folder
 
 from .arch import PRESETS
+from .distributed import is_main_process
 from .layers import METHODS, WEIGHT_NORMS
-from .loop import (DEFAULT_LR, PAPER_SBN, SBN_ONLY, TrainConfig, checkpoint_path,
-                   is_main_process, train)
+from .loop import DEFAULT_LR, PAPER_SBN, SBN_ONLY, TrainConfig, checkpoint_path, train
 from .plots import PLOT_FILES
 from .schedule import SCHEDULES
 

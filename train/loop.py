@@ -28,20 +28,18 @@ from torch.nn import functional as F
 
 from hwgen.errors import UserError
 from hwgen.model import save as save_model
-from hwgen.environment import environment_integer
 from hwgen.interrupts import deferred_signals
 from hwgen.outputs import same_path
 
 from .arch import parse_arch
 from .memory import activation_values, check_training_fits, eval_chunk
 from .checkpoint import load_checkpoint, restore, save_checkpoint, short_repr
+from .distributed import Dist, init_distributed
 from .data import augment, epoch_batches, epoch_generator, load_split
 from .diagnostics import histograms, saturation, sharpness_diagnostics
 from .layers import WEIGHT_NORMS, SbnOptions, clip_latent_weights
 from .net import Net, input_stats
 from .schedule import nu_at
-
-MAX_PROCESSES = 4096  # of a torchrun group
 
 # Settings that must match for --resume to continue a checkpoint.
 _RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr",
@@ -113,78 +111,7 @@ class TrainConfig:
             self.lr = DEFAULT_LR.get(self.method, LEGACY_LR)
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _world_and_rank() -> tuple[int, int | None]:
-    """``(WORLD_SIZE, RANK)`` as torchrun sets them; RANK is read only for a group
-    (``WORLD_SIZE > 1``; 0 otherwise, whatever it says), None when a group lacks it."""
-    world = environment_integer("WORLD_SIZE", 1, 0, MAX_PROCESSES)
-    if world <= 1:
-        return world, 0
-    return world, environment_integer("RANK", None, 0, world - 1)
-
-
-def is_main_process() -> bool:
-    """Whether this process writes the run's outputs: a single process (``WORLD_SIZE``
-    unset, 0 or 1, whatever ``RANK`` says), or rank 0 of a ``torchrun`` group. UserError
-    for values :func:`_init_distributed` would refuse."""
-    return _world_and_rank()[1] == 0
-
-
-def _init_distributed(device: str) -> _Dist:
-    """One process of a ``torchrun`` group (``WORLD_SIZE > 1``; RANK, LOCAL_RANK,
-    MASTER_ADDR and MASTER_PORT as torchrun sets them); a single process otherwise."""
-    world, rank = _world_and_rank()
-    if world <= 1:
-        return _Dist()
-    local_rank = environment_integer("LOCAL_RANK", 0, 0, world - 1)
-    port = environment_integer("MASTER_PORT", None, 0, 65535)
-    if rank is None or port is None or not os.environ.get("MASTER_ADDR"):
-        raise UserError(f"environment WORLD_SIZE={world} asks for a process group, which also "
-                        f"needs RANK, MASTER_ADDR and MASTER_PORT: start it with torchrun")
-    import torch.distributed as dist
-    backend = "nccl" if device == "cuda" else "gloo"
-    if not dist.is_initialized():
-        try:
-            _join_interruptibly(dist, backend)
-        except (RuntimeError, ValueError) as err:  # torch's DistError is a RuntimeError
-            why = (str(err).splitlines() or [type(err).__name__])[0][:200]
-            raise UserError(f"cannot join the process group ({why})") from None
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank)
-
-
-def _join_interruptibly(dist, backend: str) -> None:
-    """``dist.init_process_group(backend)`` in a daemon thread while the main thread waits
-    in short slices: the rendezvous blocks in C++ (retrying for up to 30 minutes), where no
-    Python signal handler runs, so Ctrl-C and SIGTERM went unanswered until it gave up."""
-    import threading
-
-    failure: list[BaseException] = []
-
-    def join():
-        try:
-            dist.init_process_group(backend=backend)
-        except BaseException as err:  # handed to the main thread
-            failure.append(err)
-
-    worker = threading.Thread(target=join, name="process-group-join", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
-    if failure:
-        raise failure[0]
-
-
-def _log(message: str, dist: _Dist) -> None:
+def _log(message: str, dist: Dist) -> None:
     if dist.main:
         _write_line(message)
 
@@ -313,7 +240,7 @@ def train(cfg: TrainConfig) -> dict:
     In a process group, a failure of the group (another process stopped or was killed:
     torch raises a RuntimeError from the next collective) is one UserError."""
     _check_config(cfg)
-    dist = _init_distributed(cfg.device)
+    dist = init_distributed(cfg.device)
     if dist.world <= 1:
         return _train(cfg, dist)
     try:
@@ -324,7 +251,7 @@ def train(cfg: TrainConfig) -> dict:
                         f"({why})") from None
 
 
-def _train(cfg: TrainConfig, dist: _Dist) -> dict:
+def _train(cfg: TrainConfig, dist: Dist) -> dict:
     device = cfg.device
     if device == "cuda":
         torch.cuda.set_device(dist.local_rank)
@@ -534,7 +461,7 @@ def _recalibrate(cfg, net, train_x, history, device) -> dict:
     before = history[-1]["hard_test_acc"]
     used = recalibrate_bn(net, train_x, cfg.bn_recal, cfg.batch_size, cfg.seed, device)
     _log(f"batch norm recalibrated on {used} training images with hard binarization "
-         f"(hard test accuracy before: {100 * before:.2f}%)", _Dist())
+         f"(hard test accuracy before: {100 * before:.2f}%)", Dist())
     return {"test_accuracy_before_bn_recal": before}
 
 
