@@ -223,19 +223,26 @@ def _check_baud(board, baud) -> None:
         raise UserError(f"--baud: {err}") from None
 
 
-def _check_clock(board, mhz) -> None:
-    if mhz is None:
-        return
+def _check_clock(board, mhz, baud=None) -> None:
+    """UserError unless ``board``'s PLL makes ``mhz`` (None: the board's default clock)
+    and its UART can divide that clock into ``baud`` (None: the board's default)."""
+    from .uart import baud_divisor
+
+    clock = board.default_clock_mhz if mhz is None else mhz
     try:
-        pll_output_mhz(board, mhz)
+        made = pll_output_mhz(board, clock)
     except ValueError as err:
-        raise UserError(f"--clock {mhz:g}: {board.name}: {err}") from None
+        raise UserError(f"--clock {clock:g}: {board.name}: {err}") from None
+    try:
+        baud_divisor(made * 1e6, baud or board.default_baud)
+    except ValueError as err:
+        raise UserError(f"--clock {clock:g} and --baud: {err}") from None
 
 
 def cmd_build(args) -> int:
     board = _board(args.board)
     _check_baud(board, args.baud)  # before any fold is verified or placed
-    _check_clock(board, args.clock)
+    _check_clock(board, args.clock, args.baud)
     outdir = args.output or _default_output(args.model, board)
     model, nets, module = fold_candidates(args.model, board, args.fold, args.lanes,
                                           args.clock, args.baud)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from hwgen.fold.default import UP5K_FLASH_LOADER_LUTS
+
 from . import protocol
 
 
@@ -85,7 +87,7 @@ BOARDS = {
         usb_serial="the iCEBreaker's FT2232H",
         _top="boards.icebreaker:ICEBreakerTop",
         _build="boards.icebreaker:build_icebreaker", spram_blocks=4,
-        flash_loader_luts=300, uart_weights_luts=400),
+        flash_loader_luts=UP5K_FLASH_LOADER_LUTS, uart_weights_luts=400),
     "ulx3s-85f": Board(
         "ulx3s-85f", "Radiona ULX3S with ECP5 LFE5U-85F", "ecp5", "LFE5U-85F",
         luts=83640, bram_blocks=208, bram_block_bits=18432, default_clock_mhz=50,

@@ -2,8 +2,10 @@
 
 :func:`fastest_fold` searches per-layer folds for the smallest initiation interval whose
 whole-network estimate (:class:`~hwgen.fold.NetworkPlan`: layers, the repacks between them,
-the argmax) fits a :class:`~hwgen.fold.Budget`'s LUTs and block RAMs (it keeps every
-weight ROM in logic or block RAM; only its fallback, the default fold, uses SPRAM). Unlike
+the argmax) fits a :class:`~hwgen.fold.Budget`'s LUTs and block RAMs, and, when the budget
+has SPRAM blocks, their number: every layer then also tries each of its folds with the
+weights in SPRAM (``PExSIMDs``), and a design with any pays the board's weight loader
+(``budget.weight_loader_luts``). Unlike
 :func:`~hwgen.fold.default_fold`, which sizes each layer alone, it charges the repacks a
 pair of neighbouring folds needs, so folds whose widths match win when they pay off.
 
@@ -36,8 +38,16 @@ ALL_FOLDS_LIMIT = 256
 BISECT_ABOVE = 256
 
 
-def layer_options(model: Model, index: int) -> list[Fold | None]:
-    """The folds the search tries for layer ``index`` (``[None]`` for a max-pool)."""
+def layer_options(model: Model, index: int, spram: bool = False) -> list[Fold | None]:
+    """The folds the search tries for layer ``index`` (``[None]`` for a max-pool); with
+    ``spram`` each also with its weights in SPRAM."""
+    folds = _rom_options(model, index)
+    if spram and folds != [None]:
+        folds = folds + [replace(f, spram=True) for f in folds]
+    return folds
+
+
+def _rom_options(model: Model, index: int) -> list[Fold | None]:
     layer = model.layers[index]
     if not has_fold(layer):
         return [None]
@@ -94,7 +104,9 @@ def fastest_fold(model: Model, budget: Budget | None = None) -> list[Fold | None
 
 
 def _fits(net, budget: Budget) -> bool:
-    return net.luts <= budget.luts and net.brams <= budget.brams
+    loader = budget.weight_loader_luts if net.spram_blocks else 0
+    return (net.luts + loader <= budget.luts and net.brams <= budget.brams
+            and net.spram_blocks <= budget.spram_blocks)
 
 
 class _Search:
@@ -102,7 +114,8 @@ class _Search:
         self.model, self.budget = model, budget
         self.shapes = model.shapes()
         self.binary = model.binary_inputs()
-        self.options = [layer_options(model, i) for i in range(len(model.layers))]
+        self.options = [layer_options(model, i, budget.spram_blocks > 0)
+                        for i in range(len(model.layers))]
         self.plans = {}  # (index, fold) -> plan before buffer choice
 
     def _plan(self, index: int, fold):
@@ -124,7 +137,8 @@ class _Search:
         """Folds whose slowest layer takes ``t`` cycles (``exact``) or at most ``t`` whose
         estimate fits, or None."""
         budget = self.budget
-        # states: (kind, width, hit) -> list of (luts, brams, folds) on the Pareto front
+        # states: (kind, width) -> list of (luts, brams, sprams, folds, hit) on the Pareto
+        # front of (luts, brams, sprams) for each hit
         states = None
         for i, folds in enumerate(self.options):
             units = []
@@ -141,34 +155,39 @@ class _Search:
             for fold, unit, hit in units:
                 after = stream_after(unit, self.shapes[i])
                 sources = ([(("input", default_lanes(self.model, unit, t)),
-                             [(0, 0, (), False)])] if states is None else states.items())
+                             [(0, 0, 0, (), False)])] if states is None else states.items())
+                blocks = getattr(unit, "spram_blocks", 0)
                 for (kind, width), entries in sources:
                     repack = sum(r.luts for r in repacks_before(i, unit, self.shapes[i],
                                                                  ebits, kind, width))
-                    for luts, brams, chosen, was_hit in entries:
-                        total = (luts + unit.luts + repack, brams + unit.brams)
+                    for luts, brams, sprams, chosen, was_hit in entries:
+                        # the weight loader is paid once, with the first SPRAM layer
+                        loader = budget.weight_loader_luts if blocks and not sprams else 0
+                        total = (luts + unit.luts + repack + loader, brams + unit.brams,
+                                 sprams + blocks)
                         if i == len(self.options) - 1:
-                            total = (total[0] + argmax_luts(unit), total[1])
-                        if total[0] > budget.luts or total[1] > budget.brams:
+                            total = (total[0] + argmax_luts(unit), *total[1:])
+                        if (total[0] > budget.luts or total[1] > budget.brams
+                                or total[2] > budget.spram_blocks):
                             continue
                         _add(nxt, (after, hit or was_hit), (*total, chosen + (fold,)))
             states = {}
             for (after, hit), entries in nxt.items():
                 states.setdefault(after, []).extend(
-                    (luts, brams, chosen, hit) for luts, brams, chosen in entries)
+                    (luts, brams, sprams, chosen, hit) for luts, brams, sprams, chosen in entries)
             if not states:
                 return None
         for entries in states.values():
-            for luts, brams, chosen, hit in entries:
+            for luts, brams, sprams, chosen, hit in entries:
                 if hit or not exact:
                     return list(chosen)
         return None
 
 
 def _add(states: dict, key, entry) -> None:
-    """Add ``entry`` (luts, brams, folds) to the Pareto front ``states[key]``."""
+    """Add ``entry`` (luts, brams, sprams, folds) to the Pareto front ``states[key]``."""
     front = states.setdefault(key, [])
-    luts, brams = entry[0], entry[1]
-    if any(a <= luts and b <= brams for a, b, _ in front):
+    cost = entry[:3]
+    if any(all(a <= b for a, b in zip(e[:3], cost)) for e in front):
         return
-    front[:] = [e for e in front if not (luts <= e[0] and brams <= e[1])] + [entry]
+    front[:] = [e for e in front if not all(a <= b for a, b in zip(cost, e[:3]))] + [entry]

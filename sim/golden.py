@@ -146,13 +146,13 @@ def write_golden_vectors(folder: Path, interface: dict, images: np.ndarray,
     width = i["lanes"] * i["bits"]
     beats = pack_beats(images, i["lanes"], i["bits"], i.get("order", "CHW"))
     digits = math.ceil(width / 4)
-    lines = []
-    for image in beats:
-        for beat in image:
-            value = sum(int(w) << (32 * k) for k, w in enumerate(beat))
-            lines.append(f"{value:0{digits}x}")
-    (folder / "inputs.hex").write_text("\n".join(lines) + "\n")
-    (folder / "expected.hex").write_text("".join(f"{int(c):x}\n" for c in expected))
+    with open(folder / "inputs.hex", "w") as f:  # an image at a time: no list of every line
+        for image in beats:
+            f.write("".join(f"{sum(int(w) << (32 * k) for k, w in enumerate(beat)):0{digits}x}\n"
+                            for beat in image))
+    with open(folder / "expected.hex", "w") as f:
+        for start in range(0, len(expected), 4096):
+            f.write("".join(f"{int(c):x}\n" for c in expected[start:start + 4096]))
     words = interface.get("weights", {}).get("words", 0)
     if words:
         (folder / "weights.hex").write_text("".join(f"{int(v):04x}\n" for v in weights))

@@ -129,11 +129,18 @@ MVTU_CASES = [
     (7, 5, 2, 1, 4, False),  # raw one wide: single terms, no pairs
     (8, 3, 3, 2, 8, True),  # raw, one pair per beat
     (11, 4, 2, 7, 1, False),  # raw 1-bit, three pairs and a single, padded
+    (10, 6, 6, 2, 8, False),  # one neuron fold (preloaded accumulators), raw, one pair
+    (7, 4, 4, 1, 4, False),  # one neuron fold, raw one wide
+    (9, 5, 5, 3, None, False),  # one neuron fold, binary
+    (12, 5, 5, 4, 3, False),  # one neuron fold, raw, two pairs
 ]
+# every case buffered, and those with one neuron fold also streaming (a first layer's unit)
+MVTU_RUNS = [c + (False,) for c in MVTU_CASES] + [
+    c + (True,) for c in MVTU_CASES if -(-c[1] // c[2]) == 1]
 
 
-@pytest.mark.parametrize("n, m, pe, simd, raw_bits, output", MVTU_CASES)
-def test_mvtu_matches_reference(n, m, pe, simd, raw_bits, output):
+@pytest.mark.parametrize("n, m, pe, simd, raw_bits, output, streaming", MVTU_RUNS)
+def test_mvtu_matches_reference(n, m, pe, simd, raw_bits, output, streaming):
     rng = np.random.default_rng(n * 1000 + m * 10 + pe + simd)
     layer = _layer(rng, n, m, raw_bits, output)
     count = 6
@@ -143,7 +150,9 @@ def test_mvtu_matches_reference(n, m, pe, simd, raw_bits, output):
         xs = rng.integers(0, 1 << raw_bits, size=(count, n))
         xs[0] = (1 << raw_bits) - 1  # extremes of the accumulator range
         xs[1] = np.where(layer.weight[0] > 0, 0, (1 << raw_bits) - 1)
-    out, _, _ = run_mvtu(layer, pe, simd, raw_bits, xs, rng, valid_prob=0.6, ready_prob=0.5)
+    out, _, p = run_mvtu(layer, pe, simd, raw_bits, xs, rng, valid_prob=0.6, ready_prob=0.5,
+                         streaming=streaming)
+    assert p.streaming == streaming and p.preloaded == (p.nf == 1 and not output)
     np.testing.assert_array_equal(out, _expected(layer, xs))
 
 
@@ -157,23 +166,28 @@ def test_mvtu_thresholds_far_out_of_range(raw_bits):
     np.testing.assert_array_equal(out, _expected(layer, xs))
 
 
-@pytest.mark.parametrize("raw_bits, simd", [(None, 5), (8, 5), (8, 1)])
-def test_mvtu_initiation_interval_and_latency(raw_bits, simd):
+@pytest.mark.parametrize("raw_bits, simd, pe, streaming", [
+    (None, 5, 4, False), (8, 5, 4, False), (8, 1, 4, False), (8, 2, 4, False),
+    (None, 5, 9, False), (8, 2, 9, False), (None, 5, 9, True), (8, 2, 9, True),
+    (8, 1, 9, True), (8, 5, 9, True)])
+def test_mvtu_initiation_interval_and_latency(raw_bits, simd, pe, streaming):
     """Back to back, one image per NF*SF cycles; the first output beat arrives
     pipeline_latency cycles after its last synapse fold was issued (binary, raw in pairs,
-    raw one wide)."""
+    raw one wide; PE 9: one neuron fold, preloaded accumulators; streaming: no buffer)."""
     rng = np.random.default_rng(11)
     layer = _layer(rng, 14, 9, raw_bits)
-    pe = 4
     xs = (rng.integers(0, 2, size=(8, 14)) * 2 - 1 if raw_bits is None
           else rng.integers(0, 256, size=(8, 14)))
-    out, mon, p = run_mvtu(layer, pe, simd, raw_bits, xs, rng)
+    out, mon, p = run_mvtu(layer, pe, simd, raw_bits, xs, rng, streaming=streaming)
     assert p.paired == (raw_bits is not None and simd > 1)
+    assert p.preloaded == (pe == 9)
     np.testing.assert_array_equal(out, _expected(layer, xs))
     firsts = mon.cycles[::p.nf]
     assert all(b - a == p.cycles for a, b in zip(firsts[1:], firsts[2:]))
-    # Input words at cycles 0..SF-1; issue from SF; beat 0 done at SF + SF - 1.
-    assert mon.valid_cycles[0] == p.sf + p.sf - 1 + p.pipeline_latency
+    # Input words at cycles 0..SF-1. Buffered: issue from SF, beat 0 done at SF + SF - 1.
+    # Streaming: each word issued as it is taken, the last at SF - 1.
+    last_issue = p.sf - 1 if streaming else p.sf + p.sf - 1
+    assert mon.valid_cycles[0] == last_issue + p.pipeline_latency
 
 
 def test_raw_terms_lead_with_even_positions_of_each_synapse_fold():
@@ -190,6 +204,10 @@ def test_raw_terms_lead_with_even_positions_of_each_synapse_fold():
 def test_mvtu_rejects_bad_arguments():
     rng = np.random.default_rng(0)
     layer = _layer(rng, 5, 3)
+    with pytest.raises(ValueError, match="streaming unit computes all 3 outputs"):
+        MVTU(layer, 2, 2, streaming=True)
+    with pytest.raises(TypeError, match="streaming must be True or False"):
+        MVTU(layer, 3, 2, streaming=1)
     with pytest.raises(ValueError, match="PE 4 is wider"):
         MVTU(layer, 4, 2)
     with pytest.raises(ValueError, match="at least 1"):

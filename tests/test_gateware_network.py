@@ -140,6 +140,9 @@ def test_parse_fold_json_file(tmp_path):
     path = tmp_path / "fold.json"
     path.write_text('[[4, 10], {"pe": 3, "simd": 5}, [4, 8]]')
     assert parse_fold(str(path), _small_model()) == [Fold(4, 10), Fold(3, 5), Fold(4, 8)]
+    # as editors write it: a byte-order mark, a leading newline, indentation, a final newline
+    path.write_text('\ufeff\n  [[4, 10],\n   [3, 5],\n   [4, 8]]\n', encoding="utf-8")
+    assert parse_fold(str(path), _small_model()) == [Fold(4, 10), Fold(3, 5), Fold(4, 8)]
 
 
 @pytest.mark.parametrize("text, message", [

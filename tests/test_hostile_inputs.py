@@ -653,7 +653,33 @@ def test_large_line_buffers_count_in_the_generation_estimate(tmp_path):
                             model_io.Dense(np.ones((2, 1), np.int8))], ["a", "b"], {})
     model_io.save(model, tmp_path / "m.npz")
     line = cli_rejects("verilog", tmp_path / "m.npz", "-o", tmp_path / "v")
-    assert line.startswith("error: fold -,2x1 would take about ") and "MiB to generate" in line
+    assert line.startswith("error: fold -,2x1 at --lanes 1 would take about ")
+    assert "MiB to generate" in line
+    assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize("lanes, message", [
+    # a repack of 779 lanes into words of 8: millions of multiplexer inputs (a RecursionError
+    # in Amaranth, or with 500 lanes 980 MB and two minutes, before it was counted)
+    ("779", r"error: fold \S+ at --lanes 779 would take about \d+ MiB to generate"),
+    ("500", r"error: fold \S+ at --lanes 500 would take about \d+ MiB to generate"),
+])
+def test_input_lanes_count_in_the_generation_estimate(tmp_path, lanes, message):
+    line = cli_rejects("verilog", ROOT / "models" / "fmnist-mlp-up5k.npz", "--lanes", lanes,
+                       "-o", tmp_path / "v")
+    assert re.match(message, line), line
+    assert not (tmp_path / "v").exists()
+
+
+def test_input_beats_wider_than_the_generator_takes(tmp_path):
+    """16384 lanes of 8 bits: a 131072-bit port, past Amaranth's signal width (an
+    AssertionError before)."""
+    model = model_io.Model(model_io.InputSpec((1, 128, 128), 8, None),
+                           [model_io.Dense(np.ones((2, 128 * 128), np.int8))], ["a", "b"], {})
+    model_io.save(model, tmp_path / "m.npz")
+    line = cli_rejects("verilog", tmp_path / "m.npz", "--lanes", "16384", "-o", tmp_path / "v")
+    assert line == ("error: --lanes 16384 makes input beats of 131072 bits, more than the 8192 "
+                    "hardware is generated for")
     assert not (tmp_path / "v").exists()
 
 
@@ -1319,3 +1345,21 @@ def test_bytes_before_the_archive_are_refused(tmp_path, model_path):
     prefixed = tmp_path / "prefixed.npz"
     prefixed.write_bytes(b"\0" * 400 + model_path.read_bytes())
     rejects(prefixed, r"not a readable \.npz archive \(bytes before its first member\)")
+
+
+def test_a_clock_the_uart_cannot_divide_is_refused_before_any_fold(tmp_path):
+    """``--clock 20`` (the PLL makes 19.875 MHz) cannot carry the default 3 Mbaud within 2%:
+    refused with the other option checks, before a fold is chosen or verified (it used to
+    be found when the top was elaborated, after the Verilator check)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "build", "--board", "icebreaker",
+                           str(ROOT / "models" / "fmnist-mlp-up5k.npz"), "--clock", "20",
+                           "--skip-verify", "-o", str(tmp_path / "b")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == [
+        "error: --clock 20 and --baud: baud rate 3000000 cannot be made from a 19.875 MHz "
+        "clock: closest is 2839286 (5.4% off, more than 2%); allowed are 19.875 MHz / N for "
+        "a whole N >= 4 (within 2%), the nearest 3312500 (6 cycles per bit) and 2839286 "
+        "(7 cycles per bit)"]
+    assert not (tmp_path / "b").exists()

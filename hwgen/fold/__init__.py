@@ -55,13 +55,15 @@ from .channel_constants import output_offsets, raw_negatives, raw_pair_columns
 from .plans import (LayerPlan, NetworkPlan, RepackPlan, _conv_view, default_lanes, dense_plan,
                     input_order, layer_plan, narrowest_buffers, plan, repacks_before,
                     stream_after, unit_layer)
-from .default import DEFAULT_MAX_ROM_DEPTH, Budget, _fold_counts, default_fold, spram_folds
+from .default import (DEFAULT_MAX_ROM_DEPTH, UP5K_FLASH_LOADER_LUTS, Budget, _fold_counts,
+                      default_fold, spram_folds, up5k_budget)
 from .spram import spram_words
 from .cycles import latency, latency_bound, repack_schedule
 from .report import _buffer_note, format_fold_table
 
 __all__ = [
     "BRAM_BITS", "DEFAULT_MAX_ROM_DEPTH", "FOLD_CHOICES", "ICE40_BRAM_CONFIGS",
+    "UP5K_FLASH_LOADER_LUTS", "up5k_budget",
     "LINE_BUFFER_LOGIC_BITS", "LOGIC_BUFFER_MAX_BITS", "LOGIC_BUFFER_MAX_DEPTH",
     "LOGIC_ROM_MAX_BITS", "LOGIC_ROM_MAX_DEPTH", "MAX_FOLD_CHARS", "MAX_FOLD_DEPTH",
     "MIN_BRAM_EFFICIENCY", "POOL_BASE_LCS", "RAW_TREE_LEVELS_PER_STAGE", "TREE_LEVELS_PER_STAGE",

@@ -61,8 +61,11 @@ def latency(net: NetworkPlan) -> int:
     _, word_times = repack_schedule(n0, net.lanes, net.layers[0].simd, 0,
                                     [1] * net.beats_per_image)
     for i, lp in enumerate(net.layers):
-        start = word_times[-1] + 1  # the reader sees the buffer full the cycle after
-        base = [start + k * lp.sf + lp.sf - 1 + lp.pipeline_latency for k in range(lp.nf)]
+        if lp.streaming:  # each word is issued as it is taken: the last one, last
+            base = [word_times[-1] + lp.pipeline_latency]
+        else:
+            start = word_times[-1] + 1  # the reader sees the buffer full the cycle after
+            base = [start + k * lp.sf + lp.sf - 1 + lp.pipeline_latency for k in range(lp.nf)]
         gaps = [lp.sf] * lp.nf
         if i + 1 < len(net.layers):
             nxt = net.layers[i + 1]

@@ -18,7 +18,7 @@ from ..model import Conv2d, Model
 from .geometry import ceil_div
 from .parse import Fold, FoldError, check_supported, has_fold
 from .plans import layer_plan, plan
-from .storage import SPRAM_WIDTH, spram_blocks
+from .storage import SPRAM_WIDTH, UP5K_SPRAM_BLOCKS, spram_blocks
 
 #: The default fold avoids weight ROMs deeper than this many words: a deeper ROM is a cascade
 #: of block RAMs behind an output multiplexer, the slowest path of a design (a 39200-deep
@@ -48,6 +48,19 @@ class Budget:
     #: Logic the board adds beside a core with SPRAM layers (its weight loader): taken off
     #: ``luts`` when the default fold puts weights in SPRAM.
     weight_loader_luts: int = 0
+
+
+#: The logic the iCEBreaker's flash loader and image gate add to a core with SPRAM weights
+#: (``boards.targets``: its ``flash_loader_luts``).
+UP5K_FLASH_LOADER_LUTS = 300
+
+
+def up5k_budget() -> Budget:
+    """The whole iCEBreaker budget of ``build --board icebreaker`` (a 3 Mbaud UART aside):
+    :class:`Budget`'s defaults with the UP5K's SPRAM blocks and the flash loader their
+    weights need. ``--fold fastest`` without a board (``info``, ``verilog``, ``sim``)
+    searches it, so that it finds the fold the board build finds."""
+    return Budget(spram_blocks=UP5K_SPRAM_BLOCKS, weight_loader_luts=UP5K_FLASH_LOADER_LUTS)
 
 
 def default_fold(model: Model, budget: Budget | None = None) -> list[Fold | None]:

@@ -85,13 +85,15 @@ FOLD_CHOICES = ("auto", "fastest")
 def resolve_fold(text: str | None, model: Model, budget: Budget | None = None):
     """A ``--fold`` argument as :func:`plan` takes it: None (``text`` None or ``auto``: the
     default fold within ``budget``), the :func:`~hwgen.fold_search.fastest_fold` within
-    ``budget`` (``fastest``), else :func:`parse_fold`'s folds."""
+    ``budget`` (``fastest``; without one, :func:`~hwgen.fold.default.up5k_budget`, SPRAM
+    included), else :func:`parse_fold`'s folds."""
     if text in (None, "auto"):
         return None
     if text == "fastest":
         from ..fold_search import fastest_fold  # it builds on this package
+        from .default import up5k_budget
 
-        return fastest_fold(model, budget)
+        return fastest_fold(model, budget or up5k_budget())
     return parse_fold(text, model)
 
 
@@ -112,7 +114,7 @@ def parse_fold(text: str, model: Model) -> list[Fold]:
     check_supported(model)
     text = text.strip()
     if text[:1] not in "[{" and text.lower().endswith(".json"):
-        text = _read_fold_file(text)
+        text = _read_fold_file(text).lstrip("\ufeff").strip()  # a BOM, editors' newlines
     if len(text) > MAX_FOLD_CHARS:
         raise FoldError(f"--fold is {len(text)} characters, more than the limit of "
                         f"{MAX_FOLD_CHARS}")

@@ -69,6 +69,8 @@ class LayerPlan(SpramLayer):
     positions: int = 1  # output positions per image (conv: Ho*Wo)
     window: WindowPlan | None = None  # conv layers: the sliding-window front end
     spram: bool = False  # weights in SPRAM (weight_logic False, weight_brams 0)
+    # the input is computed on as it arrives, without a double buffer (one neuron fold)
+    streaming: bool = False
 
     @property
     def nf(self) -> int:
@@ -116,18 +118,34 @@ class LayerPlan(SpramLayer):
         return tree_register_stages(self.terms, self.tree_levels_per_stage)
 
     @property
+    def root_registered(self) -> bool:
+        """Raw input with more than one term: the tree's root is registered before the
+        accumulator adds it (a single term is already a register)."""
+        return not self.binary_input and self.terms > 1
+
+    @property
+    def preloaded(self) -> bool:
+        """A hidden layer with one neuron fold (``PE >= M``): each lane's threshold is a
+        constant, so its accumulator starts at minus the threshold (the flip-flops' reset
+        values, restored as the image's last sum is taken) and the output bit is that sum's
+        sign, taken straight into the output register: no comparator, no parameter ROM."""
+        return self.nf == 1 and not self.is_output
+
+    @property
     def extra_stages(self) -> int:
-        """The registered terms (XNORs, or raw XORs), for raw input the registered tree root,
-        and for paired raw input the registered pair sums and differences."""
-        return 1 if self.binary_input else 3 if self.paired else 2
+        """The registered terms (XNORs, or raw XORs), for raw input with several terms the
+        registered tree root, and for paired raw input the registered pair sums and
+        differences."""
+        return 1 + int(self.paired) + int(self.root_registered)
 
     @property
     def pipeline_latency(self) -> int:
         """Cycles from issuing a neuron fold's last synapse fold to its output beat being valid:
         one for the ROM/buffer read, the registered pair sums (paired raw input), the
-        registered terms, the tree's registers (raw input: also the root), the accumulator,
-        the output register."""
-        return 3 + self.tree_stages + self.extra_stages
+        registered terms, the tree's registers (raw input with several terms: also the
+        root), the accumulator, the output register (a :attr:`preloaded` layer takes its
+        output in the accumulator's cycle)."""
+        return 3 + self.tree_stages + self.extra_stages - int(self.preloaded)
 
     @property
     def out_element_bits(self) -> int:
@@ -338,13 +356,17 @@ def layer_plan(model: Model, index: int, fold: Fold | None):
         ho, wo = win.out_shape
         return replace(dense, op=layer.op, luts=dense.luts + win.luts, in_shape=shape,
                        positions=ho * wo, window=win)
-    return replace(dense_plan(layer, fold, bits, index), in_shape=shape)
+    # The first layer, dense and with one neuron fold, reads each input word once, in order
+    # of arrival: it computes as the input streams in, with no buffer.
+    streaming = index == 0 and ceil_div(layer.weight.shape[0], fold.pe) == 1
+    return replace(dense_plan(layer, fold, bits, index, streaming), in_shape=shape)
 
 
 def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
-               index: int = 0) -> LayerPlan:
+               index: int = 0, streaming: bool = False) -> LayerPlan:
     """Folded sizes, widths and costs of ``layer``; ``input_bits`` None means +-1 inputs,
-    an integer means raw unsigned inputs of that many bits."""
+    an integer means raw unsigned inputs of that many bits; ``streaming`` (only with one
+    neuron fold): the unit computes on its input as it arrives, without a double buffer."""
     binary = input_bits is None
     m, n = layer.weight.shape
     pe, simd = fold.pe, fold.simd
@@ -374,10 +396,12 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
     w_width, w_depth = pe * simd, nf * sf
     logic = rom_in_logic(w_width, w_depth) and not fold.spram
     weight_brams = 0 if logic or fold.spram else bram_blocks(w_width, w_depth)
+    if streaming and nf != 1:
+        raise ValueError(f"a streaming unit has one neuron fold, not {nf}")
     buf_width, buf_depth = simd * ebits, 2 * sf
     buf_bits = buf_width * buf_depth
-    buffer_brams = 0 if buffer_in_logic(buf_width, buf_depth) else bram_blocks(buf_width,
-                                                                               buf_depth)
+    buffer_brams = 0 if streaming or buffer_in_logic(buf_width, buf_depth) else bram_blocks(
+        buf_width, buf_depth)
     # Logic-cell estimate (iCE40 LCs: a LUT4, its carry and a flip-flop), calibrated on
     # nextpnr's ICESTORM_LC counts of whole builds (docs/hardware.md): about 3 per XNOR and
     # popcount input bit (2.5 when the weights are constants, a one-word ROM), 2*bits+6 per
@@ -385,29 +409,45 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
     # inputs plus 2*bits+3 per pair for the shared sum and difference (fmnist-mlp-up5k at
     # 10x8,2x10,1x2: 3771 LCs with single terms, 3252 in pairs; the estimate's difference
     # is 524), 3 per accumulator/comparator bit; ROMs in logic; input buffers in flip-flops
-    # cost a cell per bit (nothing to pack them with) plus their read multiplexer.
+    # cost a cell per bit (nothing to pack them with) plus their read multiplexer. A
+    # preloaded lane (one neuron fold) has its accumulator and one output bit, no
+    # comparator; a lone raw term has no root register; a streaming unit registers its
+    # input word instead of buffering it.
+    # (fmnist-mlp-up5k's first layer at 100x2, streaming and preloaded, alone through
+    # synth_ice40: 3153 LUT4s, 3070 flip-flops, 1830 carries: 31 cells a lane.)
+    preloaded = nf == 1 and not layer.is_output
+    lane_acc = acc_width + 2 if preloaded else 3 * acc_width
     if binary:
         per_bit = 3 if w_depth > 1 else 2.5
-        datapath = math.ceil(pe * simd * per_bit) + pe * 3 * acc_width
+        datapath = math.ceil(pe * simd * per_bit) + pe * lane_acc
     else:
         singles = simd - 2 * pairs
-        datapath = (pe * (pairs * (2 * ebits + 13) + singles * (2 * ebits + 6))
-                    + pairs * (2 * ebits + 3) + pe * 3 * acc_width)
-    luts = datapath + pe * param_width + 40
+        if pairs + singles == 1:  # a lone term's register feeds the accumulator
+            lane_terms = ebits + 2 if pairs else ebits + 1
+        else:
+            lane_terms = pairs * (2 * ebits + 13) + singles * (2 * ebits + 6)
+        datapath = pe * (lane_terms + lane_acc) + pairs * (2 * ebits + 3)
+    luts = datapath + (pe if preloaded else pe * param_width) + 40
     if logic:
         luts += logic_rom_luts(w_width, w_depth)
     if fold.spram:
         luts += spram_luts(w_width, w_depth)
-    if not buffer_brams:
+    if streaming:
+        luts += buf_width
+    elif not buffer_brams:
         luts += buf_bits + buf_width * max(1, buf_depth // 2)
-    param_logic = rom_in_logic(pe * param_width, nf)
+    param_logic = preloaded or rom_in_logic(pe * param_width, nf)
     param_brams = 0 if param_logic else bram_blocks(pe * param_width, nf)
     if param_logic:
         luts += logic_rom_luts(pe * param_width, nf)
     return LayerPlan(index, layer.op, n, m, pe, simd, binary, ebits, layer.is_output,
                      (lo, hi), acc_width, acc_signed, param_width, score_width, logic,
                      weight_brams, param_logic, param_brams, buffer_brams, luts,
-                     spram=fold.spram)
+                     spram=fold.spram, streaming=streaming)
+
+
+#: The widest input beat (``lanes`` times the input's bits) hardware is generated for.
+MAX_INPUT_BEAT_BITS = 8192
 
 
 def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None = None,
@@ -443,6 +483,10 @@ def plan(model: Model, folds: list[Fold | None] | None = None, lanes: int | None
     if not isinstance(lanes, int) or isinstance(lanes, bool) or not 1 <= lanes <= size:
         raise UserError(f"--lanes must be an integer in [1, {size}] (the input size), "
                         f"got {lanes}")
+    if lanes * model.input.bits > MAX_INPUT_BEAT_BITS:
+        raise UserError(f"--lanes {lanes} makes input beats of {lanes * model.input.bits} "
+                        f"bits, more than the {MAX_INPUT_BEAT_BITS} hardware is generated "
+                        f"for")
     interval = max([ceil_div(size, lanes)] + [lp.cycles for lp in layers])
     return NetworkPlan(model, [narrowest_buffers(lp, interval) for lp in layers], lanes,
                        model.input.bits)

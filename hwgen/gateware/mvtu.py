@@ -12,7 +12,7 @@ from ._checks import check_int, checked_init
 
 from ..fold import (Fold, FoldError, LayerPlan, ceil_div, check_fold, dense_plan,
                     output_offsets, raw_negatives)
-from ..model import Dense
+from ..model import Dense, signed_width
 from .popcount import adder_tree
 from .rom import pack_lanes, pack_weights, ram_style, rom
 from .spram import SPRAMBank, load_signature
@@ -79,7 +79,7 @@ class MVTU(wiring.Component):
 
     @checked_init
     def __init__(self, layer: Dense, pe: int, simd: int, input_bits: int | None = None,
-                 spram: bool = False):
+                 spram: bool = False, streaming: bool = False):
         if not isinstance(layer, Dense):
             raise TypeError(f"layer must be a Dense layer, not {type(layer).__name__}")
         check_int("pe", pe)
@@ -88,12 +88,17 @@ class MVTU(wiring.Component):
             check_int("input_bits", input_bits, 1)
         if not isinstance(spram, bool):
             raise TypeError(f"spram must be True or False, not {spram!r}")
+        if not isinstance(streaming, bool):
+            raise TypeError(f"streaming must be True or False, not {streaming!r}")
         try:
             check_fold(0, layer, pe, simd)
         except FoldError as err:  # the message without its "layer 0 (dense): " prefix
             raise ValueError(str(err).split(": ", 1)[-1]) from None
         self.layer = layer
-        self.plan = dense_plan(layer, Fold(pe, simd, spram), input_bits)
+        if streaming and ceil_div(layer.weight.shape[0], pe) != 1:
+            raise ValueError(f"a streaming unit computes all {layer.weight.shape[0]} outputs "
+                             f"at once: pe must be at least that, not {pe}")
+        self.plan = dense_plan(layer, Fold(pe, simd, spram), input_bits, streaming=streaming)
         p = self.plan
         members = {
             "i": In(stream.Signature(p.simd * p.element_bits)),
@@ -117,59 +122,33 @@ class MVTU(wiring.Component):
             m.submodules.weights = wrom = rom(pack_weights(layer.weight, pe, simd), pe * simd,
                                               p.weight_logic)
             wread = wrom.read_port()
+        pread = None
         if p.is_output:
             offsets = [int(v) for v in output_offsets(layer, p.binary_input, simd)]
             params = pack_lanes(offsets, p.param_width, pe)
-        else:
+        elif not p.preloaded:
             ts, invs = comparator_params(layer, p)
             tw = p.param_width - 1
             fields = [(t & ((1 << tw) - 1)) | (inv << tw) for t, inv in zip(ts, invs)]
             never = (p.acc_range[1] + 1) & ((1 << tw) - 1)  # padded channels output 0
             params = pack_lanes(fields, p.param_width, pe, pad=never)
-        m.submodules.params = prom = rom(params, pe * p.param_width, p.param_logic)
-        m.submodules.buffer = ibuf = Memory(shape=simd * ebits, depth=2 * sf_count, init=[],
-                                            attrs=ram_style(p.buffer_brams == 0))
-        wport = ibuf.write_port()
-        xport = ibuf.read_port()
-        pread = prom.read_port()
+        if not p.preloaded:
+            m.submodules.params = prom = rom(params, pe * p.param_width, p.param_logic)
+            pread = prom.read_port()
 
-        # ---- writer: fills the free half of the double buffer. Addresses and "last" flags
-        # are kept in registers beside the counters (no multiply-add or compare on the paths).
-        full = Signal(2)
-        wr_buf = Signal()
-        wr_addr = Signal(range(sf_count))
-        wr_last = Signal(init=int(sf_count == 1))  # wr_addr == sf_count - 1
-        wr_ptr = Signal(range(2 * sf_count))  # wr_buf * sf_count + wr_addr
-        set_full = Signal(2)
-        clr_full = Signal(2)
-        take = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~Mux(wr_buf, full[1], full[0])),
-            take.eq(self.i.valid & self.i.ready),
-            wport.addr.eq(wr_ptr),
-            wport.data.eq(self.i.payload),
-            wport.en.eq(take),
-        ]
-        with m.If(take):
-            with m.If(wr_last):
-                m.d.sync += [wr_addr.eq(0), wr_buf.eq(~wr_buf), wr_last.eq(int(sf_count == 1)),
-                             wr_ptr.eq(Mux(wr_buf, 0, sf_count))]
-                m.d.comb += set_full.eq(Mux(wr_buf, 0b10, 0b01))
-            with m.Else():
-                m.d.sync += [wr_addr.eq(wr_addr + 1), wr_last.eq(wr_addr == sf_count - 2),
-                             wr_ptr.eq(wr_ptr + 1)]
-
-        # ---- reader: issues (neuron fold, synapse fold) pairs from the full half
+        # ---- the input: a double buffer, or (streaming) the word in flight
         advance = Signal()
-        rd_buf = Signal()
-        nf = Signal(range(nf_count))
+        issue = Signal()
         sf = Signal(range(sf_count))
         sf_first = Signal(init=1)                       # sf == 0
         sf_last = Signal(init=int(sf_count == 1))       # sf == sf_count - 1
-        nf_last = Signal(init=int(nf_count == 1))       # nf == nf_count - 1
-        x_addr = Signal(range(2 * sf_count))            # rd_buf * sf_count + sf
+        nf = Signal(range(nf_count))
         w_addr = Signal(range(nf_count * sf_count))     # nf * sf_count + sf
-        issue = Signal()
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        if p.streaming:
+            x = self._streaming_input(m, advance, issue, sf, sf_first, sf_last, w_addr)
+        else:
+            x = self._buffered_input(m, advance, issue, sf, sf_first, sf_last, nf, w_addr)
         if p.paired:
             # the weights are read a cycle after the buffer word, beside its pair sums
             w_read_addr = Signal.like(w_addr, name="w_addr_pairs")
@@ -177,28 +156,7 @@ class MVTU(wiring.Component):
                 m.d.sync += w_read_addr.eq(w_addr)
         else:
             w_read_addr = w_addr
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            issue.eq(Mux(rd_buf, full[1], full[0]) & advance),
-            xport.addr.eq(x_addr),
-            xport.en.eq(advance),
-            wread.addr.eq(w_read_addr),
-            wread.en.eq(advance),
-        ]
-        with m.If(issue):
-            with m.If(sf_last):
-                m.d.sync += [sf.eq(0), sf_first.eq(1), sf_last.eq(int(sf_count == 1))]
-                with m.If(nf_last):
-                    m.d.sync += [nf.eq(0), nf_last.eq(int(nf_count == 1)), rd_buf.eq(~rd_buf),
-                                 x_addr.eq(Mux(rd_buf, 0, sf_count)), w_addr.eq(0)]
-                    m.d.comb += clr_full.eq(Mux(rd_buf, 0b10, 0b01))
-                with m.Else():
-                    m.d.sync += [nf.eq(nf + 1), nf_last.eq(nf == nf_count - 2),
-                                 x_addr.eq(Mux(rd_buf, sf_count, 0)), w_addr.eq(w_addr + 1)]
-            with m.Else():
-                m.d.sync += [sf.eq(sf + 1), sf_first.eq(0), sf_last.eq(sf == sf_count - 2),
-                             x_addr.eq(x_addr + 1), w_addr.eq(w_addr + 1)]
-        m.d.sync += full.eq((full | set_full) & ~clr_full)
+        m.d.comb += [wread.addr.eq(w_read_addr), wread.en.eq(advance)]
 
         # ---- stage 1: buffer word and weight word arrive (flags follow the data)
         def stage(valid, first, last, index, name):
@@ -209,7 +167,7 @@ class MVTU(wiring.Component):
             return regs
 
         flags = stage(issue, sf_first, sf_last, nf, "s1")
-        x, w = xport.data, wread.data
+        w = wread.data
         if p.paired:
             # ---- stage 2 (paired raw input): each pair's sum and difference, once for all
             # lanes, registered (the block RAM output reaches no adder in its own cycle).
@@ -244,7 +202,7 @@ class MVTU(wiring.Component):
                     m.d.sync += term.eq(value)
                 terms.append(term)
             total = adder_tree(m, terms, advance, p.tree_levels_per_stage, name=f"pe{lane}")
-            if not p.binary_input:
+            if p.root_registered:
                 # The root is registered too: the accumulator adds a registered sum.
                 root = Signal(total.shape(), name=f"pe{lane}_sum")
                 with m.If(advance):
@@ -254,11 +212,15 @@ class MVTU(wiring.Component):
         flags = stage(*flags, "terms")
         for level in range(p.tree_stages):
             flags = stage(*flags, f"t{level}")
-        if not p.binary_input:
+        if p.root_registered:
             flags = stage(*flags, "root")
 
-        # ---- accumulate; the parameter word is read alongside
         valid, first, last, index = flags
+        if p.preloaded:
+            self._preloaded_outputs(m, advance, valid, last, sums)
+            return m
+
+        # ---- accumulate; the parameter word is read alongside
         m.d.comb += [pread.addr.eq(index), pread.en.eq(advance)]
         accs = [Signal(p.acc_width, name=f"acc{lane}") if not p.acc_signed else
                 Signal(signed(p.acc_width), name=f"acc{lane}") for lane in range(pe)]
@@ -285,6 +247,116 @@ class MVTU(wiring.Component):
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(done), self.o.payload.eq(Cat(*lanes))]
         return m
+
+    def _buffered_input(self, m, advance, issue, sf, sf_first, sf_last, nf, w_addr):
+        """The double buffer: the writer fills the free half while the reader issues
+        (neuron fold, synapse fold) pairs from the full one. Returns the read word."""
+        p = self.plan
+        simd, nf_count, sf_count, ebits = p.simd, p.nf, p.sf, p.element_bits
+        m.submodules.buffer = ibuf = Memory(shape=simd * ebits, depth=2 * sf_count, init=[],
+                                            attrs=ram_style(p.buffer_brams == 0))
+        wport = ibuf.write_port()
+        xport = ibuf.read_port()
+
+        # ---- writer: fills the free half of the double buffer. Addresses and "last" flags
+        # are kept in registers beside the counters (no multiply-add or compare on the paths).
+        full = Signal(2)
+        wr_buf = Signal()
+        wr_addr = Signal(range(sf_count))
+        wr_last = Signal(init=int(sf_count == 1))  # wr_addr == sf_count - 1
+        wr_ptr = Signal(range(2 * sf_count))  # wr_buf * sf_count + wr_addr
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        take = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~Mux(wr_buf, full[1], full[0])),
+            take.eq(self.i.valid & self.i.ready),
+            wport.addr.eq(wr_ptr),
+            wport.data.eq(self.i.payload),
+            wport.en.eq(take),
+        ]
+        with m.If(take):
+            with m.If(wr_last):
+                m.d.sync += [wr_addr.eq(0), wr_buf.eq(~wr_buf), wr_last.eq(int(sf_count == 1)),
+                             wr_ptr.eq(Mux(wr_buf, 0, sf_count))]
+                m.d.comb += set_full.eq(Mux(wr_buf, 0b10, 0b01))
+            with m.Else():
+                m.d.sync += [wr_addr.eq(wr_addr + 1), wr_last.eq(wr_addr == sf_count - 2),
+                             wr_ptr.eq(wr_ptr + 1)]
+
+        # ---- reader: issues (neuron fold, synapse fold) pairs from the full half
+        rd_buf = Signal()
+        nf_last = Signal(init=int(nf_count == 1))       # nf == nf_count - 1
+        x_addr = Signal(range(2 * sf_count))            # rd_buf * sf_count + sf
+        m.d.comb += [
+            issue.eq(Mux(rd_buf, full[1], full[0]) & advance),
+            xport.addr.eq(x_addr),
+            xport.en.eq(advance),
+        ]
+        with m.If(issue):
+            with m.If(sf_last):
+                m.d.sync += [sf.eq(0), sf_first.eq(1), sf_last.eq(int(sf_count == 1))]
+                with m.If(nf_last):
+                    m.d.sync += [nf.eq(0), nf_last.eq(int(nf_count == 1)), rd_buf.eq(~rd_buf),
+                                 x_addr.eq(Mux(rd_buf, 0, sf_count)), w_addr.eq(0)]
+                    m.d.comb += clr_full.eq(Mux(rd_buf, 0b10, 0b01))
+                with m.Else():
+                    m.d.sync += [nf.eq(nf + 1), nf_last.eq(nf == nf_count - 2),
+                                 x_addr.eq(Mux(rd_buf, sf_count, 0)), w_addr.eq(w_addr + 1)]
+            with m.Else():
+                m.d.sync += [sf.eq(sf + 1), sf_first.eq(0), sf_last.eq(sf == sf_count - 2),
+                             x_addr.eq(x_addr + 1), w_addr.eq(w_addr + 1)]
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+        return xport.data
+
+    def _streaming_input(self, m, advance, issue, sf, sf_first, sf_last, w_addr):
+        """One neuron fold, no buffer: each input word is issued as it is taken (``i.ready``
+        is ``advance``), and registered, as the buffer's read port would, beside the weight
+        word read at its synapse fold. Returns the registered word."""
+        sf_count = self.plan.sf
+        word = Signal(len(self.i.payload), name="x_word")
+        m.d.comb += [self.i.ready.eq(advance), issue.eq(self.i.valid & advance)]
+        with m.If(advance):
+            m.d.sync += word.eq(self.i.payload)
+        with m.If(issue):
+            with m.If(sf_last):
+                m.d.sync += [sf.eq(0), sf_first.eq(1), sf_last.eq(int(sf_count == 1)),
+                             w_addr.eq(0)]
+            with m.Else():
+                m.d.sync += [sf.eq(sf + 1), sf_first.eq(0), sf_last.eq(sf == sf_count - 2),
+                             w_addr.eq(w_addr + 1)]
+        return word
+
+    def _preloaded_outputs(self, m, advance, valid, last, sums):
+        """The accumulators of a :attr:`~hwgen.fold.LayerPlan.preloaded` layer: lane ``j``
+        starts at ``-t[j]`` (:func:`comparator_params`) and adds its sums; with the image's
+        last sum the output register takes ``(acc + sum >= 0) XOR invert[j]``, and the
+        accumulator returns to ``-t[j]`` (constant synchronous set/reset values of its
+        flip-flops: no parameter ROM, no comparator)."""
+        p = self.plan
+        if p.acc_signed:
+            a_lo, a_hi = -(1 << (p.acc_width - 1)), (1 << (p.acc_width - 1)) - 1
+        else:
+            a_lo, a_hi = 0, (1 << p.acc_width) - 1
+        ts, invs = comparator_params(self.layer, p)  # one per lane: PE == M
+        width = signed_width(a_lo - max(ts), a_hi - min(ts))
+        # The accumulators power up at 0 (iCE40 flip-flops can only: a start value of 1
+        # would cost an inverter on each side) and take -t in the first cycle after reset.
+        prime = Signal(init=1, name="acc_prime")
+        m.d.sync += prime.eq(0)
+        bits = []
+        for lane, (s, t, inv) in enumerate(zip(sums, ts, invs)):
+            acc = Signal(signed(width), name=f"acc{lane}")
+            total = Signal(signed(width), name=f"acc{lane}_next")
+            m.d.comb += total.eq(acc + s)
+            with m.If((advance & valid) | prime):
+                with m.If(last | prime):
+                    m.d.sync += acc.eq(-t)
+                with m.Else():
+                    m.d.sync += acc.eq(total)
+            bits.append(~total[-1] ^ inv)
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(valid & last), self.o.payload.eq(Cat(*bits))]
 
     @staticmethod
     def _pair_values(m, x, advance, simd: int, ebits: int) -> list:

@@ -109,7 +109,8 @@ class Network(wiring.Component):
                     m.submodules[f"window{lp.index}"] = window
                     wiring.connect(m, src, window.i)
                     src = window.o
-                unit = MVTU(unit_layer(model, lp.index), lp.pe, lp.simd, bits, lp.spram)
+                unit = MVTU(unit_layer(model, lp.index), lp.pe, lp.simd, bits, lp.spram,
+                            lp.streaming)
                 if lp.spram:
                     spram_units[lp.index] = unit
                     # a window emits padding before any input arrives: without this the
@@ -226,6 +227,10 @@ _LINE_BUFFER_BIT_BYTES = 320
 #: convs of 2 channels over 8x8 maps took 594 MB (127 of them 301 MB), 255 dense layers of
 #: 2x2 weights 218 MB.
 _CONV_LAYER_BYTES, _LAYER_BYTES = 3 << 20, 1 << 20
+#: ... and the repacks between the units about 800 bytes per LUT of their estimate
+#: (:func:`hwgen.fold.repack_luts`; the input repack of 500 lanes into the shipped MLP's
+#: first layer, 8 values a word: 1.02 M, 980 MB).
+_REPACK_LUT_BYTES = 1 << 10
 
 
 def generation_bytes(net: NetworkPlan) -> int:
@@ -237,7 +242,8 @@ def generation_bytes(net: NetworkPlan) -> int:
         [lp.window for lp in net.mvtu_layers if lp.window is not None]
     layers = sum(_LAYER_BYTES if getattr(lp, "window", None) is None else _CONV_LAYER_BYTES
                  for lp in net.layers)
-    return (_BASE_BYTES + terms + layers
+    repacks = sum(r.luts for before in net.repacks() for r in before)
+    return (_BASE_BYTES + terms + layers + _REPACK_LUT_BYTES * repacks
             + _LINE_BUFFER_BIT_BYTES * sum(unit.line_buffer_bits for unit in units))
 
 
@@ -274,9 +280,10 @@ def check_generatable(net: NetworkPlan) -> None:
     need, limit = generation_bytes(net), size_limit("SBN_MAX_GENERATION_BYTES",
                                                    MAX_GENERATION_BYTES)
     if need > limit:
-        raise UserError(f"fold {net.fold_text} would take about {need >> 20} MiB to generate, "
-                        f"more than the limit of {limit >> 20} MiB: give a fold with a "
-                        f"smaller PExSIMD, or raise $SBN_MAX_GENERATION_BYTES")
+        raise UserError(f"fold {net.fold_text} at --lanes {net.lanes} would take about "
+                        f"{need >> 20} MiB to generate, more than the limit of {limit >> 20} "
+                        f"MiB: give a fold with a smaller PExSIMD, --lanes dividing the first "
+                        f"layer's input word, or raise $SBN_MAX_GENERATION_BYTES")
 
 
 def to_verilog(net: NetworkPlan, module: str) -> str:

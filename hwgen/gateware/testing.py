@@ -172,15 +172,16 @@ def simulate_network(net, images, rng: np.random.Generator | None = None,
 
 def run_mvtu(layer, pe: int, simd: int, input_bits: int | None, xs: np.ndarray,
               rng: np.random.Generator | None = None, valid_prob: float = 1.0,
-              ready_prob: float = 1.0):
-    """Simulate one MVTU on input vectors ``xs [K, N]`` (+-1, or raw unsigned integers).
+              ready_prob: float = 1.0, streaming: bool = False):
+    """Simulate one MVTU (``streaming``: without its input buffer, one neuron fold) on
+    input vectors ``xs [K, N]`` (+-1, or raw unsigned integers).
 
     Returns ``(outputs [K, M], monitor, plan)``: outputs are 0/1 bits for a hidden layer
     (padded lanes checked to be 0) or signed scores for the output layer.
     """
     from .mvtu import MVTU
 
-    dut = MVTU(layer, pe, simd, input_bits)
+    dut = MVTU(layer, pe, simd, input_bits, streaming=streaming)
     p = dut.plan
     words = []
     for x in xs:
