@@ -156,13 +156,16 @@ def test_mvtu_matches_reference(n, m, pe, simd, raw_bits, output, streaming):
     np.testing.assert_array_equal(out, _expected(layer, xs))
 
 
-@pytest.mark.parametrize("raw_bits", [None, 4])
-def test_mvtu_thresholds_far_out_of_range(raw_bits):
+@pytest.mark.parametrize("raw_bits, pe, simd", [(None, 3, 4), (4, 3, 4), (None, 8, 4),
+                                                (4, 8, 3), (4, 8, 9)])
+def test_mvtu_thresholds_far_out_of_range(raw_bits, pe, simd):
+    """Thresholds of +-2^40 (clamped; PE 8: preloaded lanes, centred raw input when SIMD
+    divides the 9 inputs)."""
     rng = np.random.default_rng(7)
     layer = _layer(rng, 9, 8, raw_bits, extreme=True)
     xs = (rng.integers(0, 2, size=(8, 9)) * 2 - 1) if raw_bits is None else \
         rng.integers(0, 16, size=(8, 9))
-    out, _, _ = run_mvtu(layer, 3, 4, raw_bits, xs, rng)
+    out, _, _ = run_mvtu(layer, pe, simd, raw_bits, xs, rng)
     np.testing.assert_array_equal(out, _expected(layer, xs))
 
 

@@ -132,6 +132,13 @@ class LayerPlan(SpramLayer):
         return self.nf == 1 and not self.is_output
 
     @property
+    def centered(self) -> bool:
+        """A :attr:`preloaded` raw layer whose ``SIMD`` divides its inputs (no padding):
+        its inputs are taken less half their range (``x - 2^(bits-1)``, the top bit
+        inverted), one bit narrower, and the lanes' constants make up for it."""
+        return self.preloaded and not self.binary_input and self.n % self.simd == 0
+
+    @property
     def extra_stages(self) -> int:
         """The registered terms (XNORs, or raw XORs), for raw input with several terms the
         registered tree root, and for paired raw input the registered pair sums and
@@ -416,14 +423,15 @@ def dense_plan(layer: Dense, fold: Fold, input_bits: int | None = None,
     # (fmnist-mlp-up5k's first layer at 100x2, streaming and preloaded, alone through
     # synth_ice40: 3153 LUT4s, 3070 flip-flops, 1830 carries: 31 cells a lane.)
     preloaded = nf == 1 and not layer.is_output
-    lane_acc = acc_width + 2 if preloaded else 3 * acc_width
+    centered = preloaded and not binary and n % simd == 0
+    lane_acc = acc_width + 1 if preloaded else 3 * acc_width
     if binary:
         per_bit = 3 if w_depth > 1 else 2.5
         datapath = math.ceil(pe * simd * per_bit) + pe * lane_acc
     else:
         singles = simd - 2 * pairs
         if pairs + singles == 1:  # a lone term's register feeds the accumulator
-            lane_terms = ebits + 2 if pairs else ebits + 1
+            lane_terms = (ebits + 2 if pairs else ebits + 1) - int(centered)
         else:
             lane_terms = pairs * (2 * ebits + 13) + singles * (2 * ebits + 6)
         datapath = pe * (lane_terms + lane_acc) + pairs * (2 * ebits + 3)

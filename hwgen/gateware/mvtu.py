@@ -171,8 +171,9 @@ class MVTU(wiring.Component):
         if p.paired:
             # ---- stage 2 (paired raw input): each pair's sum and difference, once for all
             # lanes, registered (the block RAM output reaches no adder in its own cycle).
-            x = self._pair_values(m, x, advance, simd, ebits)
+            x = self._pair_values(m, x, advance, simd, ebits, p.centered)
             flags = stage(*flags, "pairs")
+        vw = ebits + (1 if p.centered else 2)  # a pair's value (and its ~)
         sums = []
         for lane in range(pe):
             wl = w[lane * simd:(lane + 1) * simd]
@@ -188,15 +189,16 @@ class MVTU(wiring.Component):
                     wa = wl[2 * k]
                     v = pair_sum if pair_diff is None else Mux(wa == wl[2 * k + 1], pair_sum,
                                                                pair_diff)
-                    shape, value = signed(ebits + 2), v ^ (~wa).replicate(ebits + 2)
+                    shape, value = signed(vw), v ^ (~wa).replicate(vw)
                 elif p.binary_input:
                     shape, value = 1, ~(x[k] ^ wl[k])
                 else:
                     # x for a +1 weight, ~x = -x - 1 for a -1 weight: an XOR, no negation
                     # (the parameters add back the channel's count of -1 weights).
-                    xk = Cat(x[k * ebits:(k + 1) * ebits], 0)
-                    shape = signed(ebits + 1)
-                    value = (xk ^ (~wl[k]).replicate(ebits + 1)).as_signed()
+                    xk = x[k * ebits:(k + 1) * ebits]
+                    xk = _centered(xk) if p.centered else Cat(xk, 0).as_signed()
+                    shape = signed(len(xk))
+                    value = (xk ^ (~wl[k]).replicate(len(xk))).as_signed()
                 term = Signal(shape, name=f"pe{lane}_x{k}")
                 with m.If(advance):
                     m.d.sync += term.eq(value)
@@ -333,19 +335,33 @@ class MVTU(wiring.Component):
         last sum the output register takes ``(acc + sum >= 0) XOR invert[j]``, and the
         accumulator returns to ``-t[j]`` (constant synchronous set/reset values of its
         flip-flops: no parameter ROM, no comparator)."""
-        p = self.plan
-        if p.acc_signed:
-            a_lo, a_hi = -(1 << (p.acc_width - 1)), (1 << (p.acc_width - 1)) - 1
+        p, layer = self.plan, self.layer
+        ts, invs = comparator_params(layer, p)  # one per lane: PE == M
+        # Each lane's own bounds of what it accumulates (its partial sums stay within them:
+        # every term's sign is fixed by its weights), and its constant, moved by the
+        # centring of raw inputs (x - 2^(bits-1): sum w*x = sum w*(x - h) + h * sum w).
+        n = layer.weight.shape[1]
+        plus = np.count_nonzero(layer.weight > 0, axis=1).astype(np.int64)
+        minus = n - plus
+        if p.binary_input:
+            lows, highs = np.zeros(p.pe, np.int64), np.full(p.pe, n, np.int64)
         else:
-            a_lo, a_hi = 0, (1 << p.acc_width) - 1
-        ts, invs = comparator_params(self.layer, p)  # one per lane: PE == M
-        width = signed_width(a_lo - max(ts), a_hi - min(ts))
+            negs = raw_negatives(layer, simd=p.simd)
+            top = (1 << p.element_bits) - 1
+            if p.centered:
+                h = 1 << (p.element_bits - 1)
+                lows, highs = -h * plus - (h - 1) * minus - negs, (h - 1) * plus + h * minus
+                ts = [int(t) - h * int(w) for t, w in zip(ts, plus - minus)]
+            else:
+                lows, highs = -top * minus - negs, top * plus
+        widths = [signed_width(min(int(lo) - t, -t), max(int(hi) - t, -t))
+                  for lo, hi, t in zip(lows, highs, ts)]
         # The accumulators power up at 0 (iCE40 flip-flops can only: a start value of 1
         # would cost an inverter on each side) and take -t in the first cycle after reset.
         prime = Signal(init=1, name="acc_prime")
         m.d.sync += prime.eq(0)
         bits = []
-        for lane, (s, t, inv) in enumerate(zip(sums, ts, invs)):
+        for lane, (s, t, inv, width) in enumerate(zip(sums, ts, invs, widths)):
             acc = Signal(signed(width), name=f"acc{lane}")
             total = Signal(signed(width), name=f"acc{lane}_next")
             m.d.comb += total.eq(acc + s)
@@ -359,25 +375,35 @@ class MVTU(wiring.Component):
             m.d.sync += [self.o.valid.eq(valid & last), self.o.payload.eq(Cat(*bits))]
 
     @staticmethod
-    def _pair_values(m, x, advance, simd: int, ebits: int) -> list:
+    def _pair_values(m, x, advance, simd: int, ebits: int, centered: bool = False) -> list:
         """Registered ``(x_a + x_b, x_a - x_b)`` for each pair of input elements
         ``(2k, 2k + 1)`` of the buffer word ``x``, and ``(x_last, None)`` for an odd
-        ``SIMD``'s last element; values ``signed(ebits + 2)``."""
+        ``SIMD``'s last element; values ``signed(ebits + 2)``, or with ``centered`` of the
+        elements less ``2^(ebits-1)`` (their top bit inverted), ``signed(ebits + 1)``."""
+        width = ebits + (1 if centered else 2)
         values = []
         for k in range(0, simd, 2):
             a = x[k * ebits:(k + 1) * ebits]
+            if centered:
+                a = _centered(a)
             if k + 1 == simd:
-                single = Signal(signed(ebits + 2), name=f"single{k}")
+                single = Signal(signed(width), name=f"single{k}")
                 with m.If(advance):
                     m.d.sync += single.eq(a)
                 values.append((single, None))
                 continue
             b = x[(k + 1) * ebits:(k + 2) * ebits]
-            total = Signal(signed(ebits + 2), name=f"pair{k // 2}_sum")
-            diff = Signal(signed(ebits + 2), name=f"pair{k // 2}_diff")
+            if centered:
+                b = _centered(b)
+            total = Signal(signed(width), name=f"pair{k // 2}_sum")
+            diff = Signal(signed(width), name=f"pair{k // 2}_diff")
             with m.If(advance):
                 m.d.sync += [total.eq(a + b), diff.eq(a - b)]
             values.append((total, diff))
         return values
 
 
+def _centered(value):
+    """An unsigned value less half its range, ``x - 2^(bits-1)``, as signed: its top bit
+    inverted (no adder)."""
+    return Cat(value[:-1], ~value[-1]).as_signed()
