@@ -45,9 +45,13 @@ def _models():
     yield "conv-pool-3ch-spram", random_model(
         rng, (3, 8, 8), [conv(4, padding=1, pad_value=0), pool(), conv(6), dense(10)], classes=5,
         binarize_at=None)
+    # both hidden layers in one neuron fold: the raw first one streaming and centred, the
+    # second preloaded (accumulators loaded with their constants in the cycle after reset)
+    yield "dense-preloaded", random_model(rng, (1, 6, 7), [dense(12), dense(9)], classes=4,
+                                          binarize_at=None)
 
 
-FOLDS = {"conv-pool-3ch-spram": "2x9,-,2x8s,2x16s,5x10"}
+FOLDS = {"conv-pool-3ch-spram": "2x9,-,2x8s,2x16s,5x10", "dense-preloaded": "12x2,9x4,4x3"}
 
 
 def _vectors(tmp_path, capsys, path, images, count, fold=None) -> tuple:
@@ -78,7 +82,7 @@ def test_vectors_pass_in_both_icarus_modes(tmp_path, capsys, iverilog, name, mod
     folder, verilog = _vectors(tmp_path, capsys, path, images[:, 0] if images.shape[1] == 1
                                else images, 12, FOLDS.get(name))
     assert "always @*" not in (folder / verilog).read_text()
-    assert (folder / "weights.hex").exists() == (name in FOLDS)
+    assert (folder / "weights.hex").exists() == name.endswith("spram")
     for mode in MODES:
         _icarus(iverilog, folder, verilog, mode, 12)
 

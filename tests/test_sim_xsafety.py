@@ -84,10 +84,10 @@ def test_x_randomized_build_is_deterministic_per_seed(tmp_path):
 
 
 def _random_case(name):
-    if name in ("dense", "dense-spram"):
+    if name in ("dense", "dense-spram", "dense-preloaded"):
         rng = np.random.default_rng(31)
         model = random_model(rng, (1, 7, 9), [dense(13), dense(6)], classes=5, bits=8,
-                             binarize_at=100)
+                             binarize_at=None if name == "dense-preloaded" else 100)
     else:  # a raw 3-channel input (H, W, C beats), a padded conv, a max-pool, a dense layer
         rng = np.random.default_rng(32)
         model = random_model(rng, (3, 8, 8), [conv(6, 3, 1, 1, pad_value=1), pool(2),
@@ -97,17 +97,21 @@ def _random_case(name):
 
 
 # dense-spram: both hidden layers' weights in SPRAM (memories whose power-on contents the
-# X-randomized build drops: only the weight load after reset fills them)
-FOLDS = {"dense-spram": "2x16s,1x13s,5x6"}
+# X-randomized build drops: only the weight load after reset fills them). dense-preloaded:
+# both hidden layers in one neuron fold, the raw first one streaming and centred (their
+# accumulators take their constants in the cycle after reset)
+FOLDS = {"dense-spram": "2x16s,1x13s,5x6", "dense-preloaded": "13x3,6x4,5x6"}
 
 
-@pytest.mark.parametrize("name", ["dense", "conv-pool-3ch", "dense-spram"])
+@pytest.mark.parametrize("name", ["dense", "conv-pool-3ch", "dense-spram", "dense-preloaded"])
 def test_generated_core_outputs_do_not_depend_on_initial_values(tmp_path, name):
     model, images = _random_case(name)
     expected = Reference(model).predict(images)
     assert len(set(expected)) > 1, "degenerate case: one class for every image"
     net = plan(model, parse_fold(FOLDS[name], model) if name in FOLDS else None)
-    assert bool(net.spram_words) == (name in FOLDS)
+    assert bool(net.spram_words) == (name == "dense-spram")
+    assert (net.layers[0].streaming and net.layers[0].centered
+            and net.layers[1].preloaded) == (name == "dense-preloaded")
     verilog, _ = write_verilog(net, tmp_path, "dut")
     core = VerilatedCore(verilog, interface(net, "dut"), cache_dir=tmp_path / "cache",
                          x_random=True)
