@@ -199,14 +199,19 @@ def staged_file(target, final: bool = False) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def staged_folder(target, final: bool = False) -> Iterator[Path]:
-    """Yields a fresh, empty staging folder beside ``target``; when the block succeeds its
+    """Yields a fresh, empty staging folder beside ``target`` (inside it when it is an
+    existing folder, so that its entries are renamed within one file system); when the
+    block succeeds its
     entries replace those of the same names in ``target`` (created by renaming the staging
     folder if it did not exist; signals are held until all are in place); when the block
     raises, the staging folder is removed. ``final`` as for :func:`staged_file`. The block
     may move the staging folder away (a kept failed build); then nothing is installed."""
     def make(target: Path) -> Path:
+        # Into an existing folder (or one a link names) the entries are renamed one by one:
+        # staged inside it, they stay on its file system (beside a link, they may not).
+        where = target if target.is_dir() else target.parent
         return Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".part",
-                                     dir=target.parent))
+                                     dir=where))
 
     def install(staging: Path, target: Path) -> None:
         os.chmod(staging, 0o777 & ~_umask())

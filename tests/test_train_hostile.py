@@ -5,6 +5,8 @@ given to ``--resume``, the torchrun environment and the training data are refuse
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import os
 import signal
 import subprocess
@@ -536,3 +538,44 @@ def test_a_process_group_whose_peer_stops_ends_in_one_line(data, tmp_path):
     assert procs[0].returncode == 2, err0
     assert err0.splitlines()[-1].startswith("error: the process group failed"), err0
     assert "Traceback" not in err0, err0
+
+
+def test_plots_that_cannot_be_installed_leave_the_earlier_model(data, tmp_path, monkeypatch):
+    """The run replaces an earlier --out model, then cannot put its plots in place (a link
+    to another file system, round 21 of the fuzz): the earlier model is back, byte for
+    byte, and nothing else is left (the run's model used to be removed, the earlier one
+    lost with it)."""
+    import errno
+
+    import hwgen.outputs
+    from train.cli import run_staged
+
+    out = tmp_path / "m.npz"
+    out.write_bytes(b"the earlier model")
+
+    def cannot(staging, target):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(hwgen.outputs, "_install_folder", cannot)
+    with pytest.raises(UserError, match="plots: cannot write"):
+        run_staged(_cfg(data, tmp_path, epochs=1, plots=str(tmp_path / "plots")))
+    assert out.read_bytes() == b"the earlier model"
+    assert sorted(os.listdir(tmp_path)) == ["m.ckpt.pt", "m.npz"]
+
+
+def test_plots_into_a_folder_on_another_file_system(data, tmp_path):
+    """--plots naming a link to a folder elsewhere: the staging folder is made inside that
+    folder, so its files are renamed within one file system."""
+    from hwgen.outputs import staged_folder
+
+    elsewhere = Path("/dev/shm") if os.path.isdir("/dev/shm") else tmp_path / "elsewhere"
+    target = Path(tempfile.mkdtemp(dir=elsewhere))
+    try:
+        link = tmp_path / "plots"
+        link.symlink_to(target)
+        with staged_folder(link) as staging:
+            assert staging.resolve().parent == target.resolve()
+            (staging / "curves.png").write_bytes(b"png")
+        assert os.listdir(target) == ["curves.png"]
+    finally:
+        shutil.rmtree(target, ignore_errors=True)

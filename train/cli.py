@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from hwgen.datasets import DATASETS
 from hwgen.errors import UserError, one_line
-from hwgen.interrupts import interrupted, raised_interrupt
+from hwgen.interrupts import deferred_signals, interrupted, raised_interrupt
 from hwgen.options import Parser, integer, real
 from hwgen.outputs import check_output, output_type, resolved, same_path, staged_folder
 
@@ -217,17 +219,38 @@ def _file_identity(path) -> tuple | None:
     return None if info is None else (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
+def _keep_earlier(out) -> Path:
+    """A second name (a hard link, else a copy) beside it for the model file ``out`` that
+    exists before the run: the run may replace it and then fail to install its plots."""
+    target = resolved(out)
+    with deferred_signals():  # an interrupt here would leave the second name behind
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".earlier",
+                                        dir=target.parent)
+            os.close(fd)
+            os.unlink(name)
+            try:
+                os.link(target, name)
+            except OSError:
+                shutil.copy2(target, name)
+        except OSError as err:
+            raise UserError(f"{out}: cannot keep the model already there while this run "
+                            f"replaces it ({err.strerror})") from None
+    return Path(name)
+
+
 def run_staged(config: TrainConfig) -> dict:
     """:func:`train` with ``--plots`` written to a staging folder that becomes the plots
     folder only when training succeeded (only the main process writes plots), as the run's
     last output; when that folder cannot be put in place, or an interrupt comes before it
-    is, the model file the run wrote is removed (the checkpoint stays, for
-    ``--resume``)."""
+    is, the model file the run wrote is removed, and one that was there before the run is
+    put back (the checkpoint stays, for ``--resume``)."""
     if config.plots is None or not is_main_process():
         return train(config)
     plots = config.plots
     result = None
     earlier = _file_identity(config.out)
+    kept = _keep_earlier(config.out) if earlier is not None else None
     try:
         with staged_folder(plots, final=True) as staging:
             config.plots = str(staging)
@@ -239,8 +262,16 @@ def run_staged(config: TrainConfig) -> dict:
                 staging.rmdir()
     except (UserError, KeyboardInterrupt):
         if config.out and _file_identity(config.out) not in (None, earlier):
-            Path(config.out).unlink(missing_ok=True)   # this run's model: no half result
+            with deferred_signals():  # this run's model: no half result; the earlier one back
+                if kept is not None:
+                    os.replace(kept, resolved(config.out))
+                    kept = None
+                else:
+                    Path(config.out).unlink(missing_ok=True)
         raise
+    finally:
+        if kept is not None:
+            kept.unlink(missing_ok=True)
     if "plots" in result:  # the files' names in the folder they were renamed into
         result["plots"] = [str(Path(plots) / Path(name).name) for name in result["plots"]]
     return result
