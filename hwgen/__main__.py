@@ -8,6 +8,10 @@ from hwgen.early_signals import install
 
 install()
 
+from hwgen.environment import ignore_library_settings  # noqa: E402
+
+ignore_library_settings()  # before tqdm is imported: it reads them then
+
 from hwgen.interrupts import run_main_of  # noqa: E402
 
 sys.exit(run_main_of("hwgen.cli"))

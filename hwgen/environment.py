@@ -7,6 +7,8 @@ applies.
 
 - :func:`environment_integer`: counts, ranks, ports.
 - :func:`size_limit`: a byte limit that a ``$SBN_MAX_*`` variable may override.
+- :func:`ignore_library_settings`: the variables of libraries whose output the commands
+  own (progress bars, plots), which those libraries would read and fail on.
 """
 
 from __future__ import annotations
@@ -37,3 +39,19 @@ def size_limit(variable: str, default: int, error: type[UserError] = UserError) 
     """``$variable`` as a number of bytes (1 .. :data:`MAX_SIZE_LIMIT`) when set, else
     ``default``."""
     return environment_integer(variable, default, 1, MAX_SIZE_LIMIT, error, "bytes")
+
+
+#: Variables that set up what the commands fix themselves: tqdm's ``TQDM_*`` defaults for
+#: every bar (``TQDM_MININTERVAL=abc`` ended a run in a ValueError traceback) and
+#: matplotlib's backend (the plots are always drawn with Agg; ``MPLBACKEND=bogus`` failed
+#: the run after training, when the plots were drawn).
+LIBRARY_SETTINGS = ("MPLBACKEND",)
+LIBRARY_PREFIXES = ("TQDM_",)
+
+
+def ignore_library_settings() -> None:
+    """Remove :data:`LIBRARY_SETTINGS` and the ``TQDM_*`` variables from this process's
+    environment (children inherit the cleaned one)."""
+    for name in list(os.environ):
+        if name in LIBRARY_SETTINGS or name.startswith(LIBRARY_PREFIXES):
+            del os.environ[name]

@@ -10,6 +10,10 @@ from hwgen.early_signals import install
 
 install()
 
+from hwgen.environment import ignore_library_settings  # noqa: E402
+
+ignore_library_settings()  # before tqdm is imported: it reads them then
+
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 from hwgen.interrupts import run_main_of  # noqa: E402

@@ -55,6 +55,7 @@ def init_distributed(device: str) -> Dist:
     if rank is None or port is None or not os.environ.get("MASTER_ADDR"):
         raise UserError(f"environment WORLD_SIZE={world} asks for a process group, which also "
                         f"needs RANK, MASTER_ADDR and MASTER_PORT: start it with torchrun")
+    _check_master_address(os.environ["MASTER_ADDR"], port)
     import torch.distributed as dist
     backend = "nccl" if device == "cuda" else "gloo"
     if not dist.is_initialized():
@@ -86,3 +87,16 @@ def _join_interruptibly(dist, backend: str) -> None:
         worker.join(0.1)
     if failure:
         raise failure[0]
+
+
+def _check_master_address(host: str, port: int) -> None:
+    """UserError unless ``MASTER_ADDR`` names an address: the rendezvous retries a name
+    that does not resolve for up to 30 minutes, as if the other ranks were late."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError) as err:
+        why = getattr(err, "strerror", None) or type(err).__name__
+        raise UserError(f"environment MASTER_ADDR={host[:100]!r} names no address ({why})") \
+            from None
