@@ -43,9 +43,10 @@ def size_limit(variable: str, default: int, error: type[UserError] = UserError) 
 
 #: Variables that set up what the commands fix themselves: tqdm's ``TQDM_*`` defaults for
 #: every bar (``TQDM_MININTERVAL=abc`` ended a run in a ValueError traceback) and
-#: matplotlib's backend (the plots are always drawn with Agg; ``MPLBACKEND=bogus`` failed
-#: the run after training, when the plots were drawn).
-LIBRARY_SETTINGS = ("MPLBACKEND",)
+#: matplotlib's backend and settings files (the plots are always drawn with Agg at
+#: matplotlib's defaults; ``MPLBACKEND=bogus`` failed the run after training, when the plots
+#: were drawn, and ``MATPLOTLIBRC=/etc/passwd`` printed that file's lines as warnings).
+LIBRARY_SETTINGS = ("MPLBACKEND", "MATPLOTLIBRC", "MPLCONFIGDIR")
 LIBRARY_PREFIXES = ("TQDM_",)
 
 

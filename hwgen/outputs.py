@@ -281,22 +281,40 @@ def _install_folder(staging: Path, target: Path) -> None:
                 raise
     elif not target.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
-    for entry in list(staging.iterdir()):
-        _replace_entry(entry, target / entry.name)
+    _merge_entries(staging, target)
     staging.rmdir()
 
 
-def _replace_entry(source: Path, destination: Path) -> None:
-    """``source`` renamed onto ``destination``; a folder there is moved aside first and
-    removed after."""
-    if destination.is_dir() and not destination.is_symlink():
-        aside = Path(tempfile.mkdtemp(prefix=_staging_prefix(destination), suffix=".old",
-                                      dir=destination.parent))
-        os.rename(destination, aside / "old")
-        os.rename(source, destination)
+def _merge_entries(staging: Path, target: Path) -> None:
+    """Every entry of ``staging`` renamed into the folder ``target``, all or none: entries
+    of the same names are first moved into a folder aside (inside ``target``, on its file
+    system) and removed at the end; when a rename fails, what was done is undone (new
+    entries back into ``staging``, the earlier ones back in place) and the error raised."""
+    aside = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".old", dir=target))
+    moved, placed = [], []
+    try:
+        for entry in sorted(staging.iterdir()):
+            destination = target / entry.name
+            if os.path.lexists(destination):
+                os.rename(destination, aside / entry.name)
+                moved.append(entry.name)
+            os.rename(entry, destination)
+            placed.append(entry.name)
+    except OSError:
+        for name in reversed(placed):  # best effort: each undo is one rename
+            _quietly(os.rename, target / name, staging / name)
+        for name in reversed(moved):
+            _quietly(os.rename, aside / name, target / name)
         shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(source, destination)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _quietly(action, *args) -> None:
+    try:
+        action(*args)
+    except OSError:
+        pass
 
 
 def save_npy(path, array, final: bool = False) -> None:

@@ -607,3 +607,57 @@ def test_a_master_address_that_names_nothing_is_one_line(monkeypatch):
                                         r"address"):
         init_distributed("cpu")
     assert time.time() - started < 30
+
+
+def test_a_matplotlibrc_cannot_break_the_plots(data, tmp_path):
+    """An empty colour cycle and a 100000-point font in a matplotlibrc (ZeroDivisionError,
+    FreeType's RuntimeError, after training; round 22 of the fuzz): the plots are drawn at
+    matplotlib's defaults, whatever the environment names."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "matplotlibrc").write_text('axes.prop_cycle: cycler("color", [])\n'
+                                         "font.size: 100000\n")
+    env = dict(os.environ, MATPLOTLIBRC=str(config / "matplotlibrc"), MPLCONFIGDIR=str(config))
+    proc = subprocess.run([sys.executable, "-m", "train", "--arch", "mlp:8", "--epochs", "1",
+                           "--data-dir", str(data), "--threads", "1", "--no-progress",
+                           "--out", str(tmp_path / "m.npz"), "--plots", str(tmp_path / "p")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "curves.png" in os.listdir(tmp_path / "p")
+    from train.plots import write_plots  # in this process too, through the rc file's values
+    os.environ["MATPLOTLIBRC"] = str(config / "matplotlibrc")
+    try:
+        history = [{"epoch": 1, "loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}]
+        assert write_plots(tmp_path / "q", history, [], "ste")
+    finally:
+        del os.environ["MATPLOTLIBRC"]
+
+
+def test_a_folder_merge_that_fails_midway_leaves_the_earlier_entries(tmp_path, monkeypatch):
+    """Entries renamed into an existing folder one at a time: when one cannot be (a file
+    another user owns in a sticky folder, round 22 of the fuzz), those already renamed
+    went in and a folder aside stayed. Now all or none: the earlier entries are back and
+    nothing is left beside them."""
+    from hwgen.outputs import OutputError, staged_folder
+
+    target = tmp_path / "plots"
+    target.mkdir()
+    (target / "curves.png").write_text("old curves")
+    (target / "histograms.png").write_text("old histograms")
+    (target / "mine.txt").write_text("the user's")
+    real = os.rename
+
+    def rename(src, dst):
+        if Path(src).name == "histograms.png" and Path(src).parent == target:
+            raise PermissionError(1, "Operation not permitted")
+        return real(src, dst)
+
+    with pytest.raises(OutputError, match="plots: cannot write"):
+        with staged_folder(target) as staging:
+            (staging / "curves.png").write_text("new curves")
+            (staging / "histograms.png").write_text("new histograms")
+            monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "rename", real)
+    assert sorted(os.listdir(target)) == ["curves.png", "histograms.png", "mine.txt"]
+    assert (target / "curves.png").read_text() == "old curves"
+    assert (target / "histograms.png").read_text() == "old histograms"

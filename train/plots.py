@@ -31,14 +31,26 @@ def write_plots(folder, history: list[dict], snapshots: list[dict], method: str)
 
     import numpy as np
 
+    from hwgen.errors import UserError
+
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        return _write_plots(folder, history, snapshots, method)
+        try:
+            return _write_plots(folder, history, snapshots, method)
+        except OSError:
+            raise
+        except Exception as err:  # matplotlib's own failures (a font it cannot size, memory)
+            raise UserError(f"cannot draw the plots ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:120] if str(err) else 'no detail'})"
+                            ) from None
 
 
 def _write_plots(folder, history: list[dict], snapshots: list[dict], method: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
+    # The plots look as designed whatever a matplotlibrc says (an empty colour cycle, a
+    # 100000-point font or dpi ended runs in tracebacks after training)
+    matplotlib.rcdefaults()
     import matplotlib.pyplot as plt
 
     folder = Path(folder)
