@@ -46,13 +46,23 @@ def size_limit(variable: str, default: int, error: type[UserError] = UserError) 
 #: matplotlib's backend and settings files (the plots are always drawn with Agg at
 #: matplotlib's defaults; ``MPLBACKEND=bogus`` failed the run after training, when the plots
 #: were drawn, and ``MATPLOTLIBRC=/etc/passwd`` printed that file's lines as warnings).
-LIBRARY_SETTINGS = ("MPLBACKEND", "MATPLOTLIBRC", "MPLCONFIGDIR")
+LIBRARY_SETTINGS = ("MPLBACKEND", "MATPLOTLIBRC", "MPLCONFIGDIR",
+                    # which Yosys Amaranth converts with: always its own built-in one (the
+                    # project installs it; "system" or a bad value was a YosysError traceback)
+                    "AMARANTH_USE_YOSYS")
 LIBRARY_PREFIXES = ("TQDM_",)
 
 
 def ignore_library_settings() -> None:
     """Remove :data:`LIBRARY_SETTINGS` and the ``TQDM_*`` variables from this process's
-    environment (children inherit the cleaned one)."""
+    environment (children inherit the cleaned one), and let standard output and error
+    write what their encoding cannot hold as backslash escapes (``PYTHONIOENCODING=ascii``
+    and an output path with an accent made the ``wrote ...`` line a UnicodeEncodeError)."""
+    import sys
+
     for name in list(os.environ):
         if name in LIBRARY_SETTINGS or name.startswith(LIBRARY_PREFIXES):
             del os.environ[name]
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")

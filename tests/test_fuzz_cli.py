@@ -965,3 +965,21 @@ def test_model_with_an_unprintable_class_name_is_refused(name):
     model.classes[1] = name
     with pytest.raises(ModelFormatError, match=r"classes\[1\]"):
         model.validate()
+
+
+@pytest.mark.parametrize("name, value", [("AMARANTH_USE_YOSYS", "system"),
+                                         ("AMARANTH_USE_YOSYS", "bogus"),
+                                         ("PYTHONIOENCODING", "ascii")])
+def test_environment_of_the_libraries_and_streams(tmp_path, name, value):
+    """Round 22 of the fuzz: Amaranth's Yosys choice and an ASCII-only standard output (with
+    an output path that has an accent) ended in tracebacks, exit 1. The Verilog is written
+    with Amaranth's built-in Yosys, and what stdout cannot encode is escaped."""
+    out = tmp_path / "verilog-é"
+    env = dict(os.environ, **{name: value})
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "verilog",
+                           str(ROOT / "models" / "fmnist-mlp-up5k.npz"), "-o", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          encoding="utf-8", errors="replace")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("wrote ")
+    assert (out / "interface.json").exists()
