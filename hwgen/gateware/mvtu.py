@@ -12,7 +12,7 @@ from ._checks import check_int, checked_init
 
 from ..fold import (Fold, FoldError, LayerPlan, ceil_div, check_fold, dense_plan,
                     output_offsets, raw_negatives)
-from ..model import Dense, signed_width
+from ..model import Dense, channel_ranges, signed_width
 from .popcount import adder_tree
 from .rom import pack_lanes, pack_weights, ram_style, rom
 from .spram import SPRAMBank, load_signature
@@ -353,7 +353,8 @@ class MVTU(wiring.Component):
                 lows, highs = -h * plus - (h - 1) * minus - negs, (h - 1) * plus + h * minus
                 ts = [int(t) - h * int(w) for t, w in zip(ts, plus - minus)]
             else:
-                lows, highs = -top * minus - negs, top * plus
+                lows, highs = channel_ranges(layer.weight, False, top)
+                lows = lows - negs
         widths = [signed_width(min(int(lo) - t, -t), max(int(hi) - t, -t))
                   for lo, hi, t in zip(lows, highs, ts)]
         # The accumulators power up at 0 (iCE40 flip-flops can only: a start value of 1
