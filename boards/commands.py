@@ -300,7 +300,7 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
     fold_text = net.fold_text
     weights.check_board(board, net)
     luts_est, brams_est = check_fit(net, board, model, args.uart_weights)
-    print(f"fold {fold_text}: II {net.cycles_per_image} cycles, estimated {luts_est} LUTs, "
+    print(f"fold {fold_text}: II {net.interval_text} cycles, estimated {luts_est} LUTs, "
           f"{brams_est} 4-Kbit block RAMs")
     if args.skip_verify:
         print("warning: --skip-verify: synthesizing a core that was not checked against the "

@@ -78,7 +78,7 @@ def cmd_verilog(args) -> int:
         written = write_verilog(net, staging, module)
         v_path, json_path = (args.output / path.name for path in written)
         # printed before the files are installed: a failing stdout leaves none behind
-        print(one_line(f"wrote {v_path} and {json_path}: II {net.cycles_per_image} cycles "
+        print(one_line(f"wrote {v_path} and {json_path}: II {net.interval_text} cycles "
                        f"per image, latency {net.latency_cycles} cycles"), flush=True)
     return 0
 

@@ -133,7 +133,7 @@ def cmd_sim(args) -> int:
     # a spacing needs two outputs in one process: none with one image per process
     measured = (f"{steady:.1f}" if steady == steady
                 else "not measured (one image per process)")
-    print(f"cycles per image {measured} in simulation (predicted II {net.cycles_per_image}), "
+    print(f"cycles per image {measured} in simulation (predicted II {net.interval_text}), "
           f"{n / elapsed:.1f} images/s simulated including build, "
           f"{len(result.shard_starts)} process{'es' if len(result.shard_starts) > 1 else ''}")
     if result.load_cycles:

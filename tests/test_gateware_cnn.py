@@ -83,6 +83,25 @@ def test_cnn_steady_state_and_latency(name):
     assert set(steady) == {net.cycles_per_image}
 
 
+def test_small_map_interval_is_only_a_lower_bound(capsys):
+    """A 5x5 kernel over a 5x5 map: the next image's rows can only be stored once the last
+    window has been read, so images leave further apart than the layers' cycles; the plan
+    says its interval is a lower bound, and the reports say "at least"."""
+    rng = np.random.default_rng(5)
+    model = random_model(rng, (2, 5, 5), [conv(3, 5, 1, 0, pad_value=7)], classes=3,
+                         binarize_at=None)
+    images = random_images(rng, model.input, 6)
+    net = plan(model, [Fold(3, 1), Fold(3, 1)])
+    predictions, _, monitor = simulate_network(net, images)
+    np.testing.assert_array_equal(predictions, Reference(model).predict(images))
+    steady = np.diff(monitor.cycles[2:])
+    assert net.interval_is_bound and steady.min() > net.cycles_per_image
+    assert f"II     at least {net.cycles_per_image} cycles per image" in format_fold_table(net)
+    dense_net = plan(random_model(rng, (1, 4, 4), [dense(6)], classes=3), None)
+    assert not dense_net.interval_is_bound
+    assert f"II     {dense_net.cycles_per_image} cycles" in format_fold_table(dense_net)
+
+
 def _narrowest_words(net):
     """``net`` with every window and pool reading one channel per beat (``word`` 1)."""
     from dataclasses import replace

@@ -241,8 +241,22 @@ class NetworkPlan(SpramNetwork):
 
     @property
     def cycles_per_image(self) -> int:
-        """The initiation interval: the slowest of the input and every layer."""
+        """The initiation interval: the slowest of the input and every layer. Exact for dense
+        networks; with conv or pool layers a lower bound (:attr:`interval_is_bound`)."""
         return max([self.beats_per_image] + [lp.cycles for lp in self.layers])
+
+    @property
+    def interval_is_bound(self) -> bool:
+        """Whether :attr:`cycles_per_image` is only a lower bound of the initiation interval:
+        with conv or pool layers, whose line buffers can wait at each image's start for rows
+        that they could not store ahead (a few cycles on 28x28 maps, up to about twice the
+        bound on maps hardly larger than the kernel); ``hwgen sim`` measures it."""
+        return self.has_windows
+
+    @property
+    def interval_text(self) -> str:
+        """``cycles_per_image`` as the reports print it: ``N`` or ``at least N``."""
+        return f"{'at least ' if self.interval_is_bound else ''}{self.cycles_per_image}"
 
     @property
     def latency_cycles(self) -> int:

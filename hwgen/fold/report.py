@@ -53,7 +53,7 @@ def format_fold_table(net: NetworkPlan, budget: Budget | None = None) -> str:
     bound = "at most " if net.has_windows else ""
     spram = (f"; {net.spram_blocks} SPRAM blocks ({net.spram_words} words to load)"
              if net.spram_blocks else "")
-    lines.append(f"II     {net.cycles_per_image} cycles per image; latency {bound}"
+    lines.append(f"II     {net.interval_text} cycles per image; latency {bound}"
                  f"{net.latency_cycles} cycles; {net.brams} block RAMs{spram}; ~{net.luts} "
                  f"LUTs (estimate)")
     sprams = max(budget.spram_blocks, net.spram_blocks)
