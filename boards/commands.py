@@ -104,15 +104,15 @@ def fold_candidates(model_path: Path, board, fold: str | None, lanes: int | None
     cheapest that keeps up with the UART), then the same choice within
     :data:`FALLBACK_LUT_STEPS` of the first one's estimated LUTs (smaller designs close
     timing more easily), each smaller and slower than the one before."""
-    from hwgen.fold import plan, resolve_fold
+    from hwgen.fold import fold_keyword, plan, resolve_fold
     from hwgen.gateware.network import check_generatable, check_model_generatable
 
     model = model_io.load(model_path)
     check_model_generatable(model)
     budget = _budget(board, model.input, clock_mhz or board.default_clock_mhz,
                      baud or board.default_baud)
-    word = "auto" if fold is None else fold
-    if word not in ("auto", "fastest"):
+    word = fold_keyword(fold)
+    if word is None:
         net = plan(model, resolve_fold(fold, model, budget), lanes=lanes, budget=budget)
         check_generatable(net)
         return model, [net], default_module(model_path)
@@ -243,6 +243,9 @@ def cmd_build(args) -> int:
     board = _board(args.board)
     _check_baud(board, args.baud)  # before any fold is verified or placed
     _check_clock(board, args.clock, args.baud)
+    from hwgen.wasm_cache import check_wasm_cache
+
+    check_wasm_cache()  # Yosys and nextpnr run as WebAssembly, even with --skip-verify
     outdir = args.output or _default_output(args.model, board)
     model, nets, module = fold_candidates(args.model, board, args.fold, args.lanes,
                                           args.clock, args.baud)

@@ -124,6 +124,12 @@ def cmd_run(args) -> int:
     finally:
         transport.close()
     elapsed = time.perf_counter() - start
+    wrong = np.flatnonzero((got < 0) | (got >= len(model.classes)))
+    if wrong.size:
+        k = int(wrong[0])
+        raise UserError(f"board: answered class {got[k]} for image {k}, but the model has "
+                        f"{len(model.classes)} classes (is its bitstream built from another "
+                        f"model?)")
     reference = Reference(model).predict(images)
     if len(images) <= 20:
         for k, c in enumerate(got):

@@ -104,7 +104,11 @@ def upload_image(net, path: str | None) -> bytes:
     if path:
         from hwgen.weight_image import read_image
 
-        return read_image(Path(path), limit=(1 << 24) - 1)
+        image = read_image(Path(path), limit=(1 << 24) - 1)
+        if not image:
+            raise UserError(f"--load-weights {path}: the file is empty (a weight image is "
+                            f"the weights.bin that hwgen build writes)")
+        return image
     from hwgen.weight_image import image_for
 
     return image_for(net)

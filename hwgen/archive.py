@@ -69,13 +69,16 @@ def default_max_bytes() -> int:
 
 def read_npz(path: str | os.PathLike, *, max_bytes: int | None = None,
              caps: dict[str, int] | None = None, what: str = "model file",
-             floats: bool = False, stored_only: bool = False) -> dict[str, np.ndarray]:
+             floats: bool = False, stored_only: bool = False,
+             max_members: int = MAX_MEMBERS) -> dict[str, np.ndarray]:
     """Every member of the ``.npz`` at ``path`` as an array, by key (member name less
     ``.npy``), under the limits of the module docstring. Raises :class:`ModelFormatError`.
 
     For other archives than model files: ``what`` names the kind of file in messages;
     ``floats`` admits float (2, 4, 8 bytes) and bool arrays too; ``stored_only`` refuses
-    compressed members, so that reading takes no more memory than the file's size."""
+    compressed members, so that reading takes no more memory than the file's size;
+    ``max_members`` replaces :data:`MAX_MEMBERS` (a training checkpoint has a few dozen
+    tensors per layer)."""
     path = Path(path)
     limit = default_max_bytes() if max_bytes is None else max_bytes
     with open_regular(path, ModelFormatError, what) as f:
@@ -83,8 +86,8 @@ def read_npz(path: str | os.PathLike, *, max_bytes: int | None = None,
         if size > limit + limit // 8 + (1 << 20):
             raise ModelFormatError(f"{path}: {size} bytes is more than a {what} within the "
                                    f"{_mib(limit)} limit can take (${MAX_BYTES_VARIABLE})")
-        infos = _directory(path, f)
-        _check_members(path, infos, size, limit, caps or {}, what, stored_only)
+        infos = _directory(path, f, max_members)
+        _check_members(path, infos, size, limit, caps or {}, what, stored_only, max_members)
         arrays = {}
         for info in infos:
             key = info.filename[:-4]
@@ -105,7 +108,7 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):g} MiB"
 
 
-def _directory(path: Path, f: BinaryIO) -> list[zipfile.ZipInfo]:
+def _directory(path: Path, f: BinaryIO, max_members: int) -> list[zipfile.ZipInfo]:
     """The central directory, after checking its size from the end record."""
     end_record = getattr(zipfile, "_EndRecData", None)  # private; only a pre-check
     try:
@@ -114,9 +117,9 @@ def _directory(path: Path, f: BinaryIO) -> list[zipfile.ZipInfo]:
             raise zipfile.BadZipFile("no end of central directory record")
         if end is not None and end[zipfile._ECD_SIZE] > _MAX_DIRECTORY_BYTES:
             raise zipfile.BadZipFile(f"central directory of {end[zipfile._ECD_SIZE]} bytes")
-        if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:
+        if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > max_members:
             raise zipfile.BadZipFile(f"{end[zipfile._ECD_ENTRIES_TOTAL]} members, more than "
-                                     f"{MAX_MEMBERS}")
+                                     f"{max_members}")
         f.seek(0)
         infos = zipfile.ZipFile(f).infolist()
         if infos and min(info.header_offset for info in infos) != 0:
@@ -129,10 +132,11 @@ def _directory(path: Path, f: BinaryIO) -> list[zipfile.ZipInfo]:
 
 
 def _check_members(path: Path, infos: list[zipfile.ZipInfo], file_size: int, limit: int,
-                   caps: dict[str, int], what: str, stored_only: bool) -> None:
+                   caps: dict[str, int], what: str, stored_only: bool,
+                   max_members: int) -> None:
     """Names, methods, flags and declared sizes, before any member is read."""
-    if len(infos) > MAX_MEMBERS:
-        raise ModelFormatError(f"{path}: {len(infos)} members, more than {MAX_MEMBERS}")
+    if len(infos) > max_members:
+        raise ModelFormatError(f"{path}: {len(infos)} members, more than {max_members}")
     seen, total = set(), 0
     for info in infos:
         name = info.orig_filename

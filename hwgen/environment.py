@@ -47,16 +47,19 @@ def size_limit(variable: str, default: int, error: type[UserError] = UserError) 
 #: matplotlib's defaults; ``MPLBACKEND=bogus`` failed the run after training, when the plots
 #: were drawn, and ``MATPLOTLIBRC=/etc/passwd`` printed that file's lines as warnings).
 LIBRARY_SETTINGS = ("MPLBACKEND", "MATPLOTLIBRC", "MPLCONFIGDIR",
-                    # which Yosys Amaranth converts with: always its own built-in one (the
-                    # project installs it; "system" or a bad value was a YosysError traceback)
+                    # which Yosys Amaranth converts with: Amaranth's default order (a
+                    # Yosys named by $YOSYS or on PATH, else its built-in one; a bad value
+                    # was a YosysError traceback)
                     "AMARANTH_USE_YOSYS")
-LIBRARY_PREFIXES = ("TQDM_",)
+#: ... and torch's developer logging (``TORCH_LOGS=bogus`` was a ValueError at ``import
+#: torch``; ``TORCH_LOGS_OUT``, ``TORCH_LOGS_FORMAT`` go with it).
+LIBRARY_PREFIXES = ("TQDM_", "TORCH_LOGS")
 
 
 def ignore_library_settings() -> None:
-    """Remove :data:`LIBRARY_SETTINGS` and the ``TQDM_*`` variables from this process's
-    environment (children inherit the cleaned one), and let standard output and error
-    write what their encoding cannot hold as backslash escapes (``PYTHONIOENCODING=ascii``
+    """Remove :data:`LIBRARY_SETTINGS` and the :data:`LIBRARY_PREFIXES` variables from this
+    process's environment (children inherit the cleaned one), and let standard output and
+    error write what their encoding cannot hold as backslash escapes (``PYTHONIOENCODING=ascii``
     and an output path with an accent made the ``wrote ...`` line a UnicodeEncodeError)."""
     import sys
 

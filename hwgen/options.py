@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import UserError, one_line
 from .names import verilog_identifier_problem
-from .outputs import output_type
+from .outputs import output_type, same_path
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,32}")
 _REAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
@@ -144,11 +144,25 @@ def load_images(args):
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
+    _check_not_an_input(args)
     if args.dataset:
         if args.labels:
             raise UserError("--labels goes with --images, not --dataset")
         return load_dataset(args.dataset, args.split, args.data_dir, args.limit)
     return load_idx_pair(args.images, args.labels, args.limit)
+
+
+def _check_not_an_input(args) -> None:
+    """Refuse a ``--save-predictions`` file that is one of the command's inputs (it would be
+    replaced by the predictions)."""
+    out = getattr(args, "save_predictions", None)
+    if not out:
+        return
+    for what, path in (("the model", getattr(args, "model", None)),
+                       ("the --images", args.images), ("the --labels", args.labels)):
+        if path and same_path(out, path):
+            raise UserError(f"--save-predictions {out} is {what} file, which it would "
+                            f"overwrite")
 
 
 def check_labels(labels, model) -> None:

@@ -103,6 +103,9 @@ def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> 
     try:
         mode = os.stat(target).st_mode
     except FileNotFoundError:
+        if kind == "folder" and os.path.islink(target):  # the folder would be put in its place
+            return ("is a symbolic link to a folder that does not exist; create it or "
+                    "remove the link")
         return None
     except OSError as err:
         return f"cannot use it ({err.strerror})"

@@ -53,6 +53,8 @@ def find_verilator() -> Verilator:
     if explicit:
         if not Path(explicit).is_file():
             raise UserError(f"VERILATOR={explicit} does not exist")
+        if not os.access(explicit, os.X_OK):
+            raise UserError(f"VERILATOR={explicit} is not executable")
         return Verilator(explicit, env)
     on_path = shutil.which("verilator")
     if on_path:

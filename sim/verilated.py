@@ -591,8 +591,11 @@ def run_group(cmd: list, **kwargs) -> tuple[str, str, int]:
     """``cmd``'s (stdout, stderr, return code), run in its own process group; an exception
     here (Ctrl-C, SIGTERM) kills the whole group (Verilator's make and compilers too), so
     nothing runs on after the command has stopped."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            errors="replace", start_new_session=True, **kwargs)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                errors="replace", start_new_session=True, **kwargs)
+    except OSError as err:  # e.g. a VERILATOR script without its interpreter
+        raise UserError(f"cannot run {cmd[0]}: {err.strerror or err}") from None
     try:
         stdout, stderr = proc.communicate()
     except BaseException:

@@ -583,7 +583,8 @@ def test_plots_into_a_folder_on_another_file_system(data, tmp_path):
         shutil.rmtree(target, ignore_errors=True)
 
 
-@pytest.mark.parametrize("name, value", [("TQDM_MININTERVAL", "abc"), ("MPLBACKEND", "bogus")])
+@pytest.mark.parametrize("name, value", [("TQDM_MININTERVAL", "abc"), ("MPLBACKEND", "bogus"),
+                                         ("TORCH_LOGS", "bogus")])
 def test_settings_of_the_libraries_that_draw_are_ignored(data, tmp_path, name, value):
     """tqdm and matplotlib read these and failed with a ValueError traceback (the plots'
     after the whole run): the commands draw their own bars and plots, and drop them."""
@@ -661,3 +662,94 @@ def test_a_folder_merge_that_fails_midway_leaves_the_earlier_entries(tmp_path, m
     assert sorted(os.listdir(target)) == ["curves.png", "histograms.png", "mine.txt"]
     assert (target / "curves.png").read_text() == "old curves"
     assert (target / "histograms.png").read_text() == "old histograms"
+
+
+# ----------------------------------------------------------------------------- round 23
+
+
+def test_resume_accepts_snapshots_with_a_gap(data, tmp_path):
+    """Histogram snapshots are taken only by runs with --plots: a run resumed without them,
+    then with them again, left a gap that the next --resume refused."""
+    options = dict(epochs=8)
+    run = _cfg(data, tmp_path, stop_after=3, plots=str(tmp_path / "p1"), **options)
+    assert train(run) == {"stopped_after": 3}
+    run = _cfg(data, tmp_path, stop_after=5, resume=True, **options)
+    assert train(run) == {"stopped_after": 5}
+    run = _cfg(data, tmp_path, resume=True, plots=str(tmp_path / "p2"), **options)
+    assert len(train(run)["history"]) == 8 and (tmp_path / "p2" / "curves.png").is_file()
+
+
+def test_checkpoint_limits_grow_with_the_layers():
+    from train.checkpoint import MAX_JSON_VALUES, check_checkpoint_size, json_limits
+
+    assert json_limits(210, 255)[1] > json_limits(210, 3)[1]
+    assert json_limits(210, 255)[1] > 210 * (2 * 255 + 12)  # what such a run writes
+    check_checkpoint_size(500, 255)
+    check_checkpoint_size(20_000, 3)
+    with pytest.raises(UserError, match="at most .* epochs with this network"):
+        check_checkpoint_size(100_000, 3)
+    assert json_limits(100_000, 3)[1] > MAX_JSON_VALUES
+
+
+def test_too_many_epochs_for_the_checkpoint_are_refused_before_training(data, tmp_path):
+    with pytest.raises(UserError, match="--epochs 100000: the checkpoint's epoch log"):
+        train(_cfg(data, tmp_path, epochs=100_000))
+    assert not os.listdir(tmp_path)
+
+
+def test_a_checkpoint_with_thousands_of_tensors_is_read_back(tmp_path):
+    """A deep network with a learned nu writes about 19 tensors per layer: more than a
+    model file's member limit."""
+    from hwgen.archive import MAX_MEMBERS
+    from train.state_archive import read_state
+
+    state = {f"t{k}": torch.full((2,), float(k)) for k in range(MAX_MEMBERS + 10)}
+    write_state(state, tmp_path / "s.ckpt.pt")
+    back = read_state(tmp_path / "s.ckpt.pt")
+    assert len(back) == MAX_MEMBERS + 10 and float(back["t4100"][1]) == 4100.0
+
+
+def test_the_export_check_goes_in_blocks(monkeypatch):
+    """Scores are held one block of images at a time; a mismatch names the image."""
+    import train.export as export
+    from hwgen.random_models import dense, random_images, random_model
+
+    monkeypatch.setattr(export, "PREDICT_BLOCK", 7)
+    rng = np.random.default_rng(2)
+    model = random_model(rng, (1, 4, 4), [dense(5)], classes=3)
+    images = random_images(rng, model.input, 30)
+    from hwgen.reference import Reference
+
+    expected = Reference(model).predict(images)
+    np.testing.assert_array_equal(export.check_against_reference(model, images), expected)
+    np.testing.assert_array_equal(export.hard_predict(model, images), expected)
+    real, sizes = export.hard_scores, []
+
+    def off_at_22(model, block, *args):   # torch's score of image 22 off by one
+        scores = real(model, block, *args)
+        start = sum(sizes)
+        sizes.append(len(block))
+        if start <= 22 < start + len(block):
+            scores[22 - start, 0] += 1
+        return scores
+    monkeypatch.setattr(export, "hard_scores", off_at_22)
+    with pytest.raises(export.ExportError, match="differ on image 22:"):
+        export.check_against_reference(model, images)
+
+
+def test_torch_cache_folder_that_cannot_be_made_is_one_line(data, tmp_path):
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR="/dev/null")
+    proc = subprocess.run([sys.executable, "-m", "train", "--arch", "mlp:8", "--epochs", "1",
+                           "--data-dir", str(data), "--threads", "1", "--out",
+                           str(tmp_path / "m.npz")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "torch cannot make its cache folder /dev/null" in proc.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_plots_naming_a_dangling_link_are_refused_before_training(tmp_path, monkeypatch):
+    (tmp_path / "plots").symlink_to(tmp_path / "not-there")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        config_from_argv(["--arch", "mlp:8", "--out", "m.npz", "--plots", "plots"])

@@ -50,20 +50,48 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 #: Characters and values of a checkpoint's JSON: a fixed part (network, optimizer and
-#: snapshot structure) and a part per epoch record (a few hundred characters and a few
-#: dozen values each).
-JSON_CHARS_FIXED, JSON_CHARS_PER_EPOCH = 1 << 20, 1 << 12
-JSON_VALUES_FIXED, JSON_VALUES_PER_EPOCH = 1 << 16, 1 << 8
+#: snapshot structure) and a part per epoch record, which grows with the layers (a record
+#: holds ``2 * layers + 12`` values, ``3 * layers + 12`` with a learned nu, of about 15
+#: characters each: 19 values in 283 characters for the UP5K CNN's four layers).
+JSON_CHARS_FIXED, JSON_VALUES_FIXED = 1 << 20, 1 << 16
+CHARS_PER_VALUE = 24
 
 
-def load_checkpoint(path: str | Path, epochs: int | None = None) -> dict:
+def epoch_values(layers: int) -> int:
+    """The most JSON values one epoch record of a network with ``layers`` binarizing
+    layers may hold."""
+    return 16 + 4 * layers
+
+
+def json_limits(epochs: int, layers: int) -> tuple[int, int]:
+    """(characters, values) a checkpoint of ``epochs`` epochs of a network with ``layers``
+    binarizing layers may hold."""
+    values = JSON_VALUES_FIXED + epochs * epoch_values(layers)
+    return JSON_CHARS_FIXED + values * CHARS_PER_VALUE, values
+
+
+def check_checkpoint_size(epochs: int, layers: int) -> None:
+    """UserError, before training, when a run of ``epochs`` epochs would write checkpoints
+    whose epoch log is beyond what :func:`load_checkpoint` reads back."""
+    chars, values = json_limits(epochs, layers)
+    if chars > MAX_JSON_CHARS or values > MAX_JSON_VALUES:
+        values_cap = min(MAX_JSON_VALUES,
+                         (MAX_JSON_CHARS - JSON_CHARS_FIXED) // CHARS_PER_VALUE)
+        most = (values_cap - JSON_VALUES_FIXED) // epoch_values(layers)
+        raise UserError(f"--epochs {epochs}: the checkpoint's epoch log of a network with "
+                        f"{layers} binarizing layers would outgrow what --resume reads; at "
+                        f"most {most} epochs with this network")
+
+
+def load_checkpoint(path: str | Path, epochs: int | None = None, layers: int = 255) -> dict:
     """A checkpoint written by ``train``, read by :func:`train.state_archive.read_state`
     (never unpickled; bounded by the file's size; its JSON at most what a run of ``epochs``
-    epochs writes, when given); UserError unless it is a dictionary."""
+    epochs of a network with ``layers`` binarizing layers writes, when given); UserError
+    unless it is a dictionary."""
     chars = values = None
     if epochs is not None:  # never past the fixed caps, however many epochs
-        chars = min(MAX_JSON_CHARS, JSON_CHARS_FIXED + epochs * JSON_CHARS_PER_EPOCH)
-        values = min(MAX_JSON_VALUES, JSON_VALUES_FIXED + epochs * JSON_VALUES_PER_EPOCH)
+        chars, values = json_limits(epochs, layers)
+        chars, values = min(MAX_JSON_CHARS, chars), min(MAX_JSON_VALUES, values)
     state = read_state(path, max_chars=chars, max_values=values)
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint written by train (it holds a "
@@ -311,8 +339,8 @@ def _is_number(value) -> bool:
 
 def _checked_snapshots(snapshots, epoch: int, snapshot_epochs: set[int]) -> list:
     """Histogram snapshots as :func:`train.diagnostics.histograms` makes them, after
-    epochs of ``snapshot_epochs`` up to ``epoch``, in order (none when the run that wrote
-    the checkpoint had no ``--plots``)."""
+    epochs of ``snapshot_epochs`` up to ``epoch``, in order: those of the runs that had
+    ``--plots`` (none when no run had; a gap where a resumed run had not)."""
     if not isinstance(snapshots, list) or len(snapshots) > MAX_SNAPSHOTS:
         raise _Mismatch(f"its snapshots are not a list of at most {MAX_SNAPSHOTS}")
     taken = []
@@ -324,7 +352,7 @@ def _checked_snapshots(snapshots, epoch: int, snapshot_epochs: set[int]) -> list
             raise _Mismatch("a histogram snapshot is not one train wrote")
         taken.append(snap["epoch"])
     expected = sorted(e for e in snapshot_epochs | {0} if e <= epoch)
-    if taken and taken != expected[len(expected) - len(taken):]:
+    if taken != sorted(set(taken)) or not set(taken) <= set(expected):
         raise _Mismatch(f"its histogram snapshots are of epochs {short_repr(taken)}, not of "
                         f"{expected}")
     return list(snapshots)

@@ -137,23 +137,41 @@ def hard_scores(model: Model, images, batch_size: int = 1000,
     return torch.cat(out) if out else torch.empty((0, len(model.classes)), dtype=torch.int64)
 
 
+#: Images per block of :func:`hard_predict` and :func:`check_against_reference`: only one
+#: block's scores are held at a time (a test set of millions of tiny images held all of
+#: them, about 250 bytes per image).
+PREDICT_BLOCK = 1 << 14
+
+
 def hard_predict(model: Model, images, device: str = "cpu",
                  batch_size: int = 1000) -> np.ndarray:
-    """Argmax of :func:`hard_scores`, ties to the lowest index (int64 [K])."""
-    return predict(hard_scores(model, images, batch_size, device).numpy())
+    """Argmax of :func:`hard_scores`, ties to the lowest index (int64 [K]), computed in
+    blocks of :data:`PREDICT_BLOCK` images."""
+    images = np.asarray(images)
+    return np.concatenate([predict(hard_scores(model, images[a:a + PREDICT_BLOCK], batch_size,
+                                               device).numpy())
+                           for a in range(0, len(images), PREDICT_BLOCK)] or
+                          [np.zeros(0, np.int64)])
 
 
 def check_against_reference(model: Model, images, expected_predictions=None,
                             batch_size: int = 1000) -> np.ndarray:
     """Assert the hwgen integer reference equals the torch hard evaluation on every image
-    (scores and predictions); returns the predictions. Raises :class:`ExportError`."""
-    torch_scores = hard_scores(model, images, batch_size).numpy()
-    ref_scores = Reference(model).run(images)
-    if not np.array_equal(torch_scores, ref_scores):
-        bad = int(np.argwhere((torch_scores != ref_scores).any(axis=1))[0, 0])
-        raise ExportError(f"torch hard evaluation and hwgen reference differ on image {bad}: "
-                          f"{torch_scores[bad].tolist()} vs {ref_scores[bad].tolist()}")
-    predictions = predict(ref_scores)
+    (scores and predictions), in blocks of :data:`PREDICT_BLOCK` images; returns the
+    predictions. Raises :class:`ExportError`."""
+    images = np.asarray(images)
+    reference = Reference(model)
+    blocks = []
+    for a in range(0, len(images), PREDICT_BLOCK):
+        torch_scores = hard_scores(model, images[a:a + PREDICT_BLOCK], batch_size).numpy()
+        ref_scores = reference.run(images[a:a + PREDICT_BLOCK])
+        if not np.array_equal(torch_scores, ref_scores):
+            bad = int(np.argwhere((torch_scores != ref_scores).any(axis=1))[0, 0])
+            raise ExportError(f"torch hard evaluation and hwgen reference differ on image "
+                              f"{a + bad}: {torch_scores[bad].tolist()} vs "
+                              f"{ref_scores[bad].tolist()}")
+        blocks.append(predict(ref_scores))
+    predictions = np.concatenate(blocks or [np.zeros(0, np.int64)])
     if expected_predictions is not None and not np.array_equal(predictions,
                                                                expected_predictions):
         raise ExportError("exported predictions differ from the expected ones")

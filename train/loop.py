@@ -33,7 +33,8 @@ from hwgen.outputs import same_path
 
 from .arch import parse_arch
 from .memory import activation_values, check_training_fits, eval_chunk
-from .checkpoint import load_checkpoint, restore, save_checkpoint, short_repr
+from .checkpoint import (check_checkpoint_size, load_checkpoint, restore, save_checkpoint,
+                         short_repr)
 from .distributed import Dist, init_distributed
 from .data import augment, epoch_batches, epoch_generator, load_split
 from .diagnostics import histograms, saturation, sharpness_diagnostics
@@ -227,6 +228,20 @@ def _check_config(cfg: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
+def _check_torch_cache() -> None:
+    """Import what the optimizer imports, torch's compiler, now: it makes its cache folder
+    as it is imported (``$TORCHINDUCTOR_CACHE_DIR``, else ``torchinductor_<user>`` in the
+    temporary folder), and a file in that place ended runs in a FileExistsError traceback
+    after the data had loaded. Training compiles nothing; the folder only has to exist."""
+    try:
+        import torch._dynamo  # noqa: F401
+    except OSError as err:
+        where = f" {err.filename}" if err.filename else ""
+        raise UserError(f"torch cannot make its cache folder{where} ({err.strerror or err}): "
+                        f"set TORCHINDUCTOR_CACHE_DIR (or TMPDIR) to a writable folder") \
+            from None
+
+
 def checkpoint_path(cfg: TrainConfig) -> Path | None:
     if cfg.checkpoint:
         return Path(cfg.checkpoint)
@@ -240,6 +255,7 @@ def train(cfg: TrainConfig) -> dict:
     In a process group, a failure of the group (another process stopped or was killed:
     torch raises a RuntimeError from the next collective) is one UserError."""
     _check_config(cfg)
+    _check_torch_cache()
     dist = init_distributed(cfg.device)
     if dist.world <= 1:
         return _train(cfg, dist)
@@ -326,8 +342,11 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     # a group splits each batch and keeps batch-norm statistics per process: another
     # number of processes trains another model from the same checkpoint
     settings["processes"] = dist.world
+    layers = len(net.binarizing_layers())
+    if ckpt is not None:
+        check_checkpoint_size(cfg.epochs, layers)
     if cfg.resume and ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt, cfg.epochs)
+        state = load_checkpoint(ckpt, cfg.epochs, layers)
         old = state.get("settings", {})
         if not isinstance(old, dict) or not all(
                 v is None or type(v) in (bool, int, float, str) for v in old.values()):

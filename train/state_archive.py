@@ -36,6 +36,10 @@ FORMAT = "sbn-train-checkpoint"
 VERSION = 2
 #: Caps whatever the run: json.loads takes ~80 bytes a value, so 2**20 values stay within
 #: ~100 MB (a run's history takes a few dozen values an epoch: ~30,000 epochs fit).
+#: Tensors in a state archive: a checkpoint holds up to about 20 per layer (weights,
+#: batch norm, learnable nu, and the optimizer's moments of each), and a network at most
+#: 255 layers; the central directory stays within the reader's 2 MiB.
+MAX_STATE_MEMBERS = 1 << 13
 MAX_JSON_CHARS = 16 << 20
 MAX_JSON_VALUES = 1 << 20
 MAX_DEPTH = 24
@@ -91,7 +95,7 @@ def read_state(path: str | os.PathLike, what: str = "checkpoint",
     _refuse_pickle(path, what)
     try:
         arrays = read_npz(path, max_bytes=_MAX_FILE_BYTES, what=what, floats=True,
-                          stored_only=True)
+                          stored_only=True, max_members=MAX_STATE_MEMBERS)
     except ModelFormatError as err:
         raise StateFileError(str(err)) from None
     body = arrays.pop("state", None)

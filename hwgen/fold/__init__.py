@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from .parse import (FOLD_CHOICES, MAX_FOLD_CHARS, MAX_FOLD_DEPTH, _TEXT_FOLD, Fold, FoldError,
                     _json_entry, _read_fold_file, _text_entry, check_fold, check_supported,
-                    has_fold, parse_fold, resolve_fold, where)
+                    fold_keyword, has_fold, parse_fold, resolve_fold, where)
 from .geometry import (BRAM_BITS, ICE40_BRAM_CONFIGS, LINE_BUFFER_LOGIC_BITS, LOGIC_BUFFER_MAX_BITS,
                        LOGIC_BUFFER_MAX_DEPTH, LOGIC_ROM_MAX_BITS, LOGIC_ROM_MAX_DEPTH,
                        MIN_BRAM_EFFICIENCY, POOL_BASE_LCS, RAW_TREE_LEVELS_PER_STAGE,
@@ -75,7 +75,7 @@ __all__ = [
     "_divisors", "_fold_counts", "_json_entry", "_read_fold_file", "_text_entry",
     "argmax_compare_cycles", "argmax_latency", "argmax_luts", "argmax_stages", "bram_blocks",
     "buffer_in_logic", "ceil_div", "check_fold", "check_supported", "default_fold", "default_lanes",
-    "dense_plan",
+    "dense_plan", "fold_keyword",
     "format_fold_table", "has_fold", "input_order", "latency", "latency_bound", "layer_plan",
     "line_buffer_bits", "line_buffer_brams", "line_buffer_in_logic", "line_buffer_logic_bits",
     "line_buffer_rows", "logic_rom_luts", "narrowest_buffers", "output_offsets", "parse_fold",

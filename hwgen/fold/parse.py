@@ -82,14 +82,24 @@ _TEXT_FOLD = re.compile(r"\s*([0-9]{1,12})\s*[xX]\s*([0-9]{1,12})\s*([sS]?)\s*")
 #: The ``--fold`` words that choose a fold instead of giving one.
 FOLD_CHOICES = ("auto", "fastest")
 
+def fold_keyword(text: str | None) -> str | None:
+    """The :data:`FOLD_CHOICES` word ``text`` names (None: ``auto``; spaces around it and
+    letter case ignored, as ``--fold " Fastest"``), or None when it is a fold."""
+    if text is None:
+        return "auto"
+    word = text.strip().lower()
+    return word if word in FOLD_CHOICES else None
+
+
 def resolve_fold(text: str | None, model: Model, budget: Budget | None = None):
     """A ``--fold`` argument as :func:`plan` takes it: None (``text`` None or ``auto``: the
     default fold within ``budget``), the :func:`~hwgen.fold_search.fastest_fold` within
     ``budget`` (``fastest``; without one, :func:`~hwgen.fold.default.up5k_budget`, SPRAM
     included), else :func:`parse_fold`'s folds."""
-    if text in (None, "auto"):
+    keyword = fold_keyword(text)
+    if keyword == "auto":
         return None
-    if text == "fastest":
+    if keyword == "fastest":
         from ..fold_search import fastest_fold  # it builds on this package
         from .default import up5k_budget
 

@@ -46,6 +46,9 @@ def convert(elaboratable, name: str, *, emit_src: bool = False) -> str:
     UserError (one line) when Yosys cannot start for want of memory or address space."""
     from amaranth._toolchain.yosys import find_yosys
 
+    from hwgen.wasm_cache import check_wasm_cache
+
+    check_wasm_cache()
     text = rtlil.convert(elaboratable, name=name, emit_src=emit_src)
     release_freed_memory()  # the elaborated design, before Yosys runs beside this process
     script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect",

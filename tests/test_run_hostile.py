@@ -1,0 +1,171 @@
+"""Fuzz round 23's breaks, each one line now: a board answering a class the model lacks,
+an empty weight image for ``run --load-weights``, a ``VERILATOR`` that cannot be run, and a
+cache folder where the WebAssembly tools cannot keep their compiled code; and a
+``--save-predictions`` file that is one of the inputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from boards import protocol
+from hwgen import model as model_io
+from hwgen.cli import main
+from hwgen.datasets import write_idx
+from hwgen.errors import UserError
+from hwgen.random_models import dense, random_images, random_model
+from hwgen.wasm_cache import check_wasm_cache
+
+from .conftest import ROOT
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    rng = np.random.default_rng(3)
+    model = random_model(rng, (1, 3, 3), [dense(4)], classes=3)
+    path = tmp_path / "tiny.npz"
+    model_io.save(model, path)
+    images = tmp_path / "images.idx"
+    write_idx(images, random_images(rng, model.input, 4)[:, 0])
+    return path, images
+
+
+class AnsweringBoard:
+    """A transport whose 'board' answers every request OK with class ``klass``."""
+
+    def __init__(self, klass: int):
+        self.klass, self.pending = klass, bytearray()
+        self.baud, self.board_timeout, self.latency = 3_000_000, 0.5, 0.0
+
+    def write(self, data):
+        data = bytes(data)
+        while len(data) >= 8 and data[:2] == protocol.SYNC:
+            length = data[4] << 8 | data[5]
+            self.pending += protocol.encode_reply(0, data[3], self.klass)
+            data = data[8 + length:]
+
+    def read(self, n, timeout):
+        out, self.pending = bytes(self.pending[:n]), self.pending[n:]
+        return out
+
+    def idle(self, seconds):
+        pass
+
+    def close(self):
+        pass
+
+
+def _one_error(capsys, code) -> str:
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize("klass", [3, 200])
+def test_a_class_the_model_lacks_is_a_board_error(tiny, monkeypatch, capsys, klass):
+    import boards.host
+
+    monkeypatch.setattr(boards.host, "SerialTransport",
+                        lambda port, baud: AnsweringBoard(klass))
+    model, images = tiny
+    code = main(["run", "--port", "fake", str(model), "--images", str(images)])
+    err = _one_error(capsys, code)
+    assert f"answered class {klass} for image 0, but the model has 3 classes" in err
+
+
+def test_the_answering_board_works_for_a_class_the_model_has(tiny, monkeypatch, capsys):
+    import boards.host
+
+    monkeypatch.setattr(boards.host, "SerialTransport",
+                        lambda port, baud: AnsweringBoard(2))
+    model, images = tiny
+    from hwgen.datasets import read_idx
+    from hwgen.reference import Reference
+
+    agree = int((Reference(model_io.load(model)).predict(read_idx(images)[:, None]) == 2).sum())
+    code = main(["run", "--port", "fake", str(model), "--images", str(images)])
+    out = capsys.readouterr().out
+    assert code == (0 if agree == 4 else 1)  # exit 1 when any class differs
+    assert "image 3: class 2 (class2)" in out and f"agreement {agree}/4 with reference" in out
+
+
+def test_an_empty_weight_image_is_refused_before_sending(tiny, tmp_path, capsys):
+    model, images = tiny
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    code = main(["run", "--port", "loop://", str(model), "--images", str(images),
+                 "--load-weights", str(empty)])
+    assert "the file is empty" in _one_error(capsys, code)
+
+
+def test_a_verilator_that_cannot_run_is_one_line(tiny, tmp_path, monkeypatch, capsys):
+    model, images = tiny
+    script = tmp_path / "verilator"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    monkeypatch.setenv("VERILATOR", str(script))
+    monkeypatch.setenv("SBN_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["sim", str(model), "--images", str(images)])
+    assert "is not executable" in _one_error(capsys, code)
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    code = main(["sim", str(model), "--images", str(images)])
+    assert f"cannot run {script}" in _one_error(capsys, code)
+
+
+@pytest.mark.parametrize("variable, value, named", [
+    ("HOME", "/dev/null", "'/dev/null/.cache'"),
+    ("XDG_CACHE_HOME", "/dev/null/x", "'/dev/null/x'"),
+    ("YOWASP_CACHE_DIR", "/dev/null", "YOWASP_CACHE_DIR '/dev/null'"),
+])
+def test_an_unusable_tool_cache_is_one_line_before_yosys_runs(monkeypatch, variable, value,
+                                                              named):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(UserError, match=f"cannot keep their compiled code in .*{named}"):
+        check_wasm_cache()
+
+
+def test_verilog_with_home_on_a_file_fails_fast(tiny, tmp_path):
+    model, _ = tiny
+    env = dict(os.environ, HOME="/dev/null")
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop("YOWASP_CACHE_DIR", None)
+    out = tmp_path / "v"
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "verilog", str(model), "-o", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "/dev/null is not a directory" in proc.stderr and not out.exists()
+
+
+def test_predictions_are_not_written_over_an_input(tiny, tmp_path, capsys):
+    model, images = tiny
+    as_npy = tmp_path / "model.npy"
+    as_npy.write_bytes(model.read_bytes())
+    code = main(["eval", str(as_npy), "--images", str(images), "--save-predictions",
+                 str(tmp_path / "." / "model.npy")])
+    assert "is the model file" in _one_error(capsys, code)
+    assert as_npy.read_bytes() == model.read_bytes()
+
+
+def test_fold_keywords_take_any_case_and_spaces(tiny, capsys):
+    from hwgen.fold import fold_keyword
+
+    assert [fold_keyword(t) for t in (None, " Auto", "FASTEST ", "4x9", "fast")] == \
+        ["auto", "auto", "fastest", None, None]
+    model, _ = tiny
+    assert main(["info", str(model), "--fold", "fastest"]) == 0
+    want = capsys.readouterr().out
+    assert main(["info", str(model), "--fold", " Fastest "]) == 0
+    assert capsys.readouterr().out == want
+
+
+def test_an_output_folder_that_is_a_dangling_link_is_refused(tiny, tmp_path, capsys):
+    model, _ = tiny
+    (tmp_path / "v").symlink_to(tmp_path / "missing")
+    code = main(["verilog", str(model), "-o", str(tmp_path / "v")])
+    assert "symbolic link to a folder that does not exist" in _one_error(capsys, code)
+    assert not (tmp_path / "missing").exists()
