@@ -753,3 +753,15 @@ def test_plots_naming_a_dangling_link_are_refused_before_training(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         config_from_argv(["--arch", "mlp:8", "--out", "m.npz", "--plots", "plots"])
+
+
+@pytest.mark.parametrize("extra", [["--checkpoint", "DATA/train-labels-idx1-ubyte"],
+                                   ["--out", "DATA/t10k-images-idx3-ubyte.gz"],
+                                   ["--plots", "DATA"]])
+def test_outputs_cannot_overwrite_the_training_data(data, tmp_path, extra):
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    argv = ["--arch", "mlp:8", "--data-dir", str(data), "--out", str(tmp_path / "m.npz")]
+    argv += [e.replace("DATA", str(data)) for e in extra]
+    with pytest.raises(UserError, match="data"):
+        config_from_argv(argv)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before

@@ -141,6 +141,8 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
     out = None if args.out is None else str(args.out)
     if check_paths and out and args.checkpoint is None:  # the default, beside --out
         check_output(Path(out).with_suffix(".ckpt.pt"), "--checkpoint (default)")
+    if check_paths:
+        _check_outputs_are_not_data(args, out)
     if check_paths and args.plots is not None:
         checkpoint = args.checkpoint or (Path(out).with_suffix(".ckpt.pt") if out else None)
         for option, path in (("--out", out), ("--checkpoint", checkpoint)):
@@ -166,6 +168,32 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
         plots=None if args.plots is None else str(args.plots),
         threads=args.threads, progress=not args.no_progress, stop_after=args.stop_after,
         command="python -m train " + shlex.join(argv))
+
+
+def _check_outputs_are_not_data(args, out) -> None:
+    """Refuse an output that is one of the dataset's files in a folder it is read from, or
+    ``--plots`` naming such a folder (``--checkpoint`` over the training labels replaced
+    them, and the next run found no IDX file there)."""
+    from hwgen.datasets import dataset_folders
+
+    try:
+        folders = dataset_folders(args.dataset, args.data_dir)
+    except UserError:
+        return  # a bad --data-dir is reported where the data is loaded
+    info = DATASETS[args.dataset]
+    names = [n for stems in info.files.values() for stem in stems for n in (stem, stem + ".gz")]
+    files = [folder / sub / name for folder in folders for name in names
+             for sub in ((".", "cifar-10-batches-py") if info.format == "cifar" else (".",))]
+    checkpoint = args.checkpoint or (Path(out).with_suffix(".ckpt.pt") if out else None)
+    for option, path in (("--out", out), ("--checkpoint", checkpoint), ("--plots", args.plots)):
+        if path is None:
+            continue
+        if any(same_path(path, f) for f in files):
+            raise UserError(f"{option} {path} is a file of the {args.dataset} data it trains "
+                            f"on: give another path")
+        if option == "--plots" and any(same_path(path, f) for f in folders):
+            raise UserError(f"--plots {path} is the folder of the {args.dataset} data: give "
+                            f"the plots a folder of their own")
 
 
 def main(argv: list[str] | None = None) -> int:
