@@ -765,3 +765,8 @@ def test_outputs_cannot_overwrite_the_training_data(data, tmp_path, extra):
     with pytest.raises(UserError, match="data"):
         config_from_argv(argv)
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+def test_resume_without_any_checkpoint_path_is_a_usage_error(data, tmp_path):
+    with pytest.raises(UserError, match="--resume needs a checkpoint"):
+        train(_cfg(data, tmp_path, method="float", out=None, resume=True))

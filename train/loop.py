@@ -219,6 +219,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--method {cfg.method} needs --out MODEL.npz")
     if cfg.out and not str(cfg.out).endswith(".npz"):
         raise UserError(f"--out {cfg.out}: model files end in .npz")
+    if cfg.resume and not (cfg.checkpoint or cfg.out):
+        raise UserError("--resume needs a checkpoint to resume from: give --checkpoint "
+                        "(--method float writes no --out to keep one beside)")
     if cfg.out and cfg.checkpoint and same_path(cfg.out, cfg.checkpoint):
         raise UserError(f"--checkpoint {cfg.checkpoint} is the --out model file: give "
                         f"another path (the default is beside it, .ckpt.pt)")
