@@ -108,7 +108,8 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):g} MiB"
 
 
-def _directory(path: Path, f: BinaryIO, max_members: int) -> list[zipfile.ZipInfo]:
+def _directory(path: Path, f: BinaryIO,
+               max_members: int = MAX_MEMBERS) -> list[zipfile.ZipInfo]:
     """The central directory, after checking its size from the end record."""
     end_record = getattr(zipfile, "_EndRecData", None)  # private; only a pre-check
     try:
@@ -133,7 +134,7 @@ def _directory(path: Path, f: BinaryIO, max_members: int) -> list[zipfile.ZipInf
 
 def _check_members(path: Path, infos: list[zipfile.ZipInfo], file_size: int, limit: int,
                    caps: dict[str, int], what: str, stored_only: bool,
-                   max_members: int) -> None:
+                   max_members: int = MAX_MEMBERS) -> None:
     """Names, methods, flags and declared sizes, before any member is read."""
     if len(infos) > max_members:
         raise ModelFormatError(f"{path}: {len(infos)} members, more than {max_members}")
