@@ -108,6 +108,9 @@ def fold_candidates(model_path: Path, board, fold: str | None, lanes: int | None
     from hwgen.gateware.network import check_generatable, check_model_generatable
 
     model = model_io.load(model_path)
+    problem = protocol.link_problem(model.input.bits, len(model.classes))
+    if problem:   # the board top's framer and replies
+        raise UserError(f"{board.name}: {problem}")
     check_model_generatable(model)
     budget = _budget(board, model.input, clock_mhz or board.default_clock_mhz,
                      baud or board.default_baud)

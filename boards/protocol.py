@@ -154,6 +154,18 @@ def packed_length(n_values: int) -> int:
     return -(-n_values // 8)
 
 
+def link_problem(input_bits: int, classes: int) -> str | None:
+    """Why a model with ``input_bits``-bit values and ``classes`` classes cannot go over the
+    link (a CLASSIFY frame has one byte per value, a reply one byte of class), or None."""
+    if input_bits > 8:
+        return (f"the UART protocol carries one byte per value; this model takes "
+                f"{input_bits}-bit values")
+    if classes > 256:
+        return (f"a UART reply carries the class in one byte (at most 256 classes); this "
+                f"model has {classes}")
+    return None
+
+
 def image_payload_length(n_values: int, packed: bool) -> int:
     """Payload bytes of one image's frame: ``n_values`` (CLASSIFY, a byte per value) or
     :func:`packed_length` (CLASSIFY_PACKED)."""

@@ -55,9 +55,9 @@ def cmd_run(args) -> int:
     # the shape and value range the model takes, as eval checks them, before any link is
     # opened or simulated (a value the UART frame cannot carry would fail mid-run)
     images = check_images(model.input, images)
-    if model.input.bits > 8:
-        raise UserError("the UART protocol carries one byte per value; this model takes "
-                        f"{model.input.bits}-bit values")
+    problem = protocol.link_problem(model.input.bits, len(model.classes))
+    if problem:
+        raise UserError(problem)
     # A model that binarizes its input gets bit-packed frames (CLASSIFY_PACKED, one bit per
     # value); the client falls back to byte frames if the board refuses them.
     binarize_at = model.input.binarize_at

@@ -446,12 +446,21 @@ def test_finn_lfc_w1a1_from_brevitas_examples(bm, tmp_path, capsys):
     assert model.provenance["graph_input"] == "1/255 * (x + 0)"
 
 
-def test_input_scale_with_an_input_quantizer_is_refused(bm, tmp_path, capsys):
+@pytest.mark.parametrize("option, value", [("--input-scale", "1/255"), ("--input-bits", "8")])
+def test_input_options_with_an_input_quantizer_are_refused(bm, tmp_path, capsys, option,
+                                                           value):
     path = tmp_path / "u8.onnx"
     bm.export(bm.randomize_bn(bm.mlp(input_mode="uint8"), 1), path)
-    message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz", "--input-scale",
-                        "1/255")
-    assert "--input-scale is for graphs without an input quantizer" in message
+    message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz", option, value)
+    assert f"{option} is for graphs without an input quantizer" in message
+
+
+def test_class_names_file_with_a_bom_and_line_separators(tmp_path):
+    from hwgen.qonnx_import.command import read_classes
+
+    path = tmp_path / "names.txt"
+    path.write_bytes("\ufeffT-shirt\r\nTrouser\u2028s\n\nBag\n".encode("utf-8"))
+    assert read_classes(path, 3) == ["T-shirt", "Trouser\u2028s", "Bag"]
 
 
 def test_the_other_commands_do_not_import_onnx():
@@ -652,3 +661,60 @@ def test_output_biases_beyond_int32_that_span_less_are_shifted(bm, tmp_path, cap
     path, _, _ = _streamlined(tmp_path, np.random.default_rng(8), bias=[2.0**32, 0, 0, 0])
     message = cli_error(capsys, "import", path, "-o", out)
     assert "the output biases span 4294967296 accumulator steps" in message, message
+
+
+def _pool_then_scale(path, scale_op: str, factors):
+    """Binarized 1x6x6 image -> Conv 3x3 (4 channels) -> MaxPool 2x2 -> BatchNormalization
+    (gamma ``factors``) or Mul by ``factors`` -> BipolarQuant -> Flatten -> MatMul."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    f = np.float32
+    q = "qonnx.custom_op.general"
+    consts = {"c0": np.array(127.5, f), "one": np.array(1.0, f),
+              "w1": rng.choice([-1.0, 1.0], (4, 1, 3, 3)).astype(f),
+              "w2": rng.choice([-1.0, 1.0], (16, 3)).astype(f),
+              "g": np.asarray(factors, f), "b": rng.normal(size=4).astype(f),
+              "m": rng.normal(size=4).astype(f), "v": np.ones(4, f),
+              "mul": np.asarray(factors, f).reshape(1, 4, 1, 1)}
+    nodes = [helper.make_node("Sub", ["x", "c0"], ["xs"]),
+             helper.make_node("BipolarQuant", ["xs", "one"], ["xb"], domain=q),
+             helper.make_node("Conv", ["xb", "w1"], ["a1"], kernel_shape=[3, 3]),
+             helper.make_node("MaxPool", ["a1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2])]
+    if scale_op == "bn":
+        nodes.append(helper.make_node("BatchNormalization", ["p1", "g", "b", "m", "v"], ["n1"]))
+    else:
+        nodes.append(helper.make_node("Mul", ["p1", "mul"], ["n1"]))
+    nodes += [helper.make_node("BipolarQuant", ["n1", "one"], ["h1"], domain=q),
+              helper.make_node("Flatten", ["h1"], ["fl"], axis=1),
+              helper.make_node("MatMul", ["fl", "w2"], ["y"])]
+    used = {name for node in nodes for name in node.input}
+    inits = [numpy_helper.from_array(v, k) for k, v in consts.items() if k in used]
+    graph = helper.make_graph(nodes, "pool-scale", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 1, 6, 6])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                      helper.make_opsetid(q, 1)]), path)
+
+
+@pytest.mark.parametrize("scale_op, factors, ok", [
+    ("bn", [-0.5, -1.0, -2.0, -0.7], False), ("mul", [-1, -2, -1, -3], False),
+    ("mul", [1, -2, 1, 3], False), ("bn", [0.5, 1.0, 2.0, 0.7], True),
+    ("mul", [1, 2, 1, 3], True)])
+def test_a_max_pool_before_a_negative_scale_is_refused(bm, tmp_path, capsys, scale_op,
+                                                       factors, ok):
+    """Pooled and then negated, the quantizer's bits are a min-pool (an AND of bits), not
+    the OR-pool the format holds: refused whatever the check images are (a constant image
+    agreed with the graph, and the wrong model was written)."""
+    path, out = tmp_path / "p.onnx", tmp_path / "p.npz"
+    _pool_then_scale(path, scale_op, factors)
+    zeros = tmp_path / "zeros.idx"
+    write_idx(zeros, np.zeros((1, 6, 6), np.uint8))
+    code = main(["import", str(path), "-o", str(out), "--images", str(zeros)])
+    if ok:
+        assert code == 0, capsys.readouterr().err
+        return
+    err = capsys.readouterr().err
+    assert code == 2 and "a max-pool before a negative scale is a min-pool" in err, err
+    assert not out.exists()

@@ -24,7 +24,7 @@ def require_packages() -> None:
         raise ImportError_(f"hwgen import needs {', '.join(missing)}: {EXTRA_HINT}")
 
 
-def import_qonnx(path, input_bits: int = 8, input_scale=None):
+def import_qonnx(path, input_bits: int | None = None, input_scale=None):
     """Read and convert ``path``: returns ``(graph, Imported)`` (no check, nothing written)."""
     from .convert import Converter
     from .graph import read_graph

@@ -83,9 +83,11 @@ def _prepared(proto, batch: int):
     graph.input.extend(image + others)  # ChangeBatchSize changes input 0
     for value_info in image[:1]:
         value_info.type.tensor_type.shape.dim[0].dim_value = batch
-    model = ModelWrapper(proto)
-    model = model.transform(ChangeBatchSize(batch))
-    return model.transform(InferShapes())
+    with warnings.catch_warnings():  # qonnx's notes (old-style domains converted) are not ours
+        warnings.simplefilter("ignore")
+        model = ModelWrapper(proto)
+        model = model.transform(ChangeBatchSize(batch))
+        return model.transform(InferShapes())
 
 
 def graph_values(model) -> int:

@@ -36,7 +36,7 @@ def register(sub) -> None:
                    metavar="MODEL.npz", help="the model file to write")
     p.add_argument("--classes", type=Path, metavar="NAMES.txt",
                    help="class names, one per line (default: 0, 1, ...)")
-    p.add_argument("--input-bits", type=integer(1, 16), default=8, metavar="B",
+    p.add_argument("--input-bits", type=integer(1, 16), metavar="B",
                    help="bits of the unsigned input values the graph takes when it has no "
                         "input quantizer (default 8)")
     p.add_argument("--input-scale", type=_ratio, metavar="S",
@@ -90,7 +90,9 @@ def read_classes(path: Path, count: int) -> list[str]:
     if len(data) > MAX_CLASS_FILE_BYTES:
         raise ImportError_(f"{path}: larger than {MAX_CLASS_FILE_BYTES} bytes")
     try:
-        names = bytes(data).decode("utf-8").splitlines()
+        # a BOM is no part of the first name; only \n (and \r\n) end a name: str.splitlines
+        # would also split at U+2028, \v, \f...
+        names = bytes(data).decode("utf-8-sig").split("\n")
     except UnicodeDecodeError:
         raise ImportError_(f"{path}: not UTF-8 text") from None
     names = [n.strip() for n in names if n.strip()]

@@ -44,9 +44,11 @@ class Imported:
 class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
     """Runs :meth:`convert` once over a :class:`Graph`."""
 
-    def __init__(self, graph: Graph, input_bits: int = 8, input_scale: Fraction | None = None):
+    def __init__(self, graph: Graph, input_bits: int | None = None,
+                 input_scale: Fraction | None = None):
         self.graph = graph
-        self.input_bits = input_bits
+        self.input_bits = 8 if input_bits is None else input_bits
+        self.input_bits_given = input_bits is not None
         self.input_scale = input_scale
         self.values: dict[str, object] = {k: Const(v) for k, v in graph.constants.items()}
         self.layers: list = []

@@ -8,7 +8,8 @@ from fractions import Fraction
 import numpy as np
 
 from .graph import MAX_CONSTANT_ELEMENTS
-from .values import Accum, Binary, Const, Pixels, channel_count, channel_values, derive, describe
+from .values import (Accum, Binary, Const, Pixels, channel_count, channel_values,
+                     check_pool_order, derive, describe)
 
 #: The most values an operation on two constants may produce (the product of the broadcast
 #: shape, checked before computing: two small constants can broadcast to gigabytes).
@@ -100,6 +101,7 @@ class ArithmeticOps:
 
     def _scale(self, node, value, factors):
         if isinstance(value, Accum):
+            check_pool_order(self, node, value, factors)
             return derive(value, p1=[f * p for f, p in zip(factors, value.p1)],
                           p0=[f * p for f, p in zip(factors, value.p0)],
                           q=[f * q for f, q in zip(factors, value.q)])

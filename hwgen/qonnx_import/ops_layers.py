@@ -11,8 +11,8 @@ import numpy as np
 from ..model import MaxPool2d, channel_ranges
 from ..threshold_rule import exact
 from .graph import Node
-from .values import (Accum, Binary, Const, Pixels, channel_count, channel_values, derive,
-                     describe, pooled_shape)
+from .values import (Accum, Binary, Const, Pixels, channel_count, channel_values,
+                     check_pool_order, derive, describe, pooled_shape)
 
 
 @dataclass(eq=False)
@@ -179,6 +179,7 @@ class LayerOps:
         vs = [x + eps for x in var]
         if any(v <= 0 for v in vs):
             self.fail(node, "variance + epsilon is not positive")
+        check_pool_order(self, node, value, gamma)
         return derive(value, p1=[g * p for g, p in zip(gamma, value.p1)],
                       p0=[g * (p0 + q - m) for g, p0, q, m in zip(gamma, value.p0, value.q,
                                                                   mean)],

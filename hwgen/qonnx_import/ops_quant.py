@@ -126,6 +126,9 @@ class QuantizerOps:
             self.fail(node, "an input quantizer after arithmetic on the image (such as "
                             "2x - 1): the model's input integers must be the quantizer's, so "
                             "it must take the graph's input directly")
+        if self.input_bits_given:
+            self.fail(node, "--input-bits is for graphs without an input quantizer; this "
+                            "graph's quantizer defines the input's bits")
         if self.input_scale is not None:
             self.fail(node, "--input-scale is for graphs without an input quantizer; this "
                             "graph's quantizer defines the input integers")

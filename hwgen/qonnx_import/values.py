@@ -141,6 +141,16 @@ def derive(old: Accum, **changes) -> Accum:
     return replace(old, **changes)
 
 
+def check_pool_order(converter, node, value: Accum, factors) -> None:
+    """Refuse (``converter.fail``) a negative per-channel factor on an accumulator value that
+    was max-pooled before its quantizer: the quantizer's bits would then be a min-pool of
+    the binary values, which the format cannot hold (the pool is kept as an OR of bits)."""
+    if value.pools and any(f < 0 for f in factors):
+        converter.fail(node, "scales a max-pooled value by a negative factor: a max-pool "
+                             "before a negative scale is a min-pool of the binary values, "
+                             "which the format cannot hold")
+
+
 def channel_count(shape) -> int:
     return shape[1] if len(shape) > 1 else 1
 
