@@ -188,3 +188,16 @@ def test_models_the_uart_cannot_carry_are_refused_before_any_work(tmp_path, caps
                  ["run", "--sim", str(path), "--images", str(images)]):
         assert fragment in _one_error(capsys, main(argv))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.idx", "m.npz"]
+
+
+def test_a_truncated_weight_image_is_refused_before_sending(tiny, tmp_path, capsys):
+    from hwgen.weight_image import encode
+
+    model, images = tiny
+    image = encode(np.arange(40), b"12345678")
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(image[:-3])
+    code = main(["run", "--port", "loop://", str(model), "--images", str(images),
+                 "--load-weights", str(cut)])
+    assert f"truncated: {len(image) - 3} bytes, its header says {len(image)}" in \
+        _one_error(capsys, code)
