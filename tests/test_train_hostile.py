@@ -770,3 +770,25 @@ def test_outputs_cannot_overwrite_the_training_data(data, tmp_path, extra):
 def test_resume_without_any_checkpoint_path_is_a_usage_error(data, tmp_path):
     with pytest.raises(UserError, match="--resume needs a checkpoint"):
         train(_cfg(data, tmp_path, method="float", out=None, resume=True))
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("GOMP_CPU_AFFINITY", "x", "not a list of CPU numbers"),
+    ("PYTORCH_JIT", "abc", "torch could not be imported (ValueError: Unknown setting of "
+                           "PYTORCH_JIT"),
+    ("TORCHDYNAMO_REPRO_LEVEL", "abc", "torch's compiler could not be imported (ValueError")])
+def test_torch_variables_it_cannot_read_are_one_line(data, tmp_path, name, value, fragment):
+    """Round 24: torch parses these as it is imported (a ValueError traceback), and libgomp
+    loops forever on a bad GOMP_CPU_AFFINITY inside ``import torch``, deaf to SIGTERM."""
+    env = dict(os.environ, **{name: value})
+    proc = subprocess.run([sys.executable, "-m", "train", "--arch", "mlp:8", "--epochs", "1",
+                           "--data-dir", str(data), "--threads", "1", "--out",
+                           str(tmp_path / "m.npz")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert fragment in proc.stderr and not os.listdir(tmp_path)
+
+
+def test_bn_recal_with_the_float_method_is_refused(data, tmp_path):
+    with pytest.raises(UserError, match="--bn-recal .* not float"):
+        train(_cfg(data, tmp_path, method="float", out=None, bn_recal=3))

@@ -16,6 +16,37 @@ ignore_library_settings()  # before tqdm is imported: it reads them then
 
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
-from hwgen.interrupts import run_main_of  # noqa: E402
+from hwgen.interrupts import run_entry  # noqa: E402
 
-sys.exit(run_main_of("train.cli"))
+
+def _load_main():
+    """``train.cli.main``, or a main that prints one line when torch cannot be imported: a
+    variable torch reads as it starts holds a value it cannot parse (``PYTORCH_JIT=abc``
+    was a ValueError traceback), or ``GOMP_CPU_AFFINITY`` is one that hangs the OpenMP
+    runtime torch loads (``x``: an endless loop inside ``import torch``, deaf to SIGTERM)."""
+    import importlib
+    import re
+
+    from hwgen.errors import one_line
+
+    affinity = os.environ.get("GOMP_CPU_AFFINITY")
+    item = r"[0-9]+(?:-[0-9]+(?::[0-9]+)?)?"
+    if affinity is not None and not re.fullmatch(rf"\s*{item}(?:[\s,]+{item})*\s*", affinity):
+        message = (f"error: environment GOMP_CPU_AFFINITY={affinity[:40]!r}: not a list of "
+                   f"CPU numbers and ranges (such as '0 2-3 4-15:2')")
+    else:
+        try:
+            return importlib.import_module("train.cli").main
+        except (ValueError, TypeError, RuntimeError, AttributeError, OSError) as err:
+            why = (str(err).strip().splitlines() or [""])[0][:200]
+            message = (f"error: torch could not be imported ({type(err).__name__}: {why}); "
+                       f"is one of its variables in the environment (PYTORCH_*, TORCH*) set "
+                       f"to a value it cannot read?")
+
+    def refuse() -> int:
+        print(one_line(message), file=sys.stderr)
+        return 2
+    return refuse
+
+
+sys.exit(run_entry(_load_main))

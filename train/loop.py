@@ -206,6 +206,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--hard-phase must be in [0, 1), got {cfg.hard_phase}")
     if cfg.bn_recal < 0:
         raise UserError(f"--bn-recal must be >= 0, got {cfg.bn_recal}")
+    if cfg.bn_recal and cfg.method == "float":
+        raise UserError("--bn-recal recalibrates the binary network before export: it goes "
+                        "with --method sbn or ste, not float")
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.device not in ("cpu", "cuda"):
@@ -243,6 +246,11 @@ def _check_torch_cache() -> None:
         raise UserError(f"torch cannot make its cache folder{where} ({err.strerror or err}): "
                         f"set TORCHINDUCTOR_CACHE_DIR (or TMPDIR) to a writable folder") \
             from None
+    except (ValueError, TypeError, RuntimeError, AttributeError) as err:
+        why = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"torch's compiler could not be imported ({type(err).__name__}: "
+                        f"{why}); is one of its variables in the environment (TORCHDYNAMO_*, "
+                        f"TORCHINDUCTOR_*) set to a value it cannot read?") from None
 
 
 def checkpoint_path(cfg: TrainConfig) -> Path | None:
