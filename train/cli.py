@@ -139,12 +139,12 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
     if sbn["weight_clip"] == 0:
         sbn["weight_clip"] = None
     out = None if args.out is None else str(args.out)
+    checkpoint = args.checkpoint or (Path(out).with_suffix(".ckpt.pt") if out else None)
     if check_paths and out and args.checkpoint is None:  # the default, beside --out
-        check_output(Path(out).with_suffix(".ckpt.pt"), "--checkpoint (default)")
+        check_output(checkpoint, "--checkpoint (default)")
     if check_paths:
-        _check_outputs_are_not_data(args, out)
+        _check_outputs_are_not_data(args, out, checkpoint)
     if check_paths and args.plots is not None:
-        checkpoint = args.checkpoint or (Path(out).with_suffix(".ckpt.pt") if out else None)
         for option, path in (("--out", out), ("--checkpoint", checkpoint)):
             if path is not None and same_path(args.plots, path):
                 raise UserError(f"--plots {args.plots} is the {option} file: give the plots "
@@ -170,7 +170,7 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
         command="python -m train " + shlex.join(argv))
 
 
-def _check_outputs_are_not_data(args, out) -> None:
+def _check_outputs_are_not_data(args, out, checkpoint) -> None:
     """Refuse an output that is one of the dataset's files in a folder it is read from, or
     ``--plots`` naming such a folder (``--checkpoint`` over the training labels replaced
     them, and the next run found no IDX file there)."""
@@ -184,7 +184,6 @@ def _check_outputs_are_not_data(args, out) -> None:
     names = [n for stems in info.files.values() for stem in stems for n in (stem, stem + ".gz")]
     files = [folder / sub / name for folder in folders for name in names
              for sub in ((".", "cifar-10-batches-py") if info.format == "cifar" else (".",))]
-    checkpoint = args.checkpoint or (Path(out).with_suffix(".ckpt.pt") if out else None)
     for option, path in (("--out", out), ("--checkpoint", checkpoint), ("--plots", args.plots)):
         if path is None:
             continue
