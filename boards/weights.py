@@ -119,13 +119,12 @@ def _check_complete(image: bytes, path) -> None:
     """UserError when ``image`` starts as a weight image but is shorter than its header
     says (the board would wait for the rest and give no verdict); anything else is the
     board's to check and refuse."""
-    from hwgen.weight_image import CRC_BYTES, HEADER_BYTES, MAGIC
+    from hwgen.weight_image import declared_size
 
-    if len(image) >= HEADER_BYTES and image[:4] == MAGIC:
-        need = HEADER_BYTES + 2 * int.from_bytes(image[8:12], "big") + CRC_BYTES
-        if len(image) < need:
-            raise UserError(f"--load-weights {path}: the weight image is truncated: "
-                            f"{len(image)} bytes, its header says {need}")
+    need = declared_size(image)
+    if need is not None and len(image) < need:
+        raise UserError(f"--load-weights {path}: the weight image is truncated: "
+                        f"{len(image)} bytes, its header says {need}")
 
 
 def upload_line(upload, seconds: float) -> str:

@@ -40,7 +40,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .errors import ModelFormatError
+from .errors import ModelFormatError, first_line
 from .environment import size_limit
 from .files import open_regular
 
@@ -292,7 +292,7 @@ def _npy_header(name: str, header: bytes, what: str,
                 else np.lib.format.read_array_header_2_0)
         shape, fortran, dtype = read(stream)
     except Exception as err:  # noqa: BLE001 - literal_eval of hostile text may raise anything
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err)
         raise _Bad(f"member {name!r}: not a valid .npy header ({first})") from None
     key = repr(name[:-4])
     if dtype.hasobject:

@@ -18,6 +18,12 @@ class DatasetError(UserError):
     """A dataset or image file that is missing, malformed, or does not fit the model."""
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of ``err``'s message (its type's name when it has none), at most
+    ``limit`` characters: the reason a one-line error gives for a library's exception."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
 def one_line(text: str) -> str:
     """``text`` made safe to print as one line: control characters (newline, tab, escape,
     C1 codes, line and paragraph separators) and lone surrogates (undecodable bytes in a

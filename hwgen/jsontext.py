@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 MAX_DEPTH = 64
 _OPEN, _CLOSE = (ord("["), ord("{")), (ord("]"), ord("}"))
@@ -66,7 +66,7 @@ def parse_json(text: str, what: str, *, max_chars: int, max_depth: int = MAX_DEP
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
                           object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as err:
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err)
         raise error(f"{what} is not valid JSON ({first})") from None
 
 

@@ -26,6 +26,8 @@ import re
 
 import numpy as np
 
+from .errors import first_line
+
 __all__ = ["PickleDataError", "read_pickled_data"]
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
@@ -105,7 +107,7 @@ class _Machine:
             raise
         except (ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeError,
                 RecursionError) as err:
-            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            first = first_line(err)
             raise PickleDataError(f"a broken pickle stream ({first})") from None
         raise PickleDataError("the stream has no STOP opcode (truncated)")
 

@@ -103,6 +103,14 @@ def encode(words, ident: bytes) -> bytes:
     return header(array.size, ident) + payload + crc32_mpeg2(payload).to_bytes(4, "big")
 
 
+def declared_size(data: bytes) -> int | None:
+    """The bytes (header, words, CRC) the image starting ``data`` says it has, read from its
+    header; None unless ``data`` starts with a whole header with the magic."""
+    if len(data) < HEADER_BYTES or data[:4] != MAGIC:
+        return None
+    return HEADER_BYTES + 2 * int.from_bytes(data[8:12], "big") + CRC_BYTES
+
+
 def decode(data: bytes) -> tuple[bytes, np.ndarray]:
     """``(model id, words)`` of an image; ``ValueError`` naming what is wrong (magic,
     version, length, CRC). Bytes after the CRC (the rest of a flash dump) are ignored."""
@@ -116,7 +124,7 @@ def decode(data: bytes) -> tuple[bytes, np.ndarray]:
     words = int.from_bytes(data[8:12], "big")
     if not 1 <= words <= MAX_WORDS:
         raise ValueError(f"weight image claims {words} words, outside 1..{MAX_WORDS}")
-    end = HEADER_BYTES + 2 * words
+    end = declared_size(data) - CRC_BYTES
     if len(data) < end + CRC_BYTES:
         raise ValueError(f"weight image is truncated: {len(data)} bytes, its header says "
                          f"{end + CRC_BYTES}")

@@ -27,7 +27,7 @@ def _load_main():
     import importlib
     import re
 
-    from hwgen.errors import one_line
+    from hwgen.errors import first_line, one_line
 
     affinity = os.environ.get("GOMP_CPU_AFFINITY")
     item = r"[0-9]+(?:-[0-9]+(?::[0-9]+)?)?"
@@ -38,7 +38,7 @@ def _load_main():
         try:
             return importlib.import_module("train.cli").main
         except (ValueError, TypeError, RuntimeError, AttributeError, OSError) as err:
-            why = (str(err).strip().splitlines() or [""])[0][:200]
+            why = first_line(err)
             message = (f"error: torch could not be imported ({type(err).__name__}: {why}); "
                        f"is one of its variables in the environment (PYTORCH_*, TORCH*) set "
                        f"to a value it cannot read?")

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from hwgen.errors import UserError
+from hwgen.errors import UserError, first_line
 from hwgen.outputs import resolved, staged_file
 
 from .diagnostics import HISTOGRAM_BINS
@@ -141,7 +141,7 @@ def restore(state: dict, path, net, optimizer, scheduler, epochs: int,
     except KeyError as err:
         raise UserError(f"{path}: not a checkpoint of this training run (no {err})") from None
     except (_Mismatch, RuntimeError, TypeError, ValueError) as err:
-        why = (str(err).splitlines() or [type(err).__name__])[0][:300]
+        why = first_line(err, 300)
         raise UserError(f"{path}: not a checkpoint of this training run ({why})") from None
     return epoch, history, snapshots
 

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 
 from hwgen.environment import environment_integer
-from hwgen.errors import UserError
+from hwgen.errors import UserError, first_line
 
 MAX_PROCESSES = 4096  # of a torchrun group
 
@@ -62,7 +62,7 @@ def init_distributed(device: str) -> Dist:
         try:
             _join_interruptibly(dist, backend)
         except (RuntimeError, ValueError) as err:  # torch's DistError is a RuntimeError
-            why = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            why = first_line(err)
             raise UserError(f"cannot join the process group ({why})") from None
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
 
