@@ -344,6 +344,10 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     (["--arch", "mlp:8", "--out", "x.npz", "--nu-ramp", "0"], "--nu-ramp"),
     (["--arch", "mlp:8", "--out", "x.npz", "--method", "ste", "--nu-learnable"],
      "--nu-learnable needs --method sbn"),
+    (["--arch", "mlp:8", "--out", "x.npz", "--method", "ste", "--nu-end", "100"],
+     "--nu-end needs --method sbn"),
+    (["--arch", "mlp:8", "--method", "float", "--nu-schedule", "linear"],
+     "--nu-schedule needs --method sbn"),
     (["--arch", "vgg-huge", "--out", "x.npz"], "preset"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, fragment):

@@ -38,6 +38,10 @@ _non_negative = real(0, 1e6)
 _fraction = real(0, 1, low_open=True)  # (0, 1]
 
 
+# The nu schedule: only --method sbn has a nu (argparse default None tells "given" apart).
+NU_SCHEDULE = ("nu_schedule", "nu_start", "nu_end", "nu_ramp")
+
+
 def build_parser(check_paths: bool = True) -> argparse.ArgumentParser:
     """The parser; ``check_paths=False`` takes output paths as given (to read a recorded
     command on another machine) instead of checking them where they would be written."""
@@ -69,11 +73,15 @@ def build_parser(check_paths: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--binarize-at", type=integer(0, 256), default=None, metavar="B",
                    help="binarize input pixels (+1 if pixel >= B) instead of feeding raw "
                         "8-bit pixels to the first layer")
-    p.add_argument("--nu-schedule", default="exp", choices=SCHEDULES)
-    p.add_argument("--nu-start", type=_positive, default=1.0)
-    p.add_argument("--nu-end", type=_positive, default=1000.0)
-    p.add_argument("--nu-ramp", type=_fraction, default=0.8,
-                   help="fraction of training over which nu ramps to --nu-end (default 0.8)")
+    p.add_argument("--nu-schedule", default=None, choices=SCHEDULES,
+                   help=f"sbn: how nu grows (default {TrainConfig.nu_schedule})")
+    p.add_argument("--nu-start", type=_positive, default=None,
+                   help=f"sbn: nu at the first step (default {TrainConfig.nu_start:g})")
+    p.add_argument("--nu-end", type=_positive, default=None,
+                   help=f"sbn: nu at the end of the ramp (default {TrainConfig.nu_end:g})")
+    p.add_argument("--nu-ramp", type=_fraction, default=None,
+                   help="sbn: fraction of training over which nu ramps to --nu-end "
+                        f"(default {TrainConfig.nu_ramp:g})")
     p.add_argument("--nu-learnable", action="store_true",
                    help="sbn: each layer learns its own nu >= the schedule's nu "
                         "(nu_eff = nu * (1 + exp(q)), q learned)")
@@ -121,17 +129,21 @@ def build_parser(check_paths: bool = True) -> argparse.ArgumentParser:
 
 def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
     """The :class:`TrainConfig` that ``python -m train ARGV`` runs (argparse exits on a
-    malformed command line; :class:`UserError` for an sbn-only flag given to ste/float).
+    malformed command line; :class:`UserError` for an sbn-only flag, the nu schedule's
+    included, given to ste/float).
     ``check_paths=False``: the outputs are not checked (a recorded command, read back)."""
     args = build_parser(check_paths).parse_args(argv)
     sbn = {k: getattr(TrainConfig, k) for k in SBN_ONLY}
     if args.sbn_variant == "paper":
         sbn.update(PAPER_SBN)
     given = {k: getattr(args, k) for k in SBN_ONLY if getattr(args, k) is not None}
-    if args.method != "sbn" and (given or args.sbn_variant != "default"):
-        flag = "--" + (next(iter(given)) if given else "sbn_variant").replace("_", "-")
+    schedule = {k: getattr(args, k) for k in NU_SCHEDULE if getattr(args, k) is not None}
+    if args.method != "sbn" and (given or schedule or args.sbn_variant != "default"):
+        # ste and float have no nu: a schedule flag given to them would be silently ignored
+        flag = "--" + (next(iter({**schedule, **given}), "sbn_variant")).replace("_", "-")
         raise UserError(f"{flag} needs --method sbn (got --method {args.method})")
     sbn.update(given)
+    schedule = {k: getattr(TrainConfig, k) for k in NU_SCHEDULE} | schedule
     if sbn["grad_cap"] == 0:
         sbn["grad_cap"] = None  # 0 asks for the exact gradient
     if sbn["weight_grad_cap"] == 0:
@@ -159,8 +171,7 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
         resume=args.resume, seed=args.seed,
         device=args.device, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, binarize_at=args.binarize_at,
-        nu_schedule=args.nu_schedule, nu_start=args.nu_start, nu_end=args.nu_end,
-        nu_ramp=args.nu_ramp, nu_learnable=args.nu_learnable, init_bound=args.init_bound,
+        **schedule, nu_learnable=args.nu_learnable, init_bound=args.init_bound,
         grad_clip=args.grad_clip or None, bn_recal=args.bn_recal, **sbn,
         flip=args.flip,
         shift=args.shift, data_dir=args.data_dir,
