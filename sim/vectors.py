@@ -18,38 +18,39 @@ def beats_per_image(values: int, lanes: int) -> int:
     return math.ceil(values / lanes)
 
 
-#: Images packed at a time: the temporaries (about 40 bytes per value) stay near 8 MB for
-#: a 28x28 image, whatever the image count.
-PACK_CHUNK = 256
+#: Input values packed at a time (whole images, at least one): the temporaries, about
+#: ``24 + bits`` bytes per value, stay near 50 MB whatever the image count, size or width.
+PACK_VALUES = 1 << 20
 
 
 def pack_beats(images: np.ndarray, lanes: int, bits: int, order: str = "CHW") -> np.ndarray:
     """``images [K, C, H, W]`` -> uint32 words ``[K, beats, ceil(lanes*bits/32)]``,
     little-endian (bit ``i`` of a beat is bit ``i % 32`` of word ``i // 32``); values in
-    ``order`` (``"CHW"`` or ``"HWC"``). Packed :data:`PACK_CHUNK` images at a time, so
-    memory beyond the result does not grow with ``K``."""
+    ``order`` (``"CHW"`` or ``"HWC"``). Packed about :data:`PACK_VALUES` values at a time,
+    so memory beyond the result does not grow with ``K`` or with ``bits``."""
     k = images.shape[0]
     values = math.prod(images.shape[1:])
     beats = beats_per_image(values, lanes)
     words = math.ceil(lanes * bits / 32)
     out = np.zeros((k, beats, words), dtype=np.uint32)
-    for start in range(0, k, PACK_CHUNK):
-        out[start:start + PACK_CHUNK] = _pack_chunk(
-            in_stream_order(images[start:start + PACK_CHUNK], order), lanes, bits, beats,
-            words)
+    chunk = max(1, PACK_VALUES // max(1, beats * lanes))
+    for start in range(0, k, chunk):
+        out[start:start + chunk] = _pack_chunk(
+            in_stream_order(images[start:start + chunk], order), lanes, bits, beats, words)
     return out
 
 
 def _pack_chunk(images: np.ndarray, lanes: int, bits: int, beats: int,
                 words: int) -> np.ndarray:
     k = images.shape[0]
-    flat = images.reshape(k, -1).astype(np.uint64)
-    padded = np.zeros((k, beats * lanes), dtype=np.uint64)
+    flat = images.reshape(k, -1)
+    padded = np.zeros((k, beats * lanes), dtype=np.uint64 if bits > 32 else np.uint32)
     padded[:, :flat.shape[1]] = flat
     values = padded.reshape(k, beats, lanes)
-    bit_planes = ((values[..., None] >> np.arange(bits, dtype=np.uint64)) & 1).astype(np.uint8)
     flat_bits = np.zeros((k, beats, words * 32), dtype=np.uint8)
-    flat_bits[..., :lanes * bits] = bit_planes.reshape(k, beats, lanes * bits)
+    planes = flat_bits[..., :lanes * bits].reshape(k, beats, lanes, bits)
+    for bit in range(bits):  # one bit plane at a time: no ``bits``-fold wide temporary
+        planes[..., bit] = (values >> bit) & 1
     packed = np.packbits(flat_bits, axis=-1, bitorder="little")
     return packed.view("<u4").astype(np.uint32).reshape(k, beats, words)
 
