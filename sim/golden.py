@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .vectors import pack_beats
+from .vectors import packed_chunks
 
 _TESTBENCH = """`timescale 1ns/1ps
 // Golden-vector testbench for {module}: {images} images, {beats} beats each.
@@ -144,12 +144,13 @@ def write_golden_vectors(folder: Path, interface: dict, images: np.ndarray,
     folder.mkdir(parents=True, exist_ok=True)
     i, o = interface["input"], interface["output"]
     width = i["lanes"] * i["bits"]
-    beats = pack_beats(images, i["lanes"], i["bits"], i.get("order", "CHW"))
     digits = math.ceil(width / 4)
     with open(folder / "inputs.hex", "w") as f:  # an image at a time: no list of every line
-        for image in beats:
-            f.write("".join(f"{sum(int(w) << (32 * k) for k, w in enumerate(beat)):0{digits}x}\n"
-                            for beat in image))
+        for _, beats in packed_chunks(images, i["lanes"], i["bits"], i.get("order", "CHW")):
+            for image in beats:
+                f.write("".join(
+                    f"{sum(int(w) << (32 * k) for k, w in enumerate(beat)):0{digits}x}\n"
+                    for beat in image))
     with open(folder / "expected.hex", "w") as f:
         for start in range(0, len(expected), 4096):
             f.write("".join(f"{int(c):x}\n" for c in expected[start:start + 4096]))

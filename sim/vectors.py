@@ -26,18 +26,28 @@ PACK_VALUES = 1 << 20
 def pack_beats(images: np.ndarray, lanes: int, bits: int, order: str = "CHW") -> np.ndarray:
     """``images [K, C, H, W]`` -> uint32 words ``[K, beats, ceil(lanes*bits/32)]``,
     little-endian (bit ``i`` of a beat is bit ``i % 32`` of word ``i // 32``); values in
-    ``order`` (``"CHW"`` or ``"HWC"``). Packed about :data:`PACK_VALUES` values at a time,
-    so memory beyond the result does not grow with ``K`` or with ``bits``."""
+    ``order`` (``"CHW"`` or ``"HWC"``). Memory beyond the result does not grow with ``K``
+    or with ``bits`` (see :func:`packed_chunks`)."""
     k = images.shape[0]
-    values = math.prod(images.shape[1:])
-    beats = beats_per_image(values, lanes)
     words = math.ceil(lanes * bits / 32)
-    out = np.zeros((k, beats, words), dtype=np.uint32)
+    out = np.zeros((k, beats_per_image(math.prod(images.shape[1:]), lanes), words),
+                   dtype=np.uint32)
+    for start, packed in packed_chunks(images, lanes, bits, order):
+        out[start:start + len(packed)] = packed
+    return out
+
+
+def packed_chunks(images: np.ndarray, lanes: int, bits: int, order: str = "CHW"):
+    """:func:`pack_beats` of ``images`` about :data:`PACK_VALUES` values (whole images, at
+    least one) at a time: yields ``(first image index, words [k, beats, words])``, so a
+    writer holds one chunk's words, not every image's."""
+    k = images.shape[0]
+    beats = beats_per_image(math.prod(images.shape[1:]), lanes)
+    words = math.ceil(lanes * bits / 32)
     chunk = max(1, PACK_VALUES // max(1, beats * lanes))
     for start in range(0, k, chunk):
-        out[start:start + chunk] = _pack_chunk(
-            in_stream_order(images[start:start + chunk], order), lanes, bits, beats, words)
-    return out
+        yield start, _pack_chunk(in_stream_order(images[start:start + chunk], order), lanes,
+                                 bits, beats, words)
 
 
 def _pack_chunk(images: np.ndarray, lanes: int, bits: int, beats: int,

@@ -34,7 +34,7 @@ from hwgen.errors import UserError
 
 from .toolchain import build_jobs, find_verilator
 from .cache import check_verilator_source, intact, publish, staging_folder
-from .vectors import pack_beats
+from .vectors import packed_chunks
 
 #: Make variables of the C++ build: the per-cycle code and the harness at -O2, the run-once
 #: ("slow": initial values, ROM contents) code unoptimized, in files of at most ~4000 lines
@@ -105,12 +105,13 @@ int main(int argc, char **argv) {{
     const unsigned valid_pct = std::atoi(argv[5]), ready_pct = std::atoi(argv[6]);
     const uint64_t max_cycles = std::strtoull(argv[7], nullptr, 10);
     const uint64_t beats = images * {beats_per_image};
-    std::vector<uint32_t> words(beats * {words});
+    // the beats are read as they are offered, one at a time: memory does not grow with images
+    std::vector<uint32_t> words({words});
     FILE *in = std::fopen(beats_path, "rb");
-    if (!in || std::fread(words.data(), 4, words.size(), in) != words.size()) {{
+    if (!in || std::fseek(in, 0, SEEK_END) != 0
+            || (uint64_t)std::ftell(in) != beats * {words} * 4ULL || std::fseek(in, 0, SEEK_SET)) {{
         std::fprintf(stderr, "cannot read %s\n", beats_path); return 2;
     }}
-    std::fclose(in);
     std::vector<uint16_t> weights({weight_words});
     if ({weight_words} > 0) {{
         FILE *wf = std::fopen(argv[9], "rb");
@@ -161,7 +162,10 @@ int main(int argc, char **argv) {{
     while (done < images && cycle < max_cycles) {{
         if (!valid && beat < beats && (valid_pct >= 100 || rng() % 100 < valid_pct)) {{
             valid = true;
-            const uint32_t *w = &words[beat * {words}];
+            if (std::fread(words.data(), 4, {words}, in) != {words}) {{
+                std::fprintf(stderr, "cannot read %s\n", beats_path); return 2;
+            }}
+            const uint32_t *w = words.data();
 {set_data}
         }}
         top->{in_valid} = valid;
@@ -187,6 +191,7 @@ int main(int argc, char **argv) {{
     if (trace) trace->close();
 #endif
     std::fclose(out);
+    std::fclose(in);
     top->final();
     delete top;
 #ifdef SBN_XRANDOM
@@ -412,8 +417,7 @@ class VerilatedCore:
         i = self.interface["input"]
         words = self._weights(weights)
         exe = self.build()
-        beats = pack_beats(images, i["lanes"], i["bits"], i.get("order", "CHW"))
-        count = beats.shape[0]
+        count = len(images)
         if count < 1:
             raise UserError("no images to simulate")
         shards = min(jobs if waves is None else 1, count)
@@ -429,7 +433,10 @@ class VerilatedCore:
             words.astype("<u2").tofile(tmp / "weights.bin")
             cmds, outs = [], []
             for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
-                beats[a:b].tofile(tmp / f"beats{k}.bin")
+                with open(tmp / f"beats{k}.bin", "wb") as f:  # a chunk's words at a time
+                    for _, beats in packed_chunks(images[a:b], i["lanes"], i["bits"],
+                                                  i.get("order", "CHW")):
+                        beats.tofile(f)
                 outs.append(tmp / f"out{k}.txt")
                 cmds.append([str(exe), str(tmp / f"beats{k}.bin"), str(b - a), str(outs[-1]),
                              str(seed), str(valid_percent), str(ready_percent),
