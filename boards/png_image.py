@@ -312,12 +312,11 @@ def load_png(path: Path, input_spec) -> np.ndarray:
     """One image for a model input (:class:`hwgen.model.InputSpec`): ``int64`` of shape
     ``input_spec.shape``; raises :class:`UserError` (one line) for any file that is not a
     whole PNG of the model's size and channels. Needs Pillow."""
-    from hwgen.files import open_regular, read_upto
+    from hwgen.files import read_regular
     if importlib.util.find_spec("PIL") is None:
         raise UserError("reading PNG files needs Pillow (pip install pillow)") from None
     channels, height, width = input_spec.shape
-    with open_regular(path, what="PNG file") as stream:
-        data = bytes(read_upto(stream, MAX_PNG_BYTES + 1))
+    data = bytes(read_regular(path, MAX_PNG_BYTES + 1, what="PNG file"))
     if len(data) > MAX_PNG_BYTES:
         raise UserError(f"{path}: larger than {MAX_PNG_BYTES} bytes, more than any PNG of a "
                         f"model's input")

@@ -12,6 +12,13 @@ from hwgen.environment import ignore_library_settings  # noqa: E402
 
 ignore_library_settings()  # before tqdm is imported: it reads them then
 
+from hwgen.environment import import_problem  # noqa: E402
+
+problem = import_problem("numpy", "NUMPY_*")  # a traceback otherwise, from hwgen.cli's import
+if problem:
+    print(problem, file=sys.stderr)
+    sys.exit(2)
+
 from hwgen.interrupts import run_main_of  # noqa: E402
 
 sys.exit(run_main_of("hwgen.cli"))

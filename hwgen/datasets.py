@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .files import open_regular
+from .files import folder_problem, open_regular
 from .idx import read_idx, write_idx
 from .pickle_data import PickleDataError, read_pickled_data
 
@@ -85,9 +85,9 @@ def _find(stem: str, folders: list[Path]) -> Path | None:
     for folder in folders:
         for name in (stem, stem + ".gz"):
             path = folder / name
-            if path.is_file():
+            if os.path.isfile(path):  # (os.path's tests: no error for a too long name)
                 return path
-            if path.exists():
+            if os.path.lexists(path):
                 raise DatasetError(f"{path}: not a regular file")
     return None
 
@@ -99,8 +99,8 @@ def dataset_folders(name: str, data_dir: str | os.PathLike | None = None) -> lis
     for origin, value in (("--data-dir", data_dir),
                           ("SBN_DATA_DIR", os.environ.get("SBN_DATA_DIR"))):
         if value:
-            if not Path(value).is_dir():
-                problem = "not a folder" if Path(value).exists() else "no such folder"
+            problem = folder_problem(value)
+            if problem:
                 raise DatasetError(f"{origin} {value}: {problem}")
             roots.append(Path(value))
     info = DATASETS[name]
@@ -159,7 +159,7 @@ def _cifar_folder(name: str, split: str, stems, folders: list[Path]) -> Path | N
             if not os.path.lexists(path):
                 raise DatasetError(f"dataset {name} ({split}): {folder} has {present[0]} but "
                                    f"not {stem}")
-            if not path.is_file():
+            if not os.path.isfile(path):
                 raise DatasetError(f"{path}: not a regular file")
         return folder
     return None

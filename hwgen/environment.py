@@ -69,3 +69,28 @@ def ignore_library_settings() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+
+
+#: What importing a library raises when the environment or the machine stops it: a variable
+#: it cannot parse (``NUMPY_MADVISE_HUGEPAGE=x``: ValueError), or too little address space
+#: (``ulimit -v``: MemoryError, or an ImportError/SystemError from a failed allocation).
+IMPORT_FAILURES = (ValueError, TypeError, RuntimeError, AttributeError, OSError, ImportError,
+                   SystemError, MemoryError)
+
+
+def import_problem(module: str, variables: str) -> str | None:
+    """Import ``module``; the one-line ``error: ...`` to print when it cannot be (None when
+    it can). ``variables`` names the environment variables it reads (``"NUMPY_*"``)."""
+    import importlib
+
+    from .errors import first_line, one_line
+
+    try:
+        importlib.import_module(module)
+    except IMPORT_FAILURES as err:
+        hint = ("too little memory?" if isinstance(err, (MemoryError, ImportError, SystemError))
+                else f"is one of its variables in the environment ({variables}) set to a "
+                     f"value it cannot read?")
+        return one_line(f"error: {module} could not be imported ({type(err).__name__}: "
+                        f"{first_line(err)}); {hint}")
+    return None

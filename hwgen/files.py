@@ -63,6 +63,33 @@ def open_regular(path: str | os.PathLike, error: type[UserError] = UserError,
         raise
 
 
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a folder one can look into (``"no such folder"``, ``"not a
+    folder"``, or the system's reason: ``"File name too long"``, ``"Permission denied"``),
+    or None. Unlike ``Path.is_dir``, raises for nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "no such folder"
+    except OSError as err:
+        return err.strerror or str(err)
+    except ValueError:  # a NUL byte in the name
+        return "not a valid path"
+    return None if stat.S_ISDIR(mode) else "not a folder"
+
+
+def read_regular(path: str | os.PathLike, size: int, error: type[UserError] = UserError,
+                 what: str = "file") -> bytearray:
+    """The first ``size`` bytes of the regular file ``path`` (fewer if it is shorter), as
+    :func:`open_regular` and :func:`read_upto` read them; a failing read (``EIO``: a file
+    that stats as regular but cannot be read, like ``/proc/self/mem``) is ``error`` too."""
+    with open_regular(path, error, what) as stream:
+        try:
+            return read_upto(stream, size)
+        except OSError as err:
+            raise error(f"{path}: cannot read ({err.strerror or err})") from None
+
+
 def read_upto(stream: BinaryIO, size: int) -> bytearray:
     """The next ``size`` bytes of ``stream``, fewer if it ends first; never reads more.
 

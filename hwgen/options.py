@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def load_images(args):
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
-    _check_not_an_input(args)
+    check_outputs_are_not_inputs(args)
     if args.dataset:
         if args.labels:
             raise UserError("--labels goes with --images, not --dataset")
@@ -152,17 +153,27 @@ def load_images(args):
     return load_idx_pair(args.images, args.labels, args.limit)
 
 
-def _check_not_an_input(args) -> None:
-    """Refuse a ``--save-predictions`` file that is one of the command's inputs (it would be
-    replaced by the predictions)."""
-    out = getattr(args, "save_predictions", None)
-    if not out:
-        return
-    for what, path in (("the model", getattr(args, "model", None)),
-                       ("the --images", args.images), ("the --labels", args.labels)):
-        if path and same_path(out, path):
-            raise UserError(f"--save-predictions {out} is {what} file, which it would "
-                            f"overwrite")
+#: The file outputs a command may have (attribute, option) and the inputs none of them may
+#: name (attribute, what it is).
+_FILE_OUTPUTS = (("save_predictions", "--save-predictions"), ("waves", "--waves"),
+                 ("output", "-o"))
+_INPUTS = (("model", "the model"), ("onnx", "the MODEL.onnx"), ("images", "the --images"),
+           ("labels", "the --labels"), ("classes", "the --classes"),
+           ("weights", "the --weights"))
+
+
+def check_outputs_are_not_inputs(args) -> None:
+    """Refuse a file output (``--save-predictions``, ``--waves``, ``-o``) that is one of the
+    command's inputs: it would be replaced (``import G.npz -o G.npz`` lost the graph, ``sim
+    --waves`` over ``--images`` the images)."""
+    for attr, option in _FILE_OUTPUTS:
+        out = getattr(args, attr, None)
+        if not out:
+            continue
+        for name, what in _INPUTS:
+            path = getattr(args, name, None)
+            if isinstance(path, (str, os.PathLike)) and path and same_path(out, path):
+                raise UserError(f"{option} {out} is {what} file, which it would overwrite")
 
 
 def check_labels(labels, model) -> None:

@@ -19,6 +19,12 @@ from .errors import UserError
 
 def _problem(folder: Path) -> str | None:
     """Why ``folder`` cannot be created or written (None when it can)."""
+    try:
+        os.lstat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # made when needed, if an existing parent folder allows it (below)
+    except (OSError, ValueError) as err:  # a name too long, a folder one may not look into
+        return getattr(err, "strerror", None) or str(err)
     path = folder
     while not os.path.lexists(path):
         if path.parent == path:

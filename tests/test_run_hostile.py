@@ -201,3 +201,60 @@ def test_a_truncated_weight_image_is_refused_before_sending(tiny, tmp_path, caps
                  "--load-weights", str(cut)])
     assert f"truncated: {len(image) - 3} bytes, its header says {len(image)}" in \
         _one_error(capsys, code)
+
+
+# ------------------------------------------------------------------ fuzz round 25 (hwgen)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs /proc/self/mem")
+def test_a_regular_file_that_cannot_be_read_is_one_line(tmp_path, capsys):
+    """/proc/self/mem stats as a regular file and fails every read with EIO."""
+    from hwgen.files import read_regular
+
+    with pytest.raises(UserError, match="cannot read"):
+        read_regular("/proc/self/mem", 100)
+    code = main(["info", str(ROOT / "models" / "fmnist-mlp-up5k.npz"), "--fold",
+                 "/proc/self/mem.json"])
+    _one_error(capsys, code)
+
+
+def test_names_too_long_for_the_system_are_one_line(tiny, tmp_path, monkeypatch, capsys):
+    """A path component over NAME_MAX made pathlib's is_dir/is_file raise (ENAMETOOLONG)."""
+    from sim.toolchain import find_verilator
+
+    long = str(tmp_path / ("y" * 300))
+    model, _ = tiny
+    code = main(["eval", str(model), "--dataset", "mnist", "--data-dir", long])
+    assert "File name too long" in _one_error(capsys, code)
+    monkeypatch.setenv("SBN_DATA_DIR", long)
+    code = main(["eval", str(model), "--dataset", "mnist"])
+    assert "SBN_DATA_DIR" in _one_error(capsys, code)
+    monkeypatch.delenv("SBN_DATA_DIR")
+    monkeypatch.setenv("YOWASP_CACHE_DIR", long)
+    with pytest.raises(UserError, match="File name too long"):
+        check_wasm_cache()
+    monkeypatch.setenv("VERILATOR", long)
+    with pytest.raises(UserError, match="File name too long"):
+        find_verilator()
+
+
+def test_a_numpy_variable_it_cannot_read_is_one_line(tiny):
+    model, _ = tiny
+    env = dict(os.environ, NUMPY_MADVISE_HUGEPAGE="x")
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "info", str(model)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: numpy could not be imported (ValueError")
+
+
+def test_import_and_sim_outputs_are_not_their_inputs(tiny, tmp_path, capsys):
+    model, images = tiny
+    graph = tmp_path / "graph.npz"
+    graph.write_bytes(b"not onnx, but the user's file")
+    code = main(["import", str(graph), "-o", str(tmp_path / "." / "graph.npz")])
+    assert "is the MODEL.onnx file" in _one_error(capsys, code)
+    assert graph.read_bytes() == b"not onnx, but the user's file"
+    as_vcd = tmp_path / "images.vcd"
+    as_vcd.write_bytes(images.read_bytes())
+    code = main(["sim", str(model), "--images", str(as_vcd), "--waves", str(as_vcd)])
+    assert "--waves" in _one_error(capsys, code) and as_vcd.read_bytes() == images.read_bytes()

@@ -776,7 +776,8 @@ def test_resume_without_any_checkpoint_path_is_a_usage_error(data, tmp_path):
     ("GOMP_CPU_AFFINITY", "x", "not a list of CPU numbers"),
     ("PYTORCH_JIT", "abc", "torch could not be imported (ValueError: Unknown setting of "
                            "PYTORCH_JIT"),
-    ("TORCHDYNAMO_REPRO_LEVEL", "abc", "torch's compiler could not be imported (ValueError")])
+    ("TORCHDYNAMO_REPRO_LEVEL", "abc", "torch's compiler could not be imported (ValueError"),
+    ("NUMPY_MADVISE_HUGEPAGE", "x", "numpy could not be imported (ValueError")])
 def test_torch_variables_it_cannot_read_are_one_line(data, tmp_path, name, value, fragment):
     """Round 24: torch parses these as it is imported (a ValueError traceback), and libgomp
     loops forever on a bad GOMP_CPU_AFFINITY inside ``import torch``, deaf to SIGTERM."""

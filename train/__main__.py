@@ -23,10 +23,12 @@ def _load_main():
     """``train.cli.main``, or a main that prints one line when torch cannot be imported: a
     variable torch reads as it starts holds a value it cannot parse (``PYTORCH_JIT=abc``
     was a ValueError traceback), or ``GOMP_CPU_AFFINITY`` is one that hangs the OpenMP
-    runtime torch loads (``x``: an endless loop inside ``import torch``, deaf to SIGTERM)."""
+    runtime torch loads (``x``: an endless loop inside ``import torch``, deaf to SIGTERM), or
+    too little memory to import it (``ulimit -v``)."""
     import importlib
     import re
 
+    from hwgen.environment import IMPORT_FAILURES, import_problem
     from hwgen.errors import first_line, one_line
 
     affinity = os.environ.get("GOMP_CPU_AFFINITY")
@@ -35,13 +37,14 @@ def _load_main():
         message = (f"error: environment GOMP_CPU_AFFINITY={affinity[:40]!r}: not a list of "
                    f"CPU numbers and ranges (such as '0 2-3 4-15:2')")
     else:
-        try:
-            return importlib.import_module("train.cli").main
-        except (ValueError, TypeError, RuntimeError, AttributeError, OSError) as err:
-            why = first_line(err)
-            message = (f"error: torch could not be imported ({type(err).__name__}: {why}); "
-                       f"is one of its variables in the environment (PYTORCH_*, TORCH*) set "
-                       f"to a value it cannot read?")
+        message = (import_problem("numpy", "NUMPY_*")
+                   or import_problem("torch", "PYTORCH_*, TORCH*"))
+        if message is None:
+            try:
+                return importlib.import_module("train.cli").main
+            except IMPORT_FAILURES as err:
+                message = f"error: train could not be imported ({type(err).__name__}: " \
+                          f"{first_line(err)})"
 
     def refuse() -> int:
         print(one_line(message), file=sys.stderr)

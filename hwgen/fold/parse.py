@@ -162,10 +162,9 @@ def parse_fold(text: str, model: Model) -> list[Fold]:
 
 def _read_fold_file(path: str) -> str:
     """The text of a ``--fold`` ``.json`` file: a regular file, bounded, strict UTF-8."""
-    from ..files import open_regular, read_upto
+    from ..files import read_regular
 
-    with open_regular(path, FoldError, "fold file") as f:
-        data = read_upto(f, MAX_FOLD_CHARS + 1)
+    data = read_regular(path, MAX_FOLD_CHARS + 1, FoldError, "fold file")
     if len(data) > MAX_FOLD_CHARS:
         raise FoldError(f"--fold {path}: more than {MAX_FOLD_CHARS} bytes")
     try:

@@ -223,10 +223,11 @@ MAX_GENERATED_INPUT_VALUES = 1 << 20
 MAX_GENERATION_BYTES = 448 << 20
 _BASE_BYTES, _BINARY_TERM_BYTES, _RAW_TERM_BYTES = 48 << 20, 36 << 10, 100 << 10
 _LINE_BUFFER_BIT_BYTES = 320
-#: ... and each layer some of its own (control, repacks, a conv's window unit): 255 3x3
-#: convs of 2 channels over 8x8 maps took 594 MB (127 of them 301 MB), 255 dense layers of
-#: 2x2 weights 218 MB.
-_CONV_LAYER_BYTES, _LAYER_BYTES = 3 << 20, 1 << 20
+#: ... and each layer some of its own (control, repacks, a conv's or a max-pool's window
+#: unit): 255 3x3 convs of 2 channels over 8x8 maps took 594 MB (127 of them 301 MB), 255
+#: dense layers of 2x2 weights 218 MB, 255 2x2 max-pools (stride 1) over a binary 256x256
+#: map 574 MB, 60 of them over 64x64 224 MB (about 2-3 MB a pool beyond its line buffer).
+_CONV_LAYER_BYTES, _POOL_LAYER_BYTES, _LAYER_BYTES = 3 << 20, 4 << 20, 1 << 20
 #: ... and the repacks between the units about 800 bytes per LUT of their estimate
 #: (:func:`hwgen.fold.repack_luts`; the input repack of 500 lanes into the shipped MLP's
 #: first layer, 8 values a word: 1.02 M, 980 MB).
@@ -240,7 +241,8 @@ def generation_bytes(net: NetworkPlan) -> int:
                 for lp in net.mvtu_layers)
     units = [lp for lp in net.layers if isinstance(lp, PoolPlan)] + \
         [lp.window for lp in net.mvtu_layers if lp.window is not None]
-    layers = sum(_LAYER_BYTES if getattr(lp, "window", None) is None else _CONV_LAYER_BYTES
+    layers = sum(_POOL_LAYER_BYTES if isinstance(lp, PoolPlan) else _LAYER_BYTES
+                 if getattr(lp, "window", None) is None else _CONV_LAYER_BYTES
                  for lp in net.layers)
     repacks = sum(r.luts for before in net.repacks() for r in before)
     return (_BASE_BYTES + terms + layers + _REPACK_LUT_BYTES * repacks

@@ -13,8 +13,9 @@ import numpy as np
 
 from .. import model as model_io
 from ..errors import UserError, one_line
-from ..files import open_regular, read_upto
-from ..options import add_image_source, check_labels, integer, load_images
+from ..files import read_regular
+from ..options import (add_image_source, check_labels, check_outputs_are_not_inputs, integer,
+                       load_images)
 from ..outputs import output_type
 from .graph import ImportError_
 
@@ -85,8 +86,7 @@ def _ratio(text: str) -> Fraction:
 
 
 def read_classes(path: Path, count: int) -> list[str]:
-    with open_regular(path, ImportError_) as stream:
-        data = read_upto(stream, MAX_CLASS_FILE_BYTES + 1)
+    data = read_regular(path, MAX_CLASS_FILE_BYTES + 1, ImportError_)
     if len(data) > MAX_CLASS_FILE_BYTES:
         raise ImportError_(f"{path}: larger than {MAX_CLASS_FILE_BYTES} bytes")
     try:
@@ -142,6 +142,7 @@ def cmd_import(args) -> int:
     from . import import_qonnx, require_packages
     from .check import compare, execute_graph, prepare_execution
 
+    check_outputs_are_not_inputs(args)
     require_packages()
     graph, imported = import_qonnx(args.onnx, args.input_bits, args.input_scale)
     model = imported.model

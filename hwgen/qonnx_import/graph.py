@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..environment import size_limit
-from ..files import open_regular, read_upto
+from ..files import open_regular, read_regular, read_upto
 from ..interrupts import import_deferred
 
 MAX_ONNX_BYTES = 1 << 29  # 512 MiB; $SBN_MAX_ONNX_BYTES overrides
@@ -108,9 +108,13 @@ def _external_data(tensor, where: str, folder: Path, budget: list[int]) -> None:
             shown = offset if offset < 10**19 else f"of {len(str(offset))} digits"
             raise ImportError_(f"{where}: external data offset {shown} is past the end of "
                                f"{location[:80]!r} ({size} bytes)")
-        stream.seek(offset)
         want = budget[0] + 1 if length is None else length
-        data = read_upto(stream, want)
+        try:
+            stream.seek(offset)
+            data = read_upto(stream, want)
+        except OSError as err:
+            raise ImportError_(f"{where}: cannot read the external data file "
+                               f"{location[:80]!r} ({err.strerror or err})") from None
     if length is not None and len(data) != length:
         raise ImportError_(f"{where}: external data file {location!r} ends before offset "
                            f"{offset} + length {length}")
@@ -164,8 +168,7 @@ def read_graph(path: Path) -> Graph:
     from google.protobuf.message import DecodeError
 
     limit = size_limit("SBN_MAX_ONNX_BYTES", MAX_ONNX_BYTES, ImportError_)
-    with open_regular(path, ImportError_) as stream:
-        data = read_upto(stream, limit + 1)
+    data = read_regular(path, limit + 1, ImportError_)
     if len(data) > limit:
         raise ImportError_(f"{path}: larger than {limit} bytes ($SBN_MAX_ONNX_BYTES)")
     try:
