@@ -93,18 +93,23 @@ def _find(stem: str, folders: list[Path]) -> Path | None:
 
 
 def dataset_folders(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The folders searched for dataset ``name``, in order. DatasetError when ``data_dir``
-    or ``$SBN_DATA_DIR`` is given but is not a folder."""
+    """The folders searched for dataset ``name``, in order: those of ``data_dir`` alone when
+    it is given (a split it lacks is an error, never taken from another folder), else of
+    ``$SBN_DATA_DIR`` and the system's folder. DatasetError when ``data_dir`` or
+    ``$SBN_DATA_DIR`` is given but is not a folder."""
     roots = []
+    explicit = data_dir is not None
     for origin, value in (("--data-dir", data_dir),
-                          ("SBN_DATA_DIR", os.environ.get("SBN_DATA_DIR"))):
+                          ("SBN_DATA_DIR", None if explicit else os.environ.get("SBN_DATA_DIR"))):
+        if origin == "--data-dir" and explicit and not str(value):
+            raise DatasetError("--data-dir is empty: give a folder")
         if value:
             problem = folder_problem(value)
             if problem:
                 raise DatasetError(f"{origin} {value}: {problem}")
             roots.append(Path(value))
     info = DATASETS[name]
-    if info.system_dir:
+    if info.system_dir and not explicit:
         roots.append(Path(info.system_dir))
     folders = []
     for root in roots:

@@ -284,6 +284,11 @@ def _install_folder(staging: Path, target: Path) -> None:
                 raise
     elif not target.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
+    for entry in staging.iterdir():  # a user's folder is never replaced by an output file
+        destination = target / entry.name
+        if destination.is_dir() and not destination.is_symlink() and not entry.is_dir():
+            raise OutputError(f"{destination} is a folder where this command writes a file: "
+                              f"move it, or give another output folder")
     _merge_entries(staging, target)
     staging.rmdir()
 

@@ -293,3 +293,18 @@ def test_cifar10_missing_says_how_to_get_it(tmp_path, monkeypatch):
     assert len(message.splitlines()) == 1
     assert "data_batch_1" in message and "cifar-10-batches-py" in message
     assert "cifar-10-python.tar.gz" in message
+
+
+def test_an_explicit_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch):
+    """Fuzz round 25: a --data-dir holding only the training split silently took the test
+    split from the system's folder (or $SBN_DATA_DIR), and an empty --data-dir all of it."""
+    from hwgen.datasets import DatasetError, load_dataset, write_idx
+
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(3, np.uint8))
+    monkeypatch.setenv("SBN_DATA_DIR", str(tmp_path))
+    assert len(load_dataset("fashion-mnist", "train", tmp_path)[0]) == 3
+    with pytest.raises(DatasetError, match=f"not found \\(looked in {tmp_path}"):
+        load_dataset("fashion-mnist", "test", tmp_path)
+    with pytest.raises(DatasetError, match="--data-dir is empty"):
+        load_dataset("fashion-mnist", "test", "")

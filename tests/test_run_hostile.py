@@ -258,3 +258,15 @@ def test_import_and_sim_outputs_are_not_their_inputs(tiny, tmp_path, capsys):
     as_vcd.write_bytes(images.read_bytes())
     code = main(["sim", str(model), "--images", str(as_vcd), "--waves", str(as_vcd)])
     assert "--waves" in _one_error(capsys, code) and as_vcd.read_bytes() == images.read_bytes()
+
+
+def test_a_folder_where_an_output_file_goes_is_never_replaced(tiny, tmp_path, capsys):
+    """Fuzz round 25: ``--plots p`` with a folder ``p/curves.png`` (and so ``verilog -o``
+    with a folder ``interface.json``) replaced that folder, and the user's files in it."""
+    model, _ = tiny
+    (tmp_path / "v" / "interface.json").mkdir(parents=True)
+    (tmp_path / "v" / "interface.json" / "notes.txt").write_text("mine")
+    code = main(["verilog", str(model), "-o", str(tmp_path / "v")])
+    assert "is a folder where this command writes a file" in _one_error(capsys, code)
+    assert (tmp_path / "v" / "interface.json" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["interface.json"]

@@ -777,7 +777,8 @@ def test_resume_without_any_checkpoint_path_is_a_usage_error(data, tmp_path):
     ("PYTORCH_JIT", "abc", "torch could not be imported (ValueError: Unknown setting of "
                            "PYTORCH_JIT"),
     ("TORCHDYNAMO_REPRO_LEVEL", "abc", "torch's compiler could not be imported (ValueError"),
-    ("NUMPY_MADVISE_HUGEPAGE", "x", "numpy could not be imported (ValueError")])
+    ("NUMPY_MADVISE_HUGEPAGE", "x", "numpy could not be imported (ValueError"),
+    ("OMP_STACKSIZE", "100000G", "a thread stack larger than this machine's memory")])
 def test_torch_variables_it_cannot_read_are_one_line(data, tmp_path, name, value, fragment):
     """Round 24: torch parses these as it is imported (a ValueError traceback), and libgomp
     loops forever on a bad GOMP_CPU_AFFINITY inside ``import torch``, deaf to SIGTERM."""
@@ -793,3 +794,45 @@ def test_torch_variables_it_cannot_read_are_one_line(data, tmp_path, name, value
 def test_bn_recal_with_the_float_method_is_refused(data, tmp_path):
     with pytest.raises(UserError, match="--bn-recal .* not float"):
         train(_cfg(data, tmp_path, method="float", out=None, bn_recal=3))
+
+
+def test_a_command_too_long_to_record_is_refused_before_training(tmp_path):
+    """Fuzz round 25: 120,000 control characters in an overridden --arch made a provenance
+    no reader takes; train exited 0 with a model hwgen refused."""
+    from train.cli import MAX_COMMAND_CHARS
+
+    with pytest.raises(UserError, match=f"takes at most {MAX_COMMAND_CHARS}"):
+        config_from_argv(["--arch", "\x01" * 120_000, "--arch", "mlp:8", "--out",
+                          str(tmp_path / "m.npz")])
+    assert not os.listdir(tmp_path)
+
+
+def test_a_model_no_reader_would_take_is_not_written(tmp_path):
+    from hwgen.errors import ModelFormatError
+    from hwgen.model import load, save
+
+    model = load(ROOT / "models" / "fmnist-mlp-up5k.npz")
+    model.provenance["note"] = "x" * (1 << 20)
+    with pytest.raises(ModelFormatError, match="graph JSON is .* characters"):
+        save(model, tmp_path / "m.npz")
+    assert not os.listdir(tmp_path)
+
+
+def test_torch_out_of_memory_is_one_line(monkeypatch, tmp_path, capsys):
+    """Fuzz round 25: under ``ulimit -v`` torch's allocator raised a RuntimeError traceback
+    mid-training, past the pre-check that sees physical memory."""
+    import train.cli
+
+    def out_of_memory(config):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 67108864 bytes.")
+    monkeypatch.setattr(train.cli, "run_staged", out_of_memory)
+    assert train.cli.main(["--arch", "mlp:8", "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: out of memory (RuntimeError"), err
+
+    def other(config):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(train.cli, "run_staged", other)
+    with pytest.raises(RuntimeError, match="a bug"):
+        train.cli.main(["--arch", "mlp:8", "--out", str(tmp_path / "m.npz")])

@@ -33,9 +33,14 @@ def _load_main():
 
     affinity = os.environ.get("GOMP_CPU_AFFINITY")
     item = r"[0-9]+(?:-[0-9]+(?::[0-9]+)?)?"
+    stack = _omp_stack_bytes(os.environ.get("OMP_STACKSIZE"))
     if affinity is not None and not re.fullmatch(rf"\s*{item}(?:[\s,]+{item})*\s*", affinity):
         message = (f"error: environment GOMP_CPU_AFFINITY={affinity[:40]!r}: not a list of "
                    f"CPU numbers and ranges (such as '0 2-3 4-15:2')")
+    elif stack is not None and stack > _physical_memory():
+        # libgomp cannot create its threads, and ends the process with a line of its own
+        message = (f"error: environment OMP_STACKSIZE={os.environ['OMP_STACKSIZE'][:40]!r}: "
+                   f"a thread stack larger than this machine's memory")
     else:
         message = (import_problem("numpy", "NUMPY_*")
                    or import_problem("torch", "PYTORCH_*, TORCH*"))
@@ -50,6 +55,25 @@ def _load_main():
         print(one_line(message), file=sys.stderr)
         return 2
     return refuse
+
+
+def _omp_stack_bytes(value: str | None) -> int | None:
+    """OMP_STACKSIZE in bytes (``size[B|K|M|G]``, K the default unit), None when unset or
+    not of that form (libgomp then ignores it)."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]{1,30})\s*([bBkKmMgG]?)\s*", value or "")
+    if match is None:
+        return None
+    scale = {"b": 1, "k": 1 << 10, "": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    return int(match.group(1)) * scale[match.group(2).lower()]
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 sys.exit(run_entry(_load_main))

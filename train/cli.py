@@ -10,6 +10,7 @@ a partial file. Ctrl-C / SIGTERM: one line, exit 130 / 143. See ``docs/training.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -19,7 +20,8 @@ import time
 from pathlib import Path
 
 from hwgen.datasets import DATASETS
-from hwgen.errors import UserError, one_line
+from hwgen.model.limits import MAX_GRAPH_CHARS
+from hwgen.errors import UserError, first_line, one_line
 from hwgen.interrupts import deferred_signals, interrupted, raised_interrupt
 from hwgen.options import Parser, integer, real
 from hwgen.outputs import check_output, output_type, resolved, same_path, staged_folder
@@ -38,6 +40,9 @@ _non_negative = real(0, 1e6)
 _fraction = real(0, 1, low_open=True)  # (0, 1]
 
 
+#: The longest command line (JSON-escaped) a run records in its model's provenance: a
+#: quarter of what a model file's graph may hold.
+MAX_COMMAND_CHARS = MAX_GRAPH_CHARS // 4
 # The nu schedule: only --method sbn has a nu (argparse default None tells "given" apart).
 NU_SCHEDULE = ("nu_schedule", "nu_start", "nu_end", "nu_ramp")
 
@@ -132,6 +137,11 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
     malformed command line; :class:`UserError` for an sbn-only flag, the nu schedule's
     included, given to ste/float).
     ``check_paths=False``: the outputs are not checked (a recorded command, read back)."""
+    command = "python -m train " + shlex.join(argv)
+    escaped = len(json.dumps(command))
+    if escaped > MAX_COMMAND_CHARS:  # the model file records it
+        raise UserError(f"the command line is {escaped} characters as JSON; the model file "
+                        f"records it, and takes at most {MAX_COMMAND_CHARS}")
     args = build_parser(check_paths).parse_args(argv)
     sbn = {k: getattr(TrainConfig, k) for k in SBN_ONLY}
     if args.sbn_variant == "paper":
@@ -178,7 +188,7 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
         train_limit=args.train_limit, test_limit=args.test_limit,
         plots=None if args.plots is None else str(args.plots),
         threads=args.threads, progress=not args.no_progress, stop_after=args.stop_after,
-        command="python -m train " + shlex.join(argv))
+        command=command)
 
 
 def _check_outputs_are_not_data(args, out, checkpoint) -> None:
@@ -224,6 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interrupt:
         return interrupted(interrupt, _interrupted_message(config, started))
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "allocate" not in str(err):
+            raise
+        # torch's allocator under a memory limit (ulimit -v, a cgroup) beyond what the
+        # pre-check saw: the last completed epoch stays in the checkpoint
+        print(one_line(f"error: out of memory ({type(err).__name__}: {first_line(err)}); "
+                       f"give a smaller --batch-size or network"), file=sys.stderr)
+        return 2
     except Exception:
         # an interrupt raised where Python wraps it (a class body's __set_name__ makes it a
         # RuntimeError while Amaranth's dependencies import): still the interrupt

@@ -288,6 +288,10 @@ def _train(cfg: TrainConfig, dist: Dist) -> dict:
     if cfg.batch_size % dist.world:
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the number of "
                         f"processes ({dist.world})")
+    if cfg.batch_size < 2 * dist.world:  # batch norm needs two values per process
+        raise UserError(f"--batch-size {cfg.batch_size} gives each of the {dist.world} "
+                        f"processes fewer than 2 images a step; give at least "
+                        f"{2 * dist.world}")
 
     from hwgen.datasets import DATASETS
     info = DATASETS.get(cfg.dataset)

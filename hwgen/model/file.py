@@ -223,9 +223,13 @@ def to_arrays(model: Model) -> dict[str, np.ndarray]:
         "provenance": model.provenance,
     }
     try:  # the reader takes strict JSON only: no NaN or Infinity, also not in provenance
-        arrays["graph"] = np.array(json.dumps(graph, allow_nan=False))
+        text = json.dumps(graph, allow_nan=False)
     except ValueError as err:
         raise ModelFormatError(f"graph is not valid JSON ({err})") from None
+    if len(text) > MAX_GRAPH_CHARS:  # a file no reader would take back
+        raise ModelFormatError(f"the graph JSON is {len(text)} characters, more than the "
+                               f"{MAX_GRAPH_CHARS} a reader takes (a long provenance?)")
+    arrays["graph"] = np.array(text)
     return arrays
 
 
