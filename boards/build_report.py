@@ -96,8 +96,10 @@ def format_summary(report: dict) -> str:
         lines.append(f"port bound   {bound['cycles_per_image']} cycles/image if all "
                      f"{bound['block_rams']} block RAMs"
                      + (f" and {bound['sprams']} SPRAMs" if bound.get("sprams") else "")
-                     + f" delivered {bound['port_bits']} bits a cycle; this fold reaches "
-                     f"{bound['fraction_reached']:.1%}")
+                     + f" delivered {bound['port_bits']} bits a cycle; "
+                     + (f"this fold reaches {bound['fraction_reached']:.1%}"
+                        if bound["fraction_reached"] <= 1 else
+                        "this fold is faster (weights in logic too, not only in block RAM)"))
     pnr = report.get("place_and_route")
     if pnr and len(pnr["attempts"]) > 1:
         tried = ", ".join(f"seed {a['seed']}{' ' + a['options'] if a.get('options') else ''} "

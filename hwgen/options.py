@@ -18,6 +18,7 @@ import argparse
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 from .errors import UserError, one_line
@@ -27,6 +28,9 @@ from .outputs import output_type, same_path
 _INTEGER = re.compile(r"[+-]?[0-9]{1,32}")
 _REAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
 _MAX_NUMBER_CHARS = 32
+
+
+_POOL_FIRST_FOLD = re.compile(r"-\s*(,|$)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,6 +43,19 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, one_line(f"error: {message} (see {self.prog} --help)") + "\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        # a fold may start with a pool's '-' ("--fold -,4x6"), which argparse would take for
+        # an option: such a value is joined to its option ("--fold=-,4x6")
+        if args is None:
+            args = sys.argv[1:]
+        joined = []
+        for arg in args:
+            if joined and joined[-1] == "--fold" and _POOL_FIRST_FOLD.match(str(arg)):
+                joined[-1] = f"--fold={arg}"
+            else:
+                joined.append(arg)
+        return super().parse_known_args(joined, namespace)
 
     def _get_values(self, action, arg_strings):
         if (action.option_strings and "--" in arg_strings

@@ -261,3 +261,23 @@ def test_fastest_stops_at_once_when_nothing_fits(monkeypatch):
     tiny = Budget(luts=10, brams=0)
     assert fastest_fold(model, tiny) == default_fold(model, tiny)
     assert len(calls) == 1 and calls[0][1] is False
+
+
+def test_a_fold_faster_than_the_port_bound_gives_no_fraction(tmp_path, capsys):
+    """Fuzz round 25: many small dense layers keep their weights in logic, so the fold beats
+    the block-RAM bound (info printed 'this fold reaches 846.9% of it'), and far more LUTs
+    than the budget went unmentioned."""
+    from hwgen import model as model_io
+    from hwgen.cli import main
+    from hwgen.random_models import dense, random_model
+
+    model = random_model(np.random.default_rng(4), (1, 1, 32), [dense(32)] * 200, classes=2)
+    model_io.save(model, tmp_path / "m.npz")
+    assert main(["info", str(tmp_path / "m.npz"), "--fold", "auto"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    bound = next(line for line in lines if line.startswith("bound"))
+    ii = next(line for line in lines if line.startswith("II"))
+    assert int(bound.split()[1]) > int(ii.split()[1])
+    assert bound.endswith("this fold is faster: it keeps weights in logic too, not only in "
+                          "block RAM")
+    assert "more than the 4002 of the budget: it will not fit the device" in ii

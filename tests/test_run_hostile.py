@@ -270,3 +270,12 @@ def test_a_folder_where_an_output_file_goes_is_never_replaced(tiny, tmp_path, ca
     assert "is a folder where this command writes a file" in _one_error(capsys, code)
     assert (tmp_path / "v" / "interface.json" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["interface.json"]
+
+
+def test_a_fold_that_starts_with_a_pool_may_follow_its_option(capsys):
+    """``--fold -,4x6`` was 'expected one argument' (argparse took '-,4x6' for an option)."""
+    cnn = str(ROOT / "models" / "fmnist-cnn-up5k.npz")
+    code = main(["info", cnn, "--fold", "-,4x6"])
+    assert "gives 2 layer folds but the model has 6 layers" in _one_error(capsys, code)
+    assert main(["info", cnn, "--fold", "1x9,-,4x16,-,4x16,2x32"]) == 0
+    assert "fold   1x9,-,4x16,-,4x16,2x32;" in capsys.readouterr().out

@@ -53,17 +53,21 @@ def format_fold_table(net: NetworkPlan, budget: Budget | None = None) -> str:
     bound = "at most " if net.has_windows else ""
     spram = (f"; {net.spram_blocks} SPRAM blocks ({net.spram_words} words to load)"
              if net.spram_blocks else "")
+    over = (f", more than the {budget.luts} of the budget: it will not fit the device"
+            if net.luts > budget.luts else "")
     lines.append(f"II     {net.interval_text} cycles per image; latency {bound}"
                  f"{net.latency_cycles} cycles; {net.brams} block RAMs{spram}; ~{net.luts} "
-                 f"LUTs (estimate)")
+                 f"LUTs (estimate{over})")
     sprams = max(budget.spram_blocks, net.spram_blocks)
     port = net.read_port_bound(budget.bram_blocks, budget.bram_port_bits, sprams)
     also = f" and {sprams} SPRAMs 16" if sprams else ""
     # a fold beyond the budget's block RAMs can beat their bound: a fraction means nothing then
-    reach = (f"this fold reaches {port / net.cycles_per_image:.1%} of it"
-             if net.brams <= budget.brams else
-             f"this fold needs {net.brams} block RAMs, more than the {budget.brams} of the "
-             f"budget")
+    # and so can a fold whose small layers keep their weights in logic, not block RAM
+    reach = (f"this fold needs {net.brams} block RAMs, more than the {budget.brams} of the "
+             f"budget" if net.brams > budget.brams else
+             f"this fold reaches {port / net.cycles_per_image:.1%} of it"
+             if port <= net.cycles_per_image else
+             "this fold is faster: it keeps weights in logic too, not only in block RAM")
     lines.append(f"bound  {port} cycles per image if all {budget.bram_blocks} block RAMs "
                  f"delivered {budget.bram_port_bits}{also} weight bits every cycle "
                  f"({net.synapse_reads} per image); {reach}")

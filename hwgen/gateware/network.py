@@ -283,8 +283,8 @@ def check_generatable(net: NetworkPlan) -> None:
                                                    MAX_GENERATION_BYTES)
     if need > limit:
         raise UserError(f"fold {net.fold_text} at --lanes {net.lanes} would take about "
-                        f"{need >> 20} MiB to generate, more than the limit of {limit >> 20} "
-                        f"MiB: give a fold with a smaller PExSIMD, --lanes dividing the first "
+                        f"{need >> 20} MiB to generate, more than the limit of "
+                        f"{f'{limit >> 20} MiB' if limit >= 1 << 20 else f'{limit} bytes'}: give a fold with a smaller PExSIMD, --lanes dividing the first "
                         f"layer's input word, or raise $SBN_MAX_GENERATION_BYTES")
 
 
