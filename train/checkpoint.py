@@ -169,6 +169,18 @@ def _check_model(model, fresh: dict) -> None:
             raise _Mismatch(f"network {key} holds negative variances")
         if key.endswith("num_batches_tracked") and not bool((tensor >= 0).all()):
             raise _Mismatch(f"network {key} is negative")
+        statistic = key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        if not statistic and tensor.is_floating_point() and tensor.numel() and \
+                float(tensor.abs().max()) > MAX_PARAMETER:
+            raise _Mismatch(f"network {key} holds values beyond +-{MAX_PARAMETER:g}, which "
+                            f"no training reaches (and the export could not keep)")
+
+
+#: The largest magnitude a learned parameter (a latent weight, a batch norm's scale or shift,
+#: the output bias) may have in a checkpoint: training keeps them near 1; an output bias of
+#: 1e30 was accepted, and the export clipped it to int32 (a model that scored 34% where the
+#: network it came from scored 8%).
+MAX_PARAMETER = 1e6
 
 
 def _check_tensor(value, like: torch.Tensor, what: str, non_negative: bool = False) -> None:
