@@ -159,22 +159,43 @@ def _key(row: dict) -> tuple:
     return (row["arch"], row["epochs"], row["train_images"], row["variant"], row["seed"])
 
 
+#: The largest results file read (the checked-in one is about 100 KB).
+MAX_RESULTS_BYTES = 64 << 20
+
+
+def fail(message: str) -> None:
+    """Exit 2 with one ``error: ...`` line, as the project's commands do."""
+    from hwgen.errors import one_line
+
+    print(one_line(f"error: {message}"), file=sys.stderr)
+    sys.exit(2)
+
+
 def load_rows(path: Path) -> list[dict]:
-    if not path.exists():
+    from hwgen.errors import UserError
+    from hwgen.files import read_regular
+
+    if not os.path.lexists(path):
         return []
     try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        sys.exit(f"error: {path}: not a results file ({err.__class__.__name__})")
+        data = read_regular(path, MAX_RESULTS_BYTES + 1, what="results file")
+        if len(data) > MAX_RESULTS_BYTES:
+            fail(f"{path}: larger than {MAX_RESULTS_BYTES} bytes, not a results file")
+        rows = json.loads(bytes(data).decode("utf-8"))
+    except UserError as err:
+        fail(str(err))
+    except (ValueError, RecursionError) as err:
+        fail(f"{path}: not a results file ({err.__class__.__name__})")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        sys.exit(f"error: {path}: expected a JSON list of rows")
+        fail(f"{path}: expected a JSON list of rows")
     for number, row in enumerate(rows):
         bad = [key for key, kind in ROW_KEYS.items() if not isinstance(row.get(key), kind)
                or isinstance(row.get(key), bool)]
         if bad or (row["exported_accuracy"] is None
-                   and not isinstance(row.get("float_accuracy"), (float, int))):
-            sys.exit(f"error: {path}: row {number} lacks or mistypes "
-                     f"{', '.join(bad) or 'float_accuracy'}")
+                   and not isinstance(row.get("float_accuracy"), (float, int))) or not (
+                       0 <= accuracy(row) <= 1):  # also refuses NaN
+            fail(f"{path}: row {number} lacks or mistypes "
+                 f"{', '.join(bad) or 'float_accuracy'}")
     return rows
 
 
@@ -183,9 +204,10 @@ def save_rows(path: Path, rows: list[dict]) -> None:
     rows = sorted(rows, key=lambda r: (r["arch"], r["epochs"], -r["train_images"],
                                        list(VARIANTS).index(
         r["variant"]) if r["variant"] in VARIANTS else 99, r["variant"], r["seed"]))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    os.replace(tmp, path)
+    from hwgen.outputs import staged_file
+
+    with staged_file(path) as staging:
+        staging.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def accuracy(row: dict) -> float:
@@ -294,17 +316,17 @@ def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
                  fontsize=9)
     ax.legend(fontsize=8, ncol=len(shown))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    from hwgen.outputs import staged_file
+
+    with staged_file(path, final=True) as staging:
+        fig.savefig(staging, dpi=110, format="png")
     plt.close(fig)
 
 
 def update_docs(text: str) -> None:
     doc = DOC.read_text()
     if BEGIN not in doc or END not in doc:
-        sys.exit(f"error: {DOC}: no {BEGIN} ... {END} markers")
+        fail(f"{DOC}: no {BEGIN} ... {END} markers")
     head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
@@ -318,39 +340,43 @@ def _terminate(*_) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from hwgen.errors import UserError
+    from hwgen.options import Parser, integer
+    from hwgen.outputs import output_type
+
+    p = Parser(prog="python -m benchmarks.train_compare",
+               description=__doc__.splitlines()[0])
     p.add_argument("--archs", nargs="+", default=["mlp:100-100"])
-    p.add_argument("--epochs", type=int, nargs="+", default=[15])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=integer(1, 100_000), nargs="+", default=[15])
+    p.add_argument("--seeds", type=integer(0, 2**32 - 1), nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["float", "ste", "sbn-paper", "sbn"],
                    choices=list(VARIANTS))
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--train-limit", type=int, help="first N training images only")
+    p.add_argument("--jobs", type=integer(1, 256), default=1,
+                   help="runs trained at the same time")
+    p.add_argument("--threads", type=integer(1, 1024), default=1, help="torch threads per run")
+    p.add_argument("--train-limit", type=integer(1), help="first N training images only")
     p.add_argument("--device", choices=("cpu", "cuda"),
                    help="where runs train (default cpu); with --from-sweep, the label of runs "
                         "whose provenance does not record theirs (default: unknown)")
     p.add_argument("--data-dir")
-    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results"
-                   / "train_compare.json")
+    p.add_argument("--json", type=output_type("file", (".json",)),
+                   default=ROOT / "benchmarks" / "results" / "train_compare.json")
     p.add_argument("--docs", action="store_true",
                    help="rewrite the table in docs/training.md from the JSON file")
     p.add_argument("--table-only", action="store_true", help="train nothing; print the table")
     p.add_argument("--from-sweep", type=Path, nargs="+", default=[], metavar="DIR",
                    help="train nothing; add the runs of tools/train_sweep.py output folders "
                         "whose settings are a variant's (benchmarks/sweep_rows.py)")
-    p.add_argument("--plot", type=Path, metavar="PNG",
+    p.add_argument("--plot", type=output_type("file", (".png",)), metavar="PNG",
                    help="bar chart of the main variants (PLOTTED) per (arch, epochs)")
     args = p.parse_args()
-    if args.jobs < 1 or args.threads < 1 or min(args.epochs) < 1:
-        sys.exit("error: --jobs, --threads and --epochs must be at least 1")
 
     rows = load_rows(args.json)
     for folder in args.from_sweep:
         try:
             found, notes = rows_from_sweep(folder, VARIANTS, args.device or "unknown")
         except ValueError as err:
-            sys.exit(f"error: {err}")
+            fail(str(err))
         for note in notes:
             print(f"# left out: {note}", file=sys.stderr)
         keys = {_key(r) for r in found}
@@ -369,7 +395,12 @@ def main() -> int:
             futures = [pool.submit(run_one, job) for job in jobs]
             bar = tqdm(as_completed(futures), total=len(jobs), unit="run", file=sys.stderr)
             for future in bar:
-                row = future.result()
+                try:
+                    row = future.result()
+                except UserError as err:  # a run's own one-line error (a bad --archs ...)
+                    for other in futures:
+                        other.cancel()
+                    fail(str(err))
                 rows = [r for r in rows if _key(r) != _key(row)] + [row]
                 save_rows(args.json, rows)
                 bar.write(f"# {row['arch']} {row['epochs']} ep {row['variant']} seed "
