@@ -18,9 +18,9 @@ def beats_per_image(values: int, lanes: int) -> int:
     return math.ceil(values / lanes)
 
 
-#: Input values packed at a time (whole images, at least one): the temporaries, about
-#: ``24 + bits`` bytes per value, stay near 50 MB whatever the image count, size or width.
-PACK_VALUES = 1 << 20
+#: Bytes of temporaries a chunk of images may take while packed (whole images, at least
+#: one): per beat its ``32 * words`` bit bytes, per value about 12 more.
+PACK_BYTES = 8 << 20
 
 
 def pack_beats(images: np.ndarray, lanes: int, bits: int, order: str = "CHW") -> np.ndarray:
@@ -38,13 +38,13 @@ def pack_beats(images: np.ndarray, lanes: int, bits: int, order: str = "CHW") ->
 
 
 def packed_chunks(images: np.ndarray, lanes: int, bits: int, order: str = "CHW"):
-    """:func:`pack_beats` of ``images`` about :data:`PACK_VALUES` values (whole images, at
-    least one) at a time: yields ``(first image index, words [k, beats, words])``, so a
+    """:func:`pack_beats` of ``images`` about :data:`PACK_BYTES` of temporaries (whole
+    images, at least one) at a time: yields ``(first image index, words [k, beats, words])``, so a
     writer holds one chunk's words, not every image's."""
     k = images.shape[0]
     beats = beats_per_image(math.prod(images.shape[1:]), lanes)
     words = math.ceil(lanes * bits / 32)
-    chunk = max(1, PACK_VALUES // max(1, beats * lanes))
+    chunk = max(1, PACK_BYTES // max(1, beats * (32 * words + 12 * lanes)))
     for start in range(0, k, chunk):
         yield start, _pack_chunk(in_stream_order(images[start:start + chunk], order), lanes,
                                  bits, beats, words)

@@ -150,7 +150,8 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
     schedule = {k: getattr(args, k) for k in NU_SCHEDULE if getattr(args, k) is not None}
     if args.method != "sbn" and (given or schedule or args.sbn_variant != "default"):
         # ste and float have no nu: a schedule flag given to them would be silently ignored
-        flag = "--" + (next(iter({**schedule, **given}), "sbn_variant")).replace("_", "-")
+        named = [*given, *(["sbn_variant"] if args.sbn_variant != "default" else []), *schedule]
+        flag = "--" + named[0].replace("_", "-")
         raise UserError(f"{flag} needs --method sbn (got --method {args.method})")
     sbn.update(given)
     schedule = {k: getattr(TrainConfig, k) for k in NU_SCHEDULE} | schedule
