@@ -290,6 +290,8 @@ def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
     groups = sorted({(r["arch"], r["epochs"], r["train_images"]) for r in rows
                      if r["variant"] in variants}, key=lambda g: (g[0], g[1], -g[2]))
     shown = [v for v in variants if any(r["variant"] == v for r in rows)]
+    if not groups:
+        fail(f"no rows of the plotted variants ({', '.join(variants)}) to plot")
     fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(groups), 4))
     width = 0.8 / max(1, len(shown))
     for i, variant in enumerate(shown):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import model as model_io
 from .errors import UserError, one_line
+from .files import track_inputs
 from .interrupts import interrupted, raised_interrupt
 from .names import default_module
 from .options import (Parser, add_fold_options, add_image_source, add_save_predictions,
@@ -143,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as exit_:  # --help, or a usage error already printed as one line
             return exit_.code
-        return args.func(args)
+        track_inputs(True)  # no output may be renamed over a file the command read
+        try:
+            return args.func(args)
+        finally:
+            track_inputs(False)
     except UserError as err:
         if raised_interrupt() is not None:  # the error is the interrupt, converted on the way
             return interrupted(raised_interrupt())

@@ -25,6 +25,30 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
 _CHUNK = 1 << 20  # bytes per read in read_upto
 
 
+#: The files (device, inode) this process has read through :func:`open_regular`, when
+#: :func:`track_inputs` is on (the ``hwgen`` commands): no output may be renamed over a name
+#: of one of them (``vectors D/vectors.json -o D`` replaced its own model).
+_read_files: set[tuple[int, int]] | None = None
+
+
+def track_inputs(on: bool = True) -> None:
+    """Start (or stop) remembering the files :func:`open_regular` opens."""
+    global _read_files
+    _read_files = set() if on else None
+
+
+def is_read_input(path: str | os.PathLike) -> bool:
+    """Whether the directory entry ``path`` (not followed: replacing a link loses nothing)
+    names a file this process read while :func:`track_inputs` was on."""
+    if not _read_files:
+        return False
+    try:
+        info = os.lstat(path)
+    except (OSError, ValueError):
+        return False
+    return (info.st_dev, info.st_ino) in _read_files
+
+
 def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
@@ -57,6 +81,9 @@ def open_regular(path: str | os.PathLike, error: type[UserError] = UserError,
         if not stat.S_ISREG(mode):
             raise error(f"{path}: is {_kind(mode)}, not a regular {what}")
         os.set_blocking(fd, True)
+        if _read_files is not None:
+            info = os.fstat(fd)
+            _read_files.add((info.st_dev, info.st_ino))
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

@@ -124,6 +124,13 @@ MAX_LANES = 1 << 20
 MAX_JOBS = 256
 
 
+def _folder_name(text: str) -> Path:
+    """A ``type=`` for a folder name: not empty (``Path("")`` would be the working folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty: give a folder")
+    return Path(text)
+
+
 def add_image_source(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``--dataset NAME [--split] [--data-dir]`` or ``--images IDX [--labels IDX]``, ``--limit``."""
     from .datasets import DATASETS
@@ -132,9 +139,10 @@ def add_image_source(parser: argparse.ArgumentParser, required: bool = True) -> 
     source.add_argument("--dataset", choices=sorted(DATASETS), help="a named dataset")
     source.add_argument("--images", type=Path, help="an IDX file of images (gzip or raw)")
     parser.add_argument("--labels", type=Path, help="an IDX file of labels for --images")
-    parser.add_argument("--split", default="test", choices=("test", "train"),
+    parser.add_argument("--split", choices=("test", "train"),
                         help="dataset split (default: test)")
-    parser.add_argument("--data-dir", type=Path, help="folder holding the dataset's IDX files")
+    parser.add_argument("--data-dir", type=_folder_name,
+                        help="folder holding the dataset's IDX files")
     parser.add_argument("--limit", type=integer(1), metavar="N",
                         help="use only the first N images")
 
@@ -166,7 +174,10 @@ def load_images(args):
     if args.dataset:
         if args.labels:
             raise UserError("--labels goes with --images, not --dataset")
-        return load_dataset(args.dataset, args.split, args.data_dir, args.limit)
+        return load_dataset(args.dataset, args.split or "test", args.data_dir, args.limit)
+    for option, value in (("--split", args.split), ("--data-dir", args.data_dir)):
+        if value is not None:  # it would be silently ignored
+            raise UserError(f"{option} goes with --dataset, not --images")
     return load_idx_pair(args.images, args.labels, args.limit)
 
 

@@ -193,6 +193,7 @@ def staged_file(target, final: bool = False) -> Iterator[Path]:
         return Path(name)
 
     def install(staging: Path, target: Path) -> None:
+        _refuse_replacing_an_input(target)
         os.chmod(staging, 0o666 & ~_umask())  # what open() makes, not mkstemp's 0600
         os.replace(staging, target)
 
@@ -286,11 +287,22 @@ def _install_folder(staging: Path, target: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
     for entry in staging.iterdir():  # a user's folder is never replaced by an output file
         destination = target / entry.name
+        _refuse_replacing_an_input(destination)
         if destination.is_dir() and not destination.is_symlink() and not entry.is_dir():
             raise OutputError(f"{destination} is a folder where this command writes a file: "
                               f"move it, or give another output folder")
     _merge_entries(staging, target)
     staging.rmdir()
+
+
+def _refuse_replacing_an_input(destination: Path) -> None:
+    """OutputError when the name ``destination`` is one of the files the command read
+    (:func:`hwgen.files.track_inputs`): an output renamed there would destroy it."""
+    from .files import is_read_input
+
+    if is_read_input(destination):
+        raise OutputError(f"{destination} is one of this command's inputs, which its output "
+                          f"would replace: give another output name or folder")
 
 
 def _merge_entries(staging: Path, target: Path) -> None:

@@ -279,3 +279,43 @@ def test_a_fold_that_starts_with_a_pool_may_follow_its_option(capsys):
     assert "gives 2 layer folds but the model has 6 layers" in _one_error(capsys, code)
     assert main(["info", cnn, "--fold", "1x9,-,4x16,-,4x16,2x32"]) == 0
     assert "fold   1x9,-,4x16,-,4x16,2x32;" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ fuzz round 26 (hwgen)
+
+
+def test_an_output_is_never_renamed_over_a_file_the_command_read(tiny, tmp_path, capsys):
+    """Fuzz round 26: a model named ``D/interface.json`` (or ``D/vectors.json``, images as
+    ``D/inputs.hex``) was replaced by ``verilog``/``vectors -o D``; a dataset's labels (a
+    link in --data-dir to ``D/labels.npy``) by ``--save-predictions D/labels.npy``."""
+    model, images = tiny
+    folder = tmp_path / "D"
+    folder.mkdir()
+    for name, argv in (("interface.json", ["verilog"]),
+                       ("vectors.json", ["vectors", "--images", str(images), "-n", "2"])):
+        inside = folder / name
+        inside.write_bytes(model.read_bytes())
+        code = main([argv[0], str(inside), *argv[1:], "-o", str(folder)])
+        assert "is one of this command's inputs" in _one_error(capsys, code)
+        assert inside.read_bytes() == model.read_bytes()
+        inside.unlink()
+    labels = folder / "labels.idx"
+    write_idx(labels, np.zeros(4, np.uint8))
+    (folder / "my-images").symlink_to(images)
+    (folder / "my-labels").symlink_to(labels)
+    before = labels.read_bytes()
+    code = main(["eval", str(model), "--images", str(folder / "my-images"), "--labels",
+                 str(folder / "my-labels"), "--save-predictions", str(folder / "labels.idx")])
+    # the check at parse time compares names; the rename-time one catches the link
+    assert code == 2 and labels.read_bytes() == before
+    capsys.readouterr()
+
+
+def test_image_source_options_that_would_be_ignored_are_errors(tiny, capsys):
+    model, images = tiny
+    code = main(["eval", str(model), "--images", str(images), "--split", "train"])
+    assert "--split goes with --dataset" in _one_error(capsys, code)
+    code = main(["eval", str(model), "--images", str(images), "--data-dir", str(ROOT)])
+    assert "--data-dir goes with --dataset" in _one_error(capsys, code)
+    code = main(["eval", str(model), "--dataset", "mnist", "--data-dir", ""])
+    assert "--data-dir: is empty" in _one_error(capsys, code)

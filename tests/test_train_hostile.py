@@ -841,3 +841,13 @@ def test_torch_out_of_memory_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(train.cli, "run_staged", other)
     with pytest.raises(RuntimeError, match="a bug"):
         train.cli.main(["--arch", "mlp:8", "--out", str(tmp_path / "m.npz")])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs /proc/self/mem")
+def test_a_checkpoint_that_cannot_be_read_is_one_line(tmp_path):
+    """Fuzz round 26: --resume of a checkpoint that stats regular but fails every read."""
+    (tmp_path / "ck.pt").symlink_to("/proc/self/mem")
+    from train.state_archive import read_state
+
+    with pytest.raises(UserError, match="cannot read"):
+        read_state(tmp_path / "ck.pt")

@@ -27,7 +27,7 @@ import torch
 
 from hwgen.archive import read_npz
 from hwgen.errors import ModelFormatError, UserError
-from hwgen.files import open_regular
+from hwgen.files import read_regular
 from hwgen.jsontext import parse_json
 
 __all__ = ["read_state", "write_state", "FORMAT", "VERSION"]
@@ -174,8 +174,7 @@ def _decoded(value, arrays: dict, used: set):
 def _refuse_pickle(path: Path, what: str) -> None:
     """:class:`StateFileError` when ``path`` is ``torch.save``'s zip of a pickle (what train
     wrote before version 2): it is recognized by its first member's name and never read."""
-    with open_regular(path, StateFileError, what) as f:
-        head = f.read(30 + 256)
+    head = bytes(read_regular(path, 30 + 256, StateFileError, what))
     if head[:4] == b"PK\x03\x04":
         name_len = int.from_bytes(head[26:28], "little")
         name = head[30:30 + name_len]
