@@ -31,6 +31,7 @@ _MAX_NUMBER_CHARS = 32
 
 
 _POOL_FIRST_FOLD = re.compile(r"-\s*(,|$)")
+_FOLD_SPELLINGS = ("--fo", "--fol", "--fold")  # argparse takes unambiguous abbreviations
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,7 +52,7 @@ class Parser(argparse.ArgumentParser):
             args = sys.argv[1:]
         joined = []
         for arg in args:
-            if joined and joined[-1] == "--fold" and _POOL_FIRST_FOLD.match(str(arg)):
+            if joined and joined[-1] in _FOLD_SPELLINGS and _POOL_FIRST_FOLD.match(str(arg)):
                 joined[-1] = f"--fold={arg}"
             else:
                 joined.append(arg)

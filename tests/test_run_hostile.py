@@ -277,6 +277,8 @@ def test_a_fold_that_starts_with_a_pool_may_follow_its_option(capsys):
     cnn = str(ROOT / "models" / "fmnist-cnn-up5k.npz")
     code = main(["info", cnn, "--fold", "-,4x6"])
     assert "gives 2 layer folds but the model has 6 layers" in _one_error(capsys, code)
+    code = main(["info", cnn, "--fol", "-,4x6"])   # an abbreviation argparse takes
+    assert "gives 2 layer folds" in _one_error(capsys, code)
     assert main(["info", cnn, "--fold", "1x9,-,4x16,-,4x16,2x32"]) == 0
     assert "fold   1x9,-,4x16,-,4x16,2x32;" in capsys.readouterr().out
 

@@ -255,6 +255,15 @@ MUTATIONS = {
     "negative variance": lambda s: s["model"].__setitem__(
         next(k for k in s["model"] if k.endswith("running_var")),
         -torch.ones_like(s["model"][next(k for k in s["model"] if k.endswith("running_var"))])),
+    # round 26: batch-norm statistics and the output's log scale beyond any training
+    "running mean 1e30": lambda s: s["model"].__setitem__(
+        next(k for k in s["model"] if k.endswith("running_mean")),
+        torch.full_like(s["model"][next(k for k in s["model"] if k.endswith("running_mean"))],
+                        1e30)),
+    "log scale 1e5": lambda s: s["model"].__setitem__(
+        next(k for k in s["model"] if k.endswith("log_scale")),
+        torch.full_like(s["model"][next(k for k in s["model"] if k.endswith("log_scale"))],
+                        1e5)),
     # round 25: a bias the export would clip to int32 (a model unlike the network)
     "output bias 1e30": lambda s: s["model"].__setitem__(
         next(k for k in s["model"] if k.endswith("bias") and "bn" not in k),

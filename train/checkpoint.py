@@ -170,10 +170,11 @@ def _check_model(model, fresh: dict) -> None:
         if key.endswith("num_batches_tracked") and not bool((tensor >= 0).all()):
             raise _Mismatch(f"network {key} is negative")
         statistic = key.endswith(("running_mean", "running_var", "num_batches_tracked"))
-        if not statistic and tensor.is_floating_point() and tensor.numel() and \
-                float(tensor.abs().max()) > MAX_PARAMETER:
-            raise _Mismatch(f"network {key} holds values beyond +-{MAX_PARAMETER:g}, which "
-                            f"no training reaches (and the export could not keep)")
+        bound = (MAX_STATISTIC if statistic else MAX_LOG_SCALE if key.endswith("log_scale")
+                 else MAX_PARAMETER)
+        if tensor.is_floating_point() and tensor.numel() and float(tensor.abs().max()) > bound:
+            raise _Mismatch(f"network {key} holds values beyond +-{bound:g}, which no "
+                            f"training reaches (and the export could not keep)")
 
 
 #: The largest magnitude a learned parameter (a latent weight, a batch norm's scale or shift,
@@ -181,6 +182,9 @@ def _check_model(model, fresh: dict) -> None:
 #: 1e30 was accepted, and the export clipped it to int32 (a model that scored 34% where the
 #: network it came from scored 8%).
 MAX_PARAMETER = 1e6
+#: ... a batch norm's running statistics (a raw 8-bit first layer's sums reach ~1e5, their
+#: variance ~1e10), and the output's log scale (exp overflows float32 past ~88).
+MAX_STATISTIC, MAX_LOG_SCALE = 1e15, 80.0
 
 
 def _check_tensor(value, like: torch.Tensor, what: str, non_negative: bool = False) -> None:
