@@ -117,8 +117,11 @@ def rows_from_sweep(folder: Path, variants: dict, device: str) -> tuple[list[dic
     docstring), and one note per run left out, saying why. ``device`` labels runs whose
     provenance does not record one (files from before the trainer recorded it). Raises
     ``ValueError`` on a folder or model file that cannot be read."""
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder")
+    from hwgen.files import folder_problem
+
+    problem = folder_problem(folder)  # (Path.is_dir raised for a name too long)
+    if problem:
+        raise ValueError(f"{folder}: {problem}")
     rows, notes = [], []
     for path in sorted(folder.glob("*.npz")):
         row = _row(path, folder, variants, device)
