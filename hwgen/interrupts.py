@@ -41,6 +41,7 @@ SIGINT_EXIT = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
 SIGTERM_EXIT = 143  # 128 + SIGTERM
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 STDOUT_ERROR_EXIT = 2  # stdout cannot be written (a full disk, /dev/full, an I/O error)
+OUT_OF_MEMORY_EXIT = 2  # an allocation nothing sized beforehand failed (MemoryError)
 
 
 class Terminated(KeyboardInterrupt):
@@ -261,6 +262,12 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         except (OSError, ValueError):  # stderr is gone too: the exit code says it
             pass
         return STDOUT_ERROR_EXIT
+    except MemoryError:
+        # an allocation the command did not size beforehand (an import, a library's own
+        # buffers) failed: the limits set on the process are below what it needs
+        _ignore_signals()
+        print(f"error: out of memory{_limit_note()}", file=sys.stderr)
+        return OUT_OF_MEMORY_EXIT
     except Exception:
         if raised_interrupt() is None:
             raise
@@ -275,6 +282,13 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         silence_unused_elaboratables()
     _forget_unhandled_interrupt()
     return code
+
+
+def _limit_note() -> str:
+    from hwgen.address_space import MIB, address_space_limit
+
+    limit = address_space_limit()
+    return "" if limit is None else f" (the address-space limit, ulimit -v, is {limit // MIB} MiB)"
 
 
 def _forget_unhandled_interrupt() -> None:

@@ -24,10 +24,12 @@ def _load_main():
     variable torch reads as it starts holds a value it cannot parse (``PYTORCH_JIT=abc``
     was a ValueError traceback), or ``GOMP_CPU_AFFINITY`` is one that hangs the OpenMP
     runtime torch loads (``x``: an endless loop inside ``import torch``, deaf to SIGTERM), or
-    too little memory to import it (``ulimit -v``)."""
+    too little memory to import it, or an address-space limit
+    (``ulimit -v``) below what training needs (:mod:`hwgen.address_space`)."""
     import importlib
     import re
 
+    from hwgen.address_space import TRAIN_BASE, allocate_blas_buffers, startup_problem
     from hwgen.environment import IMPORT_FAILURES, import_problem
     from hwgen.errors import first_line, one_line
 
@@ -42,8 +44,11 @@ def _load_main():
         message = (f"error: environment OMP_STACKSIZE={os.environ['OMP_STACKSIZE'][:40]!r}: "
                    f"a thread stack larger than this machine's memory")
     else:
-        message = (import_problem("numpy", "NUMPY_*")
-                   or import_problem("torch", "PYTORCH_*, TORCH*"))
+        message = (startup_problem(TRAIN_BASE, "python -m train")
+                   or import_problem("numpy", "NUMPY_*"))
+        if message is None:
+            allocate_blas_buffers()
+            message = import_problem("torch", "PYTORCH_*, TORCH*")
         if message is None:
             try:
                 return importlib.import_module("train.cli").main

