@@ -39,6 +39,7 @@ import time
 import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -280,6 +281,11 @@ def table(rows: list[dict]) -> str:
 PLOTTED = ("float", "ste", "ste-lr-3e-3", "sbn-paper", "sbn-v3", "sbn", "sbn-hard-0.75")
 
 
+#: bar groups one chart holds (each 1.9 inches wide: 1,000 of them drew a 209,000-pixel
+#: canvas, 940 MiB)
+MAX_PLOT_GROUPS = 60
+
+
 def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
     """Grouped bars: mean exported accuracy (float: float accuracy) with the seeds' std, one
     group per (arch, epochs), one bar per variant in ``variants`` that has rows."""
@@ -292,6 +298,9 @@ def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
     shown = [v for v in variants if any(r["variant"] == v for r in rows)]
     if not groups:
         fail(f"no rows of the plotted variants ({', '.join(variants)}) to plot")
+    if len(groups) > MAX_PLOT_GROUPS:
+        fail(f"{len(groups)} (arch, epochs, images) groups to plot, more than the "
+             f"{MAX_PLOT_GROUPS} one chart holds: plot from a --json with fewer")
     fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(groups), 4))
     width = 0.8 / max(1, len(shown))
     for i, variant in enumerate(shown):
@@ -332,6 +341,21 @@ def update_docs(text: str) -> None:
     head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def _run_failure(err: BaseException) -> str:
+    """The one line for a training run that failed: its own error (a bad ``--archs``), an
+    allocation torch could not make, or its process killed (the kernel's OOM killer)."""
+    from hwgen.errors import UserError, first_line
+
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, BrokenProcessPool):
+        return "a training run's process ended abruptly (killed, or out of memory?)"
+    if isinstance(err, MemoryError) or "allocate" in str(err):
+        return (f"out of memory in a training run ({type(err).__name__}: {first_line(err)}); "
+                f"give fewer --jobs or a smaller network")
+    raise err
 
 
 def _terminate(*_) -> None:
@@ -395,14 +419,16 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _terminate)
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(run_one, job) for job in jobs]
-            bar = tqdm(as_completed(futures), total=len(jobs), unit="run", file=sys.stderr)
+            bar = tqdm(as_completed(futures), total=len(jobs), unit="run", file=sys.stderr,
+                       leave=False, disable=not sys.stderr.isatty())
             for future in bar:
                 try:
                     row = future.result()
-                except UserError as err:  # a run's own one-line error (a bad --archs ...)
+                except (UserError, MemoryError, RuntimeError, BrokenProcessPool) as err:
                     for other in futures:
                         other.cancel()
-                    fail(str(err))
+                    bar.close()  # its line cleared before the error's
+                    fail(_run_failure(err))
                 rows = [r for r in rows if _key(r) != _key(row)] + [row]
                 save_rows(args.json, rows)
                 bar.write(f"# {row['arch']} {row['epochs']} ep {row['variant']} seed "

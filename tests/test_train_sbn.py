@@ -307,6 +307,34 @@ def test_train_compare_rows_and_table(data_dir, tmp_path):
         assert len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_train_compare_failures_are_one_line(data_dir, tmp_path):
+    """A run's own error leaves no progress-bar fragment before the line; a results file
+    with more groups than one chart holds is refused before a canvas is drawn."""
+    results = tmp_path / "results.json"
+    bad_arch = subprocess.run(
+        [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:x", "--epochs", "1",
+         "--seeds", "0", "--variants", "ste", "--data-dir", str(data_dir), "--json",
+         str(results)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad_arch.returncode == 2
+    assert bad_arch.stderr.startswith("error: ") and bad_arch.stderr.count("\n") == 1, \
+        bad_arch.stderr
+    assert "\r" not in bad_arch.stderr
+    from benchmarks.train_compare import MAX_PLOT_GROUPS
+
+    rows = [{"arch": f"mlp:{n}", "epochs": 1, "method": "ste", "variant": "ste", "seed": 0,
+             "train_images": 100, "device": "cpu", "exported_accuracy": 0.5, "gap": 0.0}
+            for n in range(1, MAX_PLOT_GROUPS + 2)]
+    results.write_text(json.dumps(rows))
+    many = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--table-only",
+                           "--json", str(results), "--plot", str(tmp_path / "bars.png")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert many.returncode == 2
+    assert many.stderr == (f"error: {MAX_PLOT_GROUPS + 1} (arch, epochs, images) groups to "
+                           f"plot, more than the {MAX_PLOT_GROUPS} one chart holds: plot from "
+                           f"a --json with fewer\n")
+    assert not (tmp_path / "bars.png").exists()
+
+
 # ------------------------------------------------------------ sweep folders as results rows
 
 
