@@ -29,7 +29,6 @@ Rows from a reduced training set (``--train-limit``) are grouped apart and say s
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
