@@ -2,7 +2,7 @@
 
 A sweep (several ``python -m train`` runs sharing one GPU) leaves ``NAME.npz`` and
 ``NAME.log`` per run. Each model file's provenance holds the exact command line, so the run's
-full :class:`~train.loop.TrainConfig` is rebuilt from it and matched against the benchmark's
+full :class:`~train.config.TrainConfig` is rebuilt from it and matched against the benchmark's
 named variants: a run becomes a row only when its settings (beyond arch, epochs, seed and the
 run's plumbing) are exactly a variant's under today's defaults, the settings its provenance
 records agree with that reconstruction (a file trained under other defaults does not), and
@@ -30,7 +30,7 @@ TEST_IMAGES = 10000
 
 def _defaults(method: str) -> dict:
     """Today's TrainConfig defaults for ``method`` (the learning rate's depends on it)."""
-    from train.loop import DEFAULT_LR, TrainConfig
+    from train.config import DEFAULT_LR, TrainConfig
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     return {**defaults, "lr": DEFAULT_LR[method]}
 
@@ -56,7 +56,7 @@ def variant_of(method: str, settings: dict, variants: dict) -> str | None:
 def trained_lr(prov: dict, command: str, cfg) -> float:
     """The learning rate a run trained at: as its provenance records, else (files from
     before the trainer recorded it) the command's ``--lr`` or the trainer's default then."""
-    from train.loop import LEGACY_LR
+    from train.config import LEGACY_LR
     if "lr" in prov:
         return prov["lr"]
     given = any(arg == "--lr" or arg.startswith("--lr=") for arg in shlex.split(command))

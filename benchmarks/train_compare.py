@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -45,8 +46,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+if __name__ == "__main__":  # not in the spawned training processes, which import this file
+    from hwgen.early_signals import install
+    install()  # Ctrl-C or SIGTERM before the guard below: one line, no traceback
+
+from hwgen.errors import UserError  # noqa: E402
 from benchmarks.sweep_rows import rows_from_sweep  # noqa: E402
-from train.loop import DEFAULT_LR, PAPER_SBN, SBN_ONLY  # noqa: E402
+from train.config import DEFAULT_LR, PAPER_SBN, SBN_ONLY  # noqa: E402
 
 # name -> (method, TrainConfig settings beyond the shared ones). Each row of the results
 # file also stores its variant's settings, relative to today's TrainConfig defaults (rows
@@ -172,7 +178,6 @@ def fail(message: str) -> None:
 
 
 def load_rows(path: Path) -> list[dict]:
-    from hwgen.errors import UserError
     from hwgen.files import read_regular
 
     if not os.path.lexists(path):
@@ -189,14 +194,34 @@ def load_rows(path: Path) -> list[dict]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         fail(f"{path}: expected a JSON list of rows")
     for number, row in enumerate(rows):
-        bad = [key for key, kind in ROW_KEYS.items() if not isinstance(row.get(key), kind)
-               or isinstance(row.get(key), bool)]
-        if bad or (row["exported_accuracy"] is None
-                   and not isinstance(row.get("float_accuracy"), (float, int))) or not (
-                       0 <= accuracy(row) <= 1):  # also refuses NaN
-            fail(f"{path}: row {number} lacks or mistypes "
-                 f"{', '.join(bad) or 'float_accuracy'}")
+        bad = [key for key in ROW_KEYS if not _valid(key, row.get(key))]
+        if not bad and row["exported_accuracy"] is None and (
+                row.get("float_accuracy") is None
+                or not _valid("exported_accuracy", row["float_accuracy"])):
+            bad = ["float_accuracy"]  # a float row's accuracy
+        if bad:
+            fail(f"{path}: row {number} lacks or mistypes {', '.join(bad)}")
     return rows
+
+
+#: What a row's values may be beyond their type: names as ``train --arch`` and the variants
+#: spell them (they become plot labels, where ``$`` starts math), whole numbers and fractions
+#: in range (a gap of 10**400 failed the table's mean).
+_NAME = re.compile(r"[A-Za-z0-9:_.+\-]{1,200}")
+_RANGES = {"epochs": (1, 100_000), "seed": (0, 2**32 - 1), "train_images": (1, 10**7),
+           "exported_accuracy": (0, 1), "gap": (-100, 100)}
+
+
+def _valid(key: str, value) -> bool:
+    """Whether ``value`` may stand under ``key`` in a row (:data:`ROW_KEYS`)."""
+    if not isinstance(value, ROW_KEYS[key]) or isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return _NAME.fullmatch(value) is not None
+    if value is None:
+        return True
+    low, high = _RANGES[key]
+    return low <= value <= high  # also refuses NaN
 
 
 def save_rows(path: Path, rows: list[dict]) -> None:
@@ -345,7 +370,7 @@ def update_docs(text: str) -> None:
 def _run_failure(err: BaseException) -> str:
     """The one line for a training run that failed: its own error (a bad ``--archs``), an
     allocation torch could not make, or its process killed (the kernel's OOM killer)."""
-    from hwgen.errors import UserError, first_line
+    from hwgen.errors import first_line
 
     if isinstance(err, UserError):
         return str(err)
@@ -357,15 +382,47 @@ def _run_failure(err: BaseException) -> str:
     raise err
 
 
-def _terminate(*_) -> None:
-    """SIGTERM: stop the training workers too (they would otherwise train on, orphaned)."""
-    for child in multiprocessing.active_children():
-        child.terminate()
-    sys.exit("error: terminated")
+def _worker_signals() -> None:
+    """In each training process: Ctrl-C at the terminal reaches the whole process group, and
+    the parent stops its workers itself (SIGTERM, then the default action), so a worker
+    prints nothing of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def train_all(jobs: list[dict], rows: list[dict], json_path: Path, processes: int) -> list[dict]:
+    """Train ``jobs`` on ``processes`` workers; each finished run's row replaces its key's
+    in ``rows`` and the file is saved at once. On an error or an interrupt the workers are
+    stopped before it propagates (leaving the ``with`` block would wait for them)."""
+    from tqdm import tqdm
+
+    pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn"),
+                               initializer=_worker_signals)
+    try:
+        futures = [pool.submit(run_one, job) for job in jobs]
+        bar = tqdm(as_completed(futures), total=len(jobs), unit="run", file=sys.stderr,
+                   leave=False, disable=not sys.stderr.isatty())
+        for future in bar:
+            try:
+                row = future.result()
+            except (UserError, MemoryError, RuntimeError, BrokenProcessPool) as err:
+                bar.close()  # its line cleared before the error's
+                raise UserError(_run_failure(err)) from err
+            rows = [r for r in rows if _key(r) != _key(row)] + [row]
+            save_rows(json_path, rows)
+            bar.write(f"# {row['arch']} {row['epochs']} ep {row['variant']} seed "
+                      f"{row['seed']}: {100 * accuracy(row):.2f}% ({row['seconds']:.0f}s)",
+                      file=sys.stderr)
+    except BaseException:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return rows
 
 
 def main() -> int:
-    from hwgen.errors import UserError
     from hwgen.options import Parser, integer
     from hwgen.outputs import output_type
 
@@ -408,31 +465,23 @@ def main() -> int:
         rows = [r for r in rows if _key(r) not in keys] + found
         save_rows(args.json, rows)
         print(f"# {folder}: {len(found)} rows", file=sys.stderr)
+    if not (args.table_only or args.from_sweep):
+        from train.arch import parse_arch
+        for arch in args.archs:  # before any process starts, not in one of them
+            try:
+                parse_arch(arch)
+            except UserError as err:
+                fail(str(err))
     jobs = [] if args.table_only or args.from_sweep else [
         {"arch": a, "epochs": e, "variant": v, "seed": s, "threads": args.threads,
          "data_dir": args.data_dir, "train_limit": args.train_limit,
          "device": args.device or "cpu"}
         for a in args.archs for e in args.epochs for v in args.variants for s in args.seeds]
     if jobs:
-        from tqdm import tqdm
-        signal.signal(signal.SIGTERM, _terminate)
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_one, job) for job in jobs]
-            bar = tqdm(as_completed(futures), total=len(jobs), unit="run", file=sys.stderr,
-                       leave=False, disable=not sys.stderr.isatty())
-            for future in bar:
-                try:
-                    row = future.result()
-                except (UserError, MemoryError, RuntimeError, BrokenProcessPool) as err:
-                    for other in futures:
-                        other.cancel()
-                    bar.close()  # its line cleared before the error's
-                    fail(_run_failure(err))
-                rows = [r for r in rows if _key(r) != _key(row)] + [row]
-                save_rows(args.json, rows)
-                bar.write(f"# {row['arch']} {row['epochs']} ep {row['variant']} seed "
-                          f"{row['seed']}: {100 * accuracy(row):.2f}% ({row['seconds']:.0f}s)",
-                          file=sys.stderr)
+        try:
+            rows = train_all(jobs, rows, args.json, args.jobs)
+        except UserError as err:
+            fail(str(err))
     text = table(rows)
     print(text)
     if args.docs:
@@ -443,4 +492,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hwgen.interrupts import run_entry
+
+    sys.exit(run_entry(lambda: main))

@@ -4,8 +4,11 @@ resume, and the training benchmark's rows. Tiny synthetic data only."""
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -312,13 +315,21 @@ def test_train_compare_failures_are_one_line(data_dir, tmp_path):
     with more groups than one chart holds is refused before a canvas is drawn."""
     results = tmp_path / "results.json"
     bad_arch = subprocess.run(
-        [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:x", "--epochs", "1",
-         "--seeds", "0", "--variants", "ste", "--data-dir", str(data_dir), "--json",
-         str(results)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad_arch.returncode == 2
-    assert bad_arch.stderr.startswith("error: ") and bad_arch.stderr.count("\n") == 1, \
-        bad_arch.stderr
-    assert "\r" not in bad_arch.stderr
+        [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:8", "mlp:x",
+         "--epochs", "1", "--seeds", "0", "--variants", "ste", "--data-dir", str(data_dir),
+         "--json", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (bad_arch.returncode, bad_arch.stderr) == (
+        2, "error: architecture 'mlp:x': cannot parse item 'x' (expected cN, p, dN or N)\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    in_a_run = subprocess.run(  # the worker's own error
+        [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:8", "--epochs", "1",
+         "--seeds", "0", "1", "--variants", "ste", "--jobs", "2", "--data-dir", str(empty),
+         "--json", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert in_a_run.returncode == 2
+    assert in_a_run.stderr.startswith("error: ") and in_a_run.stderr.count("\n") == 1, \
+        in_a_run.stderr
+    assert "\r" not in in_a_run.stderr and not results.exists()
     from benchmarks.train_compare import MAX_PLOT_GROUPS
 
     rows = [{"arch": f"mlp:{n}", "epochs": 1, "method": "ste", "variant": "ste", "seed": 0,
@@ -333,6 +344,43 @@ def test_train_compare_failures_are_one_line(data_dir, tmp_path):
                            f"plot, more than the {MAX_PLOT_GROUPS} one chart holds: plot from "
                            f"a --json with fewer\n")
     assert not (tmp_path / "bars.png").exists()
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_train_compare_interrupted_stops_its_workers(data_dir, tmp_path, signum, code):
+    """Ctrl-C (to the process group, as a terminal sends it) or SIGTERM (to the script)
+    while runs train: one line, 130/143, and no training process left running."""
+    proc = subprocess.Popen(
+        [sys.executable, "benchmarks/train_compare.py", "--archs", "mlp:8", "--epochs", "50",
+         "--seeds", "0", "1", "--variants", "ste", "--jobs", "2", "--data-dir",
+         str(data_dir), "--json", str(tmp_path / "r.json")], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(8)  # the workers have started training
+    workers = _children(proc.pid)
+    assert workers
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (code, "error: interrupted\n")
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 # ------------------------------------------------------------ sweep folders as results rows

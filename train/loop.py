@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,6 +32,8 @@ from hwgen.interrupts import deferred_signals
 from hwgen.outputs import same_path
 
 from .arch import parse_arch
+# the run's settings live in .config (no torch there); imported from here as well
+from .config import DEFAULT_LR, LEGACY_LR, PAPER_SBN, SBN_ONLY, TrainConfig  # noqa: F401
 from .memory import activation_values, check_training_fits, eval_chunk
 from .checkpoint import (check_checkpoint_size, load_checkpoint, restore, save_checkpoint,
                          short_repr)
@@ -53,65 +55,6 @@ _RESUME_KEYS = ("dataset", "arch", "method", "epochs", "seed", "batch_size", "lr
 _RESUME_DEFAULTS = {"nu_learnable": False, "weight_norm": "none", "grad_cap": None,
                     "weight_grad_cap": None, "hard_phase": 0.0, "weight_clip": None,
                     "grad_clip": None, "bn_recal": 0, "processes": 1}
-# Settings that only mean something for --method sbn (stored as "off" for the others).
-SBN_ONLY = ("weight_norm", "grad_cap", "weight_grad_cap", "hard_phase", "weight_clip")
-# The Self-Binarizing Networks paper's method: exact tanh gradient, no weight normalization,
-# no hard phase (``TrainConfig(**PAPER_SBN)``, ``--sbn-variant paper``).
-PAPER_SBN = {"weight_norm": "none", "grad_cap": None, "weight_grad_cap": None,
-             "hard_phase": 0.0, "weight_clip": None}
-# Adam's learning rate when none is given: the measured best of each method
-# (docs/training.md). Files written before the trainer recorded ``lr`` in their provenance
-# trained at LEGACY_LR unless their command gave ``--lr``.
-DEFAULT_LR = {"sbn": 3e-3, "ste": 1e-3, "float": 1e-3}
-LEGACY_LR = 1e-3
-
-
-@dataclass
-class TrainConfig:
-    dataset: str = "fashion-mnist"
-    arch: str = "mlp:96-96"
-    method: str = "sbn"
-    epochs: int = 10
-    out: str | None = None
-    checkpoint: str | None = None
-    resume: bool = False
-    seed: int = 0
-    device: str = "cpu"
-    batch_size: int = 128
-    lr: float | None = None  # None: DEFAULT_LR[method], filled in on construction
-    weight_decay: float = 0.0
-    binarize_at: int | None = None
-    nu_schedule: str = "exp"
-    nu_start: float = 1.0
-    nu_end: float = 1000.0
-    nu_ramp: float = 0.8
-    nu_learnable: bool = False  # sbn: per-layer learnable nu above the schedule's floor
-    # sbn's binarization (train/layers.py); the defaults are the measured best (see
-    # docs/training.md), PAPER_SBN the paper-faithful reference
-    weight_norm: str = "channel"
-    grad_cap: float | None = 1.0
-    weight_grad_cap: float | None = 0.25  # None: grad_cap
-    hard_phase: float = 0.5
-    weight_clip: float | None = None
-    grad_clip: float | None = None  # any method: clip the gradient's global norm
-    bn_recal: int = 0  # sbn and ste: re-estimate batch-norm statistics on N hard batches
-    init_bound: float | None = None
-    flip: bool = False
-    shift: int = 0
-    data_dir: str | None = None
-    train_limit: int | None = None
-    test_limit: int | None = None
-    plots: str | None = None
-    threads: int | None = None
-    progress: bool = True
-    stop_after: int | None = None  # stop (as if killed) after this many epochs; for tests
-    command: str = ""
-
-    def __post_init__(self):
-        if self.lr is None:
-            self.lr = DEFAULT_LR.get(self.method, LEGACY_LR)
-
-
 def _log(message: str, dist: Dist) -> None:
     if dist.main:
         _write_line(message)
