@@ -52,15 +52,25 @@ def staging_folder(root: Path, prefix: str) -> Path:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """SHA-256 of the regular file ``path``, read in chunks (bounded memory whatever its
+    size); UserError when it is not a regular file."""
+    from hwgen.files import open_regular
+
+    with open_regular(path, what="cached simulator") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def intact(exe: Path) -> bool:
-    """Whether the cached simulator ``exe`` is a file whose digest matches the one written
-    beside it when it was built (an emptied, replaced or half-copied entry is rebuilt)."""
+    """Whether the cached simulator ``exe`` is a regular file whose digest matches the one
+    written beside it when it was built (an emptied, replaced or half-copied entry is
+    rebuilt, and so is one whose digest file is not a regular file of one digest: a FIFO or
+    a link to ``/dev/zero`` there is never read)."""
+    from hwgen.files import read_regular
+
     try:
-        return exe.is_file() and (exe.parent / "sim.sha256").read_text() == _digest(exe)
-    except (OSError, UnicodeError):
+        recorded = read_regular(exe.parent / "sim.sha256", 65, what="simulator digest")
+        return len(recorded) == 64 and recorded.decode("ascii") == _digest(exe)
+    except (OSError, UnicodeError, UserError):
         return False
 
 

@@ -38,8 +38,10 @@ def build_jobs() -> int:
     1: one compiler at a time keeps a cold build of a shipped model near 400 MiB (two
     took ~680 MiB and saved ~7 s; measured on the UP5K MLP and CNN, the CNN's sim build 392
     MiB and its SPRAM board top 413 MiB once Verilator exits before the compile starts:
-    :func:`sim.verilated.build_verilated`)."""
-    return environment_integer("SBN_VERILATOR_JOBS", 1, 1, MAX_BUILD_JOBS)
+    :func:`sim.verilated.build_verilated`). More jobs than CPUs are not started: they would
+    add each compiler's memory and gain no time (64 on two CPUs took 1 GB)."""
+    requested = environment_integer("SBN_VERILATOR_JOBS", 1, 1, MAX_BUILD_JOBS)
+    return max(1, min(requested, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)

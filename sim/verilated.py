@@ -373,15 +373,23 @@ class VerilatedCore:
         work = staging_folder(self.cache_dir, "build-")
         keep = False   # a failed compile keeps its folder for the log; nothing else does
         try:
-            (work / "harness.cpp").write_text(harness)
-            (work / "core.v").write_bytes(source)
+            try:
+                (work / "harness.cpp").write_text(harness)
+                (work / "core.v").write_bytes(source)
+            except OSError as err:
+                raise UserError(f"the simulator cache {self.cache_dir} cannot take a build "
+                                f"({err.strerror or err}): free space there or set "
+                                f"$SBN_CACHE_DIR to another folder") from None
             stdout, stderr, returncode = build_verilated(
                 verilator, [*options, "-Mdir", "obj", "-o", "sim", "core.v", "harness.cpp"],
                 work, "V" + self.interface["module"])
             if returncode != 0:
                 log = work / "verilator.log"
-                log.write_text(stdout + stderr)
-                keep = True
+                try:
+                    log.write_text(stdout + stderr)
+                    keep = True
+                except OSError:  # a full disk, which is likely why the build failed
+                    log = "not kept: it could not be written"
                 raise UserError(f"Verilator build failed (log: {log}): "
                                 f"{last_error(stdout + stderr)}")
             publish(work / "obj" / "sim", exe)

@@ -1000,6 +1000,42 @@ def test_a_damaged_simulator_cache_is_rebuilt_or_named(tmp_path):
         proc = sim(cache)
         assert proc.returncode == 0 and "agreement 8/8" in proc.stdout, (damage, proc.stderr)
         assert exe.is_file() and not list(exe.parent.glob("*.tmp"))
+    # the digest beside it is never read unless it is a regular file, and then bounded (a
+    # FIFO there hung the run, a link to /dev/zero took 19 GB)
+    digest = exe.parent / "sim.sha256"
+    for damage in ("fifo", "zeros"):
+        digest.unlink()
+        os.mkfifo(digest) if damage == "fifo" else digest.symlink_to("/dev/zero")
+        proc = sim(cache)
+        assert proc.returncode == 0 and "agreement 8/8" in proc.stdout, (damage, proc.stderr)
+        assert digest.is_file() and not digest.is_symlink() and len(digest.read_text()) == 64
+
+
+def test_a_full_simulator_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    """No space left where the build's sources go: one line naming the cache, no build
+    folder left (the disk is made full by failing the write)."""
+    import errno
+    from pathlib import Path as PathClass
+
+    from hwgen.cli import main
+
+    model = random_model(np.random.default_rng(5), (4, 1, 1), [dense(3)], classes=2)
+    model_io.save(model, tmp_path / "m.npz")
+    write_idx(tmp_path / "i", np.zeros((2, 4), np.uint8))
+    monkeypatch.setenv("SBN_CACHE_DIR", str(tmp_path / "cache"))
+    real = PathClass.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name == "harness.cpp":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PathClass, "write_text", full)
+    assert main(["sim", str(tmp_path / "m.npz"), "--images", str(tmp_path / "i")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: the simulator cache {tmp_path}/cache/verilator cannot take a build (No space "
+        f"left on device): free space there or set $SBN_CACHE_DIR to another folder\n")
+    assert not list((tmp_path / "cache").glob("verilator/build-*"))
 
 
 class _UninitialisedImages:
@@ -1169,11 +1205,12 @@ def test_verilator_build_jobs_come_from_the_environment(monkeypatch, value, jobs
         monkeypatch.delenv("SBN_VERILATOR_JOBS", raising=False)
     else:
         monkeypatch.setenv("SBN_VERILATOR_JOBS", value)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
     if jobs is None:
         with pytest.raises(UserError, match="SBN_VERILATOR_JOBS"):
             build_jobs()
     else:
-        assert build_jobs() == jobs
+        assert build_jobs() == min(jobs, 8)  # never more compilers than CPUs
 
 
 def test_import_refuses_string_tensors_before_reading_them(tmp_path):
