@@ -13,6 +13,7 @@ reason and left out.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 from pathlib import Path
 
@@ -92,12 +93,18 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
         return f"trained under other defaults ({', '.join(differs)} differ from today's)"
     if prov.get("test_images") != TEST_IMAGES:
         return f"scored on {prov.get('test_images')} test images, not {TEST_IMAGES}"
-    if not all(isinstance(prov.get(k), float) for k in ("test_accuracy", "soft_test_accuracy")):
-        return "no test accuracies in its provenance"
+    if not all(isinstance(prov.get(k), float) and 0 <= prov[k] <= 1
+               for k in ("test_accuracy", "soft_test_accuracy")):
+        return "no test accuracies (fractions) in its provenance"
+    images = prov.get("train_images", cfg.train_limit or 60000)
+    if not isinstance(images, int) or isinstance(images, bool) or not 1 <= images <= 10**7:
+        return f"its provenance's train_images is not a number of images: {images!r:.40}"
     log = path.with_suffix(".log")
     try:
-        times = epoch_seconds(log.read_text()) if log.exists() else []
-    except (OSError, UnicodeDecodeError) as err:
+        times = epoch_seconds(_read_log(log)) if os.path.lexists(log) else []
+    except UserError as err:
+        raise ValueError(str(err)) from None
+    except UnicodeDecodeError as err:
         raise ValueError(f"{log}: not a readable training log ({err.__class__.__name__})") \
             from None
     exported, soft = prov["test_accuracy"], prov["soft_test_accuracy"]
@@ -105,11 +112,27 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
            "seed": cfg.seed, "exported_accuracy": exported,
            "gap": round(100 * (soft - exported), 4), "soft_accuracy": soft,
            "device": prov.get("device", device),
-           "train_images": int(prov.get("train_images", cfg.train_limit or 60000)),
+           "train_images": images,
            "settings": settings, "sweep": f"{folder.name}/{path.stem}"}
     if times:
         row["seconds"] = round(sum(times), 1)  # under the sweep's shared load
     return row
+
+
+#: The largest training log read (a 1,000-epoch run's is about 200 KB).
+MAX_LOG_BYTES = 16 << 20
+
+
+def _read_log(log: Path) -> str:
+    """The text of the training log ``log``: a regular file of at most
+    :data:`MAX_LOG_BYTES` (UserError otherwise; a FIFO there is never waited on)."""
+    from hwgen.errors import UserError
+    from hwgen.files import read_regular
+
+    data = read_regular(log, MAX_LOG_BYTES + 1, what="training log")
+    if len(data) > MAX_LOG_BYTES:
+        raise UserError(f"{log}: larger than {MAX_LOG_BYTES} bytes, not a training log")
+    return bytes(data).decode("utf-8")
 
 
 def rows_from_sweep(folder: Path, variants: dict, device: str) -> tuple[list[dict], list[str]]:

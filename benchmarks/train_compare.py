@@ -194,14 +194,21 @@ def load_rows(path: Path) -> list[dict]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         fail(f"{path}: expected a JSON list of rows")
     for number, row in enumerate(rows):
-        bad = [key for key in ROW_KEYS if not _valid(key, row.get(key))]
-        if not bad and row["exported_accuracy"] is None and (
-                row.get("float_accuracy") is None
-                or not _valid("exported_accuracy", row["float_accuracy"])):
-            bad = ["float_accuracy"]  # a float row's accuracy
+        bad = row_problem(row)
         if bad:
-            fail(f"{path}: row {number} lacks or mistypes {', '.join(bad)}")
+            fail(f"{path}: row {number} lacks or mistypes {bad}")
     return rows
+
+
+def row_problem(row: dict) -> str | None:
+    """The keys of ``row`` that are missing or hold what a row may not (:func:`_valid`),
+    comma-separated; None for a good row."""
+    bad = [key for key in ROW_KEYS if not _valid(key, row.get(key))]
+    if not bad and row["exported_accuracy"] is None and (
+            row.get("float_accuracy") is None
+            or not _valid("exported_accuracy", row["float_accuracy"])):
+        bad = ["float_accuracy"]  # a float row's accuracy
+    return ", ".join(bad) or None
 
 
 #: What a row's values may be beyond their type: names as ``train --arch`` and the variants
@@ -459,6 +466,11 @@ def main() -> int:
             found, notes = rows_from_sweep(folder, VARIANTS, args.device or "unknown")
         except ValueError as err:
             fail(str(err))
+        for row in list(found):
+            bad = row_problem(row)
+            if bad:
+                found.remove(row)
+                notes.append(f"{row.get('sweep')}: its provenance gives an unusable {bad}")
         for note in notes:
             print(f"# left out: {note}", file=sys.stderr)
         keys = {_key(r) for r in found}

@@ -479,6 +479,19 @@ def test_sweep_folder_rows(data_dir, tmp_path):
     assert bad.stderr.strip().splitlines() == [
         f"error: {sweep / 'a.log'}: not a readable training log (UnicodeDecodeError)"]
     (sweep / "a.log").unlink()
+    os.mkfifo(sweep / "a.log")  # never waited on
+    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
+                          str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert (bad.returncode, bad.stderr) == (
+        2, f"error: {sweep / 'a.log'}: is a FIFO, not a regular training log\n")
+    (sweep / "a.log").unlink()
+    # a provenance whose numbers are not numbers leaves that run out
+    model = model_io.load(sweep / "a.npz")
+    model.provenance["train_images"] = [512]
+    model_io.save(model, sweep / "a.npz")
+    rows, notes = rows_from_sweep(sweep, VARIANTS, "cuda")
+    assert "a.npz: its provenance's train_images is not a number of images: [512]" in notes
     (sweep / "a.npz").write_bytes(b"not a zip")
     bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
                           str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
