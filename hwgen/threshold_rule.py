@@ -88,3 +88,32 @@ def threshold_rule(p1, p0, q, v, lo: int, hi: int) -> tuple[int, int]:
         else:
             last = mid - 1
     return -1, -first
+
+
+#: Float32's rounding is 2**-24 of a value; a chain of a few operations (a scale, a bias, a
+#: batch norm) stays within a few of those units of its largest term.
+FLOAT32_TIE_MARGIN = 2.0 ** -21
+
+
+def float_tie(p1, p0, q, v, rule: tuple[int, int], lo: int, hi: int) -> int | None:
+    """An accumulator value next to ``rule``'s threshold (in ``[lo, hi]``) at which
+    ``p1*acc + p0 + q*sqrt(v)`` is within :data:`FLOAT32_TIE_MARGIN` of its largest term:
+    a float32 evaluation of the same chain may round it to the other side of 0, so the
+    graph's float execution and this exact rule can disagree there. None when there is none.
+    """
+    p1, p0, q, v = exact(p1), exact(p0), exact(q), exact(v)
+    if p1 == 0:
+        return None
+    sign, threshold = rule
+    first = threshold if sign > 0 else -threshold  # p1 > 0: passes from first up
+    try:
+        root = q * Fraction(math.sqrt(v))
+    except (OverflowError, ValueError):  # beyond float64: no float32 graph computes it
+        return None
+    for acc in ((first - 1, first) if sign > 0 else (first, first + 1)):
+        if lo <= acc <= hi:
+            value = p1 * acc + p0 + root
+            largest = max(abs(p1 * acc), abs(p0), abs(root))
+            if abs(value) <= FLOAT32_TIE_MARGIN * largest:
+                return acc
+    return None

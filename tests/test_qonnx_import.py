@@ -718,3 +718,53 @@ def test_a_max_pool_before_a_negative_scale_is_refused(bm, tmp_path, capsys, sca
     err = capsys.readouterr().err
     assert code == 2 and "a max-pool before a negative scale is a min-pool" in err, err
     assert not out.exists()
+
+
+def _tied_graph(tmp_path, gain, name):
+    """19 binarized pixels, one hidden channel ``sign(acc * gain + 1)`` and two classes
+    (+-h). With ``gain`` = float32(1/k) the exact value at acc = -k is a few 1e-8 below 0,
+    which float32 execution rounds to exactly 0 (a pass)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def quant(i, o):
+        return helper.make_node("BipolarQuant", [i, "one"], [o],
+                                domain="qonnx.custom_op.general")
+
+    nodes = [helper.make_node("Sub", ["x", "c"], ["xs"]), quant("xs", "xb"),
+             helper.make_node("MatMul", ["xb", "w1"], ["acc"]),
+             helper.make_node("Mul", ["acc", "g"], ["t"]), helper.make_node("Add", ["t", "b"], ["u"]),
+             quant("u", "hb"), helper.make_node("MatMul", ["hb", "w2"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(127.5, np.float32), "c"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.ones((19, 1), np.float32), "w1"),
+             numpy_helper.from_array(np.array([gain], np.float32), "g"),
+             numpy_helper.from_array(np.array([1.0], np.float32), "b"),
+             numpy_helper.from_array(np.array([[1.0, -1.0]], np.float32), "w2")]
+    import onnx
+
+    graph = helper.make_graph(
+        nodes, "tied", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 19])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    path = tmp_path / name
+    onnx.save(helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 13), helper.make_opsetid("qonnx.custom_op.general", 1)]), path)
+    return path
+
+
+def test_thresholds_at_a_float32_tie_are_caught_or_named(bm, tmp_path, capsys):
+    """A threshold that float32 rounding puts on the other side of an accumulator value:
+    at the blank image's accumulator the check's first (blank) image refuses it; elsewhere,
+    when the check images miss it, the import says so in a warning line."""
+    at_blank = _tied_graph(tmp_path, np.float32(1) / np.float32(19), "blank.onnx")
+    assert main(["import", str(at_blank), "-o", str(tmp_path / "a.npz")]) == 1
+    assert "on random (seed 0) image 0:" in capsys.readouterr().err
+    inside = _tied_graph(tmp_path, np.float32(1) / np.float32(3), "inside.onnx")
+    assert main(["import", str(inside), "-o", str(tmp_path / "b.npz"),
+                 "--check-images", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("warning: 1 channel(s) reach an accumulator value within float32 rounding "
+                   "of their threshold (first: node '#5' (BipolarQuant -> 'hb') channel 0 at "
+                   "accumulator -3): the model follows exact arithmetic there, and the "
+                   "graph's float32 execution may decide the other way on inputs that reach "
+                   "it\n")
+    assert main(["import", str(inside), "-o", str(tmp_path / "c.npz")]) == 1  # 1000 images

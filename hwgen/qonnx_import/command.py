@@ -119,6 +119,10 @@ def _check_images(args, spec):
         rng = np.random.default_rng(args.seed)
         images = rng.integers(0, spec.max_value + 1, size=(count,) + spec.shape,
                               dtype=np.uint16 if spec.bits > 8 else np.uint8)
+        # the first two are blank and saturated: constant images reach the extreme
+        # accumulators, where a hand-set threshold sits (random ones rarely do)
+        images[:1] = 0
+        images[1:2] = spec.max_value
         fewer = (f"; {count} of the {args.check_images} asked for, as many as fit "
                  f"{MAX_CHECK_VALUES} values" if count < args.check_images else "")
         labels, source = None, f"random (seed {args.seed}{fewer})"
@@ -210,4 +214,10 @@ def cmd_import(args) -> int:
         model_io.save(model, staging)
         # printed before the file is installed: a failing stdout leaves none behind
         print(one_line(text), flush=True)
+    if imported.float_ties:
+        print(one_line(
+            f"warning: {len(imported.float_ties)} channel(s) reach an accumulator value within "
+            f"float32 rounding of their threshold (first: {imported.float_ties[0]}): the "
+            f"model follows exact arithmetic there, and the graph's float32 execution may "
+            f"decide the other way on inputs that reach it"), file=sys.stderr)
     return 0

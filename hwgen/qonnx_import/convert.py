@@ -19,7 +19,7 @@ open), and :mod:`.output` (the output layer's bias). An op ``X`` is a method ``o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
@@ -39,6 +39,9 @@ class Imported:
     model: Model
     mapping: InputMapping
     score_unit: Fraction  # graph score = unit * (model score) + a constant
+    #: channels whose exact rule and a float32 evaluation of the graph may disagree at one
+    #: accumulator value (:func:`hwgen.threshold_rule.float_tie`), described
+    float_ties: list[str] = field(default_factory=list)
 
 
 class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
@@ -56,6 +59,7 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
         self.mapping = InputMapping()
         self.binarize_at: int | None = None
         self.used: set[str] = set()
+        self.float_ties: list[str] = []
 
     # ---- driver -------------------------------------------------------------------------
     def convert(self) -> Imported:
@@ -118,7 +122,7 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
         spec = InputSpec((int(c), int(h), int(w)), self.input_bits, self.binarize_at)
         classes = [str(i) for i in range(weight.shape[0])]
         model = Model(spec, self.layers, classes, {})
-        return Imported(model, self.mapping, unit)
+        return Imported(model, self.mapping, unit, self.float_ties)
 
     # ---- helpers -------------------------------------------------------------------------
     def take(self, node: Node, index: int, kinds=None):

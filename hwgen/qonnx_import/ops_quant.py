@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..model import Conv2d, Dense, MaxPool2d
-from ..threshold_rule import exact, threshold_rule
+from ..threshold_rule import exact, float_tie, threshold_rule
 from .graph import ImportError_
 from .values import (MAX_INPUT_BITS, Accum, Binary, Const, InputMapping, Pixels, channel_count,
                      describe, fraction_array, pooled_shape, scalar_value)
@@ -74,6 +74,12 @@ class QuantizerOps:
         q = [x - t for x, t in zip(value.q, per)]
         rules = [threshold_rule(p1, p0, qq, v, lo, hi) for p1, p0, qq, v, (lo, hi) in
                  zip(value.p1, value.p0, q, value.v, layer.ranges())]
+        for channel, (p1, p0, qq, v, rule, (lo, hi)) in enumerate(
+                zip(value.p1, value.p0, q, value.v, rules, layer.ranges())):
+            acc = float_tie(p1, p0, qq, v, rule, lo, hi)
+            if acc is not None:
+                self.float_ties.append(f"{node.describe()} channel {channel} at accumulator "
+                                       f"{acc}")
         sign = np.array([r[0] for r in rules], dtype=np.int8)
         thr = np.array([r[1] for r in rules], dtype=np.int64)
         if layer.weight.ndim == 2:
