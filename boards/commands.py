@@ -246,6 +246,8 @@ def cmd_build(args) -> int:
     board = _board(args.board)
     _check_baud(board, args.baud)  # before any fold is verified or placed
     _check_clock(board, args.clock, args.baud)
+    if args.program:
+        programmer(board)  # before minutes of building, not after
     from hwgen.wasm_cache import check_wasm_cache
 
     check_wasm_cache()  # Yosys and nextpnr run as WebAssembly, even with --skip-verify
@@ -317,7 +319,7 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
     try:
         outdir.parent.mkdir(exist_ok=True)  # only the default's build/ may be missing
     except OSError as err:
-        raise UserError(f"{outdir.parent}: cannot create the folder ({err.strerror})") \
+        raise UserError(f"{outdir.parent}: cannot create the folder ({err.strerror or err})") \
             from None
     # with --program the board is programmed next, and Ctrl-C must still stop that
     with staged_folder(outdir, final=not args.program) as staging:
@@ -450,16 +452,21 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
     return report, summary
 
 
+def programmer(board) -> list[str]:
+    """The command that flashes ``board`` (before the file arguments): openFPGALoader, or
+    iceprog for iCE40; UserError when neither is installed (checked before a build too)."""
+    if shutil.which("openFPGALoader"):
+        return ["openFPGALoader", "--board", board.name.split("-")[0]]
+    if board.family == "ice40" and shutil.which("iceprog"):
+        return ["iceprog"]
+    raise UserError("--program needs openFPGALoader (or iceprog for iCE40) on PATH")
+
+
 def program(board, path: Path, offset: int | None = None) -> None:
     """Flash ``path`` with openFPGALoader or (iCE40) iceprog, whichever is installed: the
     bitstream, or with ``offset`` a weight image at that byte offset of the flash."""
     at = [] if offset is None else ["-o", weights.flash_offset_text(offset)]
-    if shutil.which("openFPGALoader"):
-        cmd = ["openFPGALoader", "--board", board.name.split("-")[0], *at, str(path)]
-    elif board.family == "ice40" and shutil.which("iceprog"):
-        cmd = ["iceprog", *at, str(path)]
-    else:
-        raise UserError("--program needs openFPGALoader (or iceprog for iCE40) on PATH")
+    cmd = [*programmer(board), *at, str(path)]
     if subprocess.run(cmd).returncode != 0:
         what = "programming the weights" if offset is not None else "programming"
         raise UserError(f"{what} failed: {' '.join(cmd)}")

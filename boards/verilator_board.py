@@ -245,7 +245,8 @@ def _cache_root() -> Path:
 
 def build_board(top, *, cache_dir: Path | None = None) -> Path:
     """Compile the board top and the harness; returns the executable (cached)."""
-    from sim.cache import check_verilator_source, intact, publish, staging_folder
+    from sim.cache import (check_verilator_source, intact, publish, staging_folder,
+                           write_sources)
     from sim.toolchain import find_verilator
     from sim.verilated import VERILATOR_SPLIT, build_verilated, last_error
 
@@ -266,8 +267,7 @@ def build_board(top, *, cache_dir: Path | None = None) -> Path:
         return exe
     tmp = staging_folder(root, work.name + ".tmp")
     try:   # the staging folder goes on any failure or interrupt
-        (tmp / f"{TOP_NAME}.v").write_text(text)
-        (tmp / "harness.cpp").write_text(harness)
+        write_sources(tmp, {f"{TOP_NAME}.v": text, "harness.cpp": harness}, root)
         verilator = find_verilator()
         args = ["-O2", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint",
                 "-Wno-style", *VERILATOR_SPLIT, "--top-module", TOP_NAME, "-Mdir", "obj",

@@ -75,7 +75,7 @@ def open_regular(path: str | os.PathLike, error: type[UserError] = UserError,
     try:
         fd = os.open(path, flags)
     except OSError as err:
-        raise error(f"{path}: cannot read ({err.strerror})") from None
+        raise error(f"{path}: cannot read ({err.strerror or err})") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -108,7 +108,7 @@ def output_problem(path, kind: str = "file", suffixes: tuple[str, ...] = ()) -> 
                     "remove the link")
         return None
     except OSError as err:
-        return f"cannot use it ({err.strerror})"
+        return f"cannot use it ({err.strerror or err})"
     if kind == "file" and stat.S_ISDIR(mode):
         return "is a folder; give a file name"
     if kind == "file" and not stat.S_ISREG(mode):
@@ -126,7 +126,7 @@ def _folder_problem(parent, shown: Path) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return _missing(shown)
     except OSError as err:
-        return f"cannot use the folder {shown} ({err.strerror})"
+        return f"cannot use the folder {shown} ({err.strerror or err})"
     if not stat.S_ISDIR(mode):
         return f"{shown} is a file, not a folder"
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -239,7 +239,7 @@ def _staged(target, make, install, cannot: str, final: bool,
         with deferred_signals():  # no interrupt between creating the name and knowing it
             staging = make(target)
     except OSError as err:
-        raise OutputError(f"{shown}: {cannot} ({err.strerror})") from None
+        raise OutputError(f"{shown}: {cannot} ({err.strerror or err})") from None
     except BaseException:  # the interrupt held while the name was made
         if staging is not None:
             _remove(staging)
@@ -254,7 +254,7 @@ def _staged(target, make, install, cannot: str, final: bool,
         raise
     except OSError as err:
         _remove(staging)
-        raise OutputError(f"{shown}: cannot write ({err.strerror})") from None
+        raise OutputError(f"{shown}: cannot write ({err.strerror or err})") from None
     except BaseException:
         _remove(staging)
         raise

@@ -192,4 +192,4 @@ def read_image(path: str | os.PathLike, limit: int = 16 << 20) -> bytes:
         try:
             return bytes(read_upto(f, limit))
         except OSError as err:
-            raise UserError(f"{path}: cannot read ({err.strerror})") from None
+            raise UserError(f"{path}: cannot read ({err.strerror or err})") from None

@@ -51,6 +51,21 @@ def staging_folder(root: Path, prefix: str) -> Path:
                         f"set $SBN_CACHE_DIR to a writable folder") from None
 
 
+def write_sources(folder: Path, files: dict[str, str | bytes], cache: Path) -> None:
+    """Write ``files`` (name: text or bytes) into the build folder ``folder`` under the
+    cache ``cache``; a UserError naming the cache when they cannot be written (a full disk)."""
+    try:
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                (folder / name).write_bytes(content)
+            else:
+                (folder / name).write_text(content)
+    except OSError as err:
+        raise UserError(f"the simulator cache {cache} cannot take a build "
+                        f"({err.strerror or err}): free space there or set $SBN_CACHE_DIR "
+                        f"to another folder") from None
+
+
 def _digest(path: Path) -> str:
     """SHA-256 of the regular file ``path``, read in chunks (bounded memory whatever its
     size); UserError when it is not a regular file."""

@@ -32,7 +32,7 @@ import numpy as np
 from hwgen.errors import UserError
 
 from .toolchain import build_jobs, find_verilator
-from .cache import check_verilator_source, intact, publish, staging_folder
+from .cache import check_verilator_source, intact, publish, staging_folder, write_sources
 from .power_on import without_power_on_values
 from .vectors import packed_chunks
 
@@ -373,13 +373,7 @@ class VerilatedCore:
         work = staging_folder(self.cache_dir, "build-")
         keep = False   # a failed compile keeps its folder for the log; nothing else does
         try:
-            try:
-                (work / "harness.cpp").write_text(harness)
-                (work / "core.v").write_bytes(source)
-            except OSError as err:
-                raise UserError(f"the simulator cache {self.cache_dir} cannot take a build "
-                                f"({err.strerror or err}): free space there or set "
-                                f"$SBN_CACHE_DIR to another folder") from None
+            write_sources(work, {"harness.cpp": harness, "core.v": source}, self.cache_dir)
             stdout, stderr, returncode = build_verilated(
                 verilator, [*options, "-Mdir", "obj", "-o", "sim", "core.v", "harness.cpp"],
                 work, "V" + self.interface["module"])

@@ -1400,3 +1400,21 @@ def test_a_clock_the_uart_cannot_divide_is_refused_before_any_fold(tmp_path):
         "a whole N >= 4 (within 2%), the nearest 3312500 (6 cycles per bit) and 2839286 "
         "(7 cycles per bit)"]
     assert not (tmp_path / "b").exists()
+
+
+def test_build_program_without_a_programmer_fails_before_building(tmp_path, monkeypatch,
+                                                                  capsys):
+    """--program with neither openFPGALoader nor iceprog installed: refused at once (it
+    built for a minute and replaced the output folder first)."""
+    import shutil
+
+    from hwgen.cli import main
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text("OLD")
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    assert main(["build", "--board", "icebreaker", str(ROOT / "models" /
+                 "fmnist-mlp-up5k-sbn.npz"), "--program", "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --program needs openFPGALoader (or iceprog for iCE40) on PATH\n")
+    assert (tmp_path / "out" / "report.json").read_text() == "OLD"

@@ -292,7 +292,7 @@ def _keep_earlier(out) -> Path:
                 shutil.copy2(target, name)
         except OSError as err:
             raise UserError(f"{out}: cannot keep the model already there while this run "
-                            f"replaces it ({err.strerror})") from None
+                            f"replaces it ({err.strerror or err})") from None
     return Path(name)
 
 

@@ -323,5 +323,5 @@ def write_verilog(net: NetworkPlan, outdir: str | os.PathLike, module: str) -> t
                 Path(tmp).unlink(missing_ok=True)
                 raise
     except OSError as err:
-        raise UserError(f"{outdir}: cannot write ({err.strerror})") from None
+        raise UserError(f"{outdir}: cannot write ({err.strerror or err})") from None
     return v_path, json_path
