@@ -58,7 +58,7 @@ def simulate_net(net, module: str, images: np.ndarray, seed: int = 0,
         core.build()
         return core.run(images, seed=seed, valid_percent=valid_percent,
                         ready_percent=ready_percent, waves=waves, jobs=jobs,
-                        progress=len(images) > 500,  # long runs show a tqdm bar
+                        progress=len(images) > 500 and sys.stderr.isatty(),  # long runs: a bar
                         weights=_weights(net))
 
 

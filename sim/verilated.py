@@ -96,6 +96,17 @@ _HARNESS = r"""
 // starts random (seeded by X_SEED), and the last line of stdout is
 // "digest <hex> <cycles>", a hash of in_ready, out_valid and (when valid) the output data of
 // every cycle after reset.
+#ifdef VL_USER_FATAL
+// A waveform build's fatal errors (a write to a full disk): Verilator's own handler flushes
+// the waveform, whose lock the failing write still holds, and the process hung; this one
+// reports and ends at once.
+void vl_fatal(const char *filename, int linenum, const char *hier, const char *msg) {{
+    (void)filename; (void)linenum; (void)hier;
+    std::fprintf(stderr, "%s\n", msg);
+    std::fflush(stderr);
+    std::_Exit(3);
+}}
+#endif
 int main(int argc, char **argv) {{
     if (argc < 10) {{ std::fprintf(stderr, "bad arguments\n"); return 2; }}
     const char *beats_path = argv[1];
@@ -346,6 +357,7 @@ class VerilatedCore:
         if self.trace:
             kind = "Fst" if self.trace == "fst" else "Vcd"
             options += ["--trace-fst" if self.trace == "fst" else "--trace",
+                        "-CFLAGS", "-DVL_USER_FATAL",
                         "-CFLAGS", f"-DSBN_TRACE=Verilated{kind}C",
                         "-CFLAGS", f"'-DSBN_TRACE_HEADER=\"verilated_{kind.lower()}_c.h\"'"]
         return options
@@ -497,8 +509,10 @@ def _run_shards(cmds: list[list[str]], outs: list[Path], tmp: Path, count: int,
         for k, cmd in enumerate(cmds):
             logs.append((tmp / f"stdout{k}.txt", tmp / f"stderr{k}.txt"))
             with open(logs[-1][0], "w") as stdout, open(logs[-1][1], "w") as stderr:
-                try:
-                    procs.append(subprocess.Popen(cmd, stdout=stdout, stderr=stderr))
+                try:  # SIGXFSZ stays ignored, as Python set it: a write past ``ulimit -f``
+                    # fails in the harness as one to a full disk does, reported, not a kill
+                    procs.append(subprocess.Popen(cmd, stdout=stdout, stderr=stderr,
+                                                  restore_signals=False))
                 except OSError as err:
                     raise UserError(f"cannot run the simulator {cmd[0]} ({err.strerror or err})"
                                     f"; remove {Path(cmd[0]).parent} to rebuild it") from None

@@ -1418,3 +1418,35 @@ def test_build_program_without_a_programmer_fails_before_building(tmp_path, monk
     assert capsys.readouterr().err == (
         "error: --program needs openFPGALoader (or iceprog for iCE40) on PATH\n")
     assert (tmp_path / "out" / "report.json").read_text() == "OLD"
+
+
+def test_waves_that_cannot_be_written_end_the_simulation_with_one_line(tmp_path):
+    """The waveform's writes fail (a file-size limit stands in for a full disk: with
+    SIGXFSZ ignored, a write past it fails as one to a full disk does): one line, exit 2,
+    no staging file (Verilator's own fatal handler deadlocked on the waveform's lock)."""
+    import resource
+    import signal as signals
+
+    model = random_model(np.random.default_rng(11), (16, 1, 1), [dense(8)], classes=2)
+    model_io.save(model, tmp_path / "m.npz")
+    write_idx(tmp_path / "i", np.zeros((3000, 16), np.uint8))  # waves beyond the core
+    argv = [sys.executable, "-m", "hwgen", "sim", str(tmp_path / "m.npz"), "--images",
+            str(tmp_path / "i"), "-j", "1"]
+    env = dict(os.environ, SBN_CACHE_DIR=str(tmp_path / "cache"))
+    warm = subprocess.run([*argv, "--waves", str(tmp_path / "warm.vcd")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert warm.returncode == 0, warm.stderr
+    size = (tmp_path / "warm.vcd").stat().st_size
+
+    def small_files():
+        signals.signal(signals.SIGXFSZ, signals.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 4, size // 4))
+
+    (tmp_path / "w").mkdir()
+    proc = subprocess.run([*argv, "--waves", str(tmp_path / "w" / "w.vcd")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env,
+                          preexec_fn=small_files)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("error: simulation failed: VerilatedVcd::bufferFlush: File too "
+                           "large\n")
+    assert list((tmp_path / "w").iterdir()) == []
