@@ -12,7 +12,9 @@ reason and left out.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import shlex
 from pathlib import Path
@@ -79,9 +81,10 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     if not isinstance(command, str) or not command.startswith(PREFIX):
         return "no 'python -m train' command in its provenance"
     try:
-        cfg = config_from_argv(shlex.split(command[len(PREFIX):]), check_paths=False)
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's own line is the note's
+            cfg = config_from_argv(shlex.split(command[len(PREFIX):]), check_paths=False)
     except (SystemExit, UserError, ValueError):
-        return f"its command does not parse: {command}"
+        return f"its command does not parse: {command[:200]}"
     settings = settings_of(cfg)
     variant = variant_of(cfg.method, settings, variants)
     if cfg.dataset != "fashion-mnist" or variant is None:
@@ -102,9 +105,11 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     log = path.with_suffix(".log")
     try:
         times = epoch_seconds(_read_log(log)) if os.path.lexists(log) else []
+        if not all(0 <= t < 1e9 for t in times):
+            raise ValueError("an epoch's seconds out of range")
     except UserError as err:
         raise ValueError(str(err)) from None
-    except UnicodeDecodeError as err:
+    except (UnicodeDecodeError, ValueError) as err:  # ValueError: seconds as "1.2.3"
         raise ValueError(f"{log}: not a readable training log ({err.__class__.__name__})") \
             from None
     exported, soft = prov["test_accuracy"], prov["soft_test_accuracy"]

@@ -537,3 +537,13 @@ def test_a_stop_while_plotting_leaves_no_model_file(data_dir, tmp_path, monkeypa
         train(_cfg(data_dir, tmp_path, epochs=1, plots=str(tmp_path / "plots")))
     assert not (tmp_path / "m.npz").exists()
     assert (tmp_path / "m.ckpt.pt").exists()
+
+
+def test_an_exponential_schedule_over_a_ratio_beyond_float_range_stays_finite():
+    """--nu-start 1e-305 --nu-end 1e6: nu_end / nu_start overflows; nu still climbs from
+    nu_start to nu_end (it was inf from the first step)."""
+    values = [nu_at(p, "exp", 1e-305, 1e6, ramp=1.0) for p in (0.0, 0.25, 0.5, 0.99, 1.0)]
+    assert values[0] == pytest.approx(1e-305) and values[-1] == 1e6
+    assert all(math.isfinite(v) for v in values) and values == sorted(values)
+    assert nu_at(0.5, "exp", 1e-305, 1e6, ramp=1.0) == pytest.approx(10 ** ((-305 + 6) / 2),
+                                                                    rel=1e-9)

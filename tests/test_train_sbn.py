@@ -486,6 +486,13 @@ def test_sweep_folder_rows(data_dir, tmp_path):
     assert (bad.returncode, bad.stderr) == (
         2, f"error: {sweep / 'a.log'}: is a FIFO, not a regular training log\n")
     (sweep / "a.log").unlink()
+    (sweep / "a.log").write_text("epoch 1/1 loss 1 train 50% test 50% lr 0 (1.2.3s)\n")
+    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
+                          str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert (bad.returncode, bad.stderr) == (
+        2, f"error: {sweep / 'a.log'}: not a readable training log (ValueError)\n")
+    (sweep / "a.log").unlink()
     # a provenance whose numbers are not numbers leaves that run out
     model = model_io.load(sweep / "a.npz")
     model.provenance["train_images"] = [512]

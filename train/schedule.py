@@ -37,5 +37,10 @@ def nu_at(progress: float, schedule: str = "exp", nu_start: float = 1.0,
         return float(nu_end)
     t = min(1.0, max(0.0, progress / ramp if ramp > 0 else 1.0))
     if schedule == "exp":
-        return float(nu_start * (nu_end / nu_start) ** t)
+        ratio = nu_end / nu_start
+        if math.isfinite(ratio):
+            return float(nu_start * ratio ** t)
+        # the ratio overflows (1e-305 .. 1e6: nu was inf from the first step): in logarithms
+        low, high = math.log(nu_start), math.log(nu_end)
+        return float(math.exp(low + (high - low) * t)) if t < 1 else float(nu_end)
     return float(nu_start + (nu_end - nu_start) * t)
