@@ -860,3 +860,17 @@ def test_a_checkpoint_that_cannot_be_read_is_one_line(tmp_path):
 
     with pytest.raises(UserError, match="cannot read"):
         read_state(tmp_path / "ck.pt")
+
+
+@pytest.mark.parametrize("variable, value", [("OMP_NUM_THREADS", "abc"),
+                                             ("OMP_SCHEDULE", "x"), ("GOMP_SPINCOUNT", "x")])
+def test_openmp_settings_its_runtime_cannot_read_are_one_line(tmp_path, variable, value):
+    """libgomp, loaded with torch, wrote its own line for each value it cannot parse, before
+    the command's error."""
+    proc = subprocess.run([sys.executable, "-m", "train", "--arch", "mlp:8", "--out",
+                           str(tmp_path / "t.npz")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, **{variable: value}))
+    assert (proc.returncode, proc.stderr) == (
+        2, f"error: environment {variable}={value!r}: the OpenMP runtime torch loads cannot "
+           f"read it\n")
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ line. PyTorch's C++ warnings (a process group retrying its rendezvous logs a lin
 seconds) are off unless ``$TORCH_CPP_LOG_LEVEL`` asks for them."""
 
 import os
+import re
 import sys
 
 from hwgen.early_signals import install
@@ -48,7 +49,7 @@ def _load_main():
                    or import_problem("numpy", "NUMPY_*"))
         if message is None:
             allocate_blas_buffers()
-            message = import_problem("torch", "PYTORCH_*, TORCH*")
+            message = _import_torch()
         if message is None:
             try:
                 return importlib.import_module("train.cli").main
@@ -60,6 +61,44 @@ def _load_main():
         print(one_line(message), file=sys.stderr)
         return 2
     return refuse
+
+
+_OPENMP_COMPLAINT = re.compile(rb"libgomp: (?:Invalid|Unknown) value for environment "
+                               rb"variable ([A-Z_]+)")
+
+
+def _import_torch() -> str | None:
+    """:func:`hwgen.environment.import_problem` of torch, with what the native libraries
+    write to the process's stderr meanwhile held back: the OpenMP runtime (libgomp) that
+    torch loads reads ``OMP_*``/``GOMP_*`` as it loads and writes a line of its own for each
+    value it cannot parse (then ignores it). Such a line becomes the one-line error; any
+    other output (``OMP_DISPLAY_ENV=true``'s listing) is passed on."""
+    import tempfile
+
+    from hwgen.environment import import_problem
+
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(held.fileno(), 2)
+            try:
+                message = import_problem("torch", "PYTORCH_*, TORCH*")
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+        held.seek(0)
+        written = held.read(1 << 20)
+    complaint = _OPENMP_COMPLAINT.search(written)
+    if complaint:
+        name = complaint.group(1).decode()
+        return (f"error: environment {name}={os.environ.get(name, '')[:40]!r}: the OpenMP "
+                f"runtime torch loads cannot read it")
+    if written.strip():
+        os.write(2, written)
+    return message
 
 
 def _omp_stack_bytes(value: str | None) -> int | None:
