@@ -13,15 +13,22 @@ needs Verilator (about 10 s per network to compile).
 """
 
 import argparse
-import json
 import os
+import re
 import sys
-
-import numpy as np
-from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+if __name__ == "__main__":
+    from benchmarks.script import guard_signals
+    guard_signals()
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from benchmarks.script import run as run_script, write_json  # noqa: E402
+from hwgen.options import Parser, integer  # noqa: E402
+from hwgen.outputs import output_type  # noqa: E402
 from hwgen.fold import Fold, FoldError, plan  # noqa: E402
 from hwgen.random_models import conv, pool, random_images, random_model  # noqa: E402
 
@@ -65,17 +72,30 @@ def describe(model) -> str:
     return "-".join(parts)
 
 
+MAX_NETWORKS = 10_000  # seeds in one run (each compiles a core: about 10 s)
+
+
+def _seed_range(text: str) -> range:
+    """``first:end`` (end excluded) of whole numbers, at most :data:`MAX_NETWORKS` seeds."""
+    match = re.fullmatch(r"([0-9]{1,10}):([0-9]{1,10})", text)
+    if not match or not 0 < int(match.group(2)) - int(match.group(1)) <= MAX_NETWORKS:
+        raise argparse.ArgumentTypeError(f"expected first:end, whole numbers with first < end "
+                                         f"and at most {MAX_NETWORKS} seeds, got {text!r}")
+    return range(int(match.group(1)), int(match.group(2)))
+
+
 def main() -> None:
     from sim.commands import simulate_net
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="100:160", help="first:end (end excluded)")
-    parser.add_argument("--images", type=int, default=12)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser = Parser(prog="benchmarks/conv_interval.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=_seed_range, default=_seed_range("100:160"),
+                        help="first:end (end excluded)")
+    parser.add_argument("--images", type=integer(2, 10_000), default=12)
+    parser.add_argument("--json", type=output_type("file", (".json",)),
+                        help="also write the rows to this JSON file")
     args = parser.parse_args()
-    first, end = (int(v) for v in args.seeds.split(":"))
     rows = []
-    for seed in tqdm(range(first, end), desc="networks"):
+    for seed in tqdm(args.seeds, desc="networks", disable=not sys.stderr.isatty()):
         drawn = random_cnn(seed)
         if drawn is None:
             continue
@@ -94,9 +114,8 @@ def main() -> None:
     print(f"{len(rows)} networks: {exact} at the bound, {len(rows) - exact - below} above, "
           f"{below} below")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

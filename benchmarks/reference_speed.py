@@ -7,23 +7,33 @@ Prints one row per engine: best wall time of --repeat runs (after one warm-up ru
 images/s, and binary multiply-accumulates per second. Not a test: timings are noisy.
 """
 
-import argparse
 import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+if __name__ == "__main__":
+    from benchmarks.script import guard_signals
+    guard_signals()
+
+import numpy as np  # noqa: E402
+
+from benchmarks.script import run as run_script  # noqa: E402
+from hwgen.options import Parser, integer  # noqa: E402
 from hwgen.random_models import lfc_model, random_images  # noqa: E402
 from hwgen.reference import ENGINES, Reference  # noqa: E402
 
 
+#: The most images timed (LFC-sized: each holds 784 values and the engines' activations;
+#: a million took 2 GB).
+MAX_IMAGES = 100_000
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = Parser(prog="benchmarks/reference_speed.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=integer(1, MAX_IMAGES), default=10_000)
+    parser.add_argument("--repeat", type=integer(1, 100), default=3)
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -50,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -12,8 +12,6 @@ Fashion-MNIST test set. Not a test: timings are noisy, and a -j N speedup is bou
 idle cores.
 """
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,6 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+if __name__ == "__main__":
+    from benchmarks.script import guard_signals
+    guard_signals()
+
+from benchmarks.script import run as run_script, write_json  # noqa: E402
+from hwgen.options import Parser, integer  # noqa: E402
+from hwgen.outputs import output_type  # noqa: E402
 from hwgen.datasets import load_dataset  # noqa: E402
 from hwgen.gateware.network import interface, write_verilog  # noqa: E402
 from hwgen.reference import Reference  # noqa: E402
@@ -29,23 +34,17 @@ from sim.commands import plan_model  # noqa: E402
 from sim.verilated import VerilatedCore  # noqa: E402
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="benchmarks/sim_speed.py", description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="models/fmnist-mlp-up5k.npz")
-    parser.add_argument("--images", type=_positive, default=10_000)
-    parser.add_argument("--jobs", type=_positive, nargs="+", default=[1, 2],
+    parser.add_argument("--images", type=integer(1, 10_000), default=10_000,
+                        help="the first N test images (the test sets hold 10,000)")
+    parser.add_argument("--jobs", type=integer(1, 64), nargs="+", default=[1, 2],
                         help="the -j values to time (default: 1 2)")
     parser.add_argument("--fold", help="as hwgen sim --fold (default: the model's default)")
     parser.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     parser.add_argument("--data-dir", help="the dataset's folder (default: where it lives)")
-    parser.add_argument("--json", type=Path, metavar="OUT.json",
+    parser.add_argument("--json", type=output_type("file", (".json",)), metavar="OUT.json",
                         help="also write the numbers to this file")
     args = parser.parse_args()
 
@@ -84,9 +83,9 @@ def main() -> None:
               f"{run['cycles_per_s'] / 1e6:>11.2f} {run['cycles_per_image']:>13.1f} "
               f"{run['agreement']:>5}/{len(images)}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

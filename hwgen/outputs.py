@@ -131,6 +131,17 @@ def _folder_problem(parent, shown: Path) -> str | None:
         return f"{shown} is a file, not a folder"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"the folder {shown} is not writable"
+    # permission bits are not the whole story (sysfs and procfs refuse new files even to
+    # root): make and remove an empty file there, as the staging will
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sbn-probe-", dir=parent)
+    except OSError as err:
+        return f"cannot make files in the folder {shown} ({err.strerror or err})"
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
     return None
 
 

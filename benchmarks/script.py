@@ -1,0 +1,51 @@
+"""What every benchmark script shares with the commands: one ``error: ...`` line and exit 2
+for bad input (the project's :class:`hwgen.options.Parser` and option types, a
+:class:`hwgen.errors.UserError` raised anywhere), Ctrl-C and SIGTERM as one line with exit
+130/143 (:func:`hwgen.interrupts.run_entry`), and results written staged.
+
+A script calls :func:`guard_signals` as its first statement under ``__main__`` and ends with
+``sys.exit(run(main))``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn
+
+
+def guard_signals() -> None:
+    """Ctrl-C or SIGTERM before :func:`run`'s guard: one line, nothing done yet."""
+    from hwgen.early_signals import install
+    install()
+
+
+def fail(message: str) -> NoReturn:
+    """Exit 2 with one ``error: ...`` line, as the project's commands do."""
+    from hwgen.errors import one_line
+
+    print(one_line(f"error: {message}"), file=sys.stderr)
+    sys.exit(2)
+
+
+def run(main: Callable[[], int | None]) -> int:
+    """``main()`` inside the interrupt guard; a UserError it raises is one line, exit 2."""
+    from hwgen.errors import UserError, one_line
+    from hwgen.interrupts import run_entry
+
+    def guarded() -> int:
+        try:
+            return main() or 0
+        except UserError as err:
+            print(one_line(f"error: {err}"), file=sys.stderr)
+            return 2
+
+    return run_entry(lambda: guarded)
+
+
+def write_json(path: Path, data) -> None:
+    """``data`` as indented JSON at ``path``, written to a staging name and renamed."""
+    from hwgen.outputs import staged_file
+
+    with staged_file(path, final=True) as staging:
+        staging.write_text(json.dumps(data, indent=1) + "\n")
