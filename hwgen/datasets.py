@@ -189,7 +189,7 @@ def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
     not) in ``[0, 2**31)``, one per image, or more than :data:`MAX_IMAGES` images remain
     after ``limit``.
     """
-    images = read_idx(images_path)
+    images = read_idx(images_path, integers="images")
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim == 2:  # flat vectors
@@ -211,7 +211,7 @@ def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
                            f"the file)")
     labels = None
     if labels_path is not None:
-        labels = read_idx(labels_path)
+        labels = read_idx(labels_path, integers="labels")
         if labels.ndim != 1:
             raise DatasetError(f"{labels_path}: labels must be 1-D, got {list(labels.shape)}")
         if labels.dtype.kind not in "iu":

@@ -40,8 +40,11 @@ DEFAULT_MAX_BYTES = 128 << 20  # int16 images of 256 MiB cost 560 MiB: over the 
 MAX_BYTES_VARIABLE = "SBN_MAX_IDX_BYTES"
 
 
-def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarray:
-    """An IDX file as a NumPy array in native byte order, under the rules above."""
+def read_idx(path: str | os.PathLike, max_bytes: int | None = None,
+             integers: str | None = None) -> np.ndarray:
+    """An IDX file as a NumPy array in native byte order, under the rules above.
+    ``integers`` (``"images"`` or ``"labels"``): the file must hold integers, refused from
+    its header (a float file was read whole, up to the limit, before it was refused)."""
     path = Path(path)
     limit = (size_limit(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, DatasetError)
              if max_bytes is None else max_bytes)
@@ -51,8 +54,8 @@ def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarra
             raw.seek(0)
             if gzipped:
                 with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                    return _read(path, stream, None, limit)
-            return _read(path, raw, os.fstat(raw.fileno()).st_size, limit)
+                    return _read(path, stream, None, limit, integers)
+            return _read(path, raw, os.fstat(raw.fileno()).st_size, limit, integers)
         except (EOFError, zlib.error, gzip.BadGzipFile) as err:
             raise DatasetError(f"{path}: cannot read (corrupt or truncated gzip stream: "
                                f"{err})") from None
@@ -60,12 +63,18 @@ def read_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarra
             raise DatasetError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
-def _read(path: Path, stream, file_size: int | None, limit: int) -> np.ndarray:
+def _read(path: Path, stream, file_size: int | None, limit: int,
+          integers: str | None) -> np.ndarray:
     """Header, then data, from ``stream``; ``file_size`` is known for raw files only."""
     magic = read_upto(stream, 4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
         raise DatasetError(f"{path}: not an IDX file (bad magic number)")
     dtype, ndim = IDX_DTYPES[magic[2]], magic[3]
+    name = dtype.newbyteorder("=").name
+    if integers == "images" and dtype.kind == "f":
+        raise DatasetError(f"{path}: images have dtype {name}; expected unsigned integers")
+    if integers == "labels" and dtype.kind == "f":
+        raise DatasetError(f"{path}: labels must be integers, got {name} values")
     if not 1 <= ndim <= MAX_NDIM:
         raise DatasetError(f"{path}: IDX header declares {ndim} dimensions; images and labels "
                            f"have 1 to {MAX_NDIM}")
@@ -87,7 +96,10 @@ def _read(path: Path, stream, file_size: int | None, limit: int) -> np.ndarray:
         raise DatasetError(f"{path}: IDX header says {dims} ({expected} bytes) but the file "
                            f"holds {held} bytes")
     array = np.frombuffer(data, dtype=dtype).reshape(dims)
-    return array.astype(dtype.newbyteorder("="), copy=False)
+    if dtype.itemsize > 1 and dtype.byteorder != "=" and not dtype.isnative:
+        # swapped where it lies (``data`` is a bytearray): no second copy of the file
+        return array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return array
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -308,3 +308,36 @@ def test_an_explicit_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch)
         load_dataset("fashion-mnist", "test", tmp_path)
     with pytest.raises(DatasetError, match="--data-dir is empty"):
         load_dataset("fashion-mnist", "test", "")
+
+
+def test_float_images_and_labels_are_refused_from_the_header(tmp_path):
+    """A float IDX is refused before its data is read (a 128 MiB float file was read whole
+    first): the header alone, with no data behind it, gets the dtype error."""
+    import struct
+
+    from hwgen.datasets import load_idx_pair
+    from hwgen.errors import DatasetError
+
+    header_only = tmp_path / "f.idx"
+    header_only.write_bytes(bytes([0, 0, 0x0E, 3]) + struct.pack(">III", 1000, 28, 28))
+    with pytest.raises(DatasetError, match=r"f\.idx: images have dtype float64; expected "
+                                           r"unsigned integers"):
+        load_idx_pair(header_only)
+    images = tmp_path / "i.idx"
+    images.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">III", 2, 2, 2) + bytes(8))
+    labels = tmp_path / "l.idx"
+    labels.write_bytes(bytes([0, 0, 0x0D, 1]) + struct.pack(">I", 2))
+    with pytest.raises(DatasetError, match=r"l\.idx: labels must be integers, got float32"):
+        load_idx_pair(images, labels)
+
+
+def test_wide_idx_values_are_swapped_in_place(tmp_path):
+    import struct
+
+    from hwgen.idx import read_idx
+
+    path = tmp_path / "w.idx"
+    values = np.array([[1, -2, 70000]], ">i4")
+    path.write_bytes(bytes([0, 0, 0x0C, 2]) + struct.pack(">II", 1, 3) + values.tobytes())
+    array = read_idx(path)
+    assert array.dtype == np.dtype("=i4") and array.tolist() == [[1, -2, 70000]]
