@@ -470,29 +470,21 @@ def test_sweep_folder_rows(data_dir, tmp_path):
     assert missing.returncode != 0 and missing.stderr.startswith("error: ")
     assert len(missing.stderr.strip().splitlines()) == 1
     # an unreadable log or model file is one error line naming it, and nothing is written
-    (sweep / "a.log").write_bytes(b"\xe0\xff" * 50)
     results.unlink()
-    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
-                          str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert bad.returncode != 0 and not results.exists()
-    assert bad.stderr.strip().splitlines() == [
-        f"error: {sweep / 'a.log'}: not a readable training log (UnicodeDecodeError)"]
-    (sweep / "a.log").unlink()
-    os.mkfifo(sweep / "a.log")  # never waited on
-    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
-                          str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert (bad.returncode, bad.stderr) == (
-        2, f"error: {sweep / 'a.log'}: is a FIFO, not a regular training log\n")
-    (sweep / "a.log").unlink()
-    (sweep / "a.log").write_text("epoch 1/1 loss 1 train 50% test 50% lr 0 (1.2.3s)\n")
-    bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
-                          str(sweep), "--json", str(results)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
-    assert (bad.returncode, bad.stderr) == (
-        2, f"error: {sweep / 'a.log'}: not a readable training log (ValueError)\n")
-    (sweep / "a.log").unlink()
+    log = sweep / "a.log"
+    for make, reason in [
+            (lambda: log.write_bytes(b"\xe0\xff" * 50), "not a readable training log "
+                                                       "(UnicodeDecodeError)"),
+            (lambda: os.mkfifo(log), "is a FIFO, not a regular training log"),  # not waited on
+            (lambda: log.write_text("epoch 1/1 loss 1 train 50% test 50% lr 0 (1.2.3s)\n"),
+             "not a readable training log (ValueError)")]:
+        make()
+        bad = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
+                              str(sweep), "--json", str(results)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert (bad.returncode, bad.stderr) == (2, f"error: {log}: {reason}\n")
+        assert not results.exists()
+        log.unlink()
     # a provenance whose numbers are not numbers leaves that run out
     model = model_io.load(sweep / "a.npz")
     model.provenance["train_images"] = [512]
