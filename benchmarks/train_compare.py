@@ -47,9 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 if __name__ == "__main__":  # not in the spawned training processes, which import this file
-    from hwgen.early_signals import install
-    install()  # Ctrl-C or SIGTERM before the guard below: one line, no traceback
+    from benchmarks.script import guard_signals
+    guard_signals()
 
+from benchmarks.script import fail, run as run_script  # noqa: E402
 from hwgen.errors import UserError  # noqa: E402
 from benchmarks.sweep_rows import rows_from_sweep  # noqa: E402
 from train.config import DEFAULT_LR, PAPER_SBN, SBN_ONLY  # noqa: E402
@@ -169,14 +170,6 @@ def _key(row: dict) -> tuple:
 MAX_RESULTS_BYTES = 64 << 20
 
 
-def fail(message: str) -> None:
-    """Exit 2 with one ``error: ...`` line, as the project's commands do."""
-    from hwgen.errors import one_line
-
-    print(one_line(f"error: {message}"), file=sys.stderr)
-    sys.exit(2)
-
-
 def load_rows(path: Path) -> list[dict]:
     from hwgen.files import read_regular
 
@@ -232,7 +225,7 @@ def _valid(key: str, value) -> bool:
 
 
 def save_rows(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``rows`` sorted, written to ``path`` staged (its folder was checked when parsed)."""
     rows = sorted(rows, key=lambda r: (r["arch"], r["epochs"], -r["train_images"],
                                        list(VARIANTS).index(
         r["variant"]) if r["variant"] in VARIANTS else 99, r["variant"], r["seed"]))
@@ -504,6 +497,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from hwgen.interrupts import run_entry
-
-    sys.exit(run_entry(lambda: main))
+    sys.exit(run_script(main))
