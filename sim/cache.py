@@ -51,6 +51,11 @@ def staging_folder(root: Path, prefix: str) -> Path:
                         f"set $SBN_CACHE_DIR to a writable folder") from None
 
 
+#: A cached simulator larger than this is rebuilt, not hashed (the shipped models' are
+#: 1-3 MB; the largest network the generator takes compiles to well under this).
+MAX_SIMULATOR_BYTES = 1 << 30
+
+
 def write_sources(folder: Path, files: dict[str, str | bytes], cache: Path) -> None:
     """Write ``files`` (name: text or bytes) into the build folder ``folder`` under the
     cache ``cache``; a UserError naming the cache when they cannot be written (a full disk)."""
@@ -83,6 +88,8 @@ def intact(exe: Path) -> bool:
     from hwgen.files import read_regular
 
     try:
+        if exe.stat().st_size > MAX_SIMULATOR_BYTES:  # never hashed (a 200 GB sparse file
+            return False                              # took minutes to read)
         recorded = read_regular(exe.parent / "sim.sha256", 65, what="simulator digest")
         return len(recorded) == 64 and recorded.decode("ascii") == _digest(exe)
     except (OSError, UnicodeError, UserError):

@@ -1002,6 +1002,12 @@ def test_a_damaged_simulator_cache_is_rebuilt_or_named(tmp_path):
         assert exe.is_file() and not list(exe.parent.glob("*.tmp"))
     # the digest beside it is never read unless it is a regular file, and then bounded (a
     # FIFO there hung the run, a link to /dev/zero took 19 GB)
+    exe.unlink()
+    with open(exe, "wb") as sparse:  # 64 GB of nothing: rebuilt without being read
+        sparse.truncate(64 << 30)
+    proc = sim(cache)
+    assert proc.returncode == 0 and "agreement 8/8" in proc.stdout, proc.stderr
+    assert exe.stat().st_size < 1 << 30
     digest = exe.parent / "sim.sha256"
     for damage in ("fifo", "zeros"):
         digest.unlink()
