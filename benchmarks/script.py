@@ -14,10 +14,24 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 
-def guard_signals() -> None:
-    """Ctrl-C or SIGTERM before :func:`run`'s guard: one line, nothing done yet."""
+def guard_signals(base: int | None = None) -> None:
+    """The script's first steps, before NumPy loads: Ctrl-C or SIGTERM as one line from
+    here on (nothing done yet), the address-space limit checked against ``base``
+    (:data:`hwgen.address_space.HWGEN_BASE` unless given; a script that trains gives
+    ``TRAIN_BASE``), NumPy imported and OpenBLAS's buffers allocated
+    (:mod:`hwgen.address_space`): OpenBLAS ended a script under ``ulimit -v`` with its own
+    line, and a failed import was a traceback."""
     from hwgen.early_signals import install
     install()
+    from hwgen.address_space import HWGEN_BASE, allocate_blas_buffers, startup_problem
+    from hwgen.environment import import_problem
+
+    problem = (startup_problem(HWGEN_BASE if base is None else base, sys.argv[0])
+               or import_problem("numpy", "NUMPY_*"))
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(2)
+    allocate_blas_buffers()
 
 
 def fail(message: str) -> NoReturn:

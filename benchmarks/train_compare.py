@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -48,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 if __name__ == "__main__":  # not in the spawned training processes, which import this file
     from benchmarks.script import guard_signals
-    guard_signals()
+    from hwgen.address_space import TRAIN_BASE
+    guard_signals(TRAIN_BASE)  # its training processes load torch
 
 from benchmarks.script import fail, run as run_script  # noqa: E402
 from hwgen.errors import UserError  # noqa: E402
@@ -310,6 +312,19 @@ PLOTTED = ("float", "ste", "ste-lr-3e-3", "sbn-paper", "sbn-v3", "sbn", "sbn-har
 MAX_PLOT_GROUPS = 60
 
 
+def check_plottable(rows: list[dict], variants=PLOTTED) -> list[tuple]:
+    """The plot's (arch, epochs, images) groups, sorted; ends the script (one line) when
+    there are none or more than :data:`MAX_PLOT_GROUPS`."""
+    groups = sorted({(r["arch"], r["epochs"], r["train_images"]) for r in rows
+                     if r["variant"] in variants}, key=lambda g: (g[0], g[1], -g[2]))
+    if not groups:
+        fail(f"no rows of the plotted variants ({', '.join(variants)}) to plot")
+    if len(groups) > MAX_PLOT_GROUPS:
+        fail(f"{len(groups)} (arch, epochs, images) groups to plot, more than the "
+             f"{MAX_PLOT_GROUPS} one chart holds: plot from a --json with fewer")
+    return groups
+
+
 def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
     """Grouped bars: mean exported accuracy (float: float accuracy) with the seeds' std, one
     group per (arch, epochs), one bar per variant in ``variants`` that has rows."""
@@ -317,14 +332,8 @@ def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r["arch"], r["epochs"], r["train_images"]) for r in rows
-                     if r["variant"] in variants}, key=lambda g: (g[0], g[1], -g[2]))
+    groups = check_plottable(rows, variants)
     shown = [v for v in variants if any(r["variant"] == v for r in rows)]
-    if not groups:
-        fail(f"no rows of the plotted variants ({', '.join(variants)}) to plot")
-    if len(groups) > MAX_PLOT_GROUPS:
-        fail(f"{len(groups)} (arch, epochs, images) groups to plot, more than the "
-             f"{MAX_PLOT_GROUPS} one chart holds: plot from a --json with fewer")
     fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(groups), 4))
     width = 0.8 / max(1, len(shown))
     for i, variant in enumerate(shown):
@@ -350,7 +359,9 @@ def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
     ax.set_title("exported (bit-exact) accuracy, mean ± std over seeds; float: not binary",
                  fontsize=9)
     ax.legend(fontsize=8, ncol=len(shown))
-    fig.tight_layout()
+    with warnings.catch_warnings():  # long labels: the layout does what it can, quietly
+        warnings.simplefilter("ignore")
+        fig.tight_layout()
     from hwgen.outputs import staged_file
 
     with staged_file(path, final=True) as staging:
@@ -390,12 +401,30 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with its stderr on /dev/null: when an
+    interrupt stops the workers mid-run, it reported the pool's semaphores as leaked, a
+    warning of two lines after the script's one."""
+    from multiprocessing import resource_tracker
+
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def train_all(jobs: list[dict], rows: list[dict], json_path: Path, processes: int) -> list[dict]:
     """Train ``jobs`` on ``processes`` workers; each finished run's row replaces its key's
     in ``rows`` and the file is saved at once. On an error or an interrupt the workers are
     stopped before it propagates (leaving the ``with`` block would wait for them)."""
     from tqdm import tqdm
 
+    _quiet_resource_tracker()
     pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn"),
                                initializer=_worker_signals)
     try:
@@ -416,47 +445,24 @@ def train_all(jobs: list[dict], rows: list[dict], json_path: Path, processes: in
     except BaseException:
         for child in multiprocessing.active_children():
             child.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)  # joining it could wait forever
         raise
     pool.shutdown()
     return rows
 
 
-def main() -> int:
-    from hwgen.options import Parser, integer
-    from hwgen.outputs import output_type
+#: The options of training runs and their defaults.
+TRAINING_OPTIONS = {"archs": ["mlp:100-100"], "epochs": [15], "seeds": [0, 1, 2],
+                    "variants": ["float", "ste", "sbn-paper", "sbn"], "jobs": 1, "threads": 1,
+                    "train_limit": None, "data_dir": None}
 
-    p = Parser(prog="python -m benchmarks.train_compare",
-               description=__doc__.splitlines()[0])
-    p.add_argument("--archs", nargs="+", default=["mlp:100-100"])
-    p.add_argument("--epochs", type=integer(1, 100_000), nargs="+", default=[15])
-    p.add_argument("--seeds", type=integer(0, 2**32 - 1), nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=["float", "ste", "sbn-paper", "sbn"],
-                   choices=list(VARIANTS))
-    p.add_argument("--jobs", type=integer(1, 256), default=1,
-                   help="runs trained at the same time")
-    p.add_argument("--threads", type=integer(1, 1024), default=1, help="torch threads per run")
-    p.add_argument("--train-limit", type=integer(1), help="first N training images only")
-    p.add_argument("--device", choices=("cpu", "cuda"),
-                   help="where runs train (default cpu); with --from-sweep, the label of runs "
-                        "whose provenance does not record theirs (default: unknown)")
-    p.add_argument("--data-dir")
-    p.add_argument("--json", type=output_type("file", (".json",)),
-                   default=ROOT / "benchmarks" / "results" / "train_compare.json")
-    p.add_argument("--docs", action="store_true",
-                   help="rewrite the table in docs/training.md from the JSON file")
-    p.add_argument("--table-only", action="store_true", help="train nothing; print the table")
-    p.add_argument("--from-sweep", type=Path, nargs="+", default=[], metavar="DIR",
-                   help="train nothing; add the runs of tools/train_sweep.py output folders "
-                        "whose settings are a variant's (benchmarks/sweep_rows.py)")
-    p.add_argument("--plot", type=output_type("file", (".png",)), metavar="PNG",
-                   help="bar chart of the main variants (PLOTTED) per (arch, epochs)")
-    args = p.parse_args()
 
-    rows = load_rows(args.json)
-    for folder in args.from_sweep:
+def _merge_sweeps(rows: list[dict], folders: list[Path], device: str) -> list[dict]:
+    """``rows`` with the runs of each sweep folder (:func:`rows_from_sweep`) in place of the
+    rows of the same key; what is left out is listed on stderr."""
+    for folder in folders:
         try:
-            found, notes = rows_from_sweep(folder, VARIANTS, args.device or "unknown")
+            found, notes = rows_from_sweep(folder, VARIANTS, device)
         except ValueError as err:
             fail(str(err))
         for row in list(found):
@@ -468,23 +474,72 @@ def main() -> int:
             print(f"# left out: {note}", file=sys.stderr)
         keys = {_key(r) for r in found}
         rows = [r for r in rows if _key(r) not in keys] + found
-        save_rows(args.json, rows)
         print(f"# {folder}: {len(found)} rows", file=sys.stderr)
-    if not (args.table_only or args.from_sweep):
+    return rows
+
+
+def main() -> int:
+    from hwgen.options import Parser, integer
+    from hwgen.outputs import output_type
+
+    p = Parser(prog="python -m benchmarks.train_compare",
+               description=__doc__.splitlines()[0])
+    # the options of training runs: None when not given (--table-only and --from-sweep
+    # train nothing, and refuse them rather than ignore them)
+    p.add_argument("--archs", nargs="+", help="(default: mlp:100-100)")
+    p.add_argument("--epochs", type=integer(1, 100_000), nargs="+", help="(default: 15)")
+    p.add_argument("--seeds", type=integer(0, 2**32 - 1), nargs="+", help="(default: 0 1 2)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                   help="(default: float ste sbn-paper sbn)")
+    p.add_argument("--jobs", type=integer(1, 256), help="runs trained at the same time (1)")
+    p.add_argument("--threads", type=integer(1, 1024), help="torch threads per run (1)")
+    p.add_argument("--train-limit", type=integer(1), help="first N training images only")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="where runs train (default cpu); with --from-sweep, the label of runs "
+                        "whose provenance does not record theirs (default: unknown)")
+    p.add_argument("--data-dir", help="where the training runs find Fashion-MNIST")
+    p.add_argument("--json", type=output_type("file", (".json",)),
+                   default=ROOT / "benchmarks" / "results" / "train_compare.json")
+    p.add_argument("--docs", action="store_true",
+                   help="rewrite the table in docs/training.md from the JSON file")
+    p.add_argument("--table-only", action="store_true", help="train nothing; print the table")
+    p.add_argument("--from-sweep", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="train nothing; add the runs of tools/train_sweep.py output folders "
+                        "whose settings are a variant's (benchmarks/sweep_rows.py)")
+    p.add_argument("--plot", type=output_type("file", (".png",)), metavar="PNG",
+                   help="bar chart of the main variants (PLOTTED) per (arch, epochs)")
+    args = p.parse_args()
+    training = {name: getattr(args, name) for name in TRAINING_OPTIONS}
+    if args.table_only or args.from_sweep:
+        given = [name for name, value in training.items() if value is not None]
+        if given:
+            fail(f"--{given[0].replace('_', '-')} is for training runs; "
+                 f"{'--table-only' if args.table_only else '--from-sweep'} trains nothing")
+    else:
+        training = {name: TRAINING_OPTIONS[name] if value is None else value
+                    for name, value in training.items()}
         from train.arch import parse_arch
-        for arch in args.archs:  # before any process starts, not in one of them
+        for arch in training["archs"]:  # before any process starts, not in one of them
             try:
                 parse_arch(arch)
             except UserError as err:
                 fail(str(err))
+
+    rows = load_rows(args.json)
+    if args.from_sweep:  # every folder read before the results file is written
+        rows = _merge_sweeps(rows, args.from_sweep, args.device or "unknown")
+        if args.plot:
+            check_plottable(rows)
+        save_rows(args.json, rows)
     jobs = [] if args.table_only or args.from_sweep else [
-        {"arch": a, "epochs": e, "variant": v, "seed": s, "threads": args.threads,
-         "data_dir": args.data_dir, "train_limit": args.train_limit,
+        {"arch": a, "epochs": e, "variant": v, "seed": s, "threads": training["threads"],
+         "data_dir": args.data_dir, "train_limit": training["train_limit"],
          "device": args.device or "cpu"}
-        for a in args.archs for e in args.epochs for v in args.variants for s in args.seeds]
+        for a in training["archs"] for e in training["epochs"] for v in training["variants"]
+        for s in training["seeds"]]
     if jobs:
         try:
-            rows = train_all(jobs, rows, args.json, args.jobs)
+            rows = train_all(jobs, rows, args.json, training["jobs"])
         except UserError as err:
             fail(str(err))
     text = table(rows)
