@@ -547,3 +547,16 @@ def test_an_exponential_schedule_over_a_ratio_beyond_float_range_stays_finite():
     assert all(math.isfinite(v) for v in values) and values == sorted(values)
     assert nu_at(0.5, "exp", 1e-305, 1e6, ramp=1.0) == pytest.approx(10 ** ((-305 + 6) / 2),
                                                                     rel=1e-9)
+
+
+def test_a_falling_nu_schedule_is_refused():
+    from hwgen.errors import UserError
+    from train.cli import config_from_argv
+
+    with pytest.raises(UserError, match=r"^--nu-end 1 is below --nu-start 1000: nu must grow"):
+        config_from_argv(["--arch", "mlp:8", "--nu-start", "1000", "--nu-end", "1"])
+    with pytest.raises(UserError, match=r"^--nu-end 1 is below --nu-start 5"):
+        config_from_argv(["--arch", "mlp:8", "--nu-start", "5", "--nu-end", "1",
+                          "--nu-schedule", "linear"])
+    config_from_argv(["--arch", "mlp:8", "--nu-start", "5", "--nu-end", "1",
+                      "--nu-schedule", "const"])  # const: nu_end throughout

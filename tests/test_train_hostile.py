@@ -874,3 +874,15 @@ def test_openmp_settings_its_runtime_cannot_read_are_one_line(tmp_path, variable
         2, f"error: environment {variable}={value!r}: the OpenMP runtime torch loads cannot "
            f"read it\n")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("variable, value, reason", [
+    ("OMP_STACKSIZE", "0", "Stack size less than minimum of 16k")])
+def test_openmp_settings_its_runtime_refuses_are_one_line(tmp_path, variable, value, reason):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    proc = subprocess.run([sys.executable, "-m", "train", "--arch", "mlp:8", "--out",
+                           str(tmp_path / "t.npz")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**env, variable: value})
+    assert (proc.returncode, proc.stderr) == (
+        2, f"error: the OpenMP runtime torch loads refused its settings: {reason} "
+           f"({variable}={value!r})\n")

@@ -65,6 +65,7 @@ def _load_main():
 
 _OPENMP_COMPLAINT = re.compile(rb"libgomp: (?:Invalid|Unknown) value for environment "
                                rb"variable ([A-Z_]+)")
+_OPENMP_LINE = re.compile(rb"^libgomp: ([^\n]*)", re.M)
 
 
 def _import_torch() -> str | None:
@@ -96,6 +97,13 @@ def _import_torch() -> str | None:
         name = complaint.group(1).decode()
         return (f"error: environment {name}={os.environ.get(name, '')[:40]!r}: the OpenMP "
                 f"runtime torch loads cannot read it")
+    other = _OPENMP_LINE.search(written)
+    if other:  # a value it parsed but refuses (OMP_STACKSIZE=0), a topology it cannot read
+        settings = " ".join(f"{k}={v[:40]!r}" for k, v in sorted(os.environ.items())
+                            if k.startswith(("OMP_", "GOMP_")))
+        return (f"error: the OpenMP runtime torch loads refused its settings: "
+                f"{other.group(1).decode(errors='replace')[:200]}"
+                + (f" ({settings[:300]})" if settings else ""))
     if written.strip():
         os.write(2, written)
     return message

@@ -155,6 +155,11 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
         raise UserError(f"{flag} needs --method sbn (got --method {args.method})")
     sbn.update(given)
     schedule = {k: getattr(TrainConfig, k) for k in NU_SCHEDULE} | schedule
+    if (args.method == "sbn" and schedule["nu_schedule"] != "const"
+            and schedule["nu_end"] < schedule["nu_start"]):
+        # nu sharpens tanh towards sign: a falling schedule ends softer than it starts
+        raise UserError(f"--nu-end {schedule['nu_end']:g} is below --nu-start "
+                        f"{schedule['nu_start']:g}: nu must grow (or use --nu-schedule const)")
     if sbn["grad_cap"] == 0:
         sbn["grad_cap"] = None  # 0 asks for the exact gradient
     if sbn["weight_grad_cap"] == 0:
