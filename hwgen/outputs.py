@@ -23,8 +23,9 @@ import contextlib
 import errno
 import os
 import shutil
-import stat
+import secrets
 import tempfile
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -133,8 +134,10 @@ def _folder_problem(parent, shown: Path) -> str | None:
         return f"the folder {shown} is not writable"
     # permission bits are not the whole story (sysfs and procfs refuse new files even to
     # root): make and remove an empty file there, as the staging will
+    # (joined as written: tempfile would normalize "link/.." lexically, not as the system)
+    probe = os.path.join(parent, f".sbn-probe-{secrets.token_hex(8)}")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".sbn-probe-", dir=parent)
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError as err:
         return f"cannot make files in the folder {shown} ({err.strerror or err})"
     os.close(fd)
