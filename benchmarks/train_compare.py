@@ -443,8 +443,14 @@ def train_all(jobs: list[dict], rows: list[dict], json_path: Path, processes: in
                       f"{row['seed']}: {100 * accuracy(row):.2f}% ({row['seconds']:.0f}s)",
                       file=sys.stderr)
     except BaseException:
-        for child in multiprocessing.active_children():
+        children = multiprocessing.active_children()
+        for child in children:
             child.terminate()
+        for child in children:  # gone before the error line: none writes after it
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+                child.join(10)
         pool.shutdown(wait=False, cancel_futures=True)  # joining it could wait forever
         raise
     pool.shutdown()
