@@ -20,8 +20,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 if __name__ == "__main__":
-    from benchmarks.script import guard_signals
-    guard_signals()
+    from benchmarks.script import start_script
+    start_script()
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402

@@ -3,7 +3,7 @@ for bad input (the project's :class:`hwgen.options.Parser` and option types, a
 :class:`hwgen.errors.UserError` raised anywhere), Ctrl-C and SIGTERM as one line with exit
 130/143 (:func:`hwgen.interrupts.run_entry`), and results written staged.
 
-A script calls :func:`guard_signals` as its first statement under ``__main__`` and ends with
+A script calls :func:`start_script` as its first statement under ``__main__`` and ends with
 ``sys.exit(run(main))``."""
 
 from __future__ import annotations
@@ -14,24 +14,20 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 
-def guard_signals(base: int | None = None) -> None:
+def start_script(base: int | None = None) -> None:
     """The script's first steps, before NumPy loads: Ctrl-C or SIGTERM as one line from
-    here on (nothing done yet), the address-space limit checked against ``base``
-    (:data:`hwgen.address_space.HWGEN_BASE` unless given; a script that trains gives
-    ``TRAIN_BASE``), NumPy imported and OpenBLAS's buffers allocated
-    (:mod:`hwgen.address_space`): OpenBLAS ended a script under ``ulimit -v`` with its own
-    line, and a failed import was a traceback."""
+    here on (nothing done yet), then :func:`hwgen.address_space.start_numpy` with ``base``
+    (:data:`~hwgen.address_space.HWGEN_BASE` unless given; a script that trains gives
+    ``TRAIN_BASE``): OpenBLAS ended a script under ``ulimit -v`` with its own line, and a
+    failed import was a traceback."""
     from hwgen.early_signals import install
     install()
-    from hwgen.address_space import HWGEN_BASE, allocate_blas_buffers, startup_problem
-    from hwgen.environment import import_problem
+    from hwgen.address_space import HWGEN_BASE, start_numpy
 
-    problem = (startup_problem(HWGEN_BASE if base is None else base, sys.argv[0])
-               or import_problem("numpy", "NUMPY_*"))
+    problem = start_numpy(HWGEN_BASE if base is None else base, sys.argv[0])
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(2)
-    allocate_blas_buffers()
 
 
 def fail(message: str) -> NoReturn:

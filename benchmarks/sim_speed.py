@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 if __name__ == "__main__":
-    from benchmarks.script import guard_signals
-    guard_signals()
+    from benchmarks.script import start_script
+    start_script()
 
 from benchmarks.script import run as run_script, write_json  # noqa: E402
 from hwgen.options import Parser, integer  # noqa: E402

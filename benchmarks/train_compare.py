@@ -48,9 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 if __name__ == "__main__":  # not in the spawned training processes, which import this file
-    from benchmarks.script import guard_signals
+    from benchmarks.script import start_script
     from hwgen.address_space import TRAIN_BASE
-    guard_signals(TRAIN_BASE)  # its training processes load torch
+    start_script(TRAIN_BASE)  # its training processes load torch
 
 from benchmarks.script import fail, run as run_script  # noqa: E402
 from hwgen.errors import UserError  # noqa: E402

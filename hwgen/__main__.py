@@ -12,18 +12,12 @@ from hwgen.environment import ignore_library_settings  # noqa: E402
 
 ignore_library_settings()  # before tqdm is imported: it reads them then
 
-from hwgen.address_space import HWGEN_BASE, startup_problem  # noqa: E402
-from hwgen.environment import import_problem  # noqa: E402
+from hwgen.address_space import HWGEN_BASE, start_numpy  # noqa: E402
 
-problem = (startup_problem(HWGEN_BASE, "python -m hwgen")
-           or import_problem("numpy", "NUMPY_*"))  # a traceback otherwise, from hwgen.cli's
+problem = start_numpy(HWGEN_BASE, "python -m hwgen")  # a traceback otherwise, in hwgen.cli's
 if problem:
     print(problem, file=sys.stderr)
     sys.exit(2)
-
-from hwgen.address_space import allocate_blas_buffers  # noqa: E402
-
-allocate_blas_buffers()
 
 from hwgen.interrupts import run_main_of  # noqa: E402
 

@@ -79,3 +79,16 @@ def allocate_blas_buffers() -> None:
     for dtype in (np.float32, np.float64):
         matrix = np.ones((384, 384), dtype=dtype)
         matrix @ matrix
+
+
+def start_numpy(base: int, command: str) -> str | None:
+    """An entry point's first steps, in order: the limit checked (:func:`startup_problem`),
+    NumPy imported (:func:`hwgen.environment.import_problem`), OpenBLAS's buffers allocated
+    (:func:`allocate_blas_buffers`). The one-line ``error: ...`` of the step that failed,
+    or None."""
+    from .environment import import_problem
+
+    problem = startup_problem(base, command) or import_problem("numpy", "NUMPY_*")
+    if problem is None:
+        allocate_blas_buffers()
+    return problem

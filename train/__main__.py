@@ -30,8 +30,8 @@ def _load_main():
     import importlib
     import re
 
-    from hwgen.address_space import TRAIN_BASE, allocate_blas_buffers, startup_problem
-    from hwgen.environment import IMPORT_FAILURES, import_problem
+    from hwgen.address_space import TRAIN_BASE, start_numpy
+    from hwgen.environment import IMPORT_FAILURES
     from hwgen.errors import first_line, one_line
 
     affinity = os.environ.get("GOMP_CPU_AFFINITY")
@@ -45,11 +45,7 @@ def _load_main():
         message = (f"error: environment OMP_STACKSIZE={os.environ['OMP_STACKSIZE'][:40]!r}: "
                    f"a thread stack larger than this machine's memory")
     else:
-        message = (startup_problem(TRAIN_BASE, "python -m train")
-                   or import_problem("numpy", "NUMPY_*"))
-        if message is None:
-            allocate_blas_buffers()
-            message = _import_torch()
+        message = start_numpy(TRAIN_BASE, "python -m train") or _import_torch()
         if message is None:
             try:
                 return importlib.import_module("train.cli").main

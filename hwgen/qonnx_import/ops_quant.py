@@ -72,11 +72,11 @@ class QuantizerOps:
                             "min-pool of the binary values, which the format cannot hold")
         self.open_layers.discard(layer)
         q = [x - t for x, t in zip(value.q, per)]
-        rules = [threshold_rule(p1, p0, qq, v, lo, hi) for p1, p0, qq, v, (lo, hi) in
-                 zip(value.p1, value.p0, q, value.v, layer.ranges())]
-        for channel, (p1, p0, qq, v, rule, (lo, hi)) in enumerate(
-                zip(value.p1, value.p0, q, value.v, rules, layer.ranges())):
-            acc = float_tie(p1, p0, qq, v, rule, lo, hi)
+        rules = []
+        for channel, (p1, p0, qq, v, (lo, hi)) in enumerate(
+                zip(value.p1, value.p0, q, value.v, layer.ranges())):
+            rules.append(threshold_rule(p1, p0, qq, v, lo, hi))
+            acc = float_tie(p1, p0, qq, v, rules[-1], lo, hi)
             if acc is not None:
                 self.float_ties.append(f"{node.describe()} channel {channel} at accumulator "
                                        f"{acc}")
