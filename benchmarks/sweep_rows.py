@@ -131,13 +131,10 @@ MAX_LOG_BYTES = 16 << 20
 def _read_log(log: Path) -> str:
     """The text of the training log ``log``: a regular file of at most
     :data:`MAX_LOG_BYTES` (UserError otherwise; a FIFO there is never waited on)."""
-    from hwgen.errors import UserError
-    from hwgen.files import read_regular
+    from hwgen.files import read_bounded
 
-    data = read_regular(log, MAX_LOG_BYTES + 1, what="training log")
-    if len(data) > MAX_LOG_BYTES:
-        raise UserError(f"{log}: larger than {MAX_LOG_BYTES} bytes, not a training log")
-    return bytes(data).decode("utf-8")
+    return read_bounded(log, MAX_LOG_BYTES, what="training log",
+                        reason=", not a training log").decode("utf-8")
 
 
 def rows_from_sweep(folder: Path, variants: dict, device: str) -> tuple[list[dict], list[str]]:

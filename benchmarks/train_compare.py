@@ -173,15 +173,14 @@ MAX_RESULTS_BYTES = 64 << 20
 
 
 def load_rows(path: Path) -> list[dict]:
-    from hwgen.files import read_regular
+    from hwgen.files import read_bounded
 
     if not os.path.lexists(path):
         return []
     try:
-        data = read_regular(path, MAX_RESULTS_BYTES + 1, what="results file")
-        if len(data) > MAX_RESULTS_BYTES:
-            fail(f"{path}: larger than {MAX_RESULTS_BYTES} bytes, not a results file")
-        rows = json.loads(bytes(data).decode("utf-8"))
+        data = read_bounded(path, MAX_RESULTS_BYTES, what="results file",
+                            reason=", not a results file")
+        rows = json.loads(data.decode("utf-8"))
     except UserError as err:
         fail(str(err))
     except (ValueError, RecursionError) as err:

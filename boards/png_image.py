@@ -312,14 +312,12 @@ def load_png(path: Path, input_spec) -> np.ndarray:
     """One image for a model input (:class:`hwgen.model.InputSpec`): ``int64`` of shape
     ``input_spec.shape``; raises :class:`UserError` (one line) for any file that is not a
     whole PNG of the model's size and channels. Needs Pillow."""
-    from hwgen.files import read_regular
+    from hwgen.files import read_bounded
     if importlib.util.find_spec("PIL") is None:
         raise UserError("reading PNG files needs Pillow (pip install pillow)") from None
     channels, height, width = input_spec.shape
-    data = bytes(read_regular(path, MAX_PNG_BYTES + 1, what="PNG file"))
-    if len(data) > MAX_PNG_BYTES:
-        raise UserError(f"{path}: larger than {MAX_PNG_BYTES} bytes, more than any PNG of a "
-                        f"model's input")
+    data = read_bounded(path, MAX_PNG_BYTES, what="PNG file",
+                        reason=", more than any PNG of a model's input")
     flat = height == width == 1
     try:
         header, palette = _check_structure(data, channels if flat else height * width)

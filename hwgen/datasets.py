@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .files import folder_problem, open_regular
+from .files import folder_problem, read_bounded
 from .idx import read_idx, write_idx
 from .pickle_data import PickleDataError, read_pickled_data
 
@@ -253,14 +253,8 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     unpickled; anything else raises :class:`DatasetError` with one line.
     """
     path = Path(path)
-    try:
-        with open_regular(path, DatasetError) as f:
-            raw = f.read(_MAX_CIFAR_BATCH_BYTES + 1)
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read ({err.strerror or err})") from None
-    if len(raw) > _MAX_CIFAR_BATCH_BYTES:
-        raise DatasetError(f"{path}: larger than {_MAX_CIFAR_BATCH_BYTES >> 20} MiB, not a "
-                           f"CIFAR-10 batch")
+    raw = read_bounded(path, _MAX_CIFAR_BATCH_BYTES, DatasetError,
+                       reason=", not a CIFAR-10 batch")
     if raw[:1] != b"\x80":
         raise DatasetError(f"{path}: not a CIFAR-10 python batch (not a binary pickle)")
     try:

@@ -117,6 +117,20 @@ def read_regular(path: str | os.PathLike, size: int, error: type[UserError] = Us
             raise error(f"{path}: cannot read ({err.strerror or err})") from None
 
 
+def read_bounded(path: str | os.PathLike, limit: int, error: type[UserError] = UserError,
+                 what: str = "file", *, label: str | None = None, reason: str = "") -> bytes:
+    """The whole of the regular file ``path``, which must hold at most ``limit`` bytes.
+
+    Read as :func:`read_regular` reads (never more than ``limit + 1`` bytes, whatever the
+    file claims); a longer file is ``error``: ``"<label>: larger than <limit> bytes<reason>"``,
+    ``label`` defaulting to ``path``.
+    """
+    data = read_regular(path, limit + 1, error, what)
+    if len(data) > limit:
+        raise error(f"{label or path}: larger than {limit} bytes{reason}")
+    return bytes(data)
+
+
 def read_upto(stream: BinaryIO, size: int) -> bytearray:
     """The next ``size`` bytes of ``stream``, fewer if it ends first; never reads more.
 

@@ -162,11 +162,9 @@ def parse_fold(text: str, model: Model) -> list[Fold]:
 
 def _read_fold_file(path: str) -> str:
     """The text of a ``--fold`` ``.json`` file: a regular file, bounded, strict UTF-8."""
-    from ..files import read_regular
+    from ..files import read_bounded
 
-    data = read_regular(path, MAX_FOLD_CHARS + 1, FoldError, "fold file")
-    if len(data) > MAX_FOLD_CHARS:
-        raise FoldError(f"--fold {path}: more than {MAX_FOLD_CHARS} bytes")
+    data = read_bounded(path, MAX_FOLD_CHARS, FoldError, "fold file", label=f"--fold {path}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import model as model_io
 from ..errors import UserError, one_line
-from ..files import read_regular
+from ..files import read_bounded
 from ..options import (add_image_source, check_labels, check_outputs_are_not_inputs, integer,
                        load_images)
 from ..outputs import output_type
@@ -86,9 +86,7 @@ def _ratio(text: str) -> Fraction:
 
 
 def read_classes(path: Path, count: int) -> list[str]:
-    data = read_regular(path, MAX_CLASS_FILE_BYTES + 1, ImportError_)
-    if len(data) > MAX_CLASS_FILE_BYTES:
-        raise ImportError_(f"{path}: larger than {MAX_CLASS_FILE_BYTES} bytes")
+    data = read_bounded(path, MAX_CLASS_FILE_BYTES, ImportError_)
     try:
         # a BOM is no part of the first name; only \n (and \r\n) end a name: str.splitlines
         # would also split at U+2028, \v, \f...

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..environment import size_limit
-from ..files import open_regular, read_regular, read_upto
+from ..files import open_regular, read_bounded, read_upto
 from ..interrupts import import_deferred
 
 MAX_ONNX_BYTES = 1 << 29  # 512 MiB; $SBN_MAX_ONNX_BYTES overrides
@@ -168,9 +168,7 @@ def read_graph(path: Path) -> Graph:
     from google.protobuf.message import DecodeError
 
     limit = size_limit("SBN_MAX_ONNX_BYTES", MAX_ONNX_BYTES, ImportError_)
-    data = read_regular(path, limit + 1, ImportError_)
-    if len(data) > limit:
-        raise ImportError_(f"{path}: larger than {limit} bytes ($SBN_MAX_ONNX_BYTES)")
+    data = read_bounded(path, limit, ImportError_, reason=" ($SBN_MAX_ONNX_BYTES)")
     try:
         proto = onnx.load_from_string(bytes(data))
     except (DecodeError, ValueError, RuntimeError, TypeError) as err:
