@@ -393,11 +393,16 @@ def _run_failure(err: BaseException) -> str:
 
 
 def _worker_signals() -> None:
-    """In each training process: Ctrl-C at the terminal reaches the whole process group, and
-    the parent stops its workers itself (SIGTERM, then the default action), so a worker
-    prints nothing of its own."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """In each training process: Ctrl-C (and SIGQUIT, or SIGHUP from a closed terminal)
+    reaches the whole process group, and the parent stops its workers itself (SIGTERM, then
+    the default action), so a worker ignores those and prints nothing of its own; the other
+    signals the parent guards (:data:`hwgen.interrupts.ENDING_SIGNALS`) take their default
+    action in a worker."""
+    from hwgen.interrupts import ENDING_SIGNALS
+
+    group = {signal.SIGINT, getattr(signal, "SIGQUIT", None), getattr(signal, "SIGHUP", None)}
+    for number in ENDING_SIGNALS:
+        signal.signal(number, signal.SIG_IGN if number in group else signal.SIG_DFL)
 
 
 def _quiet_resource_tracker() -> None:

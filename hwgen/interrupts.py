@@ -1,5 +1,10 @@
 """Ctrl-C and SIGTERM end a CLI with one line, a fixed exit code, and nothing left behind.
 
+So does every other signal whose default action would end the process silently, with its
+outputs half-written (:data:`ENDING_SIGNALS`: SIGHUP from a closed terminal, SIGXCPU from a
+soft CPU-time limit, SIGQUIT, SIGUSR1...): it is handled as SIGTERM is, with exit code
+``128 + signal``, unless the process was started with it ignored (``nohup``).
+
 - :func:`run_entry` is what ``python -m hwgen`` and ``python -m train`` run first: it turns
   SIGTERM into :class:`Terminated` (so ``finally`` blocks and staged outputs are cleaned
   up exactly as for Ctrl-C), then imports and calls the real ``main`` inside the guarded
@@ -40,15 +45,37 @@ from typing import Callable
 SIGINT_EXIT = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
 SIGTERM_EXIT = 143  # 128 + SIGTERM
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
+#: Signals whose default action ends the process: each ends a guarded run as SIGTERM does
+#: (its :class:`Terminated` carries the number; exit code ``128 + number``).
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUSR2", "SIGALRM",
+    "SIGVTALRM", "SIGPROF") if hasattr(signal, name))
 STDOUT_ERROR_EXIT = 2  # stdout cannot be written (a full disk, /dev/full, an I/O error)
 OUT_OF_MEMORY_EXIT = 2  # an allocation nothing sized beforehand failed (MemoryError)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread by the handler :func:`run_entry` installs.
+    """SIGTERM (or another of :data:`ENDING_SIGNALS` but SIGINT: :attr:`signum`), raised in
+    the main thread by the handler :func:`run_entry` installs.
 
     A subclass of :class:`KeyboardInterrupt`, so every cleanup written for Ctrl-C (and no
     ``except Exception``) sees it."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = int(signum)
+
+
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def guarded_signals() -> tuple[int, ...]:
+    """SIGINT, SIGTERM, and the other :data:`ENDING_SIGNALS` that :func:`run_entry` (or
+    :mod:`hwgen.early_signals`) handles in this process: those not ignored when it began."""
+    return tuple(n for n in ENDING_SIGNALS
+                 if n in (signal.SIGINT, signal.SIGTERM) or signal.getsignal(n) not in (
+                     signal.SIG_IGN, signal.SIG_DFL, None))
 
 
 class _StdoutError(Exception):
@@ -121,7 +148,7 @@ def _first_signal(signum, frame):
     if _settled:
         return
     _settled, _lost, _raised = True, None, signum
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    raise _interrupt(signum)
 
 
 def _unraisable(info) -> None:
@@ -133,7 +160,8 @@ def _unraisable(info) -> None:
     from here would be handled at once, inside this hook, and be lost again)."""
     global _settled, _lost
     if isinstance(info.exc_value, KeyboardInterrupt):
-        _lost = signal.SIGTERM if isinstance(info.exc_value, Terminated) else signal.SIGINT
+        _lost = (info.exc_value.signum if isinstance(info.exc_value, Terminated)
+                 else signal.SIGINT)
         _settled = False
         resend = threading.Timer(0.05, os.kill, (os.getpid(), _lost))
         resend.daemon = True
@@ -160,7 +188,7 @@ def deferred_signals(*, final: bool = False):
         held.append(signum)
 
     try:
-        previous = {n: signal.signal(n, hold) for n in (signal.SIGINT, signal.SIGTERM)}
+        previous = {n: signal.signal(n, hold) for n in guarded_signals()}
     except ValueError:  # not the main thread
         yield
         return
@@ -191,7 +219,7 @@ def raised_interrupt() -> KeyboardInterrupt | None:
     failed``, and the interrupt itself is gone."""
     if _raised is None:
         return None
-    return Terminated() if _raised == signal.SIGTERM else KeyboardInterrupt()
+    return _interrupt(_raised)
 
 
 def import_deferred(name: str):
@@ -204,8 +232,20 @@ def import_deferred(name: str):
 
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:
-    """130 for Ctrl-C, 143 for SIGTERM."""
-    return SIGTERM_EXIT if isinstance(interrupt, Terminated) else SIGINT_EXIT
+    """130 for Ctrl-C, 143 for SIGTERM, ``128 + n`` for another signal ``n``."""
+    return 128 + interrupt.signum if isinstance(interrupt, Terminated) else SIGINT_EXIT
+
+
+def _interrupt_codes() -> set[int]:
+    return {128 + n for n in guarded_signals()}
+
+
+def interrupt_line(signum: int, message: str = "error: interrupted") -> str:
+    """``message``, naming the CPU-time limit when that is what ended the run."""
+    if signum == getattr(signal, "SIGXCPU", None):
+        return message.replace("error: interrupted",
+                               "error: interrupted by the CPU-time limit (ulimit -t)", 1)
+    return message
 
 
 def silence_unused_elaboratables() -> None:
@@ -217,25 +257,29 @@ def silence_unused_elaboratables() -> None:
 
 
 def interrupted(interrupt: KeyboardInterrupt, message: str = "error: interrupted") -> int:
-    """Report ``interrupt`` as one stderr line; returns the exit code (130 or 143)."""
+    """Report ``interrupt`` as one stderr line; returns the exit code (130, 143, or
+    ``128 + n`` for another signal ``n``)."""
     silence_unused_elaboratables()
-    print(message, file=sys.stderr)
+    print(interrupt_line(getattr(interrupt, "signum", signal.SIGINT), message),
+          file=sys.stderr)
     return exit_code(interrupt)
 
 
 def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
-    """``load_main()()`` with Ctrl-C raising KeyboardInterrupt and SIGTERM
-    :class:`Terminated`, the first of them ignoring any later one; an interrupt anywhere in
-    it returns 130/143 after one line (one during ``load_main``'s imports is held until they
-    are done). Once main has returned or been interrupted, Ctrl-C and SIGTERM are ignored
-    while the process exits (only ``python -m`` entry points call this: it changes the
-    process's handlers)."""
+    """``load_main()()`` with Ctrl-C raising KeyboardInterrupt and SIGTERM (and the other
+    :data:`ENDING_SIGNALS` not ignored at start) :class:`Terminated`, the first of them
+    ignoring any later one; an interrupt anywhere in it returns 130/143 (``128 + n``) after
+    one line (one during ``load_main``'s imports is held until they are done). Once main
+    has returned or been interrupted, those signals are ignored while the process exits
+    (only ``python -m`` entry points call this: it changes the process's handlers)."""
     stdout = sys.stdout
     sys.stdout = _GuardedStdout(_ClosedStdout() if stdout is None else stdout)
     sys.unraisablehook = _unraisable
     try:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, _first_signal)
+        for number in ENDING_SIGNALS:
+            if number in (signal.SIGINT, signal.SIGTERM) \
+                    or signal.getsignal(number) is not signal.SIG_IGN:
+                signal.signal(number, _first_signal)
         with deferred_signals():
             main = load_main()
         code = main()
@@ -243,9 +287,10 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         # The work is done (or main reported an interrupt itself): a signal from here on
         # would find Python's default handlers restored during shutdown and kill the process
         # with no message, turning a finished run's exit code into -15.
+        interrupt_codes = _interrupt_codes()
         _ignore_signals()
-        if _lost is not None and code not in (SIGINT_EXIT, SIGTERM_EXIT):
-            raise Terminated() if _lost == signal.SIGTERM else KeyboardInterrupt()
+        if _lost is not None and code not in interrupt_codes:
+            raise _interrupt(_lost)
     except KeyboardInterrupt as interrupt:
         _ignore_signals()
         _forget_unhandled_interrupt()
@@ -278,7 +323,7 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         return interrupted(raised_interrupt())
     finally:
         sys.stdout = stdout
-    if code in (SIGINT_EXIT, SIGTERM_EXIT):
+    if isinstance(code, int) and code - 128 in ENDING_SIGNALS:
         silence_unused_elaboratables()
     _forget_unhandled_interrupt()
     return code
@@ -313,7 +358,7 @@ def _stdout_to_devnull() -> None:
 
 
 def _ignore_signals() -> None:
-    for number in (signal.SIGINT, signal.SIGTERM):
+    for number in guarded_signals():
         signal.signal(number, signal.SIG_IGN)
 
 

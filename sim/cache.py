@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -96,9 +97,30 @@ def intact(exe: Path) -> bool:
         return False
 
 
+def _check_built(built: Path) -> None:
+    """UserError unless the build left ``built`` as a non-empty executable file: a make told
+    to pretend (``make -t`` touches the target, ``-n`` builds nothing) or a linker replaced
+    by a no-op exits 0 without one, and such a file must never enter the cache."""
+    try:
+        info = os.stat(built)
+    except OSError:
+        why = "it wrote none"
+    else:
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            why = "it is empty"
+        elif not os.access(built, os.X_OK):
+            why = "it is not executable"
+        else:
+            return
+    raise UserError(f"the Verilator build succeeded but made no simulator ({built.name}: "
+                    f"{why}); check the environment of its make and compiler (CXX, LINK, "
+                    f"LDFLAGS...)")
+
+
 def publish(built: Path, exe: Path) -> None:
     """Copy the simulator ``built`` into the cache as ``exe`` with its digest beside it;
     whatever occupied those names is replaced. A UserError if the cache cannot take it."""
+    _check_built(built)
     folder = exe.parent
     staged = folder / "sim.tmp"
     try:

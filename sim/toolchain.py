@@ -50,8 +50,14 @@ class Verilator:
     env: dict  # the environment to run it (and the make it calls) with
 
 
+#: Variables that carry options to make itself (``-t`` touches targets instead of building
+#: them, ``-n`` builds nothing, ``-i`` ignores errors): a user's or a parent make's values are
+#: not passed on to the Verilator builds, which set their own jobs and overrides.
+MAKE_OPTION_VARIABLES = ("MAKEFLAGS", "MFLAGS", "GNUMAKEFLAGS", "MAKEFILES", "MAKEOVERRIDES")
+
+
 def find_verilator() -> Verilator:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_OPTION_VARIABLES}
     explicit = env.get("VERILATOR")
     if explicit:
         if not os.path.isfile(explicit):

@@ -15,6 +15,7 @@ import io
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -360,8 +361,10 @@ def _default_signals() -> None:
     signal stays ignored across exec, and Python keeps an inherited SIGINT ignore, so a test
     process that ignores SIGINT (a pytest-xdist worker can, depending on what ran in it
     before) would otherwise start children that Ctrl-C cannot reach."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from hwgen.interrupts import ENDING_SIGNALS
+
+    for number in ENDING_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
 
 
 def _loaded(pid: int, library: str) -> bool:
@@ -426,6 +429,49 @@ def test_sigterm_during_vectors_leaves_nothing(work, tmp_path):
                 os.unlink(out / name)
             out.rmdir()
     assert 143 in codes
+
+
+@pytest.mark.parametrize("name, line", [
+    ("SIGHUP", "error: interrupted"),
+    ("SIGXCPU", "error: interrupted by the CPU-time limit (ulimit -t)"),
+    ("SIGUSR1", "error: interrupted"),
+    ("SIGALRM", "error: interrupted")])
+def test_other_ending_signals_are_handled_as_sigterm(work, tmp_path, name, line):
+    """SIGHUP (a closed terminal), SIGXCPU (a soft ``ulimit -t``) and the other signals whose
+    default action ends a process killed it with no line and left the staged output behind
+    (round 29 of the fuzz): one line, exit ``128 + signal``, nothing left."""
+    signum = getattr(signal, name)
+    codes = set()
+    for delay in (0.6, 1.2, 1.8):
+        out = tmp_path / "vec"
+        proc = _interrupt(["vectors", work / "m.npz", "--images", work / "images", "-n", "5",
+                           "-o", out], signum, delay)
+        codes.add(proc.returncode)
+        if proc.returncode == 128 + signum:
+            assert proc.stderr == line + "\n", proc.stderr
+            assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+        else:  # finished first
+            assert proc.returncode == 0, proc.stderr
+            shutil.rmtree(out)
+    assert 128 + signum in codes
+
+
+def test_a_signal_ignored_at_start_stays_ignored(work, tmp_path):
+    """``nohup``: a run started with SIGHUP ignored is not ended by one."""
+    def ignore_hangup():
+        _default_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen([sys.executable, "-m", "hwgen", "vectors", str(work / "m.npz"),
+                             "--images", str(work / "images"), "-n", "5", "-o",
+                             str(tmp_path / "vec")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=ignore_hangup)
+    time.sleep(0.8)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, "")
+    assert (tmp_path / "vec" / "tb.v").is_file()
 
 
 def test_a_signal_after_the_work_is_done_does_not_kill_the_exit(work, tmp_path):
@@ -890,7 +936,10 @@ def _fuzz_command(data, work: Path, full: bool, child: bool) -> list[str]:
         argv += ["--save-predictions", data.draw(st.sampled_from(_PATHS))]
     names = {"afile": work / "afile", "root": work, "adir_npy": work / "adir.npy",
              "out": work / "out"}
-    return [a.format(**names) if "{" in a and "}" in a else a for a in argv]
+    # only these placeholders: a drawn value may hold braces of its own ("{}", "{;}")
+    for name, path in names.items():
+        argv = [a.replace("{" + name + "}", str(path)) for a in argv]
+    return argv
 
 
 def _check_outcome(code: int, err: str, before: set[str], work: Path) -> None:
@@ -904,8 +953,6 @@ def _check_outcome(code: int, err: str, before: set[str], work: Path) -> None:
 
 
 def _clear_outputs(work: Path) -> None:
-    import shutil
-
     for entry in (work / "out").iterdir():
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 

@@ -980,9 +980,9 @@ def test_a_damaged_simulator_cache_is_rebuilt_or_named(tmp_path):
     argv = [sys.executable, "-m", "hwgen", "sim", str(tmp_path / "m.npz"), "--images",
             str(tmp_path / "i"), "-j", "1"]
 
-    def sim(cache):
+    def sim(cache, **env):
         return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              env=dict(os.environ, SBN_CACHE_DIR=str(cache)))
+                              env=dict(os.environ, SBN_CACHE_DIR=str(cache), **env))
 
     (tmp_path / "afile").write_text("")
     proc = sim(tmp_path / "afile")
@@ -990,7 +990,10 @@ def test_a_damaged_simulator_cache_is_rebuilt_or_named(tmp_path):
         f"error: the simulator cache {tmp_path}/afile/verilator cannot be used (Not a "
         f"directory): set $SBN_CACHE_DIR to a writable folder\n")
     cache = tmp_path / "cache"
-    assert sim(cache).returncode == 0
+    # make's options from the environment are not the build's: -t (touch) put an empty
+    # "simulator" into the cache, which every later run then failed to start (round 29)
+    proc = sim(cache, MAKEFLAGS="-t")
+    assert proc.returncode == 0 and "agreement 8/8" in proc.stdout, proc.stderr
     (exe,) = cache.glob("verilator/*/sim")
     for damage in ("empty", "script", "folder"):
         exe.unlink() if exe.is_file() else None
@@ -1015,6 +1018,30 @@ def test_a_damaged_simulator_cache_is_rebuilt_or_named(tmp_path):
         proc = sim(cache)
         assert proc.returncode == 0 and "agreement 8/8" in proc.stdout, (damage, proc.stderr)
         assert digest.is_file() and not digest.is_symlink() and len(digest.read_text()) == 64
+
+
+def test_a_build_that_made_no_simulator_never_enters_the_cache(tmp_path):
+    """What a pretending make leaves (nothing, an empty file, a file no one can run) is
+    refused with one line naming the build, and the cache keeps no entry for it."""
+    from hwgen.errors import UserError
+    from sim.cache import publish
+
+    built, exe = tmp_path / "obj" / "sim", tmp_path / "cache" / "k" / "sim"
+    built.parent.mkdir()
+    for state, why in (("missing", "it wrote none"), ("empty", "it is empty"),
+                       ("plain", "it is not executable")):
+        if state == "empty":
+            built.write_bytes(b"")
+            built.chmod(0o755)
+        elif state == "plain":
+            built.write_bytes(b"\x7fELF")
+            built.chmod(0o644)
+        with pytest.raises(UserError, match=re.escape(f"made no simulator (sim: {why})")):
+            publish(built, exe)
+        assert not (tmp_path / "cache").exists()
+    built.chmod(0o755)
+    publish(built, exe)
+    assert exe.read_bytes() == b"\x7fELF" and (exe.parent / "sim.sha256").is_file()
 
 
 def test_a_full_simulator_cache_is_one_line(tmp_path, monkeypatch, capsys):
