@@ -422,15 +422,28 @@ def _quiet_resource_tracker() -> None:
         os.close(devnull)
 
 
+def _file_size_note() -> str:
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return ""
+    return f"; the file-size limit, ulimit -f, is {limit} bytes"
+
+
 def train_all(jobs: list[dict], rows: list[dict], json_path: Path, processes: int) -> list[dict]:
     """Train ``jobs`` on ``processes`` workers; each finished run's row replaces its key's
     in ``rows`` and the file is saved at once. On an error or an interrupt the workers are
     stopped before it propagates (leaving the ``with`` block would wait for them)."""
     from tqdm import tqdm
 
-    _quiet_resource_tracker()
-    pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn"),
-                               initializer=_worker_signals)
+    try:
+        _quiet_resource_tracker()
+        pool = ProcessPoolExecutor(processes, mp_context=get_context("spawn"),
+                                   initializer=_worker_signals)
+    except OSError as err:  # its semaphores are files in /dev/shm: EFBIG under ulimit -f 0
+        raise UserError(f"cannot start the training processes ({err.strerror or err}"
+                        f"{_file_size_note()})") from None
     try:
         futures = [pool.submit(run_one, job) for job in jobs]
         bar = tqdm(as_completed(futures), total=len(jobs), unit="run", file=sys.stderr,

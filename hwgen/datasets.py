@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import DatasetError
 from .files import folder_problem, read_bounded
-from .idx import read_idx, write_idx
+from .idx import read_idx, read_idx_prefix, write_idx
 from .pickle_data import PickleDataError, read_pickled_data
 
 #: Images one command takes at once (after ``--limit``): their predictions and labels
@@ -183,13 +183,16 @@ def _known_labels(name: str, images: np.ndarray, labels: np.ndarray):
 def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
     """Images ``[K, 1, H, W]`` (a channel axis is added to 3-D IDX images) and labels or None.
 
-    Both files are read with :func:`~hwgen.idx.read_idx`. Raises :class:`DatasetError` when
+    Both files are read with :func:`~hwgen.idx.read_idx_prefix`: with ``limit``, only their
+    first ``limit`` entries (the headers must still agree). Raises :class:`DatasetError` when
     the images are not ``[K, N]``, ``[K, H, W]`` or ``[K, C, H, W]`` with ``K >= 1``, or the
     labels are not 1-D integers (IDX types 08/09/0B/0C; float labels are refused, NaN or
     not) in ``[0, 2**31)``, one per image, or more than :data:`MAX_IMAGES` images remain
     after ``limit``.
     """
-    images = read_idx(images_path, integers="images")
+    if limit is not None and limit < 1:
+        raise DatasetError(f"--limit must be at least 1, got {limit}")
+    images, count = read_idx_prefix(images_path, limit, integers="images")
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim == 2:  # flat vectors
@@ -200,25 +203,20 @@ def load_idx_pair(images_path, labels_path=None, limit: int | None = None):
     if images.shape[0] == 0:
         raise DatasetError(f"{images_path}: holds no images (the IDX header says "
                            f"{list(images.shape)})")
-    count = images.shape[0]          # in the file (the labels must match it)
-    if limit is not None:
-        if limit < 1:
-            raise DatasetError(f"--limit must be at least 1, got {limit}")
-        images = images[:limit]
     if images.shape[0] > MAX_IMAGES:
         raise DatasetError(f"{images_path}: {images.shape[0]} images, more than the "
                            f"{MAX_IMAGES} the tools take at once (use --limit, or split "
                            f"the file)")
     labels = None
     if labels_path is not None:
-        labels = read_idx(labels_path, integers="labels")
+        labels, declared = read_idx_prefix(labels_path, limit, integers="labels")
         if labels.ndim != 1:
             raise DatasetError(f"{labels_path}: labels must be 1-D, got {list(labels.shape)}")
         if labels.dtype.kind not in "iu":
             raise DatasetError(f"{labels_path}: labels must be integers, got "
                                f"{labels.dtype.name} values")
-        if labels.shape[0] != count:
-            raise DatasetError(f"{labels_path}: {labels.shape[0]} labels for "
+        if declared != count:
+            raise DatasetError(f"{labels_path}: {declared} labels for "
                                f"{count} images in {images_path}")
         labels = labels[:images.shape[0]].astype(np.int64)
         if labels.min() < 0:

@@ -45,6 +45,16 @@ def read_idx(path: str | os.PathLike, max_bytes: int | None = None,
     """An IDX file as a NumPy array in native byte order, under the rules above.
     ``integers`` (``"images"`` or ``"labels"``): the file must hold integers, refused from
     its header (a float file was read whole, up to the limit, before it was refused)."""
+    return read_idx_prefix(path, None, max_bytes, integers)[0]
+
+
+def read_idx_prefix(path: str | os.PathLike, items: int | None,
+                    max_bytes: int | None = None,
+                    integers: str | None = None) -> tuple[np.ndarray, int]:
+    """:func:`read_idx` of only the first ``items`` entries of the first axis (all for
+    None), and the number of entries the header declares. The header and a raw file's size
+    are still checked whole; of a gzip stream nothing past those entries is decompressed (a
+    1 MB file that inflates to 128 MiB cost that much for 256 images)."""
     path = Path(path)
     limit = (size_limit(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, DatasetError)
              if max_bytes is None else max_bytes)
@@ -54,8 +64,8 @@ def read_idx(path: str | os.PathLike, max_bytes: int | None = None,
             raw.seek(0)
             if gzipped:
                 with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                    return _read(path, stream, None, limit, integers)
-            return _read(path, raw, os.fstat(raw.fileno()).st_size, limit, integers)
+                    return _read(path, stream, None, limit, integers, items)
+            return _read(path, raw, os.fstat(raw.fileno()).st_size, limit, integers, items)
         except (EOFError, zlib.error, gzip.BadGzipFile) as err:
             raise DatasetError(f"{path}: cannot read (corrupt or truncated gzip stream: "
                                f"{err})") from None
@@ -64,8 +74,9 @@ def read_idx(path: str | os.PathLike, max_bytes: int | None = None,
 
 
 def _read(path: Path, stream, file_size: int | None, limit: int,
-          integers: str | None) -> np.ndarray:
-    """Header, then data, from ``stream``; ``file_size`` is known for raw files only."""
+          integers: str | None, items: int | None) -> tuple[np.ndarray, int]:
+    """Header, then data (the first ``items`` entries, or all), from ``stream``;
+    ``file_size`` is known for raw files only."""
     magic = read_upto(stream, 4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
         raise DatasetError(f"{path}: not an IDX file (bad magic number)")
@@ -89,17 +100,21 @@ def _read(path: Path, stream, file_size: int | None, limit: int,
     if file_size is not None and file_size - 4 - 4 * ndim != expected:
         raise DatasetError(f"{path}: IDX header says {dims} ({expected} bytes) but the file "
                            f"holds {file_size - 4 - 4 * ndim} bytes")
-    data = read_upto(stream, expected)
-    more = len(data) == expected and bool(stream.read(1))  # at most one byte past
-    if len(data) != expected or more:
-        held = f"more than {expected}" if more else str(len(data))
+    whole = items is None or dims[0] <= items
+    shape = dims if whole else [items, *dims[1:]]
+    wanted = expected if whole else expected // dims[0] * items
+    data = read_upto(stream, wanted)
+    more = whole and len(data) == expected and bool(stream.read(1))  # at most one byte past
+    if len(data) != wanted or more:
+        held = f"more than {expected}" if more else f"only {len(data)}" if not whole \
+            else str(len(data))
         raise DatasetError(f"{path}: IDX header says {dims} ({expected} bytes) but the file "
                            f"holds {held} bytes")
-    array = np.frombuffer(data, dtype=dtype).reshape(dims)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
     if dtype.itemsize > 1 and dtype.byteorder != "=" and not dtype.isnative:
         # swapped where it lies (``data`` is a bytearray): no second copy of the file
-        return array.byteswap(inplace=True).view(dtype.newbyteorder("="))
-    return array
+        return array.byteswap(inplace=True).view(dtype.newbyteorder("=")), dims[0]
+    return array, dims[0]
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -74,7 +74,11 @@ def _import_torch() -> str | None:
 
     from hwgen.environment import import_problem
 
-    with tempfile.TemporaryFile() as held:
+    try:
+        held_file = tempfile.TemporaryFile()
+    except OSError as err:  # FileNotFoundError: no candidate folder took a test file
+        return f"error: cannot make a temporary file ({_temporary_problem(err)})"
+    with held_file as held:
         sys.stderr.flush()
         saved = os.dup(2)
         try:
@@ -103,6 +107,18 @@ def _import_torch() -> str | None:
     if written.strip():
         os.write(2, written)
     return message
+
+
+def _temporary_problem(err: OSError) -> str:
+    """Why no temporary file could be made, with what the user can change."""
+    import resource
+
+    why = ("no usable temporary folder" if isinstance(err, FileNotFoundError)
+           else err.strerror or str(err))
+    size_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if size_limit != resource.RLIM_INFINITY and size_limit < 1 << 20:
+        return f"{why}; the file-size limit, ulimit -f, is {size_limit} bytes"
+    return f"{why}; set TMPDIR to a writable folder"
 
 
 def _omp_stack_bytes(value: str | None) -> int | None:
