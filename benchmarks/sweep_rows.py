@@ -70,7 +70,9 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     """One run's row, or why it is left out."""
     from hwgen.errors import UserError
     from hwgen.model import load
+    from train.arch import parse_arch
     from train.cli import config_from_argv
+    from train.config import check_settings
     from train.epoch_log import epoch_seconds
 
     try:
@@ -85,6 +87,15 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
             cfg = config_from_argv(shlex.split(command[len(PREFIX):]), check_paths=False)
     except (SystemExit, UserError, ValueError):
         return f"its command does not parse: {command[:200]}"
+    try:
+        check_settings(cfg)  # what train itself refuses: no --out, a bad --arch...
+        parse_arch(cfg.arch)
+    except UserError as err:
+        return f"its command is no run train would start ({str(err)[:200]})"
+    mismatched = [k for k in ("dataset", "method", "arch", "epochs", "seed", "binarize_at")
+                  if k in prov and prov[k] != getattr(cfg, k)]
+    if mismatched:
+        return f"its command's {', '.join(mismatched)} differ from its provenance's"
     settings = settings_of(cfg)
     variant = variant_of(cfg.method, settings, variants)
     if cfg.dataset != "fashion-mnist" or variant is None:

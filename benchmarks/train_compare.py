@@ -187,11 +187,20 @@ def load_rows(path: Path) -> list[dict]:
         fail(f"{path}: not a results file ({err.__class__.__name__})")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         fail(f"{path}: expected a JSON list of rows")
+    first = {}
     for number, row in enumerate(rows):
         bad = row_problem(row)
         if bad:
             fail(f"{path}: row {number} lacks or mistypes {bad}")
+        twin = first.setdefault(_key(row), number)
+        if twin != number:  # it would count as one more seed in the table
+            fail(f"{path}: rows {twin} and {number} are the same run ({_run_name(row)})")
     return rows
+
+
+def _run_name(row: dict) -> str:
+    return (f"{row['arch']}, {row['epochs']} epochs, {row['train_images']} images, "
+            f"{row['variant']}, seed {row['seed']}")
 
 
 def row_problem(row: dict) -> str | None:
@@ -483,6 +492,7 @@ TRAINING_OPTIONS = {"archs": ["mlp:100-100"], "epochs": [15], "seeds": [0, 1, 2]
 def _merge_sweeps(rows: list[dict], folders: list[Path], device: str) -> list[dict]:
     """``rows`` with the runs of each sweep folder (:func:`rows_from_sweep`) in place of the
     rows of the same key; what is left out is listed on stderr."""
+    report = []  # printed once every folder has been read: an error comes alone
     for folder in folders:
         try:
             found, notes = rows_from_sweep(folder, VARIANTS, device)
@@ -493,16 +503,22 @@ def _merge_sweeps(rows: list[dict], folders: list[Path], device: str) -> list[di
             if bad:
                 found.remove(row)
                 notes.append(f"{row.get('sweep')}: its provenance gives an unusable {bad}")
-        for note in notes:
-            print(f"# left out: {note}", file=sys.stderr)
-        keys = {_key(r) for r in found}
-        rows = [r for r in rows if _key(r) not in keys] + found
-        print(f"# {folder}: {len(found)} rows", file=sys.stderr)
+        first = {}
+        for row in found:
+            twin = first.setdefault(_key(row), row)
+            if twin is not row:
+                fail(f"{folder}: {twin['sweep']} and {row['sweep']} are the same run "
+                     f"({_run_name(row)}); keep one")
+        report += [f"# left out: {note}" for note in notes]
+        rows = [r for r in rows if _key(r) not in first] + found
+        report.append(f"# {folder}: {len(found)} rows")
+    for line in report:
+        print(line, file=sys.stderr)
     return rows
 
 
 def main() -> int:
-    from hwgen.options import Parser, integer
+    from hwgen.options import Parser, folder_name, integer
     from hwgen.outputs import output_type
 
     p = Parser(prog="python -m benchmarks.train_compare",
@@ -520,13 +536,14 @@ def main() -> int:
     p.add_argument("--device", choices=("cpu", "cuda"),
                    help="where runs train (default cpu); with --from-sweep, the label of runs "
                         "whose provenance does not record theirs (default: unknown)")
-    p.add_argument("--data-dir", help="where the training runs find Fashion-MNIST")
+    p.add_argument("--data-dir", type=lambda text: str(folder_name(text)),
+                   help="where the training runs find Fashion-MNIST")
     p.add_argument("--json", type=output_type("file", (".json",)),
                    default=ROOT / "benchmarks" / "results" / "train_compare.json")
     p.add_argument("--docs", action="store_true",
                    help="rewrite the table in docs/training.md from the JSON file")
     p.add_argument("--table-only", action="store_true", help="train nothing; print the table")
-    p.add_argument("--from-sweep", type=Path, nargs="+", default=[], metavar="DIR",
+    p.add_argument("--from-sweep", type=folder_name, nargs="+", default=[], metavar="DIR",
                    help="train nothing; add the runs of tools/train_sweep.py output folders "
                         "whose settings are a variant's (benchmarks/sweep_rows.py)")
     p.add_argument("--plot", type=output_type("file", (".png",)), metavar="PNG",

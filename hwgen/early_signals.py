@@ -14,10 +14,13 @@ _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUS
 
 
 def _before_the_guard(signum, frame):
-    if signum == getattr(signal, "SIGXCPU", None):
-        os.write(2, b"error: interrupted by the CPU-time limit (ulimit -t)\n")
-    else:
-        os.write(2, b"error: interrupted\n")
+    try:
+        if signum == getattr(signal, "SIGXCPU", None):
+            os.write(2, b"error: interrupted by the CPU-time limit (ulimit -t)\n")
+        else:
+            os.write(2, b"error: interrupted\n")
+    except OSError:  # stderr closed or full: the exit code says it
+        pass
     os._exit(128 + signum)
 
 

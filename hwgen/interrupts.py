@@ -112,6 +112,39 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+class _GuardedStderr:
+    """stderr, where a failed write or flush other than a broken pipe (``2>/dev/full``: no
+    space, an I/O error) loses the text and nothing else: the command goes on and ends with
+    its own exit code, as other tools do (a message that cannot be shown is no reason to
+    fail a run, and an error's exit code still says it). After such a failure stderr points
+    at /dev/null, so that the flush at exit does not fail again."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guard(self, operation, *args):
+        try:
+            return operation(*args)
+        except BrokenPipeError:
+            raise
+        except OSError:
+            _to_devnull(self._stream)
+            return None
+
+    def write(self, text):
+        result = self._guard(self._stream.write, text)
+        return len(text) if result is None else result
+
+    def writelines(self, lines):
+        return self._guard(self._stream.writelines, lines)
+
+    def flush(self):
+        return self._guard(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 _settled = False  # set by the first signal (or a command's final output): later ones do nothing
 _lost: int | None = None  # a signal whose interrupt a finalizer swallowed, not yet raised again
 _raised: int | None = None  # the signal whose interrupt the handler raised, if any
@@ -272,8 +305,10 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
     one line (one during ``load_main``'s imports is held until they are done). Once main
     has returned or been interrupted, those signals are ignored while the process exits
     (only ``python -m`` entry points call this: it changes the process's handlers)."""
-    stdout = sys.stdout
+    stdout, stderr = sys.stdout, sys.stderr
     sys.stdout = _GuardedStdout(_ClosedStdout() if stdout is None else stdout)
+    if stderr is not None:
+        sys.stderr = _GuardedStderr(stderr)
     sys.unraisablehook = _unraisable
     try:
         for number in ENDING_SIGNALS:
@@ -322,7 +357,7 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         _forget_unhandled_interrupt()
         return interrupted(raised_interrupt())
     finally:
-        sys.stdout = stdout
+        sys.stdout, sys.stderr = stdout, stderr
     if isinstance(code, int) and code - 128 in ENDING_SIGNALS:
         silence_unused_elaboratables()
     _forget_unhandled_interrupt()
@@ -350,10 +385,15 @@ def _forget_unhandled_interrupt() -> None:
 
 def _stdout_to_devnull() -> None:
     """Point stdout at /dev/null, so that the flush at exit does not fail a second time."""
+    _to_devnull(sys.stdout)
+
+
+def _to_devnull(stream) -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
         pass
 
 

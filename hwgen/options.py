@@ -125,7 +125,7 @@ MAX_LANES = 1 << 20
 MAX_JOBS = 256
 
 
-def _folder_name(text: str) -> Path:
+def folder_name(text: str) -> Path:
     """A ``type=`` for a folder name: not empty (``Path("")`` would be the working folder)."""
     if not text:
         raise argparse.ArgumentTypeError("is empty: give a folder")
@@ -142,7 +142,7 @@ def add_image_source(parser: argparse.ArgumentParser, required: bool = True) -> 
     parser.add_argument("--labels", type=Path, help="an IDX file of labels for --images")
     parser.add_argument("--split", choices=("test", "train"),
                         help="dataset split (default: test)")
-    parser.add_argument("--data-dir", type=_folder_name,
+    parser.add_argument("--data-dir", type=folder_name,
                         help="folder holding the dataset's IDX files")
     parser.add_argument("--limit", type=integer(1), metavar="N",
                         help="use only the first N images")

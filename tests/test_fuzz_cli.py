@@ -861,6 +861,23 @@ def test_a_full_stdout_is_one_line_in_a_child(work):
                            "device)\n"), proc.stderr
 
 
+def test_a_full_stderr_changes_no_exit_code(work, tmp_path):
+    """``2>/dev/full``: an error line that cannot be written was a traceback that could not
+    be either, exit 1 (round 29 of the fuzz); a successful run failed at its first progress
+    line. The text is lost, the exit code is the command's own."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "w") as full:
+        for argv, code in [(["info", work / "none.npz"], 2),
+                           (["vectors", work / "m.npz", "--images", work / "images", "-n", "2",
+                             "-o", tmp_path / "vec"], 0)]:
+            proc = subprocess.run([sys.executable, "-m", "hwgen", *map(str, argv)], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=full, timeout=120,
+                                  env=_env())
+            assert proc.returncode == code, argv
+    assert (tmp_path / "vec" / "tb.v").is_file()
+
+
 def test_a_reader_that_leaves_before_the_success_line_ends_verilog_quietly(work, tmp_path):
     """``verilog`` prints its line before its files are installed: a closed stdout is the
     reader leaving (141, quiet, nothing written), not a failure to write the output."""

@@ -886,3 +886,48 @@ def test_openmp_settings_its_runtime_refuses_are_one_line(tmp_path, variable, va
     assert (proc.returncode, proc.stderr) == (
         2, f"error: the OpenMP runtime torch loads refused its settings: {reason} "
            f"({variable}={value!r})\n")
+
+
+def test_no_file_may_grow_is_one_line(tmp_path):
+    """``ulimit -f 0``: no temporary file can be made (train's first step holds the OpenMP
+    runtime's lines in one) and no semaphore for train_compare's workers: tracebacks, exit 1
+    (round 29 of the fuzz). One line each, exit 2, nothing written."""
+    import resource
+
+    def no_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+    data = _data(tmp_path / "d")
+    out = tmp_path / "out"
+    out.mkdir()
+    for argv, line in [
+            (["-m", "train", "--arch", "mlp:8", "--epochs", "1", "--data-dir", str(data),
+              "--no-progress", "--out", str(out / "t.npz")],
+             "error: cannot make a temporary file (no usable temporary folder; the file-size "
+             "limit, ulimit -f, is 0 bytes)\n"),
+            (["benchmarks/train_compare.py", "--archs", "mlp:8", "--variants", "ste",
+              "--epochs", "1", "--seeds", "0", "--data-dir", str(data), "--json",
+              str(out / "r.json")],
+             "error: cannot start the training processes (File too large; the file-size "
+             "limit, ulimit -f, is 0 bytes)\n")]:
+        proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, preexec_fn=no_files)
+        assert (proc.returncode, proc.stderr) == (2, line)
+        assert list(out.iterdir()) == []
+
+
+def test_a_full_stderr_does_not_fail_training(tmp_path):
+    """``2>/dev/full``: the epoch lines cannot be written; the run still trains and exports
+    (it ended at the first line with exit 1), and a bad option is still exit 2."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    data = _data(tmp_path / "d")
+    with open("/dev/full", "w") as full:
+        for extra, code in ([], 0), (["--batch-size", "1"], 2):
+            proc = subprocess.run([sys.executable, "-m", "train", "--arch", "mlp:8", "--epochs",
+                                   "1", "--data-dir", str(data), "--out",
+                                   str(tmp_path / "t.npz"), *extra], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=full, timeout=300)
+            assert proc.returncode == code, extra
+    assert (tmp_path / "t.npz").is_file()

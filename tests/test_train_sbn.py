@@ -5,6 +5,7 @@ resume, and the training benchmark's rows. Tiny synthetic data only."""
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -344,6 +345,13 @@ def test_train_compare_failures_are_one_line(data_dir, tmp_path):
                            f"plot, more than the {MAX_PLOT_GROUPS} one chart holds: plot from "
                            f"a --json with fewer\n")
     assert not (tmp_path / "bars.png").exists()
+    results.write_text(json.dumps([rows[0], rows[1], dict(rows[0], exported_accuracy=0.6)]))
+    twice = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--table-only",
+                            "--json", str(results)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert (twice.returncode, twice.stderr) == (2, (
+        f"error: {results}: rows 0 and 2 are the same run (mlp:1, 1 epochs, 100 images, ste, "
+        f"seed 0)\n"))
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -466,6 +474,34 @@ def test_sweep_folder_rows(data_dir, tmp_path):
     saved = json.loads(results.read_text())
     assert [r["device"] for r in saved if r["variant"] == "sbn-paper"] == ["unknown"]
     assert "# left out: d.npz" in done.stderr
+    # two files of one run would count as two seeds; a command train would refuse, or one
+    # that is not what the provenance records, is no row (round 29 of the fuzz)
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for name in ("c", "c2"):
+        shutil.copy(sweep / "c.npz", twins / f"{name}.npz")
+    dup = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
+                          str(twins), "--json", str(tmp_path / "dup.json")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert (dup.returncode, dup.stderr) == (2, (
+        f"error: {twins}: twins/c and twins/c2 are the same run (mlp:8, 1 epochs, 512 images, "
+        f"sbn-paper, seed 0); keep one\n"))
+    assert not (tmp_path / "dup.json").exists()
+    for change, note in [
+            (lambda p: p.update(command=p["command"].replace("--arch mlp:8", "--arch mlp:0")),
+             "its command is no run train would start (architecture 'mlp:0'"),
+            (lambda p: p.update(command=p["command"].replace(" --out ", " --log ")),
+             "its command does not parse"),
+            (lambda p: p.update(arch="mlp:9"), "its command's arch differ from its provenance's")]:
+        model = model_io.load(sweep / "c.npz")
+        change(model.provenance)
+        model_io.save(model, twins / "c2.npz")
+        rows, notes = rows_from_sweep(twins, VARIANTS, "cuda")
+        assert len(rows) == 1 and notes[0].startswith(f"c2.npz: {note}"), notes
+    empty = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep", "",
+                            "--json", str(tmp_path / "e.json")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert empty.returncode == 2 and "--from-sweep: is empty: give a folder" in empty.stderr
     missing = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep",
                               str(tmp_path / "nothing"), "--json", str(results)], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)

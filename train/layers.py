@@ -43,8 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-METHODS = ("sbn", "ste", "float")
-WEIGHT_NORMS = ("none", "layer", "channel")
+from .config import METHODS, WEIGHT_NORMS  # noqa: F401  (torch-free, with the settings)
 HARD = math.inf  # the sharpness of the hard phase: tanh(inf * x) taken as sign(x)
 
 

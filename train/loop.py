@@ -33,7 +33,8 @@ from hwgen.outputs import same_path
 
 from .arch import parse_arch
 # the run's settings live in .config (no torch there); imported from here as well
-from .config import DEFAULT_LR, LEGACY_LR, PAPER_SBN, SBN_ONLY, TrainConfig  # noqa: F401
+from .config import (DEFAULT_LR, LEGACY_LR, PAPER_SBN, SBN_ONLY, TrainConfig,  # noqa: F401
+                     check_settings)
 from .memory import activation_values, check_training_fits, eval_chunk
 from .checkpoint import (check_checkpoint_size, load_checkpoint, restore, save_checkpoint,
                          short_repr)
@@ -121,60 +122,11 @@ def _snapshot_epochs(epochs: int) -> set[int]:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    if cfg.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if cfg.batch_size < 2:
-        raise UserError(f"--batch-size must be at least 2, got {cfg.batch_size}")
-    if not cfg.lr > 0:
-        raise UserError(f"--lr must be positive, got {cfg.lr}")
-    if not (cfg.nu_start > 0 and cfg.nu_end > 0):
-        raise UserError("--nu-start and --nu-end must be positive")
-    if not 0 < cfg.nu_ramp <= 1:
-        raise UserError(f"--nu-ramp must be in (0, 1], got {cfg.nu_ramp}")
-    if cfg.binarize_at is not None and not 0 <= cfg.binarize_at <= 256:
-        raise UserError(f"--binarize-at must be in [0, 256], got {cfg.binarize_at}")
-    if cfg.shift < 0:
-        raise UserError(f"--shift must be >= 0, got {cfg.shift}")
-    if cfg.nu_learnable and cfg.method != "sbn":
-        raise UserError(f"--nu-learnable needs --method sbn (got --method {cfg.method})")
-    if cfg.weight_norm not in WEIGHT_NORMS:
-        raise UserError(f"--weight-norm must be one of {', '.join(WEIGHT_NORMS)}, "
-                        f"got {cfg.weight_norm!r}")
-    for name in ("grad_cap", "weight_grad_cap", "weight_clip", "grad_clip"):
-        value = getattr(cfg, name)
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise UserError(f"--{name.replace('_', '-')} must be a positive number, "
-                            f"got {value}")
-    if not 0 <= cfg.hard_phase < 1:
-        raise UserError(f"--hard-phase must be in [0, 1), got {cfg.hard_phase}")
-    if cfg.bn_recal < 0:
-        raise UserError(f"--bn-recal must be >= 0, got {cfg.bn_recal}")
-    if cfg.bn_recal and cfg.method == "float":
-        raise UserError("--bn-recal recalibrates the binary network before export: it goes "
-                        "with --method sbn or ste, not float")
+    check_settings(cfg)
     if cfg.device == "auto":
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.device not in ("cpu", "cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here")
-    if cfg.method == "float" and cfg.out:
-        raise UserError("--method float trains the float upper bound, which has no binary "
-                        "model file; omit --out (use --checkpoint to keep its weights)")
-    if cfg.method != "float" and not cfg.out:
-        raise UserError(f"--method {cfg.method} needs --out MODEL.npz")
-    if cfg.out and not str(cfg.out).endswith(".npz"):
-        raise UserError(f"--out {cfg.out}: model files end in .npz")
-    if cfg.resume and not (cfg.checkpoint or cfg.out):
-        raise UserError("--resume needs a checkpoint to resume from: give --checkpoint "
-                        "(--method float writes no --out to keep one beside)")
-    if cfg.out and cfg.checkpoint and same_path(cfg.out, cfg.checkpoint):
-        raise UserError(f"--checkpoint {cfg.checkpoint} is the --out model file: give "
-                        f"another path (the default is beside it, .ckpt.pt)")
-    for name in ("train_limit", "test_limit"):
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def _check_torch_cache() -> None:
