@@ -84,9 +84,9 @@ class _StdoutError(Exception):
     theirs."""
 
 
-class _GuardedStdout:
-    """stdout, with a failed write or flush (other than a broken pipe) raised as
-    :class:`_StdoutError`: only writes to stdout can raise that, wherever they happen."""
+class _GuardedStream:
+    """A text stream whose failed write or flush, other than a broken pipe (a reader that
+    left: handled where it surfaces), is handed to :meth:`_failed`."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -97,7 +97,10 @@ class _GuardedStdout:
         except BrokenPipeError:
             raise
         except OSError as err:
-            raise _StdoutError(err) from None
+            return self._failed(err)
+
+    def _failed(self, err: OSError):
+        raise NotImplementedError
 
     def write(self, text):
         return self._guard(self._stream.write, text)
@@ -112,37 +115,28 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
-class _GuardedStderr:
+class _GuardedStdout(_GuardedStream):
+    """stdout, with a failed write or flush (other than a broken pipe) raised as
+    :class:`_StdoutError`: only writes to stdout can raise that, wherever they happen."""
+
+    def _failed(self, err: OSError):
+        raise _StdoutError(err) from None
+
+
+class _GuardedStderr(_GuardedStream):
     """stderr, where a failed write or flush other than a broken pipe (``2>/dev/full``: no
     space, an I/O error) loses the text and nothing else: the command goes on and ends with
     its own exit code, as other tools do (a message that cannot be shown is no reason to
     fail a run, and an error's exit code still says it). After such a failure stderr points
     at /dev/null, so that the flush at exit does not fail again."""
 
-    def __init__(self, stream):
-        self._stream = stream
-
-    def _guard(self, operation, *args):
-        try:
-            return operation(*args)
-        except BrokenPipeError:
-            raise
-        except OSError:
-            _to_devnull(self._stream)
-            return None
+    def _failed(self, err: OSError):
+        _to_devnull(self._stream)
+        return None
 
     def write(self, text):
-        result = self._guard(self._stream.write, text)
+        result = super().write(text)
         return len(text) if result is None else result
-
-    def writelines(self, lines):
-        return self._guard(self._stream.writelines, lines)
-
-    def flush(self):
-        return self._guard(self._stream.flush)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
 
 
 _settled = False  # set by the first signal (or a command's final output): later ones do nothing
