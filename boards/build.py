@@ -6,12 +6,15 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from hwgen.errors import UserError
 
 # Amaranth's toolchain variable -> the YoWASP command from PyPI that provides it
 YOWASP_TOOLS = {
@@ -83,10 +86,17 @@ def parse_nextpnr_report(path, requested_hz: float) -> dict:
     """Utilization and Fmax from nextpnr's ``--report`` JSON: ``utilization`` ({cell:
     {used, available}}), ``fmax_mhz`` ({clock: MHz}), ``achieved_mhz`` (the slowest clock),
     ``requested_mhz``, ``timing_met``."""
-    raw = json.loads(Path(path).read_text())
-    util = {cell: {"used": v["used"], "available": v["available"]}
-            for cell, v in raw.get("utilization", {}).items()}
-    fmax = {clock: v["achieved"] for clock, v in raw.get("fmax", {}).items()}
+    from hwgen.files import read_bounded
+
+    data = read_bounded(path, MAX_REPORT_BYTES, what="nextpnr report")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+        util = {str(cell): {"used": _count(v["used"]), "available": _count(v["available"])}
+                for cell, v in raw.get("utilization", {}).items()}
+        fmax = {str(clock): _mhz(v["achieved"]) for clock, v in raw.get("fmax", {}).items()}
+    except (ValueError, RecursionError, TypeError, KeyError, AttributeError) as err:
+        raise UserError(f"{path}: not a nextpnr report ({type(err).__name__}: "
+                        f"{str(err)[:100]})") from None
     achieved = min(fmax.values()) if fmax else None
     return {
         "utilization": util,
@@ -95,6 +105,35 @@ def parse_nextpnr_report(path, requested_hz: float) -> dict:
         "requested_mhz": requested_hz / 1e6,
         "timing_met": achieved is not None and achieved >= requested_hz / 1e6,
     }
+
+
+#: The largest nextpnr report read (a UP5K design's is about 10 KB).
+MAX_REPORT_BYTES = 16 << 20
+
+
+def _count(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"a cell count of {value!r:.40}")
+    return value
+
+
+def _mhz(value) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) \
+            or not 0 <= value < 1e6:  # also NaN
+        raise ValueError(f"an Fmax of {value!r:.40}")
+    return float(value)
+
+
+def check_bitstream(path: Path) -> None:
+    """UserError unless the packer left ``path`` as a non-empty regular file (a packer that
+    exits 0 without writing one, as ``ICEPACK=/bin/true`` does, is no build)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            raise OSError(0, "empty or not a file")
+    except OSError as err:
+        raise UserError(f"the packer made no bitstream {path.name} "
+                        f"({err.strerror or err}); check ICEPACK/ECPPACK") from None
 
 
 @contextmanager
@@ -157,6 +196,7 @@ def build_and_report(platform, top, build_dir, *, name: str, requested_hz: float
             report = _retry(build_dir, name, seed, requested_hz, retry, attempts) or report
     best = max(attempts, key=lambda a: a["achieved_mhz"] or 0)
     kept = next((a for a in attempts if a["timing_met"]), attempts[-1])
+    check_bitstream(build_dir / f"{name}.{bitstream_ext}")
     report["bitstream"] = str(build_dir / f"{name}.{bitstream_ext}")
     report["place_and_route"] = {
         "attempts": [{k: a[k] for k in ("seed", "options", "achieved_mhz", "seconds")}

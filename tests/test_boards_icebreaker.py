@@ -100,6 +100,44 @@ def test_parse_report(tmp_path):
     assert not parse_nextpnr_report(report, 60e6)["timing_met"]
 
 
+@pytest.mark.parametrize("text, why", [
+    ('{"fmax": {"clk": {"achieved": "fast"}}}', "an Fmax of 'fast'"),
+    ('{"fmax": {"clk": {"achieved": NaN}}}', "an Fmax of nan"),
+    ('{"utilization": {"LC": {"used": -1, "available": 5}}}', "a cell count of -1"),
+    ('{"utilization": {"LC": {"used": 1}}}', "KeyError"),
+    ('{"utilization": []}', "AttributeError"),
+    ("[[[", "JSONDecodeError")])
+def test_a_malformed_report_is_one_line(tmp_path, text, why):
+    """A report nextpnr did not write as it does (a wrapper's, round 30 of the fuzz): a
+    TypeError traceback when its Fmax was a string. Missing, it is named as missing (it was
+    "cannot write" the output folder)."""
+    from hwgen.errors import UserError
+
+    report = tmp_path / "r.json"
+    report.write_text(text)
+    with pytest.raises(UserError, match=re.escape(f"{report}: not a nextpnr report")) as got:
+        parse_nextpnr_report(report, 48e6)
+    assert why in str(got.value)
+    with pytest.raises(UserError, match="no such nextpnr report"):
+        parse_nextpnr_report(tmp_path / "none.json", 48e6)
+
+
+def test_a_packer_that_wrote_nothing_is_no_build(tmp_path):
+    from boards.build import check_bitstream
+    from hwgen.errors import UserError
+
+    bitstream = tmp_path / "top.bin"
+    for make in (lambda: None, lambda: bitstream.write_bytes(b""), bitstream.mkdir):
+        if bitstream.is_file():
+            bitstream.unlink()
+        make()
+        with pytest.raises(UserError, match="the packer made no bitstream top.bin"):
+            check_bitstream(bitstream)
+    bitstream.rmdir()
+    bitstream.write_bytes(b"\xff\x00")
+    check_bitstream(bitstream)
+
+
 def _have_tools():
     bin_dir = Path(sys.executable).parent
     return all((bin_dir / t).exists() or shutil.which(t)

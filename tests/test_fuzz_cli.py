@@ -1031,6 +1031,43 @@ def test_model_with_an_unprintable_class_name_is_refused(name):
         model.validate()
 
 
+_FAKE_YOSYS = {  # each answers -V as a Yosys would
+    "fails": ("echo 'ERROR: something broke' >&2; exit 1",
+              "failed (exit code 1): ERROR: something broke"),
+    "crashes": ("kill -SEGV $$", "failed (exit code -11): no message"),
+    "unlowered": ("echo 'module x(); always @* begin end endmodule'",
+                  "wrote unusable Verilog: the Verilog holds an always @* process"),
+    "garbage": ("echo 'module garbage('", "wrote no module sbn_m (its output is 16 bytes)"),
+    "silent": ("true", "wrote no module sbn_m (its output is 0 bytes)"),
+    "floods": ("yes 'wire [0:0] a;' | head -c 3000000",
+               "wrote more than 1000000 bytes of Verilog ($SBN_MAX_VERILOG_BYTES raises"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_FAKE_YOSYS))
+def test_a_yosys_that_misbehaves_is_one_line(work, tmp_path, kind):
+    """A ``$YOSYS`` that fails, crashes, or writes what is no Verilog of the module: a
+    YosysError or ValueError traceback, or exit 0 with that file written; 2 GB of output
+    took 5.8 GB (round 30 of the fuzz). One line naming it; its output read bounded."""
+    body, message = _FAKE_YOSYS[kind]
+    fake = tmp_path / "yosys"
+    fake.write_text('#!/bin/sh\nif [ "$1" = -V ]; then echo "Yosys 0.50 (git sha1 0)"; '
+                    f'exit 0; fi\ncat > /dev/null\n{body}\n')
+    fake.chmod(0o755)
+    out = tmp_path / "v"
+    proc = subprocess.run([sys.executable, "-m", "hwgen", "verilog", str(work / "m.npz"), "-o",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(_env(), YOSYS=str(fake), SBN_MAX_VERILOG_BYTES="1000000"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: Yosys ($YOSYS={fake}) {message}"), proc.stderr
+    assert proc.stderr.count("\n") == 1 and not out.exists()
+    none = subprocess.run([sys.executable, "-m", "hwgen", "verilog", str(work / "m.npz"), "-o",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(_env(), YOSYS="/bin/false"))
+    assert (none.returncode, none.stderr) == (2, "error: no usable Yosys ($YOSYS=/bin/false): "
+                                                 "it did not answer a version query\n")
+
+
 @pytest.mark.parametrize("name, value", [("AMARANTH_USE_YOSYS", "system"),
                                          ("AMARANTH_USE_YOSYS", "bogus"),
                                          ("PYTHONIOENCODING", "ascii")])

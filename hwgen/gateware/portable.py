@@ -23,6 +23,8 @@ from amaranth.back import rtlil
 from hwgen.errors import UserError
 from hwgen.heap import release_freed_memory
 
+from .yosys_run import run_yosys, yosys_command, yosys_name
+
 __all__ = ["convert", "portable_text"]
 
 _FUNCTION = re.compile(r"^\s*function\s+(?:\[[^\]]*\]\s*)?\\(\$\S+)\s", re.M)
@@ -55,18 +57,40 @@ def convert(elaboratable, name: str, *, emit_src: bool = False) -> str:
                         "write_verilog -norename"])
     try:
         yosys = find_yosys(lambda version: version >= (0, 40))
-        # Yosys warns that not every process maps to Verilog; the lowered ones all do
-        output = yosys.run(["-q", "-"], script, ignore_warnings=True)
+        command = yosys_command(yosys)
     except MemoryError as err:
         raise UserError("out of memory running Yosys") from err
-    except Exception as err:
-        cause = _start_failure(err)
-        if cause is None:
-            raise
+    except Exception as err:  # YosysError, ToolNotFound: a $YOSYS that fails even -V
+        _raise_start_failure(err)
+        raise UserError(f"no usable {yosys_name()}: {_last_line(err)}") from None
+    try:
+        output = run_yosys([*command, "-q", "-"], script)
+    except UserError as err:
+        _raise_start_failure(err)
+        raise
+    try:
+        text = portable_text(output)
+    except ValueError as err:
+        raise UserError(f"{yosys_name()} wrote unusable Verilog: {err}") from None
+    if not re.search(rf"^\s*module\s+{re.escape(name)}\s*\(", text, re.M) \
+            or not re.search(r"^\s*endmodule\b", text, re.M):
+        raise UserError(f"{yosys_name()} wrote no module {name} (its output is "
+                        f"{len(output)} bytes)")
+    return text
+
+
+def _last_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[-1] if lines else "it did not answer a version query")[:300]
+
+
+def _raise_start_failure(err: Exception) -> None:
+    """UserError when ``err`` says YoWASP's runtime could not start (:func:`_start_failure`)."""
+    cause = _start_failure(err)
+    if cause is not None:
         raise UserError(f"Yosys could not start: {cause} (YoWASP's WebAssembly runtime "
                         f"reserves several GB of address space: is it limited, e.g. by "
                         f"ulimit -v?)") from err
-    return portable_text(output)
 
 
 _OUT_OF_MEMORY = ("mmap failed", "Cannot allocate memory", "memory allocation of",
@@ -80,7 +104,7 @@ def _start_failure(err: Exception) -> str | None:
     None."""
     text = str(err)
     in_process = type(err).__module__.split(".")[0] == "wasmtime"
-    if not in_process and not (type(err).__name__ == "YosysError" and (
+    if not in_process and not (type(err).__name__ in ("YosysError", "UserError") and (
             "WasmtimeError" in text or any(marker in text for marker in _OUT_OF_MEMORY))):
         return None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
