@@ -22,6 +22,8 @@ def start_script(base: int | None = None) -> None:
     failed import was a traceback."""
     from hwgen.early_signals import install
     install()
+    from hwgen.environment import ignore_library_settings
+    ignore_library_settings()  # TQDM_*, MPLBACKEND, TORCH_LOGS...: as the commands do
     from hwgen.address_space import HWGEN_BASE, start_numpy
 
     problem = start_numpy(HWGEN_BASE if base is None else base, sys.argv[0])

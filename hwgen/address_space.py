@@ -81,6 +81,18 @@ def allocate_blas_buffers() -> None:
         matrix @ matrix
 
 
+def _working_folder_problem() -> str | None:
+    """The one-line error when the working folder has been removed: libraries then fail in
+    their own ways (oneMKL ended ``import torch`` with a line of its own, multiprocessing's
+    spawn with a traceback)."""
+    try:
+        os.getcwd()
+    except OSError as err:
+        return (f"error: the working folder is gone ({err.strerror or err}): run from an "
+                f"existing folder")
+    return None
+
+
 def start_numpy(base: int, command: str) -> str | None:
     """An entry point's first steps, in order: the limit checked (:func:`startup_problem`),
     NumPy imported (:func:`hwgen.environment.import_problem`), OpenBLAS's buffers allocated
@@ -88,7 +100,8 @@ def start_numpy(base: int, command: str) -> str | None:
     or None."""
     from .environment import import_problem
 
-    problem = startup_problem(base, command) or import_problem("numpy", "NUMPY_*")
+    problem = (_working_folder_problem() or startup_problem(base, command)
+               or import_problem("numpy", "NUMPY_*"))
     if problem is None:
         allocate_blas_buffers()
     return problem

@@ -52,9 +52,10 @@ def read_idx_prefix(path: str | os.PathLike, items: int | None,
                     max_bytes: int | None = None,
                     integers: str | None = None) -> tuple[np.ndarray, int]:
     """:func:`read_idx` of only the first ``items`` entries of the first axis (all for
-    None), and the number of entries the header declares. The header and a raw file's size
-    are still checked whole; of a gzip stream nothing past those entries is decompressed (a
-    1 MB file that inflates to 128 MiB cost that much for 256 images)."""
+    None), and the number of entries the header declares. The file is still checked whole
+    (a raw file's size; a gzip stream decompressed to its end, a chunk at a time, and
+    dropped past those entries: a 1 MB file that inflates to 128 MiB cost that much for 256
+    images when it was kept)."""
     path = Path(path)
     limit = (size_limit(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, DatasetError)
              if max_bytes is None else max_bytes)
@@ -104,10 +105,14 @@ def _read(path: Path, stream, file_size: int | None, limit: int,
     shape = dims if whole else [items, *dims[1:]]
     wanted = expected if whole else expected // dims[0] * items
     data = read_upto(stream, wanted)
-    more = whole and len(data) == expected and bool(stream.read(1))  # at most one byte past
-    if len(data) != wanted or more:
-        held = f"more than {expected}" if more else f"only {len(data)}" if not whole \
-            else str(len(data))
+    rest = (0 if whole or len(data) != wanted
+            else expected - wanted if file_size is not None  # its size was checked above
+            else _skip(stream, expected - wanted))
+    at_end = whole or (file_size is None and rest == expected - wanted)
+    more = at_end and len(data) == wanted and bool(stream.read(1))  # at most one byte past
+    if len(data) != wanted or rest != expected - wanted or more:
+        held = (f"more than {expected}" if more else str(len(data)) if whole
+                else f"{len(data) + rest}")
         raise DatasetError(f"{path}: IDX header says {dims} ({expected} bytes) but the file "
                            f"holds {held} bytes")
     array = np.frombuffer(data, dtype=dtype).reshape(shape)
@@ -115,6 +120,18 @@ def _read(path: Path, stream, file_size: int | None, limit: int,
         # swapped where it lies (``data`` is a bytearray): no second copy of the file
         return array.byteswap(inplace=True).view(dtype.newbyteorder("=")), dims[0]
     return array, dims[0]
+
+
+def _skip(stream, size: int) -> int:
+    """Read and drop up to ``size`` bytes of ``stream`` a chunk at a time (a gzip stream is
+    thereby checked to its end, CRC included, in bounded memory); the bytes there were."""
+    skipped = 0
+    while skipped < size:
+        chunk = stream.read(min(1 << 20, size - skipped))
+        if not chunk:
+            break
+        skipped += len(chunk)
+    return skipped
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:

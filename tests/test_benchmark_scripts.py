@@ -3,6 +3,8 @@ line and exit 2, bounded sizes, results written staged, Ctrl-C as one line."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -51,3 +53,34 @@ def test_reference_speed_runs_and_an_interrupt_is_one_line():
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (130, "error: interrupted\n")
+
+
+def test_library_settings_and_a_removed_working_folder(tmp_path):
+    """The scripts ignore the library settings the commands ignore (``MPLBACKEND=bogus``
+    was a traceback at the plot, after the results file was rewritten; ``TQDM_*``,
+    ``TORCH_LOGS``), and escape what stdout cannot encode (the table's ``±`` under
+    ``PYTHONIOENCODING=ascii``); a working folder that was removed is one line (oneMKL ended
+    ``import torch`` silently, spawn was a traceback). Round 30 of the fuzz."""
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps([
+        {"arch": "mlp:8", "epochs": 1, "method": "ste", "variant": "ste", "seed": seed,
+         "train_images": 100, "device": "cpu", "exported_accuracy": 0.5, "gap": 0.0}
+        for seed in (0, 1)]))
+    env = dict(os.environ, MPLBACKEND="bogus", MATPLOTLIBRC="/etc/passwd",
+               TQDM_MININTERVAL="abc", PYTHONIOENCODING="ascii")
+    proc = subprocess.run([sys.executable, f"{B}/train_compare.py", "--table-only", "--json",
+                           str(results), "--plot", str(tmp_path / "bars.png")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "\\xb1" in proc.stdout and (tmp_path / "bars.png").is_file()
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    for argv in ([str(ROOT / B / "reference_speed.py")], ["-m", "train", "--arch", "mlp:8"],
+                 ["-m", "hwgen", "info", str(ROOT / "models" / "fmnist-mlp-up5k.npz")]):
+        proc = subprocess.run([sys.executable, *argv], cwd=gone, capture_output=True,
+                              text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              preexec_fn=lambda: os.rmdir(gone))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == ("error: the working folder is gone (No such file or "
+                               "directory): run from an existing folder\n"), proc.stderr
+        gone.mkdir()

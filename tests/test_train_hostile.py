@@ -332,7 +332,10 @@ def test_a_damaged_checkpoint_record_is_refused(checkpoint, tmp_path):
                                  {"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "x",
                                   "MASTER_PORT": "1"},
                                  {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "x",
-                                  "MASTER_PORT": "99999"}])
+                                  "MASTER_PORT": "99999"},
+                                 # port 0 can never be joined: rank 1 waited forever
+                                 {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                                  "MASTER_PORT": "0"}])
 def test_a_bad_torchrun_environment_is_a_user_error(monkeypatch, env):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)

@@ -51,7 +51,7 @@ def init_distributed(device: str) -> Dist:
     if world <= 1:
         return Dist()
     local_rank = environment_integer("LOCAL_RANK", 0, 0, world - 1)
-    port = environment_integer("MASTER_PORT", None, 0, 65535)
+    port = environment_integer("MASTER_PORT", None, 1, 65535)  # 0 can never be joined
     if rank is None or port is None or not os.environ.get("MASTER_ADDR"):
         raise UserError(f"environment WORLD_SIZE={world} asks for a process group, which also "
                         f"needs RANK, MASTER_ADDR and MASTER_PORT: start it with torchrun")
