@@ -4,8 +4,10 @@ resume, DDP (two CPU processes) and the CLI's error handling. Tiny synthetic dat
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -474,21 +476,82 @@ def test_train_sweep_tool(data_dir, tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("a b: --arch mlp:8\n", "expected 'NAME: ARGS'"),
     ("a: --arch mlp:8\na: --arch mlp:16\n", "run names must be unique"),
-    ("a: --arch mlp:8 --max-epochs x\n", "--max-epochs needs a positive integer"),
+    ("a: --arch mlp:8 --max-epochs x\n", "--max-epochs needs a whole number in 1..100000"),
+    ("a: --arch mlp:8 --max-epochs \u00b2\n", "--max-epochs needs a whole number"),
     ("a: --arch 'mlp:8\n", "No closing quotation"),
     ("# nothing\n", "no runs"),
+    (b"a: \xff\n", "the runs file is not UTF-8 text (byte 3)"),
 ])
 def test_train_sweep_rejects_bad_run_files(tmp_path, text, message):
     runs = tmp_path / "runs.txt"
-    runs.write_text(text)
+    runs.write_bytes(text if isinstance(text, bytes) else text.encode())
     done = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), "--out",
                            str(tmp_path / "out"), "--budget", "10"],
                           cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert done.stderr.startswith("error: ") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "nan"], "argument --budget: must be a finite number"),
+    (["--budget", "inf"], "argument --budget: must be a finite number"),
+    (["--budget", "0"], "argument --budget: must be greater than 0"),
+    (["--budget", "10", "--cap", "0"], "argument --cap: must be at least 1"),
+    (["--budget", "10", "--out", "{tmp}/afile"], "--out {tmp}/afile: not a folder"),
+    (["--budget", "10", "--out", "{tmp}/afile/x"], "cannot make it (Not a directory)"),
+    (["--budget", "10", "--runs-file", "{tmp}/fifo"], "is a FIFO, not a regular runs file"),
+])
+def test_train_sweep_rejects_bad_options(tmp_path, argv, message):
+    """Round 30 of the fuzz: tracebacks (nan, inf, an --out under a file), a runs file that
+    is a FIFO waited on forever, exit 1 for errors. One line, exit 2, nothing made."""
+    (tmp_path / "afile").write_text("")
+    os.mkfifo(tmp_path / "fifo")
+    runs = tmp_path / "runs.txt"
+    runs.write_text("a: --arch mlp:8\n")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--runs-file" in argv:
+        runs = Path(argv.pop(argv.index("--runs-file") + 1))
+        argv.remove("--runs-file")
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), *argv],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("error: ")
+    assert message.format(tmp=tmp_path) in done.stderr and done.stderr.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["afile", "fifo", "runs.txt"]
+
+
+def test_train_sweep_stops_its_runs_and_fails_when_all_do(data_dir, tmp_path):
+    """SIGTERM during the calibration killed the sweep silently and left its runs training
+    (one wrote its model afterwards); a sweep whose every run failed exited 0. Round 30."""
+    runs = tmp_path / "runs.txt"
+    runs.write_text("a: --arch mlp:8 --method ste\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "tools/train_sweep.py", str(runs), "--out",
+                             str(out), "--budget", "100", "--data-dir", str(data_dir)],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "calibration" / "a.log").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (143, "error: interrupted\n")
+    time.sleep(1.0)
+    assert [p.name for p in (out / "calibration").iterdir()] == ["a.log"]
+    failing = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), "--out",
+                              str(tmp_path / "out2"), "--budget", "100", "--data-dir",
+                              str(tmp_path / "nowhere")],
+                             cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                             text=True, timeout=300)
+    assert failing.returncode == 2
+    assert failing.stderr == (f"error: every run failed (see {tmp_path}/out2/summary.txt and "
+                              f"the runs' logs)\n")
 
 
 def test_train_sweep_short_calibration(data_dir, tmp_path):

@@ -22,31 +22,49 @@ the end of a line caps that run's epochs (default ``--cap``).
 
 Usage: ``python tools/train_sweep.py RUNS.txt --out DIR --budget SECONDS [--data-dir D]``.
 Every child is a plain ``python -m train`` run; a run's command line is in its log and in
-its model file's provenance.
+its model file's provenance. Bad input is one ``error:`` line and exit 2, as for the
+commands; Ctrl-C or SIGTERM stops every run (each removes its own partial outputs) and
+exits 130/143; a sweep whose every run failed exits 2 after writing its summary.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":
+    from benchmarks.script import start_script
+    start_script()
+from benchmarks.script import fail, run as run_script  # noqa: E402
 from train.epoch_log import epoch_seconds  # noqa: E402  (torch-free)
+
+#: The largest runs file read (a sweep of a few dozen lines is about 2 KB).
+MAX_RUNS_BYTES = 1 << 20
+#: The most epochs a run may be capped at (as train's --epochs).
+MAX_EPOCHS = 100_000
 
 FINAL_LINE = re.compile(r"exported .*?([\d.]+)%")
 
 
 def parse_runs(path: Path, cap: int) -> list[tuple[str, list[str], int]]:
+    """``(name, train arguments, epoch cap)`` per line of the runs file ``path`` (a regular
+    file, UTF-8, at most :data:`MAX_RUNS_BYTES`); one ``error:`` line and exit 2 otherwise."""
+    from hwgen.errors import UserError
+    from hwgen.files import read_bounded
+
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        sys.exit(f"error: {path}: cannot read the runs file ({err.__class__.__name__})")
+        text = read_bounded(path, MAX_RUNS_BYTES, what="runs file").decode("utf-8")
+    except UserError as err:
+        fail(str(err))
+    except UnicodeDecodeError as err:
+        fail(f"{path}: the runs file is not UTF-8 text (byte {err.start})")
     runs = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -54,22 +72,22 @@ def parse_runs(path: Path, cap: int) -> list[tuple[str, list[str], int]]:
             continue
         name, sep, rest = line.partition(":")
         if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()):
-            sys.exit(f"error: {path}:{number}: expected 'NAME: ARGS'")
+            fail(f"{path}:{number}: expected 'NAME: ARGS'")
         try:
             args = shlex.split(rest)
         except ValueError as err:
-            sys.exit(f"error: {path}:{number}: {err}")
+            fail(f"{path}:{number}: {err}")
         limit = cap
         if "--max-epochs" in args:
             i = args.index("--max-epochs")
             value = args[i + 1] if i + 1 < len(args) else ""
-            if not value.isdigit() or int(value) < 1:
-                sys.exit(f"error: {path}:{number}: --max-epochs needs a positive integer")
+            if not re.fullmatch(r"[0-9]{1,6}", value) or not 1 <= int(value) <= MAX_EPOCHS:
+                fail(f"{path}:{number}: --max-epochs needs a whole number in 1..{MAX_EPOCHS}")
             limit = int(value)
             del args[i:i + 2]
         runs.append((name.strip(), args, limit))
     if len({r[0] for r in runs}) != len(runs):
-        sys.exit(f"error: {path}: run names must be unique")
+        fail(f"{path}: run names must be unique")
     return runs
 
 
@@ -101,33 +119,72 @@ def plan_epochs(speed: dict[str, float | None], caps: dict[str, int],
             for name in plan}
 
 
+def _out_folder(out: Path) -> None:
+    """Make the sweep's folder (its parents too); one error line if it cannot be one."""
+    from hwgen.files import folder_problem
+
+    problem = folder_problem(out)
+    if problem is None:
+        return
+    if problem != "no such folder":
+        fail(f"--out {out}: {problem}")
+    try:
+        out.mkdir(parents=True)
+    except OSError as err:
+        fail(f"--out {out}: cannot make it ({err.strerror or err})")
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--budget", type=float, required=True, help="seconds for the whole sweep")
-    p.add_argument("--cap", type=int, default=200, help="most epochs of any run")
-    p.add_argument("--margin", type=float, default=45.0,
+    from hwgen.options import Parser, folder_name, integer, real
+
+    p = Parser(prog="tools/train_sweep.py", description=__doc__.splitlines()[0])
+    p.add_argument("runs", type=folder_name, metavar="RUNS.txt")
+    p.add_argument("--out", type=folder_name, required=True)
+    p.add_argument("--budget", type=real(0, 10**7, low_open=True), required=True,
+                   help="seconds for the whole sweep")
+    p.add_argument("--cap", type=integer(1, MAX_EPOCHS), default=200,
+                   help="most epochs of any run")
+    p.add_argument("--margin", type=real(0, 10**7), default=45.0,
                    help="seconds kept for start-up, export and checks")
-    p.add_argument("--data-dir")
-    p.add_argument("--calibration-images", type=int, default=0, metavar="N",
+    p.add_argument("--data-dir", type=lambda text: str(folder_name(text)))
+    p.add_argument("--calibration-images", type=integer(0, 10**7), default=0, metavar="N",
                    help="calibrate on the first N training images (default 0: all)")
-    p.add_argument("--train-images", type=int, default=60000, metavar="N",
+    p.add_argument("--train-images", type=integer(1, 10**7), default=60000, metavar="N",
                    help="training images in the dataset, to scale a short calibration "
                         "(default 60000: MNIST, Fashion-MNIST)")
-    p.add_argument("--test-images", type=int, default=10000, metavar="N",
+    p.add_argument("--test-images", type=integer(1, 10**7), default=10000, metavar="N",
                    help="test images in the dataset (default 10000)")
     a = p.parse_args()
-    if a.budget <= 0 or a.cap < 1 or a.margin < 0:
-        sys.exit("error: --budget must be positive, --cap at least 1, --margin not negative")
-    if a.calibration_images < 0 or a.train_images < 1 or a.test_images < 1:
-        sys.exit("error: --calibration-images must not be negative, --train-images and "
-                 "--test-images positive")
     start = time.time()
     runs = parse_runs(a.runs, a.cap)
     if not runs:
-        sys.exit(f"error: {a.runs}: no runs")
-    a.out.mkdir(parents=True, exist_ok=True)
+        fail(f"{a.runs}: no runs")
+    _out_folder(a.out)
+    children: list[subprocess.Popen] = []
+    try:
+        return _sweep(a, runs, start, children)
+    except OSError as err:  # a log or the summary cannot be written
+        fail(f"{getattr(err, 'filename', None) or a.out}: cannot write "
+             f"({err.strerror or err})")
+    finally:
+        _stop(children)
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    """Stop the runs still going (an interrupt or an error here): SIGTERM, which each
+    answers by removing its partial outputs, then SIGKILL for any that does not end."""
+    alive = [proc for proc in children if proc.poll() is None]
+    for proc in alive:
+        proc.send_signal(signal.SIGTERM)
+    for proc in alive:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _sweep(a, runs, start: float, children: list) -> int:
     threads = max(1, (os.cpu_count() or 1) // len(runs))
     extra = ["--data-dir", a.data_dir] if a.data_dir else []
 
@@ -144,6 +201,7 @@ def main() -> int:
                            "--epochs", "1", "--out", str(cal_dir / f"{name}.npz")],
                           cal_dir / f"{name}.log", threads)
              for name, args, _ in runs}
+    children += procs.values()
     for proc in procs.values():
         proc.wait()
     speed = {name: slowest_epoch(cal_dir / f"{name}.log") for name, _, _ in runs}
@@ -163,6 +221,7 @@ def main() -> int:
                            "--plots", str(a.out / f"{name}-plots")],
                           a.out / f"{name}.log", threads)
              for name, args, _ in runs if name in plan}
+    children += procs.values()
     lines = []
     for name, proc in procs.items():
         proc.wait()
@@ -178,8 +237,10 @@ def main() -> int:
     summary = "\n".join(lines) + f"\nwall {time.time() - start:.0f} s\n"
     (a.out / "summary.txt").write_text(summary)
     print(summary, end="", flush=True)
+    if not any(proc.returncode == 0 for proc in procs.values()):
+        fail(f"every run failed (see {a.out / 'summary.txt'} and the runs' logs)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))
