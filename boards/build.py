@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -97,7 +96,9 @@ def parse_nextpnr_report(path, requested_hz: float) -> dict:
     except (ValueError, RecursionError, TypeError, KeyError, AttributeError) as err:
         raise UserError(f"{path}: not a nextpnr report ({type(err).__name__}: "
                         f"{str(err)[:100]})") from None
-    achieved = min(fmax.values()) if fmax else None
+    if not fmax:
+        raise UserError(f"{path}: not a nextpnr report (no clock's Fmax)")
+    achieved = min(fmax.values())
     return {
         "utilization": util,
         "fmax_mhz": fmax,
@@ -128,7 +129,7 @@ def check_bitstream(path: Path) -> None:
     """UserError unless the packer left ``path`` as a non-empty regular file (a packer that
     exits 0 without writing one, as ``ICEPACK=/bin/true`` does, is no build)."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)  # a link is no bitstream the packer wrote
         if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
             raise OSError(0, "empty or not a file")
     except OSError as err:
@@ -217,12 +218,15 @@ def build_and_report(platform, top, build_dir, *, name: str, requested_hz: float
 def _attempt(build_dir: Path, name: str, seed: int, report: dict, seconds: float,
              options: str = "") -> dict:
     """One attempt's record; its nextpnr log copied to ``{name}.seed{seed}.tim``."""
+    from hwgen.files import read_bounded
+
     log = build_dir / f"{name}.tim"
     kept = build_dir / f"{name}.seed{seed}.tim"
     path = timing_log = None
-    if log.exists():
-        shutil.copyfile(log, kept)
-        path, timing_log = critical_path(kept.read_text(errors="replace")), str(kept)
+    if os.path.lexists(log):  # read bounded and regular only (a link to /dev/zero copied on)
+        text = read_bounded(log, MAX_TIMING_LOG_BYTES, what="nextpnr log")
+        kept.write_bytes(text)
+        path, timing_log = critical_path(text.decode("utf-8", "replace")), str(kept)
     return {"seed": seed, "options": options, "achieved_mhz": report["achieved_mhz"],
             "timing_met": report["timing_met"], "seconds": round(seconds, 1),
             "critical_path": path, "timing_log": timing_log}
@@ -276,6 +280,13 @@ def design_name(cell: str) -> str | None:
     return (base[4:] if base.startswith("top.") else base) or None
 
 
+#: A delay in nextpnr's log: at most 12 digits each side of the point (bounded, so that a
+#: long run of digits costs no quadratic backtracking; anything else is no delay).
+_NUMBER = r"\d{1,12}(?:\.\d{1,12})?"
+#: The largest nextpnr log read back for the critical path (a UP5K build's is ~1 MB).
+MAX_TIMING_LOG_BYTES = 64 << 20
+
+
 def critical_path(log: str) -> dict | None:
     """From a nextpnr log: the slowest clock's critical path as ``{clock, start, end,
     end_pin, delay_ns, logic_ns, routing_ns}``, start and end in the design's names
@@ -284,9 +295,9 @@ def critical_path(log: str) -> dict | None:
     best = None
     for clock, body in zip(sections[1::2], sections[2::2]):
         body = body.split("\n\n", 1)[0]
-        sources = re.findall(r"^Info:\s+(\S+)\s+[\d.]+\s+([\d.]+) Source (\S+)\.(\w+)$",
+        sources = re.findall(rf"^Info:\s+(\S+)\s+{_NUMBER}\s+({_NUMBER}) Source (\S+)\.(\w+)$",
                              body, re.M)
-        totals = re.search(r"([\d.]+) ns logic, ([\d.]+) ns routing", body)
+        totals = re.search(rf"(?<![\d.])({_NUMBER}) ns logic, ({_NUMBER}) ns routing", body)
         if not sources or not totals:
             continue
         names = [design_name(cell) for _, _, cell, _ in sources]

@@ -10,7 +10,7 @@ import signal
 #: The same names as :data:`hwgen.interrupts.ENDING_SIGNALS` (not imported from there: this
 #: module must stay this small).
 _NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUSR2",
-          "SIGALRM", "SIGVTALRM", "SIGPROF")
+          "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGPWR", "SIGIO", "SIGSTKFLT")
 
 
 def _before_the_guard(signum, frame):
@@ -28,9 +28,10 @@ def install() -> None:
     """Handle SIGINT and SIGTERM as above, and the other signals of ``_NAMES`` unless the
     process began with them ignored (``nohup``); :func:`hwgen.interrupts.run_entry`
     replaces these handlers."""
-    for name in _NAMES:
-        number = getattr(signal, name, None)
-        if number is None:
-            continue
-        if name in ("SIGINT", "SIGTERM") or signal.getsignal(number) is not signal.SIG_IGN:
+    numbers = [getattr(signal, name) for name in _NAMES if hasattr(signal, name)]
+    if hasattr(signal, "SIGRTMIN"):  # the real-time signals end a process by default too
+        numbers += range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
+    for number in numbers:
+        if number in (signal.SIGINT, signal.SIGTERM) \
+                or signal.getsignal(number) is not signal.SIG_IGN:
             signal.signal(number, _before_the_guard)

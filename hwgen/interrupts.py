@@ -49,7 +49,8 @@ SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a writer whose rea
 #: (its :class:`Terminated` carries the number; exit code ``128 + number``).
 ENDING_SIGNALS = tuple(getattr(signal, name) for name in (
     "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGXCPU", "SIGUSR1", "SIGUSR2", "SIGALRM",
-    "SIGVTALRM", "SIGPROF") if hasattr(signal, name))
+    "SIGVTALRM", "SIGPROF", "SIGPWR", "SIGIO", "SIGSTKFLT") if hasattr(signal, name)) + (
+    tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1)) if hasattr(signal, "SIGRTMIN") else ())
 STDOUT_ERROR_EXIT = 2  # stdout cannot be written (a full disk, /dev/full, an I/O error)
 OUT_OF_MEMORY_EXIT = 2  # an allocation nothing sized beforehand failed (MemoryError)
 

@@ -106,6 +106,7 @@ def test_parse_report(tmp_path):
     ('{"utilization": {"LC": {"used": -1, "available": 5}}}', "a cell count of -1"),
     ('{"utilization": {"LC": {"used": 1}}}', "KeyError"),
     ('{"utilization": []}', "AttributeError"),
+    ('{"utilization": {}, "fmax": {}}', "no clock's Fmax"),
     ("[[[", "JSONDecodeError")])
 def test_a_malformed_report_is_one_line(tmp_path, text, why):
     """A report nextpnr did not write as it does (a wrapper's, round 30 of the fuzz): a
@@ -134,8 +135,33 @@ def test_a_packer_that_wrote_nothing_is_no_build(tmp_path):
         with pytest.raises(UserError, match="the packer made no bitstream top.bin"):
             check_bitstream(bitstream)
     bitstream.rmdir()
+    bitstream.symlink_to("/etc/passwd")  # a link is no bitstream the packer wrote
+    with pytest.raises(UserError, match="the packer made no bitstream top.bin"):
+        check_bitstream(bitstream)
+    bitstream.unlink()
     bitstream.write_bytes(b"\xff\x00")
     check_bitstream(bitstream)
+
+
+def test_the_timing_log_is_read_bounded_and_parsed_as_numbers(tmp_path):
+    """A nextpnr log that is a link to /dev/zero was copied forever (8.8 GB in 40 s), a
+    1 GiB one read whole (2.1 GB), ``1.2.3`` as a delay a ValueError traceback, and a line of
+    100,000 digits took 40 s of regex backtracking (round 31 of the fuzz)."""
+    from boards.build import _attempt, critical_path
+    from hwgen.errors import UserError
+
+    report = {"achieved_mhz": 50.0, "timing_met": True}
+    (tmp_path / "top.tim").symlink_to("/dev/zero")
+    with pytest.raises(UserError, match="not a regular nextpnr log"):
+        _attempt(tmp_path, "top", 1, report, 1.0)
+    header = "Info: Critical path report for clock 'clk' (posedge -> posedge):\n"
+    for body in ("Info: x 0.5 1.2.3 Source top.a_SB_DFF.O\nInfo: 1.0 ns logic, 2.0 ns routing\n",
+                 "Info: x 0.5 . Source top.a_SB_DFF.O\nInfo: . ns logic, 2.0 ns routing\n",
+                 "Info: " + "1" * 100_000 + " ns logic\n"):
+        assert critical_path(header + body) is None
+    good = critical_path(header + "Info: x 0.5 1.5 Source top.a_SB_DFF.O\n"
+                                  "Info: 1.0 ns logic, 2.0 ns routing\n")
+    assert good["delay_ns"] == 1.5 and good["logic_ns"] == 1.0
 
 
 def _have_tools():

@@ -435,7 +435,9 @@ def test_sigterm_during_vectors_leaves_nothing(work, tmp_path):
     ("SIGHUP", "error: interrupted"),
     ("SIGXCPU", "error: interrupted by the CPU-time limit (ulimit -t)"),
     ("SIGUSR1", "error: interrupted"),
-    ("SIGALRM", "error: interrupted")])
+    ("SIGALRM", "error: interrupted"),
+    ("SIGPWR", "error: interrupted"),
+    ("SIGRTMIN", "error: interrupted")])
 def test_other_ending_signals_are_handled_as_sigterm(work, tmp_path, name, line):
     """SIGHUP (a closed terminal), SIGXCPU (a soft ``ulimit -t``) and the other signals whose
     default action ends a process killed it with no line and left the staged output behind
@@ -1066,6 +1068,12 @@ def test_a_yosys_that_misbehaves_is_one_line(work, tmp_path, kind):
                           env=dict(_env(), YOSYS="/bin/false"))
     assert (none.returncode, none.stderr) == (2, "error: no usable Yosys ($YOSYS=/bin/false): "
                                                  "it did not answer a version query\n")
+    # one that answers nothing to -V was passed over for the built-in Yosys, exit 0
+    mute = subprocess.run([sys.executable, "-m", "hwgen", "verilog", str(work / "m.npz"), "-o",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(_env(), YOSYS="/bin/true"))
+    assert (mute.returncode, mute.stderr) == (2, "error: Yosys ($YOSYS=/bin/true) does not "
+                                                 "answer as Yosys 0.40 or newer ('-V')\n")
 
 
 @pytest.mark.parametrize("name, value", [("AMARANTH_USE_YOSYS", "system"),

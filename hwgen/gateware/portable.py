@@ -16,6 +16,7 @@ their ``initial`` contents, which mean the same in both modes.
 
 from __future__ import annotations
 
+import os
 import re
 
 from amaranth.back import rtlil
@@ -36,11 +37,13 @@ def portable_text(verilog: str) -> str:
     ``always @*`` process, whose time-0 behaviour differs between modes."""
     if re.search(r"\balways\s*@\s*\*", verilog):
         raise ValueError("the Verilog holds an always @* process (not proc-lowered)")
-    for name in set(_FUNCTION.findall(verilog)):
-        # an escaped identifier runs to the next white space
-        verilog = re.sub(re.escape("\\" + name) + r"(?=\s)",
-                         lambda _: "\\fn" + name, verilog)
-    return verilog
+    names = set(_FUNCTION.findall(verilog))
+    if not names:
+        return verilog
+    # one pass (one re.sub per name was quadratic in their number); an escaped identifier
+    # runs to the next white space
+    return re.sub(r"\\(\$\S+)(?=\s)",
+                  lambda m: "\\fn" + m[1] if m[1] in names else m[0], verilog)
 
 
 def convert(elaboratable, name: str, *, emit_src: bool = False) -> str:
@@ -58,8 +61,14 @@ def convert(elaboratable, name: str, *, emit_src: bool = False) -> str:
     try:
         yosys = find_yosys(lambda version: version >= (0, 40))
         command = yosys_command(yosys)
+        if os.environ.get("YOSYS") and getattr(yosys, "YOSYS_PACKAGE", None):
+            # Amaranth passed over the named one (no version answer, or one too old)
+            raise UserError(f"{yosys_name()} does not answer as Yosys 0.40 or newer "
+                            f"('-V')")
     except MemoryError as err:
         raise UserError("out of memory running Yosys") from err
+    except UserError:
+        raise
     except Exception as err:  # YosysError, ToolNotFound: a $YOSYS that fails even -V
         _raise_start_failure(err)
         raise UserError(f"no usable {yosys_name()}: {_last_line(err)}") from None
