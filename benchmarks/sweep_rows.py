@@ -83,7 +83,8 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
     if not isinstance(command, str) or not command.startswith(PREFIX):
         return "no 'python -m train' command in its provenance"
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # argparse's own line is the note's
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            # argparse's own line (or -h's help) is not the script's output
             cfg = config_from_argv(shlex.split(command[len(PREFIX):]), check_paths=False)
     except (SystemExit, UserError, ValueError):
         return f"its command does not parse: {command[:200]}"
@@ -96,6 +97,12 @@ def _row(path: Path, folder: Path, variants: dict, device: str) -> dict | str:
                   if k in prov and prov[k] != getattr(cfg, k)]
     if mismatched:
         return f"its command's {', '.join(mismatched)} differ from its provenance's"
+    if cfg.stop_after is not None:
+        return "its command stops early (--stop-after)"
+    recorded = prov.get("train_images")
+    if cfg.train_limit is not None and isinstance(recorded, int) and recorded > cfg.train_limit:
+        return (f"its provenance's train_images ({recorded}) exceed its command's "
+                f"--train-limit {cfg.train_limit}")
     settings = settings_of(cfg)
     variant = variant_of(cfg.method, settings, variants)
     if cfg.dataset != "fashion-mnist" or variant is None:

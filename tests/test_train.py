@@ -481,6 +481,7 @@ def test_train_sweep_tool(data_dir, tmp_path):
     ("a: --arch 'mlp:8\n", "No closing quotation"),
     ("# nothing\n", "no runs"),
     (b"a: \xff\n", "the runs file is not UTF-8 text (byte 3)"),
+    ("a: --arch mlp:8 --seed '1\x00'\n", "an argument holds a NUL byte"),
 ])
 def test_train_sweep_rejects_bad_run_files(tmp_path, text, message):
     runs = tmp_path / "runs.txt"
@@ -552,6 +553,20 @@ def test_train_sweep_stops_its_runs_and_fails_when_all_do(data_dir, tmp_path):
     assert failing.returncode == 2
     assert failing.stderr == (f"error: every run failed (see {tmp_path}/out2/summary.txt and "
                               f"the runs' logs)\n")
+    # its own output names are replaced, never written through or waited on (a FIFO hung
+    # it, a link to another file had the summary written into that file; round 31)
+    out3 = tmp_path / "out3"
+    (out3 / "calibration").mkdir(parents=True)
+    os.mkfifo(out3 / "calibration" / "a.log")
+    (tmp_path / "victim").write_text("kept\n")
+    (out3 / "summary.txt").symlink_to(tmp_path / "victim")
+    again = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), "--out",
+                            str(out3), "--budget", "100", "--data-dir", str(tmp_path / "nowhere")],
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 2 and again.stderr.startswith("error: every run failed")
+    assert (tmp_path / "victim").read_text() == "kept\n"
+    assert not (out3 / "summary.txt").is_symlink() and (out3 / "calibration" / "a.log").is_file()
 
 
 def test_train_sweep_short_calibration(data_dir, tmp_path):

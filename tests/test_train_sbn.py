@@ -414,7 +414,7 @@ def test_config_from_argv_is_what_the_cli_trains(monkeypatch):
         cli.config_from_argv(["--arch", "mlp:8", "--method", "ste", "--hard-phase", "0.5"])
 
 
-def test_sweep_folder_rows(data_dir, tmp_path):
+def test_sweep_folder_rows(data_dir, tmp_path, capsys):
     """benchmarks/sweep_rows.py: a run whose command is a variant's becomes that variant's row
     (accuracy, gap, device and training images from the model file), any other run is left
     out with its reason; train_compare --from-sweep merges the rows and compares each sbn
@@ -492,12 +492,17 @@ def test_sweep_folder_rows(data_dir, tmp_path):
              "its command is no run train would start (architecture 'mlp:0'"),
             (lambda p: p.update(command=p["command"].replace(" --out ", " --log ")),
              "its command does not parse"),
-            (lambda p: p.update(arch="mlp:9"), "its command's arch differ from its provenance's")]:
+            (lambda p: p.update(arch="mlp:9"), "its command's arch differ from its provenance's"),
+            (lambda p: p.update(command=p["command"] + " --stop-after 1"),
+             "its command stops early"),
+            (lambda p: p.update(command="python -m train -h"), "its command does not parse")]:
         model = model_io.load(sweep / "c.npz")
         change(model.provenance)
         model_io.save(model, twins / "c2.npz")
+        capsys.readouterr()
         rows, notes = rows_from_sweep(twins, VARIANTS, "cuda")
         assert len(rows) == 1 and notes[0].startswith(f"c2.npz: {note}"), notes
+        assert capsys.readouterr().out == ""  # -h's help was printed
     empty = subprocess.run([sys.executable, "benchmarks/train_compare.py", "--from-sweep", "",
                             "--json", str(tmp_path / "e.json")], cwd=ROOT, capture_output=True,
                            text=True, timeout=300)

@@ -29,6 +29,7 @@ exits 130/143; a sweep whose every run failed exits 2 after writing its summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -49,6 +50,8 @@ from train.epoch_log import epoch_seconds  # noqa: E402  (torch-free)
 MAX_RUNS_BYTES = 1 << 20
 #: The most epochs a run may be capped at (as train's --epochs).
 MAX_EPOCHS = 100_000
+#: The largest run log read back (a 1,000-epoch run's is about 200 KB).
+MAX_LOG_BYTES = 16 << 20
 
 FINAL_LINE = re.compile(r"exported .*?([\d.]+)%")
 
@@ -77,6 +80,8 @@ def parse_runs(path: Path, cap: int) -> list[tuple[str, list[str], int]]:
             args = shlex.split(rest)
         except ValueError as err:
             fail(f"{path}:{number}: {err}")
+        if any("\0" in arg for arg in args):
+            fail(f"{path}:{number}: an argument holds a NUL byte")
         limit = cap
         if "--max-epochs" in args:
             i = args.index("--max-epochs")
@@ -91,18 +96,43 @@ def parse_runs(path: Path, cap: int) -> list[tuple[str, list[str], int]]:
     return runs
 
 
+def _new_file(path: Path) -> int:
+    """A write descriptor of a new regular file at ``path`` (what was there, a link or a
+    FIFO included, is replaced: it is the sweep's own output name; a link is not followed,
+    a FIFO not waited on)."""
+    if os.path.lexists(path) and not path.is_symlink() and path.is_dir():
+        fail(f"{path}: is a folder, not a file the sweep can write")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+
+
 def launch(args: list[str], log: Path, threads: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "train", *args, "--threads", str(threads), "--no-progress"]
-    handle = log.open("w")
-    handle.write("$ " + shlex.join(cmd) + "\n")
-    handle.flush()
-    return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    fd = _new_file(log)
+    try:
+        os.write(fd, ("$ " + shlex.join(cmd) + "\n").encode("utf-8", "surrogateescape"))
+        return subprocess.Popen(cmd, stdout=fd, stderr=subprocess.STDOUT, env=env)
+    finally:
+        os.close(fd)  # the child has its own
+
+
+def read_log(log: Path) -> str:
+    """A run's log as text (bounded, regular only; bytes that are not UTF-8 replaced: a run
+    may write in another encoding, or a run's own output may have replaced the file)."""
+    from hwgen.errors import UserError
+    from hwgen.files import read_bounded
+
+    try:
+        return read_bounded(log, MAX_LOG_BYTES, what="run log").decode("utf-8", "replace")
+    except UserError as err:
+        fail(str(err))
 
 
 def slowest_epoch(log: Path) -> float | None:
     """The longest epoch a run's log reports, or None when it reports none."""
-    times = epoch_seconds(log.read_text())
+    times = epoch_seconds(read_log(log))
     # The log rounds to 0.1 s: a tiny run may print 0.0.
     return max(0.1, max(times)) if times else None
 
@@ -196,7 +226,9 @@ def _sweep(a, runs, start: float, children: list) -> int:
         test = max(1, round(a.test_images / scale))
         cal_extra = ["--train-limit", str(a.calibration_images), "--test-limit", str(test)]
     # a run that limits its own training set calibrates on it, unscaled
-    scales = {name: 1.0 if "--train-limit" in args else scale for name, args, _ in runs}
+    scales = {name: 1.0 if any(arg == "--train-limit" or arg.startswith("--train-limit=")
+                               for arg in args) else scale
+              for name, args, _ in runs}
     procs = {name: launch([*args, *extra, *([] if scales[name] == 1.0 else cal_extra),
                            "--epochs", "1", "--out", str(cal_dir / f"{name}.npz")],
                           cal_dir / f"{name}.log", threads)
@@ -225,7 +257,7 @@ def _sweep(a, runs, start: float, children: list) -> int:
     lines = []
     for name, proc in procs.items():
         proc.wait()
-        text = (a.out / f"{name}.log").read_text()
+        text = read_log(a.out / f"{name}.log")
         final = [m.group(1) for m in map(FINAL_LINE.search, text.splitlines()) if m]
         result = (f"exported {final[-1]}%" if proc.returncode == 0 and final
                   else f"FAILED (exit {proc.returncode}): {text.strip().splitlines()[-1]}")
@@ -235,7 +267,10 @@ def _sweep(a, runs, start: float, children: list) -> int:
         if name not in plan:
             lines.append(f"{name}: calibration failed")
     summary = "\n".join(lines) + f"\nwall {time.time() - start:.0f} s\n"
-    (a.out / "summary.txt").write_text(summary)
+    from hwgen.outputs import staged_file
+
+    with staged_file(a.out / "summary.txt", final=True) as staging:  # a link is replaced
+        staging.write_text(summary, encoding="utf-8", errors="surrogateescape")
     print(summary, end="", flush=True)
     if not any(proc.returncode == 0 for proc in procs.values()):
         fail(f"every run failed (see {a.out / 'summary.txt'} and the runs' logs)")
