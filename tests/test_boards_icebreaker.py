@@ -199,6 +199,7 @@ def test_timing_failure_is_an_error(tmp_path):
             Path(build_dir).mkdir(parents=True)
             (Path(build_dir) / f"{name}.nextpnr.json").write_text(
                 '{"utilization": {}, "fmax": {"clk": {"achieved": 41.0, "constraint": 48}}}')
+            (Path(build_dir) / f"{name}.bin").write_bytes(b"\xff\x00")  # as icepack's
 
     kwargs = dict(name="top", requested_hz=48e6, tools=(), bitstream_ext="bin")
     with pytest.raises(TimingError, match="achieved Fmax 41.0 MHz, requested 48.0 MHz"):
