@@ -377,13 +377,29 @@ def plot(rows: list[dict], path: Path, variants=PLOTTED) -> None:
     plt.close(fig)
 
 
+#: The largest docs page rewritten (docs/training.md is about 30 KB).
+MAX_DOC_BYTES = 4 << 20
+
+
 def update_docs(text: str) -> None:
-    doc = DOC.read_text()
-    if BEGIN not in doc or END not in doc:
+    """The table between :data:`DOC`'s markers replaced by ``text`` (the page read bounded,
+    regular and UTF-8 only, its markers in order; written staged)."""
+    from hwgen.files import read_bounded
+    from hwgen.outputs import staged_file
+
+    try:
+        doc = read_bounded(DOC, MAX_DOC_BYTES, what="docs page").decode("utf-8")
+    except UserError as err:
+        fail(str(err))
+    except UnicodeDecodeError as err:
+        fail(f"{DOC}: not UTF-8 text (byte {err.start})")
+    begin = doc.find(BEGIN)
+    if begin < 0 or doc.find(END, begin + len(BEGIN)) < 0:
         fail(f"{DOC}: no {BEGIN} ... {END} markers")
     head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    with staged_file(DOC) as staging:  # (a --plot may follow)
+        staging.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
 
 
 def _run_failure(err: BaseException) -> str:

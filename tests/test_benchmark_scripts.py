@@ -84,3 +84,33 @@ def test_library_settings_and_a_removed_working_folder(tmp_path):
         assert proc.stderr == ("error: the working folder is gone (No such file or "
                                "directory): run from an existing folder\n"), proc.stderr
         gone.mkdir()
+
+
+def test_docs_page_is_read_bounded_and_written_staged(tmp_path, monkeypatch, capsys):
+    """``train_compare --docs``: a page that is missing, a folder, a link to /dev/zero, not
+    UTF-8, or whose end marker comes first was a traceback or a hang (round 32 of the fuzz).
+    One line each, the page untouched; a good page gets the table between its markers."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import train_compare as tc
+
+    page = tmp_path / "training.md"
+    monkeypatch.setattr(tc, "DOC", page)
+    for make, why in [
+            (lambda: None, "no such docs page"),
+            (page.mkdir, "not a regular docs page"),
+            (lambda: page.symlink_to("/dev/zero"), "not a regular docs page"),
+            (lambda: page.write_bytes(b"\xff" + tc.BEGIN.encode()), "not UTF-8 text"),
+            (lambda: page.write_text(f"a {tc.END} b {tc.BEGIN} c"), "markers")]:
+        if page.is_symlink() or page.is_file():
+            page.unlink()
+        elif page.is_dir():
+            page.rmdir()
+        make()
+        with pytest.raises(SystemExit) as ended:
+            tc.update_docs("| table |")
+        assert ended.value.code == 2 and why in capsys.readouterr().err
+    page.unlink()
+    page.write_text(f"a\n{tc.BEGIN}\nold\n{tc.END}\nb\n")
+    tc.update_docs("| table |")
+    assert page.read_text() == f"a\n{tc.BEGIN}\n| table |\n{tc.END}\nb\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["training.md"]
