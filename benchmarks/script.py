@@ -40,6 +40,21 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def read_text(path: Path, limit: int, what: str, not_text: str) -> str:
+    """``path`` (a regular file of at most ``limit`` bytes, read bounded) as UTF-8 text; one
+    ``error:`` line and exit 2 otherwise, ``not_text`` followed by the offending byte's
+    offset for a file that is not UTF-8."""
+    from hwgen.errors import UserError
+    from hwgen.files import read_bounded
+
+    try:
+        return read_bounded(path, limit, what=what).decode("utf-8")
+    except UserError as err:
+        fail(str(err))
+    except UnicodeDecodeError as err:
+        fail(f"{not_text} (byte {err.start})")
+
+
 def run(main: Callable[[], int | None]) -> int:
     """``main()`` inside the interrupt guard; a UserError it raises is one line, exit 2."""
     from hwgen.errors import UserError, one_line

@@ -52,7 +52,7 @@ if __name__ == "__main__":  # not in the spawned training processes, which impor
     from hwgen.address_space import TRAIN_BASE
     start_script(TRAIN_BASE)  # its training processes load torch
 
-from benchmarks.script import fail, run as run_script  # noqa: E402
+from benchmarks.script import fail, read_text, run as run_script  # noqa: E402
 from hwgen.errors import UserError  # noqa: E402
 from benchmarks.sweep_rows import rows_from_sweep  # noqa: E402
 from train.config import DEFAULT_LR, PAPER_SBN, SBN_ONLY  # noqa: E402
@@ -384,15 +384,9 @@ MAX_DOC_BYTES = 4 << 20
 def update_docs(text: str) -> None:
     """The table between :data:`DOC`'s markers replaced by ``text`` (the page read bounded,
     regular and UTF-8 only, its markers in order; written staged)."""
-    from hwgen.files import read_bounded
     from hwgen.outputs import staged_file
 
-    try:
-        doc = read_bounded(DOC, MAX_DOC_BYTES, what="docs page").decode("utf-8")
-    except UserError as err:
-        fail(str(err))
-    except UnicodeDecodeError as err:
-        fail(f"{DOC}: not UTF-8 text (byte {err.start})")
+    doc = read_text(DOC, MAX_DOC_BYTES, "docs page", f"{DOC}: not UTF-8 text")
     begin = doc.find(BEGIN)
     if begin < 0 or doc.find(END, begin + len(BEGIN)) < 0:
         fail(f"{DOC}: no {BEGIN} ... {END} markers")

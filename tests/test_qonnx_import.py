@@ -405,6 +405,52 @@ def test_compare_accepts_float_ties_and_catches_one_unit():
     assert not result.ok and result.first_disagreement == 2 and result.agree == 2
 
 
+
+def test_the_check_compares_bounded_slices_and_counts_images_across_them(monkeypatch):
+    """70,000 classes x 5,000 images took 7.1 GB when every score was held at once: the
+    check runs slices of whole graph batches of at most CHECK_SCORES scores, and its first
+    disagreement is counted over all images."""
+    from types import SimpleNamespace
+
+    from hwgen.qonnx_import import check
+
+    count, classes, wrong = 1000, 3, 437
+
+    def scores(part):
+        out = np.zeros((len(part), classes), dtype=np.int64)
+        out[np.arange(len(part)), part[:, 0] % classes] = 10
+        return out
+
+    rows = []
+
+    def graph(execution, part, convert=None):
+        rows.append(len(part))
+        out = scores(part).astype(np.float32)
+        out[part[:, 0] == wrong] = [0, 0, 0]
+        out[part[:, 0] == wrong, (wrong + 1) % classes] = 1.0
+        return out
+
+    reference = SimpleNamespace(model=SimpleNamespace(classes=list("abc")), run=scores)
+    monkeypatch.setattr(check, "execute_graph", graph)
+    monkeypatch.setattr(check, "CHECK_SCORES", 130 * classes)
+    images = np.arange(count)[:, None]
+    result = check.check_agreement(check.Execution(None, 50), reference, images,
+                                   Fraction(1))
+    assert rows == [100] * 10  # whole batches of 50, at most 130 images' scores
+    assert (result.images, result.agree, result.first_disagreement) == (count, count - 1, wrong)
+    assert list(result.predicted) == list(np.arange(count) % classes)
+    assert result.describe_first() == (f"it predicts class {wrong % classes}, the graph's "
+                                       f"highest score is class {(wrong + 1) % classes}")
+
+
+def test_a_graph_score_overflowing_float32_is_named_as_such(bm, tmp_path, capsys):
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8), scale_out=1e38)
+    assert main(["import", str(path), "-o", str(tmp_path / "x.npz")]) == 1
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "the graph's float32 score for it is inf" in message, \
+        message
+    assert not (tmp_path / "x.npz").exists()
+
 @pytest.mark.sim
 def test_imported_models_agree_in_verilator(bm, tmp_path, capsys):
     rng = np.random.default_rng(4)

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ == "__main__":
     from benchmarks.script import start_script
     start_script()
-from benchmarks.script import fail, run as run_script  # noqa: E402
+from benchmarks.script import fail, read_text, run as run_script  # noqa: E402
 from train.epoch_log import epoch_seconds  # noqa: E402  (torch-free)
 
 #: The largest runs file read (a sweep of a few dozen lines is about 2 KB).
@@ -59,15 +59,7 @@ FINAL_LINE = re.compile(r"exported .*?([\d.]+)%")
 def parse_runs(path: Path, cap: int) -> list[tuple[str, list[str], int]]:
     """``(name, train arguments, epoch cap)`` per line of the runs file ``path`` (a regular
     file, UTF-8, at most :data:`MAX_RUNS_BYTES`); one ``error:`` line and exit 2 otherwise."""
-    from hwgen.errors import UserError
-    from hwgen.files import read_bounded
-
-    try:
-        text = read_bounded(path, MAX_RUNS_BYTES, what="runs file").decode("utf-8")
-    except UserError as err:
-        fail(str(err))
-    except UnicodeDecodeError as err:
-        fail(f"{path}: the runs file is not UTF-8 text (byte {err.start})")
+    text = read_text(path, MAX_RUNS_BYTES, "runs file", f"{path}: the runs file is not UTF-8 text")
     runs = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()

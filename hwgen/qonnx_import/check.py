@@ -30,6 +30,9 @@ BATCH_VALUES = 1 << 22
 #: The same for one image at most (128 MiB of float32): a graph that needs more is refused
 #: rather than checked, so the check's memory is bounded whatever the file declares.
 MAX_GRAPH_VALUES = 1 << 25
+#: Scores (images x classes) checked at once: the reference's int64 scores, the graph's
+#: float32 ones and their comparison stay tens of MiB, however many classes the graph has.
+CHECK_SCORES = 1 << 22
 
 
 @dataclass
@@ -39,10 +42,24 @@ class Agreement:
     ties: int  # images whose largest integer score is shared by several classes
     first_disagreement: int | None
     predicted: np.ndarray  # the model's classes (ties to the lowest index)
+    #: at the first disagreement: the graph's highest-scoring class and its score for the
+    #: model's class (not finite when the graph overflowed)
+    graph_best: int | None = None
+    graph_score: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.agree == self.images
+
+    def describe_first(self) -> str:
+        """The first disagreement in words (only when not :attr:`ok`)."""
+        i = self.first_disagreement
+        predicted = int(self.predicted[i])
+        if not math.isfinite(self.graph_score):
+            graph = f"the graph's float32 score for it is {self.graph_score}"
+        else:
+            graph = f"the graph's highest score is class {self.graph_best}"
+        return f"it predicts class {predicted}, {graph}"
 
 
 def compare(graph_scores: np.ndarray, model_scores: np.ndarray, unit: Fraction) -> Agreement:
@@ -55,8 +72,45 @@ def compare(graph_scores: np.ndarray, model_scores: np.ndarray, unit: Fraction) 
     top = model_scores.max(axis=1, keepdims=True)
     ties = int(((model_scores == top).sum(axis=1) > 1).sum())
     bad = np.flatnonzero(~good)
-    return Agreement(len(predicted), int(good.sum()), ties,
-                     int(bad[0]) if len(bad) else None, predicted)
+    agreement = Agreement(len(predicted), int(good.sum()), ties,
+                          int(bad[0]) if len(bad) else None, predicted)
+    if len(bad):
+        agreement.graph_best = int(np.argmax(graph_scores[bad[0]]))
+        agreement.graph_score = float(chosen[bad[0]])
+    return agreement
+
+
+def check_agreement(execution: Execution, reference, images: np.ndarray, unit: Fraction,
+                    convert=None, progress: bool = False) -> Agreement:
+    """:func:`compare` of the graph's execution with ``reference`` (a
+    :class:`~hwgen.reference.Reference`) on ``images`` [K, ...], a slice of at most
+    :data:`CHECK_SCORES` scores at a time (whole graph batches); :class:`ImportError_` when
+    the graph outputs another number of values than the model has classes."""
+    from tqdm import tqdm
+
+    count, classes = images.shape[0], len(reference.model.classes)
+    batch = execution.batch
+    step = max(batch, CHECK_SCORES // max(1, classes) // batch * batch)
+    predicted = np.empty(count, dtype=np.int64)
+    total = Agreement(count, 0, 0, None, predicted)
+    for start in tqdm(range(0, count, step), desc="check", unit="slice",
+                      disable=not progress):
+        part = images[start:start + step]
+        scores = reference.run(part)
+        graph_scores = execute_graph(execution, part, convert=convert)
+        if graph_scores.shape != scores.shape:
+            raise ImportError_(f"the graph outputs {list(graph_scores.shape[1:])} values per "
+                               f"image, the model {scores.shape[1]}")
+        del part
+        agreement = compare(graph_scores, scores, unit)
+        predicted[start:start + len(scores)] = agreement.predicted
+        total.agree += agreement.agree
+        total.ties += agreement.ties
+        if total.first_disagreement is None and agreement.first_disagreement is not None:
+            total.first_disagreement = start + agreement.first_disagreement
+            total.graph_best = agreement.graph_best
+            total.graph_score = agreement.graph_score
+    return total
 
 
 def _prepared(proto, batch: int):

@@ -139,10 +139,19 @@ def _qonnx_failures(onnx_path):
                            f"({type(err).__name__}: {str(err).strip()[:300]})") from None
 
 
+@contextlib.contextmanager
+def _named(onnx_path):
+    """The check's refusals, prefixed with the file they are about."""
+    try:
+        yield
+    except ImportError_ as err:
+        raise ImportError_(f"{onnx_path}: {err}") from None
+
+
 def cmd_import(args) -> int:
     from ..reference import Reference, check_images
     from . import import_qonnx, require_packages
-    from .check import compare, execute_graph, prepare_execution
+    from .check import check_agreement, prepare_execution
 
     check_outputs_are_not_inputs(args)
     require_packages()
@@ -163,22 +172,15 @@ def cmd_import(args) -> int:
     progress = sys.stderr.isatty()
     with _qonnx_failures(args.onnx):   # a graph too large to check fails before any work
         execution = prepare_execution(graph.proto, len(images))
-    scores = Reference(model).run(images, progress=progress)
-    with _qonnx_failures(args.onnx):
-        graph_scores = execute_graph(execution, images, progress=progress,
-                                     convert=imported.mapping.graph_input)
-    if graph_scores.shape != scores.shape:
-        raise ImportError_(f"{args.onnx}: the graph outputs {list(graph_scores.shape[1:])} "
-                           f"values per image, the model {scores.shape[1]}")
-    agreement = compare(graph_scores, scores, imported.score_unit)
+    with _qonnx_failures(args.onnx), _named(args.onnx):
+        agreement = check_agreement(execution, Reference(model), images, imported.score_unit,
+                                    convert=imported.mapping.graph_input, progress=progress)
     if not agreement.ok:
-        i = agreement.first_disagreement
-        predicted = int(agreement.predicted[i])
         print(one_line(
-            f"error: the imported model disagrees with the QONNX execution on {source} image {i}: "
-            f"it predicts class {predicted}, the graph's highest score is class "
-            f"{int(np.argmax(graph_scores[i]))} ({agreement.images - agreement.agree} of "
-            f"{agreement.images} images differ); nothing written"), file=sys.stderr)
+            f"error: the imported model disagrees with the QONNX execution on {source} image "
+            f"{agreement.first_disagreement}: {agreement.describe_first()} "
+            f"({agreement.images - agreement.agree} of {agreement.images} images differ); "
+            f"nothing written"), file=sys.stderr)
         return 1
     accuracy = None
     if labels is not None:
