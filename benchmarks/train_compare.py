@@ -2,7 +2,7 @@
 
 Every run uses the same optimizer (Adam, cosine decay), batch size, epochs and
 augmentation; only the method and the variant's flags change. A *variant* is a named set
-of ``python -m train`` settings (:data:`VARIANTS`): ``sbn`` is the trainer's default,
+of ``python -m train`` settings (:data:`benchmarks.train_variants.VARIANTS`): ``sbn`` is the trainer's default,
 ``sbn-paper`` the paper-faithful method (exact tanh gradient); ``sbn-v3``, ``sbn-v2`` and
 ``sbn-v1`` are the earlier defaults and the ``sbn-vN-*`` rows the ablations and probes around
 them that decided the next default.
@@ -55,75 +55,8 @@ if __name__ == "__main__":  # not in the spawned training processes, which impor
 from benchmarks.script import fail, read_text, run as run_script  # noqa: E402
 from hwgen.errors import UserError  # noqa: E402
 from benchmarks.sweep_rows import rows_from_sweep  # noqa: E402
-from train.config import DEFAULT_LR, PAPER_SBN, SBN_ONLY  # noqa: E402
-
-# name -> (method, TrainConfig settings beyond the shared ones). Each row of the results
-# file also stores its variant's settings, relative to today's TrainConfig defaults (rows
-# are renamed when a default changes: the old default becomes ``sbn-vN``).
-_V3 = {"lr": 1e-3, "hard_phase": 0.25}  # the third default: Adam 1e-3, a quarter hard phase
-_V2 = {"lr": 1e-3, "hard_phase": 0.1}  # the second default: a shorter hard phase
-_V1 = {**_V2, "weight_grad_cap": None}  # the first: also one cap for weights and activations
-VARIANTS: dict[str, tuple[str, dict]] = {
-    "float": ("float", {}),
-    "ste": ("ste", {}),
-    "ste-recal": ("ste", {"bn_recal": 100}),
-    "ste-lr-3e-3": ("ste", {"lr": 3e-3}),
-    "ste-lr-5e-3": ("ste", {"lr": 5e-3}),
-    "ste-lr-1e-2": ("ste", {"lr": 1e-2}),
-    "sbn-paper": ("sbn", {**PAPER_SBN, "lr": 1e-3}),
-    "sbn": ("sbn", {}),
-    # probes of today's default: a longer hard phase (three quarters of the steps)
-    "sbn-hard-0.75": ("sbn", {"hard_phase": 0.75}),
-    "sbn-lr-5e-3": ("sbn", {"lr": 5e-3}),
-    "sbn-hard-0.75-lr-5e-3": ("sbn", {"hard_phase": 0.75, "lr": 5e-3}),
-    "sbn-lr-1e-2": ("sbn", {"lr": 1e-2}),
-    # the third default and the probes around it (one or two settings changed, most on the
-    # CNN) that chose today's: Adam 3e-3 and a hard phase of half the steps
-    "sbn-v3": ("sbn", dict(_V3)),
-    **{f"sbn-v3-{name}": ("sbn", {**_V3, **change}) for name, change in {
-        "hard-0.5": {"hard_phase": 0.5},
-        "hard-0.75": {"hard_phase": 0.75},
-        "ramp-0.4-hard-0.5": {"nu_ramp": 0.4, "hard_phase": 0.5},
-        "wcap-1": {"weight_grad_cap": None},
-        "wcap-1-hard-0.5": {"weight_grad_cap": None, "hard_phase": 0.5},
-        "lr-3e-3": {"lr": 3e-3},
-    }.items()},
-    # the second default and its ablations (one setting changed), which chose the weight cap
-    # and, against sbn-v3, the longer hard phase
-    "sbn-v2": ("sbn", dict(_V2)),
-    **{f"sbn-v2-{name}": ("sbn", {**_V2, **change}) for name, change in {
-        "exact-grad": {"grad_cap": None, "weight_grad_cap": None},
-        "no-norm": {"weight_norm": "none"},
-        "no-hard": {"hard_phase": 0.0},
-        "wcap-0.1": {"weight_grad_cap": 0.1},
-        "recal": {"bn_recal": 100},
-        "wclip-2": {"weight_clip": 2.0},
-    }.items()},
-    # the first default (no separate weight cap) and the single-seed probes around it that
-    # chose weight normalization, the cap and the hard phase
-    "sbn-v1": ("sbn", dict(_V1)),
-    **{f"sbn-v1-{name}": ("sbn", {**_V1, **change}) for name, change in {
-        "exact-grad": {"grad_cap": None},
-        "no-norm": {"weight_norm": "none"},
-        "layer-norm": {"weight_norm": "layer"},
-        "no-hard": {"hard_phase": 0.0},
-        "hard-0.25": {"hard_phase": 0.25},
-        "cap-2": {"grad_cap": 2.0},
-        "cap-0.5": {"grad_cap": 0.5},
-        "recal": {"bn_recal": 100},
-        "wclip-3": {"weight_clip": 3.0},
-        "wclip-2": {"weight_clip": 2.0},
-        "wclip-1.5": {"weight_clip": 1.5},
-        "hard-0.25-wclip-1.5": {"hard_phase": 0.25, "weight_clip": 1.5},
-        "gclip-1": {"grad_clip": 1.0},
-        "nu-100": {"nu_end": 100.0},
-        "nu-start-0.3": {"nu_start": 0.3},
-        "ramp-0.4": {"nu_ramp": 0.4},
-        "wd-1e-3": {"weight_decay": 1e-3},
-        "wd-1e-2": {"weight_decay": 1e-2},
-        "lr-3e-3": {"lr": 3e-3},
-    }.items()},
-}
+from train.config import DEFAULT_LR, SBN_ONLY  # noqa: E402
+from benchmarks.train_variants import VARIANTS  # noqa: E402
 
 DOC = ROOT / "docs" / "training.md"
 BEGIN, END = "<!-- train_compare:begin -->", "<!-- train_compare:end -->"
@@ -538,8 +471,9 @@ def main() -> int:
     p.add_argument("--archs", nargs="+", help="(default: mlp:100-100)")
     p.add_argument("--epochs", type=integer(1, 100_000), nargs="+", help="(default: 15)")
     p.add_argument("--seeds", type=integer(0, 2**32 - 1), nargs="+", help="(default: 0 1 2)")
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS),
-                   help="(default: float ste sbn-paper sbn)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
+                   help="names from benchmarks/train_variants.py, e.g. float ste sbn-paper sbn "
+                        "sbn-hard-0.75 (default: float ste sbn-paper sbn)")
     p.add_argument("--jobs", type=integer(1, 256), help="runs trained at the same time (1)")
     p.add_argument("--threads", type=integer(1, 1024), help="torch threads per run (1)")
     p.add_argument("--train-limit", type=integer(1), help="first N training images only")
