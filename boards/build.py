@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwgen.errors import UserError
+from hwgen.outputs import replace_file
 
 # Amaranth's toolchain variable -> the YoWASP command from PyPI that provides it
 YOWASP_TOOLS = {
@@ -81,6 +85,39 @@ def yowasp_tools(variables=tuple(YOWASP_TOOLS)):
             os.environ.pop(var, None)
 
 
+def check_tools(variables) -> None:
+    """UserError naming the first of the toolchain ``variables`` (set, or defaulted by
+    :func:`yowasp_tools`) whose value is no program that can run here: not found on PATH, a
+    folder, not executable, or a command line rather than a program (the build script runs
+    ``"$NEXTPNR_ICE40" ...``, quoted)."""
+    for var in variables:
+        value = os.environ.get(var, "")
+        if not value or shutil.which(value) is None:
+            default = YOWASP_TOOLS.get(var)
+            hint = f"; unset it to use {default}" if default else ""
+            raise UserError(f"{var}={value!r} names no program that can run here (not found "
+                            f"on PATH, a folder, or not executable){hint}")
+
+
+def run_script(args: list[str], cwd) -> None:
+    """Run a build script (``args``, e.g. ``["sh", "build_top.sh"]``) in ``cwd`` as its own
+    process group; CalledProcessError when it fails. When the wait is interrupted (Ctrl-C,
+    SIGTERM to this process alone) the whole group is killed before the interrupt goes on:
+    the tools the script started end with it, rather than run on as orphans."""
+    process = subprocess.Popen(args, cwd=cwd, start_new_session=True)
+    try:
+        code = process.wait()
+    except BaseException:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:  # already gone
+            pass
+        process.wait()
+        raise
+    if code:
+        raise subprocess.CalledProcessError(code, args)
+
+
 def parse_nextpnr_report(path, requested_hz: float) -> dict:
     """Utilization and Fmax from nextpnr's ``--report`` JSON: ``utilization`` ({cell:
     {used, available}}), ``fmax_mhz`` ({clock: MHz}), ``achieved_mhz`` (the slowest clock),
@@ -98,6 +135,10 @@ def parse_nextpnr_report(path, requested_hz: float) -> dict:
                         f"{str(err)[:100]})") from None
     if not fmax:
         raise UserError(f"{path}: not a nextpnr report (no clock's Fmax)")
+    over = next((cell for cell, v in util.items() if v["used"] > v["available"]), None)
+    if over is not None:
+        raise UserError(f"{path}: not a nextpnr report ({over[:60]!r}: "
+                        f"{util[over]['used']} used of {util[over]['available']})")
     achieved = min(fmax.values())
     return {
         "utilization": util,
@@ -125,13 +166,20 @@ def _mhz(value) -> float:
     return float(value)
 
 
+#: The largest bitstream accepted from a packer (an UP5K's is 104 KB, an ECP5-85F's ~2.3 MB).
+MAX_BITSTREAM_BYTES = 64 << 20
+
+
 def check_bitstream(path: Path) -> None:
-    """UserError unless the packer left ``path`` as a non-empty regular file (a packer that
-    exits 0 without writing one, as ``ICEPACK=/bin/true`` does, is no build)."""
+    """UserError unless the packer left ``path`` as a non-empty regular file of at most
+    :data:`MAX_BITSTREAM_BYTES` (a packer that exits 0 without writing one, as
+    ``ICEPACK=/bin/true`` does, is no build; nor is a sparse terabyte)."""
     try:
         info = os.lstat(path)  # a link is no bitstream the packer wrote
         if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
             raise OSError(0, "empty or not a file")
+        if info.st_size > MAX_BITSTREAM_BYTES:
+            raise OSError(0, f"{info.st_size} bytes, more than any supported FPGA takes")
     except OSError as err:
         raise UserError(f"the packer made no bitstream {path.name} "
                         f"({err.strerror or err}); check ICEPACK/ECPPACK") from None
@@ -161,8 +209,11 @@ def quiet_tools(replay_limit: int = 20000):
                 os.dup2(saved[0], 1)
                 os.dup2(saved[1], 2)
         except subprocess.CalledProcessError:
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace")[-replay_limit:])
+            # the tail only: a tool that printed gigabytes costs no more than this
+            size = sink.seek(0, os.SEEK_END)
+            sink.seek(max(0, size - 4 * replay_limit))
+            tail = sink.read(4 * replay_limit).decode(errors="replace")[-replay_limit:]
+            sys.stderr.write(tail)
             raise
         finally:
             os.close(saved[0])
@@ -172,7 +223,9 @@ def quiet_tools(replay_limit: int = 20000):
 def build_and_report(platform, top, build_dir, *, name: str, requested_hz: float,
                      tools, seed: int = 1, allow_timing_fail: bool = False,
                      bitstream_ext: str, retry: Retry | None = None) -> dict:
-    """``platform.build(top)`` with nextpnr writing its JSON report, then the report dict
+    """``platform.prepare(top)``'s build script run in ``build_dir`` (:func:`run_script`;
+    every variable in ``tools`` checked first, :func:`check_tools`) with nextpnr writing
+    its JSON report, then the report dict
     (see :func:`parse_nextpnr_report`) plus ``bitstream`` and ``place_and_route``: the
     attempts (``[{seed, options, achieved_mhz, seconds}]``, the first including synthesis)
     and the ``seed`` whose result was kept.
@@ -186,11 +239,13 @@ def build_and_report(platform, top, build_dir, *, name: str, requested_hz: float
     report_name = f"{name}.nextpnr.json"
     attempts = []
     with yowasp_tools(tools):
+        check_tools(tools)
         start = time.monotonic()
+        plan = platform.prepare(top, name, nextpnr_opts=f"--timing-allow-fail --seed "
+                                                        f"{int(seed)} --report {report_name}")
+        plan.extract(str(build_dir))
         with quiet_tools():
-            platform.build(top, name=name, build_dir=str(build_dir), do_program=False,
-                           nextpnr_opts=f"--timing-allow-fail --seed {int(seed)} "
-                                        f"--report {report_name}")
+            run_script(["sh", f"{plan.script}.sh"], build_dir)
         report = parse_nextpnr_report(build_dir / report_name, requested_hz)
         attempts.append(_attempt(build_dir, name, seed, report, time.monotonic() - start))
         if not report["timing_met"] and retry is not None and not allow_timing_fail:
@@ -225,11 +280,15 @@ def _attempt(build_dir: Path, name: str, seed: int, report: dict, seconds: float
     path = timing_log = None
     if os.path.lexists(log):  # read bounded and regular only (a link to /dev/zero copied on)
         text = read_bounded(log, MAX_TIMING_LOG_BYTES, what="nextpnr log")
-        kept.write_bytes(text)
+        replace_file(kept, text)
         path, timing_log = critical_path(text.decode("utf-8", "replace")), str(kept)
     return {"seed": seed, "options": options, "achieved_mhz": report["achieved_mhz"],
             "timing_met": report["timing_met"], "seconds": round(seconds, 1),
             "critical_path": path, "timing_log": timing_log}
+
+
+#: The largest build script read back for a retry (Amaranth's is about 1 KB).
+MAX_SCRIPT_BYTES = 1 << 20
 
 
 def _retry(build_dir: Path, name: str, seed: int, requested_hz: float, retry: Retry,
@@ -237,10 +296,17 @@ def _retry(build_dir: Path, name: str, seed: int, requested_hz: float, retry: Re
     """Place-and-route again with seeds after ``seed`` (see :func:`build_and_report`);
     the report of the first attempt that meets timing, or of the last one, or None when no
     retry ran."""
+    from hwgen.files import read_bounded
+
     script = build_dir / f"build_{name}.sh"
-    if not script.exists():
+    if not os.path.lexists(script):
         return None
-    lines = script.read_text().splitlines()
+    try:
+        lines = read_bounded(script, MAX_SCRIPT_BYTES, what="build script").decode(
+            "utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{script}: the build script is not UTF-8 text (byte {err.start})") \
+            from None
     first = next((k for k, line in enumerate(lines) if line.startswith('"$NEXTPNR_')), None)
     if first is None or f"--seed {int(seed)} " not in lines[first]:
         return None
@@ -255,7 +321,7 @@ def _retry(build_dir: Path, name: str, seed: int, requested_hz: float, retry: Re
         rerun = [lines[first].replace(f"--seed {int(seed)} ", seeded)] + lines[first + 1:]
         start = time.monotonic()
         with quiet_tools():
-            subprocess.run(["sh", "-c", "\n".join(head + rerun)], cwd=build_dir, check=True)
+            run_script(["sh", "-c", "\n".join(head + rerun)], build_dir)
         estimate = time.monotonic() - start
         spent += estimate
         report = parse_nextpnr_report(build_dir / f"{name}.nextpnr.json", requested_hz)
@@ -287,25 +353,56 @@ _NUMBER = r"\d{1,12}(?:\.\d{1,12})?"
 MAX_TIMING_LOG_BYTES = 64 << 20
 
 
+_HEADER = re.compile(r"Info: Critical path report for clock '([^'\n]{0,1000})'")
+_SOURCE = re.compile(rf"Info:\s+\S+\s+{_NUMBER}\s+({_NUMBER}) Source (\S+)")
+_TOTALS = re.compile(rf"(?<![\d.])({_NUMBER}) ns logic, ({_NUMBER}) ns routing")
+_PIN = re.compile(r"\w+")
+#: Longer lines are no part of a critical path report (nextpnr's are a few hundred bytes).
+MAX_REPORT_LINE = 16384
+
+
 def critical_path(log: str) -> dict | None:
     """From a nextpnr log: the slowest clock's critical path as ``{clock, start, end,
     end_pin, delay_ns, logic_ns, routing_ns}``, start and end in the design's names
-    (:func:`design_name`), or None when the log has no such report."""
-    sections = re.split(r"Info: Critical path report for clock '([^']*)'[^\n]*\n", log)
+    (:func:`design_name`), or None when the log has no such report. Read line by line, each
+    pattern matched within one bounded line (linear in the log's size, whatever it holds)."""
     best = None
-    for clock, body in zip(sections[1::2], sections[2::2]):
-        body = body.split("\n\n", 1)[0]
-        sources = re.findall(rf"^Info:\s+(\S+)\s+{_NUMBER}\s+({_NUMBER}) Source (\S+)\.(\w+)$",
-                             body, re.M)
-        totals = re.search(rf"(?<![\d.])({_NUMBER}) ns logic, ({_NUMBER}) ns routing", body)
-        if not sources or not totals:
-            continue
-        names = [design_name(cell) for _, _, cell, _ in sources]
-        start = next((n for n in names if n), None)
-        end = next((n for n in reversed(names) if n), None)
-        path = {"clock": clock, "start": start, "end": end, "end_pin": sources[-1][3],
-                "delay_ns": float(sources[-1][1]), "logic_ns": float(totals[1]),
-                "routing_ns": float(totals[2])}
+    clock = None  # the report being read: from its header line to the next empty line
+    sources, totals = [], None
+
+    def close():
+        nonlocal best
+        if clock is None or not sources or totals is None:
+            return
+        names = [design_name(cell) for _, cell, _ in sources]
+        path = {"clock": clock, "start": next((n for n in names if n), None),
+                "end": next((n for n in reversed(names) if n), None),
+                "end_pin": sources[-1][2], "delay_ns": float(sources[-1][0]),
+                "logic_ns": float(totals[1]), "routing_ns": float(totals[2])}
         if best is None or path["delay_ns"] > best["delay_ns"]:
             best = path
+
+    for line in io.StringIO(log):
+        line = line.rstrip("\n")
+        if len(line) > MAX_REPORT_LINE:
+            continue
+        header = _HEADER.match(line)
+        if header:
+            close()
+            clock, sources, totals = header[1], [], None
+            continue
+        if clock is None:
+            continue
+        if not line:
+            close()
+            clock = None
+            continue
+        source = _SOURCE.fullmatch(line)
+        if source:
+            cell, dot, pin = source[2].rpartition(".")
+            if dot and _PIN.fullmatch(pin):
+                sources.append((source[1], cell, pin))
+        if totals is None:
+            totals = _TOTALS.search(line)
+    close()
     return best

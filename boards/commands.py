@@ -27,7 +27,7 @@ from hwgen.errors import UserError, one_line
 from hwgen.fold.storage import SPRAM_DEPTH, SPRAM_WIDTH
 from hwgen.names import default_module
 from hwgen.options import MAX_LANES, add_image_source, integer, real
-from hwgen.outputs import check_output, output_type, staged_folder
+from hwgen.outputs import check_output, output_type, replace_file, staged_folder
 from hwgen.reference import Reference
 
 from . import protocol
@@ -108,7 +108,8 @@ def fold_candidates(model_path: Path, board, fold: str | None, lanes: int | None
     from hwgen.gateware.network import check_generatable, check_model_generatable
 
     model = model_io.load(model_path)
-    problem = protocol.link_problem(model.input.bits, len(model.classes))
+    problem = protocol.link_problem(model.input.bits, len(model.classes),
+                                     model.input.size)
     if problem:   # the board top's framer and replies
         raise UserError(f"{board.name}: {problem}")
     check_model_generatable(model)
@@ -446,9 +447,9 @@ def _build_into(staging: Path, model, net, module: str, board, args, luts_est: i
     if missed:
         report["faster_folds_missed"] = missed
     report["build_seconds"] = round(time.perf_counter() - start, 1)
-    (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    replace_file(staging / "report.json", json.dumps(report, indent=2) + "\n")
     summary = format_summary(report)
-    (staging / "summary.txt").write_text(summary + "\n")
+    replace_file(staging / "summary.txt", summary + "\n")
     return report, summary
 
 

@@ -154,9 +154,13 @@ def packed_length(n_values: int) -> int:
     return -(-n_values // 8)
 
 
-def link_problem(input_bits: int, classes: int) -> str | None:
-    """Why a model with ``input_bits``-bit values and ``classes`` classes cannot go over the
-    link (a CLASSIFY frame has one byte per value, a reply one byte of class), or None."""
+def link_problem(input_bits: int, classes: int, values: int = 1) -> str | None:
+    """Why a model with ``input_bits``-bit values, ``values`` of them per image, and
+    ``classes`` classes cannot go over the link (a CLASSIFY frame has one byte per value and
+    at most :data:`MAX_PAYLOAD` of them, a reply one byte of class), or None."""
+    if values > MAX_PAYLOAD:
+        return (f"a UART frame carries at most {MAX_PAYLOAD} values per image; this model "
+                f"takes {values}")
     if input_bits > 8:
         return (f"the UART protocol carries one byte per value; this model takes "
                 f"{input_bits}-bit values")

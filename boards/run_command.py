@@ -55,7 +55,8 @@ def cmd_run(args) -> int:
     # the shape and value range the model takes, as eval checks them, before any link is
     # opened or simulated (a value the UART frame cannot carry would fail mid-run)
     images = check_images(model.input, images)
-    problem = protocol.link_problem(model.input.bits, len(model.classes))
+    problem = protocol.link_problem(model.input.bits, len(model.classes),
+                                     model.input.size)
     if problem:
         raise UserError(problem)
     # A model that binarizes its input gets bit-packed frames (CLASSIFY_PACKED, one bit per

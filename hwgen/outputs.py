@@ -215,6 +215,14 @@ def staged_file(target, final: bool = False) -> Iterator[Path]:
         yield staging
 
 
+def replace_file(path, data: bytes | str) -> None:
+    """``data`` (text as UTF-8) written to a staging name beside ``path`` and renamed onto
+    it: whatever ``path`` was (a link, a FIFO that another program left there) is replaced,
+    never opened or followed."""
+    with staged_file(path) as staging:
+        staging.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
 @contextlib.contextmanager
 def staged_folder(target, final: bool = False) -> Iterator[Path]:
     """Yields a fresh, empty staging folder beside ``target`` (inside it when it is an

