@@ -814,3 +814,63 @@ def test_thresholds_at_a_float32_tie_are_caught_or_named(bm, tmp_path, capsys):
                    "graph's float32 execution may decide the other way on inputs that reach "
                    "it\n")
     assert main(["import", str(inside), "-o", str(tmp_path / "c.npz")]) == 1  # 1000 images
+
+
+def _conv_with_bias(path, bias_shape):
+    """Raw 1x6x6 pixels -> Conv 3x3 (3 channels, pads 1, a bias of ``bias_shape``) ->
+    BipolarQuant -> MaxPool 2x2 -> Flatten -> MatMul (3 classes)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    f = np.float32
+    inits = [numpy_helper.from_array(rng.choice([-1.0, 1.0], (3, 1, 3, 3)).astype(f), "w"),
+             numpy_helper.from_array((rng.normal(size=bias_shape) * 10).astype(f), "b"),
+             numpy_helper.from_array(rng.choice([-1.0, 1.0], (27, 3)).astype(f), "w2"),
+             numpy_helper.from_array(np.array(1.0, f), "one")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1],
+                              kernel_shape=[3, 3]),
+             helper.make_node("BipolarQuant", ["c", "one"], ["q"], name="q",
+                              domain="qonnx.custom_op.general"),
+             helper.make_node("MaxPool", ["q"], ["p"], name="pool", kernel_shape=[2, 2],
+                              strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["fl"], name="flat"),
+             helper.make_node("MatMul", ["fl", "w2"], ["y"], name="fc")]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 13), helper.make_opsetid("qonnx.custom_op.general", 1)]), path)
+    return path
+
+
+def test_a_conv_bias_of_one_value_per_channel_is_imported(bm, tmp_path, capsys):
+    """ONNX's Conv bias is 1-D [M] (the only shape onnxruntime runs); it was right-aligned
+    against [1, M, 1, 1] and refused for every M > 1 (round 33)."""
+    path = _conv_with_bias(tmp_path / "c.onnx", (3,))
+    out = tmp_path / "c.npz"
+    assert main(["import", str(path), "-o", str(out)]) == 0, capsys.readouterr().err
+    assert "1000/1000" in capsys.readouterr().out
+    assert model_io.load(out).layers[0].threshold.shape == (3,)
+
+
+def test_inputs_and_layers_beyond_the_limits_are_refused_before_any_work(
+        bm, tmp_path, capsys, monkeypatch):
+    """A 1 KB graph declaring a [1, 2**28] input took 4 GB without end, a 4 MB one with a
+    2**21-channel layer 956 MiB: the input is held to the model format's limits and a
+    layer to MAX_LAYER_CHANNELS before any per-channel work."""
+    from hwgen.model import limits
+    from hwgen.qonnx_import import ops_layers
+
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))  # 12 inputs, 9 hidden
+    out = tmp_path / "s.npz"
+    monkeypatch.setattr(limits, "MAX_INPUT_CHANNELS", 11)
+    message = cli_error(capsys, "import", path, "-o", out)
+    assert "has 12 values; a model takes at most 11 input channels" in message, message
+    monkeypatch.setattr(limits, "MAX_INPUT_CHANNELS", 12)
+    monkeypatch.setattr(ops_layers, "MAX_LAYER_CHANNELS", 8)
+    message = cli_error(capsys, "import", path, "-o", out)
+    assert "has 9 output channels; the importer takes at most 8 per layer" in message, message
+    assert not out.exists()
+    monkeypatch.setattr(ops_layers, "MAX_LAYER_CHANNELS", 9)
+    assert main(["import", str(path), "-o", str(out)]) == 0

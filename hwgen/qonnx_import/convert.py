@@ -73,6 +73,7 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
                                f"{list(self.graph.input_shape)}; [1, C, H, W] or [1, N] "
                                f"is supported")
         self.input_shape = shape
+        self._check_input_size()
         scale = Fraction(1) if self.input_scale is None else self.input_scale
         self.mapping = InputMapping(scale=scale)
         self.values[self.graph.input_name] = Pixels(shape, a=scale)
@@ -98,6 +99,28 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
                     self.values[name] = value
         return self._finish()
 
+    def _check_input_size(self) -> None:
+        """The model format's limits on the input (:mod:`hwgen.model.limits`), before any
+        per-channel work: a 1 KB graph declaring [1, 2**28] took 4 GB and never ended."""
+        from ..model import limits
+
+        c, h, w = self._input_chw()
+        name = self.graph.input_name
+        if c > limits.MAX_INPUT_CHANNELS:
+            what = "values" if len(self.input_shape) == 2 else "channels"
+            raise ImportError_(f"the input {name!r} has {c} {what}; a model takes at most "
+                               f"{limits.MAX_INPUT_CHANNELS} input channels (a flat input's "
+                               f"values are its channels)")
+        if max(h, w) > limits.MAX_SPATIAL or c * h * w > limits.MAX_ACTIVATION:
+            raise ImportError_(f"the input {name!r} is {c}x{h}x{w}; a model's input is at "
+                               f"most {limits.MAX_SPATIAL} high and wide and "
+                               f"{limits.MAX_ACTIVATION} values")
+
+    def _input_chw(self) -> tuple[int, int, int]:
+        shape = self.input_shape
+        c, h, w = (shape[1], 1, 1) if len(shape) == 2 else shape[1:]
+        return int(c), int(h), int(w)
+
     def _finish(self) -> Imported:
         out = self.values.get(self.graph.output_name)
         if not isinstance(out, Accum) or out.layer not in self.open_layers:
@@ -117,9 +140,7 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
                                "as the output")
         weight, bias, unit = output_layer(out, layer)
         self.layers.append(Dense(weight=weight, bias=bias))
-        c, h, w = (self.input_shape[1], 1, 1) if len(self.input_shape) == 2 else \
-            self.input_shape[1:]
-        spec = InputSpec((int(c), int(h), int(w)), self.input_bits, self.binarize_at)
+        spec = InputSpec(self._input_chw(), self.input_bits, self.binarize_at)
         classes = [str(i) for i in range(weight.shape[0])]
         model = Model(spec, self.layers, classes, {})
         return Imported(model, self.mapping, unit, self.float_ties)
