@@ -1,7 +1,8 @@
 """Names that end up in generated files or on a terminal: Verilog identifiers, class names.
 
 - :func:`verilog_identifier_problem`: why a string cannot be a Verilog module name (``None``
-  when it can): it must match ``[A-Za-z_][A-Za-z0-9_$]*``, be at most
+  when it can): it must match ``[A-Za-z_][A-Za-z0-9_]*`` (Verilog also allows ``$`` after
+  the first character, but Yosys then writes the name escaped, ``\\a$b``), be at most
   :data:`MAX_IDENTIFIER` characters, and not be a keyword of Verilog-2005 or SystemVerilog
   (IEEE 1800-2017, which includes every Verilog-2005 keyword) or of Icarus Verilog, nor
   the name of an iCE40 or ECP5 cell that Yosys's synthesis for the boards defines
@@ -19,7 +20,7 @@ from pathlib import Path
 
 MAX_IDENTIFIER = 64
 MAX_CLASS_NAME = 256
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 #: IEEE 1800-2017 Annex B reserved keywords (a superset of IEEE 1364-2005's).
 KEYWORDS = frozenset("""
@@ -72,8 +73,11 @@ def verilog_identifier_problem(name: str) -> str | None:
     """Why ``name`` is not usable as a Verilog module name, or ``None`` when it is."""
     if len(name) > MAX_IDENTIFIER:
         return f"is {len(name)} characters, more than {MAX_IDENTIFIER}"
+    if "$" in name and _IDENTIFIER.fullmatch(name.replace("$", "_")):
+        return ("holds a '$': Yosys writes such a name escaped (\\name), which other tools "
+                "read as another name; use letters, digits and _")
     if not _IDENTIFIER.fullmatch(name):
-        return "is not a Verilog identifier ([A-Za-z_][A-Za-z0-9_$]*)"
+        return "is not a Verilog identifier ([A-Za-z_][A-Za-z0-9_]*)"
     if name in KEYWORDS:
         return "is a Verilog/SystemVerilog keyword"
     if name in CELL_NAMES:
