@@ -232,6 +232,10 @@ _CONV_LAYER_BYTES, _POOL_LAYER_BYTES, _LAYER_BYTES = 3 << 20, 4 << 20, 1 << 20
 #: (:func:`hwgen.fold.repack_luts`; the input repack of 500 lanes into the shipped MLP's
 #: first layer, 8 values a word: 1.02 M, 980 MB).
 _REPACK_LUT_BYTES = 1 << 10
+#: ... and the output layer about 100-120 KB per lane beyond its terms: its scores and the
+#: argmax's comparator tree over them (4096 classes at 4096x1 took 620 MB, estimated 193
+#: without these; 10000 at 10000x1 1563 MB, estimated 400).
+_OUTPUT_LANE_BYTES = 128 << 10
 
 
 def generation_bytes(net: NetworkPlan) -> int:
@@ -245,7 +249,8 @@ def generation_bytes(net: NetworkPlan) -> int:
                  if getattr(lp, "window", None) is None else _CONV_LAYER_BYTES
                  for lp in net.layers)
     repacks = sum(r.luts for before in net.repacks() for r in before)
-    return (_BASE_BYTES + terms + layers + _REPACK_LUT_BYTES * repacks
+    output = _OUTPUT_LANE_BYTES * net.mvtu_layers[-1].pe if net.mvtu_layers else 0
+    return (_BASE_BYTES + terms + layers + output + _REPACK_LUT_BYTES * repacks
             + _LINE_BUFFER_BIT_BYTES * sum(unit.line_buffer_bits for unit in units))
 
 
