@@ -25,6 +25,10 @@ HWGEN_BASE = 192 * MIB
 TRAIN_BASE = 1024 * MIB
 #: each OpenBLAS thread: its stack and its buffer (measured 38 MiB from one thread to two)
 PER_BLAS_THREAD = 48 * MIB
+#: each of train's ``--threads`` (torch's OpenMP threads): a stack and its per-thread state
+#: (`--arch mlp:8` ran with 64 threads under a 2 GiB limit; 128 ended in libgomp's own
+#: "Thread creation failed" line, as 256 did under 4 GiB)
+PER_TORCH_THREAD = 12 * MIB
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
 
@@ -66,6 +70,18 @@ def startup_problem(base: int, command: str) -> str | None:
     return (f"error: the address-space limit (ulimit -v) is {limit // MIB} MiB; {command} "
             f"needs at least {needed // MIB} MiB with {threads} BLAS "
             f"thread{'s' if threads > 1 else ''}{hint}")
+
+
+def torch_threads_problem(threads: int) -> str | None:
+    """Why ``threads`` torch threads cannot start under the address-space limit (they
+    would end the process in libgomp's own line, beyond any handler), or None."""
+    limit = address_space_limit()
+    needed = needed_bytes(TRAIN_BASE) + PER_TORCH_THREAD * threads
+    if limit is None or limit >= needed:
+        return None
+    return (f"--threads {threads}: the address-space limit (ulimit -v) is {limit // MIB} "
+            f"MiB; training with {threads} threads needs at least {needed // MIB} MiB: give "
+            f"fewer threads or a higher limit")
 
 
 def allocate_blas_buffers() -> None:

@@ -934,3 +934,21 @@ def test_a_full_stderr_does_not_fail_training(tmp_path):
                                   stdout=subprocess.DEVNULL, stderr=full, timeout=300)
             assert proc.returncode == code, extra
     assert (tmp_path / "t.npz").is_file()
+
+
+def test_more_threads_than_the_address_space_holds_is_one_line(tmp_path):
+    """Round 33: ``--threads 128`` under a 2 GiB ``ulimit -v`` ended in libgomp's own
+    "Thread creation failed" line, exit 1, beyond any handler; refused before torch starts."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "train", "--arch", "mlp:8", "--threads",
+                           "128", "--out", str(tmp_path / "t.npz")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, preexec_fn=limit,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: --threads 128: the address-space limit (ulimit -v) "
+                                  "is 2048 MiB"), proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -166,6 +166,12 @@ def config_from_argv(argv: list[str], check_paths: bool = True) -> TrainConfig:
         sbn["weight_grad_cap"] = None  # 0: the weights use --grad-cap
     if sbn["weight_clip"] == 0:
         sbn["weight_clip"] = None
+    if args.threads is not None:
+        from hwgen.address_space import torch_threads_problem
+
+        problem = torch_threads_problem(args.threads)
+        if problem:
+            raise UserError(problem)
     out = None if args.out is None else str(args.out)
     checkpoint = args.checkpoint or (Path(out).with_suffix(".ckpt.pt") if out else None)
     if check_paths and out and args.checkpoint is None:  # the default, beside --out
