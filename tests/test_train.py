@@ -569,6 +569,24 @@ def test_train_sweep_stops_its_runs_and_fails_when_all_do(data_dir, tmp_path):
     assert not (out3 / "summary.txt").is_symlink() and (out3 / "calibration" / "a.log").is_file()
 
 
+
+def test_train_sweep_stops_earlier_runs_when_a_later_log_cannot_be_made(data_dir, tmp_path):
+    """Round 33: run b's log was a folder, so the sweep failed, but run a had been started
+    in the same expression, before the sweep knew of it: a trained on, orphaned, and wrote
+    its model after the error."""
+    runs = tmp_path / "runs.txt"
+    runs.write_text("a: --arch mlp:8 --method ste\nb: --arch mlp:8 --method ste\n")
+    out = tmp_path / "out"
+    (out / "calibration" / "b.log").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "tools/train_sweep.py", str(runs), "--out",
+                           str(out), "--budget", "100", "--data-dir", str(data_dir)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "b.log: is a folder" in done.stderr
+    time.sleep(3.0)   # an orphaned run a would have written its model by now
+    assert sorted(p.name for p in (out / "calibration").iterdir()) == ["a.log", "b.log"]
+
 def test_train_sweep_short_calibration(data_dir, tmp_path):
     """--calibration-images: the calibration epoch trains on that many images (and the same
     fraction of the test images) and its logged time is scaled up by the fraction."""

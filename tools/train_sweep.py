@@ -221,11 +221,12 @@ def _sweep(a, runs, start: float, children: list) -> int:
     scales = {name: 1.0 if any(arg == "--train-limit" or arg.startswith("--train-limit=")
                                for arg in args) else scale
               for name, args, _ in runs}
-    procs = {name: launch([*args, *extra, *([] if scales[name] == 1.0 else cal_extra),
-                           "--epochs", "1", "--out", str(cal_dir / f"{name}.npz")],
-                          cal_dir / f"{name}.log", threads)
-             for name, args, _ in runs}
-    children += procs.values()
+    procs = {}
+    for name, args, _ in runs:  # each child is known to _stop as soon as it runs
+        procs[name] = launch([*args, *extra, *([] if scales[name] == 1.0 else cal_extra),
+                              "--epochs", "1", "--out", str(cal_dir / f"{name}.npz")],
+                             cal_dir / f"{name}.log", threads)
+        children.append(procs[name])
     for proc in procs.values():
         proc.wait()
     speed = {name: slowest_epoch(cal_dir / f"{name}.log") for name, _, _ in runs}
@@ -240,12 +241,14 @@ def _sweep(a, runs, start: float, children: list) -> int:
     plan = plan_epochs(speed, {name: cap for name, _, cap in runs}, left)
     for name in plan:
         print(f"{name}: {speed[name]:.1f} s/epoch -> {plan[name]} epochs", flush=True)
-    procs = {name: launch([*args, *extra, "--epochs", str(plan[name]),
-                           "--out", str(a.out / f"{name}.npz"),
-                           "--plots", str(a.out / f"{name}-plots")],
-                          a.out / f"{name}.log", threads)
-             for name, args, _ in runs if name in plan}
-    children += procs.values()
+    procs = {}
+    for name, args, _ in runs:
+        if name in plan:
+            procs[name] = launch([*args, *extra, "--epochs", str(plan[name]),
+                                  "--out", str(a.out / f"{name}.npz"),
+                                  "--plots", str(a.out / f"{name}-plots")],
+                                 a.out / f"{name}.log", threads)
+            children.append(procs[name])
     lines = []
     for name, proc in procs.items():
         proc.wait()
