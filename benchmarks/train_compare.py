@@ -455,8 +455,10 @@ def _merge_sweeps(rows: list[dict], folders: list[Path], device: str) -> list[di
         report += [f"# left out: {note}" for note in notes]
         rows = [r for r in rows if _key(r) not in first] + found
         report.append(f"# {folder}: {len(found)} rows")
-    for line in report:
-        print(line, file=sys.stderr)
+    from hwgen.errors import one_line
+
+    for line in report:  # names and provenance from the folder: control characters escaped
+        print(one_line(line), file=sys.stderr)
     return rows
 
 

@@ -114,3 +114,17 @@ def test_docs_page_is_read_bounded_and_written_staged(tmp_path, monkeypatch, cap
     tc.update_docs("| table |")
     assert page.read_text() == f"a\n{tc.BEGIN}\n| table |\n{tc.END}\nb\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["training.md"]
+
+
+def test_sweep_notes_print_control_characters_escaped(tmp_path, monkeypatch, capsys):
+    """Round 33: a note about a run left out quoted a file name or provenance with a newline
+    and an escape sequence raw, which put a fake ``error:`` line on the terminal."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import train_compare as tc
+
+    monkeypatch.setattr(tc, "rows_from_sweep", lambda folder, variants, device: (
+        [], ["a\nerror: fake\x1b[2J.npz: not a variant's run"]))
+    assert tc._merge_sweeps([], [tmp_path], "cpu") == []
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["# left out: a\\nerror: fake\\x1b[2J.npz: not a variant's run",
+                                f"# {tmp_path}: 0 rows"]
