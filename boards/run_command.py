@@ -42,6 +42,12 @@ def cmd_run(args) -> int:
         raise UserError(f"--baud {baud} is too slow to simulate: --sim takes at least "
                         f"{MIN_SIM_BAUD} baud")
     model = model_io.load(args.model)
+    # what the link cannot carry is refused before any image is decoded (a 130 KB PNG of
+    # 4096x4096 took 800 MiB before the refusal)
+    problem = protocol.link_problem(model.input.bits, len(model.classes),
+                                     model.input.size)
+    if problem:
+        raise UserError(problem)
     labels = None
     if args.pngs:
         if args.dataset or args.images:
@@ -55,10 +61,6 @@ def cmd_run(args) -> int:
     # the shape and value range the model takes, as eval checks them, before any link is
     # opened or simulated (a value the UART frame cannot carry would fail mid-run)
     images = check_images(model.input, images)
-    problem = protocol.link_problem(model.input.bits, len(model.classes),
-                                     model.input.size)
-    if problem:
-        raise UserError(problem)
     # A model that binarizes its input gets bit-packed frames (CLASSIFY_PACKED, one bit per
     # value); the client falls back to byte frames if the board refuses them.
     binarize_at = model.input.binarize_at

@@ -321,6 +321,8 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
         _ignore_signals()
         if _lost is not None and code not in interrupt_codes:
             raise _interrupt(_lost)
+        if _raised is not None and code not in interrupt_codes:
+            raise _interrupt(_raised)   # raised, then swallowed by a library's except
     except KeyboardInterrupt as interrupt:
         _ignore_signals()
         _forget_unhandled_interrupt()

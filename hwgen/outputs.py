@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError
-from .interrupts import deferred_signals
+from .interrupts import deferred_signals, raised_interrupt
 
 _STAGING_ROOM = 100  # bytes of a file name the staging prefix and suffix may add
 
@@ -268,6 +268,11 @@ def _staged(target, make, install, cannot: str, final: bool,
         raise
     try:
         yield staging
+        swallowed = raised_interrupt()
+        if swallowed is not None:
+            # the run was interrupted, and a library caught the interrupt on its way out (a
+            # qonnx ``except`` around an index lookup did): no output of this run goes in
+            raise swallowed
         if present(staging):
             with deferred_signals(final=final):
                 install(staging, target)

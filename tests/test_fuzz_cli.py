@@ -552,6 +552,23 @@ def test_an_interrupt_inside_a_finalizer_is_not_lost(tmp_path, signum, code):
     assert (proc.returncode, proc.stdout, proc.stderr) == (code, "", "error: interrupted\n")
 
 
+
+def test_an_interrupt_a_library_caught_still_ends_the_run(tmp_path):
+    """Round 34: an interrupt raised inside a library's ``try``, whose ``except`` caught it,
+    let the run finish with exit 0. Once raised, it is the run's result."""
+    proc = _run_entry_point(
+        tmp_path,
+        "import os, signal, time\n"
+        "def main():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(2)\n"
+        "    except BaseException:\n"
+        "        pass\n"
+        "    print('finished', flush=True)\n"
+        "    return 0\n")
+    assert (proc.returncode, proc.stderr) == (143, "error: interrupted\n")
+
 def test_an_error_that_is_an_interrupt_in_disguise_is_reported_as_the_interrupt(
         monkeypatch, capsys, tmp_path):
     """A C extension interrupted while it initializes reports "ImportError: initialization
@@ -566,6 +583,25 @@ def test_an_error_that_is_an_interrupt_in_disguise_is_reported_as_the_interrupt(
     monkeypatch.setattr(interrupts, "_raised", None)
     assert main(["info", str(tmp_path / "none.npz")]) == 2
 
+
+
+def test_an_interrupt_a_library_swallowed_installs_no_output(work, monkeypatch, capsys,
+                                                               tmp_path):
+    """Round 34: SIGTERM during the import's QONNX execution was raised inside qonnx under an
+    ``except`` that swallowed it, and the import wrote its model and exited 0 (1 run in
+    10-30). Once the handler has raised an interrupt, no output is put in place."""
+    from hwgen import interrupts
+
+    out = tmp_path / "v"
+    monkeypatch.setattr(interrupts, "_raised", signal.SIGTERM)
+    assert main(["vectors", str(work / "m.npz"), "--images", str(work / "images"), "-n", "2",
+                 "-o", str(out)]) == 143
+    assert capsys.readouterr().err.endswith("error: interrupted\n")
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setattr(interrupts, "_raised", None)
+    assert main(["vectors", str(work / "m.npz"), "--images", str(work / "images"), "-n", "2",
+                 "-o", str(out)]) == 0
+    assert out.is_dir()
 
 def test_an_interrupt_wrapped_in_another_error_is_one_line(tmp_path):
     """A Ctrl-C while a class body runs ``__set_name__`` (jschon's ``class JSON`` as

@@ -874,3 +874,123 @@ def test_inputs_and_layers_beyond_the_limits_are_refused_before_any_work(
     assert not out.exists()
     monkeypatch.setattr(ops_layers, "MAX_LAYER_CHANNELS", 9)
     assert main(["import", str(path), "-o", str(out)]) == 0
+
+
+def _with_extra_nodes(path, nodes, inits, before_output=False):
+    """The graph at ``path`` with ``nodes`` and initializers ``inits`` ({name: array}) added:
+    unused side nodes, or (``before_output``) a chain between the last node and the
+    graph's output (the chain reads ``"chain_in"`` and writes the output's name)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    for name, array in inits.items():
+        graph.initializer.append(numpy_helper.from_array(array, name))
+    if before_output:
+        graph.node[-1].output[0] = "chain_in"
+    graph.node.extend(nodes)
+    onnx.save(model, path)
+    return path
+
+
+def test_constants_computed_by_quantizers_and_in_all_are_bounded(bm, tmp_path, capsys,
+                                                                 monkeypatch):
+    """Round 34: a BipolarQuant or Quant of constants broadcast with no size check (a 34 KB
+    graph made 1 GiB), and 400 unused Adds of [2048, 1] and [1, 1024] took 6.4 GB."""
+    from onnx import helper
+
+    from hwgen.qonnx_import import ops_arith
+
+    f = np.float32
+    inits = {"col": np.ones((4, 1), f), "row": np.ones((1, 4), f), "z": np.zeros((1, 1), f),
+             "b8": np.array(8.0, f)}
+    q = "qonnx.custom_op.general"
+    for op, node in [
+            ("BipolarQuant", helper.make_node("BipolarQuant", ["col", "row"], ["j1"],
+                                              domain=q)),
+            ("Quant", helper.make_node("Quant", ["col", "row", "z", "b8"], ["j2"], domain=q,
+                                       signed=1, narrow=0))]:
+        path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+        _with_extra_nodes(path, [node], inits)
+        monkeypatch.setattr(ops_arith, "MAX_COMPUTED_CONSTANT", 15)
+        message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
+        assert f"{op} of constants would make 16 values, more than the 15" in message, message
+        monkeypatch.setattr(ops_arith, "MAX_COMPUTED_CONSTANT", 16)
+        assert main(["import", str(path), "-o", str(tmp_path / "x.npz")]) == 0
+        (tmp_path / "x.npz").unlink()
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+    _with_extra_nodes(path, [helper.make_node("Add", ["col", "row"], [f"sum{k}"])
+                             for k in range(3)], inits)
+    monkeypatch.setattr(ops_arith, "MAX_COMPUTED_TOTAL", 40)
+    message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
+    assert "the constants computed so far hold 48 values, more than the 40" in message
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_a_long_chain_of_exact_arithmetic_and_an_overflowing_output_are_one_line(
+        bm, tmp_path, capsys, monkeypatch):
+    """Round 34: 480 Mul/Div/Add nodes on a layer's output took 2 GB (every node's exact
+    values kept, and growing); ten Muls by 3e38 on the scores were an OverflowError
+    traceback in the output layer's conversion."""
+    from onnx import helper
+
+    from hwgen.qonnx_import import ops_arith
+
+    def chain(factor, count):
+        path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+        names = ["chain_in"] + [f"m{k}" for k in range(count - 1)] + ["y"]
+        return _with_extra_nodes(
+            path, [helper.make_node("Mul", [names[k], "big"], [names[k + 1]])
+                   for k in range(count)], {"big": np.array(factor, np.float32)},
+            before_output=True)
+
+    path = chain(1.1, 6)
+    monkeypatch.setattr(ops_arith, "MAX_EXACT_BITS", 100)
+    message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
+    assert "grows beyond 100 bits" in message, message
+    monkeypatch.setattr(ops_arith, "MAX_EXACT_BITS", 4096)
+    assert main(["import", str(path), "-o", str(tmp_path / "x.npz")]) == 0
+    # a different huge scale per class: the rule's floats overflow
+    message = cli_error(capsys, "import", chain([3e38, 1e38, 2e38, 3e38], 10), "-o",
+                        tmp_path / "y.npz")
+    assert message.startswith("error: the output layer cannot be converted (OverflowError"), \
+        message
+    assert not (tmp_path / "y.npz").exists()
+
+
+def test_external_data_shared_by_tensors_and_a_reshape_to_a_computed_shape_are_refused(
+        bm, tmp_path, capsys):
+    """Round 34: 250 initializers naming the same 2 MiB of external data took 2.5 GB; a
+    Reshape of the image to a computed target hid every shape from the check's memory count
+    (3.5 GB instead of 214 MiB)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    (tmp_path / "shared.bin").write_bytes(np.ones(64, np.float32).tobytes())
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+    model = onnx.load(path)
+    for name in ("e1", "e2"):
+        tensor = numpy_helper.from_array(np.ones(64, np.float32), name)
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", "shared.bin"), ("offset", "0"), ("length", "256")):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        model.graph.initializer.append(tensor)
+    onnx.save(model, tmp_path / "ext.onnx")
+    message = cli_error(capsys, "import", tmp_path / "ext.onnx", "-o", tmp_path / "x.npz")
+    assert "add up to more than its 256 bytes" in message, message
+
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+    model = onnx.load(path)
+    graph = model.graph
+    for name, value in (("s1", [0, 6]), ("s2", [0, 6])):
+        graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    graph.node[0].input[0] = "xr"
+    graph.node.insert(0, helper.make_node("Reshape", ["x", "target"], ["xr"], name="reshape"))
+    graph.node.insert(0, helper.make_node("Add", ["s1", "s2"], ["target"], name="target"))
+    onnx.save(model, tmp_path / "hide.onnx")
+    message = cli_error(capsys, "import", tmp_path / "hide.onnx", "-o", tmp_path / "x.npz")
+    assert "cannot be inferred, so the check cannot bound its memory" in message, message
+    assert not (tmp_path / "x.npz").exists()

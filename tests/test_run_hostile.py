@@ -187,7 +187,9 @@ def test_models_the_uart_cannot_carry_are_refused_before_any_work(tmp_path, caps
     write_idx(images, np.zeros((2, side, side), np.uint8))
     for argv in (["build", "--board", "icebreaker", str(path), "-o", str(tmp_path / "b"),
                   "--skip-verify"],
-                 ["run", "--sim", str(path), "--images", str(images)]):
+                 ["run", "--sim", str(path), "--images", str(images)],
+                 # before any PNG is decoded (a 130 KB one of 4096x4096 took 800 MiB first)
+                 ["run", "--sim", str(path), str(tmp_path / "never-read.png")]):
         assert fragment in _one_error(capsys, main(argv))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.idx", "m.npz"]
 

@@ -146,15 +146,23 @@ def _prepared(proto, batch: int):
 
 def graph_values(model) -> int:
     """Values of the tensors that QONNX's execution of ``model`` (a ModelWrapper with
-    inferred shapes) holds at once: its input, every intermediate tensor and its output (a
-    dimension that shape inference left unknown counts as 1)."""
+    inferred shapes) holds at once: its input, every intermediate tensor and its output;
+    :class:`ImportError_` when shape inference left a node output's size unknown."""
     graph = model.graph
     constants = {t.name for t in graph.initializer}
-    total = 0
-    for info in (*graph.input, *graph.value_info, *graph.output):
-        if info.name not in constants:
-            total += math.prod(max(1, d.dim_value) for d in info.type.tensor_type.shape.dim)
-    return total
+    infos = {info.name: info for info in (*graph.input, *graph.value_info, *graph.output)
+             if info.name not in constants}
+    for node in graph.node:  # a size shape inference could not tell would count as 1
+        for name in node.output:
+            info = infos.get(name)
+            dims = info.type.tensor_type.shape.dim if info is not None else None
+            if name and (info is None or not info.type.tensor_type.HasField("shape")
+                         or any(d.dim_value <= 0 for d in dims)):
+                raise ImportError_(f"node {node.name or node.op_type!r}: the size of its "
+                                   f"output {name[:80]!r} cannot be inferred, so the check "
+                                   f"cannot bound its memory (a Reshape to a computed shape?)")
+    return sum(math.prod(d.dim_value for d in info.type.tensor_type.shape.dim)
+               for info in infos.values())
 
 
 @dataclass

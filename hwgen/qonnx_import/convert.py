@@ -97,7 +97,14 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
             for name, value in zip(node.outputs, results):
                 if name:
                     self.values[name] = value
-        return self._finish()
+        try:
+            with np.errstate(all="ignore"):
+                return self._finish()
+        except (ValueError, ArithmeticError, IndexError, KeyError, TypeError) as err:
+            # an output layer's exact scales beyond what floats hold (OverflowError), ...
+            text = str(err).splitlines()[0][:200] if str(err) else ""
+            raise ImportError_(f"the output layer cannot be converted ({type(err).__name__}: "
+                               f"{text})") from None
 
     def _check_input_size(self) -> None:
         """The model format's limits on the input (:mod:`hwgen.model.limits`), before any
@@ -151,13 +158,15 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
         if index >= len(node.inputs) or not node.inputs[index]:
             raise ImportError_(f"{node.describe()}: input {index} is missing")
         name = node.inputs[index]
+        if name in self.used:
+            raise ImportError_(f"{node.describe()}: tensor {name!r} feeds more than one "
+                               f"node (a branch or residual connection); only a chain "
+                               f"of layers is supported")
         value = self.values[name]
         if not isinstance(value, Const):
-            if name in self.used:
-                raise ImportError_(f"{node.describe()}: tensor {name!r} feeds more than one "
-                                   f"node (a branch or residual connection); only a chain "
-                                   f"of layers is supported")
+            # used once: dropped, so a long chain keeps one node's exact values, not all
             self.used.add(name)
+            del self.values[name]
         if kinds is not None and not isinstance(value, kinds):
             expected = " or ".join(KIND_WORDS[k] for k in
                                    (kinds if isinstance(kinds, tuple) else (kinds,)))

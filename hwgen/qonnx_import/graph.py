@@ -75,11 +75,13 @@ def _attr_value(attr):
     return value
 
 
-def _external_data(tensor, where: str, folder: Path, budget: list[int]) -> None:
+def _external_data(tensor, where: str, folder: Path, budget: list[int],
+                   read: dict | None = None) -> None:
     """Read ``tensor``'s external data (ONNX's ``location``/``offset``/``length``) into
     ``raw_data``. The location must be a relative path inside the model's folder (no
     absolute path, no ``..``) naming a regular file; at most ``budget[0]`` bytes are read
-    over all tensors."""
+    over all tensors, and from each file (``read``: bytes so far per file) no more than it
+    holds: tensors that share bytes (250 naming the same 2 MiB took 2.5 GB) are refused."""
     from onnx import TensorProto
 
     info = {entry.key: entry.value for entry in tensor.external_data}
@@ -103,7 +105,8 @@ def _external_data(tensor, where: str, folder: Path, budget: list[int]) -> None:
         raise ImportError_(f"{where}: external data location {location[:80]!r} resolves "
                            f"outside the model's folder")
     with open_regular(folder / location, ImportError_, "external data file") as stream:
-        size = os.fstat(stream.fileno()).st_size
+        info = os.fstat(stream.fileno())
+        size, identity = info.st_size, (info.st_dev, info.st_ino)
         if offset > size:  # also keeps seek() from overflowing (offsets of 2**63 and up)
             shown = offset if offset < 10**19 else f"of {len(str(offset))} digits"
             raise ImportError_(f"{where}: external data offset {shown} is past the end of "
@@ -121,6 +124,12 @@ def _external_data(tensor, where: str, folder: Path, budget: list[int]) -> None:
     if len(data) > budget[0]:
         raise ImportError_(f"{where}: external data larger than the {MAX_ONNX_BYTES}-byte "
                            f"limit ($SBN_MAX_ONNX_BYTES)")
+    if read is not None:
+        read[identity] = read.get(identity, 0) + len(data)
+        if read[identity] > size:
+            raise ImportError_(f"{where}: the tensors' external data in {location[:80]!r} add "
+                               f"up to more than its {size} bytes (tensors that share bytes "
+                               f"are not supported)")
     budget[0] -= len(data)
     tensor.raw_data = bytes(data)
     del tensor.external_data[:]
@@ -176,14 +185,14 @@ def read_graph(path: Path) -> Graph:
     graph = proto.graph
     if len(graph.node) > MAX_NODES:
         raise ImportError_(f"{path}: {len(graph.node)} nodes, more than {MAX_NODES}")
-    budget = [limit - len(data)]
+    budget, read = [limit - len(data)], {}
     for tensor in list(graph.initializer) + [a.t for n in graph.node for a in n.attribute
                                              if a.HasField("t")]:
         if (tensor.data_location == onnx.TensorProto.EXTERNAL) != bool(tensor.external_data):
             raise ImportError_(f"{path}: tensor {tensor.name[:80]!r} has external data entries "
                                f"but not an EXTERNAL data location, or the other way round")
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            _external_data(tensor, f"tensor {tensor.name!r}", Path(path).parent, budget)
+            _external_data(tensor, f"tensor {tensor.name!r}", Path(path).parent, budget, read)
     constants = {}
     for tensor in graph.initializer:  # onnx.checker: "initializer name is not unique"
         if tensor.name in constants:

@@ -11,22 +11,47 @@ from .graph import MAX_CONSTANT_ELEMENTS
 from .values import (Accum, Binary, Const, Pixels, channel_count, channel_values,
                      check_pool_order, derive, describe)
 
-#: The most values an operation on two constants may produce (the product of the broadcast
-#: shape, checked before computing: two small constants can broadcast to gigabytes).
-MAX_COMPUTED_CONSTANT = MAX_CONSTANT_ELEMENTS  # values of a constant computed from two others
+#: The most values an operation on constants may produce (the product of the broadcast
+#: shape, checked before computing: two small constants can broadcast to gigabytes) ...
+MAX_COMPUTED_CONSTANT = MAX_CONSTANT_ELEMENTS  # values of a constant computed from others
+#: ... and all of them together (computed constants are kept while the graph is converted:
+#: 400 unused Adds of [2048, 1] and [1, 1024] took 6.4 GB).
+MAX_COMPUTED_TOTAL = 1 << 24
+#: Bits of the numerator or denominator of one exact value (a scale or offset per channel):
+#: each Mul/Div/Add on a layer's output grows them, and a chain of 480 took 2 GB and a
+#: minute; real graphs stay under a few hundred bits.
+MAX_EXACT_BITS = 4096
 
 
-def check_computed_size(converter, node, op: str, left: np.ndarray, right: np.ndarray) -> None:
-    """``converter.fail`` unless ``op`` of the constants ``left`` and ``right`` broadcasts
-    to at most :data:`MAX_COMPUTED_CONSTANT` values (checked before computing anything)."""
+def check_computed_size(converter, node, op: str, *arrays: np.ndarray) -> None:
+    """``converter.fail`` unless ``op`` of the constants ``arrays`` broadcasts to at most
+    :data:`MAX_COMPUTED_CONSTANT` values, and all constants computed so far to at most
+    :data:`MAX_COMPUTED_TOTAL` (checked before computing anything)."""
+    shapes = [np.shape(a) for a in arrays]
     try:
-        size = math.prod(np.broadcast_shapes(np.shape(left), np.shape(right)))
+        size = math.prod(np.broadcast_shapes(*shapes))
     except ValueError:
-        converter.fail(node, f"{op} of constants of shapes {list(np.shape(left))} and "
-                             f"{list(np.shape(right))}, which do not broadcast")
+        converter.fail(node, f"{op} of constants of shapes "
+                             f"{' and '.join(str(list(s)) for s in shapes)}, which do not "
+                             f"broadcast")
     if size > MAX_COMPUTED_CONSTANT:
         converter.fail(node, f"{op} of constants would make {size} values, more than the "
                              f"{MAX_COMPUTED_CONSTANT} the importer computes")
+    converter.computed_values = getattr(converter, "computed_values", 0) + size
+    if converter.computed_values > MAX_COMPUTED_TOTAL:
+        converter.fail(node, f"the constants computed so far hold "
+                             f"{converter.computed_values} values, more than the "
+                             f"{MAX_COMPUTED_TOTAL} the importer computes in all")
+
+
+def check_exact_size(converter, node, values) -> None:
+    """``converter.fail`` when an exact value of ``values`` (Fractions) has a numerator or
+    denominator of more than :data:`MAX_EXACT_BITS` bits."""
+    for v in values:
+        if v.numerator.bit_length() > MAX_EXACT_BITS or \
+                v.denominator.bit_length() > MAX_EXACT_BITS:
+            converter.fail(node, f"an exact scale or offset grows beyond {MAX_EXACT_BITS} "
+                                 f"bits (a long chain of arithmetic on one layer's output)")
 
 
 class ArithmeticOps:
@@ -102,9 +127,12 @@ class ArithmeticOps:
     def _scale(self, node, value, factors):
         if isinstance(value, Accum):
             check_pool_order(self, node, value, factors)
-            return derive(value, p1=[f * p for f, p in zip(factors, value.p1)],
-                          p0=[f * p for f, p in zip(factors, value.p0)],
-                          q=[f * q for f, q in zip(factors, value.q)])
+            result = derive(value, p1=[f * p for f, p in zip(factors, value.p1)],
+                            p0=[f * p for f, p in zip(factors, value.p0)],
+                            q=[f * q for f, q in zip(factors, value.q)])
+            for values in (result.p1, result.p0, result.q):
+                check_exact_size(self, node, values)
+            return result
         if len(set(factors)) != 1:
             self.fail(node, f"scales {describe(value)} per channel; only the layers' outputs "
                             f"may be scaled per channel")
@@ -112,14 +140,21 @@ class ArithmeticOps:
         if isinstance(value, Binary):
             if f == 0:
                 self.fail(node, "multiplies binary activations by 0")
+            check_exact_size(self, node, [value.scale * f])
             return Binary(value.shape, value.scale * f)
-        return Pixels(value.shape, value.a * f, tuple(b * f for b in value.b), value.quantized)
+        result = Pixels(value.shape, value.a * f, tuple(b * f for b in value.b), value.quantized)
+        check_exact_size(self, node, [result.a, *result.b])
+        return result
 
     def _shift(self, node, value, terms):
         if isinstance(value, Accum):
-            return derive(value, q=[q + t for q, t in zip(value.q, terms)])
+            result = derive(value, q=[q + t for q, t in zip(value.q, terms)])
+            check_exact_size(self, node, result.q)
+            return result
         if isinstance(value, Pixels):
             b = value.channel_b(len(terms))
-            return Pixels(value.shape, value.a, tuple(x + t for x, t in zip(b, terms)),
-                          value.quantized)
+            result = Pixels(value.shape, value.a, tuple(x + t for x, t in zip(b, terms)),
+                            value.quantized)
+            check_exact_size(self, node, result.b)
+            return result
         self.fail(node, "adds a constant to binary activations (they are no longer +-s)")

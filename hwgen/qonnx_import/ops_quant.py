@@ -10,6 +10,7 @@ import numpy as np
 
 from ..model import Conv2d, Dense, MaxPool2d
 from ..threshold_rule import exact, float_tie, threshold_rule
+from .ops_arith import check_computed_size
 from .graph import ImportError_
 from .values import (MAX_INPUT_BITS, Accum, Binary, Const, InputMapping, Pixels, channel_count,
                      describe, fraction_array, pooled_shape, scalar_value)
@@ -22,6 +23,7 @@ class QuantizerOps:
         value = self.take(node, 0)
         scale_const = self.take(node, 1, Const)
         if isinstance(value, Const):  # weights: the scale may differ per channel
+            check_computed_size(self, node, "BipolarQuant", value.array, scale_const.array)
             signs = np.where(value.array >= 0, 1, -1)
             try:  # +-1 times a float32 scale is exact in float32: no separate ideal value
                 array = signs.astype(np.float32) * scale_const.array.astype(np.float32)
@@ -120,6 +122,7 @@ class QuantizerOps:
         qmin = -(1 << (b - 1)) + narrow if signed else 0
         qmax = (1 << (b - 1)) - 1 if signed else (1 << b) - 1 - narrow
         if isinstance(value, Const):
+            check_computed_size(self, node, "Quant", value.array, scale.array, zero.array)
             return quant_constant(node, value, scale, zero, qmin, qmax, bipolar=b == 1 and
                                 bool(signed))
         if b == 1 and signed:  # qonnx runs a 1-bit signed Quant as bipolar (sign at 0)
