@@ -11,6 +11,7 @@ succeeded: the build runs in a staging folder that is renamed into place at the 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -27,7 +28,8 @@ from hwgen.errors import UserError, one_line
 from hwgen.fold.storage import SPRAM_DEPTH, SPRAM_WIDTH
 from hwgen.names import default_module
 from hwgen.options import MAX_LANES, add_image_source, integer, real
-from hwgen.outputs import check_output, output_type, replace_file, staged_folder
+from hwgen.outputs import (check_output, output_type, replace_file, resolved,
+                           staged_folder)
 from hwgen.reference import Reference
 
 from . import protocol
@@ -316,7 +318,8 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
               "reference", file=sys.stderr)
     else:
         print("verify: " + verify(model, net, module, args.verify_images))
-    failed = outdir.with_name(outdir.name + ".failed")
+    # resolved first: "-o ." has no name of its own to add ".failed" to
+    failed = resolved(outdir).with_name(resolved(outdir).name + ".failed")
     try:
         outdir.parent.mkdir(exist_ok=True)  # only the default's build/ may be missing
     except OSError as err:
@@ -354,8 +357,15 @@ def _default_output(model_path: Path, board) -> Path:
 
 
 def _keep_failed(staging: Path, failed: Path) -> None:
-    """Keep a failed build's files for the user as ``failed`` (replacing an older one)."""
-    shutil.rmtree(failed, ignore_errors=True)
+    """Keep a failed build's files for the user as ``failed`` (replacing an older one: a
+    folder is removed, anything else, a FIFO included, unlinked without being opened)."""
+    if failed.is_dir() and not failed.is_symlink():
+        shutil.rmtree(failed, ignore_errors=True)
+    elif os.path.lexists(failed):
+        try:
+            failed.unlink()
+        except OSError:
+            pass   # the rename below reports it
     staging.rename(failed)
 
 

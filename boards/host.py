@@ -53,6 +53,11 @@ class BoardError(RuntimeError):
     """The board could not classify an image (after retries), or rejects the frames."""
 
 
+#: Batches of replies in a row that match no frame in flight before they count as silence
+#: (each then costs every pending image a retry, so a peer that only repeats stale
+#: sequence numbers ends in a BoardError).
+MAX_STALE_BATCHES = 8
+
 #: What each weight failure status means (the reply to an image frame).
 WEIGHT_FAILURES = {
     P.STATUS_NO_WEIGHTS: "the board's flash holds no weights for this model",
@@ -107,8 +112,12 @@ class SerialTransport:
         self.board_timeout = board_timeout
         try:
             # serial_for_url: a device path, or a pyserial URL (loop://, socket://host:port)
+            # a write that the other end never drains (a pty nobody reads, loop://'s full
+            # queue) ends in an error, not a hang: the longest frame takes 0.7 s at 1 Mbaud
+            self.write_timeout = max(2.0, 20 * (P.MAX_PAYLOAD + 64) * 10 / baud)
             self._serial = serial.serial_for_url(port, baudrate=baud, bytesize=8, parity="N",
-                                                 stopbits=1, timeout=0.1)
+                                                 stopbits=1, timeout=0.1,
+                                                 write_timeout=self.write_timeout)
         except (serial.SerialException, ValueError) as e:
             raise BoardError(f"cannot open {port}: {e}") from None
         try:  # Linux FTDI driver: do not hold short replies for the 16 ms latency timer
@@ -118,8 +127,16 @@ class SerialTransport:
         self._serial.reset_input_buffer()
 
     def write(self, data: bytes):
-        self._serial.write(data)
-        self._serial.flush()
+        import queue
+
+        import serial
+
+        try:
+            self._serial.write(data)
+            self._serial.flush()
+        except (serial.SerialTimeoutException, queue.Full):
+            raise BoardError(f"the port took no data for {self.write_timeout:.0f} s: is a "
+                             f"board at the other end, reading?") from None
 
     def read(self, n: int, timeout: float) -> bytes:
         self._serial.timeout = timeout
@@ -406,6 +423,7 @@ class Client:
                 raise BoardError(f"image {k}: no valid answer after {self.retries} retries")
 
         waited = 0.0                      # seconds spent waiting for the weights to load
+        stale_batches = 0                 # reply batches in a row that matched no frame
         while todo or pending:
             while len(pending) < self.window and todo:
                 send(todo.popleft())
@@ -421,6 +439,20 @@ class Client:
                 todo.extendleft(reversed(lost))
                 continue
             loading = False
+            if not any(p[1] == reply.seq for reply in replies for p in pending):
+                # only stale or duplicate replies: as silence after a few such batches (a
+                # peer repeating one old sequence number kept this loop going for ever)
+                stale_batches += 1
+                if stale_batches >= MAX_STALE_BATCHES:
+                    stale_batches = 0
+                    lost = [p[0] for p in pending]
+                    pending.clear()
+                    self._resync()
+                    for k in lost:
+                        retry(k)
+                    todo.extendleft(reversed(lost))
+                continue
+            stale_batches = 0
             for reply in replies:
                 match = next((p for p in pending if p[1] == reply.seq), None)
                 if match is None:

@@ -228,3 +228,46 @@ def test_overrun_makes_the_client_send_one_frame_at_a_time():
     assert client.classify(imgs) == [predict(SHAPE, img) for img in imgs]
     assert client.stats.error_replies.get("receiver overrun", 0) >= 1
     assert client.window == 1
+
+
+class Chattering:
+    """A peer that answers every read with a valid reply of one stale sequence number."""
+
+    baud, board_timeout, latency = 3_000_000, 0.0, 0.0
+
+    def __init__(self):
+        self.reads = 0
+
+    def write(self, data):
+        pass
+
+    def read(self, n, timeout):
+        self.reads += 1
+        return P.encode_reply(P.STATUS_OK, 0xEE, 1)
+
+    def idle(self, seconds):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_peer_repeating_a_stale_sequence_number_is_given_up_on():
+    """Round 34: replies that match no frame in flight were skipped for ever (a fake board
+    repeating seq 0xEE hung `run --port`); after a few such batches they count as silence,
+    and the retries run out."""
+    from boards.host import MAX_STALE_BATCHES
+
+    link = Chattering()
+    with pytest.raises(BoardError, match="no valid answer after 2 retries"):
+        Client(link, retries=2).classify([[0] * SHAPE.n_values])
+    assert link.reads == 3 * MAX_STALE_BATCHES
+
+
+def test_a_port_nobody_reads_is_an_error_not_a_hang():
+    """Round 34: a write that the other end never drained (loop://'s queue, a pty nobody
+    reads) blocked for ever; the port has a write timeout."""
+    pytest.importorskip("serial")
+    with SerialTransport("loop://", baud=12_000_000) as link:
+        with pytest.raises(BoardError, match="the port took no data for 2 s"):
+            link.write(bytes(20000))

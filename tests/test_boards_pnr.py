@@ -430,3 +430,30 @@ def test_a_retry_reads_the_build_script_bounded(tmp_path, fake_tools):
     with pytest.raises(UserError, match="build script"):
         build_and_report(ScriptPlatform(), None, tmp_path / "z", retry=Retry(seeds=3),
                          **KWARGS)
+
+
+@pytest.mark.parametrize("case", ["fifo", "dot"])
+def test_a_failed_build_is_kept_beside_any_output_name(tmp_path, monkeypatch, capsys, case):
+    """Round 34: a FIFO where the failed build is kept (``OUT.failed``) hung the build
+    (rmtree opened it), and ``-o .`` was a ValueError traceback (``.`` has no name to add
+    ".failed" to)."""
+    from hwgen.cli import main
+
+    model_path, nets = _tiny_fastest_build(tmp_path, monkeypatch)
+    monkeypatch.setitem(os.environ, "FAKE_FMAX", "unplaceable")
+    fold = ",".join(str(f) for f in nets[-1].folds)
+    if case == "fifo":
+        out = tmp_path / "out"
+        os.mkfifo(tmp_path / "out.failed")
+    else:
+        (tmp_path / "work").mkdir()
+        monkeypatch.chdir(tmp_path / "work")
+        out = Path(".")
+    assert main(["build", "--board", "icebreaker", str(model_path), "--fold", fold,
+                 "--skip-verify", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    kept = tmp_path / ("out.failed" if case == "fifo" else "work.failed")
+    last = err.splitlines()[-1]   # after --skip-verify's warning and the tool's ERROR line
+    assert last.startswith("error: ") and last.endswith(f"files in {kept}"), err
+    assert kept.is_dir() and not kept.is_symlink()
+    assert not [p for p in tmp_path.rglob("*") if ".part" in p.name]

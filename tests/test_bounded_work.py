@@ -322,15 +322,15 @@ def test_a_fold_too_costly_to_generate_is_one_error(tmp_path, capsys, monkeypatc
                          binarize_at=None)
     model_io.save(model, tmp_path / "m.npz")
     monkeypatch.setenv("SBN_MAX_GENERATION_BYTES", str(100 << 20))
-    # 32*64 raw terms + 4*32 binary ones + 2 layers: 48 MiB + 2048 * 100 KiB + 128 * 36 KiB
-    # + 2 * 1 MiB = 254 MiB
+    # 32*64 raw terms + 4*32 binary ones + 2 layers + 4 output lanes: 48 MiB + 2048 * 100 KiB
+    # + 128 * 36 KiB + 2 * 1 MiB + 4 * 128 KiB = 255 MiB
     argv = ["verilog", str(tmp_path / "m.npz"), "--fold", "32x64,4x32", "-o", str(tmp_path / "v")]
     assert main(argv) == 2
     from hwgen.fold import parse_fold, plan
 
     lanes = plan(model, parse_fold("32x64,4x32", model)).lanes
     assert capsys.readouterr().err == (
-        f"error: fold 32x64,4x32 at --lanes {lanes} would take about 254 MiB to generate, "
+        f"error: fold 32x64,4x32 at --lanes {lanes} would take about 255 MiB to generate, "
         "more than the limit of 100 MiB: give a fold with a smaller PExSIMD, --lanes dividing "
         "the first layer's input word, or raise $SBN_MAX_GENERATION_BYTES\n")
     assert not (tmp_path / "v").exists()
