@@ -422,6 +422,15 @@ class Client:
             if attempts[k] > self.retries:
                 raise BoardError(f"image {k}: no valid answer after {self.retries} retries")
 
+        def resend_pending():
+            """Every frame in flight counts as lost: the board times out, each is resent."""
+            lost = [p[0] for p in pending]
+            pending.clear()
+            self._resync()
+            for k in lost:
+                retry(k)
+            todo.extendleft(reversed(lost))
+
         waited = 0.0                      # seconds spent waiting for the weights to load
         stale_batches = 0                 # reply batches in a row that matched no frame
         while todo or pending:
@@ -431,12 +440,7 @@ class Client:
             replies = self._read_replies(self._wait_time(in_flight))
             if not replies:
                 # silence: frames (or replies) were lost; let the board time out, resend all
-                lost = [p[0] for p in pending]
-                pending.clear()
-                self._resync()
-                for k in lost:
-                    retry(k)
-                todo.extendleft(reversed(lost))
+                resend_pending()
                 continue
             loading = False
             if not any(p[1] == reply.seq for reply in replies for p in pending):
@@ -445,12 +449,7 @@ class Client:
                 stale_batches += 1
                 if stale_batches >= MAX_STALE_BATCHES:
                     stale_batches = 0
-                    lost = [p[0] for p in pending]
-                    pending.clear()
-                    self._resync()
-                    for k in lost:
-                        retry(k)
-                    todo.extendleft(reversed(lost))
+                    resend_pending()
                 continue
             stale_batches = 0
             for reply in replies:
