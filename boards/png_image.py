@@ -288,7 +288,7 @@ def _check_structure(data: bytes, pixels_allowed: int) -> tuple[_Header, int]:
 def _decode(data: bytes, palette: int) -> tuple[np.ndarray, int]:
     """Samples as ``(H, W, samples)`` integers (a palette expanded to RGB[A]) and the
     largest sample value (Pillow widens 2- and 4-bit grey to 8 bits and narrows 16-bit
-    colour to 8 bits; 16-bit grey stays 16 bits)."""
+    colour and 16-bit grey with alpha to 8 bits; 16-bit grey without alpha stays 16 bits)."""
     from PIL import Image
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
