@@ -53,6 +53,23 @@ class BoardError(RuntimeError):
     """The board could not classify an image (after retries), or rejects the frames."""
 
 
+def _port_errors() -> tuple[type[BaseException], ...]:
+    """What a serial port raises when its other end goes away mid-run: pyserial's
+    SerialException (an OSError), termios.error from a flush on a dead pty, OSError."""
+    errors: tuple[type[BaseException], ...] = (OSError,)
+    try:
+        import termios
+        errors += (termios.error,)
+    except ImportError:  # not POSIX
+        pass
+    return errors
+
+
+def _why(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
 #: Batches of replies in a row that match no frame in flight before they count as silence
 #: (each then costs every pending image a retry, so a peer that only repeats stale
 #: sequence numbers ends in a BoardError).
@@ -137,10 +154,17 @@ class SerialTransport:
         except (serial.SerialTimeoutException, queue.Full):
             raise BoardError(f"the port took no data for {self.write_timeout:.0f} s: is a "
                              f"board at the other end, reading?") from None
+        except _port_errors() as err:
+            raise BoardError(f"the port failed while writing ({_why(err)}): was the board "
+                             f"unplugged?") from None
 
     def read(self, n: int, timeout: float) -> bytes:
-        self._serial.timeout = timeout
-        return self._serial.read(n)
+        try:
+            self._serial.timeout = timeout
+            return self._serial.read(n)
+        except _port_errors() as err:
+            raise BoardError(f"the port failed while reading ({_why(err)}): was the board "
+                             f"unplugged?") from None
 
     def idle(self, seconds: float):
         time.sleep(seconds)

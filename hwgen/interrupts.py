@@ -145,6 +145,19 @@ _lost: int | None = None  # a signal whose interrupt a finalizer swallowed, not 
 _raised: int | None = None  # the signal whose interrupt the handler raised, if any
 
 
+def _closed_stderr():
+    """A text stream to /dev/null on a descriptor above 2 (descriptors 0-2 keep their
+    meaning for child processes), standing in for a stderr the process started without."""
+    import fcntl
+
+    fd = os.open(os.devnull, os.O_WRONLY)
+    if fd < 3:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        os.close(fd)
+        fd = high
+    return open(fd, "w", encoding="utf-8", errors="replace")
+
+
 class _ClosedStdout:
     """What stdout is when the process started with it closed (``>&-``): Python's
     ``sys.stdout`` is then ``None`` and every print vanishes; here a write fails as a write
@@ -302,8 +315,10 @@ def run_entry(load_main: Callable[[], Callable[[], int]]) -> int:
     (only ``python -m`` entry points call this: it changes the process's handlers)."""
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout = _GuardedStdout(_ClosedStdout() if stdout is None else stdout)
-    if stderr is not None:
-        sys.stderr = _GuardedStderr(stderr)
+    # started with stderr closed (``2>&-``): Python's sys.stderr is None, and print(...,
+    # file=None) wrote the error to stdout; its text is lost instead, as for a stderr that
+    # cannot be written
+    sys.stderr = _GuardedStderr(_closed_stderr() if stderr is None else stderr)
     sys.unraisablehook = _unraisable
     try:
         for number in ENDING_SIGNALS:

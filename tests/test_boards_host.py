@@ -271,3 +271,35 @@ def test_a_port_nobody_reads_is_an_error_not_a_hang():
     with SerialTransport("loop://", baud=12_000_000) as link:
         with pytest.raises(BoardError, match="the port took no data for 2 s"):
             link.write(bytes(20000))
+
+
+def test_a_port_whose_other_end_goes_away_is_a_board_error():
+    """Round 35: an unplugged adapter (a pty whose other side closed, a reset socket) was a
+    traceback: pyserial's SerialException from a read or write, termios.error from the
+    flush after a write."""
+    serial = pytest.importorskip("serial")
+    import termios
+
+    class Gone:
+        timeout = 0.1
+
+        def read(self, n):
+            raise serial.SerialException("device reports readiness to read but returned no "
+                                         "data (device disconnected?)")
+
+        def write(self, data):
+            return len(data)
+
+        def flush(self):
+            raise termios.error(5, "Input/output error")
+
+        def close(self):
+            pass
+
+    with SerialTransport("loop://", baud=12_000_000) as link:
+        link._serial.close()
+        link._serial = Gone()
+        with pytest.raises(BoardError, match="failed while reading .device reports"):
+            link.read(7, 0.1)
+        with pytest.raises(BoardError, match="failed while writing .* unplugged"):
+            link.write(b"\xa5")

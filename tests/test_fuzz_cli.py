@@ -919,6 +919,22 @@ def test_a_full_stderr_changes_no_exit_code(work, tmp_path):
     assert (tmp_path / "vec" / "tb.v").is_file()
 
 
+
+def test_a_closed_stderr_loses_its_text_and_changes_no_exit_code(work, tmp_path):
+    """``2>&-`` (round 35): Python's sys.stderr is then None and print(..., file=None)
+    wrote the error line to stdout; with stdout closed too the exit code became 1. The text
+    is lost, as for a full stderr, and the exit code is the command's own."""
+    for argv, stdout, code in [(["info", work / "none.npz"], "pipe", 2),
+                               (["info", work / "m.npz"], "closed", 2),
+                               (["info", work / "none.npz"], "closed", 2)]:
+        closing = (lambda: os.close(2)) if stdout == "pipe" else \
+            (lambda: (os.close(1), os.close(2)))
+        proc = subprocess.run([sys.executable, "-m", "hwgen", *map(str, argv)], cwd=ROOT,
+                              stdout=subprocess.PIPE, preexec_fn=closing, timeout=120,
+                              env=_env())
+        assert proc.returncode == code, (argv, stdout, proc.returncode)
+        assert proc.stdout == b"", proc.stdout
+
 def test_a_reader_that_leaves_before_the_success_line_ends_verilog_quietly(work, tmp_path):
     """``verilog`` prints its line before its files are installed: a closed stdout is the
     reader leaving (141, quiet, nothing written), not a failure to write the output."""

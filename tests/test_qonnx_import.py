@@ -994,3 +994,53 @@ def test_external_data_shared_by_tensors_and_a_reshape_to_a_computed_shape_are_r
     message = cli_error(capsys, "import", tmp_path / "hide.onnx", "-o", tmp_path / "x.npz")
     assert "cannot be inferred, so the check cannot bound its memory" in message, message
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_casts_of_constants_count_and_quantizer_parameters_must_not_grow_the_tensor(
+        bm, tmp_path, capsys, monkeypatch):
+    """Round 35: 480 Casts of one 2**21-value initializer took 7.7 GB (Cast, Neg and Sqrt of
+    constants were not counted), and a [K, 1, 1] zero point of equal values read as one
+    value while QONNX's execution broadcast the input to K copies (4.9 GB for K = 2048)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from hwgen.qonnx_import import ops_arith
+
+    path, _, _ = _streamlined(tmp_path, np.random.default_rng(8))
+    _with_extra_nodes(path, [helper.make_node(op, ["c16"], [f"k{k}"], **extra)
+                             for k, (op, extra) in enumerate(
+                                 [("Cast", {"to": onnx.TensorProto.DOUBLE}), ("Neg", {}),
+                                  ("Sqrt", {})])],
+                      {"c16": np.ones(16, np.float32)})
+    monkeypatch.setattr(ops_arith, "MAX_COMPUTED_TOTAL", 40)
+    message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
+    assert "(Sqrt -> 'k2'): the constants computed so far hold 48 values" in message, message
+
+    path = _conv_with_bias(tmp_path / "c.onnx", (3,))
+    model = onnx.load(path)
+    one = next(t for t in model.graph.initializer if t.name == "one")
+    one.CopyFrom(numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "one"))
+    onnx.save(model, path)
+    message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
+    assert "a parameter of shape [2, 1, 1, 1] does not fit the tensor's shape [1, 3, 6, 6]" \
+        in message, message
+
+
+def test_a_quantized_constant_is_exact_per_distinct_level():
+    """quant_constant makes one exact value per distinct (q, z, s), not per element (2.2 GB
+    and 217 s for eight Quants of a 2**21-value constant): the same values as before."""
+    from types import SimpleNamespace
+
+    from hwgen.qonnx_import.ops_quant import quant_constant
+    from hwgen.qonnx_import.values import Const, fraction_array
+
+    rng = np.random.default_rng(3)
+    x = Const(rng.normal(size=(6, 5)).astype(np.float32) * 3)
+    s = Const(np.array([[0.37], [0.5], [0.1], [2.0], [0.37], [1.5]], np.float32))
+    z = Const(np.array(1.0, np.float32))
+    node = SimpleNamespace(attrs={}, describe=lambda: "node 'q'")
+    got = quant_constant(node, x, s, z, -8, 7)
+    q = np.clip(np.round(x.array / s.array + z.array), -8, 7)
+    want = (fraction_array(q) - fraction_array(np.broadcast_to(z.array, q.shape))) * \
+        fraction_array(np.broadcast_to(s.array, q.shape))
+    assert got.ideal.shape == (6, 5) and (got.ideal == want).all()

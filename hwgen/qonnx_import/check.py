@@ -165,6 +165,22 @@ def graph_values(model) -> int:
                for info in infos.values())
 
 
+def constant_values(model) -> int:
+    """The part of :func:`graph_values` that does not depend on the image: the outputs of
+    nodes that read constants only (computed once per batch, whatever its size)."""
+    graph = model.graph
+    dynamic = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+    fixed = set()
+    for node in graph.node:   # ONNX keeps nodes in topological order
+        if any(name in dynamic for name in node.input):
+            dynamic.update(node.output)
+        else:
+            fixed.update(name for name in node.output if name)
+    infos = {info.name: info for info in graph.value_info}
+    return sum(math.prod(d.dim_value for d in infos[name].type.tensor_type.shape.dim)
+               for name in fixed if name in infos)
+
+
 @dataclass
 class Execution:
     """The graph prepared for :func:`execute_graph`: ``model`` takes ``batch`` images."""
@@ -178,9 +194,11 @@ def prepare_execution(proto, count: int) -> Execution:
     :data:`BATCH` and :data:`BATCH_VALUES` allow; :class:`ImportError_` when one image
     needs more than :data:`MAX_GRAPH_VALUES` values."""
     single = _prepared(proto, 1)
-    per_image = graph_values(single)
-    if per_image > MAX_GRAPH_VALUES:
-        raise ImportError_(f"the graph's tensors hold {per_image} values per image, more "
+    total = graph_values(single)
+    fixed = constant_values(single)   # computed from constants: not per image
+    per_image = max(1, total - fixed)
+    if total > MAX_GRAPH_VALUES:
+        raise ImportError_(f"the graph's tensors hold {total} values per image, more "
                            f"than the import's check can execute ({MAX_GRAPH_VALUES}); "
                            f"nothing written")
     batch = max(1, min(BATCH, count, BATCH_VALUES // per_image))

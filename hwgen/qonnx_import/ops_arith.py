@@ -99,6 +99,7 @@ class ArithmeticOps:
     def op_Neg(self, node):
         value = self.take(node, 0)
         if isinstance(value, Const):
+            check_computed_size(self, node, "Neg", value.array)
             return Const(-value.array)
         return self._affine(node, value, mul=-1)
 

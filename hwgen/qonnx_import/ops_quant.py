@@ -13,7 +13,7 @@ from ..threshold_rule import exact, float_tie, threshold_rule
 from .ops_arith import check_computed_size
 from .graph import ImportError_
 from .values import (MAX_INPUT_BITS, Accum, Binary, Const, InputMapping, Pixels, channel_count,
-                     describe, fraction_array, pooled_shape, scalar_value)
+                     describe, pooled_shape, scalar_value)
 
 
 class QuantizerOps:
@@ -30,6 +30,7 @@ class QuantizerOps:
             except ValueError:
                 self.fail(node, "the scale does not broadcast to the tensor")
             return Const(array)
+        self._check_keeps_shape(node, value, scale_const)
         scale = scalar_value(scale_const)
         if scale is None or scale == 0:
             self.fail(node, "needs one nonzero scale for the whole tensor")
@@ -125,6 +126,7 @@ class QuantizerOps:
             check_computed_size(self, node, "Quant", value.array, scale.array, zero.array)
             return quant_constant(node, value, scale, zero, qmin, qmax, bipolar=b == 1 and
                                 bool(signed))
+        self._check_keeps_shape(node, value, scale, zero, bits)
         if b == 1 and signed:  # qonnx runs a 1-bit signed Quant as bipolar (sign at 0)
             return self._bipolar_quant(node, value, scale, zero)
         if not isinstance(value, Pixels):
@@ -153,6 +155,21 @@ class QuantizerOps:
         # the model's input integer p is the quantizer's integer q - qmin
         self.mapping = InputMapping(scale=s, shift=Fraction(qmin) - z)
         return Pixels(value.shape, s, (s * (qmin - z),), quantized=True)
+
+    def _check_keeps_shape(self, node, value, *parameters: Const) -> None:
+        """Refuse a quantizer parameter that would broadcast the tensor to a larger one
+        (a [K, 1, 1] zero point of equal values reads as one value here, but QONNX's
+        execution grows [B, N] to [K, B, N]: 4.9 GB for K = 2048)."""
+        shape = tuple(value.shape)
+        for parameter in parameters:
+            theirs = tuple(np.shape(parameter.array))
+            try:
+                grown = tuple(np.broadcast_shapes(shape, theirs))
+            except ValueError:
+                grown = None
+            if grown != shape:
+                self.fail(node, f"a parameter of shape {list(theirs)} does not fit the "
+                                f"tensor's shape {list(shape)} (it would broadcast it)")
 
     def _bipolar_quant(self, node, value, scale: Const, zero: Const) -> Binary:
         """qonnx's 1-bit signed Quant: ``s * (+1 if x / s + z >= 0 else -1) - z * s``."""
@@ -193,7 +210,22 @@ def quant_constant(node, value: Const, scale: Const, zero: Const, qmin: int, qma
         raise ImportError_(f"{node.describe()}: the quantized constant is not finite")
     shape = np.broadcast_shapes(x.shape, s.shape, z.shape)
     q = np.broadcast_to(q, shape)
-    ideal = (fraction_array(q) - np.broadcast_to(fraction_array(z), shape)) * \
-        np.broadcast_to(fraction_array(s), shape)
+    # one exact value per distinct (q, z, s): a few hundred for a whole weight tensor, where
+    # one Fraction per element took 2.2 GB and minutes for a 2**21-value constant
+    triples = np.stack([np.broadcast_to(a, shape).reshape(-1).astype(np.float64)
+                        for a in (q, z, s)], axis=1)
+    distinct, inverse = np.unique(triples, axis=0, return_inverse=True)
+    if len(distinct) > MAX_DISTINCT_EXACT:
+        raise ImportError_(f"{node.describe()}: the quantized constant has {len(distinct)} "
+                           f"distinct levels and scales, more than the {MAX_DISTINCT_EXACT} "
+                           f"the importer makes exact")
+    levels = np.empty(len(distinct), dtype=object)
+    levels[:] = [(exact(a) - exact(b)) * exact(c) for a, b, c in distinct.tolist()]
+    ideal = levels[inverse.reshape(-1)].reshape(shape)
     array = ((q - z) * s).astype(np.float32)
     return Const(np.broadcast_to(array, shape).copy(), ideal)
+
+
+#: Distinct exact values one quantized constant may have (a per-element scale could make
+#: one Fraction per value, about 130 bytes each).
+MAX_DISTINCT_EXACT = 1 << 18

@@ -91,7 +91,9 @@ class ShapeOps:
         if to not in _FLOAT_CASTS:   # a cast to an integer or bool type changes values
             self.fail(node, f"Cast to ONNX type {to!r}: only casts to FLOAT or DOUBLE are "
                             f"taken")
-        return Const(self.take(node, 0, Const).array.astype(_FLOAT_CASTS[to]))
+        value = self.take(node, 0, Const)
+        check_computed_size(self, node, "Cast", value.array)  # a copy: counted in the total
+        return Const(value.array.astype(_FLOAT_CASTS[to]))
 
     def op_Pow(self, node):
         base, exponent = self.take(node, 0, Const), self.take(node, 1, Const)
@@ -100,4 +102,6 @@ class ShapeOps:
             return Const(np.power(base.array, exponent.array).astype(base.array.dtype))
 
     def op_Sqrt(self, node):
-        return Const(np.sqrt(self.take(node, 0, Const).array))
+        value = self.take(node, 0, Const)
+        check_computed_size(self, node, "Sqrt", value.array)
+        return Const(np.sqrt(value.array))
