@@ -1044,3 +1044,37 @@ def test_a_quantized_constant_is_exact_per_distinct_level():
     want = (fraction_array(q) - fraction_array(np.broadcast_to(z.array, q.shape))) * \
         fraction_array(np.broadcast_to(s.array, q.shape))
     assert got.ideal.shape == (6, 5) and (got.ideal == want).all()
+
+
+def test_quant_attributes_are_read_as_qonnx_reads_them(bm, tmp_path, capsys):
+    """Round 36: qonnx takes Quant's ``narrow`` as a flag (any nonzero value clips one level
+    in), the importer added its value (narrow=2 clipped a bias at -126, the graph at -127: a
+    model that disagreed on inputs the random check never reached); an attribute declared
+    with another type than qonnx reads (a FLOAT narrow, an INT out_scale) is refused."""
+    import onnx
+    from onnx import helper
+
+    def graph(**attrs):
+        path, _, _ = _streamlined(tmp_path, np.random.default_rng(8), bias=[-127, 0, -8, 8])
+        f = np.float32
+        _with_extra_nodes(path, [helper.make_node(
+            "Quant", ["bias", "qs", "qz", "qb"], ["bias_q"], domain="qonnx.custom_op.general",
+            signed=1, **attrs)], {"qs": np.array(1.0, f), "qz": np.array(0.0, f),
+                                  "qb": np.array(8.0, f)})
+        model = onnx.load(path)
+        add = next(n for n in model.graph.node if n.op_type == "Add")
+        add.input[1] = "bias_q"
+        onnx.save(model, path)
+        return path
+
+    out = tmp_path / "q.npz"
+    assert main(["import", str(graph(narrow=2)), "-o", str(out)]) == 0, capsys.readouterr().err
+    bias = model_io.load(out).layers[-1].bias.astype(np.int64)
+    assert list(bias - bias[1]) == [-127, 0, -8, 8]
+    path = graph()
+    model = onnx.load(path)
+    quant = next(n for n in model.graph.node if n.op_type == "Quant")
+    quant.attribute.append(helper.make_attribute("narrow", 2.0))
+    onnx.save(model, path)
+    message = cli_error(capsys, "import", path, "-o", tmp_path / "x.npz")
+    assert "attribute narrow is not an INT attribute" in message, message

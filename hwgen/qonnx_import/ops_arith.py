@@ -30,7 +30,7 @@ def check_computed_size(converter, node, op: str, *arrays: np.ndarray) -> None:
     shapes = [np.shape(a) for a in arrays]
     try:
         size = math.prod(np.broadcast_shapes(*shapes))
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: more than NumPy's 32 dimensions
         converter.fail(node, f"{op} of constants of shapes "
                              f"{' and '.join(str(list(s)) for s in shapes)}, which do not "
                              f"broadcast")

@@ -44,6 +44,10 @@ class QuantizerOps:
         if thresholds.array.ndim != 2 or thresholds.array.shape[1] != 1:
             self.fail(node, f"has {thresholds.array.shape[-1]} thresholds per channel: "
                             f"multi-bit activations; one threshold (binary) is supported")
+        for name in ("out_scale", "out_bias"):   # qonnx reads them as FLOAT attributes
+            if not isinstance(node.attrs.get(name, 0.0), float):
+                self.fail(node, f"attribute {name} is not a FLOAT attribute (QONNX would read "
+                                f"another value than it declares)")
         out_scale = exact(node.attrs.get("out_scale", 1.0))
         out_bias = exact(node.attrs.get("out_bias", 0.0))
         if out_bias == 0 or out_scale != -2 * out_bias:
@@ -114,8 +118,12 @@ class QuantizerOps:
     def op_Quant(self, node):
         value = self.take(node, 0)
         scale, zero, bits = (self.take(node, i, Const) for i in (1, 2, 3))
-        signed = int(node.attrs.get("signed", 1))
-        narrow = int(node.attrs.get("narrow", 0))
+        for name in ("signed", "narrow"):   # qonnx reads them as INT attributes, as flags
+            if not isinstance(node.attrs.get(name, 0), int):
+                self.fail(node, f"attribute {name} is not an INT attribute (QONNX would read "
+                                f"another value than it declares)")
+        signed = 1 if node.attrs.get("signed", 1) else 0
+        narrow = 1 if node.attrs.get("narrow", 0) else 0   # any nonzero value: narrow range
         b = scalar_value(bits)
         if b is None or b.denominator != 1 or not 1 <= b <= 64:
             self.fail(node, "needs one whole bit width")
@@ -165,11 +173,12 @@ class QuantizerOps:
             theirs = tuple(np.shape(parameter.array))
             try:
                 grown = tuple(np.broadcast_shapes(shape, theirs))
-            except ValueError:
+            except (ValueError, RuntimeError):  # RuntimeError: over NumPy's 32 dimensions
                 grown = None
             if grown != shape:
-                self.fail(node, f"a parameter of shape {list(theirs)} does not fit the "
-                                f"tensor's shape {list(shape)} (it would broadcast it)")
+                shown = str(list(theirs)) if len(theirs) <= 8 else f"of {len(theirs)} dimensions"
+                self.fail(node, f"a parameter of shape {shown} does not fit the tensor's "
+                                f"shape {list(shape)} (it would broadcast it)")
 
     def _bipolar_quant(self, node, value, scale: Const, zero: Const) -> Binary:
         """qonnx's 1-bit signed Quant: ``s * (+1 if x / s + z >= 0 else -1) - z * s``."""
