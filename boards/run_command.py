@@ -3,6 +3,7 @@ protocol, classes compared with the reference; the parser is in :mod:`boards.com
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -159,4 +160,10 @@ def cmd_run(args) -> int:
     else:
         print(f"{n / elapsed:.1f} inferences/s (wall clock) over the link at {link_baud:.0f} "
               f"baud, {framing}, {counts}")
-    return 0 if agree == n else 1
+    if agree != n:   # the check failed: one line says so, as sim's does
+        first = int(np.flatnonzero(np.asarray(got) != reference)[0])
+        print(f"error: the {'simulated ' if args.sim else ''}board disagrees with the "
+              f"reference on {n - agree} of {n} images (first: image {first}, class "
+              f"{int(got[first])} against {int(reference[first])})", file=sys.stderr)
+        return 1
+    return 0

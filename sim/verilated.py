@@ -13,6 +13,7 @@ build (random power-on state, see the class).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,6 +219,18 @@ int main(int argc, char **argv) {{
     return 0;
 }}
 """
+
+
+@contextlib.contextmanager
+def _temporary_files(folder):
+    """The simulation's files in its temporary ``folder`` (beats in, results and logs out)
+    that cannot be written or read back (a full $TMPDIR, the folder removed meanwhile): one
+    UserError, not an OSError traceback."""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(f"the simulation's temporary files in {folder} failed "
+                        f"({err.strerror or err}): is $TMPDIR full?") from None
 
 
 @dataclass
@@ -442,7 +456,7 @@ class VerilatedCore:
             most = max(b - a for a, b in zip(bounds, bounds[1:]))
             max_cycles = int((most * per_image * slow + self.interface.get(
                 "latency_cycles", 0) + len(words) * slow + 1000) * 4)
-        with tempfile.TemporaryDirectory(prefix="sbn-sim-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="sbn-sim-") as tmp, _temporary_files(tmp):
             tmp = Path(tmp)
             words.astype("<u2").tofile(tmp / "weights.bin")
             cmds, outs = [], []
@@ -459,11 +473,18 @@ class VerilatedCore:
                 cmds[0].append(str(waves))
             stdouts = _run_shards(cmds, outs, tmp, count, progress)
             try:
-                tables = [np.loadtxt(out, dtype=np.int64, ndmin=2).reshape(-1, 2)
-                          for out in outs]
-            except (OSError, ValueError) as err:
+                with warnings.catch_warnings():  # an empty file is reported below, once
+                    warnings.simplefilter("ignore")
+                    tables = [np.loadtxt(out, dtype=np.int64, ndmin=2).reshape(-1, 2)
+                              for out in outs]
+            except ValueError as err:
                 raise UserError(f"the simulator {exe} wrote no readable results ({err}); "
                                 f"remove {exe.parent} to rebuild it") from None
+            for k, (table, a, b) in enumerate(zip(tables, bounds, bounds[1:])):
+                if len(table) != b - a:   # never broadcast a short table against the images
+                    raise UserError(f"simulation process {k + 1} returned {len(table)} "
+                                    f"results for {b - a} images (its results file in "
+                                    f"{tmp} was cut short: is $TMPDIR full?)")
         table = np.concatenate(tables)
         digests = None
         if self.x_random:

@@ -88,9 +88,15 @@ def test_the_answering_board_works_for_a_class_the_model_has(tiny, monkeypatch, 
 
     agree = int((Reference(model_io.load(model)).predict(read_idx(images)[:, None]) == 2).sum())
     code = main(["run", "--port", "fake", str(model), "--images", str(images)])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == (0 if agree == 4 else 1)  # exit 1 when any class differs
     assert "image 3: class 2 (class2)" in out and f"agreement {agree}/4 with reference" in out
+    # a failed check ends in one error line, as sim's does (it had none; round 36)
+    assert captured.err == ("" if agree == 4 else captured.err.splitlines()[-1] + "\n")
+    if agree != 4:
+        assert captured.err.startswith(f"error: the board disagrees with the reference on "
+                                       f"{4 - agree} of 4 images (first: image "), captured.err
 
 
 def test_an_empty_weight_image_is_refused_before_sending(tiny, tmp_path, capsys):

@@ -117,3 +117,37 @@ def test_core_run_refuses_a_bad_job_count(tmp_path, small):
     for jobs in (0, 1.5, True):
         with pytest.raises(UserError, match="jobs must be a whole number at least 1"):
             core.run(images, jobs=jobs)
+
+
+@pytest.mark.sim
+def test_results_cut_short_or_temporary_files_that_fail_are_one_error(tmp_path, small,
+                                                                       monkeypatch):
+    """Round 36: with a nearly full $TMPDIR the harness's results file came back short (an
+    empty one was a NumPy broadcasting traceback; a single line would have been broadcast
+    into a wrong agreement), and a failed write of the beats was an OSError traceback."""
+    import sim.verilated as verilated
+    from hwgen.errors import UserError
+
+    model, _, images = small
+    net = plan(model)
+    verilog, _ = write_verilog(net, tmp_path, "dut")
+    core = VerilatedCore(verilog, interface(net, "dut"), cache_dir=tmp_path / "cache")
+    real = verilated._run_shards
+
+    def short(cmds, outs, tmp, count, progress):
+        stdouts = real(cmds, outs, tmp, count, progress)
+        outs[-1].write_text(outs[-1].read_text().splitlines()[0] + "\n")  # one line kept
+        return stdouts
+
+    monkeypatch.setattr(verilated, "_run_shards", short)
+    with pytest.raises(UserError, match=r"process 2 returned 1 results for 19 images .* "
+                                        r"\$TMPDIR full"):
+        core.run(images, jobs=2)
+
+    def full(cmds, outs, tmp, count, progress):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(verilated, "_run_shards", full)
+    with pytest.raises(UserError, match="temporary files in .* failed .No space left on "
+                                        "device.: is \\$TMPDIR full"):
+        core.run(images, jobs=2)
