@@ -23,6 +23,11 @@ MAX_CLASS_FILE_BYTES = 1 << 20
 #: Values (images x values per image) of the random check images at most: 16 Mi values,
 #: 32 MiB at 16 bits, so a huge input costs fewer check images, not unbounded memory.
 MAX_CHECK_VALUES = 1 << 24
+#: Executions of graph nodes (batches x nodes) the random check runs at most: QONNX runs
+#: each node of each batch in Python, a few ms each, so a graph that needs batches of one
+#: image and has hundreds of nodes gets fewer random images (a 108 KB graph of an
+#: 8192-channel layer and 495 Neg nodes would have run for about 35 minutes).
+MAX_NODE_RUNS = 20_000
 
 
 def register(sub) -> None:
@@ -100,11 +105,11 @@ def read_classes(path: Path, count: int) -> list[str]:
     return names
 
 
-def _check_images(args, spec):
+def _check_images(args, spec, most: int | None = None):
     """The images the import is checked on: the dataset or IDX file given, else
     ``--check-images`` random ones, as many of them as fit :data:`MAX_CHECK_VALUES` values
-    (fewer for a large input, which the output line's count shows; an input larger than
-    that on its own is refused)."""
+    and ``most`` images (fewer for a large input or a slow graph, which the output line's
+    count shows; an input larger than that on its own is refused)."""
     if args.dataset or args.images:
         images, labels = load_images(args)
         source = args.dataset or str(args.images)
@@ -114,6 +119,9 @@ def _check_images(args, spec):
                                f"too large to check on random images (at most "
                                f"{MAX_CHECK_VALUES} values); nothing written")
         count = min(args.check_images, MAX_CHECK_VALUES // spec.size)
+        slow = most is not None and most < count
+        if slow:
+            count = most
         rng = np.random.default_rng(args.seed)
         images = rng.integers(0, spec.max_value + 1, size=(count,) + spec.shape,
                               dtype=np.uint16 if spec.bits > 8 else np.uint8)
@@ -121,8 +129,10 @@ def _check_images(args, spec):
         # accumulators, where a hand-set threshold sits (random ones rarely do)
         images[:1] = 0
         images[1:2] = spec.max_value
-        fewer = (f"; {count} of the {args.check_images} asked for, as many as fit "
-                 f"{MAX_CHECK_VALUES} values" if count < args.check_images else "")
+        limit = (f"{MAX_NODE_RUNS} executions of the graph's nodes" if slow else
+                 f"{MAX_CHECK_VALUES} values")
+        fewer = (f"; {count} of the {args.check_images} asked for, as many as fit {limit}"
+                 if count < args.check_images else "")
         labels, source = None, f"random (seed {args.seed}{fewer})"
     return images, labels, source
 
@@ -166,12 +176,19 @@ def cmd_import(args) -> int:
         if len(names) == len(model.classes):
             model.classes = names
     model.validate()
-    images, labels, source = _check_images(args, model.input)
+    execution, most = None, None
+    if not (args.dataset or args.images):   # random images: as many as the graph runs fast
+        with _qonnx_failures(args.onnx):   # a graph too large to check fails before any work
+            execution = prepare_execution(graph.proto, args.check_images)
+        nodes = max(1, len(execution.model.graph.node))
+        most = max(2, MAX_NODE_RUNS // nodes * execution.batch)
+    images, labels, source = _check_images(args, model.input, most)
     images = check_images(model.input, images)
     check_labels(labels, model)
     progress = sys.stderr.isatty()
-    with _qonnx_failures(args.onnx):   # a graph too large to check fails before any work
-        execution = prepare_execution(graph.proto, len(images))
+    if execution is None:
+        with _qonnx_failures(args.onnx):
+            execution = prepare_execution(graph.proto, len(images))
     with _qonnx_failures(args.onnx), _named(args.onnx):
         agreement = check_agreement(execution, Reference(model), images, imported.score_unit,
                                     convert=imported.mapping.graph_input, progress=progress)
