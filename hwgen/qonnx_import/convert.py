@@ -60,6 +60,7 @@ class Converter(ShapeOps, ArithmeticOps, QuantizerOps, LayerOps):
         self.binarize_at: int | None = None
         self.used: set[str] = set()
         self.float_ties: list[str] = []
+        self.computed_values = 0  # values of the constants computed so far (check_computed_size)
 
     # ---- driver -------------------------------------------------------------------------
     def convert(self) -> Imported:

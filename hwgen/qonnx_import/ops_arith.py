@@ -37,7 +37,7 @@ def check_computed_size(converter, node, op: str, *arrays: np.ndarray) -> None:
     if size > MAX_COMPUTED_CONSTANT:
         converter.fail(node, f"{op} of constants would make {size} values, more than the "
                              f"{MAX_COMPUTED_CONSTANT} the importer computes")
-    converter.computed_values = getattr(converter, "computed_values", 0) + size
+    converter.computed_values += size
     if converter.computed_values > MAX_COMPUTED_TOTAL:
         converter.fail(node, f"the constants computed so far hold "
                              f"{converter.computed_values} values, more than the "
