@@ -46,6 +46,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from hwgen.errors import first_line
+
 from . import protocol as P
 
 
@@ -63,11 +65,6 @@ def _port_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # not POSIX
         pass
     return errors
-
-
-def _why(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
 
 
 #: Batches of replies in a row that match no frame in flight before they count as silence
@@ -155,7 +152,7 @@ class SerialTransport:
             raise BoardError(f"the port took no data for {self.write_timeout:.0f} s: is a "
                              f"board at the other end, reading?") from None
         except _port_errors() as err:
-            raise BoardError(f"the port failed while writing ({_why(err)}): was the board "
+            raise BoardError(f"the port failed while writing ({first_line(err)}): was the board "
                              f"unplugged?") from None
 
     def read(self, n: int, timeout: float) -> bytes:
@@ -163,7 +160,7 @@ class SerialTransport:
             self._serial.timeout = timeout
             return self._serial.read(n)
         except _port_errors() as err:
-            raise BoardError(f"the port failed while reading ({_why(err)}): was the board "
+            raise BoardError(f"the port failed while reading ({first_line(err)}): was the board "
                              f"unplugged?") from None
 
     def idle(self, seconds: float):
