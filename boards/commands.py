@@ -318,8 +318,8 @@ def _build_fold(args, board, outdir: Path, model, net, module: str, missed: list
               "reference", file=sys.stderr)
     else:
         print("verify: " + verify(model, net, module, args.verify_images))
-    # resolved first: "-o ." has no name of its own to add ".failed" to
-    failed = resolved(outdir).with_name(resolved(outdir).name + ".failed")
+    absolute = resolved(outdir)   # "-o ." has no name of its own to add ".failed" to
+    failed = absolute.with_name(absolute.name + ".failed")
     try:
         outdir.parent.mkdir(exist_ok=True)  # only the default's build/ may be missing
     except OSError as err:
